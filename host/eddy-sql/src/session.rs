@@ -1,0 +1,314 @@
+//! A SQL session: DataFusion's context plus Eddy's functions and sources.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use datafusion::arrow::array::{
+    ArrayRef, RecordBatch, StringArray, TimestampMillisecondArray, UInt64Array,
+};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use datafusion::logical_expr::ScalarUDF;
+use datafusion::prelude::{SessionConfig, SessionContext};
+use eddy_udf_host::{Component, UdfRuntime, WasmScalarUdf};
+
+use crate::generator::CarSensorFunction;
+use crate::statement::{parse, Statement};
+use crate::{Error, Result};
+
+/// What a statement produced.
+#[derive(Debug)]
+pub enum Output {
+    /// A result table.
+    Rows {
+        /// Its schema (also when there are no rows).
+        schema: SchemaRef,
+        /// Its rows.
+        batches: Vec<RecordBatch>,
+    },
+    /// A confirmation for a statement without rows.
+    Message(String),
+}
+
+/// One user's SQL session.
+pub struct Session {
+    ctx: SessionContext,
+    runtime: UdfRuntime,
+    functions: BTreeMap<String, Arc<WasmScalarUdf>>,
+    build_jobs: Option<usize>,
+}
+
+impl Session {
+    /// A session whose UDFs run in `runtime`.
+    pub fn new(runtime: UdfRuntime) -> Session {
+        Session::with_config(runtime, SessionConfig::new())
+    }
+
+    /// A session with DataFusion settings of the caller's choice (batch size, partitions).
+    pub fn with_config(runtime: UdfRuntime, config: SessionConfig) -> Session {
+        let ctx = SessionContext::new_with_config(config.with_information_schema(true));
+        ctx.register_udtf("car_sensor", Arc::new(CarSensorFunction));
+        Session {
+            ctx,
+            runtime,
+            functions: BTreeMap::new(),
+            build_jobs: None,
+        }
+    }
+
+    /// Limits parallel jobs when `CREATE FUNCTION` builds a UDF crate.
+    pub fn set_build_jobs(&mut self, jobs: Option<usize>) {
+        self.build_jobs = jobs;
+    }
+
+    /// The DataFusion context, for registering tables and native functions.
+    pub fn context(&self) -> &SessionContext {
+        &self.ctx
+    }
+
+    /// The wasm UDFs currently registered, by name.
+    pub fn functions(&self) -> &BTreeMap<String, Arc<WasmScalarUdf>> {
+        &self.functions
+    }
+
+    /// Runs one statement.
+    pub async fn execute(&mut self, sql: &str) -> Result<Output> {
+        match parse(sql)? {
+            Statement::CreateFunction {
+                name,
+                path,
+                or_replace,
+            } => self.create_function(&name, &path, or_replace).await,
+            Statement::DropFunction { name, if_exists } => self.drop_function(&name, if_exists),
+            Statement::ShowFunctions => Ok(self.show_functions()),
+            Statement::DescribeFunction { name } => self.describe_function(&name),
+            Statement::Sql(sql) => {
+                let df = self.ctx.sql(&sql).await?;
+                let schema = df.schema().inner().clone();
+                let batches = df.collect().await?;
+                Ok(Output::Rows { schema, batches })
+            }
+        }
+    }
+
+    async fn load(&self, path: &str) -> Result<Arc<Component>> {
+        let path = PathBuf::from(path);
+        let runtime = self.runtime.clone();
+        let jobs = self.build_jobs;
+        // Building and compiling take seconds: keep them off the async workers.
+        tokio::task::spawn_blocking(move || -> Result<Arc<Component>> {
+            let file = if path.is_dir() {
+                let options = eddy_udf_build::BuildOptions {
+                    jobs,
+                    quiet: true,
+                    ..Default::default()
+                };
+                let mut built = eddy_udf_build::build(&path, &options)?;
+                if built.len() != 1 {
+                    return Err(Error::Function(format!(
+                        "{} built {} components; name one .wasm file instead",
+                        path.display(),
+                        built.len()
+                    )));
+                }
+                built.remove(0).component
+            } else {
+                path
+            };
+            Ok(runtime.load_file(file)?)
+        })
+        .await
+        .map_err(|e| Error::Function(format!("loading was interrupted: {e}")))?
+    }
+
+    async fn create_function(
+        &mut self,
+        name: &str,
+        path: &str,
+        or_replace: bool,
+    ) -> Result<Output> {
+        let component = self.load(path).await?;
+        if component.function(name).is_none() {
+            let provided: Vec<&str> = component
+                .functions
+                .iter()
+                .map(|f| f.name.as_str())
+                .collect();
+            return Err(Error::Function(format!(
+                "{path} does not provide a function named '{name}'; it provides: {}",
+                provided.join(", ")
+            )));
+        }
+        // Check every name first, so a refused statement changes nothing.
+        for f in &component.functions {
+            match self.functions.get(&f.name) {
+                Some(existing) if existing.component().hash == component.hash => {}
+                Some(existing) if !or_replace => {
+                    return Err(Error::Function(format!(
+                        "function '{}' already exists (version {} from {}); use CREATE OR REPLACE FUNCTION",
+                        f.name,
+                        short(&existing.component().hash),
+                        existing.component().source
+                    )))
+                }
+                Some(_) => {}
+                None if self.ctx.state().scalar_functions().contains_key(&f.name) => {
+                    return Err(Error::Function(format!(
+                        "'{}' is a built-in function and cannot be replaced",
+                        f.name
+                    )))
+                }
+                None => {}
+            }
+        }
+        let mut changed = Vec::new();
+        for f in &component.functions {
+            let existing = self.functions.get(&f.name).cloned();
+            match existing {
+                Some(e) if e.component().hash == component.hash => continue,
+                // Same types: swap in place, so running queries move to it at a batch boundary.
+                Some(e) if e.compatible(&component) => {
+                    e.replace(component.clone()).map_err(Error::Function)?;
+                }
+                _ => {
+                    let udf = Arc::new(
+                        WasmScalarUdf::new(component.clone(), &f.name)
+                            .expect("the component describes this function"),
+                    );
+                    self.ctx
+                        .register_udf(ScalarUDF::new_from_shared_impl(udf.clone()));
+                    self.functions.insert(f.name.clone(), udf);
+                }
+            }
+            changed.push(f.name.as_str());
+        }
+        if changed.is_empty() {
+            return Ok(Output::Message(format!(
+                "{path} (version {}) is already loaded",
+                short(&component.hash)
+            )));
+        }
+        Ok(Output::Message(format!(
+            "Loaded {} (version {}): {}",
+            path,
+            short(&component.hash),
+            changed.join(", ")
+        )))
+    }
+
+    fn drop_function(&mut self, name: &str, if_exists: bool) -> Result<Output> {
+        if self.functions.remove(name).is_some() {
+            self.ctx.deregister_udf(name);
+            Ok(Output::Message(format!("Dropped function {name}")))
+        } else if if_exists {
+            Ok(Output::Message(format!("Function {name} does not exist")))
+        } else {
+            Err(Error::Function(format!("function '{name}' does not exist")))
+        }
+    }
+
+    fn show_functions(&self) -> Output {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("name", DataType::Utf8, false),
+            Field::new("signature", DataType::Utf8, false),
+            Field::new("version", DataType::Utf8, false),
+            Field::new("source", DataType::Utf8, false),
+            Field::new(
+                "loaded_at",
+                DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into())),
+                false,
+            ),
+            Field::new("calls", DataType::UInt64, false),
+            Field::new("rows", DataType::UInt64, false),
+            Field::new("row_errors", DataType::UInt64, false),
+            Field::new("traps", DataType::UInt64, false),
+        ]));
+        let udfs: Vec<_> = self.functions.values().collect();
+        let text = |f: &dyn Fn(&WasmScalarUdf) -> String| -> ArrayRef {
+            Arc::new(StringArray::from_iter_values(udfs.iter().map(|u| f(u))))
+        };
+        let count = |f: &dyn Fn(&WasmScalarUdf) -> u64| -> ArrayRef {
+            Arc::new(UInt64Array::from_iter_values(udfs.iter().map(|u| f(u))))
+        };
+        let columns = vec![
+            text(&|u| u.description().name),
+            text(&|u| u.description().display()),
+            text(&|u| short(&u.component().hash).to_string()),
+            text(&|u| u.component().source.clone()),
+            Arc::new(
+                TimestampMillisecondArray::from_iter_values(
+                    udfs.iter().map(|u| millis(u.component().loaded_at)),
+                )
+                .with_timezone("UTC"),
+            ),
+            count(&|u| u.stats().calls.load(Ordering::Relaxed)),
+            count(&|u| u.stats().rows.load(Ordering::Relaxed)),
+            count(&|u| u.stats().row_errors.load(Ordering::Relaxed)),
+            count(&|u| u.stats().traps.load(Ordering::Relaxed)),
+        ];
+        let batch = RecordBatch::try_new(schema.clone(), columns).expect("columns match schema");
+        Output::Rows {
+            schema,
+            batches: vec![batch],
+        }
+    }
+
+    fn describe_function(&self, name: &str) -> Result<Output> {
+        let udf = self.functions.get(name).ok_or_else(|| {
+            Error::Function(format!(
+                "function '{name}' does not exist (see SHOW FUNCTIONS)"
+            ))
+        })?;
+        let f = udf.description();
+        let component = udf.component();
+        let params: Vec<String> = f
+            .params
+            .iter()
+            .map(|(n, t)| format!("{n} {}", t.sql_name()))
+            .collect();
+        let rows = [
+            ("name", f.name.clone()),
+            ("signature", f.display()),
+            ("parameters", params.join(", ")),
+            ("returns", f.returns.sql_name().to_string()),
+            ("volatility", format!("{:?}", f.volatility).to_lowercase()),
+            ("description", f.doc.clone()),
+            ("version", component.hash.clone()),
+            ("source", component.source.clone()),
+            (
+                "max_memory",
+                format!("{} bytes", component.limits.max_memory),
+            ),
+            ("timeout", format!("{:?}", component.limits.timeout)),
+        ];
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("property", DataType::Utf8, false),
+            Field::new("value", DataType::Utf8, false),
+        ]));
+        let batch = RecordBatch::try_new(
+            schema.clone(),
+            vec![
+                Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.0))),
+                Arc::new(StringArray::from_iter_values(
+                    rows.iter().map(|r| r.1.as_str()),
+                )),
+            ],
+        )
+        .expect("columns match schema");
+        Ok(Output::Rows {
+            schema,
+            batches: vec![batch],
+        })
+    }
+}
+
+fn short(hash: &str) -> &str {
+    &hash[..hash.len().min(12)]
+}
+
+fn millis(t: std::time::SystemTime) -> i64 {
+    t.duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}

@@ -1,0 +1,368 @@
+//! A loaded UDF component: compiled code, its self-description, and a pool of instances.
+
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
+
+use datafusion::arrow::datatypes::{DataType, Field};
+use datafusion::logical_expr::Volatility;
+use sha2::{Digest, Sha256};
+use wasmtime::component::Linker;
+use wasmtime::{Store, Trap};
+
+use crate::bindings::eddy::udf::types as wit;
+use crate::bindings::{ScalarUdf, ScalarUdfPre};
+use crate::runtime::{State, EPOCH_TICK};
+use crate::{Error, Limits, Result, UdfRuntime};
+
+/// A SQL type a UDF can take or return (`data-type` in the WIT).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SqlType {
+    /// `DOUBLE`.
+    Float64,
+    /// `BIGINT`.
+    Int64,
+    /// `BOOLEAN`.
+    Boolean,
+    /// `VARCHAR`.
+    Utf8,
+    /// `DOUBLE[]`.
+    ListFloat64,
+}
+
+impl SqlType {
+    /// The Arrow type of columns of this type.
+    pub fn arrow_type(self) -> DataType {
+        match self {
+            SqlType::Float64 => DataType::Float64,
+            SqlType::Int64 => DataType::Int64,
+            SqlType::Boolean => DataType::Boolean,
+            SqlType::Utf8 => DataType::Utf8,
+            SqlType::ListFloat64 => {
+                DataType::List(Arc::new(Field::new_list_field(DataType::Float64, true)))
+            }
+        }
+    }
+
+    /// The name users see, as in ksqlDB.
+    pub fn sql_name(self) -> &'static str {
+        match self {
+            SqlType::Float64 => "DOUBLE",
+            SqlType::Int64 => "BIGINT",
+            SqlType::Boolean => "BOOLEAN",
+            SqlType::Utf8 => "VARCHAR",
+            SqlType::ListFloat64 => "ARRAY<DOUBLE>",
+        }
+    }
+}
+
+impl From<wit::DataType> for SqlType {
+    fn from(t: wit::DataType) -> Self {
+        match t {
+            wit::DataType::Float64 => SqlType::Float64,
+            wit::DataType::Int64 => SqlType::Int64,
+            wit::DataType::Boolean => SqlType::Boolean,
+            wit::DataType::Utf8 => SqlType::Utf8,
+            wit::DataType::ListFloat64 => SqlType::ListFloat64,
+        }
+    }
+}
+
+/// One function as its component describes it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct FunctionSignature {
+    /// SQL name.
+    pub name: String,
+    /// Parameter names and types.
+    pub params: Vec<(String, SqlType)>,
+    /// Result type.
+    pub returns: SqlType,
+    /// Whether results depend only on arguments.
+    pub volatility: Volatility,
+    /// The author's description.
+    pub doc: String,
+}
+
+impl FunctionSignature {
+    /// `name(a DOUBLE, b VARCHAR) -> DOUBLE`.
+    pub fn display(&self) -> String {
+        let params: Vec<String> = self
+            .params
+            .iter()
+            .map(|(n, t)| format!("{n} {}", t.sql_name()))
+            .collect();
+        format!(
+            "{}({}) -> {}",
+            self.name,
+            params.join(", "),
+            self.returns.sql_name()
+        )
+    }
+
+    fn from_wit(f: wit::FunctionSignature) -> FunctionSignature {
+        FunctionSignature {
+            name: f.name,
+            params: f
+                .params
+                .into_iter()
+                .map(|p| (p.name, p.data_type.into()))
+                .collect(),
+            returns: f.returns.into(),
+            volatility: match f.volatility {
+                wit::Volatility::Immutable => Volatility::Immutable,
+                wit::Volatility::Stable => Volatility::Stable,
+                wit::Volatility::Volatile => Volatility::Volatile,
+            },
+            doc: f.doc,
+        }
+    }
+}
+
+/// A live instance with its store; used by one call at a time.
+struct Instance {
+    store: Store<State>,
+    bindings: ScalarUdf,
+}
+
+/// Why a call failed.
+#[derive(Debug, Clone)]
+pub(crate) enum CallFailure {
+    /// The guest returned an error for the whole batch.
+    Guest(String),
+    /// The guest trapped or hit a limit; its instance was discarded.
+    Trap(String),
+}
+
+/// A compiled, validated UDF component.
+pub struct Component {
+    /// SHA-256 of the component bytes: the version.
+    pub hash: String,
+    /// Where it was loaded from.
+    pub source: String,
+    /// When it was loaded.
+    pub loaded_at: SystemTime,
+    /// The functions it provides.
+    pub functions: Vec<FunctionSignature>,
+    /// Limits for its instances.
+    pub limits: Limits,
+    pre: ScalarUdfPre<State>,
+    idle: Mutex<Vec<Instance>>,
+}
+
+impl std::fmt::Debug for Component {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Component")
+            .field("hash", &self.hash)
+            .field("source", &self.source)
+            .field("functions", &self.functions)
+            .finish()
+    }
+}
+
+/// Instances kept warm per component; more run concurrently but are dropped afterwards.
+const MAX_IDLE: usize = 8;
+
+impl Component {
+    pub(crate) fn load(
+        runtime: &UdfRuntime,
+        bytes: &[u8],
+        source: &str,
+        limits: Limits,
+    ) -> Result<Arc<Component>> {
+        let hash = hex::encode(Sha256::digest(bytes));
+        let compiled = runtime.compile(bytes, &hash, source)?;
+        let linker: &Linker<State> = &runtime.linker;
+        let wrong_world = |e: wasmtime::Error| Error::WrongWorld {
+            origin: source.to_string(),
+            message: format!("{e:#}"),
+        };
+        let pre = linker.instantiate_pre(&compiled).map_err(wrong_world)?;
+        let pre = ScalarUdfPre::new(pre).map_err(wrong_world)?;
+        let mut component = Component {
+            hash,
+            source: source.to_string(),
+            loaded_at: SystemTime::now(),
+            functions: Vec::new(),
+            limits,
+            pre,
+            idle: Mutex::new(Vec::new()),
+        };
+        let mut instance = component.instantiate().map_err(wrong_world)?;
+        instance
+            .store
+            .set_epoch_deadline(component.deadline_ticks());
+        let described = outside_async(|| {
+            instance
+                .bindings
+                .eddy_udf_scalar()
+                .call_describe(&mut instance.store)
+        })
+        .map_err(|e| Error::BadDescription {
+            origin: source.to_string(),
+            message: format!("describe() trapped: {e:#}"),
+        })?;
+        component.functions = described
+            .into_iter()
+            .map(FunctionSignature::from_wit)
+            .collect();
+        component.validate_description()?;
+        component.release(instance);
+        Ok(Arc::new(component))
+    }
+
+    fn validate_description(&self) -> Result<()> {
+        let bad = |message: String| Error::BadDescription {
+            origin: self.source.clone(),
+            message,
+        };
+        if self.functions.is_empty() {
+            return Err(bad("it describes no functions".into()));
+        }
+        let mut seen = std::collections::HashSet::new();
+        for f in &self.functions {
+            let valid = !f.name.is_empty()
+                && f.name
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+                && !f.name.starts_with(|c: char| c.is_ascii_digit());
+            if !valid {
+                return Err(bad(format!(
+                    "function name {:?} is not a lower-case SQL identifier",
+                    f.name
+                )));
+            }
+            if !seen.insert(&f.name) {
+                return Err(bad(format!("function {:?} is described twice", f.name)));
+            }
+        }
+        Ok(())
+    }
+
+    /// The description of `name`, if this component provides it.
+    pub fn function(&self, name: &str) -> Option<&FunctionSignature> {
+        self.functions.iter().find(|f| f.name == name)
+    }
+
+    fn deadline_ticks(&self) -> u64 {
+        (self.limits.timeout.as_micros() / EPOCH_TICK.as_micros()).max(1) as u64 + 1
+    }
+
+    fn instantiate(&self) -> wasmtime::Result<Instance> {
+        let label: Arc<str> = format!(
+            "{}@{}",
+            self.functions
+                .first()
+                .map(|f| f.name.as_str())
+                .unwrap_or("udf"),
+            &self.hash[..12]
+        )
+        .into();
+        let mut store = Store::new(self.pre.engine(), State::new(label, &self.limits));
+        store.limiter(|s| &mut s.limiter);
+        store.epoch_deadline_trap();
+        store.set_epoch_deadline(self.deadline_ticks());
+        let bindings = self.pre.instantiate(&mut store)?;
+        Ok(Instance { store, bindings })
+    }
+
+    fn acquire(&self) -> wasmtime::Result<Instance> {
+        let idle = self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop();
+        match idle {
+            Some(i) => Ok(i),
+            None => self.instantiate(),
+        }
+    }
+
+    fn release(&self, instance: Instance) {
+        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        if idle.len() < MAX_IDLE {
+            idle.push(instance);
+        }
+    }
+
+    /// Runs `function` over one batch in a pooled instance.
+    pub(crate) fn call(
+        &self,
+        function: &str,
+        args: &[wit::Column],
+        rows: u32,
+    ) -> std::result::Result<wit::ScalarResult, CallFailure> {
+        let mut instance = self
+            .acquire()
+            .map_err(|e| CallFailure::Trap(format!("could not be instantiated: {e:#}")))?;
+        instance.store.set_epoch_deadline(self.deadline_ticks());
+        {
+            let state = instance.store.data_mut();
+            state.log_budget = self.limits.max_log_lines_per_call;
+            state.limiter.hit = None;
+        }
+        let result = outside_async(|| {
+            instance
+                .bindings
+                .eddy_udf_scalar()
+                .call_call(&mut instance.store, function, args, rows)
+        });
+        let output = instance.store.data().output.drain();
+        match result {
+            Ok(Ok(r)) => {
+                self.release(instance);
+                Ok(r)
+            }
+            Ok(Err(message)) => {
+                self.release(instance);
+                Err(CallFailure::Guest(message))
+            }
+            // A trapped instance may be left inconsistent: drop it, the next call gets a fresh one.
+            Err(e) => Err(CallFailure::Trap(self.explain_trap(
+                &e,
+                instance.store.data().limiter.hit.clone(),
+                &output,
+            ))),
+        }
+    }
+
+    fn explain_trap(&self, e: &wasmtime::Error, limit: Option<String>, output: &str) -> String {
+        let mut message = if let Some(limit) = limit {
+            limit
+        } else {
+            match e.downcast_ref::<Trap>() {
+                Some(Trap::Interrupt) => format!(
+                    "exceeded its time limit of {:?} per batch",
+                    self.limits.timeout
+                ),
+                Some(Trap::StackOverflow) => "exhausted its stack".to_string(),
+                Some(trap) => format!("trapped: {trap}"),
+                None => format!("failed: {e:#}"),
+            }
+        };
+        // The guest's last words (a Rust panic message, say) explain more than the trap code.
+        let tail: Vec<&str> = output
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .rev()
+            .take(3)
+            .collect();
+        if !tail.is_empty() {
+            let tail: Vec<&str> = tail.into_iter().rev().collect();
+            message.push_str(&format!("; guest output: {}", tail.join(" | ")));
+        }
+        message
+    }
+}
+
+/// Runs a guest call where WASI's synchronous host functions may block.
+///
+/// wasmtime-wasi's sync bindings drive their I/O (a guest writing to stdout, say) with
+/// `Handle::block_on`, which panics on a thread that is running async tasks — as DataFusion's
+/// operators are. Leave the async context for the call.
+fn outside_async<R: Send>(f: impl FnOnce() -> R + Send) -> R {
+    use tokio::runtime::{Handle, RuntimeFlavor};
+    match Handle::try_current() {
+        Err(_) => f(),
+        Ok(h) if h.runtime_flavor() == RuntimeFlavor::MultiThread => tokio::task::block_in_place(f),
+        Ok(_) => std::thread::scope(|s| {
+            s.spawn(f)
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+        }),
+    }
+}

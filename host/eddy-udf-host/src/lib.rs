@@ -1,0 +1,20 @@
+//! Runs WebAssembly UDF components under wasmtime and exposes their functions to DataFusion.
+//!
+//! A component (world `eddy:udf/scalar-udf`, see `wit/udf.wit`) is compiled once per content
+//! hash — cached on disk — and describes its own functions; each becomes a DataFusion
+//! [`ScalarUDF`](datafusion::logical_expr::ScalarUDF) that calls the guest once per Arrow batch.
+//! Guests run with no filesystem, environment or network, under memory and time limits; a trap
+//! fails only the call that caused it.
+
+mod bindings;
+mod component;
+mod convert;
+mod error;
+mod output;
+mod runtime;
+mod udf;
+
+pub use component::{Component, FunctionSignature, SqlType};
+pub use error::{Error, Result};
+pub use runtime::{Limits, UdfRuntime};
+pub use udf::{FunctionStats, WasmScalarUdf};

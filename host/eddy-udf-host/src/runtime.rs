@@ -1,0 +1,281 @@
+//! The wasm engine shared by every component: configuration, limits, compile cache, linker.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use wasmtime::component::{HasSelf, Linker, ResourceTable};
+use wasmtime::{Config, Engine, ResourceLimiter};
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+use crate::bindings::eddy::udf::host_log;
+use crate::bindings::ScalarUdf;
+use crate::output::GuestOutput;
+use crate::{Component, Error, Result};
+
+/// How often the epoch advances; per-call timeouts are counted in these ticks.
+pub(crate) const EPOCH_TICK: Duration = Duration::from_millis(5);
+
+/// Resource limits applied to every instance of a component.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limits {
+    /// Linear memory per instance, in bytes.
+    pub max_memory: usize,
+    /// Wall time one call (one batch) may run.
+    pub timeout: Duration,
+    /// Table elements per table.
+    pub max_table_elements: usize,
+    /// Log lines a guest may write per call before the rest are dropped.
+    pub max_log_lines_per_call: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        // Large enough for an ONNX model plus a batch of tensors; small enough to stop a bomb.
+        Limits {
+            max_memory: 512 << 20,
+            timeout: Duration::from_secs(10),
+            max_table_elements: 100_000,
+            max_log_lines_per_call: 100,
+        }
+    }
+}
+
+/// Per-instance host state: WASI with no authority, captured output, limits.
+pub(crate) struct State {
+    wasi: WasiCtx,
+    table: ResourceTable,
+    pub(crate) limiter: Limiter,
+    pub(crate) output: GuestOutput,
+    /// Which component this instance runs, for log lines.
+    pub(crate) label: Arc<str>,
+    pub(crate) log_budget: usize,
+    pub(crate) logs_dropped: usize,
+}
+
+impl State {
+    pub(crate) fn new(label: Arc<str>, limits: &Limits) -> State {
+        let output = GuestOutput::new(label.clone());
+        // No preopened dirs, env, args or sockets: the builder grants nothing by default.
+        let wasi = wasmtime_wasi::WasiCtxBuilder::new()
+            .stdout(output.clone())
+            .stderr(output.clone())
+            .build();
+        State {
+            wasi,
+            table: ResourceTable::new(),
+            limiter: Limiter {
+                max_memory: limits.max_memory,
+                max_table_elements: limits.max_table_elements,
+                hit: None,
+            },
+            output,
+            label,
+            log_budget: limits.max_log_lines_per_call,
+            logs_dropped: 0,
+        }
+    }
+}
+
+/// Memory and table limits that remember which one stopped the guest, for the error message.
+pub(crate) struct Limiter {
+    max_memory: usize,
+    max_table_elements: usize,
+    /// Set when a limit was hit during the current call.
+    pub(crate) hit: Option<String>,
+}
+
+impl ResourceLimiter for Limiter {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        if desired > self.max_memory {
+            self.hit = Some(format!(
+                "exceeded its memory limit of {} (asked for {})",
+                human_bytes(self.max_memory),
+                human_bytes(desired)
+            ));
+            // A trap, not a failed grow: Rust guests abort on allocation failure anyway, and the
+            // trap keeps the reason.
+            wasmtime::bail!("memory limit exceeded");
+        }
+        Ok(true)
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        if desired > self.max_table_elements {
+            self.hit = Some(format!(
+                "exceeded its table limit of {} elements (asked for {desired})",
+                self.max_table_elements
+            ));
+            wasmtime::bail!("table limit exceeded");
+        }
+        Ok(true)
+    }
+}
+
+/// `512 MiB` style sizes for messages.
+pub(crate) fn human_bytes(n: usize) -> String {
+    if n >= 1 << 20 && n.is_multiple_of(1 << 20) {
+        format!("{} MiB", n >> 20)
+    } else if n >= 1 << 20 {
+        format!("{:.1} MiB", n as f64 / (1 << 20) as f64)
+    } else {
+        format!("{n} bytes")
+    }
+}
+
+impl WasiView for State {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+impl crate::bindings::eddy::udf::types::Host for State {}
+
+impl host_log::Host for State {
+    fn log(&mut self, level: host_log::Level, message: String) {
+        if self.log_budget == 0 {
+            self.logs_dropped += 1;
+            return;
+        }
+        self.log_budget -= 1;
+        let udf = &*self.label;
+        match level {
+            host_log::Level::Trace => tracing::trace!(target: "eddy::udf", udf, "{message}"),
+            host_log::Level::Debug => tracing::debug!(target: "eddy::udf", udf, "{message}"),
+            host_log::Level::Info => tracing::info!(target: "eddy::udf", udf, "{message}"),
+            host_log::Level::Warn => tracing::warn!(target: "eddy::udf", udf, "{message}"),
+            host_log::Level::Error => tracing::error!(target: "eddy::udf", udf, "{message}"),
+        }
+    }
+}
+
+/// The wasm engine, linker and compile cache every UDF component shares.
+#[derive(Clone)]
+pub struct UdfRuntime {
+    pub(crate) engine: Engine,
+    pub(crate) linker: Arc<Linker<State>>,
+    cache_dir: Option<PathBuf>,
+    pub(crate) limits: Limits,
+}
+
+impl std::fmt::Debug for UdfRuntime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UdfRuntime")
+            .field("cache_dir", &self.cache_dir)
+            .field("limits", &self.limits)
+            .finish()
+    }
+}
+
+impl UdfRuntime {
+    /// A runtime caching compiled components in `cache_dir` (none: compile every load).
+    pub fn new(cache_dir: Option<PathBuf>, limits: Limits) -> Result<UdfRuntime> {
+        let mut config = Config::new();
+        config.wasm_component_model(true);
+        config.epoch_interruption(true);
+        config.max_wasm_stack(1 << 20);
+        let engine = Engine::new(&config).map_err(|e| Error::Engine(format!("{e:#}")))?;
+
+        // One ticker per engine; it stops when the last clone of the engine is gone.
+        let weak = engine.weak();
+        std::thread::Builder::new()
+            .name("eddy-epoch".into())
+            .spawn(move || loop {
+                std::thread::sleep(EPOCH_TICK);
+                match weak.upgrade() {
+                    Some(engine) => engine.increment_epoch(),
+                    None => break,
+                }
+            })
+            .map_err(|e| Error::Engine(format!("epoch thread: {e}")))?;
+
+        let mut linker = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_sync(&mut linker)
+            .map_err(|e| Error::Engine(format!("{e:#}")))?;
+        ScalarUdf::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)
+            .map_err(|e| Error::Engine(format!("{e:#}")))?;
+        Ok(UdfRuntime {
+            engine,
+            linker: Arc::new(linker),
+            cache_dir,
+            limits,
+        })
+    }
+
+    /// The default limits new components get.
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    /// Loads a component file and reads its functions' descriptions.
+    pub fn load_file(&self, path: impl Into<PathBuf>) -> Result<Arc<Component>> {
+        let path = path.into();
+        let bytes = std::fs::read(&path).map_err(|source| Error::Read {
+            path: path.clone(),
+            source,
+        })?;
+        self.load(&bytes, &path.display().to_string())
+    }
+
+    /// Loads a component from bytes; `source` names it in errors and `SHOW FUNCTIONS`.
+    pub fn load(&self, bytes: &[u8], source: &str) -> Result<Arc<Component>> {
+        Component::load(self, bytes, source, self.limits.clone())
+    }
+
+    /// Compiles, or fetches from the on-disk cache, keyed by content and engine configuration.
+    pub(crate) fn compile(
+        &self,
+        bytes: &[u8],
+        hash: &str,
+        source: &str,
+    ) -> Result<wasmtime::component::Component> {
+        let not_a_component = |e: wasmtime::Error| Error::NotAComponent {
+            origin: source.to_string(),
+            message: format!("{e:#}"),
+        };
+        let Some(dir) = &self.cache_dir else {
+            return wasmtime::component::Component::new(&self.engine, bytes)
+                .map_err(not_a_component);
+        };
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        self.engine.precompile_compatibility_hash().hash(&mut h);
+        let path = dir.join(format!("{hash}-{:016x}.cwasm", h.finish()));
+        // Read, not mmap (`deserialize_file`): anyone rewriting the file in place while it is
+        // mapped would crash the host with SIGBUS.
+        if let Ok(cached) = std::fs::read(&path) {
+            // SAFETY: only Eddy writes this directory, whole files via rename, from `serialize`
+            // of an engine with this configuration (its hash is in the name); wasmtime also
+            // rejects artifacts of another version or configuration by their header.
+            match unsafe { wasmtime::component::Component::deserialize(&self.engine, &cached) } {
+                Ok(c) => return Ok(c),
+                Err(e) => tracing::warn!(path = %path.display(), "ignoring bad cache entry: {e:#}"),
+            }
+        }
+        let component =
+            wasmtime::component::Component::new(&self.engine, bytes).map_err(not_a_component)?;
+        if let Ok(serialized) = component.serialize() {
+            let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+            let written = std::fs::create_dir_all(dir)
+                .and_then(|_| std::fs::write(&tmp, serialized))
+                .and_then(|_| std::fs::rename(&tmp, &path));
+            if let Err(e) = written {
+                tracing::warn!(path = %path.display(), "cannot cache compiled component: {e}");
+            }
+        }
+        Ok(component)
+    }
+}

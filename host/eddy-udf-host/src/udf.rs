@@ -1,0 +1,188 @@
+//! A component's function as a DataFusion scalar UDF: one guest call per Arrow batch.
+
+use std::hash::{Hash, Hasher};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+
+use datafusion::arrow::array::new_empty_array;
+use datafusion::arrow::datatypes::DataType;
+use datafusion::common::{exec_datafusion_err, Result as DfResult};
+use datafusion::logical_expr::{
+    ColumnarValue, ScalarFunctionArgs, ScalarUDFImpl, Signature, TypeSignature,
+};
+
+use crate::component::CallFailure;
+use crate::{convert, Component, FunctionSignature};
+
+/// Counters per function, for `SHOW FUNCTIONS` and metrics.
+#[derive(Debug, Default)]
+pub struct FunctionStats {
+    /// Guest calls (batches).
+    pub calls: AtomicU64,
+    /// Rows passed in.
+    pub rows: AtomicU64,
+    /// Rows the guest reported as failed (returned as null).
+    pub row_errors: AtomicU64,
+    /// Calls that trapped or hit a limit.
+    pub traps: AtomicU64,
+}
+
+/// A wasm function registered with DataFusion.
+///
+/// The component behind it sits in a shared slot: replacing the slot's content swaps the
+/// version for every query using the function, at the next batch, since each batch reads the
+/// slot exactly once.
+#[derive(Debug)]
+pub struct WasmScalarUdf {
+    function: FunctionSignature,
+    signature: Signature,
+    slot: Arc<RwLock<Arc<Component>>>,
+    stats: Arc<FunctionStats>,
+}
+
+impl PartialEq for WasmScalarUdf {
+    fn eq(&self, other: &Self) -> bool {
+        self.function == other.function && Arc::ptr_eq(&self.slot, &other.slot)
+    }
+}
+
+impl Eq for WasmScalarUdf {}
+
+impl Hash for WasmScalarUdf {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.function.hash(state);
+    }
+}
+
+impl WasmScalarUdf {
+    /// The function `name` of `component`, or `None` if the component lacks it.
+    pub fn new(component: Arc<Component>, name: &str) -> Option<WasmScalarUdf> {
+        let function = component.function(name)?.clone();
+        let types = function
+            .params
+            .iter()
+            .map(|(_, t)| t.arrow_type())
+            .collect();
+        let signature = Signature::new(TypeSignature::Exact(types), function.volatility);
+        Some(WasmScalarUdf {
+            function,
+            signature,
+            slot: Arc::new(RwLock::new(component)),
+            stats: Arc::default(),
+        })
+    }
+
+    /// The component currently serving this function.
+    pub fn component(&self) -> Arc<Component> {
+        self.slot.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// What the serving component declares about this function (its doc may change on swap).
+    pub fn description(&self) -> FunctionSignature {
+        let component = self.component();
+        component
+            .function(&self.function.name)
+            .cloned()
+            .unwrap_or_else(|| self.function.clone())
+    }
+
+    /// Whether `component` can serve this function without replanning: same name and types.
+    pub fn compatible(&self, component: &Component) -> bool {
+        component.function(&self.function.name).is_some_and(|f| {
+            f.params
+                .iter()
+                .map(|p| p.1)
+                .eq(self.function.params.iter().map(|p| p.1))
+                && f.returns == self.function.returns
+                && f.volatility == self.function.volatility
+        })
+    }
+
+    /// Swaps in another version; every query using the function sees it from its next batch.
+    pub fn replace(&self, component: Arc<Component>) -> Result<(), String> {
+        if !self.compatible(&component) {
+            return Err(format!(
+                "{} does not provide {} with the same types",
+                component.source,
+                self.function.display()
+            ));
+        }
+        *self.slot.write().unwrap_or_else(|e| e.into_inner()) = component;
+        Ok(())
+    }
+
+    /// Call counters.
+    pub fn stats(&self) -> &FunctionStats {
+        &self.stats
+    }
+}
+
+impl ScalarUDFImpl for WasmScalarUdf {
+    fn name(&self) -> &str {
+        &self.function.name
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, _arg_types: &[DataType]) -> DfResult<DataType> {
+        Ok(self.function.returns.arrow_type())
+    }
+
+    fn invoke_with_args(
+        &self,
+        args: ScalarFunctionArgs,
+    ) -> DfResult<datafusion::logical_expr::ColumnarValue> {
+        let name = &self.function.name;
+        let rows = args.number_rows;
+        if rows == 0 {
+            let empty = new_empty_array(&self.function.returns.arrow_type());
+            return Ok(ColumnarValue::Array(empty));
+        }
+        let mut columns = Vec::with_capacity(args.args.len());
+        for (arg, (param, ty)) in args.args.iter().zip(&self.function.params) {
+            let array = arg.to_array(rows)?;
+            let column = convert::to_wit(&array, *ty)
+                .map_err(|e| exec_datafusion_err!("UDF '{name}': argument '{param}': {e}"))?;
+            columns.push(column);
+        }
+        // Read the slot once: this whole batch runs on one version.
+        let component = self.component();
+        self.stats.calls.fetch_add(1, Ordering::Relaxed);
+        self.stats.rows.fetch_add(rows as u64, Ordering::Relaxed);
+        let result =
+            component
+                .call(name, &columns, rows as u32)
+                .map_err(|failure| match failure {
+                    CallFailure::Guest(message) => {
+                        exec_datafusion_err!("UDF '{name}' failed: {message}")
+                    }
+                    CallFailure::Trap(message) => {
+                        self.stats.traps.fetch_add(1, Ordering::Relaxed);
+                        exec_datafusion_err!("UDF '{name}' {message}")
+                    }
+                })?;
+        if let Some(first) = result.row_errors.first() {
+            self.stats
+                .row_errors
+                .fetch_add(result.row_errors.len() as u64, Ordering::Relaxed);
+            tracing::warn!(
+                target: "eddy::udf",
+                udf = %name,
+                failed_rows = result.row_errors.len(),
+                "row {} of the batch: {} (failed rows are null)",
+                first.row,
+                first.message
+            );
+        }
+        let array = convert::from_wit(
+            result.column,
+            &result.row_errors,
+            self.function.returns,
+            rows,
+        )
+        .map_err(|e| exec_datafusion_err!("UDF '{name}' returned a bad result: {e}"))?;
+        Ok(ColumnarValue::Array(array))
+    }
+}

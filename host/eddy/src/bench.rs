@@ -1,0 +1,170 @@
+//! `eddy bench udf`: the cost of the wasm boundary, against the same function in native Rust.
+//!
+//! Both run `celsius_to_fahrenheit` over the same Float64 rows in the same process: once as
+//! whole SQL queries (what a user pays), once as bare UDF invocations per batch (the boundary
+//! alone). Ratios are wasm rows/s over native rows/s.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use datafusion::arrow::array::{ArrayRef, Float64Array, RecordBatch};
+use datafusion::arrow::compute::kernels::arity::unary;
+use datafusion::arrow::datatypes::{DataType, Field, Float64Type, Schema};
+use datafusion::common::config::ConfigOptions;
+use datafusion::datasource::MemTable;
+use datafusion::execution::FunctionRegistry;
+use datafusion::logical_expr::{
+    create_udf, ColumnarValue, ScalarFunctionArgs, ScalarUDF, Volatility,
+};
+use datafusion::prelude::SessionConfig;
+use eddy_sql::Session;
+use eddy_udf_host::UdfRuntime;
+
+/// Options of `eddy bench udf`.
+#[derive(clap::Args)]
+pub(crate) struct UdfBench {
+    /// Component providing celsius_to_fahrenheit; built from udfs/temperature when missing.
+    #[arg(long, default_value = "udfs/target/components/temperature.wasm")]
+    component: PathBuf,
+    /// Rows per run.
+    #[arg(long, default_value_t = 1 << 20)]
+    rows: usize,
+    /// Rows per batch.
+    #[arg(long, default_value_t = 8192)]
+    batch: usize,
+    /// Timed runs per side; the best is reported.
+    #[arg(long, default_value_t = 5)]
+    runs: usize,
+}
+
+fn native_udf() -> ScalarUDF {
+    create_udf(
+        "celsius_to_fahrenheit_native",
+        vec![DataType::Float64],
+        DataType::Float64,
+        Volatility::Immutable,
+        Arc::new(|args: &[ColumnarValue]| {
+            let array = args[0].to_array(1)?;
+            let c = array
+                .as_any()
+                .downcast_ref::<Float64Array>()
+                .expect("planned as DOUBLE");
+            let f: Float64Array = unary::<Float64Type, _, Float64Type>(c, |c| c * 9.0 / 5.0 + 32.0);
+            Ok(ColumnarValue::Array(Arc::new(f)))
+        }),
+    )
+}
+
+fn best_of<F: FnMut() -> Result<usize>>(runs: usize, mut f: F) -> Result<(Duration, usize)> {
+    f()?; // warm-up: instances, caches, page faults
+    let mut best = Duration::MAX;
+    let mut rows = 0;
+    for _ in 0..runs {
+        let start = Instant::now();
+        rows = f()?;
+        best = best.min(start.elapsed());
+    }
+    Ok((best, rows))
+}
+
+fn rate(rows: usize, d: Duration) -> f64 {
+    rows as f64 / d.as_secs_f64()
+}
+
+fn invoke_all(udf: &ScalarUDF, batches: &[ArrayRef]) -> Result<usize> {
+    let mut n = 0;
+    let field = Arc::new(Field::new("c", DataType::Float64, true));
+    let config = Arc::new(ConfigOptions::default());
+    for a in batches {
+        let out = udf.invoke_with_args(ScalarFunctionArgs {
+            args: vec![ColumnarValue::Array(a.clone())],
+            arg_fields: vec![field.clone()],
+            number_rows: a.len(),
+            return_field: Arc::new(Field::new("f", DataType::Float64, true)),
+            config_options: config.clone(),
+        })?;
+        n += out.to_array(a.len())?.len();
+    }
+    Ok(n)
+}
+
+pub(crate) async fn udf(args: &UdfBench, runtime: UdfRuntime) -> Result<()> {
+    if !args.component.exists() {
+        eprintln!("building udfs/temperature …");
+        eddy_udf_build::build("udfs/temperature".as_ref(), &Default::default())
+            .context("building the benchmark UDF")?;
+    }
+    // One partition and one thread of work per side: a like-for-like comparison.
+    let config = SessionConfig::new()
+        .with_target_partitions(1)
+        .with_batch_size(args.batch);
+    let mut session = Session::with_config(runtime, config);
+    session
+        .execute(&format!(
+            "CREATE FUNCTION celsius_to_fahrenheit FROM '{}'",
+            args.component.display()
+        ))
+        .await?;
+    session.context().register_udf(native_udf());
+
+    let schema = Arc::new(Schema::new(vec![Field::new("c", DataType::Float64, false)]));
+    let arrays: Vec<ArrayRef> = (0..args.rows)
+        .step_by(args.batch)
+        .map(|start| {
+            let end = (start + args.batch).min(args.rows);
+            Arc::new(Float64Array::from_iter_values(
+                (start..end).map(|i| (i % 2000) as f64 / 10.0 - 50.0),
+            )) as ArrayRef
+        })
+        .collect();
+    let batches: Vec<RecordBatch> = arrays
+        .iter()
+        .map(|a| RecordBatch::try_new(schema.clone(), vec![a.clone()]))
+        .collect::<Result<_, _>>()?;
+    let table = MemTable::try_new(schema, vec![batches])?;
+    session
+        .context()
+        .register_table("readings", Arc::new(table))?;
+
+    let ctx = session.context().clone();
+    let mut sql_time = Vec::new();
+    for f in ["celsius_to_fahrenheit_native", "celsius_to_fahrenheit"] {
+        let sql = format!("SELECT {f}(c) FROM readings");
+        let handle = tokio::runtime::Handle::current();
+        let ctx = ctx.clone();
+        let measured = tokio::task::block_in_place(|| {
+            best_of(args.runs, || {
+                handle.block_on(async {
+                    let batches = ctx.sql(&sql).await?.collect().await?;
+                    Ok(batches.iter().map(|b| b.num_rows()).sum())
+                })
+            })
+        })?;
+        sql_time.push(measured);
+    }
+    let native = ctx.udf("celsius_to_fahrenheit_native")?;
+    let wasm = ctx.udf("celsius_to_fahrenheit")?;
+    let call_native = best_of(args.runs, || invoke_all(&native, &arrays))?;
+    let call_wasm = best_of(args.runs, || invoke_all(&wasm, &arrays))?;
+
+    println!(
+        "celsius_to_fahrenheit over {} rows in {}-row batches (best of {} runs)",
+        args.rows, args.batch, args.runs
+    );
+    println!(
+        "{:<22} {:>16} {:>16} {:>12}",
+        "", "native rows/s", "wasm rows/s", "wasm/native"
+    );
+    for (label, n, w) in [
+        ("SQL query", sql_time[0], sql_time[1]),
+        ("UDF invocation only", call_native, call_wasm),
+    ] {
+        let (rn, rw) = (rate(n.1, n.0), rate(w.1, w.0));
+        println!("{label:<22} {rn:>16.0} {rw:>16.0} {:>12.2}", rw / rn);
+    }
+    let per_call = call_wasm.0.as_secs_f64() / arrays.len() as f64 * 1e6;
+    println!("wasm: {per_call:.1} µs per {}-row call", args.batch);
+    Ok(())
+}

@@ -1,0 +1,97 @@
+//! The `eddy` binary as a user runs it.
+
+use std::process::Command;
+
+fn eddy() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_eddy"));
+    // Paths in queries/ are relative to the repository root, where the README runs them.
+    cmd.current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."));
+    cmd.env(
+        "EDDY_CACHE_DIR",
+        concat!(env!("CARGO_MANIFEST_DIR"), "/../../target/eddy-test-cache"),
+    );
+    cmd
+}
+
+#[test]
+fn run_hello_builds_the_udf_and_prints_rows_computed_in_wasm() {
+    let out = eddy().args(["run", "queries/hello.sql"]).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "stdout:\n{stdout}\nstderr:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let expected = "\
++----------+---------------------+-----------+-----------+
+| car      | timestamp           | coolant_c | coolant_f |
++----------+---------------------+-----------+-----------+
+| car-0001 | 2026-01-01T00:00:00 | 91.3      | 196.3     |
+| car-0002 | 2026-01-01T00:00:00 | 86.1      | 187.0     |
+| car-0003 | 2026-01-01T00:00:00 | 89.0      | 192.2     |
+| car-0004 | 2026-01-01T00:00:00 | 89.4      | 193.0     |
+| car-0001 | 2026-01-01T00:00:01 | 92.0      | 197.5     |
+| car-0002 | 2026-01-01T00:00:01 | 86.5      | 187.6     |
+| car-0003 | 2026-01-01T00:00:01 | 89.5      | 193.1     |
+| car-0004 | 2026-01-01T00:00:01 | 89.1      | 192.4     |
++----------+---------------------+-----------+-----------+
+(8 rows)";
+    assert!(stdout.contains(expected), "stdout:\n{stdout}");
+    assert!(
+        stdout.contains("| signature   | celsius_to_fahrenheit(c DOUBLE) -> DOUBLE"),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn a_failing_statement_stops_the_script_with_its_line() {
+    let dir = std::env::temp_dir().join(format!("eddy-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let script = dir.join("bad.sql");
+    std::fs::write(&script, "SELECT 1 AS one;\n\nSELECT nope(1);\nSELECT 2;\n").unwrap();
+    let out = eddy().arg("run").arg(&script).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stdout.contains("| one |"), "{stdout}");
+    assert!(
+        !stdout.contains("SELECT 2"),
+        "stopped before the last statement: {stdout}"
+    );
+    assert!(
+        stderr.contains(&format!("error: {}:3: ", script.display()))
+            && stderr.contains("Invalid function 'nope'"),
+        "{stderr}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn udf_build_without_a_crate_says_so() {
+    let out = eddy().args(["udf", "build", "queries"]).output().unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("queries is not a UDF crate: no Cargo.toml there"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn udf_build_without_the_wasm_toolchain_points_at_setup() {
+    let out = eddy()
+        .args(["udf", "build", "udfs/temperature"])
+        .env("EDDY_GUEST_RUSTC", "/nonexistent/rustc")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(
+            "the wasm toolchain is incomplete: Debian's rustc (package rustc-web) not found at \
+             /nonexistent/rustc — run the setup command in README.md (./setup.sh)"
+        ),
+        "{stderr}"
+    );
+}
