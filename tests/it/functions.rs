@@ -70,6 +70,7 @@ async fn describe_function_shows_the_declared_signature() {
         ("source", path.display().to_string()),
         ("max_memory", format!("{} bytes", 128 << 20)),
         ("timeout", "2s".into()),
+        ("max_log_lines", "100".into()),
     ];
     let expected: Vec<(String, String)> = expected
         .iter()
@@ -146,4 +147,33 @@ async fn show_functions_counts_one_call_per_batch_and_row_errors() {
         .iter()
         .all(|v| v.unwrap().len() == 12));
     assert_eq!(batch.column(4).null_count(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn describe_function_shows_limits_set_with_create() {
+    let mut session = eddy_tests::session();
+    session
+        .execute(&format!(
+            "CREATE FUNCTION shout FROM '{}' WITH (max_memory = '3MiB', timeout = '1500ms', max_log_lines = 0)",
+            eddy_tests::component("text").display()
+        ))
+        .await
+        .unwrap();
+    // Every function of the component runs under them.
+    for name in ["shout", "flip"] {
+        let described = properties(&rows(
+            session
+                .execute(&format!("DESCRIBE FUNCTION {name}"))
+                .await
+                .unwrap(),
+        ));
+        assert_eq!(
+            described[8..],
+            [
+                ("max_memory".to_string(), format!("{} bytes", 3 << 20)),
+                ("timeout".to_string(), "1.5s".to_string()),
+                ("max_log_lines".to_string(), "0".to_string()),
+            ]
+        );
+    }
 }

@@ -1,5 +1,8 @@
 //! Integration tests in Rust, for what `.slt` files cannot express: versions, hashes, caches,
-//! counters, and components made on the fly.
+//! counters, logs, concurrency, and components made on the fly.
 
+mod anomaly;
 mod components;
 mod functions;
+mod hot_swap;
+mod sandbox;

@@ -2,7 +2,7 @@
 //! sessions wired to a test compile cache.
 
 use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use eddy_sql::Session;
@@ -65,4 +65,44 @@ pub fn runtime() -> UdfRuntime {
 pub fn session() -> Session {
     static RUNTIME: OnceLock<UdfRuntime> = OnceLock::new();
     Session::new(RUNTIME.get_or_init(runtime).clone())
+}
+
+/// SQL for the anomaly model's input: the 17 features as one `ARRAY<DOUBLE>`, in model order.
+pub fn features_sql() -> String {
+    format!("make_array({})", eddy_generator::FEATURES.join(", "))
+}
+
+/// Everything logged at INFO or above since the first call, as text; the first call installs a
+/// process-wide subscriber that records it.
+///
+/// Tests in one binary share it: filter for lines only your test can produce.
+pub fn logs() -> String {
+    static LOGS: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();
+    let buffer = LOGS.get_or_init(|| {
+        let buffer = Arc::new(Mutex::new(Vec::new()));
+        let writer = buffer.clone();
+        tracing_subscriber::fmt()
+            .with_ansi(false)
+            .with_writer(move || LogWriter(writer.clone()))
+            .try_init()
+            .expect("no other subscriber in the test binary");
+        buffer
+    });
+    String::from_utf8_lossy(&buffer.lock().unwrap_or_else(|e| e.into_inner())).into_owned()
+}
+
+struct LogWriter(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for LogWriter {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }

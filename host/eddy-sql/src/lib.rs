@@ -1,5 +1,5 @@
 //! Eddy's SQL session: DataFusion for queries and expressions, plus the statements DataFusion
-//! lacks — `CREATE [OR REPLACE] FUNCTION … FROM`, `DROP FUNCTION`, `SHOW FUNCTIONS`,
+//! lacks — `CREATE [OR REPLACE] FUNCTION … FROM … [WITH (limits)]`, `DROP FUNCTION`, `SHOW FUNCTIONS`,
 //! `DESCRIBE FUNCTION` — and the built-in `car_sensor(rows, seed, cars)` source.
 
 mod generator;
@@ -9,7 +9,7 @@ mod statement;
 
 pub use session::{Output, Session};
 pub use split::split_statements;
-pub use statement::{parse, Statement};
+pub use statement::{parse, LimitOverrides, Statement};
 
 /// What can go wrong running a statement.
 #[derive(Debug, thiserror::Error)]

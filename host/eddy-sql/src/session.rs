@@ -9,12 +9,14 @@ use datafusion::arrow::array::{
     ArrayRef, RecordBatch, StringArray, TimestampMillisecondArray, UInt64Array,
 };
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use datafusion::execution::SendableRecordBatchStream;
 use datafusion::logical_expr::ScalarUDF;
+use datafusion::physical_plan::memory::MemoryStream;
 use datafusion::prelude::{SessionConfig, SessionContext};
-use eddy_udf_host::{Component, UdfRuntime, WasmScalarUdf};
+use eddy_udf_host::{Component, Limits, UdfRuntime, WasmScalarUdf};
 
 use crate::generator::CarSensorFunction;
-use crate::statement::{parse, Statement};
+use crate::statement::{parse, LimitOverrides, Statement};
 use crate::{Error, Result};
 
 /// What a statement produced.
@@ -79,7 +81,11 @@ impl Session {
                 name,
                 path,
                 or_replace,
-            } => self.create_function(&name, &path, or_replace).await,
+                limits,
+            } => {
+                self.create_function(&name, &path, or_replace, &limits)
+                    .await
+            }
             Statement::DropFunction { name, if_exists } => self.drop_function(&name, if_exists),
             Statement::ShowFunctions => Ok(self.show_functions()),
             Statement::DescribeFunction { name } => self.describe_function(&name),
@@ -92,7 +98,36 @@ impl Session {
         }
     }
 
-    async fn load(&self, path: &str) -> Result<Arc<Component>> {
+    /// Runs one statement and returns its rows as a stream.
+    ///
+    /// A query's batches are computed as the stream is read, so the session is free for other
+    /// statements meanwhile: a `CREATE OR REPLACE FUNCTION` then reaches the running query at its
+    /// next batch. Eddy's own statements run to completion first; one without rows streams a
+    /// single row in a `message` column.
+    pub async fn execute_stream(&mut self, sql: &str) -> Result<SendableRecordBatchStream> {
+        let statement = parse(sql)?;
+        let output = match statement {
+            Statement::Sql(sql) => return Ok(self.ctx.sql(&sql).await?.execute_stream().await?),
+            _ => self.execute(sql).await?,
+        };
+        let (schema, batches) = match output {
+            Output::Rows { schema, batches } => (schema, batches),
+            Output::Message(message) => {
+                let schema = Arc::new(Schema::new(vec![Field::new(
+                    "message",
+                    DataType::Utf8,
+                    false,
+                )]));
+                let column: ArrayRef = Arc::new(StringArray::from(vec![message]));
+                let batch = RecordBatch::try_new(schema.clone(), vec![column])
+                    .expect("column matches schema");
+                (schema, vec![batch])
+            }
+        };
+        Ok(Box::pin(MemoryStream::try_new(batches, schema, None)?))
+    }
+
+    async fn load(&self, path: &str, limits: Limits) -> Result<Arc<Component>> {
         let path = PathBuf::from(path);
         let runtime = self.runtime.clone();
         let jobs = self.build_jobs;
@@ -116,7 +151,7 @@ impl Session {
             } else {
                 path
             };
-            Ok(runtime.load_file(file)?)
+            Ok(runtime.load_file_with_limits(file, limits)?)
         })
         .await
         .map_err(|e| Error::Function(format!("loading was interrupted: {e}")))?
@@ -127,8 +162,16 @@ impl Session {
         name: &str,
         path: &str,
         or_replace: bool,
+        limits: &LimitOverrides,
     ) -> Result<Output> {
-        let component = self.load(path).await?;
+        let limits = limits.apply(self.runtime.limits());
+        let component = self.load(path, limits).await.map_err(|e| match e {
+            // Its own limits can stop a component before it says what it provides.
+            Error::Udf(e @ eddy_udf_host::Error::Instantiate { .. }) => {
+                Error::Function(format!("function '{name}': {e}"))
+            }
+            e => e,
+        })?;
         if component.function(name).is_none() {
             let provided: Vec<&str> = component
                 .functions
@@ -140,10 +183,15 @@ impl Session {
                 provided.join(", ")
             )));
         }
+        // The same bytes under other limits are another version: instances differ.
+        let same = |existing: &WasmScalarUdf| {
+            let serving = existing.component();
+            serving.hash == component.hash && serving.limits == component.limits
+        };
         // Check every name first, so a refused statement changes nothing.
         for f in &component.functions {
             match self.functions.get(&f.name) {
-                Some(existing) if existing.component().hash == component.hash => {}
+                Some(existing) if same(existing) => {}
                 Some(existing) if !or_replace => {
                     return Err(Error::Function(format!(
                         "function '{}' already exists (version {} from {}); use CREATE OR REPLACE FUNCTION",
@@ -166,7 +214,7 @@ impl Session {
         for f in &component.functions {
             let existing = self.functions.get(&f.name).cloned();
             match existing {
-                Some(e) if e.component().hash == component.hash => continue,
+                Some(e) if same(&e) => continue,
                 // Same types: swap in place, so running queries move to it at a batch boundary.
                 Some(e) if e.compatible(&component) => {
                     e.replace(component.clone()).map_err(Error::Function)?;
@@ -281,6 +329,10 @@ impl Session {
                 format!("{} bytes", component.limits.max_memory),
             ),
             ("timeout", format!("{:?}", component.limits.timeout)),
+            (
+                "max_log_lines",
+                component.limits.max_log_lines_per_call.to_string(),
+            ),
         ];
         let schema = Arc::new(Schema::new(vec![
             Field::new("property", DataType::Utf8, false),

@@ -3,10 +3,41 @@
 //! Tokens come from `sqlparser` (the tokenizer DataFusion uses), so quoting and positions match
 //! what DataFusion reports for its own statements.
 
+use std::time::Duration;
+
 use datafusion::sql::sqlparser::dialect::GenericDialect;
 use datafusion::sql::sqlparser::tokenizer::{Token, TokenWithSpan, Tokenizer};
+use eddy_udf_host::Limits;
 
 use crate::{Error, Result};
+
+/// The limits a `CREATE FUNCTION … WITH (…)` sets; those left out keep the runtime's defaults.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LimitOverrides {
+    /// `max_memory`: linear memory per instance, in bytes.
+    pub max_memory: Option<usize>,
+    /// `timeout`: wall time per call (one batch).
+    pub timeout: Option<Duration>,
+    /// `max_log_lines`: host-log lines per call before the rest are dropped.
+    pub max_log_lines: Option<usize>,
+}
+
+impl LimitOverrides {
+    /// `defaults` with these overrides applied.
+    pub fn apply(&self, defaults: &Limits) -> Limits {
+        Limits {
+            max_memory: self.max_memory.unwrap_or(defaults.max_memory),
+            timeout: self.timeout.unwrap_or(defaults.timeout),
+            max_log_lines_per_call: self
+                .max_log_lines
+                .unwrap_or(defaults.max_log_lines_per_call),
+            ..defaults.clone()
+        }
+    }
+}
+
+/// The options `WITH (…)` accepts, as error messages list them.
+const OPTIONS: &str = "max_memory, timeout or max_log_lines";
 
 /// A parsed statement.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -20,6 +51,8 @@ pub enum Statement {
         path: String,
         /// Whether existing functions of the same names may be replaced.
         or_replace: bool,
+        /// `WITH (…)`: limits for this component's instances.
+        limits: LimitOverrides,
     },
     /// `DROP FUNCTION [IF EXISTS] name`.
     DropFunction {
@@ -53,6 +86,32 @@ impl Tokens {
         match self.tokens.get(self.pos + offset).map(|t| &t.token) {
             Some(Token::Word(w)) if w.quote_style.is_none() => Some(w.value.to_uppercase()),
             _ => None,
+        }
+    }
+
+    /// An error pointing at the token at `pos`.
+    fn error_at(&self, pos: usize, message: String) -> Error {
+        let start = self.tokens[pos].span.start;
+        Error::Syntax {
+            line: start.line,
+            column: start.column,
+            message,
+        }
+    }
+
+    fn accept(&mut self, token: &Token) -> bool {
+        let found = self.peek().is_some_and(|t| &t.token == token);
+        if found {
+            self.pos += 1;
+        }
+        found
+    }
+
+    fn expect(&mut self, token: Token) -> Result<()> {
+        if self.accept(&token) {
+            Ok(())
+        } else {
+            Err(self.error(&format!("'{token}'")))
         }
     }
 
@@ -170,12 +229,121 @@ fn create_function(t: &mut Tokens, or_replace: bool) -> Result<Statement> {
     let name = t.identifier("a function name")?;
     t.expect_keyword("FROM")?;
     let path = t.string("a quoted path to a .wasm component or a UDF crate directory")?;
+    let limits = if t.accept_keywords(&["WITH"]) {
+        limit_options(t)?
+    } else {
+        LimitOverrides::default()
+    };
     t.end()?;
     Ok(Statement::CreateFunction {
         name,
         path,
         or_replace,
+        limits,
     })
+}
+
+/// `(key = 'value', …)` after `WITH`.
+fn limit_options(t: &mut Tokens) -> Result<LimitOverrides> {
+    let mut limits = LimitOverrides::default();
+    t.expect(Token::LParen)?;
+    loop {
+        let key_pos = t.pos;
+        let key = t.identifier(&format!("an option ({OPTIONS})"))?;
+        t.expect(Token::Eq)?;
+        let value_pos = t.pos;
+        let value = match t.peek().map(|v| &v.token) {
+            Some(Token::SingleQuotedString(v)) | Some(Token::Number(v, _)) => v.clone(),
+            _ => return Err(t.error(&format!("a quoted value for {key}"))),
+        };
+        t.pos += 1;
+        let bad = |why: String| t.error_at(value_pos, format!("{key}: '{value}' {why}"));
+        let set = match key.as_str() {
+            "max_memory" => {
+                let bytes = parse_size(&value).map_err(bad)?;
+                limits.max_memory.replace(bytes).is_some()
+            }
+            "timeout" => {
+                let timeout = parse_duration(&value).map_err(bad)?;
+                limits.timeout.replace(timeout).is_some()
+            }
+            "max_log_lines" => {
+                let lines = value
+                    .trim()
+                    .parse()
+                    .map_err(|_| bad("is not a whole number of lines".into()))?;
+                limits.max_log_lines.replace(lines).is_some()
+            }
+            _ => {
+                return Err(t.error_at(
+                    key_pos,
+                    format!("unknown option '{key}'; expected {OPTIONS}"),
+                ))
+            }
+        };
+        if set {
+            return Err(t.error_at(key_pos, format!("option {key} is given twice")));
+        }
+        if !t.accept(&Token::Comma) {
+            break;
+        }
+    }
+    t.expect(Token::RParen)?;
+    Ok(limits)
+}
+
+/// `64MB`, `512 KiB`: a whole number and a unit; every unit is a power of 1024.
+fn parse_size(text: &str) -> std::result::Result<usize, String> {
+    const UNITS: &str = "B, KB, MB, GB, KiB, MiB or GiB";
+    let (number, unit) = split_number(text);
+    let number: usize = number
+        .parse()
+        .ok()
+        .filter(|_| !unit.starts_with('.'))
+        .ok_or_else(|| format!("is not a size like '64MB' (a whole number and {UNITS})"))?;
+    let shift = match unit.to_ascii_uppercase().as_str() {
+        "B" => 0,
+        "KB" | "KIB" => 10,
+        "MB" | "MIB" => 20,
+        "GB" | "GIB" => 30,
+        "" => return Err(format!("needs a unit: {UNITS}")),
+        _ => return Err(format!("has an unknown unit; expected {UNITS}")),
+    };
+    if number == 0 {
+        return Err("must be more than zero".into());
+    }
+    number
+        .checked_mul(1 << shift)
+        .ok_or_else(|| "is too large".to_string())
+}
+
+/// `50ms`, `2s`: a whole number of milliseconds or seconds.
+fn parse_duration(text: &str) -> std::result::Result<Duration, String> {
+    let (number, unit) = split_number(text);
+    let number: u64 = number
+        .parse()
+        .ok()
+        .filter(|_| !unit.starts_with('.'))
+        .ok_or_else(|| "is not a duration like '50ms' or '2s'".to_string())?;
+    let duration = match unit.to_ascii_lowercase().as_str() {
+        "ms" => Duration::from_millis(number),
+        "s" => Duration::from_secs(number),
+        "" => return Err("needs a unit: ms or s".into()),
+        _ => return Err("has an unknown unit; expected ms or s".into()),
+    };
+    if duration.is_zero() {
+        return Err("must be more than zero".into());
+    }
+    Ok(duration)
+}
+
+/// The leading digits and the (trimmed) rest.
+fn split_number(text: &str) -> (&str, &str) {
+    let text = text.trim();
+    let digits = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    (&text[..digits], text[digits..].trim())
 }
 
 #[cfg(test)]
@@ -189,7 +357,8 @@ mod tests {
             Statement::CreateFunction {
                 name: "c_to_f".into(),
                 path: "a.wasm".into(),
-                or_replace: true
+                or_replace: true,
+                limits: LimitOverrides::default(),
             }
         );
         assert_eq!(
@@ -228,6 +397,129 @@ mod tests {
         assert_eq!(
             err.to_string(),
             "syntax error at line 1, column 18: expected a function name, found end of statement"
+        );
+    }
+
+    #[test]
+    fn with_sets_limits() {
+        let parsed = parse(
+            "CREATE FUNCTION f FROM 'f.wasm' WITH (max_memory = '64MB', timeout = '50ms', max_log_lines = '10')",
+        )
+        .unwrap();
+        let Statement::CreateFunction { limits, .. } = parsed else {
+            panic!("{parsed:?}");
+        };
+        assert_eq!(
+            limits,
+            LimitOverrides {
+                max_memory: Some(64 << 20),
+                timeout: Some(Duration::from_millis(50)),
+                max_log_lines: Some(10),
+            }
+        );
+        let defaults = Limits::default();
+        let applied = limits.apply(&defaults);
+        assert_eq!(applied.max_memory, 64 << 20);
+        assert_eq!(applied.timeout, Duration::from_millis(50));
+        assert_eq!(applied.max_log_lines_per_call, 10);
+        assert_eq!(applied.max_table_elements, defaults.max_table_elements);
+
+        let only_timeout = |sql: &str| match parse(sql).unwrap() {
+            Statement::CreateFunction { limits, .. } => limits,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(
+            only_timeout("create or replace function f from 'f.wasm' with (TIMEOUT='2S');"),
+            LimitOverrides {
+                timeout: Some(Duration::from_secs(2)),
+                ..Default::default()
+            }
+        );
+        assert_eq!(
+            only_timeout("CREATE FUNCTION f FROM 'f.wasm' WITH (max_log_lines = 0)").max_log_lines,
+            Some(0)
+        );
+    }
+
+    #[test]
+    fn sizes_are_powers_of_1024() {
+        let cases = [
+            ("1B", 1),
+            ("3 KB", 3 << 10),
+            ("3KiB", 3 << 10),
+            ("64MB", 64 << 20),
+            ("64mib", 64 << 20),
+            ("2GB", 2 << 30),
+            ("2GiB", 2 << 30),
+        ];
+        for (text, bytes) in cases {
+            assert_eq!(parse_size(text), Ok(bytes), "{text}");
+        }
+        assert_eq!(
+            parse_size("64"),
+            Err("needs a unit: B, KB, MB, GB, KiB, MiB or GiB".into())
+        );
+        assert_eq!(
+            parse_size("64 TB"),
+            Err("has an unknown unit; expected B, KB, MB, GB, KiB, MiB or GiB".into())
+        );
+        assert_eq!(
+            parse_size("1.5GB"),
+            Err(
+                "is not a size like '64MB' (a whole number and B, KB, MB, GB, KiB, MiB or GiB)"
+                    .into()
+            )
+        );
+        assert_eq!(
+            parse_duration("0.5s"),
+            Err("is not a duration like '50ms' or '2s'".into())
+        );
+        assert_eq!(parse_size("0MB"), Err("must be more than zero".into()));
+        assert_eq!(
+            parse_size("99999999999999999GB"),
+            Err("is too large".into())
+        );
+        assert_eq!(parse_duration("0s"), Err("must be more than zero".into()));
+        assert_eq!(
+            parse_duration("1m"),
+            Err("has an unknown unit; expected ms or s".into())
+        );
+    }
+
+    #[test]
+    fn bad_options_name_the_key_and_point_at_the_token() {
+        let err = |sql: &str| parse(sql).unwrap_err().to_string();
+        assert_eq!(
+            err("CREATE FUNCTION f FROM 'f.wasm' WITH (max_mem = '64MB')"),
+            "syntax error at line 1, column 39: unknown option 'max_mem'; expected max_memory, timeout or max_log_lines"
+        );
+        assert_eq!(
+            err("CREATE FUNCTION f FROM 'f.wasm'\nWITH (timeout = '50ms', max_memory = '64XB')"),
+            "syntax error at line 2, column 38: max_memory: '64XB' has an unknown unit; expected B, KB, MB, GB, KiB, MiB or GiB"
+        );
+        assert_eq!(
+            err("CREATE FUNCTION f FROM 'f.wasm' WITH (timeout = 'soon')"),
+            "syntax error at line 1, column 49: timeout: 'soon' is not a duration like '50ms' or '2s'"
+        );
+        assert_eq!(
+            err("CREATE FUNCTION f FROM 'f.wasm' WITH (max_log_lines = '-1')"),
+            "syntax error at line 1, column 55: max_log_lines: '-1' is not a whole number of lines"
+        );
+        assert_eq!(
+            err("CREATE FUNCTION f FROM 'f.wasm' WITH (timeout = '1s', timeout = '2s')"),
+            "syntax error at line 1, column 55: option timeout is given twice"
+        );
+        assert_eq!(
+            err("CREATE FUNCTION f FROM 'f.wasm' WITH (timeout '1s')"),
+            "syntax error at line 1, column 47: expected '=', found ''1s''"
+        );
+        assert_eq!(
+            err("CREATE FUNCTION f FROM 'f.wasm' WITH (timeout = '1s'"),
+            "syntax error at line 1, column 53: expected ')', found end of statement"
+        );
+        assert_eq!(
+            err("CREATE FUNCTION f FROM 'f.wasm' WITH ()"),
+            "syntax error at line 1, column 39: expected an option (max_memory, timeout or max_log_lines), found ')'"
         );
     }
 }

@@ -186,7 +186,10 @@ impl Component {
             pre,
             idle: Mutex::new(Vec::new()),
         };
-        let mut instance = component.instantiate().map_err(wrong_world)?;
+        let mut instance = component.instantiate().map_err(|e| Error::Instantiate {
+            origin: source.to_string(),
+            message: format!("{e:#}"),
+        })?;
         instance
             .store
             .set_epoch_deadline(component.deadline_ticks());
@@ -195,10 +198,17 @@ impl Component {
                 .bindings
                 .eddy_udf_scalar()
                 .call_describe(&mut instance.store)
-        })
-        .map_err(|e| Error::BadDescription {
+        });
+        let output = {
+            let state = instance.store.data();
+            state.output.drain(&state.label)
+        };
+        let described = described.map_err(|e| Error::BadDescription {
             origin: source.to_string(),
-            message: format!("describe() trapped: {e:#}"),
+            message: format!(
+                "describe() {}",
+                component.explain_trap(&e, instance.store.data().limiter.hit.clone(), &output)
+            ),
         })?;
         component.functions = described
             .into_iter()
@@ -242,26 +252,35 @@ impl Component {
         self.functions.iter().find(|f| f.name == name)
     }
 
+    /// `function@version` in log lines.
+    fn label(&self, function: &str) -> String {
+        format!("{function}@{}", &self.hash[..12])
+    }
+
     fn deadline_ticks(&self) -> u64 {
-        (self.limits.timeout.as_micros() / EPOCH_TICK.as_micros()).max(1) as u64 + 1
+        // Clamped so an absurd `timeout` set in SQL cannot overflow the engine's epoch counter
+        // (u32::MAX ticks is over 200 days).
+        let ticks =
+            (self.limits.timeout.as_micros() / EPOCH_TICK.as_micros()).clamp(1, u32::MAX.into());
+        ticks as u64 + 1
     }
 
     fn instantiate(&self) -> wasmtime::Result<Instance> {
-        let label: Arc<str> = format!(
-            "{}@{}",
-            self.functions
-                .first()
-                .map(|f| f.name.as_str())
-                .unwrap_or("udf"),
-            &self.hash[..12]
-        )
-        .into();
-        let mut store = Store::new(self.pre.engine(), State::new(label, &self.limits));
+        let mut store = Store::new(
+            self.pre.engine(),
+            State::new(self.label("describe"), &self.limits),
+        );
         store.limiter(|s| &mut s.limiter);
         store.epoch_deadline_trap();
         store.set_epoch_deadline(self.deadline_ticks());
-        let bindings = self.pre.instantiate(&mut store)?;
-        Ok(Instance { store, bindings })
+        match self.pre.instantiate(&mut store) {
+            Ok(bindings) => Ok(Instance { store, bindings }),
+            // A limit hit while creating memories says more than wasmtime's generic error.
+            Err(e) => match store.data_mut().limiter.hit.take() {
+                Some(hit) => Err(wasmtime::Error::msg(hit)),
+                None => Err(e),
+            },
+        }
     }
 
     fn acquire(&self) -> wasmtime::Result<Instance> {
@@ -294,6 +313,7 @@ impl Component {
             let state = instance.store.data_mut();
             state.log_budget = self.limits.max_log_lines_per_call;
             state.limiter.hit = None;
+            state.label = self.label(function);
         }
         let result = outside_async(|| {
             instance
@@ -301,7 +321,20 @@ impl Component {
                 .eddy_udf_scalar()
                 .call_call(&mut instance.store, function, args, rows)
         });
-        let output = instance.store.data().output.drain();
+        let output = {
+            let state = instance.store.data();
+            state.output.drain(&state.label)
+        };
+        let dropped = std::mem::take(&mut instance.store.data_mut().logs_dropped);
+        if dropped > 0 {
+            tracing::warn!(
+                target: "eddy::udf",
+                udf = instance.store.data().label.as_str(),
+                dropped,
+                max_log_lines = self.limits.max_log_lines_per_call,
+                "log lines over the limit were dropped"
+            );
+        }
         match result {
             Ok(Ok(r)) => {
                 self.release(instance);

@@ -118,7 +118,9 @@ pub(crate) fn from_wit(
     ty: SqlType,
     rows: usize,
 ) -> Result<ArrayRef, String> {
-    check_len("rows", column.len as usize, rows)?;
+    if column.len as usize != rows {
+        return Err(format!("{} rows for a batch of {rows}", column.len));
+    }
     if type_of(&column.values) != ty {
         return Err(format!(
             "it declared {} but returned {}",

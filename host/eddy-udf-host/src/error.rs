@@ -29,6 +29,14 @@ pub enum Error {
         /// wasmtime's explanation.
         message: String,
     },
+    /// The component could not be instantiated, e.g. its initial memory exceeds its limit.
+    #[error("{origin} cannot start: {message}")]
+    Instantiate {
+        /// Where the bytes came from.
+        origin: String,
+        /// What stopped it.
+        message: String,
+    },
     /// The component's self-description is unusable.
     #[error("{origin}: bad function description: {message}")]
     BadDescription {

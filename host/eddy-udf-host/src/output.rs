@@ -21,20 +21,12 @@ struct Buffer {
 }
 
 /// Shared buffer behind the guest's stdout and stderr.
-#[derive(Clone)]
+#[derive(Clone, Default)]
 pub(crate) struct GuestOutput {
     buffer: Arc<Mutex<Buffer>>,
-    label: Arc<str>,
 }
 
 impl GuestOutput {
-    pub(crate) fn new(label: Arc<str>) -> GuestOutput {
-        GuestOutput {
-            buffer: Arc::default(),
-            label,
-        }
-    }
-
     fn append(&self, bytes: &[u8]) {
         let mut buf = self.buffer.lock().unwrap_or_else(|e| e.into_inner());
         let room = CAPACITY.saturating_sub(buf.bytes.len());
@@ -43,15 +35,14 @@ impl GuestOutput {
         buf.dropped += bytes.len() - kept;
     }
 
-    /// Takes what the guest wrote since the last drain, logging it; returns the text.
-    pub(crate) fn drain(&self) -> String {
+    /// Takes what the guest wrote since the last drain, logging it as `udf`'s; returns the text.
+    pub(crate) fn drain(&self, udf: &str) -> String {
         let (bytes, dropped) = {
             let mut buf = self.buffer.lock().unwrap_or_else(|e| e.into_inner());
             let dropped = std::mem::take(&mut buf.dropped);
             (std::mem::take(&mut buf.bytes), dropped)
         };
         let text = String::from_utf8_lossy(&bytes).into_owned();
-        let udf = &*self.label;
         for line in text.lines().filter(|l| !l.trim().is_empty()) {
             tracing::info!(target: "eddy::udf", udf, "guest output: {line}");
         }

@@ -47,15 +47,15 @@ pub(crate) struct State {
     table: ResourceTable,
     pub(crate) limiter: Limiter,
     pub(crate) output: GuestOutput,
-    /// Which component this instance runs, for log lines.
-    pub(crate) label: Arc<str>,
+    /// What the instance is running, `function@version`, for log lines.
+    pub(crate) label: String,
     pub(crate) log_budget: usize,
     pub(crate) logs_dropped: usize,
 }
 
 impl State {
-    pub(crate) fn new(label: Arc<str>, limits: &Limits) -> State {
-        let output = GuestOutput::new(label.clone());
+    pub(crate) fn new(label: String, limits: &Limits) -> State {
+        let output = GuestOutput::default();
         // No preopened dirs, env, args or sockets: the builder grants nothing by default.
         let wasi = wasmtime_wasi::WasiCtxBuilder::new()
             .stdout(output.clone())
@@ -122,14 +122,18 @@ impl ResourceLimiter for Limiter {
     }
 }
 
-/// `512 MiB` style sizes for messages.
+/// `512 MiB` style sizes for messages, in the largest unit not above `n`; one decimal if inexact.
 pub(crate) fn human_bytes(n: usize) -> String {
-    if n >= 1 << 20 && n.is_multiple_of(1 << 20) {
-        format!("{} MiB", n >> 20)
-    } else if n >= 1 << 20 {
-        format!("{:.1} MiB", n as f64 / (1 << 20) as f64)
+    let Some((unit, name)) = [(1usize << 30, "GiB"), (1 << 20, "MiB"), (1 << 10, "KiB")]
+        .into_iter()
+        .find(|(unit, _)| n >= *unit)
+    else {
+        return format!("{n} bytes");
+    };
+    if n.is_multiple_of(unit) {
+        format!("{} {name}", n / unit)
     } else {
-        format!("{n} bytes")
+        format!("{:.1} {name}", n as f64 / unit as f64)
     }
 }
 
@@ -151,7 +155,7 @@ impl host_log::Host for State {
             return;
         }
         self.log_budget -= 1;
-        let udf = &*self.label;
+        let udf = self.label.as_str();
         match level {
             host_log::Level::Trace => tracing::trace!(target: "eddy::udf", udf, "{message}"),
             host_log::Level::Debug => tracing::debug!(target: "eddy::udf", udf, "{message}"),
@@ -220,19 +224,38 @@ impl UdfRuntime {
         &self.limits
     }
 
-    /// Loads a component file and reads its functions' descriptions.
+    /// Loads a component file under the default limits and reads its functions' descriptions.
     pub fn load_file(&self, path: impl Into<PathBuf>) -> Result<Arc<Component>> {
+        self.load_file_with_limits(path, self.limits.clone())
+    }
+
+    /// Loads a component file whose instances run under `limits` instead of the defaults.
+    pub fn load_file_with_limits(
+        &self,
+        path: impl Into<PathBuf>,
+        limits: Limits,
+    ) -> Result<Arc<Component>> {
         let path = path.into();
         let bytes = std::fs::read(&path).map_err(|source| Error::Read {
             path: path.clone(),
             source,
         })?;
-        self.load(&bytes, &path.display().to_string())
+        self.load_with_limits(&bytes, &path.display().to_string(), limits)
     }
 
     /// Loads a component from bytes; `source` names it in errors and `SHOW FUNCTIONS`.
     pub fn load(&self, bytes: &[u8], source: &str) -> Result<Arc<Component>> {
-        Component::load(self, bytes, source, self.limits.clone())
+        self.load_with_limits(bytes, source, self.limits.clone())
+    }
+
+    /// Loads a component from bytes whose instances run under `limits` instead of the defaults.
+    pub fn load_with_limits(
+        &self,
+        bytes: &[u8],
+        source: &str,
+        limits: Limits,
+    ) -> Result<Arc<Component>> {
+        Component::load(self, bytes, source, limits)
     }
 
     /// Compiles, or fetches from the on-disk cache, keyed by content and engine configuration.
@@ -277,5 +300,20 @@ impl UdfRuntime {
             }
         }
         Ok(component)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::human_bytes;
+
+    #[test]
+    fn sizes_read_in_the_largest_unit() {
+        assert_eq!(human_bytes(512), "512 bytes");
+        assert_eq!(human_bytes(64 << 10), "64 KiB");
+        assert_eq!(human_bytes(1_153_434), "1.1 MiB");
+        assert_eq!(human_bytes(128 << 20), "128 MiB");
+        assert_eq!(human_bytes(3 << 29), "1.5 GiB");
+        assert_eq!(human_bytes(4 << 30), "4 GiB");
     }
 }

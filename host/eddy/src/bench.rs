@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use datafusion::arrow::array::{ArrayRef, Float64Array, RecordBatch};
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, Float64Array, RecordBatch};
 use datafusion::arrow::compute::kernels::arity::unary;
 use datafusion::arrow::datatypes::{DataType, Field, Float64Type, Schema};
 use datafusion::common::config::ConfigOptions;
@@ -21,6 +21,96 @@ use datafusion::logical_expr::{
 use datafusion::prelude::SessionConfig;
 use eddy_sql::Session;
 use eddy_udf_host::UdfRuntime;
+
+/// Options of `eddy bench anomaly`.
+#[derive(clap::Args)]
+pub(crate) struct AnomalyBench {
+    /// The anomaly component; built from udfs/anomaly when missing.
+    #[arg(long, default_value = "udfs/target/components/anomaly.wasm")]
+    component: PathBuf,
+    /// The ONNX model the native twin runs.
+    #[arg(long, default_value = "udfs/anomaly/model/autoencoder.onnx")]
+    model: PathBuf,
+    /// Rows per run.
+    #[arg(long, default_value_t = 1 << 18)]
+    rows: usize,
+    /// Rows per batch.
+    #[arg(long, default_value_t = 8192)]
+    batch: usize,
+    /// Timed runs per side; the best is reported.
+    #[arg(long, default_value_t = 3)]
+    runs: usize,
+}
+
+/// The anomaly model inside wasm (tract compiled to wasm32) against tract run natively.
+pub(crate) async fn anomaly(args: &AnomalyBench, runtime: UdfRuntime) -> Result<()> {
+    if !args.component.exists() {
+        eprintln!("building udfs/anomaly …");
+        eddy_udf_build::build("udfs/anomaly".as_ref(), &Default::default())
+            .context("building the anomaly UDF")?;
+    }
+    let config = SessionConfig::new()
+        .with_target_partitions(1)
+        .with_batch_size(args.batch);
+    let mut session = Session::with_config(runtime, config);
+    session
+        .execute(&format!(
+            "CREATE FUNCTION anomaly_score FROM '{}'",
+            args.component.display()
+        ))
+        .await?;
+    let features = format!("make_array({})", eddy_generator::FEATURES.join(", "));
+    let arrays: Vec<ArrayRef> = session
+        .context()
+        .sql(&format!(
+            "SELECT {features} FROM car_sensor({}, 3, 50)",
+            args.rows
+        ))
+        .await?
+        .collect()
+        .await?
+        .iter()
+        .map(|b| b.column(0).clone())
+        .collect();
+    let flat: Vec<Vec<f32>> = arrays
+        .iter()
+        .map(|a| {
+            let lists = a.as_list::<i32>();
+            lists
+                .values()
+                .as_primitive::<Float64Type>()
+                .values()
+                .iter()
+                .map(|v| *v as f32)
+                .collect()
+        })
+        .collect();
+    let model = eddy_anomaly_native::NativeAnomalyModel::load(&args.model)?;
+    let wasm = session.context().udf("anomaly_score")?;
+    let native = best_of(args.runs, || {
+        let mut n = 0;
+        for values in &flat {
+            n += model.score(values)?.score.len();
+        }
+        Ok(n)
+    })?;
+    let in_wasm = best_of(args.runs, || invoke_all(&wasm, &arrays))?;
+    let (rn, rw) = (rate(native.1, native.0), rate(in_wasm.1, in_wasm.0));
+    println!(
+        "anomaly_score over {} rows in {}-row batches (best of {} runs)",
+        args.rows, args.batch, args.runs
+    );
+    println!(
+        "{:<22} {:>16} {:>16} {:>12}",
+        "", "native rows/s", "wasm rows/s", "wasm/native"
+    );
+    println!(
+        "{:<22} {rn:>16.0} {rw:>16.0} {:>12.2}",
+        "tract inference",
+        rw / rn
+    );
+    Ok(())
+}
 
 /// Options of `eddy bench udf`.
 #[derive(clap::Args)]
@@ -75,7 +165,7 @@ fn rate(rows: usize, d: Duration) -> f64 {
 
 fn invoke_all(udf: &ScalarUDF, batches: &[ArrayRef]) -> Result<usize> {
     let mut n = 0;
-    let field = Arc::new(Field::new("c", DataType::Float64, true));
+    let field = Arc::new(Field::new("c", batches[0].data_type().clone(), true));
     let config = Arc::new(ConfigOptions::default());
     for a in batches {
         let out = udf.invoke_with_args(ScalarFunctionArgs {

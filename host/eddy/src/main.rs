@@ -80,6 +80,8 @@ enum UdfCommand {
 enum BenchCommand {
     /// The same f64 UDF, native and as a wasm component, over the same rows.
     Udf(bench::UdfBench),
+    /// The anomaly model in wasm against tract run natively.
+    Anomaly(bench::AnomalyBench),
 }
 
 fn cache_dir(cli: Option<PathBuf>) -> PathBuf {
@@ -203,6 +205,9 @@ async fn main() -> Result<()> {
         Command::Bench {
             command: BenchCommand::Udf(ref args),
         } => bench::udf(args, runtime()?).await,
+        Command::Bench {
+            command: BenchCommand::Anomaly(ref args),
+        } => bench::anomaly(args, runtime()?).await,
         Command::Generate { rows, seed, cars } => generate_csv(rows, seed, cars),
     }
 }

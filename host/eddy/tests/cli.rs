@@ -38,8 +38,12 @@ fn run_hello_builds_the_udf_and_prints_rows_computed_in_wasm() {
 (8 rows)";
     assert!(stdout.contains(expected), "stdout:\n{stdout}");
     assert!(
-        stdout.contains("| signature   | celsius_to_fahrenheit(c DOUBLE) -> DOUBLE"),
+        stdout.contains("| signature     | celsius_to_fahrenheit(c DOUBLE) -> DOUBLE"),
         "{stdout}"
+    );
+    assert!(
+        stdout.contains("| max_log_lines | 100 "),
+        "the default limits: {stdout}"
     );
 }
 
