@@ -1,31 +1,16 @@
 //! The anomaly UDF: quality on generator data training never saw, and the same scores as the
 //! model run natively by tract.
 
-use datafusion::arrow::array::{Array, AsArray, RecordBatch};
+use datafusion::arrow::array::{Array, AsArray};
 use datafusion::arrow::datatypes::{Float64Type, Int64Type};
 use eddy_anomaly_native::{NativeAnomalyModel, FEATURE_COUNT};
-use eddy_sql::{Output, Session};
+use eddy_sql::Session;
 
 /// Seed of the evaluation stream: training used 1, threshold selection 2, the demo 3.
 const UNSEEN_SEED: u64 = 4;
 
 async fn session_with_anomaly() -> Session {
-    let mut session = eddy_tests::session();
-    session
-        .execute(&format!(
-            "CREATE FUNCTION detect_anomaly FROM '{}'",
-            eddy_tests::component("anomaly").display()
-        ))
-        .await
-        .unwrap();
-    session
-}
-
-async fn rows(session: &mut Session, sql: &str) -> Vec<RecordBatch> {
-    match session.execute(sql).await.unwrap() {
-        Output::Rows { batches, .. } => batches,
-        Output::Message(m) => panic!("expected rows, got {m:?}"),
-    }
+    eddy_tests::session_with("detect_anomaly", "anomaly", "").await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -38,7 +23,7 @@ async fn detects_labelled_anomalies_on_an_unseen_stream() {
         f = eddy_tests::features_sql()
     );
     let mut per_label = Vec::new();
-    for b in rows(&mut session, &sql).await {
+    for b in eddy_tests::rows(&mut session, &sql).await {
         let label = b.column(0).as_string::<i32>();
         let events = b.column(1).as_primitive::<Int64Type>();
         let flagged = b.column(2).as_primitive::<Int64Type>();
@@ -84,7 +69,7 @@ async fn wasm_scores_equal_native_tract_scores() {
          FROM car_sensor(5500, 11, 20) ORDER BY event_id",
         f = eddy_tests::features_sql()
     );
-    let batches = rows(&mut session, &sql).await;
+    let batches = eddy_tests::rows(&mut session, &sql).await;
 
     let mut features = Vec::new();
     let mut wasm_scores = Vec::new();
@@ -135,7 +120,7 @@ async fn bad_rows_are_row_errors_not_traps() {
                 anomaly_score_csv({good}) IS NOT NULL,
                 anomaly_score_csv(replace({good}, ',', '#')) = anomaly_score_csv({good})"
     );
-    let b = &rows(&mut session, &sql).await[0];
+    let b = &eddy_tests::rows(&mut session, &sql).await[0];
     for c in 0..4 {
         assert!(b.column(c).as_boolean().value(0), "column {c}");
     }

@@ -5,13 +5,6 @@ use datafusion::arrow::datatypes::UInt64Type;
 use eddy_sql::Output;
 use sha2::{Digest, Sha256};
 
-fn rows(output: Output) -> Vec<RecordBatch> {
-    match output {
-        Output::Rows { batches, .. } => batches,
-        Output::Message(m) => panic!("expected rows, got message {m:?}"),
-    }
-}
-
 /// `(property, value)` pairs of a DESCRIBE FUNCTION result.
 fn properties(batches: &[RecordBatch]) -> Vec<(String, String)> {
     batches
@@ -50,12 +43,8 @@ async fn describe_function_shows_the_declared_signature() {
         other => panic!("unexpected {other:?}"),
     }
 
-    let described = properties(&rows(
-        session
-            .execute("DESCRIBE FUNCTION car_number")
-            .await
-            .unwrap(),
-    ));
+    let described =
+        properties(&eddy_tests::rows(&mut session, "DESCRIBE FUNCTION car_number").await);
     let expected = [
         ("name", "car_number".to_string()),
         ("signature", "car_number(car VARCHAR) -> BIGINT".into()),
@@ -78,9 +67,7 @@ async fn describe_function_shows_the_declared_signature() {
         .collect();
     assert_eq!(described, expected);
 
-    let shout = properties(&rows(
-        session.execute("DESCRIBE FUNCTION shout").await.unwrap(),
-    ));
+    let shout = properties(&eddy_tests::rows(&mut session, "DESCRIBE FUNCTION shout").await);
     assert_eq!(shout[1].1, "shout(text VARCHAR, times BIGINT) -> VARCHAR");
 
     let err = session.execute("DESCRIBE FUNCTION nope").await.unwrap_err();
@@ -105,12 +92,11 @@ async fn show_functions_counts_one_call_per_batch_and_row_errors() {
         .await
         .unwrap();
     // 100 rows in batches of 7 is 15 calls; car ids all parse.
-    let out = rows(
-        session
-            .execute("SELECT sum(car_number(car)) FROM car_sensor(100, 1, 4)")
-            .await
-            .unwrap(),
-    );
+    let out = eddy_tests::rows(
+        &mut session,
+        "SELECT sum(car_number(car)) FROM car_sensor(100, 1, 4)",
+    )
+    .await;
     // Cars 1..4 round-robin over 100 events: 25 each.
     assert_eq!(
         out[0]
@@ -125,7 +111,7 @@ async fn show_functions_counts_one_call_per_batch_and_row_errors() {
         .await
         .unwrap();
 
-    let show = rows(session.execute("SHOW FUNCTIONS").await.unwrap());
+    let show = eddy_tests::rows(&mut session, "SHOW FUNCTIONS").await;
     let batch = &show[0];
     let names = batch.column(0).as_string::<i32>();
     let row = (0..batch.num_rows())
@@ -161,12 +147,8 @@ async fn describe_function_shows_limits_set_with_create() {
         .unwrap();
     // Every function of the component runs under them.
     for name in ["shout", "flip"] {
-        let described = properties(&rows(
-            session
-                .execute(&format!("DESCRIBE FUNCTION {name}"))
-                .await
-                .unwrap(),
-        ));
+        let described =
+            properties(&eddy_tests::rows(&mut session, &format!("DESCRIBE FUNCTION {name}")).await);
         assert_eq!(
             described[8..],
             [

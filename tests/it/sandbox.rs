@@ -10,29 +10,19 @@ use eddy_sql::{Output, Session};
 use sha2::{Digest, Sha256};
 
 async fn session_with_evil(with: &str) -> Session {
-    let mut session = eddy_tests::session();
-    session
-        .execute(&format!(
-            "CREATE FUNCTION noisy FROM '{}' {with}",
-            eddy_tests::component("evil").display()
-        ))
-        .await
-        .unwrap();
-    session
+    eddy_tests::session_with("noisy", "evil", with).await
 }
 
 async fn doubles(session: &mut Session, sql: &str) -> Vec<f64> {
-    match session.execute(sql).await.unwrap() {
-        Output::Rows { batches, .. } => batches
-            .iter()
-            .flat_map(|b| {
-                let c = b.column(0).as_primitive::<Float64Type>();
-                assert_eq!(c.null_count(), 0);
-                c.values().to_vec()
-            })
-            .collect(),
-        Output::Message(m) => panic!("expected rows, got {m:?}"),
-    }
+    eddy_tests::rows(session, sql)
+        .await
+        .iter()
+        .flat_map(|b| {
+            let c = b.column(0).as_primitive::<Float64Type>();
+            assert_eq!(c.null_count(), 0);
+            c.values().to_vec()
+        })
+        .collect()
 }
 
 /// Log lines containing every one of `parts`.

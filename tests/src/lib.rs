@@ -106,3 +106,25 @@ impl std::io::Write for LogWriter {
         Ok(())
     }
 }
+
+/// A fresh session with `function` loaded from the component built from `udfs/<crate_name>`;
+/// `with` is an optional `WITH (...)` clause.
+pub async fn session_with(function: &str, crate_name: &str, with: &str) -> Session {
+    let mut session = session();
+    session
+        .execute(&format!(
+            "CREATE FUNCTION {function} FROM '{}' {with}",
+            component(crate_name).display()
+        ))
+        .await
+        .unwrap_or_else(|e| panic!("loading {crate_name}: {e}"));
+    session
+}
+
+/// The rows of a statement that must succeed and return rows.
+pub async fn rows(session: &mut Session, sql: &str) -> Vec<datafusion::arrow::array::RecordBatch> {
+    match session.execute(sql).await.unwrap() {
+        eddy_sql::Output::Rows { batches, .. } => batches,
+        eddy_sql::Output::Message(m) => panic!("expected rows from {sql:?}, got {m:?}"),
+    }
+}

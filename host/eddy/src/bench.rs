@@ -4,7 +4,7 @@
 //! whole SQL queries (what a user pays), once as bare UDF invocations per batch (the boundary
 //! alone). Ratios are wasm rows/s over native rows/s.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -42,23 +42,44 @@ pub(crate) struct AnomalyBench {
     runs: usize,
 }
 
-/// The anomaly model inside wasm (tract compiled to wasm32) against tract run natively.
-pub(crate) async fn anomaly(args: &AnomalyBench, runtime: UdfRuntime) -> Result<()> {
-    if !args.component.exists() {
-        eprintln!("building udfs/anomaly …");
-        eddy_udf_build::build("udfs/anomaly".as_ref(), &Default::default())
-            .context("building the anomaly UDF")?;
+/// A session with `function`'s component loaded, built from `crate_dir` when missing.
+///
+/// One partition and one thread of work per side: a like-for-like comparison.
+async fn bench_session(
+    runtime: UdfRuntime,
+    component: &Path,
+    crate_dir: &str,
+    function: &str,
+    batch: usize,
+) -> Result<Session> {
+    if !component.exists() {
+        eprintln!("building {crate_dir} …");
+        eddy_udf_build::build(crate_dir.as_ref(), &Default::default())
+            .with_context(|| format!("building {crate_dir}"))?;
     }
     let config = SessionConfig::new()
         .with_target_partitions(1)
-        .with_batch_size(args.batch);
+        .with_batch_size(batch);
     let mut session = Session::with_config(runtime, config);
     session
         .execute(&format!(
-            "CREATE FUNCTION anomaly_score FROM '{}'",
-            args.component.display()
+            "CREATE FUNCTION {function} FROM '{}'",
+            component.display()
         ))
         .await?;
+    Ok(session)
+}
+
+/// The anomaly model inside wasm (tract compiled to wasm32) against tract run natively.
+pub(crate) async fn anomaly(args: &AnomalyBench, runtime: UdfRuntime) -> Result<()> {
+    let session = bench_session(
+        runtime,
+        &args.component,
+        "udfs/anomaly",
+        "anomaly_score",
+        args.batch,
+    )
+    .await?;
     let features = format!("make_array({})", eddy_generator::FEATURES.join(", "));
     let arrays: Vec<ArrayRef> = session
         .context()
@@ -181,22 +202,14 @@ fn invoke_all(udf: &ScalarUDF, batches: &[ArrayRef]) -> Result<usize> {
 }
 
 pub(crate) async fn udf(args: &UdfBench, runtime: UdfRuntime) -> Result<()> {
-    if !args.component.exists() {
-        eprintln!("building udfs/temperature …");
-        eddy_udf_build::build("udfs/temperature".as_ref(), &Default::default())
-            .context("building the benchmark UDF")?;
-    }
-    // One partition and one thread of work per side: a like-for-like comparison.
-    let config = SessionConfig::new()
-        .with_target_partitions(1)
-        .with_batch_size(args.batch);
-    let mut session = Session::with_config(runtime, config);
-    session
-        .execute(&format!(
-            "CREATE FUNCTION celsius_to_fahrenheit FROM '{}'",
-            args.component.display()
-        ))
-        .await?;
+    let session = bench_session(
+        runtime,
+        &args.component,
+        "udfs/temperature",
+        "celsius_to_fahrenheit",
+        args.batch,
+    )
+    .await?;
     session.context().register_udf(native_udf());
 
     let schema = Arc::new(Schema::new(vec![Field::new("c", DataType::Float64, false)]));
