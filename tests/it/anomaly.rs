@@ -125,3 +125,50 @@ async fn bad_rows_are_row_errors_not_traps() {
         assert!(b.column(c).as_boolean().value(0), "column {c}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scores_do_not_depend_on_batch_size_and_nulls_stay_null() {
+    let mut session = session_with_anomaly().await;
+    let f = eddy_tests::features_sql();
+    // Every 5th event's features are NULL; 23 rows make ragged last batches.
+    let sql = format!(
+        "SELECT event_id, anomaly_score(CASE WHEN event_id % 5 = 0 THEN NULL ELSE {f} END) AS score
+         FROM car_sensor(23, 5, 3) ORDER BY event_id"
+    );
+    let mut by_batch_size = Vec::new();
+    for batch_size in [1, 4, 8192] {
+        session
+            .execute(&format!(
+                "SET datafusion.execution.batch_size = {batch_size}"
+            ))
+            .await
+            .unwrap();
+        let mut scores = Vec::new();
+        for b in eddy_tests::rows(&mut session, &sql).await {
+            let s = b.column(1).as_primitive::<Float64Type>();
+            scores.extend((0..b.num_rows()).map(|i| (!s.is_null(i)).then(|| s.value(i))));
+        }
+        assert_eq!(scores.len(), 23);
+        for (i, s) in scores.iter().enumerate() {
+            assert_eq!(
+                s.is_none(),
+                i % 5 == 0,
+                "row {i} at batch size {batch_size}"
+            );
+        }
+        by_batch_size.push(scores);
+    }
+    // f32 inference may round differently per batch shape; allow a tiny tolerance.
+    for (a, b) in by_batch_size[0].iter().zip(&by_batch_size[2]) {
+        if let (Some(a), Some(b)) = (a, b) {
+            assert!((a - b).abs() <= 1e-5 * a.abs().max(1.0), "{a} vs {b}");
+        }
+    }
+    // An empty input calls nothing and returns nothing.
+    let empty = eddy_tests::rows(
+        &mut session,
+        &format!("SELECT anomaly_score({f}) FROM car_sensor(10) WHERE speed < 0"),
+    )
+    .await;
+    assert_eq!(empty.iter().map(|b| b.num_rows()).sum::<usize>(), 0);
+}
