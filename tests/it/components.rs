@@ -45,14 +45,14 @@ async fn a_component_of_another_world_is_refused_and_nothing_changes() {
         .unwrap();
     assert_eq!(function_count(&mut session).await, 2);
 
-    let err = session
-        .execute(&format!(
+    let err = eddy_tests::error(
+        &mut session,
+        &format!(
             "CREATE OR REPLACE FUNCTION celsius_to_fahrenheit FROM '{}'",
             wrong.display()
-        ))
-        .await
-        .unwrap_err()
-        .to_string();
+        ),
+    )
+    .await;
     assert!(
         err.starts_with(&format!(
             "{} does not implement the eddy:udf/scalar-udf@0.1.0 world: ",
@@ -65,14 +65,14 @@ async fn a_component_of_another_world_is_refused_and_nothing_changes() {
         "names the missing export: {err}"
     );
 
-    let err = session
-        .execute(&format!(
+    let err = eddy_tests::error(
+        &mut session,
+        &format!(
             "CREATE OR REPLACE FUNCTION celsius_to_fahrenheit FROM '{}'",
             garbage.display()
-        ))
-        .await
-        .unwrap_err()
-        .to_string();
+        ),
+    )
+    .await;
     assert!(
         err.starts_with(&format!(
             "{} is not a valid WebAssembly component",

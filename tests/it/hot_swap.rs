@@ -263,11 +263,7 @@ async fn a_broken_replacement_leaves_the_old_version_serving() {
         assert_eq!(tags(&mut session, query).await, expected);
         let serving = version_of_tag(&mut session).await;
 
-        let err = session
-            .execute(&replace_with(&garbage))
-            .await
-            .unwrap_err()
-            .to_string();
+        let err = eddy_tests::error(&mut session, &replace_with(&garbage)).await;
         assert!(
             err.starts_with(&format!(
                 "{} is not a valid WebAssembly component",
@@ -275,11 +271,7 @@ async fn a_broken_replacement_leaves_the_old_version_serving() {
             )),
             "{err}"
         );
-        let err = session
-            .execute(&replace_with(&evil))
-            .await
-            .unwrap_err()
-            .to_string();
+        let err = eddy_tests::error(&mut session, &replace_with(&evil)).await;
         assert_eq!(
             err,
             format!(

@@ -128,3 +128,11 @@ pub async fn rows(session: &mut Session, sql: &str) -> Vec<datafusion::arrow::ar
         eddy_sql::Output::Message(m) => panic!("expected rows from {sql:?}, got {m:?}"),
     }
 }
+
+/// The error message of a statement that must fail.
+pub async fn error(session: &mut Session, sql: &str) -> String {
+    match session.execute(sql).await {
+        Ok(output) => panic!("expected {sql:?} to fail, got {output:?}"),
+        Err(e) => e.to_string(),
+    }
+}
