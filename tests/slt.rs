@@ -1,6 +1,8 @@
-//! Runs `tests/slt/**/*.slt`: SQL behaviour as data, one trial per file, each on a fresh session.
+//! Runs `tests/slt/**/*.slt`: SQL behaviour as data, one trial per file, each on a fresh engine.
 //!
 //! `$UDFS` in a statement is replaced by the directory of the components built from `udfs/`.
+//! A push query (`… EMIT CHANGES LIMIT n`) returns its first n rows, or fails after 10 s; a pull
+//! query first waits until the running queries have consumed what was inserted.
 //! Run one file: `cargo test -p eddy-tests --test slt -- udf/temperature`.
 
 use std::path::{Path, PathBuf};
@@ -8,13 +10,13 @@ use std::path::{Path, PathBuf};
 use datafusion::arrow::array::Array;
 use datafusion::arrow::datatypes::DataType;
 use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
-use eddy_sql::{Output, Session};
+use eddy_stream::{Engine, EngineConfig, Output};
 use libtest_mimic::{Arguments, Failed, Trial};
 use sqllogictest::{DBOutput, DefaultColumnType};
 
 /// A session under sqllogictest.
 struct EddyDb {
-    session: Session,
+    engine: Engine,
 }
 
 /// A statement's error, as the `statement error <regex>` lines see it.
@@ -46,8 +48,31 @@ impl sqllogictest::AsyncDB for EddyDb {
     async fn run(&mut self, sql: &str) -> Result<DBOutput<DefaultColumnType>, SqlError> {
         let udfs = eddy_tests::components().display().to_string();
         let sql = sql.replace("$UDFS", &udfs);
-        match self.session.execute(&sql).await {
-            Ok(Output::Message(_)) => Ok(DBOutput::StatementComplete(0)),
+        let output = match self.engine.execute(&sql).await {
+            Ok(Output::Push(mut push)) => {
+                let mut batches = Vec::new();
+                let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+                loop {
+                    match tokio::time::timeout_at(deadline, push.rows.recv()).await {
+                        Ok(Some(batch)) => batches.push(batch),
+                        Ok(None) => break,
+                        Err(_) => {
+                            return Err(SqlError(format!(
+                                "push query gave {} rows in 10 s and has not reached its LIMIT",
+                                batches.iter().map(|b| b.num_rows()).sum::<usize>()
+                            )))
+                        }
+                    }
+                }
+                Ok(Output::Rows {
+                    schema: push.schema,
+                    batches,
+                })
+            }
+            other => other,
+        };
+        match output {
+            Ok(Output::Message(_)) | Ok(Output::Push(_)) => Ok(DBOutput::StatementComplete(0)),
             Ok(Output::Rows { schema, batches }) => {
                 let options = FormatOptions::default().with_null("NULL");
                 let mut rows = Vec::new();
@@ -101,7 +126,7 @@ fn run_file(path: &Path) -> Result<(), Failed> {
     rt.block_on(async {
         let mut runner = sqllogictest::Runner::new(|| async {
             Ok(EddyDb {
-                session: eddy_tests::session(),
+                engine: Engine::new(eddy_tests::session(), EngineConfig::default()),
             })
         });
         runner

@@ -5,4 +5,7 @@ mod anomaly;
 mod components;
 mod functions;
 mod hot_swap;
+mod kafka;
+mod mqtt;
+mod pipelines;
 mod sandbox;

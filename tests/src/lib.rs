@@ -136,3 +136,6 @@ pub async fn error(session: &mut Session, sql: &str) -> String {
         Err(e) => e.to_string(),
     }
 }
+
+pub mod kafka;
+pub mod mqtt;

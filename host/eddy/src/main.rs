@@ -1,14 +1,12 @@
-//! `eddy`: run SQL files, build UDF components, benchmark the UDF boundary.
+//! `eddy`: run SQL files (continuous queries included), build UDF components, benchmark.
 
 mod bench;
+mod run;
 
-use std::path::{Path, PathBuf};
-use std::time::Instant;
+use std::path::PathBuf;
 
-use anyhow::{bail, Context, Result};
+use anyhow::Result;
 use clap::{Parser, Subcommand};
-use datafusion::arrow::util::pretty::pretty_format_batches;
-use eddy_sql::{split_statements, Output, Session};
 use eddy_udf_host::{Limits, UdfRuntime};
 
 /// Continuous SQL over car-sensor streams, with UDFs as sandboxed WebAssembly components.
@@ -24,14 +22,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Runs the statements of a SQL file and prints their results.
-    Run {
-        /// The SQL file.
-        file: PathBuf,
-        /// Go on after a failing statement instead of stopping.
-        #[arg(long)]
-        keep_going: bool,
-    },
+    /// Runs the statements of a SQL file; continuous queries then run until Ctrl-C.
+    Run(run::RunArgs),
     /// UDF components.
     Udf {
         #[command(subcommand)]
@@ -91,58 +83,6 @@ fn cache_dir(cli: Option<PathBuf>) -> PathBuf {
         .unwrap_or_else(|| PathBuf::from(".eddy-cache"))
 }
 
-/// Prints one statement's output the way the ksqlDB CLI does: a table, or a message.
-fn print_output(output: &Output) -> Result<()> {
-    match output {
-        Output::Message(m) => println!("{m}"),
-        Output::Rows { batches, .. } => {
-            let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
-            if rows > 0 {
-                println!("{}", pretty_format_batches(batches)?);
-            }
-            println!("({rows} row{})", if rows == 1 { "" } else { "s" });
-        }
-    }
-    Ok(())
-}
-
-async fn run_file(session: &mut Session, file: &Path, keep_going: bool) -> Result<()> {
-    let script =
-        std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
-    let mut failed = 0;
-    for (line, statement) in split_statements(&script) {
-        println!("\n{}> {}", file.display(), first_line(&statement));
-        let started = Instant::now();
-        match session.execute(&statement).await {
-            Ok(output) => {
-                print_output(&output)?;
-                tracing::debug!(elapsed = ?started.elapsed(), "statement done");
-            }
-            Err(e) => {
-                eprintln!("error: {}:{line}: {e}", file.display());
-                failed += 1;
-                if !keep_going {
-                    bail!("stopped at the failing statement on line {line}");
-                }
-            }
-        }
-    }
-    if failed > 0 {
-        bail!("{failed} statement(s) failed");
-    }
-    Ok(())
-}
-
-fn first_line(statement: &str) -> String {
-    let mut lines = statement.lines();
-    let first = lines.next().unwrap_or_default().to_string();
-    if lines.next().is_some() {
-        format!("{first} …")
-    } else {
-        first
-    }
-}
-
 fn generate_csv(rows: u64, seed: u64, cars: u32) -> Result<()> {
     let config = eddy_generator::GeneratorConfig {
         rows,
@@ -172,13 +112,7 @@ async fn main() -> Result<()> {
     let cli = Cli::parse();
     let runtime = || UdfRuntime::new(Some(cache_dir(cli.cache_dir.clone())), Limits::default());
     match cli.command {
-        Command::Run {
-            ref file,
-            keep_going,
-        } => {
-            let mut session = Session::new(runtime()?);
-            run_file(&mut session, file, keep_going).await
-        }
+        Command::Run(ref args) => run::run(args, runtime()?).await,
         Command::Udf {
             command: UdfCommand::Build { dir, out, jobs },
         } => {

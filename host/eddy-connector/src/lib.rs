@@ -1,0 +1,90 @@
+//! The contract between Eddy's engine and the systems it reads from and writes to.
+//!
+//! A [`Source`] hands the engine raw messages in order and commits what the engine says is
+//! done; a [`Sink`] takes encoded records and says when they are durable. The engine decodes,
+//! runs SQL and decides when to commit, so connectors know nothing of SQL or Arrow, and the
+//! engine knows nothing of Kafka or MQTT.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+/// What can go wrong talking to an external system.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The connector's options are wrong (a missing topic, a bad address, an unknown key).
+    #[error("{0}")]
+    Config(String),
+    /// The external system failed or could not be reached.
+    #[error("{0}")]
+    Io(String),
+}
+
+/// Result with this crate's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Where a message sits in its source: a partition and an offset within it.
+///
+/// Sources without partitions (MQTT) use partition 0 and a sequence number.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Position {
+    /// Partition within the topic.
+    pub partition: i32,
+    /// Offset within the partition.
+    pub offset: i64,
+}
+
+/// One message read from a source.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Message {
+    /// The message key, if it has one.
+    pub key: Option<Vec<u8>>,
+    /// The payload, still encoded (JSON for now).
+    pub payload: Vec<u8>,
+    /// The time the system attached to the message, in ms since the Unix epoch.
+    pub timestamp_ms: Option<i64>,
+    /// Where it came from; what [`Source::commit`] takes back.
+    pub position: Position,
+    /// A human-readable origin for errors and dead letters, e.g. `cars[2]@1041` or an MQTT topic.
+    pub origin: String,
+}
+
+/// A record to write to a sink.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Record {
+    /// The record key, if any.
+    pub key: Option<Vec<u8>>,
+    /// The encoded payload.
+    pub payload: Vec<u8>,
+    /// Event time to attach, in ms since the Unix epoch.
+    pub timestamp_ms: Option<i64>,
+}
+
+/// Options from a statement's `WITH (…)`, keys lower-cased.
+pub type Options = BTreeMap<String, String>;
+
+/// A source of messages, read by one query.
+#[async_trait::async_trait]
+pub trait Source: Send {
+    /// Up to `max` messages, waiting at most `wait` for the first; an empty vector means none
+    /// arrived in time. `Ok(None)` means the source has ended and will never return more.
+    async fn poll(&mut self, max: usize, wait: Duration) -> Result<Option<Vec<Message>>>;
+
+    /// Everything before `next` in each named partition is done (its output is durable): the
+    /// source may record that, so a restarted query resumes at `next`.
+    ///
+    /// `next` holds, per partition, the offset of the first message *not* done.
+    async fn commit(&mut self, next: &BTreeMap<i32, i64>) -> Result<()>;
+}
+
+/// A destination for records, written by one query.
+#[async_trait::async_trait]
+pub trait Sink: Send {
+    /// Queues records for delivery, in order; may wait while the destination is saturated.
+    async fn send(&mut self, records: Vec<Record>) -> Result<()>;
+
+    /// Waits until every record sent so far is acknowledged by the destination.
+    async fn flush(&mut self) -> Result<()>;
+}
+
+/// How long [`Source::poll`] callers wait by default before checking for shutdown.
+pub const DEFAULT_POLL_WAIT: Duration = Duration::from_millis(100);

@@ -1,0 +1,349 @@
+//! Reading a topic as a member of a consumer group.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use eddy_connector::{Error, Message, Position, Result, Source};
+use rdkafka::client::ClientContext;
+use rdkafka::config::RDKafkaLogLevel;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{BorrowedMessage, Message as _};
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+use tokio::task::JoinHandle;
+
+use crate::{config_error, forward_log, io_error, is_config, KafkaConfig};
+
+/// Where a group with no committed offset for a partition starts reading it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OffsetReset {
+    /// From the oldest message still kept.
+    #[default]
+    Earliest,
+    /// Only messages produced after the consumer joined.
+    Latest,
+}
+
+/// One topic read through a consumer group; see [`Source`].
+///
+/// Offsets are committed only by [`Source::commit`], never automatically, so what is committed
+/// is exactly what the engine declared done. `poll` is cancel-safe: messages a cancelled poll
+/// fetched come out of the next one. Dropping the source leaves the group, which blocks for
+/// about 100 ms so the partitions move to the remaining members at once.
+pub struct KafkaSource {
+    consumer: Arc<BaseConsumer<SourceContext>>,
+    topic: Arc<str>,
+    broker: String,
+    /// A fetch still running because the `poll` that started it was cancelled. Its messages were
+    /// already taken from librdkafka, so the next `poll` must return them rather than start anew:
+    /// dropping them would let a later commit skip over them.
+    pending: Option<JoinHandle<Result<Vec<Message>>>>,
+    /// Messages fetched beyond what the caller asked for, served first.
+    ready: Vec<Message>,
+}
+
+impl KafkaSource {
+    /// Joins the group `config.group_id` and subscribes to `topic`; partitions arrive once the
+    /// group has balanced, during the first polls.
+    pub fn subscribe(config: &KafkaConfig, topic: &str, offset_reset: OffsetReset) -> Result<Self> {
+        let broker = config.bootstrap_servers.clone();
+        if topic.is_empty() {
+            return Err(config_error(&broker, "no topic given to read"));
+        }
+        if config.group_id.is_empty() {
+            return Err(config_error(
+                &broker,
+                &format!("no consumer group given to read topic {topic}"),
+            ));
+        }
+        let reset = match offset_reset {
+            OffsetReset::Earliest => "earliest",
+            OffsetReset::Latest => "latest",
+        };
+        let client = config.client_config(
+            // librdkafka stops fetching for a second whenever its local queue is full, which at
+            // Eddy's rates idles the source half the time once the engine is the bottleneck.
+            &[("fetch.queue.backoff.ms", "10")],
+            &[
+                ("group.id", config.group_id.as_str()),
+                ("enable.auto.commit", "false"),
+                ("enable.auto.offset.store", "false"),
+                ("auto.offset.reset", reset),
+            ],
+        )?;
+        let context = SourceContext {
+            topic: topic.to_string(),
+            broker: broker.clone(),
+        };
+        let consumer: BaseConsumer<SourceContext> =
+            client.create_with_context(context).map_err(|e| {
+                let what = format!("creating a consumer for topic {topic}: {e}");
+                if is_config(&e) {
+                    config_error(&broker, &what)
+                } else {
+                    io_error(&broker, &what)
+                }
+            })?;
+        consumer
+            .subscribe(&[topic])
+            .map_err(|e| io_error(&broker, &format!("subscribing to topic {topic}: {e}")))?;
+        Ok(KafkaSource {
+            consumer: Arc::new(consumer),
+            topic: topic.into(),
+            broker,
+            pending: None,
+            ready: Vec::new(),
+        })
+    }
+
+    /// The partitions of the topic this consumer holds now, in order.
+    pub fn assignment(&self) -> Vec<i32> {
+        let mut partitions: Vec<i32> = match self.consumer.assignment() {
+            Ok(list) => list
+                .elements_for_topic(&self.topic)
+                .iter()
+                .map(|e| e.partition())
+                .collect(),
+            Err(e) => {
+                tracing::warn!(topic = %self.topic, broker = %self.broker, "kafka: reading the assignment: {e}");
+                Vec::new()
+            }
+        };
+        partitions.sort_unstable();
+        partitions
+    }
+
+    /// The topic this source reads.
+    pub fn topic(&self) -> &str {
+        &self.topic
+    }
+}
+
+#[async_trait::async_trait]
+impl Source for KafkaSource {
+    async fn poll(&mut self, max: usize, wait: Duration) -> Result<Option<Vec<Message>>> {
+        if !self.ready.is_empty() || max == 0 {
+            let n = max.min(self.ready.len());
+            return Ok(Some(self.ready.drain(..n).collect()));
+        }
+        let inherited = self.pending.is_some();
+        if !inherited {
+            let consumer = self.consumer.clone();
+            let topic = self.topic.clone();
+            let broker = self.broker.clone();
+            self.pending = Some(tokio::task::spawn_blocking(move || {
+                fetch(&consumer, &topic, &broker, max, wait)
+            }));
+        }
+        let Some(task) = self.pending.as_mut() else {
+            unreachable!("a fetch is pending")
+        };
+        let fetched = if inherited {
+            // Started by a cancelled poll, maybe with a longer wait than this caller's.
+            match tokio::time::timeout(wait, task).await {
+                Ok(fetched) => fetched,
+                Err(_) => return Ok(Some(Vec::new())),
+            }
+        } else {
+            // A fresh fetch keeps to `wait` by itself.
+            task.await
+        };
+        self.pending = None;
+        let mut messages = fetched.map_err(|e| {
+            io_error(
+                &self.broker,
+                &format!("reading topic {}: fetch task failed: {e}", self.topic),
+            )
+        })??;
+        // A fetch started by a cancelled poll may have been asked for more.
+        if messages.len() > max {
+            self.ready = messages.split_off(max);
+        }
+        Ok(Some(messages))
+    }
+
+    async fn commit(&mut self, next: &BTreeMap<i32, i64>) -> Result<()> {
+        if next.is_empty() {
+            return Ok(());
+        }
+        let consumer = self.consumer.clone();
+        let topic = self.topic.clone();
+        let broker = self.broker.clone();
+        let next = next.clone();
+        tokio::task::spawn_blocking(move || commit(&consumer, &topic, &broker, &next))
+            .await
+            .map_err(|e| {
+                io_error(
+                    &self.broker,
+                    &format!("committing topic {}: task failed: {e}", self.topic),
+                )
+            })?
+    }
+}
+
+/// Waits up to `wait` for one message, then takes what is already there, up to `max`.
+fn fetch(
+    consumer: &BaseConsumer<SourceContext>,
+    topic: &str,
+    broker: &str,
+    max: usize,
+    wait: Duration,
+) -> Result<Vec<Message>> {
+    let deadline = Instant::now() + wait;
+    let mut out = Vec::new();
+    while out.is_empty() {
+        let left = deadline.saturating_duration_since(Instant::now());
+        // `None` also comes back early when the poll only served a rebalance: wait on.
+        match consumer.poll(left) {
+            Some(Ok(m)) => out.push(convert(&m, topic)),
+            Some(Err(e)) => consumer_error(e, topic, broker)?,
+            None if left.is_zero() => return Ok(out),
+            None => {}
+        }
+    }
+    while out.len() < max {
+        match consumer.poll(Duration::ZERO) {
+            Some(Ok(m)) => out.push(convert(&m, topic)),
+            Some(Err(e)) => consumer_error(e, topic, broker)?,
+            None => break,
+        }
+    }
+    Ok(out)
+}
+
+fn convert(m: &BorrowedMessage<'_>, topic: &str) -> Message {
+    let (partition, offset) = (m.partition(), m.offset());
+    Message {
+        key: m.key().map(<[u8]>::to_vec),
+        payload: m.payload().map(<[u8]>::to_vec).unwrap_or_default(),
+        timestamp_ms: m.timestamp().to_millis(),
+        position: Position { partition, offset },
+        origin: format!("{topic}[{partition}]@{offset}"),
+    }
+}
+
+/// Fatal consumer errors end the read; librdkafka recovers from the rest by itself (a broker
+/// restarting, a partition leader moving), so those are only logged.
+fn consumer_error(error: KafkaError, topic: &str, broker: &str) -> Result<()> {
+    match error {
+        KafkaError::MessageConsumptionFatal(code) => Err(io_error(
+            broker,
+            &format!("reading topic {topic}: fatal consumer error: {code}"),
+        )),
+        KafkaError::MessageConsumption(RDKafkaErrorCode::UnknownTopicOrPartition)
+        | KafkaError::MessageConsumption(RDKafkaErrorCode::UnknownTopic) => Err(Error::Config(
+            format!("kafka {broker}: topic {topic} does not exist"),
+        )),
+        KafkaError::PartitionEOF(_) => Ok(()),
+        other => {
+            tracing::warn!(topic, broker, "kafka: reading: {other}");
+            Ok(())
+        }
+    }
+}
+
+fn commit(
+    consumer: &BaseConsumer<SourceContext>,
+    topic: &str,
+    broker: &str,
+    next: &BTreeMap<i32, i64>,
+) -> Result<()> {
+    let assigned = consumer
+        .assignment()
+        .map_err(|e| io_error(broker, &format!("committing topic {topic}: {e}")))?;
+    let assigned: Vec<i32> = assigned
+        .elements_for_topic(topic)
+        .iter()
+        .map(|e| e.partition())
+        .collect();
+    let mut list = TopicPartitionList::new();
+    let mut skipped = Vec::new();
+    for (&partition, &offset) in next {
+        if assigned.contains(&partition) {
+            list.add_partition_offset(topic, partition, Offset::Offset(offset))
+                .map_err(|e| io_error(broker, &format!("committing topic {topic}: {e}")))?;
+        } else {
+            skipped.push(partition);
+        }
+    }
+    if !skipped.is_empty() {
+        // The group moved these partitions elsewhere; their new owner resumes from the last
+        // commit, so the messages since are read again there (at least once, never lost).
+        tracing::warn!(
+            topic,
+            broker,
+            ?skipped,
+            "kafka: not committing partitions no longer assigned"
+        );
+    }
+    if list.count() == 0 {
+        return Ok(());
+    }
+    match consumer.commit(&list, CommitMode::Sync) {
+        Ok(()) => Ok(()),
+        // A rebalance overtook the commit; as with skipped partitions the next owner re-reads.
+        Err(KafkaError::ConsumerCommit(
+            code @ (RDKafkaErrorCode::RebalanceInProgress
+            | RDKafkaErrorCode::IllegalGeneration
+            | RDKafkaErrorCode::UnknownMemberId),
+        )) => {
+            tracing::warn!(
+                topic,
+                broker,
+                "kafka: commit lost to a group rebalance: {code}"
+            );
+            Ok(())
+        }
+        Err(e) => Err(io_error(
+            broker,
+            &format!("committing offsets of topic {topic}: {e}"),
+        )),
+    }
+}
+
+/// Names the topic and broker in librdkafka's logs and reports partition moves.
+struct SourceContext {
+    topic: String,
+    broker: String,
+}
+
+impl ClientContext for SourceContext {
+    fn log(&self, level: RDKafkaLogLevel, facility: &str, message: &str) {
+        forward_log(level, facility, message);
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        tracing::warn!(topic = %self.topic, broker = %self.broker, "kafka: {error}: {reason}");
+    }
+}
+
+impl ConsumerContext for SourceContext {
+    fn post_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        let partitions = |list: &TopicPartitionList| -> Vec<i32> {
+            list.elements_for_topic(&self.topic)
+                .iter()
+                .map(|e| e.partition())
+                .collect()
+        };
+        match rebalance {
+            Rebalance::Assign(list) => tracing::info!(
+                topic = %self.topic,
+                broker = %self.broker,
+                partitions = ?partitions(list),
+                "kafka: partitions assigned"
+            ),
+            Rebalance::Revoke(list) => tracing::info!(
+                topic = %self.topic,
+                broker = %self.broker,
+                partitions = ?partitions(list),
+                "kafka: partitions revoked"
+            ),
+            Rebalance::Error(e) => tracing::warn!(
+                topic = %self.topic,
+                broker = %self.broker,
+                "kafka: rebalance failed: {e}"
+            ),
+        }
+    }
+}

@@ -1,0 +1,1464 @@
+//! The engine: a catalog of streams and tables, and the queries running over them.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use arrow::array::{ArrayRef, RecordBatch, StringArray, UInt64Array};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use datafusion::prelude::SessionContext;
+use eddy_connector::{Options, Sink};
+use eddy_generator::{Generator, GeneratorConfig};
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+
+use crate::connectors;
+use crate::input::Input;
+use crate::json::{encode, Decoder};
+use crate::log::{Log, DEFAULT_RETAINED_ROWS};
+use crate::pipeline::Processor;
+use crate::provider::{StreamProvider, TableProviderImpl, TableState};
+use crate::query;
+use crate::statement::{parse, Column, Kind, Statement};
+use crate::{Error, Result};
+
+/// How to reach Kafka.
+#[derive(Debug, Clone, Default)]
+pub struct KafkaSettings {
+    /// `host:port[,host:port]`.
+    pub bootstrap_servers: String,
+    /// More librdkafka properties for every client.
+    pub extra: BTreeMap<String, String>,
+}
+
+/// Engine-wide settings.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// Kafka, when streams use `kafka_topic`.
+    pub kafka: Option<KafkaSettings>,
+    /// Names this deployment: processes with the same id share consumer groups, and so split
+    /// a query's partitions between them.
+    pub service_id: String,
+    /// How often a query flushes its sink and commits its source.
+    pub commit_interval: Duration,
+    /// Rows an in-memory stream keeps for pull queries and readers.
+    pub retained_rows: usize,
+    /// Most messages a query takes from a source in one step.
+    pub max_batch: usize,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            kafka: None,
+            service_id: "eddy".into(),
+            commit_interval: Duration::from_secs(1),
+            retained_rows: DEFAULT_RETAINED_ROWS,
+            max_batch: 8192,
+        }
+    }
+}
+
+/// What a statement produced.
+pub enum Output {
+    /// A result table.
+    Rows {
+        /// Its schema.
+        schema: SchemaRef,
+        /// Its rows.
+        batches: Vec<RecordBatch>,
+    },
+    /// A confirmation.
+    Message(String),
+    /// A push query's rows, as they come.
+    Push(PushQuery),
+}
+
+/// A running push query; dropping it terminates the query.
+pub struct PushQuery {
+    /// Its id in `SHOW QUERIES`.
+    pub id: String,
+    /// The schema of its rows (`rowtime` last).
+    pub schema: SchemaRef,
+    /// Its rows; closed when the query ends (LIMIT reached, terminated, or input ended).
+    pub rows: mpsc::Receiver<RecordBatch>,
+}
+
+/// A running query, as `SHOW QUERIES` describes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueryInfo {
+    /// Its id, for `TERMINATE`.
+    pub id: String,
+    /// The statement.
+    pub sql: String,
+    /// What it writes (`None` for push queries).
+    pub sink: Option<String>,
+    /// Events read.
+    pub events_in: u64,
+    /// Rows written.
+    pub rows_out: u64,
+    /// Events that could not be decoded.
+    pub bad_events: u64,
+    /// Events dropped because their windows had closed.
+    pub late_events: u64,
+    /// Events in batches that failed (a UDF trapped, a cast failed).
+    pub failed_events: u64,
+    /// The last error, if any.
+    pub last_error: Option<String>,
+}
+
+#[derive(Debug, Default)]
+struct Stats {
+    events_in: AtomicU64,
+    rows_out: AtomicU64,
+    bad_events: AtomicU64,
+    late_events: AtomicU64,
+    failed_events: AtomicU64,
+    last_error: Mutex<Option<String>>,
+    idle: AtomicBool,
+    position: AtomicU64,
+    finished: AtomicBool,
+}
+
+impl Stats {
+    fn error(&self, message: String) {
+        *self.last_error.lock().expect("stats lock") = Some(message);
+    }
+}
+
+#[derive(Debug, Clone)]
+enum Spec {
+    Memory,
+    Kafka {
+        topic: String,
+    },
+    Mqtt {
+        filters: Vec<String>,
+    },
+    Generator {
+        config: GeneratorConfig,
+        rate: Option<f64>,
+    },
+    Derived {
+        query: String,
+    },
+}
+
+struct Relation {
+    kind: Kind,
+    schema: SchemaRef,
+    spec: Spec,
+    options: Options,
+    log: Option<Arc<Log>>,
+    table: Option<Arc<TableState>>,
+    timestamp: Option<usize>,
+    sql: String,
+}
+
+struct Running {
+    sql: String,
+    sink: Option<String>,
+    reads: Vec<String>,
+    stats: Arc<Stats>,
+    stop: watch::Sender<bool>,
+    handle: JoinHandle<()>,
+    log: Option<Arc<Log>>,
+    tables: Vec<String>,
+}
+
+/// Streams, tables and the queries over them, in one SQL session.
+pub struct Engine {
+    session: eddy_sql::Session,
+    config: EngineConfig,
+    relations: BTreeMap<String, Relation>,
+    queries: BTreeMap<String, Running>,
+    properties: BTreeMap<String, String>,
+    next_id: u64,
+}
+
+impl Engine {
+    /// An engine over `session`, whose functions its queries may call.
+    pub fn new(session: eddy_sql::Session, config: EngineConfig) -> Engine {
+        Engine {
+            session,
+            config,
+            relations: BTreeMap::new(),
+            queries: BTreeMap::new(),
+            properties: BTreeMap::new(),
+            next_id: 0,
+        }
+    }
+
+    /// The SQL session, for functions and settings.
+    pub fn session(&mut self) -> &mut eddy_sql::Session {
+        &mut self.session
+    }
+
+    fn ctx(&self) -> SessionContext {
+        self.session.context().clone()
+    }
+
+    /// Runs one statement.
+    pub async fn execute(&mut self, sql: &str) -> Result<Output> {
+        self.reap();
+        match parse(sql)? {
+            Statement::CreateSource {
+                kind,
+                name,
+                or_replace,
+                if_not_exists,
+                columns,
+                options,
+            } => {
+                if self.relations.contains_key(&name) && if_not_exists {
+                    return Ok(Output::Message(format!(
+                        "{} {name} already exists",
+                        kind.as_str()
+                    )));
+                }
+                self.create_source(kind, &name, or_replace, columns, options, sql)
+                    .await
+            }
+            Statement::CreateAs {
+                kind,
+                name,
+                or_replace,
+                options,
+                query,
+            } => {
+                let next_id = self.next_id;
+                let result = self
+                    .create_as(kind, &name, or_replace, options, &query, sql)
+                    .await;
+                if result.is_err() {
+                    // Failed statements do not use up query ids.
+                    self.next_id = next_id;
+                }
+                result
+            }
+            Statement::Push { query, limit } => {
+                let next_id = self.next_id;
+                let result = self.push(&query, limit, sql).await;
+                if result.is_err() {
+                    self.next_id = next_id;
+                }
+                result
+            }
+            Statement::ShowStreams => Ok(self.show(Kind::Stream)),
+            Statement::ShowTables => Ok(self.show(Kind::Table)),
+            Statement::ShowQueries => Ok(self.show_queries()),
+            Statement::Terminate(id) => self.terminate(id).await,
+            Statement::Drop {
+                kind,
+                name,
+                if_exists,
+            } => self.drop_relation(kind, &name, if_exists),
+            Statement::Set { key, value } => {
+                self.properties.insert(key.clone(), value.clone());
+                Ok(Output::Message(format!("set '{key}' to '{value}'")))
+            }
+            Statement::Other(sql) => {
+                let upper = sql.trim_start().to_uppercase();
+                if ["SELECT", "WITH", "INSERT"]
+                    .iter()
+                    .any(|k| upper.starts_with(k))
+                {
+                    // Statements of one session take effect in order: a pull query sees what
+                    // the running queries made of earlier inserts, and an insert into a table
+                    // reaches only the events inserted after it.
+                    self.settle(Duration::from_secs(10)).await;
+                }
+                match self.session.execute(&sql).await? {
+                    eddy_sql::Output::Rows { schema, batches } => {
+                        Ok(Output::Rows { schema, batches })
+                    }
+                    eddy_sql::Output::Message(m) => Ok(Output::Message(m)),
+                }
+            }
+        }
+    }
+
+    /// Waits until every query reading an in-memory stream has read all of it (or `timeout`
+    /// passes); returns whether they had. Queries over Kafka, MQTT or the generator never
+    /// settle, so they are not waited for.
+    pub async fn settle(&self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        let mut quiet = 0;
+        while Instant::now() < deadline {
+            let all = self.queries.values().filter(|q| q.log.is_some()).all(|q| {
+                q.stats.finished.load(Ordering::SeqCst)
+                    || (q.stats.idle.load(Ordering::SeqCst)
+                        && q.log
+                            .as_ref()
+                            .is_none_or(|l| l.end() == q.stats.position.load(Ordering::SeqCst)))
+            });
+            quiet = if all { quiet + 1 } else { 0 };
+            if quiet >= 3 {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        false
+    }
+
+    /// The queries running now.
+    pub fn queries(&self) -> Vec<QueryInfo> {
+        self.queries
+            .iter()
+            .map(|(id, q)| QueryInfo {
+                id: id.clone(),
+                sql: q.sql.clone(),
+                sink: q.sink.clone(),
+                events_in: q.stats.events_in.load(Ordering::Relaxed),
+                rows_out: q.stats.rows_out.load(Ordering::Relaxed),
+                bad_events: q.stats.bad_events.load(Ordering::Relaxed),
+                late_events: q.stats.late_events.load(Ordering::Relaxed),
+                failed_events: q.stats.failed_events.load(Ordering::Relaxed),
+                last_error: q.stats.last_error.lock().expect("stats lock").clone(),
+            })
+            .collect()
+    }
+
+    /// Stops every query, flushing sinks and committing what they wrote.
+    pub async fn shutdown(&mut self) {
+        let _ = self.terminate(None).await;
+    }
+
+    /// Forgets queries that ended by themselves (push queries past their LIMIT, bounded inputs).
+    fn reap(&mut self) {
+        let done: Vec<String> = self
+            .queries
+            .iter()
+            .filter(|(_, q)| q.handle.is_finished() && q.sink.is_none())
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in done {
+            if let Some(q) = self.queries.remove(&id) {
+                self.drop_tables(&q.tables);
+            }
+        }
+    }
+
+    fn drop_tables(&self, tables: &[String]) {
+        for t in tables {
+            let _ = self.ctx().deregister_table(t.as_str());
+        }
+    }
+
+    fn kafka(&self, what: &str) -> Result<&crate::KafkaSettings> {
+        self.config.kafka.as_ref().ok_or_else(|| {
+            Error::Catalog(format!(
+                "{what} needs Kafka, and none is configured: start eddy with --bootstrap-servers \
+                 host:port (or set EDDY_BOOTSTRAP_SERVERS)"
+            ))
+        })
+    }
+
+    async fn create_source(
+        &mut self,
+        kind: Kind,
+        name: &str,
+        or_replace: bool,
+        columns: Vec<Column>,
+        options: Options,
+        sql: &str,
+    ) -> Result<Output> {
+        self.check_new_name(name, or_replace)?;
+        for key in options.keys() {
+            if !matches!(
+                key.as_str(),
+                "kafka_topic"
+                    | "value_format"
+                    | "timestamp"
+                    | "partitions"
+                    | "mqtt_topic"
+                    | "mqtt_broker"
+                    | "mqtt_client_id"
+                    | "mqtt_qos"
+                    | "mqtt_clean_session"
+                    | "generator"
+                    | "rate"
+                    | "seed"
+                    | "cars"
+                    | "max_events"
+                    | "anomaly_rate"
+                    | "dead_letter_topic"
+                    | "key_format"
+            ) {
+                return Err(Error::Catalog(format!(
+                    "unknown option '{key}' in WITH: expected kafka_topic, value_format, timestamp, \
+                     mqtt_topic, mqtt_broker, generator (with rate, seed, cars, max_events) or \
+                     dead_letter_topic"
+                )));
+            }
+        }
+        if let Some(format) = options.get("value_format") {
+            if !format.eq_ignore_ascii_case("json") {
+                return Err(Error::Unsupported(format!(
+                    "value_format '{format}': Eddy reads JSON"
+                )));
+            }
+        }
+        let sources = ["kafka_topic", "mqtt_topic", "generator"]
+            .iter()
+            .filter(|k| options.contains_key(**k))
+            .count();
+        if sources > 1 {
+            return Err(Error::Catalog(
+                "give one of kafka_topic, mqtt_topic or generator".into(),
+            ));
+        }
+        let spec = if let Some(topic) = options.get("kafka_topic") {
+            self.kafka(&format!("{} {name}", kind.as_str()))?;
+            Spec::Kafka {
+                topic: topic.clone(),
+            }
+        } else if let Some(filters) = options.get("mqtt_topic") {
+            if !options.contains_key("mqtt_broker") {
+                return Err(Error::Catalog(
+                    "mqtt_topic needs mqtt_broker, e.g. mqtt_broker='tcp://127.0.0.1:1883'".into(),
+                ));
+            }
+            Spec::Mqtt {
+                filters: filters.split(',').map(|f| f.trim().to_string()).collect(),
+            }
+        } else if let Some(generator) = options.get("generator") {
+            if generator != "car_sensor" {
+                return Err(Error::Catalog(format!(
+                    "unknown generator '{generator}': the built-in one is 'car_sensor'"
+                )));
+            }
+            if kind == Kind::Table {
+                return Err(Error::Catalog(
+                    "the generator makes a stream: CREATE STREAM … WITH (generator='car_sensor')"
+                        .into(),
+                ));
+            }
+            if !columns.is_empty() {
+                return Err(Error::Catalog(
+                    "the generator's columns are fixed: remove the column list (DESCRIBE shows them)".into(),
+                ));
+            }
+            let number = |key: &str| -> Result<Option<f64>> {
+                options
+                    .get(key)
+                    .map(|v| {
+                        v.parse::<f64>().map_err(|_| {
+                            Error::Catalog(format!("{key} must be a number, found '{v}'"))
+                        })
+                    })
+                    .transpose()
+            };
+            let config = GeneratorConfig {
+                seed: number("seed")?.map_or(42, |v| v as u64),
+                cars: number("cars")?.map_or(10, |v| v as u32),
+                rows: number("max_events")?.map_or(u64::MAX, |v| v as u64),
+                anomaly_rate: number("anomaly_rate")?.unwrap_or(0.02),
+                batch_size: 1024,
+                ..GeneratorConfig::default()
+            };
+            let rate = number("rate")?.filter(|r| *r > 0.0);
+            // About 20 ms of events per batch: small enough for latency, big enough to amortise.
+            let batch_size = rate.map_or(4096, |r| (r / 50.0).clamp(1.0, 4096.0) as usize);
+            Spec::Generator {
+                config: GeneratorConfig {
+                    batch_size,
+                    ..config
+                },
+                rate,
+            }
+        } else {
+            Spec::Memory
+        };
+        let mut fields: Vec<Field> = if let Spec::Generator { .. } = spec {
+            eddy_generator::schema()
+                .fields()
+                .iter()
+                .map(|f| f.as_ref().clone().with_nullable(true))
+                .collect()
+        } else {
+            if columns.is_empty() {
+                return Err(Error::Catalog(format!(
+                    "{} {name} needs columns: CREATE {} {name} (col TYPE, …)",
+                    kind.as_str(),
+                    kind.as_str().to_uppercase()
+                )));
+            }
+            columns.iter().map(Column::field).collect()
+        };
+        let timestamp = match (options.get("timestamp"), &spec) {
+            (Some(col), _) => {
+                let col = col.to_lowercase();
+                let i = fields
+                    .iter()
+                    .position(|f| f.name() == &col)
+                    .ok_or_else(|| {
+                        Error::Catalog(format!(
+                            "timestamp column '{col}' is not a column of {name}"
+                        ))
+                    })?;
+                if !matches!(
+                    fields[i].data_type(),
+                    DataType::Int64 | DataType::Timestamp(..)
+                ) {
+                    return Err(Error::Catalog(format!(
+                        "timestamp column '{col}' must be BIGINT (ms) or TIMESTAMP"
+                    )));
+                }
+                Some(i)
+            }
+            (None, Spec::Generator { .. }) => Some(2),
+            (None, _) => None,
+        };
+        let keys: Vec<usize> = columns
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| c.key)
+            .map(|(i, _)| i)
+            .collect();
+        if kind == Kind::Table && keys.is_empty() {
+            return Err(Error::Catalog(format!(
+                "table {name} needs a PRIMARY KEY column, e.g. CREATE TABLE {name} (id VARCHAR PRIMARY KEY, …)"
+            )));
+        }
+        if fields.iter().any(|f| f.name() == "rowtime") {
+            return Err(Error::Catalog(
+                "rowtime is every stream's event time; name the column something else".into(),
+            ));
+        }
+        if let Some(stale) = self.relations.remove(name) {
+            self.ctx().deregister_table(name)?;
+            drop(stale);
+        }
+        let ctx = self.ctx();
+        let relation = match kind {
+            Kind::Stream => {
+                fields.push(Field::new(
+                    "rowtime",
+                    DataType::Timestamp(TimeUnit::Millisecond, None),
+                    true,
+                ));
+                let schema = Arc::new(Schema::new(fields));
+                let log = matches!(spec, Spec::Memory)
+                    .then(|| Arc::new(Log::new(schema.clone(), self.config.retained_rows)));
+                let inserter = log.clone().map(|log| {
+                    Arc::new(LogInserter { log, timestamp }) as Arc<dyn crate::provider::Inserter>
+                });
+                let external = match &spec {
+                    Spec::Kafka { topic } => Some(format!("Kafka topic '{topic}'")),
+                    Spec::Mqtt { filters } => Some(format!("MQTT topics '{}'", filters.join(","))),
+                    Spec::Generator { .. } => Some("the built-in generator".into()),
+                    _ => None,
+                };
+                ctx.register_table(
+                    name,
+                    Arc::new(StreamProvider {
+                        name: name.to_string(),
+                        log: log.clone(),
+                        external,
+                        inserter,
+                        schema: schema.clone(),
+                    }),
+                )?;
+                Relation {
+                    kind,
+                    schema,
+                    spec: spec.clone(),
+                    options: options.clone(),
+                    log,
+                    table: None,
+                    timestamp,
+                    sql: sql.to_string(),
+                }
+            }
+            Kind::Table => {
+                let schema = Arc::new(Schema::new(fields));
+                let state = TableState::new(schema.clone(), keys);
+                ctx.register_table(
+                    name,
+                    Arc::new(TableProviderImpl {
+                        state: state.clone(),
+                        insertable: matches!(spec, Spec::Memory),
+                        name: name.to_string(),
+                    }),
+                )?;
+                Relation {
+                    kind,
+                    schema,
+                    spec: spec.clone(),
+                    options: options.clone(),
+                    log: None,
+                    table: Some(state),
+                    timestamp,
+                    sql: sql.to_string(),
+                }
+            }
+        };
+        self.relations.insert(name.to_string(), relation);
+        if kind == Kind::Table && !matches!(spec, Spec::Memory) {
+            // A table read from outside is kept up to date by a query of its own.
+            if let Err(e) = self.materialize(name).await {
+                self.relations.remove(name);
+                let _ = self.ctx().deregister_table(name);
+                return Err(e);
+            }
+        }
+        Ok(Output::Message(format!("{} {name} created", kind.as_str())))
+    }
+
+    fn check_new_name(&self, name: &str, or_replace: bool) -> Result<()> {
+        if self.relations.contains_key(name) {
+            if !or_replace {
+                return Err(Error::Catalog(format!(
+                    "'{name}' already exists: DROP it first, or use CREATE OR REPLACE"
+                )));
+            }
+            if let Some((id, _)) = self
+                .queries
+                .iter()
+                .find(|(_, q)| q.reads.iter().any(|r| r == name) || q.sink.as_deref() == Some(name))
+            {
+                return Err(Error::Catalog(format!(
+                    "cannot replace '{name}': query {id} uses it; TERMINATE {id} first"
+                )));
+            }
+        } else if self.ctx().table_exist(name).unwrap_or(false) {
+            return Err(Error::Catalog(format!(
+                "'{name}' is already a table of the SQL session"
+            )));
+        }
+        Ok(())
+    }
+
+    fn new_id(&mut self, prefix: &str, name: &str) -> String {
+        let id = format!("{prefix}_{}_{}", name.to_uppercase(), self.next_id);
+        self.next_id += 1;
+        id
+    }
+
+    /// An input reading `relation` for query `id`.
+    async fn input(&self, relation: &str, id: &str, transient: bool) -> Result<Input> {
+        let r = &self.relations[relation];
+        Ok(match &r.spec {
+            Spec::Memory | Spec::Derived { .. } => {
+                let log = r.log.clone().expect("memory streams have a log");
+                let earliest = !transient
+                    || self
+                        .properties
+                        .get("auto.offset.reset")
+                        .is_some_and(|v| v.eq_ignore_ascii_case("earliest"));
+                Input::Memory {
+                    next: if earliest { 0 } else { log.end() },
+                    log,
+                }
+            }
+            Spec::Generator { config, rate } => Input::Generator {
+                generator: Box::new(Generator::new(config.clone())),
+                rate: *rate,
+                started: Instant::now(),
+                emitted: 0,
+                schema: r.schema.clone(),
+                pending: None,
+            },
+            Spec::Kafka { topic } => {
+                let settings = self.kafka("a Kafka source")?;
+                let group = if transient {
+                    format!("{}-{id}-{}", self.config.service_id, crate::json::now_ms())
+                } else {
+                    format!("{}-{id}", self.config.service_id)
+                };
+                let earliest = !transient
+                    || self
+                        .properties
+                        .get("auto.offset.reset")
+                        .is_some_and(|v| v.eq_ignore_ascii_case("earliest"));
+                let source = connectors::kafka_source(settings, &group, topic, earliest).await?;
+                Input::Source {
+                    source,
+                    decoder: Decoder::new(decoded_schema(r), r.timestamp),
+                    next: BTreeMap::new(),
+                    hold: matches!(r.spec, Spec::Kafka { .. }),
+                }
+            }
+            Spec::Mqtt { filters } => {
+                let client_id = format!("{}-{id}", self.config.service_id);
+                let source = connectors::mqtt_source(&r.options, filters, &client_id).await?;
+                Input::Source {
+                    source,
+                    decoder: Decoder::new(decoded_schema(r), r.timestamp),
+                    next: BTreeMap::new(),
+                    hold: matches!(r.spec, Spec::Kafka { .. }),
+                }
+            }
+        })
+    }
+
+    async fn dead_letters(&self, relation: &str) -> Result<Option<Box<dyn Sink>>> {
+        match self.relations[relation].options.get("dead_letter_topic") {
+            Some(topic) => {
+                let settings = self.kafka("dead_letter_topic")?;
+                Ok(Some(connectors::kafka_sink(settings, topic).await?))
+            }
+            None => Ok(None),
+        }
+    }
+
+    async fn materialize(&mut self, name: &str) -> Result<()> {
+        let id = self.new_id("SOURCE", name);
+        let input = self.input(name, &id, false).await?;
+        let state = self.relations[name]
+            .table
+            .clone()
+            .expect("tables have state");
+        let dead = self.dead_letters(name).await?;
+        let stats = Arc::new(Stats::default());
+        let (stop, stop_rx) = watch::channel(false);
+        let schema = decoded_schema(&self.relations[name]);
+        let task = Task {
+            id: id.clone(),
+            input,
+            input_schema: schema,
+            processor: None,
+            table: Some(state),
+            output: TaskOutput::default(),
+            dead,
+            ctx: self.ctx(),
+            stats: stats.clone(),
+            stop: stop_rx,
+            commit_interval: self.config.commit_interval,
+            max_batch: self.config.max_batch,
+            limit: None,
+        };
+        let handle = tokio::spawn(task.run());
+        self.queries.insert(
+            id,
+            Running {
+                sql: self.relations[name].sql.clone(),
+                sink: Some(name.to_string()),
+                reads: vec![],
+                stats,
+                stop,
+                handle,
+                log: None,
+                tables: vec![],
+            },
+        );
+        Ok(())
+    }
+
+    async fn plan(&self, query_sql: &str, id: &str) -> Result<(query::Parsed, Processor)> {
+        let parsed = query::parse(query_sql)?;
+        let Some(source) = self.relations.get(&parsed.source) else {
+            return Err(Error::Catalog(format!(
+                "stream '{}' does not exist (SHOW STREAMS lists them)",
+                parsed.source
+            )));
+        };
+        if source.kind == Kind::Table {
+            return Err(Error::Unsupported(format!(
+                "a continuous query over table '{}': read a stream, and JOIN the table to it",
+                parsed.source
+            )));
+        }
+        for j in &parsed.joined {
+            match self.relations.get(j) {
+                Some(r) if r.kind == Kind::Table && r.table.is_some() => {}
+                Some(_) => {
+                    return Err(Error::Unsupported(format!(
+                        "joining stream '{}' to '{j}', which is not a table with a PRIMARY KEY: \
+                         stream–stream joins are not supported yet",
+                        parsed.source
+                    )))
+                }
+                None => {
+                    return Err(Error::Catalog(format!(
+                        "table '{j}' does not exist (SHOW TABLES lists them)"
+                    )))
+                }
+            }
+        }
+        let processor = Processor::plan(&self.ctx(), &parsed, source.schema.clone(), id).await?;
+        Ok((parsed, processor))
+    }
+
+    async fn create_as(
+        &mut self,
+        kind: Kind,
+        name: &str,
+        or_replace: bool,
+        options: Options,
+        query_sql: &str,
+        sql: &str,
+    ) -> Result<Output> {
+        self.check_new_name(name, or_replace)?;
+        for key in options.keys() {
+            if !matches!(
+                key.as_str(),
+                "kafka_topic" | "value_format" | "partitions" | "key_format"
+            ) {
+                return Err(Error::Catalog(format!(
+                    "unknown option '{key}' in WITH: a query's output takes kafka_topic, value_format and partitions"
+                )));
+            }
+        }
+        let prefix = match kind {
+            Kind::Stream => "CSAS",
+            Kind::Table => "CTAS",
+        };
+        let id = self.new_id(prefix, name);
+        let (parsed, processor) = self.plan(query_sql, &id).await?;
+        let windowed = processor.is_windowed();
+        let fail = |this: &Self, processor: &Processor, message: &str| {
+            this.drop_tables(&processor.tables);
+            Err(Error::Plan(message.to_string()))
+        };
+        if kind == Kind::Stream && windowed {
+            return fail(self, &processor, "your SELECT query produces a TABLE (it aggregates over windows): use CREATE TABLE … AS SELECT");
+        }
+        if kind == Kind::Table && !windowed {
+            return fail(self, &processor, "your SELECT query produces a STREAM: use CREATE STREAM … AS SELECT (tables come from windowed aggregations)");
+        }
+        let sink = match options.get("kafka_topic") {
+            Some(topic) => {
+                let settings = match self.kafka(&format!("{} {name}", kind.as_str())) {
+                    Ok(s) => s.clone(),
+                    Err(e) => {
+                        self.drop_tables(&processor.tables);
+                        return Err(e);
+                    }
+                };
+                let partitions = options
+                    .get("partitions")
+                    .and_then(|p| p.parse().ok())
+                    .unwrap_or(1);
+                let sink = async {
+                    connectors::ensure_topic(&settings, topic, partitions).await?;
+                    connectors::kafka_sink(&settings, topic).await
+                }
+                .await;
+                match sink {
+                    Ok(s) => Some(s),
+                    Err(e) => {
+                        self.drop_tables(&processor.tables);
+                        return Err(e);
+                    }
+                }
+            }
+            None => None,
+        };
+        let input = match self.input(&parsed.source, &id, false).await {
+            Ok(i) => i,
+            Err(e) => {
+                self.drop_tables(&processor.tables);
+                return Err(e);
+            }
+        };
+        let dead = self.dead_letters(&parsed.source).await?;
+        let schema = processor.schema().clone();
+        let log = Arc::new(Log::new(schema.clone(), self.config.retained_rows));
+        if let Some(old) = self.relations.remove(name) {
+            drop(old);
+            let _ = self.ctx().deregister_table(name);
+        }
+        self.ctx().register_table(
+            name,
+            Arc::new(StreamProvider {
+                name: name.to_string(),
+                log: Some(log.clone()),
+                external: None,
+                inserter: None,
+                schema: schema.clone(),
+            }),
+        )?;
+        self.relations.insert(
+            name.to_string(),
+            Relation {
+                kind,
+                schema: schema.clone(),
+                spec: Spec::Derived { query: id.clone() },
+                options,
+                log: Some(log.clone()),
+                table: None,
+                timestamp: None,
+                sql: sql.to_string(),
+            },
+        );
+        let reads_log = self.relations[&parsed.source].log.clone();
+        let mut reads = vec![parsed.source.clone()];
+        reads.extend(parsed.joined.iter().cloned());
+        let tables = processor.tables.clone();
+        self.spawn(
+            id.clone(),
+            sql,
+            Some(name.to_string()),
+            reads,
+            input,
+            decoded_schema(&self.relations[&parsed.source]),
+            processor,
+            TaskOutput {
+                strip_rowtime: false,
+                log: Some(log),
+                sink,
+                channel: None,
+            },
+            dead,
+            None,
+            reads_log,
+            tables,
+        );
+        Ok(Output::Message(format!(
+            "{} {name} created; query {id} is running",
+            kind.as_str()
+        )))
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn spawn(
+        &mut self,
+        id: String,
+        sql: &str,
+        sink: Option<String>,
+        reads: Vec<String>,
+        input: Input,
+        input_schema: SchemaRef,
+        processor: Processor,
+        output: TaskOutput,
+        dead: Option<Box<dyn Sink>>,
+        limit: Option<usize>,
+        log: Option<Arc<Log>>,
+        tables: Vec<String>,
+    ) {
+        let stats = Arc::new(Stats::default());
+        let (stop, stop_rx) = watch::channel(false);
+        let task = Task {
+            id: id.clone(),
+            input,
+            input_schema,
+            processor: Some(processor),
+            table: None,
+            output,
+            dead,
+            ctx: self.ctx(),
+            stats: stats.clone(),
+            stop: stop_rx,
+            commit_interval: self.config.commit_interval,
+            max_batch: self.config.max_batch,
+            limit,
+        };
+        let handle = tokio::spawn(task.run());
+        self.queries.insert(
+            id,
+            Running {
+                sql: sql.to_string(),
+                sink,
+                reads,
+                stats,
+                stop,
+                handle,
+                log,
+                tables,
+            },
+        );
+    }
+
+    async fn push(&mut self, query_sql: &str, limit: Option<usize>, sql: &str) -> Result<Output> {
+        let id = self.new_id("TRANSIENT", "QUERY");
+        let (parsed, processor) = self.plan(query_sql, &id).await?;
+        let input = match self.input(&parsed.source, &id, true).await {
+            Ok(i) => i,
+            Err(e) => {
+                self.drop_tables(&processor.tables);
+                return Err(e);
+            }
+        };
+        let strip_rowtime = processor.appended_rowtime();
+        let mut schema = processor.schema().as_ref().clone();
+        if strip_rowtime {
+            schema = Schema::new(schema.fields()[..schema.fields().len() - 1].to_vec());
+        }
+        let schema = Arc::new(schema);
+        let (tx, rx) = mpsc::channel(16);
+        let reads_log = self.relations[&parsed.source].log.clone();
+        let mut reads = vec![parsed.source.clone()];
+        reads.extend(parsed.joined.iter().cloned());
+        let tables = processor.tables.clone();
+        self.spawn(
+            id.clone(),
+            sql,
+            None,
+            reads,
+            input,
+            decoded_schema(&self.relations[&parsed.source]),
+            processor,
+            TaskOutput {
+                strip_rowtime,
+                log: None,
+                sink: None,
+                channel: Some(tx),
+            },
+            None,
+            limit,
+            reads_log,
+            tables,
+        );
+        Ok(Output::Push(PushQuery {
+            id,
+            schema,
+            rows: rx,
+        }))
+    }
+
+    fn show(&self, kind: Kind) -> Output {
+        let rows: Vec<(&String, &Relation)> = self
+            .relations
+            .iter()
+            .filter(|(_, r)| r.kind == kind)
+            .collect();
+        let source = |r: &Relation| match &r.spec {
+            Spec::Memory => "memory".to_string(),
+            Spec::Kafka { topic } => format!("kafka:{topic}"),
+            Spec::Mqtt { filters } => format!("mqtt:{}", filters.join(",")),
+            Spec::Generator { .. } => "generator:car_sensor".to_string(),
+            Spec::Derived { query } => match r.options.get("kafka_topic") {
+                Some(t) => format!("query {query} -> kafka:{t}"),
+                None => format!("query {query}"),
+            },
+        };
+        let name = match kind {
+            Kind::Stream => "stream",
+            Kind::Table => "table",
+        };
+        let schema = Arc::new(Schema::new(vec![
+            Field::new(name, DataType::Utf8, false),
+            Field::new("source", DataType::Utf8, false),
+            Field::new("columns", DataType::Utf8, false),
+        ]));
+        let columns: Vec<ArrayRef> = vec![
+            Arc::new(StringArray::from_iter_values(
+                rows.iter().map(|(n, _)| n.as_str()),
+            )),
+            Arc::new(StringArray::from_iter_values(
+                rows.iter().map(|(_, r)| source(r)),
+            )),
+            Arc::new(StringArray::from_iter_values(rows.iter().map(|(_, r)| {
+                r.schema
+                    .fields()
+                    .iter()
+                    .map(|f| format!("{} {}", f.name(), type_name(f.data_type())))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            }))),
+        ];
+        let batch = RecordBatch::try_new(schema.clone(), columns).expect("columns match");
+        Output::Rows {
+            schema,
+            batches: vec![batch],
+        }
+    }
+
+    fn show_queries(&self) -> Output {
+        let q = self.queries();
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("query_id", DataType::Utf8, false),
+            Field::new("sink", DataType::Utf8, true),
+            Field::new("events_in", DataType::UInt64, false),
+            Field::new("rows_out", DataType::UInt64, false),
+            Field::new("bad_events", DataType::UInt64, false),
+            Field::new("late_events", DataType::UInt64, false),
+            Field::new("failed_events", DataType::UInt64, false),
+            Field::new("last_error", DataType::Utf8, true),
+        ]));
+        let u = |f: fn(&QueryInfo) -> u64| -> ArrayRef {
+            Arc::new(UInt64Array::from_iter_values(q.iter().map(f)))
+        };
+        let columns: Vec<ArrayRef> = vec![
+            Arc::new(StringArray::from_iter_values(
+                q.iter().map(|i| i.id.as_str()),
+            )),
+            Arc::new(StringArray::from_iter(q.iter().map(|i| i.sink.as_deref()))),
+            u(|i| i.events_in),
+            u(|i| i.rows_out),
+            u(|i| i.bad_events),
+            u(|i| i.late_events),
+            u(|i| i.failed_events),
+            Arc::new(StringArray::from_iter(
+                q.iter().map(|i| i.last_error.as_deref()),
+            )),
+        ];
+        let batch = RecordBatch::try_new(schema.clone(), columns).expect("columns match");
+        Output::Rows {
+            schema,
+            batches: vec![batch],
+        }
+    }
+
+    async fn terminate(&mut self, id: Option<String>) -> Result<Output> {
+        let ids: Vec<String> = match &id {
+            Some(id) => {
+                let found = self
+                    .queries
+                    .keys()
+                    .find(|k| k.eq_ignore_ascii_case(id))
+                    .cloned();
+                match found {
+                    Some(k) if k.starts_with("SOURCE_") => {
+                        return Err(Error::Catalog(format!(
+                            "{k} keeps a table up to date: DROP the table instead"
+                        )))
+                    }
+                    Some(k) => vec![k],
+                    None => {
+                        return Err(Error::Catalog(format!(
+                            "query '{id}' does not exist (SHOW QUERIES lists them)"
+                        )))
+                    }
+                }
+            }
+            None => self.queries.keys().cloned().collect(),
+        };
+        for id in &ids {
+            if let Some(q) = self.queries.remove(id) {
+                let _ = q.stop.send(true);
+                let _ = q.handle.await;
+                self.drop_tables(&q.tables);
+            }
+        }
+        Ok(Output::Message(format!(
+            "terminated {}",
+            if ids.is_empty() {
+                "nothing".to_string()
+            } else {
+                ids.join(", ")
+            }
+        )))
+    }
+
+    fn drop_relation(&mut self, kind: Kind, name: &str, if_exists: bool) -> Result<Output> {
+        let Some(r) = self.relations.get(name) else {
+            if if_exists {
+                return Ok(Output::Message(format!(
+                    "{} {name} does not exist",
+                    kind.as_str()
+                )));
+            }
+            return Err(Error::Catalog(format!(
+                "{} '{name}' does not exist",
+                kind.as_str()
+            )));
+        };
+        if r.kind != kind {
+            return Err(Error::Catalog(format!(
+                "'{name}' is a {}: DROP {} {name}",
+                r.kind.as_str(),
+                r.kind.as_str().to_uppercase()
+            )));
+        }
+        if let Some((id, _)) = self.queries.iter().find(|(id, q)| {
+            !id.starts_with("SOURCE_")
+                && (q.reads.iter().any(|r| r == name) || q.sink.as_deref() == Some(name))
+        }) {
+            return Err(Error::Catalog(format!(
+                "cannot drop '{name}': query {id} uses it; TERMINATE {id} first"
+            )));
+        }
+        let sources: Vec<String> = self
+            .queries
+            .iter()
+            .filter(|(id, q)| id.starts_with("SOURCE_") && q.sink.as_deref() == Some(name))
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in sources {
+            if let Some(q) = self.queries.remove(&id) {
+                let _ = q.stop.send(true);
+                q.handle.abort();
+            }
+        }
+        self.relations.remove(name);
+        self.ctx().deregister_table(name)?;
+        Ok(Output::Message(format!("{} {name} dropped", kind.as_str())))
+    }
+}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        for q in self.queries.values() {
+            let _ = q.stop.send(true);
+            q.handle.abort();
+        }
+    }
+}
+
+/// The schema a source's events decode into: the relation's (streams end in `rowtime`).
+fn decoded_schema(r: &Relation) -> SchemaRef {
+    if r.kind == Kind::Table {
+        let mut fields: Vec<Field> = r
+            .schema
+            .fields()
+            .iter()
+            .map(|f| f.as_ref().clone())
+            .collect();
+        fields.push(Field::new(
+            "rowtime",
+            DataType::Timestamp(TimeUnit::Millisecond, None),
+            true,
+        ));
+        Arc::new(Schema::new(fields))
+    } else {
+        r.schema.clone()
+    }
+}
+
+fn type_name(t: &DataType) -> String {
+    match t {
+        DataType::Boolean => "BOOLEAN".into(),
+        DataType::Int32 => "INT".into(),
+        DataType::Int64 => "BIGINT".into(),
+        DataType::Float64 => "DOUBLE".into(),
+        DataType::Utf8 => "VARCHAR".into(),
+        DataType::Timestamp(..) => "TIMESTAMP".into(),
+        DataType::List(f) => format!("ARRAY<{}>", type_name(f.data_type())),
+        other => other.to_string(),
+    }
+}
+
+#[derive(Debug)]
+struct LogInserter {
+    log: Arc<Log>,
+    timestamp: Option<usize>,
+}
+
+impl crate::provider::Inserter for LogInserter {
+    fn insert(&self, batch: RecordBatch) -> datafusion::error::Result<()> {
+        let batch = crate::json::fill_rowtime(batch, self.timestamp)
+            .map_err(|e| datafusion::error::DataFusionError::Plan(e.to_string()))?;
+        self.log.append(batch);
+        Ok(())
+    }
+}
+
+#[derive(Default)]
+struct TaskOutput {
+    /// Push queries show `rowtime` only when the query selected it.
+    strip_rowtime: bool,
+    log: Option<Arc<Log>>,
+    sink: Option<Box<dyn Sink>>,
+    channel: Option<mpsc::Sender<RecordBatch>>,
+}
+
+struct Task {
+    id: String,
+    input: Input,
+    input_schema: SchemaRef,
+    processor: Option<Processor>,
+    table: Option<Arc<TableState>>,
+    output: TaskOutput,
+    dead: Option<Box<dyn Sink>>,
+    ctx: SessionContext,
+    stats: Arc<Stats>,
+    stop: watch::Receiver<bool>,
+    commit_interval: Duration,
+    max_batch: usize,
+    limit: Option<usize>,
+}
+
+impl Task {
+    async fn run(mut self) {
+        let mut last_commit = Instant::now();
+        let mut dirty = false;
+        let mut sent = 0usize;
+        loop {
+            if *self.stop.borrow() {
+                break;
+            }
+            if let Some((log, position)) = self.input.memory_position() {
+                // Caught up: say so before waiting, so pull queries need not wait out the poll.
+                if log.end() == position && !dirty {
+                    self.stats.position.store(position, Ordering::SeqCst);
+                    self.stats.idle.store(true, Ordering::SeqCst);
+                }
+            }
+            let step = tokio::select! {
+                _ = self.stop.changed() => break,
+                step = self.input.next(&self.input_schema, self.max_batch, Duration::from_millis(100)) => step,
+            };
+            let step = match step {
+                Ok(Some(step)) => step,
+                Ok(None) => break,
+                Err(e) => {
+                    tracing::warn!(query = %self.id, "input failed: {e}");
+                    self.stats.error(format!("input: {e}"));
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    continue;
+                }
+            };
+            if step.is_idle() {
+                if dirty {
+                    dirty = !self.commit().await;
+                    last_commit = Instant::now();
+                }
+                if let Some((_, position)) = self.input.memory_position() {
+                    self.stats.position.store(position, Ordering::SeqCst);
+                }
+                self.stats.idle.store(true, Ordering::SeqCst);
+                continue;
+            }
+            self.stats.idle.store(false, Ordering::SeqCst);
+            if let Some((_, position)) = self.input.memory_position() {
+                self.stats.position.store(position, Ordering::SeqCst);
+            }
+            dirty = true;
+            let events = step.batch.num_rows() + step.bad.len();
+            tracing::trace!(query = %self.id, events, "step");
+            self.stats
+                .events_in
+                .fetch_add(events as u64, Ordering::Relaxed);
+            if !step.bad.is_empty() {
+                self.bad_events(step.bad).await;
+            }
+            if let Some(table) = &self.table {
+                if let Err(e) = table.upsert(&step.batch) {
+                    self.stats.error(e.to_string());
+                }
+                self.stats
+                    .rows_out
+                    .fetch_add(step.batch.num_rows() as u64, Ordering::Relaxed);
+            } else if let Some(processor) = &mut self.processor {
+                let rows = step.batch.num_rows();
+                match processor.process(&self.ctx, step.batch, &step.first).await {
+                    Ok(out) => {
+                        self.stats
+                            .late_events
+                            .store(processor.late(), Ordering::Relaxed);
+                        let mut done = false;
+                        for mut batch in out {
+                            if let Some(limit) = self.limit {
+                                let left = limit - sent;
+                                if batch.num_rows() >= left {
+                                    batch = batch.slice(0, left);
+                                    done = true;
+                                }
+                            }
+                            sent += batch.num_rows();
+                            if !self.write(batch).await {
+                                done = true;
+                            }
+                            if done {
+                                break;
+                            }
+                        }
+                        if done {
+                            break;
+                        }
+                    }
+                    Err(e) => {
+                        // One bad batch (a trapping UDF, a failed cast) must not stop the query.
+                        tracing::warn!(query = %self.id, rows, "batch failed: {e}");
+                        self.stats
+                            .failed_events
+                            .fetch_add(rows as u64, Ordering::Relaxed);
+                        self.stats.error(e.to_string());
+                    }
+                }
+            }
+            if last_commit.elapsed() >= self.commit_interval {
+                dirty = !self.commit().await;
+                last_commit = Instant::now();
+            }
+        }
+        if dirty {
+            self.commit().await;
+        }
+        self.stats.finished.store(true, Ordering::SeqCst);
+    }
+
+    /// Writes one output batch; false when the reader of a push query has gone.
+    async fn write(&mut self, batch: RecordBatch) -> bool {
+        if batch.num_rows() == 0 {
+            return true;
+        }
+        self.stats
+            .rows_out
+            .fetch_add(batch.num_rows() as u64, Ordering::Relaxed);
+        if let Some(sink) = &mut self.output.sink {
+            match encode(&batch) {
+                Ok(records) => {
+                    if let Err(e) = sink.send(records).await {
+                        tracing::warn!(query = %self.id, "sink failed: {e}");
+                        self.stats.error(format!("sink: {e}"));
+                    }
+                }
+                Err(e) => self.stats.error(format!("encoding: {e}")),
+            }
+        }
+        if let Some(log) = &self.output.log {
+            log.append(batch.clone());
+        }
+        if let Some(channel) = &self.output.channel {
+            let mut batch = batch;
+            if self.output.strip_rowtime {
+                batch.remove_column(batch.num_columns() - 1);
+            }
+            return channel.send(batch).await.is_ok();
+        }
+        true
+    }
+
+    async fn bad_events(&mut self, bad: Vec<crate::BadEvent>) {
+        self.stats
+            .bad_events
+            .fetch_add(bad.len() as u64, Ordering::Relaxed);
+        let first = &bad[0];
+        tracing::warn!(query = %self.id, count = bad.len(), "bad event from {}: {}", first.origin, first.reason);
+        self.stats
+            .error(format!("bad event from {}: {}", first.origin, first.reason));
+        if let Some(dead) = &mut self.dead {
+            let records = bad
+                .into_iter()
+                .map(|b| eddy_connector::Record {
+                    key: None,
+                    payload: serde_json::to_vec(&serde_json::json!({
+                        "query": self.id,
+                        "origin": b.origin,
+                        "reason": b.reason,
+                        "payload": String::from_utf8_lossy(&b.payload),
+                    }))
+                    .expect("JSON encodes"),
+                    timestamp_ms: Some(crate::json::now_ms()),
+                })
+                .collect();
+            if let Err(e) = dead.send(records).await {
+                self.stats.error(format!("dead-letter sink: {e}"));
+            }
+        }
+    }
+
+    /// Flushes the sinks, then commits the input; false if anything failed (try again later).
+    async fn commit(&mut self) -> bool {
+        tracing::debug!(query = %self.id, "flushing before commit");
+        if let Some(sink) = &mut self.output.sink {
+            if let Err(e) = sink.flush().await {
+                tracing::warn!(query = %self.id, "sink flush failed, not committing: {e}");
+                self.stats.error(format!("sink: {e}"));
+                return false;
+            }
+        }
+        if let Some(dead) = &mut self.dead {
+            if let Err(e) = dead.flush().await {
+                self.stats.error(format!("dead-letter sink: {e}"));
+                return false;
+            }
+        }
+        let hold = self
+            .processor
+            .as_ref()
+            .map(|p| p.held())
+            .unwrap_or_default();
+        if let Err(e) = self.input.commit(&hold).await {
+            tracing::warn!(query = %self.id, "commit failed: {e}");
+            self.stats.error(format!("commit: {e}"));
+            return false;
+        }
+        true
+    }
+}

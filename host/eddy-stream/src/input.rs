@@ -1,0 +1,205 @@
+//! What a running query reads: a log in memory, a connector's messages, or the generator.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arrow::array::{RecordBatch, TimestampMillisecondArray};
+use arrow::datatypes::SchemaRef;
+use eddy_connector::Source;
+use eddy_generator::Generator;
+
+use crate::json::{BadEvent, Decoder};
+use crate::log::Log;
+use crate::Result;
+
+/// One step's worth of input.
+pub(crate) struct InputBatch {
+    /// Decoded rows in the stream's schema; may be empty.
+    pub batch: RecordBatch,
+    /// Messages that could not be decoded.
+    pub bad: Vec<BadEvent>,
+    /// Per partition, the offset of the first message in this step (for commit holds).
+    pub first: BTreeMap<i32, i64>,
+}
+
+impl InputBatch {
+    /// Whether nothing at all arrived.
+    pub(crate) fn is_idle(&self) -> bool {
+        self.batch.num_rows() == 0 && self.bad.is_empty()
+    }
+}
+
+/// A query's input.
+pub(crate) enum Input {
+    /// A stream kept in memory.
+    Memory {
+        /// The log.
+        log: Arc<Log>,
+        /// Next position to read.
+        next: u64,
+    },
+    /// A connector's messages, decoded from JSON.
+    Source {
+        /// The source.
+        source: Box<dyn Source>,
+        /// The decoder for the stream's schema.
+        decoder: Decoder,
+        /// Per partition, the offset after the last message read.
+        next: BTreeMap<i32, i64>,
+        /// Whether commits may stay behind open windows. Kafka keeps messages for a replay;
+        /// an MQTT broker stops delivering once too many are unacknowledged, so there a
+        /// window's events are acknowledged as soon as they are read.
+        hold: bool,
+    },
+    /// The built-in car-sensor generator.
+    Generator {
+        /// The events.
+        generator: Box<Generator>,
+        /// Events per second, or as fast as possible.
+        rate: Option<f64>,
+        /// When it started, to keep the rate.
+        started: Instant,
+        /// Events emitted so far.
+        emitted: u64,
+        /// Schema with `rowtime`.
+        schema: SchemaRef,
+        /// A batch generated but not yet due.
+        pending: Option<RecordBatch>,
+    },
+}
+
+impl Input {
+    /// The next step of input, waiting at most `wait` for it; `None` when the input has ended.
+    pub(crate) async fn next(
+        &mut self,
+        schema: &SchemaRef,
+        max: usize,
+        wait: Duration,
+    ) -> Result<Option<InputBatch>> {
+        let empty = |schema: &SchemaRef| InputBatch {
+            batch: RecordBatch::new_empty(schema.clone()),
+            bad: Vec::new(),
+            first: BTreeMap::new(),
+        };
+        match self {
+            Input::Memory { log, next } => {
+                let mut read = log.read(*next, 64);
+                if read.batches.is_empty() {
+                    let _ = tokio::time::timeout(wait, log.wait_beyond(*next)).await;
+                    read = log.read(*next, 64);
+                }
+                if read.missed_rows > 0 {
+                    tracing::warn!(
+                        missed = read.missed_rows,
+                        "a reader fell behind the in-memory log's retention"
+                    );
+                }
+                *next = read.next;
+                if read.batches.is_empty() {
+                    return Ok(Some(empty(schema)));
+                }
+                let batch = arrow::compute::concat_batches(schema, &read.batches)?;
+                Ok(Some(InputBatch {
+                    batch,
+                    bad: Vec::new(),
+                    first: BTreeMap::new(),
+                }))
+            }
+            Input::Source {
+                source,
+                decoder,
+                next,
+                ..
+            } => {
+                let Some(messages) = source.poll(max, wait).await? else {
+                    return Ok(None);
+                };
+                let mut first = BTreeMap::new();
+                for m in &messages {
+                    first
+                        .entry(m.position.partition)
+                        .or_insert(m.position.offset);
+                    next.insert(m.position.partition, m.position.offset + 1);
+                }
+                let (batch, bad) = decoder.decode(&messages);
+                Ok(Some(InputBatch { batch, bad, first }))
+            }
+            Input::Generator {
+                generator,
+                rate,
+                started,
+                emitted,
+                schema: with_rowtime,
+                pending,
+            } => {
+                let batch = match pending.take() {
+                    Some(b) => b,
+                    None => match generator.next() {
+                        Some(b) => b,
+                        None => return Ok(None),
+                    },
+                };
+                if let Some(rate) = rate {
+                    let due = started.elapsed().as_secs_f64() * *rate;
+                    let after = (*emitted + batch.num_rows() as u64) as f64;
+                    if after > due {
+                        let sleep = Duration::from_secs_f64((after - due) / *rate);
+                        if sleep > wait {
+                            tokio::time::sleep(wait).await;
+                            *pending = Some(batch);
+                            return Ok(Some(empty(with_rowtime)));
+                        }
+                        tokio::time::sleep(sleep).await;
+                    }
+                }
+                *emitted += batch.num_rows() as u64;
+                let times = batch
+                    .column_by_name("timestamp")
+                    .and_then(|c| c.as_any().downcast_ref::<TimestampMillisecondArray>())
+                    .cloned()
+                    .expect("the generator stamps its events");
+                let mut columns = batch.columns().to_vec();
+                columns.push(Arc::new(times));
+                Ok(Some(InputBatch {
+                    batch: RecordBatch::try_new(with_rowtime.clone(), columns)?,
+                    bad: Vec::new(),
+                    first: BTreeMap::new(),
+                }))
+            }
+        }
+    }
+
+    /// Records that everything before `next` (per partition, capped by `hold`) is done.
+    pub(crate) async fn commit(&mut self, hold: &BTreeMap<i32, i64>) -> Result<()> {
+        if let Input::Source {
+            source,
+            next,
+            hold: may_hold,
+            ..
+        } = self
+        {
+            if next.is_empty() {
+                return Ok(());
+            }
+            let upto: BTreeMap<i32, i64> = next
+                .iter()
+                .map(|(p, o)| match hold.get(p) {
+                    Some(h) if *may_hold => (*p, (*h).min(*o)),
+                    _ => (*p, *o),
+                })
+                .collect();
+            tracing::debug!(?upto, "committing");
+            source.commit(&upto).await?;
+        }
+        Ok(())
+    }
+
+    /// For a memory input, its log and position (to tell whether it has caught up).
+    pub(crate) fn memory_position(&self) -> Option<(&Arc<Log>, u64)> {
+        match self {
+            Input::Memory { log, next } => Some((log, *next)),
+            _ => None,
+        }
+    }
+}

@@ -1,0 +1,435 @@
+//! JSON values in and out: one event per message, one record per row.
+//!
+//! Decoding is per message so that one bad event is reported and skipped while its neighbours
+//! go through; a missing field is an error (ksqlDB would read null — Eddy says so instead), an
+//! explicit `null` is a null.
+
+use std::sync::Arc;
+
+use arrow::array::{
+    Array, ArrayBuilder, ArrayRef, BooleanBuilder, Float64Builder, Int32Builder, Int64Builder,
+    ListBuilder, RecordBatch, StringBuilder, TimestampMillisecondArray,
+    TimestampMillisecondBuilder,
+};
+use arrow::datatypes::{DataType, Field, SchemaRef, TimeUnit};
+use arrow::json::writer::LineDelimited;
+use arrow::json::WriterBuilder;
+use eddy_connector::{Message, Record};
+use serde_json::{Map, Value};
+
+use crate::{Error, Result};
+
+/// A message that could not be decoded, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BadEvent {
+    /// Where it came from.
+    pub origin: String,
+    /// What was wrong, naming the field.
+    pub reason: String,
+    /// The raw payload, for the dead-letter topic.
+    pub payload: Vec<u8>,
+}
+
+/// Decodes JSON messages into batches of a stream's schema (whose last column is `rowtime`).
+#[derive(Debug, Clone)]
+pub struct Decoder {
+    schema: SchemaRef,
+    /// Index of the column whose value is the event time, if declared.
+    timestamp: Option<usize>,
+}
+
+impl Decoder {
+    /// A decoder for `schema`; `timestamp` names the event-time column.
+    pub fn new(schema: SchemaRef, timestamp: Option<usize>) -> Decoder {
+        Decoder { schema, timestamp }
+    }
+
+    /// Decodes what it can; the rest come back as [`BadEvent`]s, in order.
+    pub fn decode(&self, messages: &[Message]) -> (RecordBatch, Vec<BadEvent>) {
+        let columns = self.schema.fields().len() - 1;
+        let mut builders: Vec<Box<dyn ArrayBuilder>> = self.schema.fields()[..columns]
+            .iter()
+            .map(|f| builder(f.data_type(), messages.len()))
+            .collect();
+        let mut rowtime = TimestampMillisecondBuilder::with_capacity(messages.len());
+        let mut bad = Vec::new();
+        let now = now_ms();
+        for message in messages {
+            let parsed: Map<String, Value> = match serde_json::from_slice(&message.payload) {
+                Ok(Value::Object(map)) => map,
+                Ok(other) => {
+                    bad.push(self.bad(
+                        message,
+                        format!("expected a JSON object, found {}", kind(&other)),
+                    ));
+                    continue;
+                }
+                Err(e) => {
+                    bad.push(self.bad(message, format!("malformed JSON: {e}")));
+                    continue;
+                }
+            };
+            let mut values: Vec<&Value> = Vec::with_capacity(columns);
+            let mut missing = None;
+            for field in &self.schema.fields()[..columns] {
+                match lookup(&parsed, field.name()) {
+                    Some(v) => values.push(v),
+                    None => {
+                        missing = Some(field.name());
+                        break;
+                    }
+                }
+            }
+            if let Some(name) = missing {
+                bad.push(self.bad(message, format!("missing field '{name}'")));
+                continue;
+            }
+            // Check every value before appending any, so a bad event leaves no partial row.
+            if let Some(reason) = self.schema.fields()[..columns]
+                .iter()
+                .zip(&values)
+                .find_map(|(f, v)| check(f, v).err())
+            {
+                bad.push(self.bad(message, reason));
+                continue;
+            }
+            for ((builder, field), value) in
+                builders.iter_mut().zip(self.schema.fields()).zip(&values)
+            {
+                append(builder.as_mut(), field.data_type(), value);
+            }
+            let event_time = self
+                .timestamp
+                .and_then(|i| timestamp_ms(values[i]))
+                .or(message.timestamp_ms)
+                .unwrap_or(now);
+            rowtime.append_value(event_time);
+        }
+        let mut arrays: Vec<ArrayRef> = builders.iter_mut().map(|b| b.finish()).collect();
+        arrays.push(Arc::new(rowtime.finish()));
+        let batch =
+            RecordBatch::try_new(self.schema.clone(), arrays).expect("builders follow the schema");
+        (batch, bad)
+    }
+
+    fn bad(&self, message: &Message, reason: String) -> BadEvent {
+        BadEvent {
+            origin: message.origin.clone(),
+            reason,
+            payload: message.payload.clone(),
+        }
+    }
+}
+
+/// Fills `rowtime` (the last column) where it is null: from the event-time column when there
+/// is one, else with the current time.
+pub(crate) fn fill_rowtime(batch: RecordBatch, timestamp: Option<usize>) -> Result<RecordBatch> {
+    let last = batch.num_columns() - 1;
+    let rowtime = batch.column(last);
+    if rowtime.null_count() == 0 {
+        return Ok(batch);
+    }
+    let given = rowtime
+        .as_any()
+        .downcast_ref::<TimestampMillisecondArray>()
+        .ok_or_else(|| Error::Plan("rowtime must be a TIMESTAMP".into()))?;
+    let from_column = match timestamp {
+        Some(i) => Some(arrow::compute::cast(
+            batch.column(i),
+            &DataType::Timestamp(TimeUnit::Millisecond, None),
+        )?),
+        None => None,
+    };
+    let from_column = from_column.as_ref().map(|a| {
+        a.as_any()
+            .downcast_ref::<TimestampMillisecondArray>()
+            .expect("cast")
+    });
+    let now = now_ms();
+    let filled: TimestampMillisecondArray = (0..batch.num_rows())
+        .map(|i| {
+            if given.is_valid(i) {
+                Some(given.value(i))
+            } else {
+                Some(
+                    from_column
+                        .filter(|c| c.is_valid(i))
+                        .map_or(now, |c| c.value(i)),
+                )
+            }
+        })
+        .collect();
+    let mut columns = batch.columns().to_vec();
+    columns[last] = Arc::new(filled);
+    Ok(RecordBatch::try_new(batch.schema(), columns)?)
+}
+
+/// Encodes rows as JSON records; `rowtime` becomes the record's timestamp, not a field.
+pub fn encode(batch: &RecordBatch) -> Result<Vec<Record>> {
+    let schema = batch.schema();
+    let rowtime = schema.index_of("rowtime").ok();
+    let times: Option<&TimestampMillisecondArray> =
+        rowtime.and_then(|i| batch.column(i).as_any().downcast_ref());
+    let payload = match rowtime {
+        Some(i) => {
+            let mut b = batch.clone();
+            b.remove_column(i);
+            b
+        }
+        None => batch.clone(),
+    };
+    let mut writer = WriterBuilder::new()
+        .with_explicit_nulls(true)
+        .build::<_, LineDelimited>(Vec::new());
+    writer.write(&payload)?;
+    writer.finish()?;
+    let text = writer.into_inner();
+    Ok(text
+        .split(|b| *b == b'\n')
+        .filter(|line| !line.is_empty())
+        .enumerate()
+        .map(|(i, line)| Record {
+            key: None,
+            payload: line.to_vec(),
+            timestamp_ms: times.filter(|t| t.is_valid(i)).map(|t| t.value(i)),
+        })
+        .collect())
+}
+
+pub(crate) fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// A field by exact name, else case-insensitively (ksqlDB upper-cases, producers don't).
+fn lookup<'a>(map: &'a Map<String, Value>, name: &str) -> Option<&'a Value> {
+    map.get(name).or_else(|| {
+        map.iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v)
+    })
+}
+
+fn kind(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+fn builder(data_type: &DataType, capacity: usize) -> Box<dyn ArrayBuilder> {
+    match data_type {
+        DataType::Boolean => Box::new(BooleanBuilder::with_capacity(capacity)),
+        DataType::Int32 => Box::new(Int32Builder::with_capacity(capacity)),
+        DataType::Int64 => Box::new(Int64Builder::with_capacity(capacity)),
+        DataType::Float64 => Box::new(Float64Builder::with_capacity(capacity)),
+        DataType::Timestamp(TimeUnit::Millisecond, None) => {
+            Box::new(TimestampMillisecondBuilder::with_capacity(capacity))
+        }
+        DataType::List(item) => match item.data_type() {
+            DataType::Float64 => {
+                Box::new(ListBuilder::new(Float64Builder::new()).with_field(item.clone()))
+            }
+            DataType::Int64 => {
+                Box::new(ListBuilder::new(Int64Builder::new()).with_field(item.clone()))
+            }
+            DataType::Int32 => {
+                Box::new(ListBuilder::new(Int32Builder::new()).with_field(item.clone()))
+            }
+            DataType::Boolean => {
+                Box::new(ListBuilder::new(BooleanBuilder::new()).with_field(item.clone()))
+            }
+            _ => Box::new(ListBuilder::new(StringBuilder::new()).with_field(item.clone())),
+        },
+        _ => Box::new(StringBuilder::with_capacity(capacity, capacity * 8)),
+    }
+}
+
+/// Whether `value` fits `field`; the error names the field and what was found.
+fn check(field: &Field, value: &Value) -> std::result::Result<(), String> {
+    if value.is_null() {
+        return Ok(());
+    }
+    let ok = match field.data_type() {
+        DataType::Boolean => value.is_boolean(),
+        DataType::Int32 => value.as_i64().is_some_and(|v| i32::try_from(v).is_ok()),
+        DataType::Int64 => value.is_i64(),
+        DataType::Float64 => value.is_number(),
+        DataType::Timestamp(..) => timestamp_ms(value).is_some(),
+        DataType::List(item) => value
+            .as_array()
+            .is_some_and(|items| items.iter().all(|v| check(item, v).is_ok())),
+        _ => value.is_string(),
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "field '{}' should be {}, found {}",
+            field.name(),
+            type_name(field.data_type()),
+            compact(value)
+        ))
+    }
+}
+
+fn type_name(t: &DataType) -> String {
+    match t {
+        DataType::Boolean => "BOOLEAN".into(),
+        DataType::Int32 => "INT".into(),
+        DataType::Int64 => "BIGINT".into(),
+        DataType::Float64 => "DOUBLE".into(),
+        DataType::Timestamp(..) => "TIMESTAMP (ms since the epoch or ISO 8601)".into(),
+        DataType::List(item) => format!("ARRAY<{}>", type_name(item.data_type())),
+        _ => "VARCHAR".into(),
+    }
+}
+
+fn compact(v: &Value) -> String {
+    let text = v.to_string();
+    if text.len() > 40 {
+        format!("{}…", &text[..text.floor_char_boundary(40)])
+    } else {
+        text
+    }
+}
+
+fn timestamp_ms(v: &Value) -> Option<i64> {
+    match v {
+        Value::Number(n) => n.as_i64(),
+        Value::String(s) => s.parse::<i64>().ok().or_else(|| {
+            arrow::compute::kernels::cast_utils::string_to_timestamp_nanos(s)
+                .ok()
+                .map(|ns| ns / 1_000_000)
+        }),
+        _ => None,
+    }
+}
+
+fn append(builder: &mut dyn ArrayBuilder, data_type: &DataType, value: &Value) {
+    let any = builder.as_any_mut();
+    match data_type {
+        DataType::Boolean => any
+            .downcast_mut::<BooleanBuilder>()
+            .expect("builder")
+            .append_option(value.as_bool()),
+        DataType::Int32 => any
+            .downcast_mut::<Int32Builder>()
+            .expect("builder")
+            .append_option(value.as_i64().map(|v| v as i32)),
+        DataType::Int64 => any
+            .downcast_mut::<Int64Builder>()
+            .expect("builder")
+            .append_option(value.as_i64()),
+        DataType::Float64 => any
+            .downcast_mut::<Float64Builder>()
+            .expect("builder")
+            .append_option(value.as_f64()),
+        DataType::Timestamp(..) => any
+            .downcast_mut::<TimestampMillisecondBuilder>()
+            .expect("builder")
+            .append_option(timestamp_ms(value)),
+        DataType::List(item) => {
+            let items = value.as_array();
+            macro_rules! list {
+                ($b:ty, $get:expr) => {{
+                    let list = any.downcast_mut::<ListBuilder<$b>>().expect("builder");
+                    match items {
+                        Some(items) => {
+                            for v in items {
+                                list.values().append_option($get(v));
+                            }
+                            list.append(true);
+                        }
+                        None => list.append(false),
+                    }
+                }};
+            }
+            match item.data_type() {
+                DataType::Float64 => list!(Float64Builder, |v: &Value| v.as_f64()),
+                DataType::Int64 => list!(Int64Builder, |v: &Value| v.as_i64()),
+                DataType::Int32 => list!(Int32Builder, |v: &Value| v.as_i64().map(|x| x as i32)),
+                DataType::Boolean => list!(BooleanBuilder, |v: &Value| v.as_bool()),
+                _ => list!(StringBuilder, |v: &Value| v.as_str().map(str::to_owned)),
+            }
+        }
+        _ => any
+            .downcast_mut::<StringBuilder>()
+            .expect("builder")
+            .append_option(value.as_str()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::datatypes::Schema;
+    use eddy_connector::Position;
+
+    fn message(i: i64, payload: &str) -> Message {
+        Message {
+            key: None,
+            payload: payload.as_bytes().to_vec(),
+            timestamp_ms: Some(5),
+            position: Position {
+                partition: 0,
+                offset: i,
+            },
+            origin: format!("t[0]@{i}"),
+        }
+    }
+
+    #[test]
+    fn bad_events_are_named_and_skipped() {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("car", DataType::Utf8, true),
+            Field::new("speed", DataType::Float64, true),
+            Field::new("ts", DataType::Int64, true),
+            Field::new(
+                "rowtime",
+                DataType::Timestamp(TimeUnit::Millisecond, None),
+                true,
+            ),
+        ]));
+        let decoder = Decoder::new(schema, Some(2));
+        let (batch, bad) = decoder.decode(&[
+            message(0, r#"{"car":"a","speed":1.5,"ts":1000}"#),
+            message(1, r#"{"car":"b","speed":"fast","ts":1}"#),
+            message(2, r#"{"car":"c","ts":2}"#),
+            message(3, r#"{"car":"d""#),
+            message(4, r#"{"CAR":"e","speed":null,"ts":3000,"extra":1}"#),
+        ]);
+        assert_eq!(batch.num_rows(), 2);
+        let reasons: Vec<_> = bad
+            .iter()
+            .map(|b| (b.origin.as_str(), b.reason.as_str()))
+            .collect();
+        assert_eq!(
+            reasons[0],
+            ("t[0]@1", "field 'speed' should be DOUBLE, found \"fast\"")
+        );
+        assert_eq!(reasons[1], ("t[0]@2", "missing field 'speed'"));
+        assert!(
+            reasons[2].1.starts_with("malformed JSON: EOF"),
+            "{}",
+            reasons[2].1
+        );
+        let rowtime = batch
+            .column(3)
+            .as_any()
+            .downcast_ref::<TimestampMillisecondArray>()
+            .unwrap();
+        assert_eq!(rowtime.values(), &[1000, 3000]);
+        let records = encode(&batch).unwrap();
+        assert_eq!(
+            String::from_utf8(records[1].payload.clone()).unwrap(),
+            r#"{"car":"e","speed":null,"ts":3000}"#
+        );
+        assert_eq!(records[1].timestamp_ms, Some(3000));
+    }
+}

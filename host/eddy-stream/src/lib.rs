@@ -1,0 +1,51 @@
+//! Eddy's continuous-query engine: ksqlDB-style streams, tables, persistent and push queries,
+//! windows and stream–table joins, on DataFusion, reading and writing through
+//! [`eddy_connector`] sources and sinks.
+
+mod connectors;
+mod engine;
+mod input;
+mod json;
+mod log;
+mod pipeline;
+mod provider;
+mod query;
+mod statement;
+mod window;
+
+pub use engine::{Engine, EngineConfig, KafkaSettings, Output, PushQuery, QueryInfo};
+pub use json::{encode, BadEvent, Decoder};
+pub use log::Log;
+pub use statement::{parse, Column, Kind, Statement};
+
+/// What can go wrong running a statement or a query.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The statement does not parse.
+    #[error("syntax error: {0}")]
+    Syntax(String),
+    /// It parses but Eddy cannot run it (yet); the message says what to write instead.
+    #[error("not supported: {0}")]
+    Unsupported(String),
+    /// It names something that is missing, or already exists.
+    #[error("{0}")]
+    Catalog(String),
+    /// Planning failed.
+    #[error("{0}")]
+    Plan(String),
+    /// A function statement or DataFusion query failed in the SQL session.
+    #[error(transparent)]
+    Sql(#[from] eddy_sql::Error),
+    /// DataFusion failed.
+    #[error("{0}")]
+    DataFusion(#[from] datafusion::error::DataFusionError),
+    /// Arrow failed.
+    #[error("{0}")]
+    Arrow(#[from] arrow::error::ArrowError),
+    /// A source or sink failed.
+    #[error(transparent)]
+    Connector(#[from] eddy_connector::Error),
+}
+
+/// Result with this crate's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;

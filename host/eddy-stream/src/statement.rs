@@ -1,0 +1,550 @@
+//! The ksqlDB-flavoured statements: streams, tables, persistent and push queries.
+//!
+//! Recognised by their leading keywords; everything else goes to [`eddy_sql::Session`].
+
+use arrow::datatypes::{DataType, Field, TimeUnit};
+use datafusion::sql::sqlparser::dialect::GenericDialect;
+use datafusion::sql::sqlparser::tokenizer::{Token, TokenWithSpan, Tokenizer};
+use eddy_connector::Options;
+
+use crate::{Error, Result};
+
+/// A stream (append-only events) or a table (latest value per key).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// `STREAM`.
+    Stream,
+    /// `TABLE`.
+    Table,
+}
+
+impl Kind {
+    /// The keyword, for messages.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Stream => "stream",
+            Kind::Table => "table",
+        }
+    }
+}
+
+/// A declared column.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Column {
+    /// Its name, lower-cased unless quoted.
+    pub name: String,
+    /// Its Arrow type.
+    pub data_type: DataType,
+    /// `KEY` (streams) or `PRIMARY KEY` (tables).
+    pub key: bool,
+}
+
+impl Column {
+    /// The Arrow field (every column is nullable, as in ksqlDB).
+    pub fn field(&self) -> Field {
+        Field::new(&self.name, self.data_type.clone(), true)
+    }
+}
+
+/// A parsed statement.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Statement {
+    /// `CREATE STREAM|TABLE name (columns) WITH (…)`: a relation read from outside.
+    CreateSource {
+        /// Stream or table.
+        kind: Kind,
+        /// Its name.
+        name: String,
+        /// `OR REPLACE`.
+        or_replace: bool,
+        /// `IF NOT EXISTS`.
+        if_not_exists: bool,
+        /// Declared columns (empty for the generator, whose columns are fixed).
+        columns: Vec<Column>,
+        /// `WITH (…)`, keys lower-cased.
+        options: Options,
+    },
+    /// `CREATE STREAM|TABLE name [WITH (…)] AS SELECT …`: a persistent query.
+    CreateAs {
+        /// Stream or table.
+        kind: Kind,
+        /// The relation it writes.
+        name: String,
+        /// `OR REPLACE`.
+        or_replace: bool,
+        /// `WITH (…)`, keys lower-cased.
+        options: Options,
+        /// The query, from `SELECT` on.
+        query: String,
+    },
+    /// `SELECT … EMIT CHANGES [LIMIT n]`: a push query.
+    Push {
+        /// The query, `EMIT CHANGES` and `LIMIT` removed.
+        query: String,
+        /// Stop after this many rows.
+        limit: Option<usize>,
+    },
+    /// `SHOW|LIST STREAMS`.
+    ShowStreams,
+    /// `SHOW|LIST TABLES`.
+    ShowTables,
+    /// `SHOW|LIST QUERIES`.
+    ShowQueries,
+    /// `TERMINATE id` or `TERMINATE ALL` (`None`).
+    Terminate(Option<String>),
+    /// `DROP STREAM|TABLE [IF EXISTS] name [DELETE TOPIC]`.
+    Drop {
+        /// Stream or table.
+        kind: Kind,
+        /// Its name.
+        name: String,
+        /// Succeed when it does not exist.
+        if_exists: bool,
+    },
+    /// `SET 'key' = 'value'`: a session property such as `auto.offset.reset`.
+    Set {
+        /// The property.
+        key: String,
+        /// Its value.
+        value: String,
+    },
+    /// Anything else: functions, pull queries, INSERT, plain SQL.
+    Other(String),
+}
+
+pub(crate) struct Tokens {
+    pub(crate) tokens: Vec<TokenWithSpan>,
+    pub(crate) pos: usize,
+}
+
+impl Tokens {
+    pub(crate) fn new(sql: &str) -> Result<Tokens> {
+        let tokens = Tokenizer::new(&GenericDialect {}, sql)
+            .tokenize_with_location()
+            .map_err(|e| Error::Syntax(e.to_string()))?;
+        let tokens = tokens
+            .into_iter()
+            .filter(|t| !matches!(t.token, Token::Whitespace(_)))
+            .collect();
+        Ok(Tokens { tokens, pos: 0 })
+    }
+
+    fn peek(&self) -> Option<&Token> {
+        self.tokens.get(self.pos).map(|t| &t.token)
+    }
+
+    pub(crate) fn keyword(&self, offset: usize) -> Option<String> {
+        match self.tokens.get(self.pos + offset).map(|t| &t.token) {
+            Some(Token::Word(w)) if w.quote_style.is_none() => Some(w.value.to_uppercase()),
+            _ => None,
+        }
+    }
+
+    fn accept_keyword(&mut self, kw: &str) -> bool {
+        let found = self.keyword(0).as_deref() == Some(kw);
+        if found {
+            self.pos += 1;
+        }
+        found
+    }
+
+    fn accept_keywords(&mut self, kws: &[&str]) -> bool {
+        let found = kws
+            .iter()
+            .enumerate()
+            .all(|(i, kw)| self.keyword(i).as_deref() == Some(*kw));
+        if found {
+            self.pos += kws.len();
+        }
+        found
+    }
+
+    fn accept(&mut self, token: &Token) -> bool {
+        let found = self.peek() == Some(token);
+        if found {
+            self.pos += 1;
+        }
+        found
+    }
+
+    fn expect(&mut self, token: Token) -> Result<()> {
+        if self.accept(&token) {
+            Ok(())
+        } else {
+            Err(self.error(&format!("'{token}'")))
+        }
+    }
+
+    /// "expected X, found Y at line L, column C".
+    pub(crate) fn error(&self, expected: &str) -> Error {
+        match self.tokens.get(self.pos) {
+            Some(t) => Error::Syntax(format!(
+                "expected {expected}, found '{}' at line {}, column {}",
+                t.token, t.span.start.line, t.span.start.column
+            )),
+            None => Error::Syntax(format!(
+                "expected {expected}, found the end of the statement"
+            )),
+        }
+    }
+
+    fn identifier(&mut self, what: &str) -> Result<String> {
+        match self.peek() {
+            Some(Token::Word(w)) => {
+                let name = if w.quote_style.is_some() {
+                    w.value.clone()
+                } else {
+                    w.value.to_lowercase()
+                };
+                self.pos += 1;
+                Ok(name)
+            }
+            _ => Err(self.error(what)),
+        }
+    }
+
+    fn value(&mut self, what: &str) -> Result<String> {
+        let value = match self.peek() {
+            Some(Token::SingleQuotedString(s)) | Some(Token::DoubleQuotedString(s)) => s.clone(),
+            Some(Token::Number(n, _)) => n.clone(),
+            Some(Token::Word(w)) => w.value.clone(),
+            _ => return Err(self.error(what)),
+        };
+        self.pos += 1;
+        Ok(value)
+    }
+
+    fn end(&mut self) -> Result<()> {
+        self.accept(&Token::SemiColon);
+        if self.pos < self.tokens.len() {
+            Err(self.error("the end of the statement"))
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Byte offset in `sql` of the token at `pos`.
+    fn offset(&self, sql: &str, pos: usize) -> usize {
+        let start = self.tokens[pos].span.start;
+        let mut offset = 0;
+        for (i, line) in sql.split_inclusive('\n').enumerate() {
+            if i + 1 == start.line as usize {
+                return offset
+                    + line
+                        .char_indices()
+                        .nth(start.column as usize - 1)
+                        .map_or(line.len(), |(b, _)| b);
+            }
+            offset += line.len();
+        }
+        sql.len()
+    }
+}
+
+/// Parses one statement.
+pub fn parse(sql: &str) -> Result<Statement> {
+    let mut t = Tokens::new(sql)?;
+    let other = || Ok(Statement::Other(sql.to_string()));
+    match t.keyword(0).as_deref() {
+        Some("CREATE") => {
+            let mut look = 1;
+            let or_replace = t.keyword(1).as_deref() == Some("OR");
+            if or_replace {
+                look += 2;
+            }
+            let kind = match t.keyword(look).as_deref() {
+                Some("STREAM") => Kind::Stream,
+                Some("TABLE") => Kind::Table,
+                _ => return other(),
+            };
+            t.pos += look + 1;
+            if or_replace && t.keyword(0).is_none() {
+                return other();
+            }
+            create(sql, &mut t, kind, or_replace)
+        }
+        Some("SELECT") => {
+            // A push query ends in EMIT CHANGES, perhaps followed by LIMIT n.
+            let n = t.tokens.len();
+            let mut end = n;
+            if matches!(t.tokens.last().map(|t| &t.token), Some(Token::SemiColon)) {
+                end -= 1;
+            }
+            let mut limit = None;
+            if end >= 2 {
+                if let (Some("LIMIT"), Token::Number(v, _)) =
+                    (t.keyword(end - 2).as_deref(), &t.tokens[end - 1].token)
+                {
+                    limit = Some(v.parse().map_err(|_| {
+                        Error::Syntax(format!("LIMIT must be a whole number, found {v}"))
+                    })?);
+                    end -= 2;
+                }
+            }
+            if end >= 2
+                && t.keyword(end - 2).as_deref() == Some("EMIT")
+                && t.keyword(end - 1).as_deref() == Some("CHANGES")
+            {
+                let cut = t.offset(sql, end - 2);
+                let mut query = sql[..cut].trim_end().to_string();
+                if limit.is_some() && query.to_uppercase().contains(" LIMIT ") {
+                    return Err(Error::Syntax("LIMIT goes after EMIT CHANGES".into()));
+                }
+                query.truncate(query.trim_end().len());
+                return Ok(Statement::Push { query, limit });
+            }
+            other()
+        }
+        Some("SHOW") | Some("LIST") => {
+            let what = t.keyword(1);
+            t.pos += 2;
+            let statement = match what.as_deref() {
+                Some("STREAMS") => Statement::ShowStreams,
+                Some("TABLES") => Statement::ShowTables,
+                Some("QUERIES") => Statement::ShowQueries,
+                _ => return other(),
+            };
+            t.accept_keyword("EXTENDED");
+            t.end()?;
+            Ok(statement)
+        }
+        Some("TERMINATE") => {
+            t.pos += 1;
+            let target = if t.accept_keyword("ALL") {
+                None
+            } else {
+                Some(t.value("a query id (see SHOW QUERIES) or ALL")?)
+            };
+            t.end()?;
+            Ok(Statement::Terminate(target))
+        }
+        Some("DROP") => {
+            let kind = match t.keyword(1).as_deref() {
+                Some("STREAM") => Kind::Stream,
+                Some("TABLE") => Kind::Table,
+                _ => return other(),
+            };
+            t.pos += 2;
+            let if_exists = t.accept_keywords(&["IF", "EXISTS"]);
+            let name = t.identifier(&format!("the {} name", kind.as_str()))?;
+            // The topic stays: Eddy does not delete what it did not create.
+            if t.accept_keywords(&["DELETE", "TOPIC"]) {
+                return Err(Error::Unsupported(
+                    "DROP … DELETE TOPIC: Eddy never deletes topics; drop without it".into(),
+                ));
+            }
+            t.end()?;
+            Ok(Statement::Drop {
+                kind,
+                name,
+                if_exists,
+            })
+        }
+        Some("SET")
+            if matches!(
+                t.tokens.get(1).map(|t| &t.token),
+                Some(Token::SingleQuotedString(_))
+            ) =>
+        {
+            t.pos += 1;
+            let key = t.value("a property name")?;
+            t.expect(Token::Eq)?;
+            let value = t.value("a value")?;
+            t.end()?;
+            Ok(Statement::Set { key, value })
+        }
+        _ => other(),
+    }
+}
+
+fn create(sql: &str, t: &mut Tokens, kind: Kind, or_replace: bool) -> Result<Statement> {
+    let if_not_exists = t.accept_keywords(&["IF", "NOT", "EXISTS"]);
+    let name = t.identifier(&format!("the {} name", kind.as_str()))?;
+    let mut columns = Vec::new();
+    if t.accept(&Token::LParen) {
+        loop {
+            columns.push(column(t, kind)?);
+            if !t.accept(&Token::Comma) {
+                break;
+            }
+        }
+        t.expect(Token::RParen)?;
+    }
+    let options = if t.accept_keyword("WITH") {
+        options(t)?
+    } else {
+        Options::new()
+    };
+    if t.accept_keyword("AS") {
+        if !columns.is_empty() {
+            return Err(Error::Syntax(
+                "a CREATE … AS SELECT takes its columns from the query: remove the column list"
+                    .into(),
+            ));
+        }
+        if t.keyword(0).as_deref() != Some("SELECT") {
+            return Err(t.error("SELECT"));
+        }
+        let start = t.offset(sql, t.pos);
+        // Blank out the CREATE … AS prefix rather than cut it, so errors in the query point at
+        // the same line and column as in the statement the user wrote.
+        let prefix: String = sql[..start]
+            .chars()
+            .map(|c| if c == '\n' { c } else { ' ' })
+            .collect();
+        let query = format!("{prefix}{}", sql[start..].trim_end().trim_end_matches(';'));
+        return Ok(Statement::CreateAs {
+            kind,
+            name,
+            or_replace,
+            options,
+            query,
+        });
+    }
+    t.end()?;
+    Ok(Statement::CreateSource {
+        kind,
+        name,
+        or_replace,
+        if_not_exists,
+        columns,
+        options,
+    })
+}
+
+fn column(t: &mut Tokens, kind: Kind) -> Result<Column> {
+    let name = t.identifier("a column name")?;
+    let data_type = data_type(t)?;
+    let key = match kind {
+        Kind::Stream => t.accept_keyword("KEY"),
+        Kind::Table => {
+            if t.accept_keywords(&["PRIMARY", "KEY"]) {
+                true
+            } else if t.keyword(0).as_deref() == Some("KEY") {
+                return Err(t.error("PRIMARY KEY (a table's key is its PRIMARY KEY)"));
+            } else {
+                false
+            }
+        }
+    };
+    Ok(Column {
+        name,
+        data_type,
+        key,
+    })
+}
+
+/// ksqlDB's column types, as Arrow types.
+fn data_type(t: &mut Tokens) -> Result<DataType> {
+    let Some(word) = t.keyword(0) else {
+        return Err(t.error("a type"));
+    };
+    t.pos += 1;
+    Ok(match word.as_str() {
+        "BOOLEAN" | "BOOL" => DataType::Boolean,
+        "INT" | "INTEGER" => DataType::Int32,
+        "BIGINT" => DataType::Int64,
+        "DOUBLE" | "FLOAT" | "REAL" => DataType::Float64,
+        "VARCHAR" | "STRING" => DataType::Utf8,
+        "TIMESTAMP" => DataType::Timestamp(TimeUnit::Millisecond, None),
+        "ARRAY" => {
+            t.expect(Token::Lt)?;
+            let item = data_type(t)?;
+            t.expect(Token::Gt)?;
+            DataType::new_list(item, true)
+        }
+        _ => {
+            t.pos -= 1;
+            return Err(
+                t.error("a type (BOOLEAN, INT, BIGINT, DOUBLE, VARCHAR, TIMESTAMP or ARRAY<…>)")
+            );
+        }
+    })
+}
+
+fn options(t: &mut Tokens) -> Result<Options> {
+    t.expect(Token::LParen)?;
+    let mut options = Options::new();
+    loop {
+        let key = t.value("an option name")?.to_lowercase();
+        t.expect(Token::Eq)?;
+        let value = t.value(&format!("a value for {key}"))?;
+        options.insert(key, value);
+        if !t.accept(&Token::Comma) {
+            break;
+        }
+    }
+    t.expect(Token::RParen)?;
+    Ok(options)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_sources_and_queries() {
+        let s = parse(
+            "CREATE STREAM car (car_id VARCHAR KEY, speed DOUBLE, tags ARRAY<VARCHAR>) \
+             WITH (kafka_topic='cars', value_format='JSON', timestamp='ts');",
+        )
+        .unwrap();
+        let Statement::CreateSource {
+            kind,
+            name,
+            columns,
+            options,
+            ..
+        } = s
+        else {
+            panic!("{s:?}")
+        };
+        assert_eq!(kind, Kind::Stream);
+        assert_eq!(name, "car");
+        assert_eq!(columns.len(), 3);
+        assert!(columns[0].key);
+        assert_eq!(options["kafka_topic"], "cars");
+        assert_eq!(options["value_format"], "JSON");
+
+        let s = parse("CREATE TABLE t WITH (kafka_topic='o') AS SELECT a FROM s EMIT CHANGES;")
+            .unwrap();
+        assert!(
+            matches!(&s, Statement::CreateAs { kind: Kind::Table, query, .. } if query.trim() == "SELECT a FROM s EMIT CHANGES"),
+            "{s:?}"
+        );
+        assert_eq!(
+            parse("select * from s emit changes limit 3;").unwrap(),
+            Statement::Push {
+                query: "select * from s".into(),
+                limit: Some(3)
+            }
+        );
+        assert_eq!(
+            parse("SELECT * FROM s").unwrap(),
+            Statement::Other("SELECT * FROM s".into())
+        );
+        assert_eq!(
+            parse("TERMINATE CSAS_OUT_1").unwrap(),
+            Statement::Terminate(Some("CSAS_OUT_1".into()))
+        );
+        assert_eq!(
+            parse("SET 'auto.offset.reset' = 'earliest';").unwrap(),
+            Statement::Set {
+                key: "auto.offset.reset".into(),
+                value: "earliest".into()
+            }
+        );
+    }
+
+    #[test]
+    fn errors_point_at_the_token() {
+        let e = parse("CREATE STREAM s (a NUMBER) WITH (kafka_topic='t')").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "syntax error: expected a type (BOOLEAN, INT, BIGINT, DOUBLE, VARCHAR, TIMESTAMP or \
+             ARRAY<…>), found 'NUMBER' at line 1, column 20"
+        );
+        let e = parse("CREATE TABLE t (a INT KEY)").unwrap_err();
+        assert!(e.to_string().contains("PRIMARY KEY"), "{e}");
+    }
+}

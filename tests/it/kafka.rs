@@ -1,0 +1,386 @@
+//! Kafka connector tests against a real broker.
+//!
+//! Each test makes its own topics and groups on the process's shared tansu broker.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
+
+use eddy_connector::{Message, Record, Sink, Source};
+use eddy_kafka::{ensure_topic, KafkaSink, KafkaSource, OffsetReset};
+use eddy_tests::kafka::{shared, test_config, unique};
+
+/// `n` keyed records, record `i` carrying `{"i":i,…}` and event time `1_700_000_000_000 + i`.
+fn records(n: usize) -> Vec<Record> {
+    (0..n)
+        .map(|i| Record {
+            key: Some(format!("car-{:04}", i % 1000).into_bytes()),
+            payload: format!(
+                r#"{{"i":{i},"car":"car-{:04}","speed":{}.5}}"#,
+                i % 1000,
+                i % 200
+            )
+            .into_bytes(),
+            timestamp_ms: Some(1_700_000_000_000 + i as i64),
+        })
+        .collect()
+}
+
+/// The `i` a payload from [`records`] carries.
+fn index(message: &Message) -> usize {
+    let text = std::str::from_utf8(&message.payload).expect("utf-8 payload");
+    let rest = text
+        .strip_prefix(r#"{"i":"#)
+        .unwrap_or_else(|| panic!("unexpected payload {text}"));
+    rest[..rest.find(',').expect("a comma")]
+        .parse()
+        .expect("a number")
+}
+
+async fn produce(config: &eddy_kafka::KafkaConfig, topic: &str, records: Vec<Record>) {
+    let mut sink = KafkaSink::new(config, topic).unwrap();
+    for chunk in records.chunks(1000) {
+        sink.send(chunk.to_vec()).await.unwrap();
+    }
+    sink.flush().await.unwrap();
+}
+
+/// Polls until `n` messages arrived, failing after `limit`.
+async fn read(source: &mut KafkaSource, n: usize, limit: Duration) -> Vec<Message> {
+    let start = Instant::now();
+    let mut out = Vec::new();
+    while out.len() < n {
+        assert!(
+            start.elapsed() < limit,
+            "read {} of {n} messages from {} in {limit:?}",
+            out.len(),
+            source.topic()
+        );
+        let batch = source
+            .poll(n - out.len(), Duration::from_millis(100))
+            .await
+            .unwrap()
+            .expect("a Kafka source never ends");
+        out.extend(batch);
+    }
+    out
+}
+
+/// Polls until the group gave every source some partitions and they cover `partitions`.
+async fn wait_for_assignment(sources: &mut [&mut KafkaSource], partitions: i32) {
+    let start = Instant::now();
+    loop {
+        for source in sources.iter_mut() {
+            let got = source.poll(100, Duration::from_millis(50)).await.unwrap();
+            assert_eq!(got.map(|m| m.len()), Some(0), "no messages yet");
+        }
+        let assigned: Vec<Vec<i32>> = sources.iter().map(|s| s.assignment()).collect();
+        let all: BTreeSet<i32> = assigned.iter().flatten().copied().collect();
+        let total: usize = assigned.iter().map(Vec::len).sum();
+        if assigned.iter().all(|a| !a.is_empty())
+            && total == partitions as usize
+            && all == (0..partitions).collect()
+        {
+            return;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "group never settled: {assigned:?}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafka_round_trip_of_keyed_records() {
+    const N: usize = 10_000;
+    let broker = shared();
+    let topic = unique("round-trip");
+    let config = broker.config(&unique("round-trip-group"));
+    ensure_topic(&config, &topic, 3).await.unwrap();
+    // A second call finds the topic there and is fine with it.
+    ensure_topic(&config, &topic, 3).await.unwrap();
+
+    // Subscribed before anything is produced, and the first poll is abandoned while it waits:
+    // whatever that fetch goes on to take must still come out of later polls.
+    let mut source = KafkaSource::subscribe(&config, &topic, OffsetReset::Earliest).unwrap();
+    let cancelled = tokio::time::timeout(
+        Duration::from_millis(200),
+        source.poll(N, Duration::from_secs(10)),
+    )
+    .await;
+    assert!(cancelled.is_err(), "nothing to read yet");
+
+    let sent = records(N);
+    let started = Instant::now();
+    produce(&config, &topic, sent.clone()).await;
+    let produced = started.elapsed();
+
+    let started = Instant::now();
+    let got = read(&mut source, N, Duration::from_secs(30)).await;
+    let consumed = started.elapsed();
+    eprintln!("kafka round trip: produced {N} in {produced:?}, read back in {consumed:?}");
+
+    let mut seen = vec![false; N];
+    let mut partitions = BTreeSet::new();
+    for message in &got {
+        let i = index(message);
+        assert!(!seen[i], "record {i} read twice");
+        seen[i] = true;
+        assert_eq!(message.payload, sent[i].payload);
+        assert_eq!(message.key, sent[i].key, "key of record {i}");
+        assert_eq!(
+            message.timestamp_ms, sent[i].timestamp_ms,
+            "time of record {i}"
+        );
+        assert_eq!(
+            message.origin,
+            format!(
+                "{topic}[{}]@{}",
+                message.position.partition, message.position.offset
+            )
+        );
+        partitions.insert(message.position.partition);
+    }
+    assert_eq!(got.len(), N);
+    assert_eq!(
+        partitions,
+        BTreeSet::from([0, 1, 2]),
+        "keys spread over partitions"
+    );
+    // Per partition, offsets come in order with no gaps.
+    let mut next: BTreeMap<i32, i64> = BTreeMap::new();
+    for message in &got {
+        let expected = next.entry(message.position.partition).or_insert(0);
+        assert_eq!(message.position.offset, *expected, "{}", message.origin);
+        *expected += 1;
+    }
+    // Records with one key land in one partition.
+    let mut partition_of_key = BTreeMap::new();
+    for message in &got {
+        let p = partition_of_key
+            .entry(message.key.clone())
+            .or_insert(message.position.partition);
+        assert_eq!(*p, message.position.partition);
+    }
+
+    // Nothing more is there; an empty poll returns after about `wait`.
+    let started = Instant::now();
+    let more = source.poll(100, Duration::from_millis(300)).await.unwrap();
+    assert_eq!(more, Some(vec![]));
+    assert!(started.elapsed() >= Duration::from_millis(250));
+    assert!(started.elapsed() < Duration::from_secs(3));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafka_group_resumes_at_committed_offsets() {
+    const N: usize = 3_000;
+    let broker = shared();
+    let topic = unique("resume");
+    let config = broker.config(&unique("resume-group"));
+    ensure_topic(&config, &topic, 3).await.unwrap();
+    produce(&config, &topic, records(N)).await;
+
+    // A processes the first 1000 messages it reads and commits just those; it read more.
+    let mut a = KafkaSource::subscribe(&config, &topic, OffsetReset::Earliest).unwrap();
+    let read_by_a = read(&mut a, 1_500, Duration::from_secs(30)).await;
+    let done = &read_by_a[..1_000];
+    let mut next = BTreeMap::new();
+    for message in done {
+        next.insert(message.position.partition, message.position.offset + 1);
+    }
+    a.commit(&next).await.unwrap();
+    drop(a);
+    let committed: i64 = next.values().sum();
+    assert_eq!(
+        committed, 1_000,
+        "offsets start at 0 and A read each partition in order"
+    );
+
+    let mut b = KafkaSource::subscribe(&config, &topic, OffsetReset::Earliest).unwrap();
+    let read_by_b = read(&mut b, N - 1_000, Duration::from_secs(30)).await;
+    let mut first = BTreeMap::new();
+    for message in &read_by_b {
+        first
+            .entry(message.position.partition)
+            .or_insert(message.position.offset);
+    }
+    assert!(!first.is_empty());
+    for (partition, offset) in first {
+        assert_eq!(
+            offset,
+            next.get(&partition).copied().unwrap_or(0),
+            "B resumes partition {partition} at A's commit"
+        );
+    }
+    let seen: BTreeSet<usize> = done.iter().chain(&read_by_b).map(index).collect();
+    assert_eq!(seen.len(), N, "every record done exactly once");
+    assert_eq!(
+        b.poll(100, Duration::from_millis(300)).await.unwrap(),
+        Some(vec![])
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafka_two_sources_split_a_topic() {
+    const N: usize = 4_000;
+    let broker = shared();
+    let topic = unique("split");
+    let config = broker.config(&unique("split-group"));
+    ensure_topic(&config, &topic, 4).await.unwrap();
+
+    let mut a = KafkaSource::subscribe(&config, &topic, OffsetReset::Earliest).unwrap();
+    let mut b = KafkaSource::subscribe(&config, &topic, OffsetReset::Earliest).unwrap();
+    let started = Instant::now();
+    wait_for_assignment(&mut [&mut a, &mut b], 4).await;
+    eprintln!("kafka: two consumers settled in {:?}", started.elapsed());
+    let (mine_a, mine_b) = (a.assignment(), b.assignment());
+
+    produce(&config, &topic, records(N)).await;
+    let mut from_a = Vec::new();
+    let mut from_b = Vec::new();
+    let start = Instant::now();
+    while from_a.len() + from_b.len() < N {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "read {} + {} of {N}",
+            from_a.len(),
+            from_b.len()
+        );
+        let wait = Duration::from_millis(50);
+        from_a.extend(a.poll(1_000, wait).await.unwrap().unwrap());
+        from_b.extend(b.poll(1_000, wait).await.unwrap().unwrap());
+    }
+    assert_eq!(
+        (a.assignment(), b.assignment()),
+        (mine_a.clone(), mine_b.clone())
+    );
+    assert!(from_a
+        .iter()
+        .all(|m| mine_a.contains(&m.position.partition)));
+    assert!(from_b
+        .iter()
+        .all(|m| mine_b.contains(&m.position.partition)));
+    assert!(
+        !from_a.is_empty() && !from_b.is_empty(),
+        "both did some work"
+    );
+    let seen: BTreeSet<usize> = from_a.iter().chain(&from_b).map(index).collect();
+    assert_eq!(seen.len(), N);
+    assert_eq!(from_a.len() + from_b.len(), N, "no record read twice");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafka_sink_to_unreachable_broker_fails_on_flush() {
+    let port = eddy_tests::kafka::free_port();
+    let config =
+        test_config(&format!("127.0.0.1:{port}"), "unused").with("message.timeout.ms", "1000");
+    let topic = unique("nowhere");
+    let mut sink = KafkaSink::new(&config, &topic).unwrap();
+    sink.send(records(10)).await.unwrap();
+    let started = Instant::now();
+    let error = tokio::time::timeout(Duration::from_secs(10), sink.flush())
+        .await
+        .expect("flush gives up within message.timeout.ms")
+        .expect_err("nothing was delivered");
+    let message = error.to_string();
+    assert!(message.contains(&topic), "{message}");
+    assert!(message.contains(&format!("127.0.0.1:{port}")), "{message}");
+    assert!(started.elapsed() < Duration::from_secs(5));
+    // The failure sticks: the engine must not take later records as durable.
+    assert!(sink.flush().await.is_err());
+    assert!(sink.send(records(1)).await.is_err());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafka_commit_skips_partitions_the_group_moved_away() {
+    const N: usize = 4_000;
+    let broker = shared();
+    let topic = unique("moved");
+    let config = broker.config(&unique("moved-group"));
+    ensure_topic(&config, &topic, 4).await.unwrap();
+    produce(&config, &topic, records(N)).await;
+
+    // A holds all four partitions and reads some of each.
+    let mut a = KafkaSource::subscribe(&config, &topic, OffsetReset::Earliest).unwrap();
+    let mut read_by_a = read(&mut a, 2_000, Duration::from_secs(30)).await;
+    assert_eq!(a.assignment(), vec![0, 1, 2, 3]);
+
+    // B joins; the group hands some of A's partitions to B.
+    let mut b = KafkaSource::subscribe(&config, &topic, OffsetReset::Earliest).unwrap();
+    let start = Instant::now();
+    loop {
+        let wait = Duration::from_millis(50);
+        read_by_a.extend(a.poll(500, wait).await.unwrap().unwrap());
+        b.poll(500, wait).await.unwrap().unwrap();
+        let (mine_a, mine_b) = (a.assignment(), b.assignment());
+        if !mine_a.is_empty() && !mine_b.is_empty() && mine_a.len() + mine_b.len() == 4 {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "the group never rebalanced"
+        );
+    }
+    let kept = a.assignment();
+
+    // A commits everything it read, including partitions B holds now: those are skipped.
+    let mut next = BTreeMap::new();
+    for message in &read_by_a {
+        let offset = next.entry(message.position.partition).or_insert(0);
+        *offset = (*offset).max(message.position.offset + 1);
+    }
+    assert_eq!(next.len(), 4, "A read from every partition before B came");
+    a.commit(&next).await.unwrap();
+    drop(a);
+    drop(b);
+
+    // C resumes A's partitions at A's commit and B's from the start, as B committed nothing.
+    let committed: i64 = kept.iter().map(|p| next[p]).sum();
+    let mut c = KafkaSource::subscribe(&config, &topic, OffsetReset::Earliest).unwrap();
+    let read_by_c = read(&mut c, N - committed as usize, Duration::from_secs(15)).await;
+    let mut first = BTreeMap::new();
+    for message in &read_by_c {
+        first
+            .entry(message.position.partition)
+            .or_insert(message.position.offset);
+    }
+    for (partition, offset) in first {
+        let expected = if kept.contains(&partition) {
+            next[&partition]
+        } else {
+            0
+        };
+        assert_eq!(offset, expected, "C's start in partition {partition}");
+    }
+    assert_eq!(
+        c.poll(100, Duration::from_millis(300)).await.unwrap(),
+        Some(vec![])
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafka_source_on_a_missing_topic_says_so() {
+    let broker = shared();
+    let topic = unique("missing");
+    let config = broker.config(&unique("missing-group"));
+    let mut source = KafkaSource::subscribe(&config, &topic, OffsetReset::Latest).unwrap();
+    let start = Instant::now();
+    let error = loop {
+        match source.poll(10, Duration::from_millis(100)).await {
+            Err(e) => break e,
+            Ok(batch) => assert_eq!(batch, Some(vec![])),
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "no error for a missing topic"
+        );
+    };
+    assert!(
+        matches!(error, eddy_connector::Error::Config(_)),
+        "{error:?}"
+    );
+    let message = error.to_string();
+    assert!(
+        message.contains(&topic) && message.contains(&broker.bootstrap()),
+        "{message}"
+    );
+}

@@ -1,0 +1,271 @@
+//! Continuous queries end to end through real brokers: JSON events into Kafka or MQTT, a query
+//! with a wasm UDF in the engine, rows out of Kafka or a pull query.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use datafusion::arrow::array::{Array, Int64Array};
+use eddy_connector::{Record, Sink, Source};
+use eddy_kafka::{ensure_topic, KafkaSink, KafkaSource, OffsetReset};
+use eddy_stream::{Engine, EngineConfig, KafkaSettings, Output};
+use eddy_tests::kafka::{shared, unique};
+
+fn engine(kafka: Option<KafkaSettings>) -> Engine {
+    Engine::new(
+        eddy_tests::session(),
+        EngineConfig {
+            kafka,
+            service_id: unique("eddy"),
+            commit_interval: Duration::from_millis(200),
+            ..EngineConfig::default()
+        },
+    )
+}
+
+fn settings() -> KafkaSettings {
+    let config = shared().config("unused");
+    KafkaSettings {
+        bootstrap_servers: config.bootstrap_servers,
+        extra: config.extra,
+    }
+}
+
+async fn run(engine: &mut Engine, sql: &str) {
+    match engine.execute(sql).await {
+        Ok(_) => {}
+        Err(e) => panic!("{sql}\n  failed: {e}"),
+    }
+}
+
+/// Reads JSON records from `topic` until `n` arrived (or panics after `limit`).
+async fn consume(topic: &str, n: usize, limit: Duration) -> Vec<(serde_json::Value, Option<i64>)> {
+    let config = shared().config(&unique("reader"));
+    let mut source = KafkaSource::subscribe(&config, topic, OffsetReset::Earliest).unwrap();
+    let started = Instant::now();
+    let mut out = Vec::new();
+    while out.len() < n {
+        assert!(
+            started.elapsed() < limit,
+            "read {} of {n} records from {topic}",
+            out.len()
+        );
+        let messages = source
+            .poll(10_000, Duration::from_millis(200))
+            .await
+            .unwrap()
+            .unwrap();
+        for m in messages {
+            out.push((serde_json::from_slice(&m.payload).unwrap(), m.timestamp_ms));
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafka_in_udf_kafka_out_exactly_n_rows_and_bad_events_dead_lettered() {
+    const N: i64 = 20_000;
+    // librdkafka reads a record timestamp of 0 as "now", so event times start later.
+    const T0: i64 = 1_700_000_000_000;
+    let settings = settings();
+    let admin = shared().config("admin");
+    let (input, output, dead) = (unique("cars"), unique("hot"), unique("dlq"));
+    ensure_topic(&admin, &input, 3).await.unwrap();
+
+    let mut records: Vec<Record> = (0..N)
+        .map(|i| Record {
+            key: Some(format!("car-{}", i % 7).into_bytes()),
+            payload: format!(
+                r#"{{"id":{i},"car":"car-{}","temp":{}.5,"ts":{}}}"#,
+                i % 7,
+                i % 100,
+                T0 + 1_000 * i
+            )
+            .into_bytes(),
+            timestamp_ms: None,
+        })
+        .collect();
+    // Three bad events among the good ones: wrong type, not JSON, a missing field.
+    records.insert(
+        10,
+        Record {
+            key: None,
+            payload: br#"{"id":"ten","car":"x","temp":1.0,"ts":1}"#.to_vec(),
+            timestamp_ms: None,
+        },
+    );
+    records.insert(
+        500,
+        Record {
+            key: None,
+            payload: b"not json".to_vec(),
+            timestamp_ms: None,
+        },
+    );
+    records.insert(
+        9_000,
+        Record {
+            key: None,
+            payload: br#"{"id":1,"car":"x","ts":1}"#.to_vec(),
+            timestamp_ms: None,
+        },
+    );
+    let mut sink = KafkaSink::new(&admin, &input).unwrap();
+    sink.send(records).await.unwrap();
+    sink.flush().await.unwrap();
+
+    let mut engine = engine(Some(settings));
+    run(&mut engine, &format!(
+        "CREATE STREAM car_sensor (id BIGINT, car VARCHAR, temp DOUBLE, ts BIGINT) \
+         WITH (kafka_topic='{input}', value_format='JSON', timestamp='ts', dead_letter_topic='{dead}')"
+    )).await;
+    let udfs = eddy_tests::components().display().to_string();
+    run(
+        &mut engine,
+        &format!("CREATE FUNCTION celsius_to_fahrenheit FROM '{udfs}/temperature.wasm'"),
+    )
+    .await;
+    run(
+        &mut engine,
+        &format!(
+            "CREATE STREAM hot WITH (kafka_topic='{output}', partitions=2) AS \
+         SELECT id, car, celsius_to_fahrenheit(temp) AS f FROM car_sensor"
+        ),
+    )
+    .await;
+
+    let rows = consume(&output, N as usize, Duration::from_secs(90)).await;
+    let mut seen = BTreeMap::new();
+    for (row, timestamp) in &rows {
+        let id = row["id"].as_i64().unwrap();
+        let temp = (id % 100) as f64 + 0.5;
+        assert_eq!(row["f"].as_f64().unwrap(), temp * 9.0 / 5.0 + 32.0, "{row}");
+        assert_eq!(row["car"], format!("car-{}", id % 7));
+        assert_eq!(
+            *timestamp,
+            Some(T0 + 1_000 * id),
+            "the event time travels as the record timestamp"
+        );
+        *seen.entry(id).or_insert(0) += 1;
+    }
+    assert_eq!(seen.len(), N as usize, "every id arrives");
+    assert!(
+        seen.values().all(|&n| n == 1),
+        "and only once: {rows:?}",
+        rows = seen
+            .iter()
+            .filter(|(_, &n)| n > 1)
+            .take(5)
+            .collect::<Vec<_>>()
+    );
+    assert_eq!(
+        seen.keys().copied().collect::<Vec<_>>(),
+        (0..N).collect::<Vec<_>>()
+    );
+
+    let dead = consume(&dead, 3, Duration::from_secs(30)).await;
+    let reasons: Vec<String> = dead
+        .iter()
+        .map(|(r, _)| r["reason"].as_str().unwrap().to_string())
+        .collect();
+    assert!(
+        reasons.contains(&"field 'id' should be BIGINT, found \"ten\"".to_string()),
+        "{reasons:?}"
+    );
+    assert!(
+        reasons.contains(&"missing field 'temp'".to_string()),
+        "{reasons:?}"
+    );
+    assert!(
+        reasons.iter().any(|r| r.starts_with("malformed JSON")),
+        "{reasons:?}"
+    );
+    assert!(dead.iter().any(|(r, _)| r["payload"] == "not json"));
+
+    let info = engine
+        .queries()
+        .into_iter()
+        .find(|q| q.id.starts_with("CSAS_HOT"))
+        .unwrap();
+    assert_eq!(
+        (info.events_in, info.rows_out, info.bad_events),
+        (N as u64 + 3, N as u64, 3)
+    );
+    engine.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mqtt_in_rows_out() {
+    let broker = eddy_tests::mqtt::shared();
+    let mut engine = engine(None);
+    let prefix = unique("fleet");
+    run(
+        &mut engine,
+        &format!(
+            "CREATE STREAM readings (car VARCHAR, speed DOUBLE) \
+         WITH (mqtt_topic='{prefix}/+/sensors', mqtt_broker='{}', mqtt_qos=1)",
+            broker.url()
+        ),
+    )
+    .await;
+    run(
+        &mut engine,
+        "CREATE STREAM fast AS SELECT car, speed FROM readings WHERE speed > 50",
+    )
+    .await;
+
+    for car in 0..5 {
+        let payloads: Vec<Vec<u8>> = (0..200)
+            .map(|i| format!(r#"{{"car":"car-{car}","speed":{}}}"#, i % 100).into_bytes())
+            .collect();
+        eddy_tests::mqtt::publish(
+            &broker.url(),
+            &format!("{prefix}/car-{car}/sensors"),
+            &payloads,
+            1,
+        )
+        .await;
+    }
+    // Another topic under the prefix does not match the filter.
+    eddy_tests::mqtt::publish(
+        &broker.url(),
+        &format!("{prefix}/car-9/status"),
+        &[br#"{"car":"x","speed":99}"#.to_vec()],
+        1,
+    )
+    .await;
+
+    // 5 cars x 200 readings; speeds 51..=99 pass, twice per car.
+    let expected = 5 * 2 * 49;
+    let started = Instant::now();
+    loop {
+        let count = match engine
+            .execute("SELECT COUNT(*) AS n FROM fast")
+            .await
+            .unwrap()
+        {
+            Output::Rows { batches, .. } => batches[0]
+                .column(0)
+                .as_any()
+                .downcast_ref::<Int64Array>()
+                .unwrap()
+                .value(0),
+            _ => unreachable!(),
+        };
+        if count == expected {
+            break;
+        }
+        assert!(count < expected, "{count} rows, expected {expected}");
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "{count} of {expected} rows after 20 s"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let info = engine
+        .queries()
+        .into_iter()
+        .find(|q| q.id.starts_with("CSAS_FAST"))
+        .unwrap();
+    assert_eq!(info.events_in, 1000);
+    engine.shutdown().await;
+}
