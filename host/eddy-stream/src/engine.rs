@@ -85,6 +85,32 @@ pub struct PushQuery {
     pub rows: mpsc::Receiver<RecordBatch>,
 }
 
+/// A stream or table, as `SHOW STREAMS`/`DESCRIBE` describe it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RelationInfo {
+    /// Its name.
+    pub name: String,
+    /// Stream or table.
+    pub kind: Kind,
+    /// Where its rows come from: `memory`, `kafka:topic`, `mqtt:filters`, `generator:car_sensor`
+    /// or `query ID`.
+    pub source: String,
+    /// The Kafka topic it reads or writes, if any.
+    pub topic: Option<String>,
+    /// The value format (`JSON`).
+    pub value_format: String,
+    /// Columns and their SQL types, `rowtime` included for streams.
+    pub columns: Vec<(String, String)>,
+    /// Names of its KEY / PRIMARY KEY columns.
+    pub keys: Vec<String>,
+    /// Whether it is a windowed table written by a query.
+    pub windowed: bool,
+    /// The statement that created it.
+    pub sql: String,
+    /// The query writing it, for derived relations.
+    pub writer: Option<String>,
+}
+
 /// A running query, as `SHOW QUERIES` describes it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct QueryInfo {
@@ -147,6 +173,7 @@ enum Spec {
 
 struct Relation {
     kind: Kind,
+    keys: Vec<String>,
     schema: SchemaRef,
     spec: Spec,
     options: Options,
@@ -300,6 +327,39 @@ impl Engine {
             tokio::time::sleep(Duration::from_millis(2)).await;
         }
         false
+    }
+
+    /// The streams and tables, by name.
+    pub fn relations(&self) -> Vec<RelationInfo> {
+        self.relations
+            .iter()
+            .map(|(name, r)| RelationInfo {
+                name: name.clone(),
+                kind: r.kind,
+                source: describe_source(r),
+                topic: match &r.spec {
+                    Spec::Kafka { topic } => Some(topic.clone()),
+                    _ => r.options.get("kafka_topic").cloned(),
+                },
+                value_format: r
+                    .options
+                    .get("value_format")
+                    .map_or_else(|| "JSON".to_string(), |f| f.to_uppercase()),
+                columns: r
+                    .schema
+                    .fields()
+                    .iter()
+                    .map(|f| (f.name().clone(), type_name(f.data_type())))
+                    .collect(),
+                keys: r.keys.clone(),
+                windowed: matches!(r.spec, Spec::Derived { .. }) && r.kind == Kind::Table,
+                sql: r.sql.clone(),
+                writer: match &r.spec {
+                    Spec::Derived { query } => Some(query.clone()),
+                    _ => None,
+                },
+            })
+            .collect()
     }
 
     /// The queries running now.
@@ -511,6 +571,11 @@ impl Engine {
             (None, Spec::Generator { .. }) => Some(2),
             (None, _) => None,
         };
+        let key_names: Vec<String> = columns
+            .iter()
+            .filter(|c| c.key)
+            .map(|c| c.name.clone())
+            .collect();
         let keys: Vec<usize> = columns
             .iter()
             .enumerate()
@@ -563,6 +628,7 @@ impl Engine {
                 )?;
                 Relation {
                     kind,
+                    keys: key_names.clone(),
                     schema,
                     spec: spec.clone(),
                     options: options.clone(),
@@ -585,6 +651,7 @@ impl Engine {
                 )?;
                 Relation {
                     kind,
+                    keys: key_names.clone(),
                     schema,
                     spec: spec.clone(),
                     options: options.clone(),
@@ -875,6 +942,7 @@ impl Engine {
             name.to_string(),
             Relation {
                 kind,
+                keys: Vec::new(),
                 schema: schema.clone(),
                 spec: Spec::Derived { query: id.clone() },
                 options,
@@ -1015,16 +1083,7 @@ impl Engine {
             .iter()
             .filter(|(_, r)| r.kind == kind)
             .collect();
-        let source = |r: &Relation| match &r.spec {
-            Spec::Memory => "memory".to_string(),
-            Spec::Kafka { topic } => format!("kafka:{topic}"),
-            Spec::Mqtt { filters } => format!("mqtt:{}", filters.join(",")),
-            Spec::Generator { .. } => "generator:car_sensor".to_string(),
-            Spec::Derived { query } => match r.options.get("kafka_topic") {
-                Some(t) => format!("query {query} -> kafka:{t}"),
-                None => format!("query {query}"),
-            },
-        };
+        let source = describe_source;
         let name = match kind {
             Kind::Stream => "stream",
             Kind::Table => "table",
@@ -1206,6 +1265,19 @@ fn decoded_schema(r: &Relation) -> SchemaRef {
         Arc::new(Schema::new(fields))
     } else {
         r.schema.clone()
+    }
+}
+
+fn describe_source(r: &Relation) -> String {
+    match &r.spec {
+        Spec::Memory => "memory".to_string(),
+        Spec::Kafka { topic } => format!("kafka:{topic}"),
+        Spec::Mqtt { filters } => format!("mqtt:{}", filters.join(",")),
+        Spec::Generator { .. } => "generator:car_sensor".to_string(),
+        Spec::Derived { query } => match r.options.get("kafka_topic") {
+            Some(t) => format!("query {query} -> kafka:{t}"),
+            None => format!("query {query}"),
+        },
     }
 }
 

@@ -13,7 +13,7 @@ mod query;
 mod statement;
 mod window;
 
-pub use engine::{Engine, EngineConfig, KafkaSettings, Output, PushQuery, QueryInfo};
+pub use engine::{Engine, EngineConfig, KafkaSettings, Output, PushQuery, QueryInfo, RelationInfo};
 pub use json::{encode, BadEvent, Decoder};
 pub use log::Log;
 pub use statement::{parse, Column, Kind, Statement};
