@@ -269,3 +269,160 @@ async fn mqtt_in_rows_out() {
     assert_eq!(info.events_in, 1000);
     engine.shutdown().await;
 }
+
+/// Counts the rows of a pull query over `relation`.
+async fn count(engine: &mut Engine, relation: &str) -> i64 {
+    match engine
+        .execute(&format!("SELECT COUNT(*) FROM {relation}"))
+        .await
+        .unwrap()
+    {
+        Output::Rows { batches, .. } => batches[0]
+            .column(0)
+            .as_any()
+            .downcast_ref::<Int64Array>()
+            .unwrap()
+            .value(0),
+        _ => unreachable!(),
+    }
+}
+
+/// The ids a pull query over `copied` returns.
+async fn ids(engine: &mut Engine) -> std::collections::BTreeSet<i64> {
+    match engine.execute("SELECT id FROM copied").await.unwrap() {
+        Output::Rows { batches, .. } => batches
+            .iter()
+            .flat_map(|b| {
+                let c = b.column(0).as_any().downcast_ref::<Int64Array>().unwrap();
+                c.values().to_vec()
+            })
+            .collect(),
+        _ => unreachable!(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_engines_with_one_service_id_split_the_partitions() {
+    const N: i64 = 6_000;
+    let admin = shared().config("admin");
+    let input = unique("split");
+    ensure_topic(&admin, &input, 4).await.unwrap();
+    let records: Vec<Record> = (0..N)
+        .map(|i| Record {
+            key: Some(i.to_string().into_bytes()),
+            payload: format!(r#"{{"id":{i}}}"#).into_bytes(),
+            timestamp_ms: None,
+        })
+        .collect();
+    let mut sink = KafkaSink::new(&admin, &input).unwrap();
+    sink.send(records).await.unwrap();
+    sink.flush().await.unwrap();
+
+    // Two processes of one deployment: same service id, so the same consumer group.
+    let service = unique("svc");
+    let config = || EngineConfig {
+        kafka: Some(settings()),
+        service_id: service.clone(),
+        commit_interval: Duration::from_millis(200),
+        ..EngineConfig::default()
+    };
+    let mut a = Engine::new(eddy_tests::session(), config());
+    let mut b = Engine::new(eddy_tests::session(), config());
+    for engine in [&mut a, &mut b] {
+        run(
+            engine,
+            &format!("CREATE STREAM events (id BIGINT) WITH (kafka_topic='{input}')"),
+        )
+        .await;
+        run(engine, "CREATE STREAM copied AS SELECT id FROM events").await;
+    }
+    let started = Instant::now();
+    loop {
+        let (in_a, in_b) = (count(&mut a, "copied").await, count(&mut b, "copied").await);
+        if in_a + in_b == N && in_a > 0 && in_b > 0 {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "a read {in_a}, b read {in_b} of {N}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Disjoint halves: no id was read by both.
+    let (ids_a, ids_b) = (ids(&mut a).await, ids(&mut b).await);
+    assert!(ids_a.is_disjoint(&ids_b));
+    assert_eq!(ids_a.len() + ids_b.len(), N as usize);
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_table_read_from_kafka_joins_the_stream() {
+    let admin = shared().config("admin");
+    let users = unique("users");
+    ensure_topic(&admin, &users, 1).await.unwrap();
+    let mut sink = KafkaSink::new(&admin, &users).unwrap();
+    let user = |id: &str, name: &str| Record {
+        key: Some(id.as_bytes().to_vec()),
+        payload: format!(r#"{{"user_id":"{id}","name":"{name}"}}"#).into_bytes(),
+        timestamp_ms: None,
+    };
+    sink.send(vec![
+        user("u1", "Ada"),
+        user("u2", "Bo"),
+        user("u1", "Ada L."),
+    ])
+    .await
+    .unwrap();
+    sink.flush().await.unwrap();
+
+    let mut engine = engine(Some(settings()));
+    run(
+        &mut engine,
+        &format!(
+            "CREATE TABLE users (user_id VARCHAR PRIMARY KEY, name VARCHAR) WITH (kafka_topic='{users}')"
+        ),
+    )
+    .await;
+    run(
+        &mut engine,
+        "CREATE STREAM car (car_id VARCHAR, owner_id VARCHAR)",
+    )
+    .await;
+    run(
+        &mut engine,
+        "CREATE STREAM owned AS SELECT c.car_id, u.name FROM car c LEFT JOIN users u ON c.owner_id = u.user_id",
+    )
+    .await;
+    // The table is kept up to date from its topic: wait until it holds both users.
+    let started = Instant::now();
+    while count(&mut engine, "users").await < 2 {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "users never loaded"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    run(
+        &mut engine,
+        "INSERT INTO car (car_id, owner_id) VALUES ('c1', 'u1'), ('c2', 'u2'), ('c3', 'u3')",
+    )
+    .await;
+    let rows = match engine
+        .execute("SELECT car_id, name FROM owned ORDER BY car_id")
+        .await
+        .unwrap()
+    {
+        Output::Rows { batches, .. } => {
+            datafusion::arrow::util::pretty::pretty_format_batches(&batches)
+                .unwrap()
+                .to_string()
+        }
+        _ => unreachable!(),
+    };
+    assert_eq!(
+        rows,
+        "+--------+--------+\n| car_id | name   |\n+--------+--------+\n| c1     | Ada L. |\n| c2     | Bo     |\n| c3     |        |\n+--------+--------+"
+    );
+    engine.shutdown().await;
+}
