@@ -1,6 +1,7 @@
 //! `eddy`: run SQL files (continuous queries included), build UDF components, benchmark.
 
 mod bench;
+mod bench_stream;
 mod run;
 
 use std::path::PathBuf;
@@ -74,6 +75,8 @@ enum BenchCommand {
     Udf(bench::UdfBench),
     /// The anomaly model in wasm against tract run natively.
     Anomaly(bench::AnomalyBench),
+    /// Events/s through a continuous query with a wasm UDF (generator, Kafka), and latency.
+    Stream(bench_stream::StreamBench),
 }
 
 fn cache_dir(cli: Option<PathBuf>) -> PathBuf {
@@ -142,6 +145,9 @@ async fn main() -> Result<()> {
         Command::Bench {
             command: BenchCommand::Anomaly(ref args),
         } => bench::anomaly(args, runtime()?).await,
+        Command::Bench {
+            command: BenchCommand::Stream(ref args),
+        } => bench_stream::stream(args, runtime()?).await,
         Command::Generate { rows, seed, cars } => generate_csv(rows, seed, cars),
     }
 }

@@ -99,3 +99,31 @@ fn udf_build_without_the_wasm_toolchain_points_at_setup() {
         "{stderr}"
     );
 }
+
+#[test]
+fn run_continuous_runs_the_demo_queries_for_the_duration_and_reports_them() {
+    // The README's main job: the generator, the anomaly UDF in wasm, a window and a push query.
+    eddy_tests::components();
+    let out = eddy()
+        .args(["run", "queries/continuous.sql", "--duration", "2s"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "stdout:\n{stdout}\nstderr:\n{stderr}");
+    assert!(
+        stdout.contains("| car      | timestamp           | score  | label"),
+        "stdout:\n{stdout}"
+    );
+    assert!(
+        stdout.contains("(5 rows from push query TRANSIENT_QUERY_2)"),
+        "stdout:\n{stdout}"
+    );
+    assert!(stdout.contains("CSAS_ANOMALIES_0"), "stdout:\n{stdout}");
+    // The summary after the run: the scoring query read events and failed none.
+    let summary = stderr
+        .lines()
+        .find(|l| l.starts_with("CSAS_ANOMALIES_0:"))
+        .unwrap_or_else(|| panic!("no summary in stderr:\n{stderr}"));
+    assert!(summary.ends_with("0 bad, 0 late, 0 failed"), "{summary}");
+}

@@ -1,0 +1,334 @@
+//! `eddy bench stream`: events per second through a continuous query with a wasm UDF in it,
+//! from the generator and from Kafka to Kafka, and event latency through Kafka at a fixed rate.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use eddy_connector::{Record, Sink, Source};
+use eddy_kafka::{ensure_topic, KafkaConfig, KafkaSink, KafkaSource, OffsetReset};
+use eddy_sql::Session;
+use eddy_stream::{Engine, EngineConfig, KafkaSettings};
+use eddy_udf_host::UdfRuntime;
+
+/// Options of `eddy bench stream`.
+#[derive(clap::Args)]
+pub(crate) struct StreamBench {
+    /// Events per throughput run.
+    #[arg(long, default_value_t = 1_000_000)]
+    events: u64,
+    /// Kafka brokers; without it, a tansu from ./setup.sh (.tools/bin/tansu) is started.
+    #[arg(long)]
+    bootstrap_servers: Option<String>,
+    /// Events per second for the latency run.
+    #[arg(long, default_value_t = 50_000)]
+    latency_rate: u64,
+    /// Seconds the latency run lasts.
+    #[arg(long, default_value_t = 10)]
+    latency_seconds: u64,
+    /// The UDF component (built from udfs/temperature when missing).
+    #[arg(long, default_value = "udfs/target/components/temperature.wasm")]
+    component: PathBuf,
+}
+
+const QUERY: &str = "SELECT car, speed, celsius_to_fahrenheit(coolant_temp) AS coolant_f \
+                     FROM car_sensor WHERE speed > 20";
+
+pub(crate) async fn stream(args: &StreamBench, runtime: UdfRuntime) -> Result<()> {
+    if !args.component.exists() {
+        eprintln!("building udfs/temperature …");
+        eddy_udf_build::build("udfs/temperature".as_ref(), &Default::default())?;
+    }
+    let function = format!(
+        "CREATE FUNCTION celsius_to_fahrenheit FROM '{}'",
+        args.component.display()
+    );
+
+    // 1. Generator → filter + projection + wasm UDF → in-memory stream.
+    let mut engine = Engine::new(Session::new(runtime.clone()), EngineConfig::default());
+    engine.execute(&function).await?;
+    engine
+        .execute(&format!(
+            "CREATE STREAM car_sensor WITH (generator='car_sensor', seed=1, cars=100, max_events={})",
+            args.events
+        ))
+        .await?;
+    let started = Instant::now();
+    engine
+        .execute(&format!("CREATE STREAM hot AS {QUERY}"))
+        .await?;
+    let (elapsed, _) = wait_for(&engine, args.events, Duration::from_secs(600)).await?;
+    let generator_rate = args.events as f64 / elapsed.as_secs_f64();
+    println!(
+        "generator -> filter+projection+wasm UDF -> memory: {} events in {:.2} s = {:.0} events/s (query planned at {:?})",
+        args.events,
+        elapsed.as_secs_f64(),
+        generator_rate,
+        started.elapsed() - elapsed
+    );
+    engine.shutdown().await;
+
+    // 2. Kafka → the same → Kafka.
+    let (_broker, bootstrap) = match &args.bootstrap_servers {
+        Some(b) => (None, b.clone()),
+        None => {
+            let (child, bootstrap) = start_tansu()?;
+            (Some(KillOnDrop(child)), bootstrap)
+        }
+    };
+    let config = |group: &str| {
+        KafkaConfig::new(bootstrap.clone(), group)
+            .with("session.timeout.ms", "2000")
+            .with("heartbeat.interval.ms", "100")
+    };
+    let settings = KafkaSettings {
+        bootstrap_servers: bootstrap.clone(),
+        extra: config("x").extra,
+    };
+    let stamp = std::process::id();
+    let (input, output) = (format!("bench-in-{stamp}"), format!("bench-out-{stamp}"));
+    ensure_topic(&config("admin"), &input, 4).await?;
+    ensure_topic(&config("admin"), &output, 4).await?;
+    let produce_started = Instant::now();
+    let mut sink = KafkaSink::new(&config("admin"), &input)?;
+    for first in (0..args.events).step_by(10_000) {
+        let records = (first..(first + 10_000).min(args.events))
+            .map(|i| event(i, None))
+            .collect();
+        sink.send(records).await?;
+    }
+    sink.flush().await?;
+    eprintln!(
+        "(produced {} events to {input} in {:.2} s)",
+        args.events,
+        produce_started.elapsed().as_secs_f64()
+    );
+    let kafka_config = EngineConfig {
+        kafka: Some(settings.clone()),
+        service_id: format!("bench-{stamp}"),
+        ..EngineConfig::default()
+    };
+    let mut engine = Engine::new(Session::new(runtime.clone()), kafka_config.clone());
+    engine.execute(&function).await?;
+    engine
+        .execute(&format!(
+            "CREATE STREAM car_sensor (car VARCHAR, speed DOUBLE, coolant_temp DOUBLE) \
+             WITH (kafka_topic='{input}')"
+        ))
+        .await?;
+    engine
+        .execute(&format!(
+            "CREATE STREAM hot WITH (kafka_topic='{output}') AS {QUERY}"
+        ))
+        .await?;
+    let (elapsed, first_event) = wait_for(&engine, args.events, Duration::from_secs(600)).await?;
+    engine.shutdown().await;
+    let kafka_rate = args.events as f64 / elapsed.as_secs_f64();
+    println!(
+        "kafka -> filter+projection+wasm UDF -> kafka: {} events in {:.2} s = {:.0} events/s (after {:.2} s to join the group)",
+        args.events,
+        elapsed.as_secs_f64(),
+        kafka_rate,
+        first_event.as_secs_f64()
+    );
+
+    // 3. Latency through Kafka at a fixed rate: producer timestamp to the output's arrival.
+    let (input, output) = (format!("lat-in-{stamp}"), format!("lat-out-{stamp}"));
+    ensure_topic(&config("admin"), &input, 4).await?;
+    ensure_topic(&config("admin"), &output, 4).await?;
+    let mut engine = Engine::new(
+        Session::new(runtime),
+        EngineConfig {
+            service_id: format!("lat-{stamp}"),
+            commit_interval: Duration::from_secs(1),
+            ..kafka_config
+        },
+    );
+    engine.execute(&function).await?;
+    engine
+        .execute(&format!(
+            "CREATE STREAM car_sensor (car VARCHAR, speed DOUBLE, coolant_temp DOUBLE) \
+             WITH (kafka_topic='{input}')"
+        ))
+        .await?;
+    engine
+        .execute(&format!(
+            "CREATE STREAM hot WITH (kafka_topic='{output}') AS {QUERY}"
+        ))
+        .await?;
+    let mut reader = KafkaSource::subscribe(
+        &config(&format!("lat-reader-{stamp}")),
+        &output,
+        OffsetReset::Earliest,
+    )?;
+    // Both consumer groups must have joined before the clock starts.
+    let joined = Instant::now();
+    let mut warm = KafkaSink::new(&config("admin"), &input)?;
+    while reader.assignment().is_empty() || engine.queries()[0].events_in == 0 {
+        if joined.elapsed() > Duration::from_secs(30) {
+            bail!("consumer groups did not form in 30 s");
+        }
+        let _ = reader.poll(100, Duration::from_millis(50)).await?;
+        sink_one(&mut warm).await?;
+    }
+    let total = args.latency_rate * args.latency_seconds;
+    let producer = {
+        let config = config("admin");
+        let input = input.clone();
+        let rate = args.latency_rate;
+        tokio::spawn(async move {
+            let mut sink = KafkaSink::new(&config, &input)?;
+            let started = Instant::now();
+            let step = (rate / 100).max(1);
+            let mut sent = 0;
+            while sent < total {
+                let records = (sent..(sent + step).min(total))
+                    .map(|i| event(i, Some(now_ms())))
+                    .collect();
+                sink.send(records).await?;
+                sent = (sent + step).min(total);
+                let due = Duration::from_secs_f64(sent as f64 / rate as f64);
+                if let Some(wait) = due.checked_sub(started.elapsed()) {
+                    tokio::time::sleep(wait).await;
+                }
+            }
+            sink.flush().await?;
+            anyhow::Ok(())
+        })
+    };
+    let mut latencies = Vec::with_capacity(total as usize);
+    let deadline = Instant::now() + Duration::from_secs(args.latency_seconds + 60);
+    while (latencies.len() as u64) < total && Instant::now() < deadline {
+        let messages = reader.poll(10_000, Duration::from_millis(100)).await?;
+        let now = now_ms();
+        for m in messages.unwrap_or_default() {
+            // Warm-up events carry no timestamp worth timing.
+            if let Some(t) = m.timestamp_ms.filter(|t| *t > 0) {
+                if m.payload.starts_with(b"{\"car\":\"lat") {
+                    latencies.push(now - t);
+                }
+            }
+        }
+    }
+    producer.await??;
+    engine.shutdown().await;
+    latencies.sort_unstable();
+    if latencies.is_empty() {
+        bail!("no events came through for the latency run");
+    }
+    let pct = |p: f64| latencies[((latencies.len() - 1) as f64 * p) as usize];
+    println!(
+        "latency through kafka at {} events/s for {} s: p50 {} ms, p99 {} ms, max {} ms ({} of {} events timed)",
+        args.latency_rate,
+        args.latency_seconds,
+        pct(0.5),
+        pct(0.99),
+        latencies[latencies.len() - 1],
+        latencies.len(),
+        total
+    );
+    println!(
+        "goals: >= 200000 events/s through kafka ({:.2}x), p99 < 50 ms at 50000 events/s",
+        kafka_rate / 200_000.0
+    );
+    Ok(())
+}
+
+async fn sink_one(sink: &mut KafkaSink) -> Result<()> {
+    sink.send(vec![Record {
+        key: None,
+        payload: br#"{"car":"warmup","speed":50.0,"coolant_temp":90.0}"#.to_vec(),
+        timestamp_ms: None,
+    }])
+    .await?;
+    sink.flush().await?;
+    Ok(())
+}
+
+/// One JSON event; `timestamp` marks it for the latency run.
+fn event(i: u64, timestamp: Option<i64>) -> Record {
+    let car = if timestamp.is_some() { "lat" } else { "car" };
+    Record {
+        key: Some(format!("{}", i % 100).into_bytes()),
+        payload: format!(
+            r#"{{"car":"{car}-{}","speed":{}.5,"coolant_temp":{}.25}}"#,
+            i % 100,
+            21 + i % 100,
+            80 + i % 30
+        )
+        .into_bytes(),
+        timestamp_ms: timestamp,
+    }
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// Waits until the one query has read `events`; returns the time from its first event to
+/// then, and the time before its first event.
+async fn wait_for(engine: &Engine, events: u64, limit: Duration) -> Result<(Duration, Duration)> {
+    let started = Instant::now();
+    let mut first: Option<Instant> = None;
+    loop {
+        let q = engine
+            .queries()
+            .into_iter()
+            .next()
+            .context("the query stopped")?;
+        if first.is_none() && q.events_in > 0 {
+            first = Some(Instant::now());
+        }
+        if q.events_in >= events {
+            let first = first.unwrap_or(started);
+            return Ok((first.elapsed(), first.duration_since(started)));
+        }
+        if started.elapsed() > limit {
+            bail!("{} of {events} events after {limit:?}", q.events_in);
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+struct KillOnDrop(Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn start_tansu() -> Result<(Child, String)> {
+    let tansu = PathBuf::from(".tools/bin/tansu");
+    if !tansu.exists() {
+        bail!("no --bootstrap-servers and no .tools/bin/tansu: run ./setup.sh");
+    }
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    let url = format!("tcp://127.0.0.1:{port}");
+    let child = Command::new(&tansu)
+        .args([
+            "broker",
+            "--listener-url",
+            &url,
+            "--advertised-listener-url",
+            &url,
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("starting tansu")?;
+    let started = Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        if started.elapsed() > Duration::from_secs(10) {
+            bail!("tansu did not listen on {port}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Ok((child, format!("127.0.0.1:{port}")))
+}
