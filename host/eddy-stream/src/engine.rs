@@ -185,6 +185,8 @@ struct Relation {
 
 struct Running {
     sql: String,
+    /// Scalar functions its plans call, so a function in use is not dropped by mistake.
+    functions: std::collections::BTreeSet<String>,
     sink: Option<String>,
     reads: Vec<String>,
     stats: Arc<Stats>,
@@ -286,6 +288,10 @@ impl Engine {
                 Ok(Output::Message(format!("set '{key}' to '{value}'")))
             }
             Statement::Other(sql) => {
+                let sql = match self.check_drop_function(&sql)? {
+                    Some(forced) => forced,
+                    None => sql,
+                };
                 let upper = sql.trim_start().to_uppercase();
                 if ["SELECT", "WITH", "INSERT"]
                     .iter()
@@ -296,7 +302,18 @@ impl Engine {
                     // reaches only the events inserted after it.
                     self.settle(Duration::from_secs(10)).await;
                 }
+                let show_functions = matches!(
+                    upper
+                        .split_whitespace()
+                        .take(2)
+                        .collect::<Vec<_>>()
+                        .as_slice(),
+                    ["SHOW" | "LIST", "FUNCTIONS" | "FUNCTIONS;"]
+                );
                 match self.session.execute(&sql).await? {
+                    eddy_sql::Output::Rows { schema, batches } if show_functions => {
+                        self.with_users(schema, batches)
+                    }
                     eddy_sql::Output::Rows { schema, batches } => {
                         Ok(Output::Rows { schema, batches })
                     }
@@ -304,6 +321,78 @@ impl Engine {
                 }
             }
         }
+    }
+
+    /// Running queries that call `function`.
+    fn users_of(&self, function: &str) -> Vec<String> {
+        self.queries
+            .iter()
+            .filter(|(_, q)| q.functions.contains(function))
+            .map(|(id, _)| id.clone())
+            .collect()
+    }
+
+    /// `DROP FUNCTION name` while a running query calls it is refused; with `FORCE` it goes
+    /// ahead (running queries keep the version they have). Returns the statement to run
+    /// instead, without `FORCE`, when it was forced.
+    fn check_drop_function(&self, sql: &str) -> Result<Option<String>> {
+        let words: Vec<String> = sql
+            .trim()
+            .trim_end_matches(';')
+            .split_whitespace()
+            .map(str::to_string)
+            .collect();
+        let upper: Vec<String> = words.iter().map(|w| w.to_uppercase()).collect();
+        if upper.len() < 3 || upper[0] != "DROP" || upper[1] != "FUNCTION" {
+            return Ok(None);
+        }
+        let forced = upper.last().is_some_and(|w| w == "FORCE");
+        let name_at = if upper.get(2).is_some_and(|w| w == "IF") {
+            4
+        } else {
+            2
+        };
+        let Some(name) = words.get(name_at) else {
+            return Ok(None);
+        };
+        let name = name.trim_matches('"').to_lowercase();
+        let users = self.users_of(&name);
+        if forced {
+            return Ok(Some(words[..words.len() - 1].join(" ")));
+        }
+        if !users.is_empty() {
+            return Err(Error::Catalog(format!(
+                "cannot drop function '{name}': running queries use it ({}); TERMINATE them \
+                 first, or DROP FUNCTION {name} FORCE (they keep the version they have)",
+                users.join(", ")
+            )));
+        }
+        Ok(None)
+    }
+
+    /// SHOW FUNCTIONS with a `queries` column: the running queries that call each function.
+    fn with_users(&self, schema: SchemaRef, batches: Vec<RecordBatch>) -> Result<Output> {
+        let mut fields: Vec<Field> = schema.fields().iter().map(|f| f.as_ref().clone()).collect();
+        fields.push(Field::new("queries", DataType::Utf8, false));
+        let out_schema = Arc::new(Schema::new(fields));
+        let mut out = Vec::new();
+        for batch in batches {
+            let names = batch
+                .column(0)
+                .as_any()
+                .downcast_ref::<StringArray>()
+                .ok_or_else(|| Error::Plan("SHOW FUNCTIONS: name is not text".into()))?;
+            let users: StringArray = (0..batch.num_rows())
+                .map(|i| Some(self.users_of(names.value(i)).join(", ")))
+                .collect();
+            let mut columns = batch.columns().to_vec();
+            columns.push(Arc::new(users));
+            out.push(RecordBatch::try_new(out_schema.clone(), columns)?);
+        }
+        Ok(Output::Rows {
+            schema: out_schema,
+            batches: out,
+        })
     }
 
     /// Waits until every query reading an in-memory stream has read all of it (or `timeout`
@@ -802,6 +891,7 @@ impl Engine {
             id,
             Running {
                 sql: self.relations[name].sql.clone(),
+                functions: Default::default(),
                 sink: Some(name.to_string()),
                 reads: vec![],
                 stats,
@@ -999,6 +1089,7 @@ impl Engine {
     ) {
         let stats = Arc::new(Stats::default());
         let (stop, stop_rx) = watch::channel(false);
+        let functions = processor.functions();
         let task = Task {
             id: id.clone(),
             input,
@@ -1019,6 +1110,7 @@ impl Engine {
             id,
             Running {
                 sql: sql.to_string(),
+                functions,
                 sink,
                 reads,
                 stats,

@@ -145,6 +145,25 @@ impl Processor {
         self.appended_rowtime
     }
 
+    /// Names of the scalar functions its plans call.
+    pub(crate) fn functions(&self) -> std::collections::BTreeSet<String> {
+        let mut names = std::collections::BTreeSet::new();
+        let plans = std::iter::once(&self.plan).chain(self.window.as_ref().map(|w| &w.plan));
+        for plan in plans {
+            let _ = plan.apply_with_subqueries(|node| {
+                node.apply_expressions(|e| {
+                    e.apply(|e| {
+                        if let datafusion::logical_expr::Expr::ScalarFunction(f) = e {
+                            names.insert(f.func.name().to_string());
+                        }
+                        Ok(datafusion::common::tree_node::TreeNodeRecursion::Continue)
+                    })
+                })
+            });
+        }
+        names
+    }
+
     /// Whether this query keeps windows.
     pub(crate) fn is_windowed(&self) -> bool {
         self.window.is_some()
