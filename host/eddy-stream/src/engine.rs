@@ -873,6 +873,7 @@ impl Engine {
         let schema = decoded_schema(&self.relations[name]);
         let task = Task {
             id: id.clone(),
+            on_error: OnError::Skip,
             input,
             input_schema: schema,
             processor: None,
@@ -952,13 +953,23 @@ impl Engine {
         for key in options.keys() {
             if !matches!(
                 key.as_str(),
-                "kafka_topic" | "value_format" | "partitions" | "key_format"
+                "kafka_topic" | "value_format" | "partitions" | "key_format" | "on_error"
             ) {
                 return Err(Error::Catalog(format!(
-                    "unknown option '{key}' in WITH: a query's output takes kafka_topic, value_format and partitions"
+                    "unknown option '{key}' in WITH: a query takes kafka_topic, value_format, partitions and on_error"
                 )));
             }
         }
+        let on_error = match options.get("on_error").map(|v| v.to_lowercase()).as_deref() {
+            None | Some("skip") => OnError::Skip,
+            Some("fail") => OnError::Fail,
+            Some(other) => {
+                return Err(Error::Catalog(format!(
+                    "on_error must be 'skip' (skip and count failing rows) or 'fail' (stop the \
+                     query), found '{other}'"
+                )))
+            }
+        };
         let prefix = match kind {
             Kind::Stream => "CSAS",
             Kind::Table => "CTAS",
@@ -1064,6 +1075,7 @@ impl Engine {
             None,
             reads_log,
             tables,
+            on_error,
         );
         Ok(Output::Message(format!(
             "{} {name} created; query {id} is running",
@@ -1086,12 +1098,14 @@ impl Engine {
         limit: Option<usize>,
         log: Option<Arc<Log>>,
         tables: Vec<String>,
+        on_error: OnError,
     ) {
         let stats = Arc::new(Stats::default());
         let (stop, stop_rx) = watch::channel(false);
         let functions = processor.functions();
         let task = Task {
             id: id.clone(),
+            on_error,
             input,
             input_schema,
             processor: Some(processor),
@@ -1161,6 +1175,7 @@ impl Engine {
             limit,
             reads_log,
             tables,
+            OnError::Skip,
         );
         Ok(Output::Push(PushQuery {
             id,
@@ -1401,6 +1416,47 @@ impl crate::provider::Inserter for LogInserter {
     }
 }
 
+/// What a query does when a batch fails (a UDF traps, a cast fails): `WITH (on_error=…)`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum OnError {
+    /// Find the failing rows by splitting the batch, skip and count them (and dead-letter them
+    /// when the source has a dead-letter topic); the other rows go through. The default.
+    Skip,
+    /// Stop the query, keeping the error in `SHOW QUERIES`.
+    Fail,
+}
+
+/// Runs `batch`; when it fails, isolates the failing rows by bisection (stateless queries; a
+/// windowed query skips the whole batch). Returns the output, the failed rows with their
+/// reasons, and the error that stops the query under `on_error='fail'`.
+async fn process_isolating(
+    processor: &mut Processor,
+    ctx: &SessionContext,
+    batch: RecordBatch,
+    first: &BTreeMap<i32, i64>,
+    on_error: OnError,
+) -> (Vec<RecordBatch>, Vec<(RecordBatch, String)>, Option<String>) {
+    let mut out = Vec::new();
+    let mut failed = Vec::new();
+    let mut pending = vec![batch];
+    while let Some(piece) = pending.pop() {
+        match processor.process(ctx, piece.clone(), first).await {
+            Ok(o) => out.extend(o),
+            Err(e) if on_error == OnError::Fail => return (out, failed, Some(e.to_string())),
+            Err(e) if piece.num_rows() <= 1 || processor.is_windowed() => {
+                failed.push((piece, e.to_string()))
+            }
+            Err(_) => {
+                // Halves go back on the stack second-half first, so rows keep their order.
+                let half = piece.num_rows() / 2;
+                pending.push(piece.slice(half, piece.num_rows() - half));
+                pending.push(piece.slice(0, half));
+            }
+        }
+    }
+    (out, failed, None)
+}
+
 #[derive(Default)]
 struct TaskOutput {
     /// Push queries show `rowtime` only when the query selected it.
@@ -1412,6 +1468,7 @@ struct TaskOutput {
 
 struct Task {
     id: String,
+    on_error: OnError,
     input: Input,
     input_schema: SchemaRef,
     processor: Option<Processor>,
@@ -1488,41 +1545,40 @@ impl Task {
                     .rows_out
                     .fetch_add(step.batch.num_rows() as u64, Ordering::Relaxed);
             } else if let Some(processor) = &mut self.processor {
-                let rows = step.batch.num_rows();
-                match processor.process(&self.ctx, step.batch, &step.first).await {
-                    Ok(out) => {
-                        self.stats
-                            .late_events
-                            .store(processor.late(), Ordering::Relaxed);
-                        let mut done = false;
-                        for mut batch in out {
-                            if let Some(limit) = self.limit {
-                                let left = limit - sent;
-                                if batch.num_rows() >= left {
-                                    batch = batch.slice(0, left);
-                                    done = true;
-                                }
-                            }
-                            sent += batch.num_rows();
-                            if !self.write(batch).await {
-                                done = true;
-                            }
-                            if done {
-                                break;
-                            }
-                        }
-                        if done {
-                            break;
+                let (out, failed, fatal) =
+                    process_isolating(processor, &self.ctx, step.batch, &step.first, self.on_error)
+                        .await;
+                self.stats
+                    .late_events
+                    .store(processor.late(), Ordering::Relaxed);
+                if !failed.is_empty() {
+                    self.failed_rows(failed).await;
+                }
+                if let Some(e) = fatal {
+                    tracing::error!(query = %self.id, "query failed (on_error='fail'): {e}");
+                    self.stats
+                        .error(format!("query stopped (on_error='fail'): {e}"));
+                    break;
+                }
+                let mut done = false;
+                for mut batch in out {
+                    if let Some(limit) = self.limit {
+                        let left = limit - sent;
+                        if batch.num_rows() >= left {
+                            batch = batch.slice(0, left);
+                            done = true;
                         }
                     }
-                    Err(e) => {
-                        // One bad batch (a trapping UDF, a failed cast) must not stop the query.
-                        tracing::warn!(query = %self.id, rows, "batch failed: {e}");
-                        self.stats
-                            .failed_events
-                            .fetch_add(rows as u64, Ordering::Relaxed);
-                        self.stats.error(e.to_string());
+                    sent += batch.num_rows();
+                    if !self.write(batch).await {
+                        done = true;
                     }
+                    if done {
+                        break;
+                    }
+                }
+                if done {
+                    break;
                 }
             }
             if last_commit.elapsed() >= self.commit_interval {
@@ -1591,6 +1647,38 @@ impl Task {
                     timestamp_ms: Some(crate::json::now_ms()),
                 })
                 .collect();
+            if let Err(e) = dead.send(records).await {
+                self.stats.error(format!("dead-letter sink: {e}"));
+            }
+        }
+    }
+
+    /// Rows a UDF (or a cast) failed on: counted, logged and dead-lettered with the reason.
+    async fn failed_rows(&mut self, failed: Vec<(RecordBatch, String)>) {
+        let rows: usize = failed.iter().map(|(b, _)| b.num_rows()).sum();
+        self.stats
+            .failed_events
+            .fetch_add(rows as u64, Ordering::Relaxed);
+        let (_, first) = &failed[0];
+        tracing::warn!(query = %self.id, rows, "rows failed: {first}");
+        self.stats.error(first.clone());
+        if let Some(dead) = &mut self.dead {
+            let mut records = Vec::new();
+            for (batch, reason) in &failed {
+                for row in encode(batch).unwrap_or_default() {
+                    records.push(eddy_connector::Record {
+                        key: None,
+                        payload: serde_json::to_vec(&serde_json::json!({
+                            "query": self.id,
+                            "origin": "query",
+                            "reason": reason,
+                            "payload": String::from_utf8_lossy(&row.payload),
+                        }))
+                        .expect("JSON encodes"),
+                        timestamp_ms: row.timestamp_ms,
+                    });
+                }
+            }
             if let Err(e) = dead.send(records).await {
                 self.stats.error(format!("dead-letter sink: {e}"));
             }
