@@ -49,6 +49,21 @@ const RESERVED: &[&str] = &[
     "request.required.acks",
 ];
 
+/// Consumer properties a shared `extra` may carry that producers and admin clients ignore.
+const CONSUMER_ONLY: &[&str] = &[
+    "session.timeout.ms",
+    "heartbeat.interval.ms",
+    "fetch.wait.max.ms",
+    "fetch.min.bytes",
+    "fetch.queue.backoff.ms",
+    "fetch.error.backoff.ms",
+    "max.poll.interval.ms",
+    "auto.commit.interval.ms",
+    "partition.assignment.strategy",
+    "group.instance.id",
+    "isolation.level",
+];
+
 impl KafkaConfig {
     /// A config with no extra properties.
     pub fn new(bootstrap_servers: impl Into<String>, group_id: impl Into<String>) -> Self {
@@ -71,6 +86,25 @@ impl KafkaConfig {
         defaults: &[(&str, &str)],
         fixed: &[(&str, &str)],
     ) -> Result<ClientConfig> {
+        self.client_config_for(defaults, fixed, true)
+    }
+
+    /// Like [`client_config`](Self::client_config) for a producer or admin client, which leaves
+    /// out consumer-only properties in `extra` (librdkafka would warn about each).
+    fn producer_config(
+        &self,
+        defaults: &[(&str, &str)],
+        fixed: &[(&str, &str)],
+    ) -> Result<ClientConfig> {
+        self.client_config_for(defaults, fixed, false)
+    }
+
+    fn client_config_for(
+        &self,
+        defaults: &[(&str, &str)],
+        fixed: &[(&str, &str)],
+        consumer: bool,
+    ) -> Result<ClientConfig> {
         if self.bootstrap_servers.trim().is_empty() {
             return Err(Error::Config(
                 "kafka: no bootstrap servers given (host:port of a broker)".into(),
@@ -82,6 +116,9 @@ impl KafkaConfig {
             config.set(*key, *value);
         }
         for (key, value) in &self.extra {
+            if !consumer && CONSUMER_ONLY.contains(&key.as_str()) {
+                continue;
+            }
             if RESERVED.contains(&key.as_str()) {
                 return Err(Error::Config(format!(
                     "kafka {}: property {key} is set by Eddy and cannot be overridden",
@@ -104,7 +141,7 @@ impl KafkaConfig {
 pub async fn ensure_topic(config: &KafkaConfig, topic: &str, partitions: i32) -> Result<()> {
     let broker = &config.bootstrap_servers;
     let admin: AdminClient<LogContext> = config
-        .client_config(&[], &[])?
+        .producer_config(&[], &[])?
         .create_with_context(LogContext)
         .map_err(|e| config_error(broker, &format!("creating an admin client: {e}")))?;
     let new = NewTopic::new(topic, partitions, TopicReplication::Fixed(-1));

@@ -39,7 +39,7 @@ impl KafkaSink {
         if topic.is_empty() {
             return Err(config_error(&broker, "no topic given to write"));
         }
-        let client = config.client_config(
+        let client = config.producer_config(
             &[
                 ("linger.ms", "5"),
                 // Retries must not reorder or duplicate records.

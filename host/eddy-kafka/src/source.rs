@@ -64,7 +64,12 @@ impl KafkaSource {
         let client = config.client_config(
             // librdkafka stops fetching for a second whenever its local queue is full, which at
             // Eddy's rates idles the source half the time once the engine is the bottleneck.
-            &[("fetch.queue.backoff.ms", "10")],
+            // A fetch waits at most 20 ms for data: a stream query's latency is bounded below
+            // by it, and librdkafka's 500 ms default shows up as half-second stalls.
+            &[
+                ("fetch.queue.backoff.ms", "10"),
+                ("fetch.wait.max.ms", "20"),
+            ],
             &[
                 ("group.id", config.group_id.as_str()),
                 ("enable.auto.commit", "false"),

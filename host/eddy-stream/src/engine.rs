@@ -1688,6 +1688,7 @@ impl Task {
     /// Flushes the sinks, then commits the input; false if anything failed (try again later).
     async fn commit(&mut self) -> bool {
         tracing::debug!(query = %self.id, "flushing before commit");
+        let flush_started = Instant::now();
         if let Some(sink) = &mut self.output.sink {
             if let Err(e) = sink.flush().await {
                 tracing::warn!(query = %self.id, "sink flush failed, not committing: {e}");
@@ -1701,12 +1702,16 @@ impl Task {
                 return false;
             }
         }
+        tracing::debug!(query = %self.id, elapsed = ?flush_started.elapsed(), "flushed");
         let hold = self
             .processor
             .as_ref()
             .map(|p| p.held())
             .unwrap_or_default();
-        if let Err(e) = self.input.commit(&hold).await {
+        let started = Instant::now();
+        let committed = self.input.commit(&hold).await;
+        tracing::debug!(query = %self.id, elapsed = ?started.elapsed(), "committed");
+        if let Err(e) = committed {
             tracing::warn!(query = %self.id, "commit failed: {e}");
             self.stats.error(format!("commit: {e}"));
             return false;
