@@ -15,7 +15,7 @@ mod window;
 
 pub use engine::{Engine, EngineConfig, KafkaSettings, Output, PushQuery, QueryInfo, RelationInfo};
 pub use json::{encode, BadEvent, Decoder};
-pub use log::Log;
+pub use log::{Log, DEFAULT_RETAINED_ROWS};
 pub use statement::{parse, Column, Kind, Statement};
 
 /// What can go wrong running a statement or a query.

@@ -8,7 +8,7 @@ use arrow::datatypes::SchemaRef;
 use tokio::sync::Notify;
 
 /// Rows a log keeps before it drops its oldest batches.
-pub(crate) const DEFAULT_RETAINED_ROWS: usize = 1_000_000;
+pub const DEFAULT_RETAINED_ROWS: usize = 1_000_000;
 
 /// A log of batches; readers hold a sequence number and never block writers.
 #[derive(Debug)]

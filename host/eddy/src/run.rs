@@ -37,6 +37,9 @@ pub(crate) struct RunArgs {
     /// How often queries flush their sinks and commit their sources, e.g. 1s or 200ms.
     #[arg(long, default_value = "1s", value_parser = parse_duration)]
     commit_interval: Duration,
+    /// Rows each in-memory stream keeps for pull queries and readers (oldest dropped first).
+    #[arg(long, default_value_t = eddy_stream::DEFAULT_RETAINED_ROWS)]
+    retained_rows: usize,
     /// No live status line.
     #[arg(long, short)]
     quiet: bool,
@@ -86,6 +89,7 @@ pub(crate) async fn run(args: &RunArgs, runtime: UdfRuntime) -> Result<()> {
         kafka,
         service_id: args.service_id.clone(),
         commit_interval: args.commit_interval,
+        retained_rows: args.retained_rows,
         ..EngineConfig::default()
     };
     let mut engine = Engine::new(Session::new(runtime), config);
