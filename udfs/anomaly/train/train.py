@@ -28,7 +28,8 @@ from onnx import TensorProto, helper, numpy_helper
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[2]  # udfs/anomaly/train -> repository root
-OUT = HERE.parent / "model" / "autoencoder.onnx"
+# EDDY_MODEL_OUT writes elsewhere, so a test can retrain and compare with the committed model.
+OUT = Path(os.environ.get("EDDY_MODEL_OUT", HERE.parent / "model" / "autoencoder.onnx")).resolve()
 
 # eddy_generator::FEATURES, in model order.
 FEATURES = [
@@ -267,7 +268,7 @@ def main():
     ref_score, ref_flag = ReferenceEvaluator(model).run(None, {"features": sample})
     gap = float(np.max(np.abs(ref_score - s_ev[:5000])))
     flips = int(np.sum(ref_flag != pred[:5000]))
-    print(f"\n{OUT.relative_to(REPO)} ({OUT.stat().st_size} bytes); onnx.checker ok; "
+    print(f"\n{OUT} ({OUT.stat().st_size} bytes); onnx.checker ok; "
           f"ONNX vs numpy on 5000 rows: max |score diff| {gap:.2e}, {flips} flag flips")
     print(f"held-out FPR at threshold {fpr_th:.5f}; done in {time.time() - t0:.0f} s")
 

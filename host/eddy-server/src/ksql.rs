@@ -1,0 +1,365 @@
+//! `POST /ksql` (one entity per statement), `GET /info`, `GET /healthcheck`.
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::Json;
+use eddy_stream::{Engine, Kind, Output, QueryInfo, RelationInfo};
+use serde_json::{json, Value};
+
+use crate::error::{code, read_body, ApiError};
+use crate::AppState;
+
+/// `GET /info`.
+pub(crate) async fn info(State(state): State<Arc<AppState>>) -> Json<Value> {
+    Json(json!({
+        "KsqlServerInfo": {
+            "version": env!("CARGO_PKG_VERSION"),
+            "kafkaClusterId": state.config.kafka_cluster_id,
+            "ksqlServiceId": state.config.service_id,
+            "serverStatus": "RUNNING",
+        }
+    }))
+}
+
+/// `GET /healthcheck`.
+pub(crate) async fn healthcheck() -> Json<Value> {
+    Json(json!({
+        "isHealthy": true,
+        "details": {
+            "metastore": {"isHealthy": true},
+            "kafka": {"isHealthy": true},
+        }
+    }))
+}
+
+/// Parses a JSON request body into an object, or a ksqlDB-shaped 400.
+pub(crate) fn parse_request(bytes: &[u8]) -> Result<serde_json::Map<String, Value>, ApiError> {
+    match serde_json::from_slice::<Value>(bytes) {
+        Ok(Value::Object(map)) => Ok(map),
+        Ok(_) => Err(ApiError::bad_request(
+            "the request body must be a JSON object",
+        )),
+        Err(e) => Err(ApiError::bad_request(format!(
+            "invalid JSON in the request body: {e}"
+        ))),
+    }
+}
+
+/// The statement text of a request (`ksql` for /ksql and /query, `sql` for /query-stream).
+pub(crate) fn statement_text(
+    request: &serde_json::Map<String, Value>,
+    field: &str,
+) -> Result<String, ApiError> {
+    match request.get(field) {
+        Some(Value::String(s)) => Ok(s.clone()),
+        _ => Err(ApiError::bad_request(format!(
+            "the request body needs a string field \"{field}\""
+        ))),
+    }
+}
+
+/// `POST /ksql`: runs each statement in order; the first failure ends the request with its error
+/// (the statements before it stay done, as in ksqlDB).
+pub(crate) async fn ksql(
+    State(state): State<Arc<AppState>>,
+    body: Body,
+) -> Result<Json<Value>, ApiError> {
+    let bytes = read_body(body, state.config.max_body_bytes).await?;
+    let request = parse_request(&bytes)?;
+    let text = statement_text(&request, "ksql")?;
+    let statements = eddy_sql::split_statements(&text);
+    if statements.is_empty() {
+        return Err(ApiError::bad_request("no statement in \"ksql\""));
+    }
+    let mut entities = Vec::new();
+    let mut engine = state.engine.lock().await;
+    for (_, statement) in statements {
+        let shown = format!("{};", statement.trim().trim_end_matches(';'));
+        crate::udf::check_path(&state.config, &statement, &shown)?;
+        entities.push(run(&mut engine, &statement, &shown).await?);
+    }
+    Ok(Json(Value::Array(entities)))
+}
+
+fn words(statement: &str) -> Vec<String> {
+    statement
+        .trim()
+        .trim_end_matches(';')
+        .split_whitespace()
+        .map(|w| w.to_uppercase())
+        .collect()
+}
+
+async fn run(engine: &mut Engine, statement: &str, shown: &str) -> Result<Value, ApiError> {
+    let w = words(statement);
+    let w: Vec<&str> = w.iter().map(String::as_str).collect();
+    match w.as_slice() {
+        ["SELECT", ..] => Err(ApiError::statement(
+            code::QUERY_ENDPOINT,
+            "The following statement types should be issued to the websocket endpoint '/query': SELECT (send queries to /query or /query-stream)",
+            shown,
+        )),
+        ["SHOW" | "LIST", "STREAMS" | "TABLES", ..] => {
+            reap(engine).await;
+            let kind = if w[1] == "STREAMS" { Kind::Stream } else { Kind::Table };
+            let key = if kind == Kind::Stream { "streams" } else { "tables" };
+            let list: Vec<Value> = engine
+                .relations()
+                .iter()
+                .filter(|r| r.kind == kind)
+                .map(relation_summary)
+                .collect();
+            Ok(json!({"@type": key, "statementText": shown, key: list, "warnings": []}))
+        }
+        ["SHOW" | "LIST", "QUERIES", ..] => {
+            reap(engine).await;
+            let queries: Vec<Value> = engine.queries().iter().map(query_summary).collect();
+            Ok(json!({"@type": "queries", "statementText": shown, "queries": queries, "warnings": []}))
+        }
+        ["SHOW" | "LIST", "PROPERTIES", ..] => Ok(json!({
+            "@type": "properties",
+            "statementText": shown,
+            "properties": [
+                {"name": "ksql.service.id", "scope": "KSQL", "value": "eddy"},
+                {"name": "ksql.streams.auto.offset.reset", "scope": "KSQL", "value": "latest"},
+            ],
+            "overwrittenProperties": [],
+            "defaultProperties": [],
+            "warnings": [],
+        })),
+        ["SHOW" | "LIST", "FUNCTIONS", ..] => {
+            let functions: Vec<Value> = engine
+                .session()
+                .functions()
+                .iter()
+                .map(|(name, f)| {
+                    json!({
+                        "name": name.to_uppercase(),
+                        "type": "SCALAR",
+                        "category": "WASM",
+                        "version": f.component().hash,
+                    })
+                })
+                .collect();
+            Ok(json!({"@type": "function_names", "statementText": shown, "functions": functions, "warnings": []}))
+        }
+        ["DESCRIBE", "FUNCTION", name, ..] => describe_function(engine, name, shown),
+        ["DESCRIBE", name, rest @ ..] if !["STREAMS", "TABLES"].contains(name) => {
+            let extended = rest.first() == Some(&"EXTENDED");
+            describe(engine, name, extended, shown).await
+        }
+        _ => execute(engine, statement, shown).await,
+    }
+}
+
+/// Lets the engine forget push queries whose clients went away.
+pub(crate) async fn reap(engine: &mut Engine) {
+    let _ = engine.execute("SHOW QUERIES").await;
+}
+
+pub(crate) async fn execute(
+    engine: &mut Engine,
+    statement: &str,
+    shown: &str,
+) -> Result<Value, ApiError> {
+    let before: Vec<String> = engine.queries().into_iter().map(|q| q.id).collect();
+    let output = engine
+        .execute(statement)
+        .await
+        .map_err(|e| ApiError::statement(code::BAD_STATEMENT, e.to_string(), shown))?;
+    let message = match output {
+        Output::Message(m) => m,
+        Output::Rows { batches, .. } => {
+            let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
+            format!("{rows} row(s)")
+        }
+        // Not reached: push queries are refused above. Dropping it ends the query.
+        Output::Push(push) => format!("push query {} ended: send push queries to /query", push.id),
+    };
+    let query_id = engine
+        .queries()
+        .into_iter()
+        .map(|q| q.id)
+        .find(|id| !before.contains(id));
+    let w = words(statement);
+    let action = match w.first().map(String::as_str) {
+        Some("DROP") => "drop",
+        Some("TERMINATE") => "terminate",
+        _ => "create",
+    };
+    let object = w
+        .iter()
+        .position(|x| x == "STREAM" || x == "TABLE" || x == "FUNCTION")
+        .map(|i| {
+            (
+                w[i].to_lowercase(),
+                w.get(i + 1).cloned().unwrap_or_default(),
+            )
+        })
+        .unwrap_or_else(|| ("statement".into(), w.get(1).cloned().unwrap_or_default()));
+    Ok(json!({
+        "@type": "currentStatus",
+        "statementText": shown,
+        "commandId": format!("{}/`{}`/{action}", object.0, object.1.trim_matches('`')),
+        "commandStatus": {"status": "SUCCESS", "message": message, "queryId": query_id},
+        "commandSequenceNumber": -1,
+        "warnings": [],
+    }))
+}
+
+fn relation_summary(r: &RelationInfo) -> Value {
+    json!({
+        "type": if r.kind == Kind::Stream { "STREAM" } else { "TABLE" },
+        "name": r.name.to_uppercase(),
+        "topic": r.topic.clone().unwrap_or_default(),
+        "keyFormat": "KAFKA",
+        "valueFormat": r.value_format,
+        "isWindowed": r.windowed,
+    })
+}
+
+fn query_summary(q: &QueryInfo) -> Value {
+    let sinks: Vec<String> = q.sink.iter().map(|s| s.to_uppercase()).collect();
+    json!({
+        "queryString": q.sql,
+        "sinks": sinks,
+        "sinkKafkaTopics": sinks,
+        "id": q.id,
+        "statusCount": {"RUNNING": 1},
+        "queryType": if q.sink.is_some() { "PERSISTENT" } else { "PUSH" },
+        "state": "RUNNING",
+    })
+}
+
+async fn describe(
+    engine: &mut Engine,
+    name: &str,
+    extended: bool,
+    shown: &str,
+) -> Result<Value, ApiError> {
+    reap(engine).await;
+    let wanted = name.trim_matches('`').trim_matches('"');
+    let Some(relation) = engine
+        .relations()
+        .into_iter()
+        .find(|r| r.name.eq_ignore_ascii_case(wanted))
+    else {
+        return Err(ApiError::statement(
+            code::BAD_STATEMENT,
+            format!(
+                "Could not find STREAM/TABLE '{}' in the Metastore",
+                wanted.to_uppercase()
+            ),
+            shown,
+        ));
+    };
+    let queries = engine.queries();
+    let reads = |q: &&QueryInfo| {
+        q.sink.as_deref() != Some(relation.name.as_str())
+            && q.sql
+                .split(|c: char| !c.is_ascii_alphanumeric() && c != '_')
+                .any(|word| word.eq_ignore_ascii_case(&relation.name))
+    };
+    let read_queries: Vec<Value> = queries.iter().filter(reads).map(query_summary).collect();
+    let write_queries: Vec<Value> = queries
+        .iter()
+        .filter(|q| q.sink.as_deref() == Some(relation.name.as_str()))
+        .map(query_summary)
+        .collect();
+    let fields: Vec<Value> = relation
+        .columns
+        .iter()
+        .filter(|(n, _)| n != "rowtime")
+        .map(|(n, t)| {
+            let mut field = json!({
+                "name": n.to_uppercase(),
+                "schema": {"type": ksql_base_type(t), "fields": null, "memberSchema": null},
+            });
+            if relation.keys.contains(n) {
+                field["type"] = json!(if relation.kind == Kind::Table {
+                    "PRIMARY_KEY"
+                } else {
+                    "KEY"
+                });
+            }
+            field
+        })
+        .collect();
+    Ok(json!({
+        "@type": "sourceDescription",
+        "statementText": shown,
+        "sourceDescription": {
+            "name": relation.name.to_uppercase(),
+            "windowType": null,
+            "readQueries": read_queries,
+            "writeQueries": write_queries,
+            "fields": fields,
+            "type": if relation.kind == Kind::Stream { "STREAM" } else { "TABLE" },
+            "timestamp": "",
+            "statistics": "",
+            "errorStats": "",
+            "extended": extended,
+            "keyFormat": "KAFKA",
+            "valueFormat": relation.value_format,
+            "topic": relation.topic.clone().unwrap_or_default(),
+            "partitions": 0,
+            "replication": 0,
+            "statement": relation.sql,
+            "sourceConstraints": [],
+        },
+        "warnings": [],
+    }))
+}
+
+fn ksql_base_type(sql: &str) -> String {
+    let t = crate::rows::ksql_type_name(sql);
+    match t.split_once('<') {
+        Some((base, _)) => base.to_string(),
+        None => t,
+    }
+}
+
+fn describe_function(engine: &mut Engine, name: &str, shown: &str) -> Result<Value, ApiError> {
+    let wanted = name.trim_matches('`').trim_matches('"').to_lowercase();
+    let Some(f) = engine.session().functions().get(&wanted).cloned() else {
+        return Err(ApiError::statement(
+            code::BAD_STATEMENT,
+            format!(
+                "Can't find any functions with the name '{}' (SHOW FUNCTIONS lists them)",
+                wanted.to_uppercase()
+            ),
+            shown,
+        ));
+    };
+    let d = f.description();
+    let component = f.component();
+    let arguments: Vec<Value> = d
+        .params
+        .iter()
+        .map(|(n, t)| json!({"name": n, "type": crate::rows::ksql_type_name(t.sql_name()), "description": "", "isVariadic": false}))
+        .collect();
+    Ok(json!({
+        "@type": "describe_function",
+        "statementText": shown,
+        "name": d.name.to_uppercase(),
+        "description": d.doc,
+        "author": "",
+        "version": component.hash,
+        "path": component.source,
+        "type": "SCALAR",
+        "functions": [{
+            "arguments": arguments,
+            "returnType": crate::rows::ksql_type_name(d.returns.sql_name()),
+            "description": d.doc,
+            "argumentTypes": d.params.iter().map(|(_, t)| crate::rows::ksql_type_name(t.sql_name())).collect::<Vec<_>>(),
+        }],
+        "warnings": [],
+    }))
+}
+
+/// Status for errors of the engine at /query: ksqlDB uses 400 with a statement error.
+pub(crate) fn statement_error(e: impl std::fmt::Display, shown: &str) -> ApiError {
+    ApiError::statement(code::BAD_STATEMENT, e.to_string(), shown)
+}

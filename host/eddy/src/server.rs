@@ -1,0 +1,347 @@
+//! `eddy server` (the ksqlDB-compatible REST server) and `eddy sql` (its command-line client).
+
+use std::io::{BufRead, IsTerminal, Write};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use eddy_sql::Session;
+use eddy_stream::{Engine, EngineConfig, KafkaSettings};
+use eddy_udf_host::UdfRuntime;
+use serde_json::{json, Value};
+
+/// Options of `eddy server`.
+#[derive(clap::Args)]
+pub(crate) struct ServerArgs {
+    /// Address to listen on; loopback unless told otherwise. Port 0 picks a free port (printed).
+    #[arg(long, default_value = "127.0.0.1:8088")]
+    listen: SocketAddr,
+    /// Kafka brokers, for streams WITH (kafka_topic=…).
+    #[arg(long, env = "EDDY_BOOTSTRAP_SERVERS")]
+    bootstrap_servers: Option<String>,
+    /// Names this deployment (reported as ksqlServiceId; shared by processes that split work).
+    #[arg(long, default_value = "eddy", env = "EDDY_SERVICE_ID")]
+    service_id: String,
+    /// A file holding the token clients must send (`Authorization: Bearer TOKEN`, or Basic auth
+    /// with TOKEN as password). Without it, no authentication.
+    #[arg(long)]
+    auth_token_file: Option<PathBuf>,
+    /// Larger request bodies are refused with 413.
+    #[arg(long, default_value_t = 1 << 20)]
+    max_body_bytes: usize,
+    /// The directory UDF components may be loaded from over HTTP (`CREATE FUNCTION … FROM`) and
+    /// where `POST /functions/NAME` stores uploads. Without it, no UDFs over HTTP.
+    #[arg(long)]
+    udf_dir: Option<PathBuf>,
+    /// Larger component uploads are refused with 413.
+    #[arg(long, default_value_t = 64 << 20)]
+    max_udf_bytes: usize,
+    /// How often queries flush their sinks and commit their sources, in milliseconds.
+    #[arg(long, default_value_t = 1000)]
+    commit_interval_ms: u64,
+}
+
+pub(crate) async fn server(args: &ServerArgs, runtime: UdfRuntime) -> Result<()> {
+    let auth_token = match &args.auth_token_file {
+        Some(file) => {
+            let token = std::fs::read_to_string(file)
+                .with_context(|| format!("reading {}", file.display()))?
+                .trim()
+                .to_string();
+            if token.is_empty() {
+                bail!("{} is empty", file.display());
+            }
+            Some(token)
+        }
+        None => None,
+    };
+    let config = EngineConfig {
+        kafka: args
+            .bootstrap_servers
+            .as_ref()
+            .map(|servers| KafkaSettings {
+                bootstrap_servers: servers.clone(),
+                extra: Default::default(),
+            }),
+        service_id: args.service_id.clone(),
+        commit_interval: Duration::from_millis(args.commit_interval_ms),
+        ..EngineConfig::default()
+    };
+    let engine = Arc::new(tokio::sync::Mutex::new(Engine::new(
+        Session::new(runtime),
+        config,
+    )));
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("listening on {}", args.listen))?;
+    let server = eddy_server::Server::new(
+        engine.clone(),
+        eddy_server::ServerConfig {
+            service_id: args.service_id.clone(),
+            kafka_cluster_id: args
+                .bootstrap_servers
+                .clone()
+                .unwrap_or_else(|| "none".into()),
+            auth_token,
+            max_body_bytes: args.max_body_bytes,
+            udf_dir: args.udf_dir.clone(),
+            max_udf_bytes: args.max_udf_bytes,
+        },
+    );
+    println!("eddy server listening on http://{}", listener.local_addr()?);
+    std::io::stdout().flush()?;
+    server.serve(listener, stop_signal()).await?;
+    eprintln!("eddy server: stopping queries");
+    let mut engine = engine.lock().await;
+    engine.shutdown().await;
+    eprintln!("eddy server: stopped");
+    Ok(())
+}
+
+/// Ctrl-C or SIGTERM.
+async fn stop_signal() {
+    #[cfg(unix)]
+    {
+        let mut term =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = async {
+                match term.as_mut() {
+                    Some(t) => { t.recv().await; }
+                    None => std::future::pending::<()>().await,
+                }
+            } => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = tokio::signal::ctrl_c().await;
+}
+
+/// Options of `eddy sql`.
+#[derive(clap::Args)]
+pub(crate) struct SqlArgs {
+    /// The server.
+    #[arg(long, default_value = "http://127.0.0.1:8088", env = "EDDY_SERVER")]
+    server: String,
+    /// Run these statements and exit (otherwise a prompt reads statements from stdin).
+    #[arg(short = 'e', long = "execute")]
+    execute: Option<String>,
+    /// A file holding the server's auth token.
+    #[arg(long)]
+    auth_token_file: Option<PathBuf>,
+}
+
+pub(crate) async fn sql(args: &SqlArgs) -> Result<()> {
+    let token = match &args.auth_token_file {
+        Some(f) => Some(std::fs::read_to_string(f)?.trim().to_string()),
+        None => None,
+    };
+    let client = Client {
+        http: reqwest::Client::new(),
+        base: args.server.trim_end_matches('/').to_string(),
+        token,
+    };
+    if let Some(text) = &args.execute {
+        let mut failed = false;
+        for (_, statement) in eddy_sql::split_statements(text) {
+            if let Err(e) = client.run(&statement).await {
+                eprintln!("error: {e:#}");
+                failed = true;
+            }
+        }
+        if failed {
+            bail!("a statement failed");
+        }
+        return Ok(());
+    }
+    // A prompt: statements end with ';'.
+    let stdin = std::io::stdin();
+    let interactive = stdin.is_terminal();
+    let mut buffer = String::new();
+    loop {
+        if interactive {
+            print!(
+                "{}",
+                if buffer.is_empty() {
+                    "eddy> "
+                } else {
+                    "   -> "
+                }
+            );
+            std::io::stdout().flush()?;
+        }
+        let mut line = String::new();
+        if stdin.lock().read_line(&mut line)? == 0 {
+            break;
+        }
+        buffer.push_str(&line);
+        if !buffer.trim_end().ends_with(';') {
+            continue;
+        }
+        for (_, statement) in eddy_sql::split_statements(&buffer) {
+            if let Err(e) = client.run(&statement).await {
+                eprintln!("error: {e:#}");
+            }
+        }
+        buffer.clear();
+    }
+    Ok(())
+}
+
+struct Client {
+    http: reqwest::Client,
+    base: String,
+    token: Option<String>,
+}
+
+impl Client {
+    fn post(&self, path: &str, body: Value) -> reqwest::RequestBuilder {
+        let mut request = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .header(
+                "Content-Type",
+                "application/vnd.ksql.v1+json; charset=utf-8",
+            )
+            .body(body.to_string());
+        if let Some(token) = &self.token {
+            request = request.bearer_auth(token);
+        }
+        request
+    }
+
+    async fn run(&self, statement: &str) -> Result<()> {
+        let is_query = statement
+            .split_whitespace()
+            .next()
+            .is_some_and(|w| w.eq_ignore_ascii_case("SELECT"));
+        if is_query {
+            return self.query(statement).await;
+        }
+        let response = self
+            .post("/ksql", json!({"ksql": statement, "streamsProperties": {}}))
+            .send()
+            .await
+            .with_context(|| format!("connecting to {}", self.base))?;
+        let status = response.status();
+        let body: Value = response.json().await?;
+        if !status.is_success() {
+            bail!("{} ({status})", body["message"].as_str().unwrap_or("error"));
+        }
+        for entity in body.as_array().into_iter().flatten() {
+            print_entity(entity);
+        }
+        Ok(())
+    }
+
+    /// Streams a query's rows as they arrive (until LIMIT, the end, or Ctrl-C).
+    async fn query(&self, statement: &str) -> Result<()> {
+        let mut response = self
+            .post("/query-stream", json!({"sql": statement, "properties": {}}))
+            .send()
+            .await
+            .with_context(|| format!("connecting to {}", self.base))?;
+        if !response.status().is_success() {
+            let status = response.status();
+            let body: Value = response.json().await.unwrap_or_default();
+            bail!("{} ({status})", body["message"].as_str().unwrap_or("error"));
+        }
+        let mut pending = String::new();
+        let mut rows = 0;
+        loop {
+            let chunk = tokio::select! {
+                chunk = response.chunk() => chunk?,
+                _ = tokio::signal::ctrl_c() => None,
+            };
+            let Some(chunk) = chunk else { break };
+            pending.push_str(&String::from_utf8_lossy(&chunk));
+            while let Some(end) = pending.find('\n') {
+                let line: String = pending.drain(..=end).collect();
+                let Ok(value) = serde_json::from_str::<Value>(line.trim()) else {
+                    continue;
+                };
+                if let Some(names) = value.get("columnNames").and_then(Value::as_array) {
+                    let names: Vec<&str> = names.iter().filter_map(Value::as_str).collect();
+                    println!("{}", names.join(" | "));
+                } else if let Some(row) = value.as_array() {
+                    rows += 1;
+                    let cells: Vec<String> = row.iter().map(cell).collect();
+                    println!("{}", cells.join(" | "));
+                }
+            }
+        }
+        println!("({rows} row{})", if rows == 1 { "" } else { "s" });
+        Ok(())
+    }
+}
+
+fn cell(value: &Value) -> String {
+    match value {
+        Value::String(s) => s.clone(),
+        Value::Null => "null".into(),
+        other => other.to_string(),
+    }
+}
+
+fn print_entity(entity: &Value) {
+    let kind = entity["@type"].as_str().unwrap_or_default();
+    match kind {
+        "currentStatus" => println!(
+            "{}",
+            entity["commandStatus"]["message"]
+                .as_str()
+                .unwrap_or("done")
+        ),
+        "streams" | "tables" | "queries" | "function_names" => {
+            let key = if kind == "function_names" {
+                "functions"
+            } else {
+                kind
+            };
+            let list = entity[key].as_array().cloned().unwrap_or_default();
+            for item in &list {
+                let line = match kind {
+                    "queries" => format!(
+                        "{} | {} | {}",
+                        cell(&item["id"]),
+                        cell(&item["queryType"]),
+                        cell(&item["queryString"])
+                    ),
+                    "function_names" => {
+                        format!("{} | {}", cell(&item["name"]), cell(&item["version"]))
+                    }
+                    _ => format!(
+                        "{} | {} | {}",
+                        cell(&item["name"]),
+                        cell(&item["topic"]),
+                        cell(&item["valueFormat"])
+                    ),
+                };
+                println!("{line}");
+            }
+            println!("({} {kind})", list.len());
+        }
+        "sourceDescription" => {
+            let d = &entity["sourceDescription"];
+            println!("{} {}", cell(&d["type"]), cell(&d["name"]));
+            for field in d["fields"].as_array().into_iter().flatten() {
+                println!(
+                    "  {} {}{}",
+                    cell(&field["name"]),
+                    cell(&field["schema"]["type"]),
+                    field
+                        .get("type")
+                        .map(|t| format!(" ({})", cell(t)))
+                        .unwrap_or_default()
+                );
+            }
+        }
+        _ => println!(
+            "{}",
+            serde_json::to_string_pretty(entity).unwrap_or_default()
+        ),
+    }
+}
