@@ -2,6 +2,7 @@
 
 mod bench;
 mod bench_stream;
+mod mqtt_proxy;
 mod run;
 mod server;
 
@@ -30,6 +31,8 @@ enum Command {
     Server(server::ServerArgs),
     /// A client for `eddy server`: `-e 'statement'`, or a prompt.
     Sql(server::SqlArgs),
+    /// An MQTT endpoint that lands device publishes in Kafka, acknowledging after Kafka does.
+    MqttProxy(mqtt_proxy::MqttProxyArgs),
     /// UDF components.
     Udf {
         #[command(subcommand)]
@@ -121,6 +124,7 @@ async fn main() -> Result<()> {
     let runtime = || UdfRuntime::new(Some(cache_dir(cli.cache_dir.clone())), Limits::default());
     match cli.command {
         Command::Run(ref args) => run::run(args, runtime()?).await,
+        Command::MqttProxy(ref args) => mqtt_proxy::run(args).await,
         Command::Server(ref args) => server::server(args, runtime()?).await,
         Command::Sql(ref args) => server::sql(args).await,
         Command::Udf {
