@@ -74,6 +74,12 @@ pub trait Source: Send {
     ///
     /// `next` holds, per partition, the offset of the first message *not* done.
     async fn commit(&mut self, next: &BTreeMap<i32, i64>) -> Result<()>;
+
+    /// Messages waiting in the source beyond what was read, if the source can tell (Kafka's
+    /// consumer lag); a cheap local estimate, called once per step.
+    fn lag(&self) -> Option<u64> {
+        None
+    }
 }
 
 /// A destination for records, written by one query.

@@ -168,6 +168,20 @@ impl Source for KafkaSource {
         Ok(Some(messages))
     }
 
+    fn lag(&self) -> Option<u64> {
+        // Watermarks come cached from fetch responses and positions are local: no broker call.
+        let positions = self.consumer.position().ok()?;
+        let mut lag = 0u64;
+        for element in positions.elements_for_topic(&self.topic) {
+            let Some(position) = element.offset().to_raw().filter(|o| *o >= 0) else {
+                continue;
+            };
+            let high = cached_high_watermark(&self.consumer, &self.topic, element.partition())?;
+            lag += u64::try_from(high - position).unwrap_or(0);
+        }
+        Some(lag)
+    }
+
     async fn commit(&mut self, next: &BTreeMap<i32, i64>) -> Result<()> {
         if next.is_empty() {
             return Ok(());
@@ -351,4 +365,29 @@ impl ConsumerContext for SourceContext {
             ),
         }
     }
+}
+
+/// The partition's high watermark as librdkafka last saw it in a fetch response; `None` before
+/// the first fetch. rdkafka's safe API only has the variant that asks the broker.
+fn cached_high_watermark(
+    consumer: &BaseConsumer<SourceContext>,
+    topic: &str,
+    partition: i32,
+) -> Option<i64> {
+    use rdkafka::consumer::Consumer;
+    let topic = std::ffi::CString::new(topic).ok()?;
+    let (mut low, mut high) = (-1i64, -1i64);
+    // SAFETY: the client pointer is valid while `consumer` lives; librdkafka only reads the
+    // topic string and writes the two offsets, which outlive the call.
+    let error = unsafe {
+        rdkafka::bindings::rd_kafka_get_watermark_offsets(
+            consumer.client().native_ptr(),
+            topic.as_ptr(),
+            partition,
+            &mut low,
+            &mut high,
+        )
+    };
+    (error == rdkafka::bindings::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR && high >= 0)
+        .then_some(high)
 }

@@ -132,11 +132,16 @@ pub struct QueryInfo {
     pub failed_events: u64,
     /// The last error, if any.
     pub last_error: Option<String>,
+    /// Messages waiting in its source (Kafka consumer lag; unread batches of an in-memory
+    /// stream), as of its last step; `None` when the source cannot tell.
+    pub lag: Option<u64>,
 }
 
 #[derive(Debug, Default)]
 struct Stats {
     events_in: AtomicU64,
+    /// `u64::MAX` when the source cannot tell.
+    lag: AtomicU64,
     rows_out: AtomicU64,
     bad_events: AtomicU64,
     late_events: AtomicU64,
@@ -465,6 +470,7 @@ impl Engine {
                 late_events: q.stats.late_events.load(Ordering::Relaxed),
                 failed_events: q.stats.failed_events.load(Ordering::Relaxed),
                 last_error: q.stats.last_error.lock().expect("stats lock").clone(),
+                lag: Some(q.stats.lag.load(Ordering::Relaxed)).filter(|l| *l != u64::MAX),
             })
             .collect()
     }
@@ -1513,6 +1519,9 @@ impl Task {
                     continue;
                 }
             };
+            self.stats
+                .lag
+                .store(self.input.lag().unwrap_or(u64::MAX), Ordering::Relaxed);
             if step.is_idle() {
                 if dirty {
                     dirty = !self.commit().await;

@@ -195,6 +195,16 @@ impl Input {
         Ok(())
     }
 
+    /// Messages waiting beyond what was read (Kafka consumer lag; the log's unread batches for
+    /// memory), if known.
+    pub(crate) fn lag(&self) -> Option<u64> {
+        match self {
+            Input::Source { source, .. } => source.lag(),
+            Input::Memory { log, next } => Some(log.end().saturating_sub(*next)),
+            Input::Generator { .. } => None,
+        }
+    }
+
     /// For a memory input, its log and position (to tell whether it has caught up).
     pub(crate) fn memory_position(&self) -> Option<(&Arc<Log>, u64)> {
         match self {

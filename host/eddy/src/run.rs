@@ -190,11 +190,13 @@ async fn watch(engine: &Engine, args: &RunArgs) {
         if live {
             let seconds = now.0.duration_since(last.0).as_secs_f64().max(1e-3);
             let rate = |a: u64, b: u64| (a.saturating_sub(b)) as f64 / seconds;
+            let lag: Option<u64> = persistent.iter().filter_map(|q| q.lag).reduce(|a, b| a + b);
             eprint!(
-                "\r{} queries | in {:>9.0}/s out {:>9.0}/s | total in {} out {} bad {} late {} failed {}   ",
+                "\r{} queries | in {:>9.0}/s out {:>9.0}/s | lag {} | total in {} out {} bad {} late {} failed {}   ",
                 persistent.len(),
                 rate(now.1 .0, last.1 .0),
                 rate(now.1 .1, last.1 .1),
+                lag.map_or_else(|| "-".to_string(), |l| l.to_string()),
                 now.1 .0,
                 now.1 .1,
                 now.1 .2,
