@@ -108,6 +108,23 @@ pub(crate) async fn anomaly(args: &AnomalyBench, runtime: UdfRuntime) -> Result<
         .collect();
     let model = eddy_anomaly_native::NativeAnomalyModel::load(&args.model)?;
     let wasm = session.context().udf("anomaly_score")?;
+    // No instance exists yet: the first call instantiates the component and has tract parse
+    // the embedded model; the second reuses the pooled instance.
+    let one = [arrays[0].slice(0, 1)];
+    let started = std::time::Instant::now();
+    invoke_all(&wasm, &one)?;
+    let cold = started.elapsed();
+    let started = std::time::Instant::now();
+    invoke_all(&wasm, &one)?;
+    let warm = started.elapsed();
+    println!(
+        "component {} ({} KiB); first call on a new instance (instantiate + model load) {:.2} ms, \
+         next call {:.3} ms (1 row each)",
+        args.component.display(),
+        std::fs::metadata(&args.component).map_or(0, |m| m.len() / 1024),
+        cold.as_secs_f64() * 1e3,
+        warm.as_secs_f64() * 1e3
+    );
     let native = best_of(args.runs, || {
         let mut n = 0;
         for values in &flat {
