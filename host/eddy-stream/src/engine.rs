@@ -15,7 +15,7 @@ use tokio::task::JoinHandle;
 
 use crate::connectors;
 use crate::input::Input;
-use crate::json::{encode, Decoder};
+use crate::json::{encode, type_name, Decoder};
 use crate::log::{Log, DEFAULT_RETAINED_ROWS};
 use crate::pipeline::Processor;
 use crate::provider::{StreamProvider, TableProviderImpl, TableState};
@@ -692,7 +692,7 @@ impl Engine {
             drop(stale);
         }
         let ctx = self.ctx();
-        let relation = match kind {
+        let (schema, log, table) = match kind {
             Kind::Stream => {
                 fields.push(Field::new(
                     "rowtime",
@@ -721,17 +721,7 @@ impl Engine {
                         schema: schema.clone(),
                     }),
                 )?;
-                Relation {
-                    kind,
-                    keys: key_names.clone(),
-                    schema,
-                    spec: spec.clone(),
-                    options: options.clone(),
-                    log,
-                    table: None,
-                    timestamp,
-                    sql: sql.to_string(),
-                }
+                (schema, log, None)
             }
             Kind::Table => {
                 let schema = Arc::new(Schema::new(fields));
@@ -744,18 +734,19 @@ impl Engine {
                         name: name.to_string(),
                     }),
                 )?;
-                Relation {
-                    kind,
-                    keys: key_names.clone(),
-                    schema,
-                    spec: spec.clone(),
-                    options: options.clone(),
-                    log: None,
-                    table: Some(state),
-                    timestamp,
-                    sql: sql.to_string(),
-                }
+                (schema, None, Some(state))
             }
+        };
+        let relation = Relation {
+            kind,
+            keys: key_names,
+            schema,
+            spec: spec.clone(),
+            options,
+            log,
+            table,
+            timestamp,
+            sql: sql.to_string(),
         };
         self.relations.insert(name.to_string(), relation);
         if kind == Kind::Table && !matches!(spec, Spec::Memory) {
@@ -1391,19 +1382,6 @@ fn describe_source(r: &Relation) -> String {
             Some(t) => format!("query {query} -> kafka:{t}"),
             None => format!("query {query}"),
         },
-    }
-}
-
-fn type_name(t: &DataType) -> String {
-    match t {
-        DataType::Boolean => "BOOLEAN".into(),
-        DataType::Int32 => "INT".into(),
-        DataType::Int64 => "BIGINT".into(),
-        DataType::Float64 => "DOUBLE".into(),
-        DataType::Utf8 => "VARCHAR".into(),
-        DataType::Timestamp(..) => "TIMESTAMP".into(),
-        DataType::List(f) => format!("ARRAY<{}>", type_name(f.data_type())),
-        other => other.to_string(),
     }
 }
 

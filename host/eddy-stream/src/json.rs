@@ -272,21 +272,26 @@ fn check(field: &Field, value: &Value) -> std::result::Result<(), String> {
         Err(format!(
             "field '{}' should be {}, found {}",
             field.name(),
-            type_name(field.data_type()),
+            match field.data_type() {
+                DataType::Timestamp(..) => "TIMESTAMP (ms since the epoch or ISO 8601)".into(),
+                t => type_name(t),
+            },
             compact(value)
         ))
     }
 }
 
-fn type_name(t: &DataType) -> String {
+/// A column type as SQL writes it (`DOUBLE`, `ARRAY<VARCHAR>`), for messages and listings.
+pub(crate) fn type_name(t: &DataType) -> String {
     match t {
         DataType::Boolean => "BOOLEAN".into(),
         DataType::Int32 => "INT".into(),
         DataType::Int64 => "BIGINT".into(),
         DataType::Float64 => "DOUBLE".into(),
-        DataType::Timestamp(..) => "TIMESTAMP (ms since the epoch or ISO 8601)".into(),
+        DataType::Utf8 => "VARCHAR".into(),
+        DataType::Timestamp(..) => "TIMESTAMP".into(),
         DataType::List(item) => format!("ARRAY<{}>", type_name(item.data_type())),
-        _ => "VARCHAR".into(),
+        other => other.to_string(),
     }
 }
 

@@ -110,19 +110,13 @@ pub(crate) async fn stream(args: &StreamBench, runtime: UdfRuntime) -> Result<()
         service_id: format!("bench-{stamp}"),
         ..EngineConfig::default()
     };
-    let mut engine = Engine::new(Session::new(runtime.clone()), kafka_config.clone());
-    engine.execute(&function).await?;
-    engine
-        .execute(&format!(
-            "CREATE STREAM car_sensor (car VARCHAR, speed DOUBLE, coolant_temp DOUBLE) \
-             WITH (kafka_topic='{input}')"
-        ))
-        .await?;
-    engine
-        .execute(&format!(
-            "CREATE STREAM hot WITH (kafka_topic='{output}') AS {QUERY}"
-        ))
-        .await?;
+    let mut engine = kafka_pipeline(
+        Engine::new(Session::new(runtime.clone()), kafka_config.clone()),
+        &function,
+        &input,
+        &output,
+    )
+    .await?;
     let (elapsed, first_event) = wait_for(&engine, args.events, Duration::from_secs(600)).await?;
     engine.shutdown().await;
     let kafka_rate = args.events as f64 / elapsed.as_secs_f64();
@@ -138,26 +132,20 @@ pub(crate) async fn stream(args: &StreamBench, runtime: UdfRuntime) -> Result<()
     let (input, output) = (format!("lat-in-{stamp}"), format!("lat-out-{stamp}"));
     ensure_topic(&config("admin"), &input, 4).await?;
     ensure_topic(&config("admin"), &output, 4).await?;
-    let mut engine = Engine::new(
-        Session::new(runtime),
-        EngineConfig {
-            service_id: format!("lat-{stamp}"),
-            commit_interval: Duration::from_secs(1),
-            ..kafka_config
-        },
-    );
-    engine.execute(&function).await?;
-    engine
-        .execute(&format!(
-            "CREATE STREAM car_sensor (car VARCHAR, speed DOUBLE, coolant_temp DOUBLE) \
-             WITH (kafka_topic='{input}')"
-        ))
-        .await?;
-    engine
-        .execute(&format!(
-            "CREATE STREAM hot WITH (kafka_topic='{output}') AS {QUERY}"
-        ))
-        .await?;
+    let mut engine = kafka_pipeline(
+        Engine::new(
+            Session::new(runtime),
+            EngineConfig {
+                service_id: format!("lat-{stamp}"),
+                commit_interval: Duration::from_secs(1),
+                ..kafka_config
+            },
+        ),
+        &function,
+        &input,
+        &output,
+    )
+    .await?;
     let mut reader = KafkaSource::subscribe(
         &config(&format!("lat-reader-{stamp}")),
         &output,
@@ -245,6 +233,28 @@ async fn sink_one(sink: &mut KafkaSink) -> Result<()> {
     .await?;
     sink.flush().await?;
     Ok(())
+}
+
+/// The benchmark's query, from Kafka topic `input` to `output`, running in `engine`.
+async fn kafka_pipeline(
+    mut engine: Engine,
+    function: &str,
+    input: &str,
+    output: &str,
+) -> Result<Engine> {
+    engine.execute(function).await?;
+    engine
+        .execute(&format!(
+            "CREATE STREAM car_sensor (car VARCHAR, speed DOUBLE, coolant_temp DOUBLE) \
+             WITH (kafka_topic='{input}')"
+        ))
+        .await?;
+    engine
+        .execute(&format!(
+            "CREATE STREAM hot WITH (kafka_topic='{output}') AS {QUERY}"
+        ))
+        .await?;
+    Ok(engine)
 }
 
 /// One JSON event; `timestamp` marks it for the latency run.
