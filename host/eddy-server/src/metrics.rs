@@ -9,7 +9,8 @@ use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    TextEncoder,
 };
 
 use crate::error::{code, ApiError};
@@ -162,6 +163,20 @@ async fn gather(state: &AppState) -> prometheus::Result<String> {
         ];
         for (vec, value) in vecs.iter().zip(values) {
             vec.with_label_values(&[q.id.as_str(), kind]).inc_by(value);
+        }
+    }
+    let lag = IntGaugeVec::new(
+        Opts::new(
+            "eddy_query_source_lag",
+            "Messages waiting in a query's source beyond what it read (Kafka consumer lag).",
+        ),
+        &["query_id"],
+    )?;
+    registry.register(Box::new(lag.clone()))?;
+    for q in &queries {
+        if let Some(l) = q.lag {
+            lag.with_label_values(&[q.id.as_str()])
+                .set(i64::try_from(l).unwrap_or(i64::MAX));
         }
     }
     gauge(
