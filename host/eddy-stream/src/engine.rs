@@ -405,22 +405,32 @@ impl Engine {
     /// settle, so they are not waited for.
     pub async fn settle(&self, timeout: Duration) -> bool {
         let deadline = Instant::now() + timeout;
-        let mut quiet = 0;
-        while Instant::now() < deadline {
-            let all = self.queries.values().filter(|q| q.log.is_some()).all(|q| {
-                q.stats.finished.load(Ordering::SeqCst)
-                    || (q.stats.idle.load(Ordering::SeqCst)
-                        && q.log
-                            .as_ref()
-                            .is_none_or(|l| l.end() == q.stats.position.load(Ordering::SeqCst)))
-            });
-            quiet = if all { quiet + 1 } else { 0 };
-            if quiet >= 3 {
+        // Each round waits until every query reading memory has processed what its input held
+        // when the round began; a query's output feeds the next round. Rounds are bounded, so
+        // a stream that never stops growing cannot hold a statement up for long.
+        for _ in 0..=self.queries.len() {
+            let targets: Vec<(&Running, u64)> = self
+                .queries
+                .values()
+                .filter_map(|q| q.log.as_ref().map(|log| (q, log.end())))
+                .collect();
+            let done = |targets: &[(&Running, u64)]| {
+                targets.iter().all(|(q, end)| {
+                    q.stats.finished.load(Ordering::SeqCst)
+                        || q.stats.position.load(Ordering::SeqCst) >= *end
+                })
+            };
+            if done(&targets) {
                 return true;
             }
-            tokio::time::sleep(Duration::from_millis(2)).await;
+            while !done(&targets) {
+                if Instant::now() >= deadline {
+                    return false;
+                }
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
         }
-        false
+        true
     }
 
     /// The streams and tables, by name.
@@ -1512,9 +1522,6 @@ impl Task {
                 continue;
             }
             self.stats.idle.store(false, Ordering::SeqCst);
-            if let Some((_, position)) = self.input.memory_position() {
-                self.stats.position.store(position, Ordering::SeqCst);
-            }
             dirty = true;
             let events = step.batch.num_rows() + step.bad.len();
             tracing::trace!(query = %self.id, events, "step");
@@ -1567,6 +1574,10 @@ impl Task {
                 if done {
                     break;
                 }
+            }
+            // Everything read so far is processed and its output written.
+            if let Some((_, position)) = self.input.memory_position() {
+                self.stats.position.store(position, Ordering::SeqCst);
             }
             if last_commit.elapsed() >= self.commit_interval {
                 dirty = !self.commit().await;
