@@ -192,6 +192,31 @@ async fn kafka_in_udf_kafka_out_exactly_n_rows_and_bad_events_dead_lettered() {
     );
     // Everything read: the consumer lag (from librdkafka's cached watermarks) is back to 0.
     assert_eq!(info.lag, Some(0));
+
+    // PRINT shows the topic's records as they are, bad ones included.
+    let printed = match engine
+        .execute(&format!("PRINT '{input}' FROM BEGINNING LIMIT 3"))
+        .await
+        .unwrap()
+    {
+        Output::Push(mut push) => {
+            let mut rows = 0;
+            let mut values = Vec::new();
+            while let Some(batch) = push.rows.recv().await {
+                rows += batch.num_rows();
+                let v = batch
+                    .column(4)
+                    .as_any()
+                    .downcast_ref::<datafusion::arrow::array::StringArray>()
+                    .unwrap();
+                values.extend((0..v.len()).map(|i| v.value(i).to_string()));
+            }
+            assert_eq!(rows, 3);
+            values
+        }
+        _ => unreachable!(),
+    };
+    assert!(printed.iter().all(|v| v.starts_with('{')), "{printed:?}");
     engine.shutdown().await;
 }
 

@@ -5,7 +5,10 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use arrow::array::{ArrayRef, RecordBatch, StringArray, UInt64Array};
+use arrow::array::{
+    ArrayRef, Int32Array, Int64Array, RecordBatch, StringArray, TimestampMillisecondArray,
+    UInt64Array,
+};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use datafusion::prelude::SessionContext;
 use eddy_connector::{Options, Sink};
@@ -279,6 +282,11 @@ impl Engine {
                 }
                 result
             }
+            Statement::Print {
+                topic,
+                from_beginning,
+                limit,
+            } => self.print(&topic, from_beginning, limit).await,
             Statement::ShowStreams => Ok(self.show(Kind::Stream)),
             Statement::ShowTables => Ok(self.show(Kind::Table)),
             Statement::ShowQueries => Ok(self.show_queries()),
@@ -1186,6 +1194,83 @@ impl Engine {
         );
         Ok(Output::Push(PushQuery {
             id,
+            schema,
+            rows: rx,
+        }))
+    }
+
+    /// `PRINT topic`: the topic's records (time, partition, offset, key, value) as they come,
+    /// read by a consumer group of its own so it takes nothing from running queries.
+    async fn print(
+        &mut self,
+        topic: &str,
+        from_beginning: bool,
+        limit: Option<usize>,
+    ) -> Result<Output> {
+        let settings = self.kafka("PRINT")?;
+        let group = format!("{}-print-{}", self.config.service_id, crate::json::now_ms());
+        let mut source = connectors::kafka_source(settings, &group, topic, from_beginning).await?;
+        let schema = Arc::new(Schema::new(vec![
+            Field::new(
+                "rowtime",
+                DataType::Timestamp(TimeUnit::Millisecond, None),
+                true,
+            ),
+            Field::new("partition", DataType::Int32, false),
+            Field::new("offset", DataType::Int64, false),
+            Field::new("key", DataType::Utf8, true),
+            Field::new("value", DataType::Utf8, true),
+        ]));
+        let (tx, rx) = mpsc::channel(16);
+        let out_schema = schema.clone();
+        let limit = limit.unwrap_or(usize::MAX);
+        tokio::spawn(async move {
+            let mut sent = 0;
+            while sent < limit && !tx.is_closed() {
+                let messages = match source
+                    .poll((limit - sent).min(1000), Duration::from_millis(200))
+                    .await
+                {
+                    Ok(Some(m)) => m,
+                    Ok(None) => break,
+                    Err(e) => {
+                        tracing::warn!("PRINT: {e}");
+                        break;
+                    }
+                };
+                if messages.is_empty() {
+                    continue;
+                }
+                sent += messages.len();
+                let text = |b: &Option<Vec<u8>>| {
+                    b.as_ref().map(|b| String::from_utf8_lossy(b).into_owned())
+                };
+                let columns: Vec<ArrayRef> = vec![
+                    Arc::new(TimestampMillisecondArray::from(
+                        messages.iter().map(|m| m.timestamp_ms).collect::<Vec<_>>(),
+                    )),
+                    Arc::new(Int32Array::from_iter_values(
+                        messages.iter().map(|m| m.position.partition),
+                    )),
+                    Arc::new(Int64Array::from_iter_values(
+                        messages.iter().map(|m| m.position.offset),
+                    )),
+                    Arc::new(StringArray::from_iter(
+                        messages.iter().map(|m| text(&m.key)),
+                    )),
+                    Arc::new(StringArray::from_iter(
+                        messages.iter().map(|m| text(&Some(m.payload.clone()))),
+                    )),
+                ];
+                let batch =
+                    RecordBatch::try_new(out_schema.clone(), columns).expect("columns match");
+                if tx.send(batch).await.is_err() {
+                    break;
+                }
+            }
+        });
+        Ok(Output::Push(PushQuery {
+            id: format!("PRINT_{}", topic.to_uppercase()),
             schema,
             rows: rx,
         }))

@@ -101,6 +101,15 @@ pub enum Statement {
         /// Succeed when it does not exist.
         if_exists: bool,
     },
+    /// `PRINT topic [FROM BEGINNING] [LIMIT n]`: a topic's records as they are.
+    Print {
+        /// The Kafka topic.
+        topic: String,
+        /// Start at the oldest record instead of the newest.
+        from_beginning: bool,
+        /// Stop after this many records.
+        limit: Option<usize>,
+    },
     /// `SET 'key' = 'value'`: a session property such as `auto.offset.reset`.
     Set {
         /// The property.
@@ -307,6 +316,31 @@ pub fn parse(sql: &str) -> Result<Statement> {
             t.accept_keyword("EXTENDED");
             t.end()?;
             Ok(statement)
+        }
+        Some("PRINT") => {
+            t.pos += 1;
+            // Topic names keep their case: they are Kafka's, not SQL identifiers.
+            let topic = match t.tokens.get(t.pos).map(|t| &t.token) {
+                Some(Token::Word(w)) => w.value.clone(),
+                Some(Token::SingleQuotedString(s)) => s.clone(),
+                _ => return Err(t.error("a topic name")),
+            };
+            t.pos += 1;
+            let from_beginning = t.accept_keywords(&["FROM", "BEGINNING"]);
+            let limit = if t.accept_keyword("LIMIT") {
+                let n = t.value("a number of records")?;
+                Some(n.parse().map_err(|_| {
+                    Error::Syntax(format!("LIMIT must be a whole number, found {n}"))
+                })?)
+            } else {
+                None
+            };
+            t.end()?;
+            Ok(Statement::Print {
+                topic,
+                from_beginning,
+                limit,
+            })
         }
         Some("TERMINATE") => {
             t.pos += 1;
@@ -526,6 +560,22 @@ mod tests {
         assert_eq!(
             parse("TERMINATE CSAS_OUT_1").unwrap(),
             Statement::Terminate(Some("CSAS_OUT_1".into()))
+        );
+        assert_eq!(
+            parse("PRINT 'Car-Sensors' FROM BEGINNING LIMIT 5;").unwrap(),
+            Statement::Print {
+                topic: "Car-Sensors".into(),
+                from_beginning: true,
+                limit: Some(5)
+            }
+        );
+        assert_eq!(
+            parse("print cars").unwrap(),
+            Statement::Print {
+                topic: "cars".into(),
+                from_beginning: false,
+                limit: None
+            }
         );
         assert_eq!(
             parse("SET 'auto.offset.reset' = 'earliest';").unwrap(),
