@@ -150,7 +150,8 @@ struct Stats {
     late_events: AtomicU64,
     failed_events: AtomicU64,
     last_error: Mutex<Option<String>>,
-    idle: AtomicBool,
+    /// For a query over an in-memory stream: the log position up to which input is processed
+    /// and its output written.
     position: AtomicU64,
     finished: AtomicBool,
 }
@@ -513,6 +514,14 @@ impl Engine {
         }
     }
 
+    /// Removes a stream or table from the catalog and from SQL.
+    fn forget(&mut self, name: &str) -> Result<()> {
+        if self.relations.remove(name).is_some() {
+            self.ctx().deregister_table(name)?;
+        }
+        Ok(())
+    }
+
     fn drop_tables(&self, tables: &[String]) {
         for t in tables {
             let _ = self.ctx().deregister_table(t.as_str());
@@ -705,10 +714,7 @@ impl Engine {
                 "rowtime is every stream's event time; name the column something else".into(),
             ));
         }
-        if let Some(stale) = self.relations.remove(name) {
-            self.ctx().deregister_table(name)?;
-            drop(stale);
-        }
+        self.forget(name)?;
         let ctx = self.ctx();
         let (schema, log, table) = match kind {
             Kind::Stream => {
@@ -770,8 +776,8 @@ impl Engine {
         if kind == Kind::Table && !matches!(spec, Spec::Memory) {
             // A table read from outside is kept up to date by a query of its own.
             if let Err(e) = self.materialize(name).await {
-                self.relations.remove(name);
-                let _ = self.ctx().deregister_table(name);
+                // The table's own error is the one to report.
+                let _ = self.forget(name);
                 return Err(e);
             }
         }
@@ -883,40 +889,21 @@ impl Engine {
             .clone()
             .expect("tables have state");
         let dead = self.dead_letters(name).await?;
-        let stats = Arc::new(Stats::default());
-        let (stop, stop_rx) = watch::channel(false);
-        let schema = decoded_schema(&self.relations[name]);
-        let task = Task {
-            id: id.clone(),
-            on_error: OnError::Skip,
+        self.spawn(Launch {
+            id,
+            sql: self.relations[name].sql.clone(),
+            sink: Some(name.to_string()),
+            source: name.to_string(),
+            // Its own table is what it writes, not something it reads from.
+            reads: Vec::new(),
             input,
-            input_schema: schema,
             processor: None,
             table: Some(state),
             output: TaskOutput::default(),
             dead,
-            ctx: self.ctx(),
-            stats: stats.clone(),
-            stop: stop_rx,
-            commit_interval: self.config.commit_interval,
-            max_batch: self.config.max_batch,
             limit: None,
-        };
-        let handle = tokio::spawn(task.run());
-        self.queries.insert(
-            id,
-            Running {
-                sql: self.relations[name].sql.clone(),
-                functions: Default::default(),
-                sink: Some(name.to_string()),
-                reads: vec![],
-                stats,
-                stop,
-                handle,
-                log: None,
-                tables: vec![],
-            },
-        );
+            on_error: OnError::Skip,
+        });
         Ok(())
     }
 
@@ -1040,10 +1027,7 @@ impl Engine {
         let dead = self.dead_letters(&parsed.source).await?;
         let schema = processor.schema().clone();
         let log = Arc::new(Log::new(schema.clone(), self.config.retained_rows));
-        if let Some(old) = self.relations.remove(name) {
-            drop(old);
-            let _ = self.ctx().deregister_table(name);
-        }
+        self.forget(name)?;
         self.ctx().register_table(
             name,
             Arc::new(StreamProvider {
@@ -1068,80 +1052,68 @@ impl Engine {
                 sql: sql.to_string(),
             },
         );
-        let reads_log = self.relations[&parsed.source].log.clone();
-        let mut reads = vec![parsed.source.clone()];
-        reads.extend(parsed.joined.iter().cloned());
-        let tables = processor.tables.clone();
-        self.spawn(
-            id.clone(),
-            sql,
-            Some(name.to_string()),
-            reads,
+        self.spawn(Launch {
+            id: id.clone(),
+            sql: sql.to_string(),
+            sink: Some(name.to_string()),
+            reads: parsed.relations(),
+            source: parsed.source,
             input,
-            decoded_schema(&self.relations[&parsed.source]),
-            processor,
-            TaskOutput {
+            processor: Some(processor),
+            table: None,
+            output: TaskOutput {
                 strip_rowtime: false,
                 log: Some(log),
                 sink,
                 channel: None,
             },
             dead,
-            None,
-            reads_log,
-            tables,
+            limit: None,
             on_error,
-        );
+        });
         Ok(Output::Message(format!(
             "{} {name} created; query {id} is running",
             kind.as_str()
         )))
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn spawn(
-        &mut self,
-        id: String,
-        sql: &str,
-        sink: Option<String>,
-        reads: Vec<String>,
-        input: Input,
-        input_schema: SchemaRef,
-        processor: Processor,
-        output: TaskOutput,
-        dead: Option<Box<dyn Sink>>,
-        limit: Option<usize>,
-        log: Option<Arc<Log>>,
-        tables: Vec<String>,
-        on_error: OnError,
-    ) {
+    /// Starts a query's task and records it as running.
+    fn spawn(&mut self, launch: Launch) {
+        let source = &self.relations[&launch.source];
+        // A query over an in-memory stream is waited for by `settle`.
+        let log = source.log.clone();
+        let input_schema = decoded_schema(source);
+        let (functions, tables) = launch
+            .processor
+            .as_ref()
+            .map(|p| (p.functions(), p.tables.clone()))
+            .unwrap_or_default();
         let stats = Arc::new(Stats::default());
         let (stop, stop_rx) = watch::channel(false);
-        let functions = processor.functions();
         let task = Task {
-            id: id.clone(),
-            on_error,
-            input,
+            id: launch.id.clone(),
+            on_error: launch.on_error,
+            input: launch.input,
             input_schema,
-            processor: Some(processor),
-            table: None,
-            output,
-            dead,
+            processor: launch.processor,
+            table: launch.table,
+            output: launch.output,
+            dead: launch.dead,
             ctx: self.ctx(),
             stats: stats.clone(),
             stop: stop_rx,
             commit_interval: self.config.commit_interval,
             max_batch: self.config.max_batch,
-            limit,
+            limit: launch.limit,
         };
         let handle = tokio::spawn(task.run());
         self.queries.insert(
-            id,
+            launch.id,
             Running {
-                sql: sql.to_string(),
+                sql: launch.sql,
                 functions,
-                sink,
-                reads,
+                sink: launch.sink,
+                reads: launch.reads,
                 stats,
                 stop,
                 handle,
@@ -1168,30 +1140,25 @@ impl Engine {
         }
         let schema = Arc::new(schema);
         let (tx, rx) = mpsc::channel(16);
-        let reads_log = self.relations[&parsed.source].log.clone();
-        let mut reads = vec![parsed.source.clone()];
-        reads.extend(parsed.joined.iter().cloned());
-        let tables = processor.tables.clone();
-        self.spawn(
-            id.clone(),
-            sql,
-            None,
-            reads,
+        self.spawn(Launch {
+            id: id.clone(),
+            sql: sql.to_string(),
+            sink: None,
+            reads: parsed.relations(),
+            source: parsed.source,
             input,
-            decoded_schema(&self.relations[&parsed.source]),
-            processor,
-            TaskOutput {
+            processor: Some(processor),
+            table: None,
+            output: TaskOutput {
                 strip_rowtime,
                 log: None,
                 sink: None,
                 channel: Some(tx),
             },
-            None,
+            dead: None,
             limit,
-            reads_log,
-            tables,
-            OnError::Skip,
-        );
+            on_error: OnError::Skip,
+        });
         Ok(Output::Push(PushQuery {
             id,
             schema,
@@ -1432,8 +1399,7 @@ impl Engine {
                 q.handle.abort();
             }
         }
-        self.relations.remove(name);
-        self.ctx().deregister_table(name)?;
+        self.forget(name)?;
         Ok(Output::Message(format!("{} {name} dropped", kind.as_str())))
     }
 }
@@ -1536,6 +1502,27 @@ async fn process_isolating(
     (out, failed, None)
 }
 
+/// What a new query task reads, computes and writes; see [`Engine::spawn`].
+struct Launch {
+    id: String,
+    sql: String,
+    /// The relation it writes (`None` for push queries).
+    sink: Option<String>,
+    /// The relation its input comes from.
+    source: String,
+    /// Relations it depends on, which cannot be dropped while it runs.
+    reads: Vec<String>,
+    input: Input,
+    /// The query's plans; `None` for the task keeping a table up to date.
+    processor: Option<Processor>,
+    /// The table such a task keeps up to date.
+    table: Option<Arc<TableState>>,
+    output: TaskOutput,
+    dead: Option<Box<dyn Sink>>,
+    limit: Option<usize>,
+    on_error: OnError,
+}
+
 #[derive(Default)]
 struct TaskOutput {
     /// Push queries show `rowtime` only when the query selected it.
@@ -1571,12 +1558,9 @@ impl Task {
             if *self.stop.borrow() {
                 break;
             }
-            if let Some((log, position)) = self.input.memory_position() {
-                // Caught up: say so before waiting, so pull queries need not wait out the poll.
-                if log.end() == position && !dirty {
-                    self.stats.position.store(position, Ordering::SeqCst);
-                    self.stats.idle.store(true, Ordering::SeqCst);
-                }
+            // Everything read so far is processed and its output written: what `settle` waits on.
+            if let Some(position) = self.input.memory_position() {
+                self.stats.position.store(position, Ordering::SeqCst);
             }
             let step = tokio::select! {
                 _ = self.stop.changed() => break,
@@ -1600,13 +1584,8 @@ impl Task {
                     dirty = !self.commit().await;
                     last_commit = Instant::now();
                 }
-                if let Some((_, position)) = self.input.memory_position() {
-                    self.stats.position.store(position, Ordering::SeqCst);
-                }
-                self.stats.idle.store(true, Ordering::SeqCst);
                 continue;
             }
-            self.stats.idle.store(false, Ordering::SeqCst);
             dirty = true;
             let events = step.batch.num_rows() + step.bad.len();
             tracing::trace!(query = %self.id, events, "step");
@@ -1659,10 +1638,6 @@ impl Task {
                 if done {
                     break;
                 }
-            }
-            // Everything read so far is processed and its output written.
-            if let Some((_, position)) = self.input.memory_position() {
-                self.stats.position.store(position, Ordering::SeqCst);
             }
             if last_commit.elapsed() >= self.commit_interval {
                 dirty = !self.commit().await;

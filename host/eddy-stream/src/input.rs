@@ -205,10 +205,10 @@ impl Input {
         }
     }
 
-    /// For a memory input, its log and position (to tell whether it has caught up).
-    pub(crate) fn memory_position(&self) -> Option<(&Arc<Log>, u64)> {
+    /// For a memory input, the position in its log it reads next.
+    pub(crate) fn memory_position(&self) -> Option<u64> {
         match self {
-            Input::Memory { log, next } => Some((log, *next)),
+            Input::Memory { next, .. } => Some(*next),
             _ => None,
         }
     }

@@ -194,6 +194,13 @@ fn object_name(name: &ObjectName) -> String {
 }
 
 impl Parsed {
+    /// The relations it reads: its source stream, then the tables joined to it.
+    pub(crate) fn relations(&self) -> Vec<String> {
+        std::iter::once(self.source.clone())
+            .chain(self.joined.iter().cloned())
+            .collect()
+    }
+
     fn select_mut(query: &mut Query) -> &mut datafusion::sql::sqlparser::ast::Select {
         match query.body.as_mut() {
             SetExpr::Select(select) => select,
