@@ -265,19 +265,7 @@ async fn mqtt_in_rows_out() {
     let expected = 5 * 2 * 49;
     let started = Instant::now();
     loop {
-        let count = match engine
-            .execute("SELECT COUNT(*) AS n FROM fast")
-            .await
-            .unwrap()
-        {
-            Output::Rows { batches, .. } => batches[0]
-                .column(0)
-                .as_any()
-                .downcast_ref::<Int64Array>()
-                .unwrap()
-                .value(0),
-            _ => unreachable!(),
-        };
+        let count = count(&mut engine, "fast").await;
         if count == expected {
             break;
         }

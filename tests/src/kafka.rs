@@ -25,10 +25,14 @@ pub struct Broker {
 }
 
 impl Broker {
-    /// Starts a broker and waits until it accepts connections.
+    /// Starts a broker on a free port and waits until it accepts connections.
     pub fn start() -> Broker {
+        Broker::start_on(free_port())
+    }
+
+    /// Starts a broker on `port`, e.g. one a client was pointed at before Kafka was there.
+    pub fn start_on(port: u16) -> Broker {
         let tansu = tansu();
-        let port = free_port();
         let dir = crate::repo_root().join("target/kafka-tests");
         std::fs::create_dir_all(&dir).expect("creating target/kafka-tests");
         let log = dir.join(format!("tansu-{port}.log"));

@@ -180,8 +180,9 @@ fn is_config(error: &KafkaError) -> bool {
     )
 }
 
-/// Sends librdkafka's own log lines to `tracing`, where the rest of Eddy logs.
-fn forward_log(level: RDKafkaLogLevel, facility: &str, message: &str) {
+/// Sends librdkafka's own log lines to `tracing`, where the rest of Eddy logs; for any client
+/// context that talks to Kafka.
+pub fn forward_log(level: RDKafkaLogLevel, facility: &str, message: &str) {
     match level {
         RDKafkaLogLevel::Emerg
         | RDKafkaLogLevel::Alert

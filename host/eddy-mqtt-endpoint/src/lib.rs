@@ -781,16 +781,7 @@ struct EndpointContext {
 
 impl ClientContext for EndpointContext {
     fn log(&self, level: RDKafkaLogLevel, facility: &str, message: &str) {
-        match level {
-            RDKafkaLogLevel::Emerg
-            | RDKafkaLogLevel::Alert
-            | RDKafkaLogLevel::Critical
-            | RDKafkaLogLevel::Error => {
-                tracing::error!(target: "librdkafka", facility, "{message}")
-            }
-            RDKafkaLogLevel::Warning => tracing::warn!(target: "librdkafka", facility, "{message}"),
-            _ => tracing::debug!(target: "librdkafka", facility, "{message}"),
-        }
+        eddy_kafka::forward_log(level, facility, message);
     }
 
     fn error(&self, error: KafkaError, reason: &str) {

@@ -3,7 +3,6 @@
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
-use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -171,35 +170,6 @@ async fn mosquitto_pub_at_qos_0_1_2_lands_exactly_n_records_in_order() {
     );
 }
 
-/// A tansu broker on a port of our choosing (the shared helper picks its own), stopped on drop.
-fn tansu_on(port: u16) -> Reaped {
-    let tansu = std::env::var_os("EDDY_TANSU")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| eddy_tests::repo_root().join(".tools/bin/tansu"));
-    let url = format!("tcp://127.0.0.1:{port}");
-    let child = Command::new(&tansu)
-        .args([
-            "broker",
-            "--listener-url",
-            &url,
-            "--advertised-listener-url",
-            &url,
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap_or_else(|e| panic!("starting {}: {e} (run ./setup.sh)", tansu.display()));
-    let start = Instant::now();
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            start.elapsed() < Duration::from_secs(20),
-            "tansu did not start"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    Reaped(child)
-}
-
 /// Kafka is not there when a device publishes at QoS 1: nothing is acknowledged, the endpoint
 /// says Kafka is unreachable, and once a broker comes up every record lands, in order.
 ///
@@ -241,7 +211,7 @@ async fn kafka_away_means_no_ack_and_nothing_lost_once_it_is_back() {
     assert!(!stats.kafka_reachable, "{stats:?}");
     assert_eq!(stats.blocked_connections, 1, "{stats:?}");
 
-    let _kafka = tansu_on(port);
+    let _kafka = eddy_tests::kafka::Broker::start_on(port);
     ensure_topic(&test_config(&bootstrap, "admin"), &topic, 1)
         .await
         .unwrap();
