@@ -107,8 +107,10 @@ impl Toolchain {
             .env("CARGO_TARGET_WASM32_WASIP1_LINKER", &self.linker)
             .env(
                 "RUSTFLAGS",
+                // simd128 (standard since wasm 2.0, on by default in wasmtime) lets tract and
+                // LLVM's autovectoriser use 128-bit lanes instead of scalar fallbacks.
                 format!(
-                    "-C link-self-contained=no -L native={}",
+                    "-C link-self-contained=no -C target-feature=+simd128 -L native={}",
                     self.wasi_libc.display()
                 ),
             );
