@@ -318,6 +318,12 @@ async fn swaps_reach_a_continuous_query_without_losing_or_repeating_events() {
             .unwrap();
         swaps += 1;
     }
+    // All of them written out before the pull query reads (its own wait is bounded by 10 s,
+    // which a loaded CI machine can overrun).
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while engine.queries()[0].rows_out < N as u64 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     // Event ids rise in the order the query processed them.
     let batches = match engine
         .execute("SELECT event_id, t FROM tagged ORDER BY event_id")
@@ -334,7 +340,17 @@ async fn swaps_reach_a_continuous_query_without_losing_or_repeating_events() {
             versions.push(batch_version(&batch.slice(row, 1), &mut seen));
         }
     }
-    assert!(seen.iter().all(|&n| n == 1), "every event exactly once");
+    let missing: Vec<usize> = (0..N).filter(|&i| seen[i] == 0).collect();
+    let repeated: Vec<usize> = (0..N).filter(|&i| seen[i] > 1).collect();
+    assert!(
+        missing.is_empty() && repeated.is_empty(),
+        "every event exactly once: {} missing (first {:?}), {} repeated (first {:?}), of {} rows",
+        missing.len(),
+        &missing[..missing.len().min(5)],
+        repeated.len(),
+        &repeated[..repeated.len().min(5)],
+        versions.len()
+    );
     // Each swap changes the version at most once, between two events.
     let changes = versions.windows(2).filter(|w| w[0] != w[1]).count();
     assert!(swaps >= 3, "the stream outlived only {swaps} swaps");
@@ -344,4 +360,71 @@ async fn swaps_reach_a_continuous_query_without_losing_or_repeating_events() {
     );
     assert_eq!(versions[0], 1);
     engine.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watched_directory_loads_settled_files_and_keeps_serving_through_bad_ones() {
+    let dir = std::env::temp_dir().join(eddy_tests::kafka::unique("eddy-udf-dir"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let v1 = std::fs::read(tag_component(1)).unwrap();
+    let v2 = std::fs::read(tag_component(2)).unwrap();
+    std::fs::write(dir.join("tag.wasm"), &v1).unwrap();
+    // Neither a component file name nor a function name: ignored.
+    std::fs::write(dir.join("README.txt"), "not a component").unwrap();
+    std::fs::write(dir.join("9lives.wasm"), &v1).unwrap();
+    let mut session = eddy_tests::session();
+    let mut watched = eddy_sql::UdfDir::new(&dir);
+    let query = "SELECT tag(event_id) FROM car_sensor(2, 1)";
+    let loaded = |loads: Vec<eddy_sql::DirLoad>| -> Vec<(String, Result<String, String>)> {
+        loads
+            .into_iter()
+            .map(|l| {
+                let file = l.path.file_name().unwrap().to_string_lossy().into_owned();
+                (file, l.result)
+            })
+            .collect()
+    };
+
+    // The first sync loads what is there at once.
+    let first = loaded(watched.sync(&mut session).await.unwrap());
+    assert_eq!(first.len(), 1, "{first:?}");
+    assert_eq!(first[0].0, "tag.wasm");
+    assert!(first[0].1.is_ok(), "{first:?}");
+    assert_eq!(tags(&mut session, query).await, ["v1:0", "v1:1"]);
+    assert!(watched.sync(&mut session).await.unwrap().is_empty());
+
+    // A changed file waits one sync (it may still be being written), then replaces v1.
+    std::fs::write(dir.join("tag.wasm"), &v2).unwrap();
+    assert!(watched.sync(&mut session).await.unwrap().is_empty());
+    assert_eq!(tags(&mut session, query).await, ["v1:0", "v1:1"]);
+    let second = loaded(watched.sync(&mut session).await.unwrap());
+    assert!(
+        matches!(&second[..], [(f, Ok(_))] if f == "tag.wasm"),
+        "{second:?}"
+    );
+    assert_eq!(tags(&mut session, query).await, ["v2:0", "v2:1"]);
+
+    // A broken file is refused with the reason, v2 keeps serving, and it is not retried.
+    std::fs::write(dir.join("tag.wasm"), b"\0asm half a component").unwrap();
+    assert!(watched.sync(&mut session).await.unwrap().is_empty());
+    let third = loaded(watched.sync(&mut session).await.unwrap());
+    match &third[..] {
+        [(f, Err(e))] if f == "tag.wasm" => {
+            assert!(e.contains("is not a valid WebAssembly component"), "{e}")
+        }
+        other => panic!("expected one refusal, got {other:?}"),
+    }
+    assert_eq!(tags(&mut session, query).await, ["v2:0", "v2:1"]);
+    assert!(watched.sync(&mut session).await.unwrap().is_empty());
+
+    // The newest `tag.*.wasm` serves `tag` (uploads over HTTP are stored that way).
+    std::fs::write(dir.join("tag.2.wasm"), &v1).unwrap();
+    watched.sync(&mut session).await.unwrap();
+    let fourth = loaded(watched.sync(&mut session).await.unwrap());
+    assert!(
+        matches!(&fourth[..], [(f, Ok(_))] if f == "tag.2.wasm"),
+        "{fourth:?}"
+    );
+    assert_eq!(tags(&mut session, query).await, ["v1:0", "v1:1"]);
+    std::fs::remove_dir_all(&dir).unwrap();
 }

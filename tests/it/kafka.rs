@@ -384,3 +384,250 @@ async fn kafka_source_on_a_missing_topic_says_so() {
         "{message}"
     );
 }
+
+fn engine() -> eddy_stream::Engine {
+    let config = shared().config("unused");
+    eddy_stream::Engine::new(
+        eddy_tests::session(),
+        eddy_stream::EngineConfig {
+            kafka: Some(eddy_stream::KafkaSettings {
+                bootstrap_servers: config.bootstrap_servers,
+                extra: config.extra,
+            }),
+            service_id: unique("eddy"),
+            commit_interval: Duration::from_millis(200),
+            ..eddy_stream::EngineConfig::default()
+        },
+    )
+}
+
+async fn run(engine: &mut eddy_stream::Engine, sql: &str) -> eddy_stream::Output {
+    match engine.execute(sql).await {
+        Ok(output) => output,
+        Err(e) => panic!("{sql}\n  failed: {e}"),
+    }
+}
+
+/// The rows of a push query (or PRINT) until it ends, each row's columns as text.
+async fn collect(output: eddy_stream::Output) -> Vec<Vec<String>> {
+    let eddy_stream::Output::Push(mut push) = output else {
+        panic!("not a push query")
+    };
+    let mut rows = Vec::new();
+    let read = async {
+        while let Some(batch) = push.rows.recv().await {
+            let options = datafusion::arrow::util::display::FormatOptions::default();
+            let columns: Vec<_> = batch
+                .columns()
+                .iter()
+                .map(|c| {
+                    datafusion::arrow::util::display::ArrayFormatter::try_new(c.as_ref(), &options)
+                        .unwrap()
+                })
+                .collect();
+            for row in 0..batch.num_rows() {
+                rows.push(columns.iter().map(|c| c.value(row).to_string()).collect());
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(60), read)
+        .await
+        .expect("the push query ends at its LIMIT");
+    rows
+}
+
+/// DELIMITED lines in, bad ones dead-lettered with their reasons; DELIMITED and KAFKA values
+/// out of persistent queries; a KAFKA-format stream read back by a push query.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafka_delimited_and_kafka_value_formats() {
+    let broker = shared();
+    let input = unique("delimited-in");
+    let output = unique("delimited-out");
+    let speeds = unique("kafka-format-out");
+    let dead = unique("delimited-dead");
+    let config = broker.config(&unique("delimited-admin"));
+    for topic in [&input, &dead] {
+        ensure_topic(&config, topic, 1).await.unwrap();
+    }
+    let lines: [&[u8]; 6] = [
+        b"1,alpha,1.5,first",
+        b"2,\"beta, gamma\",2.5,\"said \"\"hi\"\"\"",
+        b"3,delta,,empty speed",
+        b"4,epsilon,abc,bad number",
+        b"5,zeta,5.5",
+        b"6,eta,6.5,last",
+    ];
+    let records: Vec<Record> = lines
+        .iter()
+        .enumerate()
+        .map(|(i, line)| Record {
+            key: None,
+            payload: line.to_vec(),
+            timestamp_ms: Some(1_700_000_000_000 + i as i64),
+        })
+        .collect();
+    produce(&config, &input, records).await;
+
+    let mut engine = engine();
+    run(
+        &mut engine,
+        &format!(
+            "CREATE STREAM readings (id BIGINT, name VARCHAR, speed DOUBLE, note VARCHAR) \
+             WITH (kafka_topic='{input}', value_format='DELIMITED', dead_letter_topic='{dead}')"
+        ),
+    )
+    .await;
+    run(
+        &mut engine,
+        &format!(
+            "CREATE STREAM doubled WITH (kafka_topic='{output}', value_format='DELIMITED') AS \
+             SELECT id, name, speed * 2 AS doubled, note FROM readings"
+        ),
+    )
+    .await;
+    run(
+        &mut engine,
+        &format!(
+            "CREATE STREAM speeds WITH (kafka_topic='{speeds}', value_format='KAFKA') AS \
+             SELECT speed FROM readings"
+        ),
+    )
+    .await;
+
+    // The good lines, their fields in order; quoted where a field needs it, NULL as empty.
+    let mut source = KafkaSource::subscribe(
+        &broker.config(&unique("delimited-reader")),
+        &output,
+        OffsetReset::Earliest,
+    )
+    .unwrap();
+    let got = read(&mut source, 4, Duration::from_secs(60)).await;
+    let got: Vec<String> = got
+        .iter()
+        .map(|m| String::from_utf8(m.payload.clone()).unwrap())
+        .collect();
+    assert_eq!(
+        got,
+        [
+            "1,alpha,3.0,first",
+            "2,\"beta, gamma\",5.0,\"said \"\"hi\"\"\"",
+            "3,delta,,empty speed",
+            "6,eta,13.0,last",
+        ]
+    );
+
+    // KAFKA values: each speed as an 8-byte big-endian double, NULL as an empty payload.
+    let mut source = KafkaSource::subscribe(
+        &broker.config(&unique("kafka-format-reader")),
+        &speeds,
+        OffsetReset::Earliest,
+    )
+    .unwrap();
+    let got = read(&mut source, 4, Duration::from_secs(60)).await;
+    let payloads: Vec<Vec<u8>> = got.iter().map(|m| m.payload.clone()).collect();
+    assert_eq!(
+        payloads,
+        [
+            1.5f64.to_be_bytes().to_vec(),
+            2.5f64.to_be_bytes().to_vec(),
+            vec![],
+            6.5f64.to_be_bytes().to_vec(),
+        ]
+    );
+    assert_eq!(got[3].timestamp_ms, Some(1_700_000_000_005));
+
+    // Both queries dead-letter the two bad lines, with the reasons and the raw line.
+    let mut source = KafkaSource::subscribe(
+        &broker.config(&unique("dead-reader")),
+        &dead,
+        OffsetReset::Earliest,
+    )
+    .unwrap();
+    let letters = read(&mut source, 4, Duration::from_secs(60)).await;
+    let mut letters: Vec<(String, String)> = letters
+        .iter()
+        .map(|m| {
+            let v: serde_json::Value = serde_json::from_slice(&m.payload).unwrap();
+            (
+                v["reason"].as_str().unwrap().to_string(),
+                v["payload"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    letters.sort();
+    letters.dedup();
+    assert_eq!(
+        letters,
+        [
+            (
+                "column speed: 'abc' is not a DOUBLE".to_string(),
+                "4,epsilon,abc,bad number".to_string()
+            ),
+            (
+                "expected 4 fields, found 3".to_string(),
+                "5,zeta,5.5".to_string()
+            ),
+        ]
+    );
+    let bad: u64 = engine.queries().iter().map(|q| q.bad_events).sum();
+    assert_eq!(bad, 4, "two bad lines, counted by each query");
+
+    // A KAFKA-format stream reads the single values back.
+    run(
+        &mut engine,
+        &format!(
+            "CREATE STREAM speed_values (speed DOUBLE) \
+             WITH (kafka_topic='{speeds}', value_format='KAFKA')"
+        ),
+    )
+    .await;
+    run(&mut engine, "SET 'auto.offset.reset' = 'earliest'").await;
+    let rows = collect(
+        run(
+            &mut engine,
+            "SELECT speed, CAST(speed AS BIGINT) AS whole FROM speed_values EMIT CHANGES LIMIT 4",
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(
+        rows,
+        [
+            vec!["1.5", "1"],
+            vec!["2.5", "2"],
+            vec!["", ""],
+            vec!["6.5", "6"]
+        ]
+    );
+
+    // KAFKA holds one value; a second column is an error naming the rule.
+    let error = engine
+        .execute(&format!(
+            "CREATE STREAM two (a DOUBLE, b DOUBLE) WITH (kafka_topic='{speeds}', value_format='KAFKA')"
+        ))
+        .await
+        .err()
+        .expect("two columns in KAFKA")
+        .to_string();
+    assert!(
+        error.contains("value_format 'KAFKA' holds a single primitive value"),
+        "{error}"
+    );
+
+    // PRINT shows the raw lines, bad ones included.
+    let printed = collect(
+        run(
+            &mut engine,
+            &format!("PRINT '{input}' FROM BEGINNING LIMIT 6"),
+        )
+        .await,
+    )
+    .await;
+    let values: Vec<&str> = printed.iter().map(|row| row[4].as_str()).collect();
+    let expected: Vec<String> = lines
+        .iter()
+        .map(|l| String::from_utf8(l.to_vec()).unwrap())
+        .collect();
+    assert_eq!(values, expected);
+    engine.shutdown().await;
+}

@@ -8,6 +8,8 @@ use std::sync::{Arc, Mutex};
 use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
+use prometheus::core::{Collector, Desc};
+use prometheus::proto::{self, MetricFamily, MetricType};
 use prometheus::{
     Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
     TextEncoder,
@@ -115,6 +117,88 @@ fn gauge(registry: &Registry, name: &str, help: &str, value: i64) -> prometheus:
     registry.register(Box::new(gauge))
 }
 
+/// One series of a histogram aggregated elsewhere (in the engine, per UDF).
+struct Series {
+    /// Label values, in the order of the family's label names.
+    labels: Vec<String>,
+    /// `(upper bound in seconds, cumulative count)`, `+Inf` left out.
+    buckets: Vec<(f64, u64)>,
+    /// Sum of observations, in seconds.
+    sum: f64,
+    /// All observations.
+    count: u64,
+}
+
+/// A histogram family built from pre-aggregated buckets, which `prometheus::Histogram` cannot
+/// be loaded from; registered like any collector, so names and labels are validated the same.
+struct Aggregated {
+    desc: Desc,
+    family: MetricFamily,
+}
+
+impl Collector for Aggregated {
+    fn desc(&self) -> Vec<&Desc> {
+        vec![&self.desc]
+    }
+
+    fn collect(&self) -> Vec<MetricFamily> {
+        vec![self.family.clone()]
+    }
+}
+
+fn histogram(
+    registry: &Registry,
+    name: &str,
+    help: &str,
+    label_names: &[&str],
+    series: Vec<Series>,
+) -> prometheus::Result<()> {
+    let desc = Desc::new(
+        name.to_string(),
+        help.to_string(),
+        label_names.iter().map(|l| l.to_string()).collect(),
+        Default::default(),
+    )?;
+    let metrics = series
+        .into_iter()
+        .map(|s| {
+            let mut h = proto::Histogram::default();
+            h.set_sample_count(s.count);
+            h.set_sample_sum(s.sum);
+            h.set_bucket(
+                s.buckets
+                    .into_iter()
+                    .map(|(le, n)| {
+                        let mut b = proto::Bucket::default();
+                        b.set_upper_bound(le);
+                        b.set_cumulative_count(n);
+                        b
+                    })
+                    .collect(),
+            );
+            let labels = label_names
+                .iter()
+                .zip(s.labels)
+                .map(|(n, v)| {
+                    let mut pair = proto::LabelPair::default();
+                    pair.set_name(n.to_string());
+                    pair.set_value(v);
+                    pair
+                })
+                .collect();
+            let mut m = proto::Metric::from_label(labels);
+            m.set_histogram(h);
+            m
+        })
+        .collect();
+    let mut family = MetricFamily::default();
+    family.set_name(name.to_string());
+    family.set_help(help.to_string());
+    family.set_field_type(MetricType::HISTOGRAM);
+    family.set_metric(metrics);
+    registry.register(Box::new(Aggregated { desc, family }))
+}
+
 async fn gather(state: &AppState) -> prometheus::Result<String> {
     let registry = Registry::new();
     let (queries, functions) = {
@@ -179,6 +263,22 @@ async fn gather(state: &AppState) -> prometheus::Result<String> {
                 .set(i64::try_from(l).unwrap_or(i64::MAX));
         }
     }
+    histogram(
+        &registry,
+        "eddy_query_batch_duration_seconds",
+        "Wall time to run one input batch through a query's plans, decoding and writing output \
+         excluded (retries isolating failed rows included).",
+        &["query_id"],
+        queries
+            .iter()
+            .map(|q| Series {
+                labels: vec![q.id.clone()],
+                buckets: q.batch_duration.buckets().collect(),
+                sum: q.batch_duration.sum_seconds(),
+                count: q.batch_duration.count,
+            })
+            .collect(),
+    )?;
     gauge(
         &registry,
         "eddy_queries_running",
@@ -198,9 +298,28 @@ async fn gather(state: &AppState) -> prometheus::Result<String> {
         .iter()
         .map(|(name, help)| counter(&registry, name, help, &["function", "version"]))
         .collect::<prometheus::Result<Vec<_>>>()?;
+    let limit_hits = counter(
+        &registry,
+        "eddy_udf_limit_hits_total",
+        "Guest calls stopped by a limit: time, memory, table or stack.",
+        &["function", "version", "limit"],
+    )?;
+    let mut durations = Vec::with_capacity(functions.len());
     for (name, f) in &functions {
         let version = f.component().hash.chars().take(16).collect::<String>();
         let stats = f.stats();
+        for (kind, n) in stats.limit_hits_by_kind() {
+            limit_hits
+                .with_label_values(&[name.as_str(), version.as_str(), kind.label()])
+                .inc_by(n);
+        }
+        let duration = stats.call_duration.snapshot();
+        durations.push(Series {
+            labels: vec![name.clone(), version.clone()],
+            buckets: duration.buckets().collect(),
+            sum: duration.sum_seconds(),
+            count: duration.count,
+        });
         let values = [
             stats.calls.load(Ordering::Relaxed),
             stats.rows.load(Ordering::Relaxed),
@@ -212,6 +331,13 @@ async fn gather(state: &AppState) -> prometheus::Result<String> {
                 .inc_by(value);
         }
     }
+    histogram(
+        &registry,
+        "eddy_udf_call_duration_seconds",
+        "Wall time of each guest call (one per batch), argument and result conversion excluded.",
+        &["function", "version"],
+        durations,
+    )?;
     let requests = counter(
         &registry,
         "eddy_http_requests_total",
@@ -258,5 +384,46 @@ pub(crate) async fn metrics(State(state): State<Arc<AppState>>) -> Response {
             format!("could not encode metrics: {e}"),
         )
         .into_response(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn aggregated_histograms_encode_as_prometheus_histograms() {
+        let registry = Registry::new();
+        histogram(
+            &registry,
+            "eddy_test_duration_seconds",
+            "A test histogram.",
+            &["function", "version"],
+            vec![Series {
+                labels: vec!["f".into(), "abc".into()],
+                buckets: vec![(0.001, 1), (0.01, 3)],
+                sum: 0.5,
+                count: 4,
+            }],
+        )
+        .unwrap();
+        let mut out = Vec::new();
+        TextEncoder::new()
+            .encode(&registry.gather(), &mut out)
+            .unwrap();
+        let text = String::from_utf8(out).unwrap();
+        let expected = [
+            "# TYPE eddy_test_duration_seconds histogram",
+            r#"eddy_test_duration_seconds_bucket{function="f",version="abc",le="0.001"} 1"#,
+            r#"eddy_test_duration_seconds_bucket{function="f",version="abc",le="0.01"} 3"#,
+            r#"eddy_test_duration_seconds_bucket{function="f",version="abc",le="+Inf"} 4"#,
+            r#"eddy_test_duration_seconds_sum{function="f",version="abc"} 0.5"#,
+            r#"eddy_test_duration_seconds_count{function="f",version="abc"} 4"#,
+        ];
+        for line in expected {
+            assert!(text.lines().any(|l| l == line), "{line} missing in\n{text}");
+        }
+        // A bad name is refused as for any other collector.
+        assert!(histogram(&registry, "bad name", "help", &[], Vec::new()).is_err());
     }
 }

@@ -6,10 +6,12 @@ mod generator;
 mod session;
 mod split;
 mod statement;
+mod udf_dir;
 
 pub use session::{Output, Session};
 pub use split::split_statements;
 pub use statement::{parse, LimitOverrides, Statement};
+pub use udf_dir::{DirLoad, UdfDir};
 
 /// What can go wrong running a statement.
 #[derive(Debug, thiserror::Error)]

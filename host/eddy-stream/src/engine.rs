@@ -17,10 +17,11 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
 use crate::connectors;
+use crate::format::{ValueDecoder, ValueFormat};
 use crate::input::Input;
-use crate::json::{encode, type_name, Decoder};
+use crate::json::{encode, type_name};
 use crate::log::{Log, DEFAULT_RETAINED_ROWS};
-use crate::pipeline::Processor;
+use crate::pipeline::{Histogram, HistogramSnapshot, Processor};
 use crate::provider::{StreamProvider, TableProviderImpl, TableState};
 use crate::query;
 use crate::statement::{parse, Column, Kind, Statement};
@@ -100,7 +101,7 @@ pub struct RelationInfo {
     pub source: String,
     /// The Kafka topic it reads or writes, if any.
     pub topic: Option<String>,
-    /// The value format (`JSON`).
+    /// The value format (`JSON`, `DELIMITED` or `KAFKA`).
     pub value_format: String,
     /// Columns and their SQL types, `rowtime` included for streams.
     pub columns: Vec<(String, String)>,
@@ -138,6 +139,9 @@ pub struct QueryInfo {
     /// Messages waiting in its source (Kafka consumer lag; unread batches of an in-memory
     /// stream), as of its last step; `None` when the source cannot tell.
     pub lag: Option<u64>,
+    /// Wall time to run each input batch through its plans (decoding and writing output
+    /// excluded; retries isolating failed rows included).
+    pub batch_duration: HistogramSnapshot,
 }
 
 #[derive(Debug, Default)]
@@ -149,6 +153,7 @@ struct Stats {
     bad_events: AtomicU64,
     late_events: AtomicU64,
     failed_events: AtomicU64,
+    batch_duration: Histogram,
     last_error: Mutex<Option<String>>,
     /// For a query over an in-memory stream: the log position up to which input is processed
     /// and its output written.
@@ -490,6 +495,7 @@ impl Engine {
                 failed_events: q.stats.failed_events.load(Ordering::Relaxed),
                 last_error: q.stats.last_error.lock().expect("stats lock").clone(),
                 lag: Some(q.stats.lag.load(Ordering::Relaxed)).filter(|l| *l != u64::MAX),
+                batch_duration: q.stats.batch_duration.snapshot(),
             })
             .collect()
     }
@@ -567,21 +573,16 @@ impl Engine {
                     | "anomaly_rate"
                     | "dead_letter_topic"
                     | "key_format"
+                    | "value_delimiter"
             ) {
                 return Err(Error::Catalog(format!(
-                    "unknown option '{key}' in WITH: expected kafka_topic, value_format, timestamp, \
-                     mqtt_topic, mqtt_broker, generator (with rate, seed, cars, max_events) or \
+                    "unknown option '{key}' in WITH: expected kafka_topic, value_format, value_delimiter, \
+                     timestamp, mqtt_topic, mqtt_broker, generator (with rate, seed, cars, max_events) or \
                      dead_letter_topic"
                 )));
             }
         }
-        if let Some(format) = options.get("value_format") {
-            if !format.eq_ignore_ascii_case("json") {
-                return Err(Error::Unsupported(format!(
-                    "value_format '{format}': Eddy reads JSON"
-                )));
-            }
-        }
+        let format = ValueFormat::from_options(&options)?;
         let sources = ["kafka_topic", "mqtt_topic", "generator"]
             .iter()
             .filter(|k| options.contains_key(**k))
@@ -669,6 +670,7 @@ impl Engine {
             }
             columns.iter().map(Column::field).collect()
         };
+        format.check(name, &fields)?;
         let timestamp = match (options.get("timestamp"), &spec) {
             (Some(col), _) => {
                 let col = col.to_lowercase();
@@ -853,7 +855,11 @@ impl Engine {
                 let source = connectors::kafka_source(settings, &group, topic, earliest).await?;
                 Input::Source {
                     source,
-                    decoder: Decoder::new(decoded_schema(r), r.timestamp),
+                    decoder: ValueDecoder::new(
+                        ValueFormat::from_options(&r.options)?,
+                        decoded_schema(r),
+                        r.timestamp,
+                    )?,
                     next: BTreeMap::new(),
                     hold: matches!(r.spec, Spec::Kafka { .. }),
                 }
@@ -863,7 +869,11 @@ impl Engine {
                 let source = connectors::mqtt_source(&r.options, filters, &client_id).await?;
                 Input::Source {
                     source,
-                    decoder: Decoder::new(decoded_schema(r), r.timestamp),
+                    decoder: ValueDecoder::new(
+                        ValueFormat::from_options(&r.options)?,
+                        decoded_schema(r),
+                        r.timestamp,
+                    )?,
                     next: BTreeMap::new(),
                     hold: matches!(r.spec, Spec::Kafka { .. }),
                 }
@@ -955,13 +965,19 @@ impl Engine {
         for key in options.keys() {
             if !matches!(
                 key.as_str(),
-                "kafka_topic" | "value_format" | "partitions" | "key_format" | "on_error"
+                "kafka_topic"
+                    | "value_format"
+                    | "value_delimiter"
+                    | "partitions"
+                    | "key_format"
+                    | "on_error"
             ) {
                 return Err(Error::Catalog(format!(
-                    "unknown option '{key}' in WITH: a query takes kafka_topic, value_format, partitions and on_error"
+                    "unknown option '{key}' in WITH: a query takes kafka_topic, value_format, value_delimiter, partitions and on_error"
                 )));
             }
         }
+        let format = ValueFormat::from_options(&options)?;
         let on_error = match options.get("on_error").map(|v| v.to_lowercase()).as_deref() {
             None | Some("skip") => OnError::Skip,
             Some("fail") => OnError::Fail,
@@ -983,6 +999,17 @@ impl Engine {
             this.drop_tables(&processor.tables);
             Err(Error::Plan(message.to_string()))
         };
+        if let Err(e) = format.check(
+            name,
+            &processor
+                .schema()
+                .fields()
+                .iter()
+                .map(|f| f.as_ref().clone())
+                .collect::<Vec<_>>(),
+        ) {
+            return fail(self, &processor, &e.to_string());
+        }
         if kind == Kind::Stream && windowed {
             return fail(self, &processor, "your SELECT query produces a TABLE (it aggregates over windows): use CREATE TABLE … AS SELECT");
         }
@@ -1063,6 +1090,7 @@ impl Engine {
             table: None,
             output: TaskOutput {
                 strip_rowtime: false,
+                format,
                 log: Some(log),
                 sink,
                 channel: None,
@@ -1153,6 +1181,7 @@ impl Engine {
                 strip_rowtime,
                 log: None,
                 sink: None,
+                format: ValueFormat::Json,
                 channel: Some(tx),
             },
             dead: None,
@@ -1529,6 +1558,8 @@ struct TaskOutput {
     strip_rowtime: bool,
     log: Option<Arc<Log>>,
     sink: Option<Box<dyn Sink>>,
+    /// How `sink` gets its records.
+    format: ValueFormat,
     channel: Option<mpsc::Sender<RecordBatch>>,
 }
 
@@ -1603,9 +1634,11 @@ impl Task {
                     .rows_out
                     .fetch_add(step.batch.num_rows() as u64, Ordering::Relaxed);
             } else if let Some(processor) = &mut self.processor {
+                let started = Instant::now();
                 let (out, failed, fatal) =
                     process_isolating(processor, &self.ctx, step.batch, &step.first, self.on_error)
                         .await;
+                self.stats.batch_duration.observe(started.elapsed());
                 self.stats
                     .late_events
                     .store(processor.late(), Ordering::Relaxed);
@@ -1659,7 +1692,7 @@ impl Task {
             .rows_out
             .fetch_add(batch.num_rows() as u64, Ordering::Relaxed);
         if let Some(sink) = &mut self.output.sink {
-            match encode(&batch) {
+            match self.output.format.encode(&batch) {
                 Ok(records) => {
                     if let Err(e) = sink.send(records).await {
                         tracing::warn!(query = %self.id, "sink failed: {e}");

@@ -9,7 +9,8 @@ use arrow::datatypes::SchemaRef;
 use eddy_connector::Source;
 use eddy_generator::Generator;
 
-use crate::json::{BadEvent, Decoder};
+use crate::format::ValueDecoder;
+use crate::json::BadEvent;
 use crate::log::Log;
 use crate::Result;
 
@@ -39,12 +40,12 @@ pub(crate) enum Input {
         /// Next position to read.
         next: u64,
     },
-    /// A connector's messages, decoded from JSON.
+    /// A connector's messages, decoded from their value format.
     Source {
         /// The source.
         source: Box<dyn Source>,
         /// The decoder for the stream's schema.
-        decoder: Decoder,
+        decoder: ValueDecoder,
         /// Per partition, the offset after the last message read.
         next: BTreeMap<i32, i64>,
         /// Whether commits may stay behind open windows. Kafka keeps messages for a replay;

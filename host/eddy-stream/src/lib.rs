@@ -3,9 +3,12 @@
 //! [`eddy_connector`] sources and sinks.
 
 mod connectors;
+mod delimited;
 mod engine;
+mod format;
 mod input;
 mod json;
+mod kafka_format;
 mod log;
 mod pipeline;
 mod provider;

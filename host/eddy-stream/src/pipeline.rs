@@ -14,6 +14,8 @@ use crate::query::Parsed;
 use crate::window::WindowState;
 use crate::{Error, Result};
 
+pub(crate) use eddy_udf_host::{Histogram, HistogramSnapshot};
+
 /// A query's plans, ready to run batch after batch.
 pub(crate) struct Processor {
     input: Arc<Slot>,

@@ -123,13 +123,76 @@ struct Instance {
     bindings: ScalarUdf,
 }
 
+/// A resource limit that can stop a guest call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum LimitKind {
+    /// The per-call wall-time limit (the epoch deadline).
+    Time,
+    /// Linear memory per instance.
+    Memory,
+    /// Table elements per table.
+    Table,
+    /// The wasm stack (a stack-overflow trap).
+    Stack,
+}
+
+impl LimitKind {
+    /// Every kind, in the order metrics list them.
+    pub const ALL: [LimitKind; 4] = [
+        LimitKind::Time,
+        LimitKind::Memory,
+        LimitKind::Table,
+        LimitKind::Stack,
+    ];
+
+    /// The metric label value: `time`, `memory`, `table` or `stack`.
+    pub fn label(self) -> &'static str {
+        match self {
+            LimitKind::Time => "time",
+            LimitKind::Memory => "memory",
+            LimitKind::Table => "table",
+            LimitKind::Stack => "stack",
+        }
+    }
+
+    /// Which limit the resource limiter recorded, from the message it set on the hit.
+    ///
+    /// The limiter (`runtime::Limiter`) keeps only its message; the two prefixes are its own.
+    fn of_limiter_hit(hit: &str) -> Option<LimitKind> {
+        if hit.starts_with("exceeded its memory limit") {
+            Some(LimitKind::Memory)
+        } else if hit.starts_with("exceeded its table limit") {
+            Some(LimitKind::Table)
+        } else {
+            None
+        }
+    }
+
+    /// Which limit stopped a call that failed with `e`, given what the limiter recorded.
+    fn of_failure(e: &wasmtime::Error, limiter_hit: Option<&str>) -> Option<LimitKind> {
+        if let Some(hit) = limiter_hit {
+            return LimitKind::of_limiter_hit(hit);
+        }
+        match e.downcast_ref::<Trap>() {
+            Some(Trap::Interrupt) => Some(LimitKind::Time),
+            Some(Trap::StackOverflow) => Some(LimitKind::Stack),
+            _ => None,
+        }
+    }
+}
+
 /// Why a call failed.
 #[derive(Debug, Clone)]
 pub(crate) enum CallFailure {
     /// The guest returned an error for the whole batch.
     Guest(String),
     /// The guest trapped or hit a limit; its instance was discarded.
-    Trap(String),
+    Trap {
+        /// What happened, for the error message.
+        message: String,
+        /// The limit that stopped it, if one did.
+        limit: Option<LimitKind>,
+    },
 }
 
 /// A compiled, validated UDF component.
@@ -291,6 +354,17 @@ impl Component {
         }
     }
 
+    /// Instantiates now and parks the instance idle (up to the pool's size), so that a burst of
+    /// calls does not wait for instantiation; also how `eddy bench swap` times a warm instantiate.
+    pub fn prewarm(&self) -> Result<()> {
+        let instance = self.instantiate().map_err(|e| Error::Instantiate {
+            origin: self.source.clone(),
+            message: format!("{e:#}"),
+        })?;
+        self.release(instance);
+        Ok(())
+    }
+
     fn release(&self, instance: Instance) {
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
         if idle.len() < MAX_IDLE {
@@ -305,9 +379,10 @@ impl Component {
         args: &[wit::Column],
         rows: u32,
     ) -> std::result::Result<wit::ScalarResult, CallFailure> {
-        let mut instance = self
-            .acquire()
-            .map_err(|e| CallFailure::Trap(format!("could not be instantiated: {e:#}")))?;
+        let mut instance = self.acquire().map_err(|e| CallFailure::Trap {
+            message: format!("could not be instantiated: {e:#}"),
+            limit: None,
+        })?;
         instance.store.set_epoch_deadline(self.deadline_ticks());
         {
             let state = instance.store.data_mut();
@@ -345,11 +420,13 @@ impl Component {
                 Err(CallFailure::Guest(message))
             }
             // A trapped instance may be left inconsistent: drop it, the next call gets a fresh one.
-            Err(e) => Err(CallFailure::Trap(self.explain_trap(
-                &e,
-                instance.store.data().limiter.hit.clone(),
-                &output,
-            ))),
+            Err(e) => {
+                let hit = instance.store.data().limiter.hit.clone();
+                Err(CallFailure::Trap {
+                    limit: LimitKind::of_failure(&e, hit.as_deref()),
+                    message: self.explain_trap(&e, hit, &output),
+                })
+            }
         }
     }
 
@@ -397,5 +474,51 @@ fn outside_async<R: Send>(f: impl FnOnce() -> R + Send) -> R {
                 .join()
                 .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
         }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use wasmtime::ResourceLimiter;
+
+    use super::*;
+
+    #[test]
+    fn limits_are_classified_from_the_limiter_and_the_trap_code() {
+        let limits = Limits {
+            max_memory: 1 << 20,
+            max_table_elements: 10,
+            ..Limits::default()
+        };
+        let other = wasmtime::Error::msg("limit exceeded");
+        let mut state = State::new("f@0".into(), &limits);
+        assert!(state.limiter.memory_growing(0, 2 << 20, None).is_err());
+        let hit = state.limiter.hit.take();
+        assert_eq!(
+            LimitKind::of_failure(&other, hit.as_deref()),
+            Some(LimitKind::Memory)
+        );
+        assert!(state.limiter.table_growing(0, 11, None).is_err());
+        let hit = state.limiter.hit.take();
+        assert_eq!(
+            LimitKind::of_failure(&other, hit.as_deref()),
+            Some(LimitKind::Table)
+        );
+        let trap = |t: Trap| wasmtime::Error::new(t);
+        assert_eq!(
+            LimitKind::of_failure(&trap(Trap::Interrupt), None),
+            Some(LimitKind::Time)
+        );
+        assert_eq!(
+            LimitKind::of_failure(&trap(Trap::StackOverflow), None),
+            Some(LimitKind::Stack)
+        );
+        assert_eq!(
+            LimitKind::of_failure(&trap(Trap::UnreachableCodeReached), None),
+            None
+        );
+        assert_eq!(LimitKind::of_failure(&other, None), None);
+        let labels: Vec<_> = LimitKind::ALL.iter().map(|k| k.label()).collect();
+        assert_eq!(labels, ["time", "memory", "table", "stack"]);
     }
 }

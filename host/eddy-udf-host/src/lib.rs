@@ -10,11 +10,13 @@ mod bindings;
 mod component;
 mod convert;
 mod error;
+mod histogram;
 mod output;
 mod runtime;
 mod udf;
 
-pub use component::{Component, FunctionSignature, SqlType};
+pub use component::{Component, FunctionSignature, LimitKind, SqlType};
 pub use error::{Error, Result};
+pub use histogram::{Histogram, HistogramSnapshot, BUCKET_BOUNDS_NANOS};
 pub use runtime::{Limits, UdfRuntime};
 pub use udf::{FunctionStats, WasmScalarUdf};

@@ -187,9 +187,19 @@ impl std::fmt::Debug for UdfRuntime {
 impl UdfRuntime {
     /// A runtime caching compiled components in `cache_dir` (none: compile every load).
     pub fn new(cache_dir: Option<PathBuf>, limits: Limits) -> Result<UdfRuntime> {
+        UdfRuntime::build(cache_dir, limits, true)
+    }
+
+    /// A runtime whose compiled code has no epoch checks, so `timeout` is not enforced and a
+    /// guest that loops never returns. Only for measuring what the checks cost (`eddy bench swap`).
+    pub fn without_timeouts(cache_dir: Option<PathBuf>, limits: Limits) -> Result<UdfRuntime> {
+        UdfRuntime::build(cache_dir, limits, false)
+    }
+
+    fn build(cache_dir: Option<PathBuf>, limits: Limits, epochs: bool) -> Result<UdfRuntime> {
         let mut config = Config::new();
         config.wasm_component_model(true);
-        config.epoch_interruption(true);
+        config.epoch_interruption(epochs);
         config.max_wasm_stack(1 << 20);
         let engine = Engine::new(&config).map_err(|e| Error::Engine(format!("{e:#}")))?;
 

@@ -3,6 +3,7 @@
 use std::hash::{Hash, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
+use std::time::Instant;
 
 use datafusion::arrow::array::new_empty_array;
 use datafusion::arrow::datatypes::DataType;
@@ -12,7 +13,7 @@ use datafusion::logical_expr::{
 };
 
 use crate::component::CallFailure;
-use crate::{convert, Component, FunctionSignature};
+use crate::{convert, Component, FunctionSignature, Histogram, LimitKind};
 
 /// Counters per function, for `SHOW FUNCTIONS` and metrics.
 #[derive(Debug, Default)]
@@ -25,6 +26,27 @@ pub struct FunctionStats {
     pub row_errors: AtomicU64,
     /// Calls that trapped or hit a limit.
     pub traps: AtomicU64,
+    /// Wall time of each guest call, from taking an instance to its result; argument and
+    /// result conversion excluded.
+    pub call_duration: Histogram,
+    /// Calls stopped by a limit, indexed like [`LimitKind::ALL`].
+    limit_hits: [AtomicU64; LimitKind::ALL.len()],
+}
+
+impl FunctionStats {
+    /// Calls stopped by the limit `kind`.
+    pub fn limit_hits(&self, kind: LimitKind) -> u64 {
+        self.limit_hits[kind as usize].load(Ordering::Relaxed)
+    }
+
+    /// Calls stopped by each limit, in the order of [`LimitKind::ALL`].
+    pub fn limit_hits_by_kind(&self) -> [(LimitKind, u64); LimitKind::ALL.len()] {
+        LimitKind::ALL.map(|kind| (kind, self.limit_hits(kind)))
+    }
+
+    fn limit_hit(&self, kind: LimitKind) {
+        self.limit_hits[kind as usize].fetch_add(1, Ordering::Relaxed);
+    }
 }
 
 /// A wasm function registered with DataFusion.
@@ -151,18 +173,19 @@ impl ScalarUDFImpl for WasmScalarUdf {
         let component = self.component();
         self.stats.calls.fetch_add(1, Ordering::Relaxed);
         self.stats.rows.fetch_add(rows as u64, Ordering::Relaxed);
-        let result =
-            component
-                .call(name, &columns, rows as u32)
-                .map_err(|failure| match failure {
-                    CallFailure::Guest(message) => {
-                        exec_datafusion_err!("UDF '{name}' failed: {message}")
-                    }
-                    CallFailure::Trap(message) => {
-                        self.stats.traps.fetch_add(1, Ordering::Relaxed);
-                        exec_datafusion_err!("UDF '{name}' {message}")
-                    }
-                })?;
+        let started = Instant::now();
+        let result = component.call(name, &columns, rows as u32);
+        self.stats.call_duration.observe(started.elapsed());
+        let result = result.map_err(|failure| match failure {
+            CallFailure::Guest(message) => exec_datafusion_err!("UDF '{name}' failed: {message}"),
+            CallFailure::Trap { message, limit } => {
+                self.stats.traps.fetch_add(1, Ordering::Relaxed);
+                if let Some(kind) = limit {
+                    self.stats.limit_hit(kind);
+                }
+                exec_datafusion_err!("UDF '{name}' {message}")
+            }
+        })?;
         if let Some(first) = result.row_errors.first() {
             self.stats
                 .row_errors
@@ -184,5 +207,24 @@ impl ScalarUDFImpl for WasmScalarUdf {
         )
         .map_err(|e| exec_datafusion_err!("UDF '{name}' returned a bad result: {e}"))?;
         Ok(ColumnarValue::Array(array))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn limit_hits_are_counted_per_kind() {
+        let stats = FunctionStats::default();
+        stats.limit_hit(LimitKind::Time);
+        stats.limit_hit(LimitKind::Memory);
+        stats.limit_hit(LimitKind::Memory);
+        let hits: Vec<u64> = LimitKind::ALL
+            .iter()
+            .map(|&k| stats.limit_hits(k))
+            .collect();
+        assert_eq!(hits, [1, 2, 0, 0]);
+        assert_eq!(stats.call_duration.snapshot().count, 0);
     }
 }

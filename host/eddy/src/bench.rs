@@ -45,7 +45,7 @@ pub(crate) struct AnomalyBench {
 /// A session with `function`'s component loaded, built from `crate_dir` when missing.
 ///
 /// One partition and one thread of work per side: a like-for-like comparison.
-async fn bench_session(
+pub(crate) async fn bench_session(
     runtime: UdfRuntime,
     component: &Path,
     crate_dir: &str,
@@ -185,7 +185,10 @@ fn native_udf() -> ScalarUDF {
     )
 }
 
-fn best_of<F: FnMut() -> Result<usize>>(runs: usize, mut f: F) -> Result<(Duration, usize)> {
+pub(crate) fn best_of<F: FnMut() -> Result<usize>>(
+    runs: usize,
+    mut f: F,
+) -> Result<(Duration, usize)> {
     f()?; // warm-up: instances, caches, page faults
     let mut best = Duration::MAX;
     let mut rows = 0;
@@ -197,11 +200,11 @@ fn best_of<F: FnMut() -> Result<usize>>(runs: usize, mut f: F) -> Result<(Durati
     Ok((best, rows))
 }
 
-fn rate(rows: usize, d: Duration) -> f64 {
+pub(crate) fn rate(rows: usize, d: Duration) -> f64 {
     rows as f64 / d.as_secs_f64()
 }
 
-fn invoke_all(udf: &ScalarUDF, batches: &[ArrayRef]) -> Result<usize> {
+pub(crate) fn invoke_all(udf: &ScalarUDF, batches: &[ArrayRef]) -> Result<usize> {
     let mut n = 0;
     let field = Arc::new(Field::new("c", batches[0].data_type().clone(), true));
     let config = Arc::new(ConfigOptions::default());

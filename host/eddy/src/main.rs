@@ -2,6 +2,7 @@
 
 mod bench;
 mod bench_stream;
+mod bench_swap;
 mod mqtt_proxy;
 mod run;
 mod server;
@@ -85,6 +86,8 @@ enum BenchCommand {
     Anomaly(bench::AnomalyBench),
     /// Events/s through a continuous query with a wasm UDF (generator, Kafka), and latency.
     Stream(bench_stream::StreamBench),
+    /// Hot-swap latency, warm instantiate time, and what timeouts cost in throughput.
+    Swap(bench_swap::SwapBench),
 }
 
 fn cache_dir(cli: Option<PathBuf>) -> PathBuf {
@@ -159,6 +162,9 @@ async fn main() -> Result<()> {
         Command::Bench {
             command: BenchCommand::Stream(ref args),
         } => bench_stream::stream(args, runtime()?).await,
+        Command::Bench {
+            command: BenchCommand::Swap(ref args),
+        } => bench_swap::swap(args, cache_dir(cli.cache_dir.clone())).await,
         Command::Generate { rows, seed, cars } => generate_csv(rows, seed, cars),
     }
 }

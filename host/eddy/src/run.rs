@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::util::pretty::pretty_format_batches;
-use eddy_sql::{split_statements, Session};
+use eddy_sql::{split_statements, Session, UdfDir};
 use eddy_stream::{Engine, EngineConfig, KafkaSettings, Output, QueryInfo};
 use eddy_udf_host::UdfRuntime;
 
@@ -43,6 +43,10 @@ pub(crate) struct RunArgs {
     /// No live status line.
     #[arg(long, short)]
     quiet: bool,
+    /// A directory of UDF components, loaded before the file runs and watched while it runs:
+    /// `NAME.wasm` serves function NAME; a changed file replaces it at the next batch.
+    #[arg(long)]
+    udf_dir: Option<PathBuf>,
 }
 
 fn parse_duration(text: &str) -> Result<Duration, String> {
@@ -93,9 +97,13 @@ pub(crate) async fn run(args: &RunArgs, runtime: UdfRuntime) -> Result<()> {
         ..EngineConfig::default()
     };
     let mut engine = Engine::new(Session::new(runtime), config);
+    let mut udf_dir = args.udf_dir.as_ref().map(UdfDir::new);
+    if let Some(dir) = &mut udf_dir {
+        sync_udf_dir(dir, &mut engine).await?;
+    }
     let result = run_file(&mut engine, &args.file, args.keep_going).await;
     if result.is_ok() && engine.queries().iter().any(|q| q.sink.is_some()) {
-        watch(&engine, args).await;
+        watch(&mut engine, args, udf_dir.as_mut()).await;
     }
     let running = engine.queries();
     engine.shutdown().await;
@@ -166,7 +174,7 @@ fn print_rows(batches: &[RecordBatch]) -> Result<()> {
 }
 
 /// Waits for Ctrl-C, the duration, or --max-events, showing a live status line on a terminal.
-async fn watch(engine: &Engine, args: &RunArgs) {
+async fn watch(engine: &mut Engine, args: &RunArgs, mut udf_dir: Option<&mut UdfDir>) {
     let started = Instant::now();
     let live = !args.quiet && std::io::stderr().is_terminal();
     let mut last = (Instant::now(), totals(&engine.queries()));
@@ -175,6 +183,11 @@ async fn watch(engine: &Engine, args: &RunArgs) {
         tokio::select! {
             _ = tokio::signal::ctrl_c() => break,
             _ = tick.tick() => {}
+        }
+        if let Some(dir) = udf_dir.as_deref_mut() {
+            if let Err(e) = sync_udf_dir(dir, engine).await {
+                tracing::warn!("{e:#}");
+            }
         }
         let queries = engine.queries();
         let persistent: Vec<&QueryInfo> = queries.iter().filter(|q| q.sink.is_some()).collect();
@@ -209,6 +222,31 @@ async fn watch(engine: &Engine, args: &RunArgs) {
     if live {
         eprintln!();
     }
+}
+
+/// Loads what changed in the UDF directory, logging each load and each refusal.
+pub(crate) async fn sync_udf_dir(dir: &mut UdfDir, engine: &mut Engine) -> Result<()> {
+    let loads = dir
+        .sync(engine.session())
+        .await
+        .with_context(|| format!("reading the UDF directory {}", dir.dir().display()))?;
+    for load in loads {
+        match load.result {
+            Ok(message) => tracing::info!(
+                target: "eddy::udf",
+                "UDF directory: {} from {}: {message}",
+                load.function,
+                load.path.display()
+            ),
+            Err(e) => tracing::warn!(
+                target: "eddy::udf",
+                "UDF directory: {} from {} refused, the previous version (if any) keeps serving: {e}",
+                load.function,
+                load.path.display()
+            ),
+        }
+    }
+    Ok(())
 }
 
 fn totals(queries: &[QueryInfo]) -> (u64, u64, u64, u64, u64) {

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
-use eddy_sql::Session;
+use eddy_sql::{Session, UdfDir};
 use eddy_stream::{Engine, EngineConfig, KafkaSettings};
 use eddy_udf_host::UdfRuntime;
 use serde_json::{json, Value};
@@ -32,7 +32,9 @@ pub(crate) struct ServerArgs {
     #[arg(long, default_value_t = 1 << 20)]
     max_body_bytes: usize,
     /// The directory UDF components may be loaded from over HTTP (`CREATE FUNCTION … FROM`) and
-    /// where `POST /functions/NAME` stores uploads. Without it, no UDFs over HTTP.
+    /// where `POST /functions/NAME` stores uploads. Without it, no UDFs over HTTP. It is also
+    /// watched: `NAME.wasm` (or the newest `NAME.*.wasm`) serves function NAME, loaded at start
+    /// and replaced whenever the file changes.
     #[arg(long)]
     udf_dir: Option<PathBuf>,
     /// Larger component uploads are refused with 413.
@@ -73,6 +75,21 @@ pub(crate) async fn server(args: &ServerArgs, runtime: UdfRuntime) -> Result<()>
         Session::new(runtime),
         config,
     )));
+    if let Some(dir) = &args.udf_dir {
+        let mut dir = UdfDir::new(dir);
+        crate::run::sync_udf_dir(&mut dir, &mut *engine.lock().await).await?;
+        let engine = engine.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            loop {
+                tick.tick().await;
+                let mut engine = engine.lock().await;
+                if let Err(e) = crate::run::sync_udf_dir(&mut dir, &mut engine).await {
+                    tracing::warn!("{e:#}");
+                }
+            }
+        });
+    }
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("listening on {}", args.listen))?;

@@ -127,3 +127,32 @@ fn run_continuous_runs_the_demo_queries_for_the_duration_and_reports_them() {
         .unwrap_or_else(|| panic!("no summary in stderr:\n{stderr}"));
     assert!(summary.ends_with("0 bad, 0 late, 0 failed"), "{summary}");
 }
+
+#[test]
+fn run_loads_the_udf_dir_before_the_script() {
+    let dir = std::env::temp_dir().join(format!("eddy-cli-udfs-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::copy(eddy_tests::component("tag_v2"), dir.join("tag.wasm")).unwrap();
+    let script = dir.join("tags.sql");
+    std::fs::write(
+        &script,
+        "SELECT tag(event_id) AS t FROM car_sensor(2, 1);\n",
+    )
+    .unwrap();
+    let out = eddy()
+        .arg("run")
+        .arg(&script)
+        .arg("--udf-dir")
+        .arg(&dir)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "stdout:\n{stdout}\nstderr:\n{stderr}");
+    assert!(
+        stdout.contains("| v2:0 |") && stdout.contains("| v2:1 |"),
+        "{stdout}"
+    );
+    assert!(stderr.contains("UDF directory: tag from"), "{stderr}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -576,6 +576,185 @@ async fn metrics_parse_as_prometheus_text_and_count_what_queries_did() {
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_time_batches_and_udf_calls_and_count_limit_hits() {
+    let udf = eddy_tests::component("temperature");
+    let evil = eddy_tests::component("evil");
+    let server = Server::start(&["--udf-dir", udf.parent().unwrap().to_str().unwrap()]);
+    server
+        .ksql(&format!(
+            "CREATE FUNCTION celsius_to_fahrenheit FROM '{}';",
+            udf.display()
+        ))
+        .await;
+    // `spin` never returns and `hog` allocates without end: both are stopped by a limit.
+    server
+        .ksql(&format!(
+            "CREATE FUNCTION spin FROM '{}' WITH (max_memory = '64MB', timeout = '1s');",
+            evil.display()
+        ))
+        .await;
+    server.ksql("CREATE STREAM s (c DOUBLE); CREATE STREAM f AS SELECT celsius_to_fahrenheit(c) AS f FROM s;").await;
+    let query = server.ksql("SHOW QUERIES;").await[0]["queries"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let scrape = || async {
+        let (status, text) = server.get("/metrics").await;
+        assert_eq!(status, 200);
+        let lines = text.lines().map(|l| Ok(l.to_string()));
+        prometheus_parse::Scrape::parse(lines).expect("Prometheus text format")
+    };
+    let value = |scrape: &prometheus_parse::Scrape, name: &str, labels: &[(&str, &str)]| {
+        scrape
+            .samples
+            .iter()
+            .find(|s| s.metric == name && labels.iter().all(|(k, v)| s.labels.get(k) == Some(v)))
+            .map(|s| match s.value {
+                prometheus_parse::Value::Counter(v)
+                | prometheus_parse::Value::Gauge(v)
+                | prometheus_parse::Value::Untyped(v) => v,
+                _ => f64::NAN,
+            })
+            .unwrap_or_else(|| panic!("no sample {name} {labels:?}"))
+    };
+    // A pull query settles the engine: the persistent query has read what was inserted.
+    let settle = |relation: &'static str| {
+        let request = server
+            .http
+            .post(server.url("/query"))
+            .body(json!({ "ksql": format!("SELECT * FROM {relation};") }).to_string());
+        async move { request.send().await.unwrap().text().await.unwrap() }
+    };
+    let before = scrape().await;
+    let batches = |scrape: &prometheus_parse::Scrape| {
+        value(
+            scrape,
+            "eddy_query_batch_duration_seconds_count",
+            &[("query_id", &query)],
+        )
+    };
+    assert_eq!(batches(&before), 0.0);
+
+    server
+        .ksql("INSERT INTO s (c) VALUES (0.0), (100.0), (37.0);")
+        .await;
+    settle("f").await;
+    let first = scrape().await;
+    // One insert, three rows: one batch (at most one per insert).
+    assert_eq!(batches(&first), 1.0);
+    server.ksql("INSERT INTO s (c) VALUES (1.0);").await;
+    server.ksql("INSERT INTO s (c) VALUES (2.0);").await;
+    settle("f").await;
+    let after = scrape().await;
+    let n = batches(&after);
+    assert!((2.0..=3.0).contains(&n), "{n} batches after three inserts");
+    let histogram = after
+        .samples
+        .iter()
+        .find(|s| {
+            s.metric == "eddy_query_batch_duration_seconds"
+                && s.labels.get("query_id") == Some(&query)
+        })
+        .expect("a batch-duration histogram");
+    let prometheus_parse::Value::Histogram(buckets) = &histogram.value else {
+        panic!("{histogram:?}");
+    };
+    // Cumulative buckets ending in +Inf, which holds every batch.
+    assert!(buckets.windows(2).all(|w| w[0].count <= w[1].count));
+    let last = buckets.last().unwrap();
+    assert_eq!((last.less_than, last.count), (f64::INFINITY, n));
+    assert!(
+        value(
+            &after,
+            "eddy_query_batch_duration_seconds_sum",
+            &[("query_id", &query)]
+        ) > 0.0
+    );
+
+    // One observation per guest call, under the same labels as the call counter.
+    let c2f = [("function", "celsius_to_fahrenheit")];
+    let calls = value(&after, "eddy_udf_calls_total", &c2f);
+    assert!(calls >= 2.0, "{calls}");
+    assert_eq!(
+        value(&after, "eddy_udf_call_duration_seconds_count", &c2f),
+        calls
+    );
+    let version = after
+        .samples
+        .iter()
+        .find(|s| {
+            s.metric == "eddy_udf_calls_total"
+                && s.labels.get("function") == Some("celsius_to_fahrenheit")
+        })
+        .and_then(|s| s.labels.get("version"))
+        .unwrap()
+        .to_string();
+    assert_eq!(
+        value(
+            &after,
+            "eddy_udf_call_duration_seconds_count",
+            &[("function", "celsius_to_fahrenheit"), ("version", &version)]
+        ),
+        calls
+    );
+    for limit in ["time", "memory", "table", "stack"] {
+        assert_eq!(
+            value(
+                &after,
+                "eddy_udf_limit_hits_total",
+                &[("function", "celsius_to_fahrenheit"), ("limit", limit)]
+            ),
+            0.0
+        );
+    }
+
+    // Hostile guests: each call is stopped by its limit, and counted under it.
+    server
+        .ksql(
+            "CREATE STREAM x (v DOUBLE); \
+             CREATE STREAM spun AS SELECT spin(v) AS y FROM x; \
+             CREATE STREAM hogged AS SELECT hog(v) AS y FROM x;",
+        )
+        .await;
+    server.ksql("INSERT INTO x (v) VALUES (1.0);").await;
+    settle("spun").await;
+    settle("hogged").await;
+    let hostile = scrape().await;
+    let hits = |function: &str, limit: &str| {
+        value(
+            &hostile,
+            "eddy_udf_limit_hits_total",
+            &[("function", function), ("limit", limit)],
+        )
+    };
+    assert_eq!(hits("spin", "time"), 1.0);
+    assert_eq!(hits("spin", "memory"), 0.0);
+    assert_eq!(hits("hog", "memory"), 1.0);
+    assert_eq!(hits("hog", "time"), 0.0);
+    assert_eq!(hits("hog", "stack"), 0.0);
+    for function in ["spin", "hog"] {
+        let f = [("function", function)];
+        assert_eq!(value(&hostile, "eddy_udf_traps_total", &f), 1.0);
+        assert_eq!(value(&hostile, "eddy_udf_calls_total", &f), 1.0);
+        assert_eq!(
+            value(&hostile, "eddy_udf_call_duration_seconds_count", &f),
+            1.0
+        );
+    }
+    // The spinning call ran until its 1 s deadline.
+    assert!(
+        value(
+            &hostile,
+            "eddy_udf_call_duration_seconds_sum",
+            &[("function", "spin")]
+        ) >= 0.9
+    );
+    for sample in &hostile.samples {
+        assert!(sample.metric.starts_with("eddy_"), "{}", sample.metric);
+    }
+}
+
 /// Starts a push query over a raw HTTP/1.1 connection and reads until its header arrived.
 fn raw_push(addr: &str, sql: &str) -> TcpStream {
     let mut stream = TcpStream::connect(addr).unwrap();
