@@ -1,6 +1,6 @@
 """The PyPI client ksql-python-ng, unmodified, against a running `eddy server`.
 
-Usage: python ksql_client.py http://127.0.0.1:PORT   (run by host/eddy/tests/server.rs)
+Usage: python ksql_client.py http://127.0.0.1:PORT   (run by host/eddy/tests/e2e/server.rs)
 """
 
 import json
