@@ -52,6 +52,10 @@ async fn describe_function_shows_the_declared_signature() {
         ("returns", "BIGINT".into()),
         ("volatility", "immutable".into()),
         (
+            "sandbox",
+            "fixed clock and random (every function of the component is immutable)".into(),
+        ),
+        (
             "description",
             "Parses a car id like `car-0042` into its number; anything else is a row error.".into(),
         ),
@@ -150,7 +154,7 @@ async fn describe_function_shows_limits_set_with_create() {
         let described =
             properties(&eddy_tests::rows(&mut session, &format!("DESCRIBE FUNCTION {name}")).await);
         assert_eq!(
-            described[8..],
+            described[9..],
             [
                 ("max_memory".to_string(), format!("{} bytes", 3 << 20)),
                 ("timeout".to_string(), "1.5s".to_string()),

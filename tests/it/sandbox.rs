@@ -142,10 +142,24 @@ async fn max_log_lines_caps_host_log_lines_per_call() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_immutable_guest_reads_the_real_wall_clock() {
-    // Not a wish, a record: WASI's default wall clock is the host's, so a function declared
-    // immutable can return the time. When the clock is virtualised, this test must change.
+async fn immutable_guests_see_a_stopped_clock_and_volatile_ones_the_real_clock() {
+    // `evil` declares every function immutable: its instances get a clock stopped at the Unix
+    // epoch, so a "pure" function cannot return the time.
     let mut session = session_with_evil("").await;
+    let guest_ms = |out: Output| {
+        let Output::Rows { batches, .. } = out else {
+            panic!("expected rows")
+        };
+        batches[0].column(0).as_primitive::<Int64Type>().value(0)
+    };
+    let out = session
+        .execute("SELECT wall_clock_ms(x) FROM (VALUES (1)) AS t(x)")
+        .await
+        .unwrap();
+    assert_eq!(guest_ms(out), 0);
+
+    // `clock` declares its function volatile: the host's real clock.
+    let mut session = eddy_tests::session_with("now_ms", "clock", "").await;
     let millis = || {
         std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -154,14 +168,11 @@ async fn an_immutable_guest_reads_the_real_wall_clock() {
     };
     let before = millis();
     let out = session
-        .execute("SELECT wall_clock_ms(x) FROM (VALUES (1)) AS t(x)")
+        .execute("SELECT now_ms(x) FROM (VALUES (1)) AS t(x)")
         .await
         .unwrap();
     let after = millis();
-    let Output::Rows { batches, .. } = out else {
-        panic!("expected rows")
-    };
-    let guest = batches[0].column(0).as_primitive::<Int64Type>().value(0);
+    let guest = guest_ms(out);
     assert!(
         before <= guest && guest <= after,
         "{before} <= {guest} <= {after}"

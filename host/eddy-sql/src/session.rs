@@ -321,6 +321,15 @@ impl Session {
             ("parameters", params.join(", ")),
             ("returns", f.returns.sql_name().to_string()),
             ("volatility", format!("{:?}", f.volatility).to_lowercase()),
+            (
+                "sandbox",
+                if component.deterministic {
+                    "fixed clock and random (every function of the component is immutable)"
+                } else {
+                    "the host's clock and random (a function of the component is not immutable)"
+                }
+                .to_string(),
+            ),
             ("description", f.doc.clone()),
             ("version", component.hash.clone()),
             ("source", component.source.clone()),

@@ -207,6 +207,8 @@ pub struct Component {
     pub functions: Vec<FunctionSignature>,
     /// Limits for its instances.
     pub limits: Limits,
+    /// Whether every function is immutable, so instances get a fixed clock and random source.
+    pub deterministic: bool,
     pre: ScalarUdfPre<State>,
     idle: Mutex<Vec<Instance>>,
 }
@@ -246,6 +248,9 @@ impl Component {
             loaded_at: SystemTime::now(),
             functions: Vec::new(),
             limits,
+            // describe() runs before anything is declared; its instance is not kept if the
+            // functions turn out immutable.
+            deterministic: false,
             pre,
             idle: Mutex::new(Vec::new()),
         };
@@ -278,7 +283,13 @@ impl Component {
             .map(FunctionSignature::from_wit)
             .collect();
         component.validate_description()?;
-        component.release(instance);
+        component.deterministic = component
+            .functions
+            .iter()
+            .all(|f| f.volatility == Volatility::Immutable);
+        if !component.deterministic {
+            component.release(instance);
+        }
         Ok(Arc::new(component))
     }
 
@@ -331,7 +342,7 @@ impl Component {
     fn instantiate(&self) -> wasmtime::Result<Instance> {
         let mut store = Store::new(
             self.pre.engine(),
-            State::new(self.label("describe"), &self.limits),
+            State::new(self.label("describe"), &self.limits, self.deterministic),
         );
         store.limiter(|s| &mut s.limiter);
         store.epoch_deadline_trap();
@@ -491,7 +502,7 @@ mod tests {
             ..Limits::default()
         };
         let other = wasmtime::Error::msg("limit exceeded");
-        let mut state = State::new("f@0".into(), &limits);
+        let mut state = State::new("f@0".into(), &limits, false);
         assert!(state.limiter.memory_growing(0, 2 << 20, None).is_err());
         let hit = state.limiter.hit.take();
         assert_eq!(

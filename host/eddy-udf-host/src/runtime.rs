@@ -54,13 +54,22 @@ pub(crate) struct State {
 }
 
 impl State {
-    pub(crate) fn new(label: String, limits: &Limits) -> State {
+    /// `deterministic`: clocks stand still at the Unix epoch and randomness is a fixed
+    /// sequence, for components whose every function is declared immutable.
+    pub(crate) fn new(label: String, limits: &Limits, deterministic: bool) -> State {
         let output = GuestOutput::default();
         // No preopened dirs, env, args or sockets: the builder grants nothing by default.
-        let wasi = wasmtime_wasi::WasiCtxBuilder::new()
-            .stdout(output.clone())
-            .stderr(output.clone())
-            .build();
+        let mut builder = wasmtime_wasi::WasiCtxBuilder::new();
+        builder.stdout(output.clone()).stderr(output.clone());
+        if deterministic {
+            builder
+                .wall_clock(FixedClock)
+                .monotonic_clock(FixedClock)
+                .secure_random(fixed_random())
+                .insecure_random(fixed_random())
+                .insecure_random_seed(0);
+        }
+        let wasi = builder.build();
         State {
             wasi,
             table: ResourceTable::new(),
@@ -75,6 +84,44 @@ impl State {
             logs_dropped: 0,
         }
     }
+}
+
+/// A clock that never moves: the Unix epoch, monotonic time 0.
+struct FixedClock;
+
+impl wasmtime_wasi::HostWallClock for FixedClock {
+    fn resolution(&self) -> Duration {
+        Duration::from_nanos(1)
+    }
+
+    fn now(&self) -> Duration {
+        Duration::ZERO
+    }
+}
+
+impl wasmtime_wasi::HostMonotonicClock for FixedClock {
+    fn resolution(&self) -> u64 {
+        1
+    }
+
+    fn now(&self) -> u64 {
+        0
+    }
+}
+
+/// The same 256 bytes, over and over: a random source that gives every instance equal draws.
+fn fixed_random() -> wasmtime_wasi::Deterministic {
+    let mut x: u32 = 0x9e37_79b9;
+    let bytes = (0..256)
+        .map(|_| {
+            // xorshift32: spread, not secret.
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            x as u8
+        })
+        .collect();
+    wasmtime_wasi::Deterministic::new(bytes)
 }
 
 /// Memory and table limits that remember which one stopped the guest, for the error message.
