@@ -86,6 +86,14 @@ impl Server {
         (status, response.text().await.unwrap())
     }
 
+    /// `GET /metrics`, parsed by a Prometheus text-format parser.
+    async fn metrics(&self) -> prometheus_parse::Scrape {
+        let (status, text) = self.get("/metrics").await;
+        assert_eq!(status, 200);
+        let lines = text.lines().map(|l| Ok(l.to_string()));
+        prometheus_parse::Scrape::parse(lines).expect("Prometheus text format")
+    }
+
     async fn healthy(&self) {
         let (status, body) = self.get("/healthcheck").await;
         assert_eq!(status, 200, "{body}");
@@ -476,12 +484,7 @@ async fn metrics_parse_as_prometheus_text_and_count_what_queries_did() {
         .as_str()
         .unwrap()
         .to_string();
-    let scrape = || async {
-        let (status, text) = server.get("/metrics").await;
-        assert_eq!(status, 200);
-        let lines = text.lines().map(|l| Ok(l.to_string()));
-        prometheus_parse::Scrape::parse(lines).expect("Prometheus text format")
-    };
+    let scrape = || server.metrics();
     let value = |scrape: &prometheus_parse::Scrape, name: &str, label: (&str, &str)| -> f64 {
         scrape
             .samples
@@ -599,12 +602,7 @@ async fn metrics_time_batches_and_udf_calls_and_count_limit_hits() {
         .as_str()
         .unwrap()
         .to_string();
-    let scrape = || async {
-        let (status, text) = server.get("/metrics").await;
-        assert_eq!(status, 200);
-        let lines = text.lines().map(|l| Ok(l.to_string()));
-        prometheus_parse::Scrape::parse(lines).expect("Prometheus text format")
-    };
+    let scrape = || server.metrics();
     let value = |scrape: &prometheus_parse::Scrape, name: &str, labels: &[(&str, &str)]| {
         scrape
             .samples
