@@ -166,18 +166,7 @@ pub(crate) fn fill_rowtime(batch: RecordBatch, timestamp: Option<usize>) -> Resu
 
 /// Encodes rows as JSON records; `rowtime` becomes the record's timestamp, not a field.
 pub fn encode(batch: &RecordBatch) -> Result<Vec<Record>> {
-    let schema = batch.schema();
-    let rowtime = schema.index_of("rowtime").ok();
-    let times: Option<&TimestampMillisecondArray> =
-        rowtime.and_then(|i| batch.column(i).as_any().downcast_ref());
-    let payload = match rowtime {
-        Some(i) => {
-            let mut b = batch.clone();
-            b.remove_column(i);
-            b
-        }
-        None => batch.clone(),
-    };
+    let (payload, times) = crate::format::split_rowtime(batch);
     let mut writer = WriterBuilder::new()
         .with_explicit_nulls(true)
         .build::<_, LineDelimited>(Vec::new());
@@ -191,7 +180,7 @@ pub fn encode(batch: &RecordBatch) -> Result<Vec<Record>> {
         .map(|(i, line)| Record {
             key: None,
             payload: line.to_vec(),
-            timestamp_ms: times.filter(|t| t.is_valid(i)).map(|t| t.value(i)),
+            timestamp_ms: times[i],
         })
         .collect())
 }
