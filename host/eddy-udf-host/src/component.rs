@@ -12,6 +12,7 @@ use wasmtime::{Store, Trap};
 use crate::bindings::eddy::udf::types as wit;
 use crate::bindings::{ScalarUdf, ScalarUdfPre};
 use crate::runtime::{State, EPOCH_TICK};
+use crate::sleep::SleepPastDeadline;
 use crate::{Error, Limits, Result, UdfRuntime};
 
 /// A SQL type a UDF can take or return (`data-type` in the WIT).
@@ -173,6 +174,9 @@ impl LimitKind {
         if let Some(hit) = limiter_hit {
             return LimitKind::of_limiter_hit(hit);
         }
+        if e.downcast_ref::<SleepPastDeadline>().is_some() {
+            return Some(LimitKind::Time);
+        }
         match e.downcast_ref::<Trap>() {
             Some(Trap::Interrupt) => Some(LimitKind::Time),
             Some(Trap::StackOverflow) => Some(LimitKind::Stack),
@@ -258,9 +262,7 @@ impl Component {
             origin: source.to_string(),
             message: format!("{e:#}"),
         })?;
-        instance
-            .store
-            .set_epoch_deadline(component.deadline_ticks());
+        component.arm(&mut instance.store);
         let described = outside_async(|| {
             instance
                 .bindings
@@ -339,6 +341,13 @@ impl Component {
         ticks as u64 + 1
     }
 
+    /// Starts the time limit of the next call: the epoch deadline for running code, the
+    /// instant guest waits may not pass.
+    fn arm(&self, store: &mut Store<State>) {
+        store.set_epoch_deadline(self.deadline_ticks());
+        store.data_mut().deadline = std::time::Instant::now().checked_add(self.limits.timeout);
+    }
+
     fn instantiate(&self) -> wasmtime::Result<Instance> {
         let mut store = Store::new(
             self.pre.engine(),
@@ -346,7 +355,7 @@ impl Component {
         );
         store.limiter(|s| &mut s.limiter);
         store.epoch_deadline_trap();
-        store.set_epoch_deadline(self.deadline_ticks());
+        self.arm(&mut store);
         match self.pre.instantiate(&mut store) {
             Ok(bindings) => Ok(Instance { store, bindings }),
             // A limit hit while creating memories says more than wasmtime's generic error.
@@ -394,7 +403,7 @@ impl Component {
             message: format!("could not be instantiated: {e:#}"),
             limit: None,
         })?;
-        instance.store.set_epoch_deadline(self.deadline_ticks());
+        self.arm(&mut instance.store);
         {
             let state = instance.store.data_mut();
             state.log_budget = self.limits.max_log_lines_per_call;
@@ -444,6 +453,11 @@ impl Component {
     fn explain_trap(&self, e: &wasmtime::Error, limit: Option<String>, output: &str) -> String {
         let mut message = if let Some(limit) = limit {
             limit
+        } else if let Some(sleep) = e.downcast_ref::<SleepPastDeadline>() {
+            format!(
+                "exceeded its time limit of {:?} per batch: {sleep}",
+                self.limits.timeout
+            )
         } else {
             match e.downcast_ref::<Trap>() {
                 Some(Trap::Interrupt) => format!(

@@ -13,6 +13,7 @@ mod error;
 mod histogram;
 mod output;
 mod runtime;
+mod sleep;
 mod udf;
 
 pub use component::{Component, FunctionSignature, LimitKind, SqlType};

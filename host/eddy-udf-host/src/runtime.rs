@@ -11,6 +11,7 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use crate::bindings::eddy::udf::host_log;
 use crate::bindings::ScalarUdf;
 use crate::output::GuestOutput;
+use crate::sleep::GuestClock;
 use crate::{Component, Error, Result};
 
 /// How often the epoch advances; per-call timeouts are counted in these ticks.
@@ -51,6 +52,10 @@ pub(crate) struct State {
     pub(crate) label: String,
     pub(crate) log_budget: usize,
     pub(crate) logs_dropped: usize,
+    /// The monotonic clock the guest reads, to turn `subscribe-instant` into a wait.
+    pub(crate) guest_clock: GuestClock,
+    /// When the running call's time limit ends; guest waits past it are refused.
+    pub(crate) deadline: Option<std::time::Instant>,
 }
 
 impl State {
@@ -61,10 +66,15 @@ impl State {
         // No preopened dirs, env, args or sockets: the builder grants nothing by default.
         let mut builder = wasmtime_wasi::WasiCtxBuilder::new();
         builder.stdout(output.clone()).stderr(output.clone());
+        let guest_clock = if deterministic {
+            GuestClock::Stopped
+        } else {
+            GuestClock::Real(std::time::Instant::now())
+        };
+        builder.monotonic_clock(guest_clock);
         if deterministic {
             builder
                 .wall_clock(FixedClock)
-                .monotonic_clock(FixedClock)
                 .secure_random(fixed_random())
                 .insecure_random(fixed_random())
                 .insecure_random_seed(0);
@@ -82,11 +92,21 @@ impl State {
             label,
             log_budget: limits.max_log_lines_per_call,
             logs_dropped: 0,
+            guest_clock,
+            deadline: None,
         }
+    }
+
+    /// A pollable for a guest wait of `duration`; an error if it would outlast the call.
+    pub(crate) fn sleep(
+        &mut self,
+        duration: Duration,
+    ) -> wasmtime::Result<wasmtime::component::Resource<wasmtime_wasi::p2::DynPollable>> {
+        crate::sleep::subscribe(&mut self.table, duration, self.deadline)
     }
 }
 
-/// A clock that never moves: the Unix epoch, monotonic time 0.
+/// A wall clock that never moves: the Unix epoch.
 struct FixedClock;
 
 impl wasmtime_wasi::HostWallClock for FixedClock {
@@ -99,15 +119,6 @@ impl wasmtime_wasi::HostWallClock for FixedClock {
     }
 }
 
-impl wasmtime_wasi::HostMonotonicClock for FixedClock {
-    fn resolution(&self) -> u64 {
-        1
-    }
-
-    fn now(&self) -> u64 {
-        0
-    }
-}
 
 /// The same 256 bytes, over and over: a random source that gives every instance equal draws.
 fn fixed_random() -> wasmtime_wasi::Deterministic {
@@ -268,6 +279,7 @@ impl UdfRuntime {
             .map_err(|e| Error::Engine(format!("{e:#}")))?;
         ScalarUdf::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)
             .map_err(|e| Error::Engine(format!("{e:#}")))?;
+        crate::sleep::add_to_linker(&mut linker).map_err(|e| Error::Engine(format!("{e:#}")))?;
         Ok(UdfRuntime {
             engine,
             linker: Arc::new(linker),
