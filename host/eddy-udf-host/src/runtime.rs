@@ -119,7 +119,6 @@ impl wasmtime_wasi::HostWallClock for FixedClock {
     }
 }
 
-
 /// The same 256 bytes, over and over: a random source that gives every instance equal draws.
 fn fixed_random() -> wasmtime_wasi::Deterministic {
     let mut x: u32 = 0x9e37_79b9;

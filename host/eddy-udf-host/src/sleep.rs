@@ -33,7 +33,10 @@ pub(crate) fn add_to_linker(linker: &mut Linker<State>) -> wasmtime::Result<()> 
     clock.func_wrap(
         "subscribe-duration",
         |mut store: StoreContextMut<'_, State>, (nanos,): (u64,)| {
-            store.data_mut().sleep(Duration::from_nanos(nanos)).map(|p| (p,))
+            store
+                .data_mut()
+                .sleep(Duration::from_nanos(nanos))
+                .map(|p| (p,))
         },
     )?;
     clock.func_wrap(
@@ -53,7 +56,9 @@ pub(crate) fn add_to_linker(linker: &mut Linker<State>) -> wasmtime::Result<()> 
 /// A pollable that is ready at an instant, as wasmtime-wasi's own clock pollable.
 enum Sleep {
     /// Ready now, after yielding once so a guest polling in a loop does not starve tokio.
-    Past { yielded: bool },
+    Past {
+        yielded: bool,
+    },
     Until(tokio::time::Instant),
     Never,
 }
@@ -80,7 +85,10 @@ pub(crate) fn subscribe(
     deadline: Option<Instant>,
 ) -> wasmtime::Result<Resource<DynPollable>> {
     if let Some(deadline) = deadline {
-        if Instant::now().checked_add(duration).is_none_or(|end| end > deadline) {
+        if Instant::now()
+            .checked_add(duration)
+            .is_none_or(|end| end > deadline)
+        {
             return Err(SleepPastDeadline { asked: duration }.into());
         }
     }
