@@ -428,3 +428,34 @@ async fn a_watched_directory_loads_settled_files_and_keeps_serving_through_bad_o
     assert_eq!(tags(&mut session, query).await, ["v1:0", "v1:1"]);
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_version_counts_its_own_calls_across_swaps() {
+    let mut session = eddy_tests::session();
+    let query = "SELECT tag(event_id) FROM car_sensor(3, 1)";
+    for (version, runs) in [(1, 2), (2, 1), (1, 1)] {
+        session
+            .execute(&replace_with(&tag_component(version)))
+            .await
+            .unwrap();
+        for _ in 0..runs {
+            assert_eq!(tags(&mut session, query).await.len(), 3);
+        }
+    }
+    let tag = session.functions()["tag"].clone();
+    let counted: Vec<(String, u64, u64)> = tag
+        .version_stats()
+        .iter()
+        .map(|(component, stats)| {
+            (
+                component.source.clone(),
+                stats.calls.load(Ordering::Relaxed),
+                stats.rows.load(Ordering::Relaxed),
+            )
+        })
+        .collect();
+    let source = |v: u8| tag_component(v).display().to_string();
+    // v2 was replaced by v1 coming back, which went on counting where it stopped.
+    assert_eq!(counted, [(source(2), 1, 3), (source(1), 3, 9)]);
+    assert_eq!(tag.stats().calls.load(Ordering::Relaxed), 3);
+}

@@ -15,7 +15,7 @@ use datafusion::logical_expr::{
 use crate::component::CallFailure;
 use crate::{convert, Component, FunctionSignature, Histogram, LimitKind};
 
-/// Counters per function, for `SHOW FUNCTIONS` and metrics.
+/// Counters per function version, for `SHOW FUNCTIONS` and metrics.
 #[derive(Debug, Default)]
 pub struct FunctionStats {
     /// Guest calls (batches).
@@ -49,17 +49,28 @@ impl FunctionStats {
     }
 }
 
+/// How many versions of one function keep their counters after being replaced.
+const VERSIONS_KEPT: usize = 16;
+
+/// A version of a function and its counters.
+#[derive(Debug, Clone)]
+struct Serving {
+    component: Arc<Component>,
+    stats: Arc<FunctionStats>,
+}
+
 /// A wasm function registered with DataFusion.
 ///
 /// The component behind it sits in a shared slot: replacing the slot's content swaps the
 /// version for every query using the function, at the next batch, since each batch reads the
-/// slot exactly once.
+/// slot exactly once. Each version counts its own calls.
 #[derive(Debug)]
 pub struct WasmScalarUdf {
     function: FunctionSignature,
     signature: Signature,
-    slot: Arc<RwLock<Arc<Component>>>,
-    stats: Arc<FunctionStats>,
+    slot: Arc<RwLock<Serving>>,
+    /// Versions replaced in this slot, oldest first, so their counters stay reported.
+    retired: Arc<std::sync::Mutex<Vec<Serving>>>,
 }
 
 impl PartialEq for WasmScalarUdf {
@@ -89,13 +100,20 @@ impl WasmScalarUdf {
         Some(WasmScalarUdf {
             function,
             signature,
-            slot: Arc::new(RwLock::new(component)),
-            stats: Arc::default(),
+            slot: Arc::new(RwLock::new(Serving {
+                component,
+                stats: Arc::default(),
+            })),
+            retired: Arc::default(),
         })
     }
 
     /// The component currently serving this function.
     pub fn component(&self) -> Arc<Component> {
+        self.serving().component
+    }
+
+    fn serving(&self) -> Serving {
         self.slot.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
@@ -129,13 +147,48 @@ impl WasmScalarUdf {
                 self.function.display()
             ));
         }
-        *self.slot.write().unwrap_or_else(|e| e.into_inner()) = component;
+        let mut slot = self.slot.write().unwrap_or_else(|e| e.into_inner());
+        if slot.component.hash == component.hash {
+            // The same version again (a reloaded file, say) keeps counting where it was.
+            slot.component = component;
+            return Ok(());
+        }
+        let mut retired = self.retired.lock().unwrap_or_else(|e| e.into_inner());
+        // A version coming back (v1, v2, v1 again) continues its own counters.
+        let stats = match retired
+            .iter()
+            .position(|s| s.component.hash == component.hash)
+        {
+            Some(i) => retired.remove(i).stats,
+            None => Arc::default(),
+        };
+        let old = std::mem::replace(&mut *slot, Serving { component, stats });
+        drop(slot);
+        retired.push(old);
+        if retired.len() > VERSIONS_KEPT {
+            retired.remove(0);
+        }
         Ok(())
     }
 
-    /// Call counters.
-    pub fn stats(&self) -> &FunctionStats {
-        &self.stats
+    /// Call counters of the version serving now.
+    pub fn stats(&self) -> Arc<FunctionStats> {
+        self.serving().stats
+    }
+
+    /// Every version this function has had (up to the last 16 replaced, then the one serving
+    /// now), with its counters: a version's calls stay under its own label after a swap.
+    pub fn version_stats(&self) -> Vec<(Arc<Component>, Arc<FunctionStats>)> {
+        let mut versions: Vec<(Arc<Component>, Arc<FunctionStats>)> = self
+            .retired
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .map(|s| (s.component.clone(), s.stats.clone()))
+            .collect();
+        let now = self.serving();
+        versions.push((now.component, now.stats));
+        versions
     }
 }
 
@@ -169,25 +222,25 @@ impl ScalarUDFImpl for WasmScalarUdf {
                 .map_err(|e| exec_datafusion_err!("UDF '{name}': argument '{param}': {e}"))?;
             columns.push(column);
         }
-        // Read the slot once: this whole batch runs on one version.
-        let component = self.component();
-        self.stats.calls.fetch_add(1, Ordering::Relaxed);
-        self.stats.rows.fetch_add(rows as u64, Ordering::Relaxed);
+        // Read the slot once: this whole batch runs on one version, and counts there.
+        let Serving { component, stats } = self.serving();
+        stats.calls.fetch_add(1, Ordering::Relaxed);
+        stats.rows.fetch_add(rows as u64, Ordering::Relaxed);
         let started = Instant::now();
         let result = component.call(name, &columns, rows as u32);
-        self.stats.call_duration.observe(started.elapsed());
+        stats.call_duration.observe(started.elapsed());
         let result = result.map_err(|failure| match failure {
             CallFailure::Guest(message) => exec_datafusion_err!("UDF '{name}' failed: {message}"),
             CallFailure::Trap { message, limit } => {
-                self.stats.traps.fetch_add(1, Ordering::Relaxed);
+                stats.traps.fetch_add(1, Ordering::Relaxed);
                 if let Some(kind) = limit {
-                    self.stats.limit_hit(kind);
+                    stats.limit_hit(kind);
                 }
                 exec_datafusion_err!("UDF '{name}' {message}")
             }
         })?;
         if let Some(first) = result.row_errors.first() {
-            self.stats
+            stats
                 .row_errors
                 .fetch_add(result.row_errors.len() as u64, Ordering::Relaxed);
             tracing::warn!(
