@@ -631,3 +631,100 @@ async fn kafka_delimited_and_kafka_value_formats() {
     assert_eq!(values, expected);
     engine.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn key_format_reads_key_columns_from_the_record_key_and_cast_takes_a_udf_string() {
+    let broker = shared();
+    let input = unique("keyed-in");
+    let config = broker.config(&unique("keyed-admin"));
+    ensure_topic(&config, &input, 1).await.unwrap();
+    let records: Vec<(Option<&[u8]>, &[u8])> = vec![
+        (Some(b"car-0007"), b"50.5,3"),
+        (Some(b"car-0002"), b"20,1"),
+        (Some(&[0xff, 0xfe]), b"30,2"),
+        (None, b"40,4"),
+        (Some(b"car-0009"), b"70,5"),
+    ];
+    let records = records
+        .into_iter()
+        .enumerate()
+        .map(|(i, (key, payload))| Record {
+            key: key.map(<[u8]>::to_vec),
+            payload: payload.to_vec(),
+            timestamp_ms: Some(1_700_000_000_000 + i as i64),
+        })
+        .collect();
+    produce(&config, &input, records).await;
+
+    let mut engine = engine();
+    let text = eddy_tests::component("text");
+    for function in ["shout", "car_number"] {
+        run(
+            &mut engine,
+            &format!("CREATE FUNCTION {function} FROM '{}'", text.display()),
+        )
+        .await;
+    }
+    // The key column is not in the DELIMITED value: two fields, not three.
+    run(
+        &mut engine,
+        &format!(
+            "CREATE STREAM readings (car VARCHAR KEY, speed DOUBLE, gear VARCHAR) \
+             WITH (kafka_topic='{input}', key_format='KAFKA', value_format='DELIMITED')"
+        ),
+    )
+    .await;
+    run(&mut engine, "SET 'auto.offset.reset' = 'earliest'").await;
+    let rows = collect(
+        run(
+            &mut engine,
+            "SELECT car, speed, CAST(shout(gear, 0) AS INTEGER) AS gear_no FROM readings \
+             WHERE car_number(car) > 5 EMIT CHANGES LIMIT 2",
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(
+        rows,
+        [vec!["car-0007", "50.5", "3"], vec!["car-0009", "70.0", "5"]]
+    );
+
+    // Every record, key or not: the one whose key is not UTF-8 is a bad event.
+    let rows = collect(
+        run(
+            &mut engine,
+            "SELECT car, gear FROM readings EMIT CHANGES LIMIT 4",
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(
+        rows,
+        [
+            vec!["car-0007", "3"],
+            vec!["car-0002", "1"],
+            vec!["", "4"],
+            vec!["car-0009", "5"]
+        ]
+    );
+
+    // Keys only come with a Kafka topic, and KAFKA keys are one column.
+    for (sql, expected) in [
+        (
+            "CREATE STREAM local (car VARCHAR KEY, speed DOUBLE) WITH (key_format='KAFKA')"
+                .to_string(),
+            "key_format applies to a relation over a Kafka topic",
+        ),
+        (
+            format!(
+                "CREATE STREAM two_keys (a VARCHAR KEY, b VARCHAR KEY, speed DOUBLE) \
+                 WITH (kafka_topic='{input}', key_format='KAFKA')"
+            ),
+            "key_format 'KAFKA' holds a single primitive key, so two_keys needs exactly one KEY column, not 2 (a, b)",
+        ),
+    ] {
+        let error = engine.execute(&sql).await.err().expect(&sql).to_string();
+        assert!(error.contains(expected), "{error}");
+    }
+    engine.shutdown().await;
+}

@@ -136,10 +136,10 @@ async fn kafka_in_udf_kafka_out_exactly_n_rows_and_bad_events_dead_lettered() {
     let rows = consume(&output, N as usize, Duration::from_secs(90)).await;
     let mut seen = BTreeMap::new();
     for (row, timestamp) in &rows {
-        let id = row["id"].as_i64().unwrap();
+        let id = row["ID"].as_i64().unwrap();
         let temp = (id % 100) as f64 + 0.5;
-        assert_eq!(row["f"].as_f64().unwrap(), temp * 9.0 / 5.0 + 32.0, "{row}");
-        assert_eq!(row["car"], format!("car-{}", id % 7));
+        assert_eq!(row["F"].as_f64().unwrap(), temp * 9.0 / 5.0 + 32.0, "{row}");
+        assert_eq!(row["CAR"], format!("car-{}", id % 7));
         assert_eq!(
             *timestamp,
             Some(T0 + 1_000 * id),

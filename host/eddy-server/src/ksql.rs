@@ -136,7 +136,7 @@ async fn run(engine: &mut Engine, statement: &str, shown: &str) -> Result<Value,
                 .iter()
                 .map(|(name, f)| {
                     json!({
-                        "name": name.to_uppercase(),
+                        "name": eddy_stream::display_name(name),
                         "type": "SCALAR",
                         "category": "WASM",
                         "version": f.component().hash,
@@ -212,7 +212,7 @@ pub(crate) async fn execute(
 fn relation_summary(r: &RelationInfo) -> Value {
     json!({
         "type": if r.kind == Kind::Stream { "STREAM" } else { "TABLE" },
-        "name": r.name.to_uppercase(),
+        "name": eddy_stream::display_name(&r.name),
         "topic": r.topic.clone().unwrap_or_default(),
         "keyFormat": "KAFKA",
         "valueFormat": r.value_format,
@@ -221,7 +221,11 @@ fn relation_summary(r: &RelationInfo) -> Value {
 }
 
 fn query_summary(q: &QueryInfo) -> Value {
-    let sinks: Vec<String> = q.sink.iter().map(|s| s.to_uppercase()).collect();
+    let sinks: Vec<String> = q
+        .sink
+        .iter()
+        .map(|s| eddy_stream::display_name(s))
+        .collect();
     json!({
         "queryString": q.sql,
         "sinks": sinks,
@@ -274,7 +278,7 @@ async fn describe(
         .filter(|(n, _)| n != "rowtime")
         .map(|(n, t)| {
             let mut field = json!({
-                "name": n.to_uppercase(),
+                "name": eddy_stream::display_name(n),
                 "schema": {"type": ksql_base_type(t), "fields": null, "memberSchema": null},
             });
             if relation.keys.contains(n) {
@@ -291,7 +295,7 @@ async fn describe(
         "@type": "sourceDescription",
         "statementText": shown,
         "sourceDescription": {
-            "name": relation.name.to_uppercase(),
+            "name": eddy_stream::display_name(&relation.name),
             "windowType": null,
             "readQueries": read_queries,
             "writeQueries": write_queries,
@@ -343,7 +347,7 @@ fn describe_function(engine: &mut Engine, name: &str, shown: &str) -> Result<Val
     Ok(json!({
         "@type": "describe_function",
         "statementText": shown,
-        "name": d.name.to_uppercase(),
+        "name": eddy_stream::display_name(&d.name),
         "description": d.doc,
         "author": "",
         "version": component.hash,

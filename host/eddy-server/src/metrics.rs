@@ -305,9 +305,12 @@ async fn gather(state: &AppState) -> prometheus::Result<String> {
         &["function", "version", "limit"],
     )?;
     let mut durations = Vec::with_capacity(functions.len());
-    for (name, f) in &functions {
-        let version = f.component().hash.chars().take(16).collect::<String>();
-        let stats = f.stats();
+    for (name, component, stats) in functions.iter().flat_map(|(name, f)| {
+        f.version_stats()
+            .into_iter()
+            .map(move |(component, stats)| (name, component, stats))
+    }) {
+        let version = component.hash.chars().take(16).collect::<String>();
         for (kind, n) in stats.limit_hits_by_kind() {
             limit_hits
                 .with_label_values(&[name.as_str(), version.as_str(), kind.label()])

@@ -49,7 +49,7 @@ pub(crate) fn visible_fields(schema: &Schema, sql: &str) -> Vec<usize> {
 pub(crate) fn column_names(schema: &Schema, columns: &[usize]) -> Vec<String> {
     columns
         .iter()
-        .map(|&i| schema.field(i).name().to_uppercase())
+        .map(|&i| eddy_stream::display_name(schema.field(i).name()))
         .collect()
 }
 
@@ -67,7 +67,11 @@ pub(crate) fn schema_string(schema: &Schema, columns: &[usize]) -> String {
         .iter()
         .map(|&i| {
             let f: &Field = schema.field(i);
-            format!("`{}` {}", f.name().to_uppercase(), ksql_type(f.data_type()))
+            format!(
+                "`{}` {}",
+                eddy_stream::display_name(f.name()),
+                ksql_type(f.data_type())
+            )
         })
         .collect::<Vec<_>>()
         .join(", ")

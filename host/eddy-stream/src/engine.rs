@@ -17,9 +17,9 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
 use crate::connectors;
-use crate::format::{ValueDecoder, ValueFormat};
+use crate::format::{KeyFormat, ValueDecoder, ValueFormat};
 use crate::input::Input;
-use crate::json::{encode, type_name};
+use crate::json::{display_name, encode, type_name};
 use crate::log::{Log, DEFAULT_RETAINED_ROWS};
 use crate::pipeline::{Histogram, HistogramSnapshot, Processor};
 use crate::provider::{StreamProvider, TableProviderImpl, TableState};
@@ -670,7 +670,20 @@ impl Engine {
             }
             columns.iter().map(Column::field).collect()
         };
-        format.check(name, &fields)?;
+        // With a key_format, the value holds only the columns that are not keys.
+        let key_format = KeyFormat::from_options(&options)?;
+        let value_fields: Vec<Field> = fields
+            .iter()
+            .zip(
+                columns
+                    .iter()
+                    .map(|c| c.key)
+                    .chain(std::iter::repeat(false)),
+            )
+            .filter(|(_, key)| key_format.is_none() || !key)
+            .map(|(f, _)| f.clone())
+            .collect();
+        format.check(name, &value_fields)?;
         let timestamp = match (options.get("timestamp"), &spec) {
             (Some(col), _) => {
                 let col = col.to_lowercase();
@@ -710,6 +723,15 @@ impl Engine {
             return Err(Error::Catalog(format!(
                 "table {name} needs a PRIMARY KEY column, e.g. CREATE TABLE {name} (id VARCHAR PRIMARY KEY, …)"
             )));
+        }
+        if let Some(key_format) = key_format {
+            if !matches!(spec, Spec::Kafka { .. }) {
+                return Err(Error::Catalog(
+                    "key_format applies to a relation over a Kafka topic (kafka_topic='…')".into(),
+                ));
+            }
+            let key_fields: Vec<&Field> = keys.iter().map(|&i| &fields[i]).collect();
+            key_format.check(name, &key_fields)?;
         }
         if fields.iter().any(|f| f.name() == "rowtime") {
             return Err(Error::Catalog(
@@ -853,15 +875,23 @@ impl Engine {
                         .get("auto.offset.reset")
                         .is_some_and(|v| v.eq_ignore_ascii_case("earliest"));
                 let source = connectors::kafka_source(settings, &group, topic, earliest).await?;
+                let schema = decoded_schema(r);
+                let keys: Vec<usize> = r
+                    .keys
+                    .iter()
+                    .map(|k| schema.index_of(k))
+                    .collect::<std::result::Result<_, _>>()?;
                 Input::Source {
                     source,
-                    decoder: ValueDecoder::new(
+                    decoder: ValueDecoder::with_key(
                         ValueFormat::from_options(&r.options)?,
-                        decoded_schema(r),
+                        KeyFormat::from_options(&r.options)?,
+                        schema,
+                        &keys,
                         r.timestamp,
                     )?,
                     next: BTreeMap::new(),
-                    hold: matches!(r.spec, Spec::Kafka { .. }),
+                    hold: true,
                 }
             }
             Spec::Mqtt { filters } => {
@@ -965,12 +995,7 @@ impl Engine {
         for key in options.keys() {
             if !matches!(
                 key.as_str(),
-                "kafka_topic"
-                    | "value_format"
-                    | "value_delimiter"
-                    | "partitions"
-                    | "key_format"
-                    | "on_error"
+                "kafka_topic" | "value_format" | "value_delimiter" | "partitions" | "on_error"
             ) {
                 return Err(Error::Catalog(format!(
                     "unknown option '{key}' in WITH: a query takes kafka_topic, value_format, value_delimiter, partitions and on_error"
@@ -1203,20 +1228,35 @@ impl Engine {
         from_beginning: bool,
         limit: Option<usize>,
     ) -> Result<Output> {
+        // A stream's name works too: its topic, or the rows of a stream kept in memory.
+        let mut topic = topic.to_string();
+        if let Some(r) = self.relations.get(&topic.to_lowercase()) {
+            match (&r.spec, &r.log) {
+                (Spec::Kafka { topic: t }, _) => topic = t.clone(),
+                (_, Some(log)) => {
+                    let format = ValueFormat::from_options(&r.options)?;
+                    return Ok(print_log(
+                        &topic,
+                        log.clone(),
+                        format,
+                        from_beginning,
+                        limit,
+                    ));
+                }
+                _ => {
+                    return Err(Error::Unsupported(format!(
+                        "PRINT {topic}: it reads {}, which PRINT cannot show; PRINT takes a \
+                         Kafka topic or a stream kept in memory",
+                        describe_source(r)
+                    )))
+                }
+            }
+        }
+        let topic = topic.as_str();
         let settings = self.kafka("PRINT")?;
         let group = format!("{}-print-{}", self.config.service_id, crate::json::now_ms());
         let mut source = connectors::kafka_source(settings, &group, topic, from_beginning).await?;
-        let schema = Arc::new(Schema::new(vec![
-            Field::new(
-                "rowtime",
-                DataType::Timestamp(TimeUnit::Millisecond, None),
-                true,
-            ),
-            Field::new("partition", DataType::Int32, false),
-            Field::new("offset", DataType::Int64, false),
-            Field::new("key", DataType::Utf8, true),
-            Field::new("value", DataType::Utf8, true),
-        ]));
+        let schema = print_schema();
         let (tx, rx) = mpsc::channel(16);
         let out_schema = schema.clone();
         let limit = limit.unwrap_or(usize::MAX);
@@ -1290,7 +1330,7 @@ impl Engine {
         ]));
         let columns: Vec<ArrayRef> = vec![
             Arc::new(StringArray::from_iter_values(
-                rows.iter().map(|(n, _)| n.as_str()),
+                rows.iter().map(|(n, _)| display_name(n)),
             )),
             Arc::new(StringArray::from_iter_values(
                 rows.iter().map(|(_, r)| source(r)),
@@ -1299,7 +1339,7 @@ impl Engine {
                 r.schema
                     .fields()
                     .iter()
-                    .map(|f| format!("{} {}", f.name(), type_name(f.data_type())))
+                    .map(|f| format!("{} {}", display_name(f.name()), type_name(f.data_type())))
                     .collect::<Vec<_>>()
                     .join(", ")
             }))),
@@ -1330,7 +1370,9 @@ impl Engine {
             Arc::new(StringArray::from_iter_values(
                 q.iter().map(|i| i.id.as_str()),
             )),
-            Arc::new(StringArray::from_iter(q.iter().map(|i| i.sink.as_deref()))),
+            Arc::new(StringArray::from_iter(
+                q.iter().map(|i| i.sink.as_deref().map(display_name)),
+            )),
             u(|i| i.events_in),
             u(|i| i.rows_out),
             u(|i| i.bad_events),
@@ -1460,6 +1502,84 @@ fn decoded_schema(r: &Relation) -> SchemaRef {
     } else {
         r.schema.clone()
     }
+}
+
+/// The columns PRINT shows, for a topic or a stream.
+fn print_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new(
+            "rowtime",
+            DataType::Timestamp(TimeUnit::Millisecond, None),
+            true,
+        ),
+        Field::new("partition", DataType::Int32, false),
+        Field::new("offset", DataType::Int64, false),
+        Field::new("key", DataType::Utf8, true),
+        Field::new("value", DataType::Utf8, true),
+    ]))
+}
+
+/// `PRINT` over a stream kept in memory: its rows encoded in the stream's value format, as
+/// they would be written to a topic; `offset` counts rows from where printing started.
+fn print_log(
+    name: &str,
+    log: Arc<Log>,
+    format: ValueFormat,
+    from_beginning: bool,
+    limit: Option<usize>,
+) -> Output {
+    let schema = print_schema();
+    let (tx, rx) = mpsc::channel(16);
+    let out_schema = schema.clone();
+    let limit = limit.unwrap_or(usize::MAX);
+    tokio::spawn(async move {
+        let mut next = if from_beginning { 0 } else { log.end() };
+        let mut sent = 0usize;
+        while sent < limit && !tx.is_closed() {
+            let read = log.read(next, 64);
+            next = read.next;
+            if read.batches.is_empty() {
+                let _ =
+                    tokio::time::timeout(Duration::from_millis(200), log.wait_beyond(next)).await;
+                continue;
+            }
+            for batch in read.batches {
+                let records = match format.encode(&batch) {
+                    Ok(r) => r,
+                    Err(e) => {
+                        tracing::warn!("PRINT: {e}");
+                        return;
+                    }
+                };
+                let records = &records[..records.len().min(limit - sent)];
+                let offsets = sent as i64..(sent + records.len()) as i64;
+                sent += records.len();
+                let columns: Vec<ArrayRef> = vec![
+                    Arc::new(TimestampMillisecondArray::from(
+                        records.iter().map(|r| r.timestamp_ms).collect::<Vec<_>>(),
+                    )),
+                    Arc::new(Int32Array::from_iter_values(records.iter().map(|_| 0))),
+                    Arc::new(Int64Array::from_iter_values(offsets)),
+                    Arc::new(StringArray::from_iter(records.iter().map(|_| None::<&str>))),
+                    Arc::new(StringArray::from_iter_values(
+                        records
+                            .iter()
+                            .map(|r| String::from_utf8_lossy(&r.payload).into_owned()),
+                    )),
+                ];
+                let batch =
+                    RecordBatch::try_new(out_schema.clone(), columns).expect("columns match");
+                if tx.send(batch).await.is_err() || sent >= limit {
+                    return;
+                }
+            }
+        }
+    });
+    Output::Push(PushQuery {
+        id: format!("PRINT_{}", name.to_uppercase()),
+        schema,
+        rows: rx,
+    })
 }
 
 fn describe_source(r: &Relation) -> String {

@@ -11,7 +11,7 @@ use arrow::array::{
     ArrayRef, BooleanBuilder, Float64Builder, Int32Builder, Int64Builder, RecordBatch,
     StringBuilder, TimestampMillisecondBuilder,
 };
-use arrow::datatypes::{DataType, Field, SchemaRef, TimeUnit};
+use arrow::datatypes::{DataType, Field, FieldRef, SchemaRef, TimeUnit};
 use eddy_connector::{Message, Options, Record};
 
 use crate::json::{type_name, BadEvent, Decoder};
@@ -116,6 +116,82 @@ impl ValueFormat {
     }
 }
 
+/// How a Kafka source's record keys are encoded: `WITH (key_format=…)`. With it, `KEY` (or
+/// `PRIMARY KEY`) columns come from the record key, as in ksqlDB, and the value holds the rest;
+/// without it, Eddy reads every column from the value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum KeyFormat {
+    /// One primitive key column in the Kafka serializers' encoding (ksqlDB's default).
+    Kafka,
+    /// Key columns as one CSV line.
+    Delimited,
+    /// Records carry no key; the relation has no key columns.
+    None,
+}
+
+impl KeyFormat {
+    /// The format `key_format` in `options` names, if any.
+    pub(crate) fn from_options(options: &Options) -> Result<Option<KeyFormat>> {
+        let Some(name) = options.get("key_format") else {
+            return Ok(None);
+        };
+        Ok(Some(match name.trim().to_uppercase().as_str() {
+            "KAFKA" => KeyFormat::Kafka,
+            "DELIMITED" => KeyFormat::Delimited,
+            "NONE" => KeyFormat::None,
+            _ => {
+                return Err(Error::Unsupported(format!(
+                    "key_format '{name}': Eddy reads keys as KAFKA, DELIMITED or NONE"
+                )))
+            }
+        }))
+    }
+
+    /// Whether keys of this format can fill `keys`, the key columns of `relation`.
+    pub(crate) fn check(&self, relation: &str, keys: &[&Field]) -> Result<()> {
+        let names = || {
+            keys.iter()
+                .map(|f| f.name().as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        match self {
+            KeyFormat::None if !keys.is_empty() => Err(Error::Catalog(format!(
+                "key_format 'NONE' means records have no key, but {relation} has key columns ({})",
+                names()
+            ))),
+            KeyFormat::None => Ok(()),
+            KeyFormat::Kafka if keys.len() != 1 => Err(Error::Catalog(format!(
+                "key_format 'KAFKA' holds a single primitive key, so {relation} needs exactly \
+                 one KEY column, not {} ({}): use key_format 'DELIMITED' for more",
+                keys.len(),
+                names()
+            ))),
+            KeyFormat::Kafka if !kafka_format::supports(keys[0].data_type()) => {
+                Err(Error::Catalog(format!(
+                    "key_format 'KAFKA' holds an INT, BIGINT, DOUBLE or VARCHAR: key column {} \
+                     of {relation} is {}",
+                    keys[0].name(),
+                    type_name(keys[0].data_type())
+                )))
+            }
+            KeyFormat::Kafka => Ok(()),
+            KeyFormat::Delimited if keys.is_empty() => Err(Error::Catalog(format!(
+                "key_format 'DELIMITED' needs KEY columns, and {relation} has none"
+            ))),
+            KeyFormat::Delimited => match keys.iter().find(|f| !primitive(f)) {
+                Some(f) => Err(Error::Catalog(format!(
+                    "key_format 'DELIMITED' holds primitive columns only: key column {} of \
+                     {relation} is {}",
+                    f.name(),
+                    type_name(f.data_type())
+                ))),
+                None => Ok(()),
+            },
+        }
+    }
+}
+
 /// `value_delimiter`: one character, or `TAB` or `SPACE` as ksqlDB spells those.
 fn parse_delimiter(text: &str) -> Result<u8> {
     let delimiter = match text.to_uppercase().as_str() {
@@ -149,6 +225,18 @@ fn primitive(f: &Field) -> bool {
 #[derive(Debug, Clone)]
 pub(crate) struct ValueDecoder {
     inner: Inner,
+    /// Set when key columns come from the record key; `inner` then decodes the other columns.
+    key: Option<Arc<KeySplit>>,
+}
+
+/// Where the record key's columns go among a relation's columns.
+#[derive(Debug)]
+struct KeySplit {
+    format: KeyFormat,
+    /// The whole decoded schema, key columns included.
+    schema: SchemaRef,
+    /// Positions of the key columns in `schema`, in key order.
+    keys: Vec<usize>,
 }
 
 #[derive(Debug, Clone)]
@@ -184,11 +272,55 @@ impl ValueDecoder {
             },
             ValueFormat::Kafka => Inner::Kafka { schema, timestamp },
         };
-        Ok(ValueDecoder { inner })
+        Ok(ValueDecoder { inner, key: None })
+    }
+
+    /// A decoder for a Kafka source: with `key_format`, the columns at `keys` come from the
+    /// record key in that format and the value holds the others; an empty value is then a
+    /// row of only its key (a tombstone, for a table).
+    pub(crate) fn with_key(
+        format: ValueFormat,
+        key_format: Option<KeyFormat>,
+        schema: SchemaRef,
+        keys: &[usize],
+        timestamp: Option<usize>,
+    ) -> Result<ValueDecoder> {
+        let Some(key_format) = key_format else {
+            return ValueDecoder::new(format, schema, timestamp);
+        };
+        let key_fields: Vec<&Field> = keys.iter().map(|&i| schema.field(i)).collect();
+        key_format.check("the stream", &key_fields)?;
+        if keys.is_empty() {
+            return ValueDecoder::new(format, schema, timestamp);
+        }
+        if timestamp.is_some_and(|t| keys.contains(&t)) {
+            return Err(Error::Catalog(
+                "the timestamp column cannot be a key column read from the record key".into(),
+            ));
+        }
+        let value_columns: Vec<usize> = (0..schema.fields().len())
+            .filter(|i| !keys.contains(i))
+            .collect();
+        let value_schema = Arc::new(schema.project(&value_columns)?);
+        let value_timestamp = timestamp.and_then(|t| value_columns.iter().position(|&i| i == t));
+        let mut decoder = ValueDecoder::new(format, value_schema, value_timestamp)?;
+        decoder.key = Some(Arc::new(KeySplit {
+            format: key_format,
+            schema,
+            keys: keys.to_vec(),
+        }));
+        Ok(decoder)
     }
 
     /// Decodes what it can; the rest come back as [`BadEvent`]s, in order.
     pub(crate) fn decode(&self, messages: &[Message]) -> (RecordBatch, Vec<BadEvent>) {
+        match &self.key {
+            Some(split) => self.decode_keyed(split, messages),
+            None => self.decode_values(messages),
+        }
+    }
+
+    fn decode_values(&self, messages: &[Message]) -> (RecordBatch, Vec<BadEvent>) {
         match &self.inner {
             Inner::Json(d) => d.decode(messages),
             Inner::Delimited {
@@ -206,6 +338,116 @@ impl ValueDecoder {
                 kafka_format::parse(&m.payload, &schema.fields()[0]).map(|v| vec![v])
             }),
         }
+    }
+}
+
+impl ValueDecoder {
+    /// Keys first, then the values of the messages whose key is good, then both put together
+    /// in message order. Value decoders drop bad messages; they are matched back by origin,
+    /// which is unique per Kafka record.
+    fn decode_keyed(&self, split: &KeySplit, messages: &[Message]) -> (RecordBatch, Vec<BadEvent>) {
+        let key_fields: Vec<FieldRef> = split
+            .keys
+            .iter()
+            .map(|&i| split.schema.fields()[i].clone())
+            .collect();
+        let mut bad: Vec<(usize, BadEvent)> = Vec::new();
+        let mut keyed: Vec<(usize, Vec<Val>)> = Vec::with_capacity(messages.len());
+        for (i, m) in messages.iter().enumerate() {
+            let key = match &m.key {
+                None => Ok(vec![Val::Null; key_fields.len()]),
+                Some(k) => match split.format {
+                    KeyFormat::Kafka => kafka_format::parse(k, &key_fields[0]).map(|v| vec![v]),
+                    KeyFormat::Delimited => delimited::parse(k, b',', &key_fields),
+                    KeyFormat::None => unreachable!("no key columns with key_format NONE"),
+                },
+            };
+            match key {
+                Ok(values) => keyed.push((i, values)),
+                Err(reason) => bad.push((
+                    i,
+                    BadEvent {
+                        origin: m.origin.clone(),
+                        reason: format!("bad key: {reason}"),
+                        payload: m.payload.clone(),
+                    },
+                )),
+            }
+        }
+        let with_value: Vec<usize> = keyed
+            .iter()
+            .map(|(i, _)| *i)
+            .filter(|&i| !messages[i].payload.is_empty())
+            .collect();
+        let (values, value_bad) = if with_value.len() == messages.len() {
+            self.decode_values(messages)
+        } else {
+            let subset: Vec<Message> = with_value.iter().map(|&i| messages[i].clone()).collect();
+            self.decode_values(&subset)
+        };
+        // Which row of `values` each message became (None: bad value, or no value at all).
+        let mut value_row: Vec<Option<u32>> = vec![None; messages.len()];
+        let mut value_bad = value_bad.into_iter().peekable();
+        let mut row = 0u32;
+        for &i in &with_value {
+            if value_bad
+                .peek()
+                .is_some_and(|b| b.origin == messages[i].origin)
+            {
+                bad.push((i, value_bad.next().expect("peeked")));
+            } else {
+                value_row[i] = Some(row);
+                row += 1;
+            }
+        }
+        bad.extend(value_bad.map(|b| (usize::MAX, b)));
+        bad.sort_by_key(|(i, _)| *i);
+        let rows: Vec<(usize, Vec<Val>)> = keyed
+            .into_iter()
+            .filter(|(i, _)| messages[*i].payload.is_empty() || value_row[*i].is_some())
+            .collect();
+
+        let mut key_builders: Vec<Builder> = key_fields
+            .iter()
+            .map(|f| Builder::new(f.data_type(), rows.len()))
+            .collect();
+        let take: arrow::array::UInt32Array = rows.iter().map(|(i, _)| value_row[*i]).collect();
+        let mut rowtime = TimestampMillisecondBuilder::with_capacity(rows.len());
+        let value_times = values
+            .column(values.num_columns() - 1)
+            .as_any()
+            .downcast_ref::<arrow::array::TimestampMillisecondArray>()
+            .expect("rowtime is last")
+            .clone();
+        let now = crate::json::now_ms();
+        for (i, key) in rows {
+            for (builder, value) in key_builders.iter_mut().zip(key) {
+                builder.append(value);
+            }
+            rowtime.append_value(match value_row[i] {
+                Some(r) => value_times.value(r as usize),
+                None => messages[i].timestamp_ms.unwrap_or(now),
+            });
+        }
+        let mut key_arrays = key_builders.into_iter().map(Builder::finish);
+        let mut value_arrays = values.columns()[..values.num_columns() - 1]
+            .iter()
+            .map(|c| arrow::compute::take(c, &take, None).expect("indices are in range"));
+        let columns = split.schema.fields().len() - 1;
+        let mut arrays: Vec<ArrayRef> = (0..columns)
+            .map(|c| {
+                if split.keys.contains(&c) {
+                    key_arrays.next()
+                } else {
+                    value_arrays.next()
+                }
+                .expect("one array per column")
+            })
+            .collect();
+        arrays.push(Arc::new(rowtime.finish()));
+        let batch =
+            RecordBatch::try_new(split.schema.clone(), arrays).expect("arrays follow the schema");
+        (batch, bad.into_iter().map(|(_, b)| b).collect())
     }
 }
 
@@ -435,5 +677,99 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("column xs of s is ARRAY<DOUBLE>"), "{err}");
+    }
+
+    fn keyed(offset: i64, key: Option<&[u8]>, payload: &str) -> Message {
+        Message {
+            key: key.map(<[u8]>::to_vec),
+            payload: payload.as_bytes().to_vec(),
+            timestamp_ms: Some(1000 + offset),
+            position: eddy_connector::Position {
+                partition: 0,
+                offset,
+            },
+            origin: format!("t[0]@{offset}"),
+        }
+    }
+
+    #[test]
+    fn key_columns_come_from_the_record_key_with_a_key_format() {
+        use arrow::array::AsArray;
+        use arrow::datatypes::{Float64Type, Int64Type, Schema, TimestampMillisecondType};
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("speed", DataType::Float64, true),
+            Field::new("car_id", DataType::Int64, true),
+            Field::new(
+                "rowtime",
+                DataType::Timestamp(TimeUnit::Millisecond, None),
+                true,
+            ),
+        ]));
+        let decoder = ValueDecoder::with_key(
+            ValueFormat::Delimited { delimiter: b',' },
+            Some(KeyFormat::Kafka),
+            schema,
+            &[1],
+            None,
+        )
+        .unwrap();
+        let (batch, bad) = decoder.decode(&[
+            keyed(0, Some(&7i64.to_be_bytes()), "50.5"),
+            keyed(1, Some(&[1, 2, 3]), "60"),
+            keyed(2, Some(&8i64.to_be_bytes()), "fast"),
+            keyed(3, None, "70"),
+            keyed(4, Some(&9i64.to_be_bytes()), ""),
+            keyed(5, Some(&10i64.to_be_bytes()), "80,1"),
+            keyed(6, Some(&11i64.to_be_bytes()), "90"),
+        ]);
+        let speed = batch.column(0).as_primitive::<Float64Type>();
+        let car = batch.column(1).as_primitive::<Int64Type>();
+        let time = batch.column(2).as_primitive::<TimestampMillisecondType>();
+        assert_eq!(
+            speed.iter().collect::<Vec<_>>(),
+            [Some(50.5), Some(70.0), None, Some(90.0)]
+        );
+        assert_eq!(
+            car.iter().collect::<Vec<_>>(),
+            [Some(7), None, Some(9), Some(11)],
+            "a record without a key has a null key; an empty value keeps only the key"
+        );
+        assert_eq!(time.values(), &[1000, 1003, 1004, 1006]);
+        let bad: Vec<(String, String)> = bad.into_iter().map(|b| (b.origin, b.reason)).collect();
+        assert_eq!(bad.len(), 3, "{bad:?}");
+        assert_eq!(bad[0].0, "t[0]@1");
+        assert!(bad[0].1.starts_with("bad key: "), "{bad:?}");
+        assert_eq!(bad[1].0, "t[0]@2");
+        assert_eq!(bad[2].0, "t[0]@5");
+    }
+
+    #[test]
+    fn key_formats_come_from_options_and_fit_the_key_columns() {
+        assert_eq!(KeyFormat::from_options(&options(&[])).unwrap(), None);
+        assert_eq!(
+            KeyFormat::from_options(&options(&[("key_format", "kafka")])).unwrap(),
+            Some(KeyFormat::Kafka)
+        );
+        let err = KeyFormat::from_options(&options(&[("key_format", "AVRO")]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("Eddy reads keys as KAFKA, DELIMITED or NONE"),
+            "{err}"
+        );
+        let a = Field::new("a", DataType::Utf8, true);
+        let b = Field::new("b", DataType::Int64, true);
+        let err = KeyFormat::Kafka
+            .check("s", &[&a, &b])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("exactly one KEY column, not 2 (a, b)"),
+            "{err}"
+        );
+        assert!(KeyFormat::Kafka.check("s", &[&a]).is_ok());
+        assert!(KeyFormat::Delimited.check("s", &[&a, &b]).is_ok());
+        let err = KeyFormat::None.check("s", &[&a]).unwrap_err().to_string();
+        assert!(err.contains("s has key columns (a)"), "{err}");
     }
 }

@@ -167,6 +167,17 @@ pub(crate) fn fill_rowtime(batch: RecordBatch, timestamp: Option<usize>) -> Resu
 /// Encodes rows as JSON records; `rowtime` becomes the record's timestamp, not a field.
 pub fn encode(batch: &RecordBatch) -> Result<Vec<Record>> {
     let (payload, times) = crate::format::split_rowtime(batch);
+    // Field names as ksqlDB writes them.
+    let fields: Vec<arrow::datatypes::FieldRef> = payload
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| Arc::new(f.as_ref().clone().with_name(display_name(f.name()))))
+        .collect();
+    let payload = RecordBatch::try_new(
+        Arc::new(arrow::datatypes::Schema::new(fields)),
+        payload.columns().to_vec(),
+    )?;
     let mut writer = WriterBuilder::new()
         .with_explicit_nulls(true)
         .build::<_, LineDelimited>(Vec::new());
@@ -183,6 +194,16 @@ pub fn encode(batch: &RecordBatch) -> Result<Vec<Record>> {
             timestamp_ms: times[i],
         })
         .collect())
+}
+
+/// A column or relation name as ksqlDB shows it: unquoted identifiers upper-cased. DataFusion
+/// lower-cases unquoted identifiers, so a name with an upper-case letter was quoted and stays.
+pub fn display_name(name: &str) -> String {
+    if name.chars().any(|c| c.is_ascii_uppercase()) {
+        name.to_string()
+    } else {
+        name.to_ascii_uppercase()
+    }
 }
 
 pub(crate) fn now_ms() -> i64 {
@@ -422,7 +443,7 @@ mod tests {
         let records = encode(&batch).unwrap();
         assert_eq!(
             String::from_utf8(records[1].payload.clone()).unwrap(),
-            r#"{"car":"e","speed":null,"ts":3000}"#
+            r#"{"CAR":"e","SPEED":null,"TS":3000}"#
         );
         assert_eq!(records[1].timestamp_ms, Some(3000));
     }

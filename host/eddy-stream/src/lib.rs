@@ -17,7 +17,7 @@ mod statement;
 mod window;
 
 pub use engine::{Engine, EngineConfig, KafkaSettings, Output, PushQuery, QueryInfo, RelationInfo};
-pub use json::{encode, BadEvent, Decoder};
+pub use json::{display_name, encode, BadEvent, Decoder};
 pub use log::{Log, DEFAULT_RETAINED_ROWS};
 pub use statement::{parse, Column, Kind, Statement};
 

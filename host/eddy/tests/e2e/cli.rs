@@ -24,7 +24,7 @@ fn run_hello_builds_the_udf_and_prints_rows_computed_in_wasm() {
     );
     let expected = "\
 +----------+---------------------+-----------+-----------+
-| car      | timestamp           | coolant_c | coolant_f |
+| CAR      | TIMESTAMP           | COOLANT_C | COOLANT_F |
 +----------+---------------------+-----------+-----------+
 | car-0001 | 2026-01-01T00:00:00 | 91.3      | 196.3     |
 | car-0002 | 2026-01-01T00:00:00 | 86.1      | 187.0     |
@@ -57,7 +57,7 @@ fn a_failing_statement_stops_the_script_with_its_line() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
-    assert!(stdout.contains("| one |"), "{stdout}");
+    assert!(stdout.contains("| ONE |"), "{stdout}");
     assert!(
         !stdout.contains("SELECT 2"),
         "stopped before the last statement: {stdout}"
@@ -112,7 +112,7 @@ fn run_continuous_runs_the_demo_queries_for_the_duration_and_reports_them() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "stdout:\n{stdout}\nstderr:\n{stderr}");
     assert!(
-        stdout.contains("| car      | timestamp           | score  | label"),
+        stdout.contains("| CAR      | TIMESTAMP           | SCORE  | LABEL"),
         "stdout:\n{stdout}"
     );
     assert!(

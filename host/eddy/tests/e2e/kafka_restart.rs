@@ -49,7 +49,7 @@ async fn drain(source: &mut KafkaSource, seen: &mut BTreeMap<i64, u32>, wait: Du
     let messages = source.poll(10_000, wait).await.unwrap().unwrap();
     for m in messages {
         let row: serde_json::Value = serde_json::from_slice(&m.payload).unwrap();
-        *seen.entry(row["id"].as_i64().unwrap()).or_default() += 1;
+        *seen.entry(row["ID"].as_i64().unwrap()).or_default() += 1;
     }
 }
 
