@@ -1,6 +1,7 @@
 //! Eddy's MQTT endpoint: devices publish to it with any MQTT 3.1.1 or 5 client, and every
 //! publish lands in a Kafka topic chosen by `kafka_topic:regex` rules (as the Confluent MQTT
-//! Proxy's `topic.regex.list`). No separate MQTT broker is involved.
+//! Proxy's `topic.regex.list`), or, in direct mode, in a target of the host's (Eddy's streams)
+//! through the [`Direct`] trait. No separate MQTT broker is involved.
 //!
 //! **No loss.** A QoS 1 publish is answered with PUBACK, and a QoS 2 publish with PUBREC, only
 //! once Kafka acknowledged its record (`acks=all`, idempotent producer, so retries neither
@@ -21,21 +22,32 @@
 //! The MQTT topic becomes the Kafka record key (so one MQTT topic stays in one partition, in
 //! order), or a header ([`TopicAs`]). Subscriptions are refused: this endpoint only receives.
 //! Sessions are not kept across connections (CONNACK says `session_present = false`).
+//!
+//! **Direct mode** ([`EndpointConfig::direct`]): rules read `target:regex` and each publish is
+//! handed to [`Direct::write`]; QoS 1/2 acks go out once its future resolved `Ok`, through the
+//! same window and back-pressure as Kafka's deliveries. A target that does not exist
+//! ([`DirectError::NoTarget`]) is treated as an unmapped topic. A payload the target refuses
+//! ([`DirectError::BadPayload`]: not valid JSON for the stream, a wrong field count, …) does
+//! not end the connection: it is dropped, counted in [`Stats::rejected`], logged with its
+//! reason (tracing target `eddy::mqtt`), and answered on MQTT 5 with a negative PUBACK/PUBREC
+//! (reason 0x99, payload format invalid); MQTT 3.1.1 has no negative ack, so a 3.1.1 device
+//! gets a plain ack for a publish that was dropped, and only the counter and the log tell.
 
 use std::collections::{HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::BytesMut;
 use eddy_kafka::KafkaConfig;
+use futures::future::BoxFuture;
 use futures::stream::FuturesUnordered;
 use futures::{FutureExt, StreamExt};
 use rdkafka::client::ClientContext;
 use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
@@ -45,8 +57,10 @@ use tokio::time::Instant;
 mod mapping;
 mod protocol;
 
+/// The payload type [`Direct::write`] takes, re-exported so hosts need not depend on `bytes`.
+pub use bytes::Bytes;
 pub use mapping::{parse_rule_list, route, TopicRule};
-use protocol::{connect_level, Incoming, Outgoing, Version};
+use protocol::{connect_level, Incoming, Outgoing, Reason, Version};
 
 /// What goes wrong starting an endpoint.
 #[derive(Debug, thiserror::Error)]
@@ -57,6 +71,36 @@ pub enum Error {
     /// The listener could not be bound.
     #[error("mqtt endpoint: {0}")]
     Io(String),
+}
+
+/// Why a [`Direct`] destination did not take a publish.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DirectError {
+    /// The rule's target does not exist or takes no writes: handled like an unmapped topic.
+    #[error("{0}")]
+    NoTarget(String),
+    /// The payload is not a valid event for the target (malformed, wrong fields): the publish
+    /// is rejected, counted in [`Stats::rejected`], and the connection goes on.
+    #[error("{0}")]
+    BadPayload(String),
+}
+
+/// A destination other than Kafka: whatever the host writes publishes into (e.g. Eddy's own
+/// streams). Defined here so this crate does not depend on its hosts.
+pub trait Direct: Send + Sync + 'static {
+    /// Writes one publish's `payload` to `target` (a rule's left-hand side); `mqtt_topic` is
+    /// where it came from, for errors. The publish is acknowledged once the future is `Ok`, so
+    /// `Ok` must mean the target has it.
+    ///
+    /// Calls come in publish order per connection, but the futures are polled later (QoS 0
+    /// ones in any order), so a target that keeps order does its write within this call and
+    /// returns a ready future.
+    fn write(
+        &self,
+        target: &str,
+        mqtt_topic: &str,
+        payload: Bytes,
+    ) -> BoxFuture<'static, Result<(), DirectError>>;
 }
 
 /// Where the MQTT topic goes in the Kafka record.
@@ -70,7 +114,7 @@ pub enum TopicAs {
 }
 
 /// How an endpoint is set up.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct EndpointConfig {
     /// `host:port` to listen on, e.g. `0.0.0.0:1883` (port 0 picks a free one).
     pub listen: String,
@@ -87,6 +131,23 @@ pub struct EndpointConfig {
     pub max_inflight: u16,
     /// Largest MQTT packet accepted (default 1 MiB); larger ones close the connection.
     pub max_packet_size: usize,
+    /// Direct mode: when set, publishes go here instead of Kafka (rules then name its targets,
+    /// and `kafka` and `topic_as` are not used).
+    pub direct: Option<Arc<dyn Direct>>,
+}
+
+impl std::fmt::Debug for EndpointConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EndpointConfig")
+            .field("listen", &self.listen)
+            .field("kafka", &self.kafka)
+            .field("rules", &self.rules)
+            .field("topic_as", &self.topic_as)
+            .field("max_inflight", &self.max_inflight)
+            .field("max_packet_size", &self.max_packet_size)
+            .field("direct", &self.direct.is_some())
+            .finish()
+    }
 }
 
 impl EndpointConfig {
@@ -99,6 +160,20 @@ impl EndpointConfig {
             topic_as: TopicAs::Key,
             max_inflight: 64,
             max_packet_size: 1 << 20,
+            direct: None,
+        }
+    }
+
+    /// A config with the defaults in direct mode: publishes go to `direct`, rules name its
+    /// targets (`target:regex`).
+    pub fn direct(
+        listen: impl Into<String>,
+        direct: Arc<dyn Direct>,
+        rules: Vec<TopicRule>,
+    ) -> Self {
+        EndpointConfig {
+            direct: Some(direct),
+            ..EndpointConfig::new(listen, KafkaConfig::default(), rules)
         }
     }
 }
@@ -112,21 +187,24 @@ pub struct Stats {
     pub connections_total: u64,
     /// PUBLISH packets received (a QoS 2 resend of one not yet released is not counted again).
     pub published: u64,
-    /// Records Kafka acknowledged.
+    /// Records Kafka acknowledged (direct mode: publishes the target took).
     pub forwarded: u64,
-    /// Records (any QoS) handed to Kafka and not yet acknowledged.
+    /// Records (any QoS) handed to Kafka (or the direct target) and not yet acknowledged.
     pub inflight: u64,
     /// QoS 0 publishes Kafka refused.
     pub dropped_qos0: u64,
-    /// Publishes no topic rule maps (dropped).
+    /// Publishes no topic rule maps, or whose direct target does not exist (dropped).
     pub unmapped: u64,
+    /// Direct mode: publishes whose payload the target refused as invalid (dropped).
+    pub rejected: u64,
     /// QoS 1/2 publishes Kafka refused for good: never acknowledged, their connection closed.
     pub failed: u64,
     /// Connections whose window of unacknowledged publishes is full, so they are not read.
     pub blocked_connections: u64,
     /// Connections closed for a protocol error (bad packet, no CONNECT first, too large).
     pub protocol_errors: u64,
-    /// `false` after librdkafka reported all brokers down, until Kafka acknowledges again.
+    /// `false` after librdkafka reported all brokers down, until Kafka acknowledges again;
+    /// always `true` in direct mode.
     pub kafka_reachable: bool,
 }
 
@@ -139,6 +217,7 @@ struct Counters {
     inflight: AtomicU64,
     dropped_qos0: AtomicU64,
     unmapped: AtomicU64,
+    rejected: AtomicU64,
     failed: AtomicU64,
     blocked_connections: AtomicU64,
     protocol_errors: AtomicU64,
@@ -153,8 +232,14 @@ fn drop_one(counter: &AtomicU64) {
     counter.fetch_sub(1, Ordering::Relaxed);
 }
 
+/// Where publishes go.
+enum Destination {
+    Kafka(FutureProducer<EndpointContext>),
+    Direct(Arc<dyn Direct>),
+}
+
 struct Shared {
-    producer: FutureProducer<EndpointContext>,
+    destination: Destination,
     counters: Arc<Counters>,
     rules: Vec<TopicRule>,
     topic_as: TopicAs,
@@ -169,6 +254,34 @@ pub struct Endpoint {
     shared: Arc<Shared>,
     stop: watch::Sender<bool>,
     task: Option<tokio::task::JoinHandle<()>>,
+}
+
+/// Reads an endpoint's counters; see [`Endpoint::stats_reader`].
+#[derive(Clone)]
+pub struct StatsReader {
+    counters: Arc<Counters>,
+}
+
+impl StatsReader {
+    /// The counters now.
+    pub fn stats(&self) -> Stats {
+        let c = &self.counters;
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        Stats {
+            connections: get(&c.connections),
+            connections_total: get(&c.connections_total),
+            published: get(&c.published),
+            forwarded: get(&c.forwarded),
+            inflight: get(&c.inflight),
+            dropped_qos0: get(&c.dropped_qos0),
+            unmapped: get(&c.unmapped),
+            rejected: get(&c.rejected),
+            failed: get(&c.failed),
+            blocked_connections: get(&c.blocked_connections),
+            protocol_errors: get(&c.protocol_errors),
+            kafka_reachable: !c.kafka_down.load(Ordering::Relaxed),
+        }
+    }
 }
 
 /// librdkafka properties the endpoint's guarantees rest on.
@@ -224,13 +337,24 @@ impl Endpoint {
             return Err(Error::Config("max_inflight must be at least 1".into()));
         }
         let counters = Arc::new(Counters::default());
-        let broker = config.kafka.bootstrap_servers.clone();
-        let producer: FutureProducer<EndpointContext> = producer_config(&config.kafka)?
-            .create_with_context(EndpointContext {
-                counters: counters.clone(),
-                broker: broker.clone(),
-            })
-            .map_err(|e| Error::Config(format!("kafka {broker}: creating a producer: {e}")))?;
+        let (destination, broker) = match config.direct {
+            Some(direct) => (
+                Destination::Direct(direct),
+                "none (direct mode)".to_string(),
+            ),
+            None => {
+                let broker = config.kafka.bootstrap_servers.clone();
+                let producer: FutureProducer<EndpointContext> = producer_config(&config.kafka)?
+                    .create_with_context(EndpointContext {
+                        counters: counters.clone(),
+                        broker: broker.clone(),
+                    })
+                    .map_err(|e| {
+                        Error::Config(format!("kafka {broker}: creating a producer: {e}"))
+                    })?;
+                (Destination::Kafka(producer), broker)
+            }
+        };
         let listener = TcpListener::bind(&config.listen)
             .await
             .map_err(|e| Error::Io(format!("listening on {}: {e}", config.listen)))?;
@@ -238,7 +362,7 @@ impl Endpoint {
             .local_addr()
             .map_err(|e| Error::Io(format!("listening on {}: {e}", config.listen)))?;
         let shared = Arc::new(Shared {
-            producer,
+            destination,
             counters,
             rules: config.rules,
             topic_as: config.topic_as,
@@ -264,20 +388,14 @@ impl Endpoint {
 
     /// The counters now.
     pub fn stats(&self) -> Stats {
-        let c = &self.shared.counters;
-        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        Stats {
-            connections: get(&c.connections),
-            connections_total: get(&c.connections_total),
-            published: get(&c.published),
-            forwarded: get(&c.forwarded),
-            inflight: get(&c.inflight),
-            dropped_qos0: get(&c.dropped_qos0),
-            unmapped: get(&c.unmapped),
-            failed: get(&c.failed),
-            blocked_connections: get(&c.blocked_connections),
-            protocol_errors: get(&c.protocol_errors),
-            kafka_reachable: !c.kafka_down.load(Ordering::Relaxed),
+        self.stats_reader().stats()
+    }
+
+    /// A handle reading the counters, usable after the endpoint is gone (e.g. by a metrics
+    /// scrape that may outlive it).
+    pub fn stats_reader(&self) -> StatsReader {
+        StatsReader {
+            counters: self.shared.counters.clone(),
         }
     }
 
@@ -289,7 +407,17 @@ impl Endpoint {
             let _ = task.await;
         }
         let shared = self.shared.clone();
-        let _ = tokio::task::spawn_blocking(move || shared.producer.flush(flush)).await;
+        let _ = tokio::task::spawn_blocking(move || {
+            if let Destination::Kafka(producer) = &shared.destination {
+                let _ = producer.flush(flush);
+            }
+        })
+        .await;
+    }
+
+    /// Whether publishes go to a [`Direct`] destination rather than Kafka.
+    pub fn is_direct(&self) -> bool {
+        matches!(self.shared.destination, Destination::Direct(_))
     }
 }
 
@@ -347,10 +475,68 @@ enum Ack {
     PubRec(u16),
 }
 
+/// How a record handed to the destination ended.
+enum Outcome {
+    /// Kafka acknowledged it, or the direct target took it.
+    Delivered,
+    /// Kafka refused it for good (or the producer went away).
+    Refused(String),
+    /// Direct mode: the rule's target does not exist or takes no writes.
+    NoTarget { topic: String, reason: String },
+    /// Direct mode: the target refused the payload.
+    Rejected { topic: String, reason: String },
+}
+
+/// A record on its way: Kafka's delivery report or the direct write, as one future.
+type Delivery = BoxFuture<'static, Outcome>;
+
+fn kafka_outcome(
+    delivery: <rdkafka::producer::DeliveryFuture as std::future::Future>::Output,
+) -> Outcome {
+    match delivery {
+        Ok(Ok(_)) => Outcome::Delivered,
+        Ok(Err((error, _))) => Outcome::Refused(error.to_string()),
+        Err(_) => Outcome::Refused("the producer was dropped".to_string()),
+    }
+}
+
+/// Counts (and logs, sparingly) a publish whose direct target is missing, as unmapped.
+fn count_no_target(counters: &Counters, topic: &str, reason: &str) {
+    let unmapped = counters.unmapped.fetch_add(1, Ordering::Relaxed);
+    if unmapped.is_multiple_of(1000) {
+        tracing::warn!(
+            target: "eddy::mqtt",
+            mqtt_topic = topic,
+            unmapped = unmapped + 1,
+            "mqtt endpoint: publish dropped: {reason}"
+        );
+    }
+}
+
+/// Counts and logs a publish whose payload the direct target refused.
+fn count_rejected(counters: &Counters, topic: &str, reason: &str) {
+    let rejected = counters.rejected.fetch_add(1, Ordering::Relaxed);
+    // Every one at debug; the first and then every 1000th at warn, so a broken fleet cannot flood.
+    if rejected.is_multiple_of(1000) {
+        tracing::warn!(
+            target: "eddy::mqtt",
+            mqtt_topic = topic,
+            rejected = rejected + 1,
+            "mqtt endpoint: payload rejected: {reason}"
+        );
+    } else {
+        tracing::debug!(
+            target: "eddy::mqtt",
+            mqtt_topic = topic,
+            "mqtt endpoint: payload rejected: {reason}"
+        );
+    }
+}
+
 struct Pending {
     ack: Ack,
     /// `None` for an unmapped publish: settled at once, but acked in its turn.
-    delivery: Option<DeliveryFuture>,
+    delivery: Option<Delivery>,
 }
 
 /// Why a connection ended, for the debug log.
@@ -372,8 +558,8 @@ struct Connection {
     pending: VecDeque<Pending>,
     /// QoS 2 packet ids received and not yet released (PUBREL).
     qos2: HashSet<u16>,
-    /// QoS 0 records handed to Kafka, counted as they finish (in any order).
-    qos0: FuturesUnordered<DeliveryFuture>,
+    /// QoS 0 records handed to the destination, counted as they finish (in any order).
+    qos0: FuturesUnordered<Delivery>,
     blocked: bool,
     out: BytesMut,
 }
@@ -413,22 +599,32 @@ impl Connection {
                 let Some(delivery) = p.delivery else {
                     continue;
                 };
-                let ok = matches!(delivery.await, Ok(Ok(_)));
+                let outcome = delivery.await;
                 drop_one(&counters.inflight);
-                bump(if ok {
-                    &counters.forwarded
-                } else {
-                    &counters.failed
-                });
+                match outcome {
+                    Outcome::Delivered => bump(&counters.forwarded),
+                    Outcome::Refused(_) => bump(&counters.failed),
+                    Outcome::NoTarget { topic, reason } => {
+                        count_no_target(&counters, &topic, &reason)
+                    }
+                    Outcome::Rejected { topic, reason } => {
+                        count_rejected(&counters, &topic, &reason)
+                    }
+                }
             }
             for delivery in qos0 {
-                let ok = matches!(delivery.await, Ok(Ok(_)));
+                let outcome = delivery.await;
                 drop_one(&counters.inflight);
-                bump(if ok {
-                    &counters.forwarded
-                } else {
-                    &counters.dropped_qos0
-                });
+                match outcome {
+                    Outcome::Delivered => bump(&counters.forwarded),
+                    Outcome::Refused(_) => bump(&counters.dropped_qos0),
+                    Outcome::NoTarget { topic, reason } => {
+                        count_no_target(&counters, &topic, &reason)
+                    }
+                    Outcome::Rejected { topic, reason } => {
+                        count_rejected(&counters, &topic, &reason)
+                    }
+                }
             }
         });
     }
@@ -564,9 +760,14 @@ impl Connection {
                 Some(done) = self.qos0.next(), if !self.qos0.is_empty() => {
                     drop_one(&self.shared.counters.inflight);
                     match done {
-                        Ok(Ok(_)) => self.delivered(),
-                        Ok(Err((error, _))) => self.drop_qos0(&error.to_string()),
-                        Err(_) => self.drop_qos0("the producer was dropped"),
+                        Outcome::Delivered => self.delivered(),
+                        Outcome::Refused(error) => self.drop_qos0(&error),
+                        Outcome::NoTarget { topic, reason } => {
+                            count_no_target(&self.shared.counters, &topic, &reason)
+                        }
+                        Outcome::Rejected { topic, reason } => {
+                            count_rejected(&self.shared.counters, &topic, &reason)
+                        }
                     }
                 }
                 read = rd.read_buf(&mut buf), if room && !eof => {
@@ -605,7 +806,7 @@ impl Connection {
                     if !pending {
                         self.write(Outgoing::PubRec {
                             pkid,
-                            accepted: true,
+                            reason: Reason::Success,
                         })?;
                     }
                     return Ok(true);
@@ -651,13 +852,13 @@ impl Connection {
         Ok(true)
     }
 
-    /// Hands one record to librdkafka; `None` when no rule maps `topic`.
+    /// Hands one record to librdkafka (or the direct target); `None` when no rule maps `topic`.
     async fn produce(
         &mut self,
         topic: &str,
         payload: Bytes,
         wait_for_room: bool,
-    ) -> Result<Option<DeliveryFuture>, String> {
+    ) -> Result<Option<Delivery>, String> {
         let shared = self.shared.clone();
         let Some(kafka_topic) = route(&shared.rules, topic) else {
             let unmapped = shared.counters.unmapped.fetch_add(1, Ordering::Relaxed);
@@ -671,6 +872,28 @@ impl Connection {
             }
             return Ok(None);
         };
+        let producer = match &shared.destination {
+            Destination::Kafka(producer) => producer,
+            Destination::Direct(direct) => {
+                bump(&shared.counters.inflight);
+                let write = direct.write(kafka_topic, topic, payload);
+                let topic = topic.to_string();
+                return Ok(Some(
+                    async move {
+                        match write.await {
+                            Ok(()) => Outcome::Delivered,
+                            Err(DirectError::NoTarget(reason)) => {
+                                Outcome::NoTarget { topic, reason }
+                            }
+                            Err(DirectError::BadPayload(reason)) => {
+                                Outcome::Rejected { topic, reason }
+                            }
+                        }
+                    }
+                    .boxed(),
+                ));
+            }
+        };
         loop {
             let mut record = FutureRecord::<str, [u8]>::to(kafka_topic).payload(&payload[..]);
             match &shared.topic_as {
@@ -682,10 +905,10 @@ impl Connection {
                     }))
                 }
             }
-            match shared.producer.send_result(record) {
+            match producer.send_result(record) {
                 Ok(delivery) => {
                     bump(&shared.counters.inflight);
-                    return Ok(Some(delivery));
+                    return Ok(Some(delivery.map(kafka_outcome).boxed()));
                 }
                 Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _))
                     if wait_for_room =>
@@ -729,19 +952,30 @@ impl Connection {
     }
 
     /// Pops the head of the window, whose delivery finished with `done`, and queues its ack.
-    fn settle(&mut self, done: Option<Result<(), String>>) -> Result<(), Closed> {
+    fn settle(&mut self, done: Option<Outcome>) -> Result<(), Closed> {
         let Some(head) = self.pending.pop_front() else {
             return Ok(());
         };
-        let counters = &self.shared.counters;
-        let accepted = match done {
-            None => false,
-            Some(Ok(())) => {
+        let counters = self.shared.counters.clone();
+        let reason = match done {
+            None => Reason::TopicNameInvalid,
+            Some(Outcome::Delivered) => {
                 drop_one(&counters.inflight);
                 self.delivered();
-                true
+                Reason::Success
             }
-            Some(Err(error)) => {
+            Some(Outcome::NoTarget { topic, reason }) => {
+                drop_one(&counters.inflight);
+                count_no_target(&counters, &topic, &reason);
+                Reason::TopicNameInvalid
+            }
+            Some(Outcome::Rejected { topic, reason }) => {
+                // Not fatal: the device gets a negative ack (MQTT 5) and carries on.
+                drop_one(&counters.inflight);
+                count_rejected(&counters, &topic, &reason);
+                Reason::PayloadFormatInvalid
+            }
+            Some(Outcome::Refused(error)) => {
                 drop_one(&counters.inflight);
                 bump(&counters.failed);
                 tracing::error!(kafka = %self.shared.broker, "mqtt endpoint: Kafka refused a record; not acknowledged, closing the connection: {error}");
@@ -750,13 +984,13 @@ impl Connection {
             }
         };
         match head.ack {
-            Ack::PubAck(pkid) => self.write(Outgoing::PubAck { pkid, accepted })?,
+            Ack::PubAck(pkid) => self.write(Outgoing::PubAck { pkid, reason })?,
             Ack::PubRec(pkid) => {
-                if !accepted && self.version == Version::V5 {
+                if reason != Reason::Success && self.version == Version::V5 {
                     // A failing PUBREC ends the exchange on MQTT 5: no PUBREL follows.
                     self.qos2.remove(&pkid);
                 }
-                self.write(Outgoing::PubRec { pkid, accepted })?
+                self.write(Outgoing::PubRec { pkid, reason })?
             }
         }
         Ok(())
@@ -764,14 +998,10 @@ impl Connection {
 }
 
 /// Waits for the delivery at the head of the window: `None` for an unmapped publish.
-async fn head(pending: &mut VecDeque<Pending>) -> Option<Result<(), String>> {
+async fn head(pending: &mut VecDeque<Pending>) -> Option<Outcome> {
     let head = pending.front_mut()?;
     let delivery = head.delivery.as_mut()?;
-    Some(match delivery.await {
-        Ok(Ok(_)) => Ok(()),
-        Ok(Err((error, _))) => Err(error.to_string()),
-        Err(_) => Err("the producer was dropped".to_string()),
-    })
+    Some(delivery.await)
 }
 
 struct EndpointContext {
@@ -791,5 +1021,216 @@ impl ClientContext for EndpointContext {
         } else {
             tracing::warn!(broker = %self.broker, "mqtt endpoint: kafka: {error}: {reason}");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use rumqttc::mqttbytes::{v4, QoS};
+    use rumqttc::v5::mqttbytes::{v5, QoS as QoS5};
+
+    use super::*;
+
+    /// Takes payloads for `readings` unless they start with `bad`; knows no other target.
+    #[derive(Default)]
+    struct Recorder {
+        taken: Mutex<Vec<(String, String, Bytes)>>,
+    }
+
+    impl Direct for Recorder {
+        fn write(
+            &self,
+            target: &str,
+            mqtt_topic: &str,
+            payload: Bytes,
+        ) -> BoxFuture<'static, Result<(), DirectError>> {
+            let result = if target != "readings" {
+                Err(DirectError::NoTarget(format!("no stream named '{target}'")))
+            } else if payload.starts_with(b"bad") {
+                Err(DirectError::BadPayload("malformed JSON".into()))
+            } else {
+                self.taken.lock().unwrap().push((
+                    target.to_string(),
+                    mqtt_topic.to_string(),
+                    payload,
+                ));
+                Ok(())
+            };
+            futures::future::ready(result).boxed()
+        }
+    }
+
+    async fn endpoint(recorder: Arc<Recorder>) -> Endpoint {
+        let rules = parse_rule_list("readings:car/.*,missing:gone/.*").unwrap();
+        Endpoint::start(EndpointConfig::direct("127.0.0.1:0", recorder, rules))
+            .await
+            .unwrap()
+    }
+
+    /// Reads until one whole packet is in `buf` and returns it.
+    async fn read_v5(stream: &mut TcpStream, buf: &mut BytesMut) -> v5::Packet {
+        loop {
+            match v5::Packet::read(buf, None) {
+                Ok(p) => return p,
+                Err(rumqttc::v5::mqttbytes::Error::InsufficientBytes(_)) => {
+                    let n = tokio::time::timeout(Duration::from_secs(5), stream.read_buf(buf))
+                        .await
+                        .expect("an answer in time")
+                        .unwrap();
+                    assert!(n > 0, "connection closed");
+                }
+                Err(e) => panic!("{e}"),
+            }
+        }
+    }
+
+    async fn read_v4(stream: &mut TcpStream, buf: &mut BytesMut) -> v4::Packet {
+        loop {
+            match v4::Packet::read(buf, 1 << 20) {
+                Ok(p) => return p,
+                Err(rumqttc::mqttbytes::Error::InsufficientBytes(_)) => {
+                    let n = tokio::time::timeout(Duration::from_secs(5), stream.read_buf(buf))
+                        .await
+                        .expect("an answer in time")
+                        .unwrap();
+                    assert!(n > 0, "connection closed");
+                }
+                Err(e) => panic!("{e}"),
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn direct_mode_acks_after_the_write_and_rejects_bad_payloads_without_closing() {
+        let recorder = Arc::new(Recorder::default());
+        let endpoint = endpoint(recorder.clone()).await;
+        assert!(endpoint.is_direct());
+        let mut stream = TcpStream::connect(endpoint.local_addr()).await.unwrap();
+        let mut out = BytesMut::new();
+        let mut buf = BytesMut::new();
+        v5::Packet::Connect(
+            v5::Connect {
+                keep_alive: 30,
+                client_id: "car-1".into(),
+                clean_start: true,
+                properties: None,
+            },
+            None,
+            None,
+        )
+        .write(&mut out, None)
+        .unwrap();
+        let publishes = [
+            ("car/1", QoS5::AtLeastOnce, "{\"speed\":1}", 1),
+            ("car/1", QoS5::AtLeastOnce, "bad json", 2),
+            ("gone/1", QoS5::AtLeastOnce, "{}", 3),
+            ("nowhere", QoS5::AtLeastOnce, "{}", 4),
+            ("car/2", QoS5::ExactlyOnce, "bad again", 5),
+            ("car/2", QoS5::ExactlyOnce, "{\"speed\":2}", 6),
+            ("car/3", QoS5::AtMostOnce, "{\"speed\":3}", 0),
+            ("car/3", QoS5::AtMostOnce, "bad qos 0", 0),
+        ];
+        for (topic, qos, payload, pkid) in publishes {
+            let mut publish = v5::Publish::new(topic, qos, payload, None);
+            publish.pkid = pkid;
+            v5::Packet::Publish(publish).write(&mut out, None).unwrap();
+        }
+        stream.write_all(&out).await.unwrap();
+        assert!(matches!(
+            read_v5(&mut stream, &mut buf).await,
+            v5::Packet::ConnAck(_)
+        ));
+        let mut acks = Vec::new();
+        for _ in 0..6 {
+            acks.push(match read_v5(&mut stream, &mut buf).await {
+                v5::Packet::PubAck(a) => (a.pkid, format!("{:?}", a.reason)),
+                v5::Packet::PubRec(r) => (r.pkid, format!("{:?}", r.reason)),
+                other => panic!("{other:?}"),
+            });
+        }
+        let expected = [
+            (1, "Success"),
+            (2, "PayloadFormatInvalid"),
+            (3, "TopicNameInvalid"),
+            (4, "TopicNameInvalid"),
+            (5, "PayloadFormatInvalid"),
+            (6, "Success"),
+        ];
+        let expected: Vec<(u16, String)> =
+            expected.iter().map(|(p, r)| (*p, r.to_string())).collect();
+        assert_eq!(acks, expected);
+        // The connection still works: the QoS 2 exchange completes.
+        out.clear();
+        v5::Packet::PubRel(v5::PubRel::new(6, None))
+            .write(&mut out, None)
+            .unwrap();
+        stream.write_all(&out).await.unwrap();
+        assert!(matches!(
+            read_v5(&mut stream, &mut buf).await,
+            v5::Packet::PubComp(c) if c.pkid == 6
+        ));
+        let taken: Vec<String> = recorder
+            .taken
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(t, m, p)| format!("{t} {m} {}", String::from_utf8_lossy(p)))
+            .collect();
+        assert_eq!(
+            taken,
+            [
+                "readings car/1 {\"speed\":1}",
+                "readings car/2 {\"speed\":2}",
+                "readings car/3 {\"speed\":3}"
+            ]
+        );
+        let stats = endpoint.stats();
+        assert_eq!(
+            (
+                stats.published,
+                stats.forwarded,
+                stats.rejected,
+                stats.unmapped,
+                stats.inflight,
+                stats.failed
+            ),
+            (8, 3, 3, 2, 0, 0),
+            "{stats:?}"
+        );
+        assert!(stats.kafka_reachable);
+
+        // MQTT 3.1.1 has no negative ack: a rejected publish gets a plain PUBACK.
+        let mut stream = TcpStream::connect(endpoint.local_addr()).await.unwrap();
+        let mut buf = BytesMut::new();
+        out.clear();
+        v4::Packet::Connect(v4::Connect::new("car-2"))
+            .write(&mut out, usize::MAX)
+            .unwrap();
+        let mut publish = v4::Publish::new("car/4", QoS::AtLeastOnce, "bad");
+        publish.pkid = 9;
+        v4::Packet::Publish(publish)
+            .write(&mut out, usize::MAX)
+            .unwrap();
+        let mut publish = v4::Publish::new("car/4", QoS::AtLeastOnce, "{}");
+        publish.pkid = 10;
+        v4::Packet::Publish(publish)
+            .write(&mut out, usize::MAX)
+            .unwrap();
+        stream.write_all(&out).await.unwrap();
+        assert!(matches!(
+            read_v4(&mut stream, &mut buf).await,
+            v4::Packet::ConnAck(_)
+        ));
+        for pkid in [9, 10] {
+            assert!(matches!(
+                read_v4(&mut stream, &mut buf).await,
+                v4::Packet::PubAck(a) if a.pkid == pkid
+            ));
+        }
+        assert_eq!(endpoint.stats().rejected, 4);
+        assert_eq!(endpoint.stats().forwarded, 4);
+        endpoint.shutdown(Duration::from_secs(1)).await;
     }
 }

@@ -1,4 +1,5 @@
-//! Which Kafka topic an MQTT topic goes to: `kafka_topic:regex` rules, first match wins.
+//! Which Kafka topic an MQTT topic goes to: `kafka_topic:regex` rules, first match wins. In
+//! direct mode the left-hand side names the host's target (an Eddy stream) instead.
 
 use std::fmt;
 use std::str::FromStr;

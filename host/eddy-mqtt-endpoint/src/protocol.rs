@@ -52,15 +52,16 @@ pub(crate) enum Outgoing {
         /// MQTT 5: the most QoS 1/2 publishes the client may have unacknowledged.
         receive_max: u16,
     },
-    /// QoS 1 ack; `accepted == false` is a negative ack on MQTT 5 and a plain one on 3.1.1.
+    /// QoS 1 ack; a reason other than success is a negative ack on MQTT 5 and a plain ack on
+    /// 3.1.1, which has no negative ack.
     PubAck {
         pkid: u16,
-        accepted: bool,
+        reason: Reason,
     },
     /// QoS 2, first ack; as [`Outgoing::PubAck`].
     PubRec {
         pkid: u16,
-        accepted: bool,
+        reason: Reason,
     },
     PubComp(u16),
     /// Every filter refused: this endpoint only receives.
@@ -73,6 +74,17 @@ pub(crate) enum Outgoing {
         filters: usize,
     },
     PingResp,
+}
+
+/// How a publish was settled, as MQTT 5's PUBACK/PUBREC reason codes say it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Reason {
+    /// 0x00: taken.
+    Success,
+    /// 0x90: no rule (or no target) for the topic.
+    TopicNameInvalid,
+    /// 0x99: the target refused the payload.
+    PayloadFormatInvalid,
 }
 
 /// The protocol level a CONNECT frame at the start of `buf` asks for, once enough bytes are in.
@@ -188,18 +200,22 @@ impl Version {
                             authentication_data: None,
                         }),
                     }),
-                    Outgoing::PubAck { pkid, accepted } => {
+                    Outgoing::PubAck { pkid, reason } => {
                         let mut ack = v5::PubAck::new(pkid, None);
-                        if !accepted {
-                            ack.reason = v5::PubAckReason::TopicNameInvalid;
-                        }
+                        ack.reason = match reason {
+                            Reason::Success => v5::PubAckReason::Success,
+                            Reason::TopicNameInvalid => v5::PubAckReason::TopicNameInvalid,
+                            Reason::PayloadFormatInvalid => v5::PubAckReason::PayloadFormatInvalid,
+                        };
                         v5::Packet::PubAck(ack)
                     }
-                    Outgoing::PubRec { pkid, accepted } => {
+                    Outgoing::PubRec { pkid, reason } => {
                         let mut rec = v5::PubRec::new(pkid, None);
-                        if !accepted {
-                            rec.reason = v5::PubRecReason::TopicNameInvalid;
-                        }
+                        rec.reason = match reason {
+                            Reason::Success => v5::PubRecReason::Success,
+                            Reason::TopicNameInvalid => v5::PubRecReason::TopicNameInvalid,
+                            Reason::PayloadFormatInvalid => v5::PubRecReason::PayloadFormatInvalid,
+                        };
                         v5::Packet::PubRec(rec)
                     }
                     Outgoing::PubComp(pkid) => v5::Packet::PubComp(v5::PubComp::new(pkid, None)),
@@ -331,7 +347,7 @@ mod tests {
             .write(
                 Outgoing::PubAck {
                     pkid: 7,
-                    accepted: false,
+                    reason: Reason::TopicNameInvalid,
                 },
                 &mut out,
             )
@@ -342,6 +358,22 @@ mod tests {
         assert_eq!(
             (ack.pkid, ack.reason),
             (7, v5::PubAckReason::TopicNameInvalid)
+        );
+        Version::V5
+            .write(
+                Outgoing::PubRec {
+                    pkid: 8,
+                    reason: Reason::PayloadFormatInvalid,
+                },
+                &mut out,
+            )
+            .unwrap();
+        let v5::Packet::PubRec(rec) = v5::Packet::read(&mut out, None).unwrap() else {
+            panic!("not a PUBREC");
+        };
+        assert_eq!(
+            (rec.pkid, rec.reason),
+            (8, v5::PubRecReason::PayloadFormatInvalid)
         );
     }
 }

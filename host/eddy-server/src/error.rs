@@ -63,6 +63,16 @@ impl ApiError {
         }
     }
 
+    /// The ksqlDB error code.
+    pub(crate) fn code(&self) -> u32 {
+        self.code
+    }
+
+    /// The message, without the code.
+    pub(crate) fn message(&self) -> &str {
+        &self.message
+    }
+
     /// The JSON entity.
     pub(crate) fn body(&self) -> serde_json::Value {
         let mut body = json!({

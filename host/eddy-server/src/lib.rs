@@ -29,6 +29,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{oneshot, watch, Mutex};
 
 pub use error::ApiError;
+pub use metrics::{HostMetric, MetricKind, MetricsSource};
 
 /// How the server behaves.
 #[derive(Debug, Clone)]
@@ -71,6 +72,8 @@ pub(crate) struct AppState {
     /// Turns true when the server stops: streaming responses end.
     pub(crate) stopping: watch::Receiver<bool>,
     pub(crate) http: metrics::HttpStats,
+    /// The host's own samples for `GET /metrics`.
+    pub(crate) host_metrics: std::sync::Mutex<Vec<MetricsSource>>,
 }
 
 /// A server around one engine.
@@ -90,8 +93,16 @@ impl Server {
                 closers: Default::default(),
                 stopping,
                 http: Default::default(),
+                host_metrics: Default::default(),
             }),
             stop,
+        }
+    }
+
+    /// Adds `source`'s samples to every `GET /metrics` (e.g. an embedded MQTT endpoint's).
+    pub fn add_metrics(&self, source: MetricsSource) {
+        if let Ok(mut sources) = self.state.host_metrics.lock() {
+            sources.push(source);
         }
     }
 

@@ -18,6 +18,52 @@ use prometheus::{
 use crate::error::{code, ApiError};
 use crate::AppState;
 
+/// Whether a host metric only goes up or may go either way.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MetricKind {
+    /// A total since start (Prometheus counter; its name ends in `_total`).
+    Counter,
+    /// A value now (Prometheus gauge).
+    Gauge,
+}
+
+/// One sample a host adds to `GET /metrics` (e.g. the MQTT endpoint's counters).
+#[derive(Debug, Clone, PartialEq)]
+pub struct HostMetric {
+    /// Its Prometheus name.
+    pub name: &'static str,
+    /// Its help text.
+    pub help: &'static str,
+    /// Counter or gauge.
+    pub kind: MetricKind,
+    /// Its value now.
+    pub value: f64,
+}
+
+/// Called at each scrape for the host's samples; see [`crate::Server::add_metrics`].
+pub type MetricsSource = Arc<dyn Fn() -> Vec<HostMetric> + Send + Sync>;
+
+/// Registers the samples of every host source in `registry`.
+fn host_metrics(registry: &Registry, sources: &[MetricsSource]) -> prometheus::Result<()> {
+    for source in sources {
+        for m in source() {
+            match m.kind {
+                MetricKind::Counter => {
+                    let c = prometheus::Counter::new(m.name, m.help)?;
+                    c.inc_by(m.value);
+                    registry.register(Box::new(c))?;
+                }
+                MetricKind::Gauge => {
+                    let g = prometheus::Gauge::new(m.name, m.help)?;
+                    g.set(m.value);
+                    registry.register(Box::new(g))?;
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
 /// The server's own counters.
 #[derive(Debug)]
 pub(crate) struct HttpStats {
@@ -372,6 +418,12 @@ async fn gather(state: &AppState) -> prometheus::Result<String> {
         .with_label_values(&[] as &[&str])
         .inc_by(state.http.push_total.load(Ordering::Relaxed));
     registry.register(Box::new(state.http.latency.clone()))?;
+    let sources = state
+        .host_metrics
+        .lock()
+        .map(|s| s.clone())
+        .unwrap_or_default();
+    host_metrics(&registry, &sources)?;
     let mut out = Vec::new();
     TextEncoder::new().encode(&registry.gather(), &mut out)?;
     Ok(String::from_utf8_lossy(&out).into_owned())
@@ -428,5 +480,40 @@ mod tests {
         }
         // A bad name is refused as for any other collector.
         assert!(histogram(&registry, "bad name", "help", &[], Vec::new()).is_err());
+    }
+
+    #[test]
+    fn host_metrics_encode_as_counters_and_gauges() {
+        let registry = Registry::new();
+        let source: MetricsSource = Arc::new(|| {
+            vec![
+                HostMetric {
+                    name: "eddy_test_things_total",
+                    help: "Things.",
+                    kind: MetricKind::Counter,
+                    value: 3.0,
+                },
+                HostMetric {
+                    name: "eddy_test_open",
+                    help: "Open now.",
+                    kind: MetricKind::Gauge,
+                    value: 2.0,
+                },
+            ]
+        });
+        host_metrics(&registry, &[source]).unwrap();
+        let mut out = Vec::new();
+        TextEncoder::new()
+            .encode(&registry.gather(), &mut out)
+            .unwrap();
+        let text = String::from_utf8(out).unwrap();
+        for line in [
+            "# TYPE eddy_test_things_total counter",
+            "eddy_test_things_total 3",
+            "# TYPE eddy_test_open gauge",
+            "eddy_test_open 2",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} missing in\n{text}");
+        }
     }
 }

@@ -309,37 +309,238 @@ fn respond(
         .into_response()
 }
 
-/// `POST /inserts-stream`: `{"target": "STREAM"}` then one JSON object per line; answers one
-/// ack per row, `{"status": "ok", "seq": N}` or `{"status": "error", …}` for a row that failed.
+/// `POST /inserts-stream`: `{"target": "STREAM"}` then one JSON object per line, over a request
+/// that may stay open for as long as the client keeps sending. Each row is inserted as soon as its
+/// line is complete and answered at once with `{"status": "ok", "seq": N}` or `{"status":
+/// "error", …}`; the response ends when the request body does. `max_body_bytes` caps each LINE,
+/// not the whole body, since the body of a long-lived stream has no natural size.
 pub(crate) async fn inserts_stream(
     State(state): State<Arc<AppState>>,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let bytes = read_body(body, state.config.max_body_bytes).await?;
-    let text = std::str::from_utf8(&bytes)
-        .map_err(|_| ApiError::bad_request("the request body is not UTF-8"))?;
-    let mut lines = text.lines().filter(|l| !l.trim().is_empty());
-    let first = parse_request(lines.next().unwrap_or_default().as_bytes())?;
-    let target = statement_text(&first, "target")?;
-    let mut acks = String::new();
-    let mut engine = state.engine.lock().await;
-    for (seq, line) in lines.enumerate() {
-        let ack = match insert_statement(&target, line) {
-            Ok(sql) => match engine.execute(&sql).await {
-                Ok(_) => json!({"status": "ok", "seq": seq}),
-                Err(e) => {
-                    json!({"status": "error", "seq": seq, "error_code": code::BAD_STATEMENT, "message": e.to_string()})
-                }
-            },
-            Err(message) => {
-                json!({"status": "error", "seq": seq, "error_code": code::BAD_REQUEST, "message": message})
+    let mut lines = Lines::new(body, state.config.max_body_bytes);
+    // The first line decides the answer's status: a bad target is a 4xx error entity.
+    let first = async {
+        loop {
+            match lines.next().await? {
+                Some(line) if line.iter().all(u8::is_ascii_whitespace) => continue,
+                Some(line) => return Ok::<_, ApiError>(line),
+                None => return Ok(Vec::new()),
             }
-        };
-        acks.push_str(&ack.to_string());
-        acks.push('\n');
+        }
+    };
+    let mut stopping = state.stopping.clone();
+    let first = tokio::select! {
+        first = first => first?,
+        // A client that never sends its target must not hold graceful shutdown up.
+        _ = stopping.wait_for(|s| *s) => {
+            return Err(ApiError::generic(
+                StatusCode::SERVICE_UNAVAILABLE,
+                code::SERVER_ERROR,
+                "the server is shutting down",
+            ))
+        }
+    };
+    let first = parse_request(&first)?;
+    let target = statement_text(&first, "target")?;
+    let inserts = Inserts {
+        lines,
+        target,
+        seq: 0,
+        stopping: state.stopping.clone(),
+        state,
+        done: false,
+    };
+    let acks = futures::stream::unfold(inserts, |mut inserts| async move {
+        let chunk = inserts.next().await?;
+        Some((Ok::<_, std::convert::Infallible>(chunk), inserts))
+    });
+    Ok(([(header::CONTENT_TYPE, DELIMITED)], Body::from_stream(acks)).into_response())
+}
+
+/// At most this many lines already received are inserted under one engine lock.
+const INSERT_BATCH: usize = 256;
+
+/// The rows of one `/inserts-stream` request, turned into acks batch by batch.
+struct Inserts {
+    lines: Lines,
+    target: String,
+    seq: u64,
+    stopping: watch::Receiver<bool>,
+    state: Arc<AppState>,
+    done: bool,
+}
+
+impl Inserts {
+    /// The acks of the next lines to arrive, once they are inserted; `None` when the body ended.
+    async fn next(&mut self) -> Option<Bytes> {
+        while !self.done {
+            // Wait for a line without holding the engine: other clients keep running meanwhile.
+            let stopping = self.stopping.wait_for(|s| *s);
+            let line = tokio::select! {
+                line = self.lines.next() => line,
+                // A stream left open would otherwise hold graceful shutdown up forever.
+                _ = stopping => Ok(None),
+            };
+            let mut batch = match line {
+                Ok(Some(line)) => vec![line],
+                Ok(None) => {
+                    self.done = true;
+                    return None;
+                }
+                Err(e) => {
+                    self.done = true;
+                    return Some(Bytes::from(self.error_ack(e.code(), e.message())));
+                }
+            };
+            // Lines that arrived meanwhile share one turn at the engine.
+            while batch.len() < INSERT_BATCH {
+                match self.lines.buffered() {
+                    Some(line) if line.len() <= self.lines.limit => batch.push(line),
+                    Some(line) => {
+                        // Too long: answered (as the error it is) on the next call.
+                        self.lines.unread(line);
+                        break;
+                    }
+                    None => break,
+                }
+            }
+            batch.retain(|line| !line.iter().all(u8::is_ascii_whitespace));
+            if batch.is_empty() {
+                continue;
+            }
+            let mut acks = String::new();
+            let mut engine = self.state.engine.lock().await;
+            for line in &batch {
+                let seq = self.seq;
+                self.seq += 1;
+                let statement = std::str::from_utf8(line)
+                    .map_err(|_| "the row is not UTF-8".to_string())
+                    .and_then(|line| insert_statement(&self.target, line));
+                let ack = match statement {
+                    Ok(sql) => match engine.execute(&sql).await {
+                        Ok(_) => json!({"status": "ok", "seq": seq}),
+                        Err(e) => {
+                            json!({"status": "error", "seq": seq, "error_code": code::BAD_STATEMENT, "message": e.to_string()})
+                        }
+                    },
+                    Err(message) => {
+                        json!({"status": "error", "seq": seq, "error_code": code::BAD_REQUEST, "message": message})
+                    }
+                };
+                acks.push_str(&ack.to_string());
+                acks.push('\n');
+            }
+            drop(engine);
+            return Some(Bytes::from(acks));
+        }
+        None
     }
-    drop(engine);
-    Ok(([(header::CONTENT_TYPE, DELIMITED)], acks).into_response())
+
+    fn error_ack(&mut self, error_code: u32, message: &str) -> String {
+        let seq = self.seq;
+        self.seq += 1;
+        let ack =
+            json!({"status": "error", "seq": seq, "error_code": error_code, "message": message});
+        format!("{ack}\n")
+    }
+}
+
+/// A request body split into lines as its chunks arrive, each line capped at `limit` bytes.
+struct Lines {
+    body: axum::body::BodyDataStream,
+    buffer: Vec<u8>,
+    /// How much of `buffer` is known to hold no newline.
+    scanned: usize,
+    ended: bool,
+    limit: usize,
+}
+
+impl Lines {
+    fn new(body: Body, limit: usize) -> Lines {
+        Lines {
+            body: body.into_data_stream(),
+            buffer: Vec::new(),
+            scanned: 0,
+            ended: false,
+            limit,
+        }
+    }
+
+    /// A complete line already received, without its newline.
+    fn buffered(&mut self) -> Option<Vec<u8>> {
+        self.scanned = self.scanned.min(self.buffer.len());
+        let at = self.buffer[self.scanned..].iter().position(|&b| b == b'\n');
+        match at {
+            Some(at) => {
+                let end = self.scanned + at;
+                let mut line: Vec<u8> = self.buffer.drain(..=end).collect();
+                line.pop();
+                if line.last() == Some(&b'\r') {
+                    line.pop();
+                }
+                self.scanned = 0;
+                Some(line)
+            }
+            None => {
+                self.scanned = self.buffer.len();
+                None
+            }
+        }
+    }
+
+    /// Puts a line taken by [`Lines::buffered`] back in front.
+    fn unread(&mut self, mut line: Vec<u8>) {
+        line.push(b'\n');
+        line.append(&mut self.buffer);
+        self.buffer = line;
+        self.scanned = 0;
+    }
+
+    /// The next line, waiting for it; the unterminated rest when the body ends; then `None`.
+    async fn next(&mut self) -> Result<Option<Vec<u8>>, ApiError> {
+        loop {
+            if let Some(line) = self.buffered() {
+                return self.capped(line).map(Some);
+            }
+            if self.buffer.len() > self.limit {
+                return Err(self.too_large());
+            }
+            if self.ended {
+                self.scanned = 0;
+                return Ok((!self.buffer.is_empty()).then(|| std::mem::take(&mut self.buffer)));
+            }
+            match futures::StreamExt::next(&mut self.body).await {
+                Some(Ok(chunk)) => self.buffer.extend_from_slice(&chunk),
+                Some(Err(e)) => {
+                    self.ended = true;
+                    return Err(ApiError::bad_request(format!(
+                        "could not read the request body: {e}"
+                    )));
+                }
+                None => self.ended = true,
+            }
+        }
+    }
+
+    fn capped(&self, line: Vec<u8>) -> Result<Vec<u8>, ApiError> {
+        if line.len() > self.limit {
+            Err(self.too_large())
+        } else {
+            Ok(line)
+        }
+    }
+
+    fn too_large(&self) -> ApiError {
+        ApiError::generic(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            code::TOO_LARGE,
+            format!(
+                "a line of the request body is larger than the server's limit of {} bytes",
+                self.limit
+            ),
+        )
+    }
 }
 
 /// `INSERT INTO target (cols) VALUES (…)` for one JSON row.
@@ -384,4 +585,56 @@ fn literal(value: &Value) -> Result<String, String> {
             ))
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn body(chunks: &[&'static str]) -> Body {
+        let chunks: Vec<Result<Bytes, std::convert::Infallible>> =
+            chunks.iter().map(|c| Ok(Bytes::from(*c))).collect();
+        Body::from_stream(futures::stream::iter(chunks))
+    }
+
+    async fn all(lines: &mut Lines) -> Vec<Result<String, u32>> {
+        let mut out = Vec::new();
+        loop {
+            match lines.next().await {
+                Ok(Some(line)) => out.push(Ok(String::from_utf8(line).unwrap())),
+                Ok(None) => return out,
+                Err(e) => {
+                    out.push(Err(e.code()));
+                    return out;
+                }
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn lines_are_split_across_chunks_and_capped_one_by_one() {
+        let mut lines = Lines::new(body(&["{\"a\"", ":1}\r\n{\"b\":2}\n\n", "{\"c\":3}"]), 8);
+        assert_eq!(
+            all(&mut lines).await,
+            vec![
+                Ok("{\"a\":1}".into()),
+                Ok("{\"b\":2}".into()),
+                Ok(String::new()),
+                Ok("{\"c\":3}".into())
+            ]
+        );
+        // The cap is per line: many short lines pass, one long line is refused.
+        let mut lines = Lines::new(body(&["12345678\n12345678\n", "123456789\n"]), 8);
+        assert_eq!(
+            all(&mut lines).await,
+            vec![
+                Ok("12345678".into()),
+                Ok("12345678".into()),
+                Err(code::TOO_LARGE)
+            ]
+        );
+        // A line over the cap is refused before its newline arrives.
+        let mut lines = Lines::new(body(&["123456", "789"]), 8);
+        assert_eq!(all(&mut lines).await, vec![Err(code::TOO_LARGE)]);
+    }
 }

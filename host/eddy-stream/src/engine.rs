@@ -218,6 +218,8 @@ pub struct Engine {
     queries: BTreeMap<String, Running>,
     properties: BTreeMap<String, String>,
     next_id: u64,
+    /// Direct writers into in-memory streams, refreshed after every statement.
+    writers: crate::direct::StreamWriters,
 }
 
 impl Engine {
@@ -230,7 +232,41 @@ impl Engine {
             queries: BTreeMap::new(),
             properties: BTreeMap::new(),
             next_id: 0,
+            writers: Default::default(),
         }
+    }
+
+    /// A handle writing raw event payloads into this engine's in-memory streams without
+    /// holding the engine; it follows streams as they are created and dropped.
+    pub fn stream_writers(&self) -> crate::direct::StreamWriters {
+        self.writers.clone()
+    }
+
+    /// Points the direct writers at the streams as they are now. Every catalog change goes
+    /// through [`Engine::execute`], so refreshing after each statement keeps them exact.
+    fn sync_writers(&self) {
+        let targets = self
+            .relations
+            .iter()
+            .filter(|(_, r)| r.kind == Kind::Stream)
+            .map(|(name, r)| {
+                let target = match (&r.spec, &r.log) {
+                    (Spec::Memory, Some(log)) => crate::direct::Target::memory(
+                        log.clone(),
+                        &r.options,
+                        r.schema.clone(),
+                        r.timestamp,
+                    ),
+                    _ => crate::direct::Target::Refused(format!(
+                        "stream '{name}' takes no direct writes: its rows come from {}; only \
+                         streams without a source (fed by INSERT INTO) do",
+                        describe_source(r)
+                    )),
+                };
+                (name.clone(), target)
+            })
+            .collect();
+        self.writers.replace(targets);
     }
 
     /// The SQL session, for functions and settings.
@@ -244,6 +280,12 @@ impl Engine {
 
     /// Runs one statement.
     pub async fn execute(&mut self, sql: &str) -> Result<Output> {
+        let output = self.run_statement(sql).await;
+        self.sync_writers();
+        output
+    }
+
+    async fn run_statement(&mut self, sql: &str) -> Result<Output> {
         self.reap();
         match parse(sql)? {
             Statement::CreateSource {

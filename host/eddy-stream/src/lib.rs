@@ -4,6 +4,7 @@
 
 mod connectors;
 mod delimited;
+mod direct;
 mod engine;
 mod format;
 mod input;
@@ -16,6 +17,7 @@ mod query;
 mod statement;
 mod window;
 
+pub use direct::{StreamWriters, WriteError};
 pub use engine::{Engine, EngineConfig, KafkaSettings, Output, PushQuery, QueryInfo, RelationInfo};
 pub use json::{display_name, encode, BadEvent, Decoder};
 pub use log::{Log, DEFAULT_RETAINED_ROWS};

@@ -1,9 +1,12 @@
 //! `eddy`: run SQL files (continuous queries included), build UDF components, benchmark.
 
 mod bench;
+mod bench_fanout;
+mod bench_mqtt;
 mod bench_stream;
 mod bench_swap;
 mod mqtt_proxy;
+mod repl;
 mod run;
 mod server;
 
@@ -88,6 +91,10 @@ enum BenchCommand {
     Stream(bench_stream::StreamBench),
     /// Hot-swap latency, warm instantiate time, and what timeouts cost in throughput.
     Swap(bench_swap::SwapBench),
+    /// QoS 1 publishes/s and latency through the MQTT endpoint into Kafka, against mosquitto.
+    Mqtt(bench_mqtt::MqttBench),
+    /// Push-query fan-out over HTTP: rows/s per client and the p99 the HTTP hop adds.
+    Fanout(bench_fanout::FanoutBench),
 }
 
 fn cache_dir(cli: Option<PathBuf>) -> PathBuf {
@@ -165,6 +172,12 @@ async fn main() -> Result<()> {
         Command::Bench {
             command: BenchCommand::Swap(ref args),
         } => bench_swap::swap(args, cache_dir(cli.cache_dir.clone())).await,
+        Command::Bench {
+            command: BenchCommand::Mqtt(ref args),
+        } => bench_mqtt::mqtt(args).await,
+        Command::Bench {
+            command: BenchCommand::Fanout(ref args),
+        } => bench_fanout::fanout(args, runtime()?).await,
         Command::Generate { rows, seed, cars } => generate_csv(rows, seed, cars),
     }
 }

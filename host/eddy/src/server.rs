@@ -7,9 +7,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
+use eddy_kafka::KafkaConfig;
+use eddy_mqtt_endpoint::{Direct, DirectError, Endpoint, EndpointConfig, StatsReader, TopicRule};
 use eddy_sql::{Session, UdfDir};
-use eddy_stream::{Engine, EngineConfig, KafkaSettings};
+use eddy_stream::{Engine, EngineConfig, KafkaSettings, WriteError};
 use eddy_udf_host::UdfRuntime;
+use futures::future::{BoxFuture, FutureExt};
 use serde_json::{json, Value};
 
 /// Options of `eddy server`.
@@ -43,6 +46,117 @@ pub(crate) struct ServerArgs {
     /// How often queries flush their sinks and commit their sources, in milliseconds.
     #[arg(long, default_value_t = 1000)]
     commit_interval_ms: u64,
+    /// Also accept MQTT 3.1.1 and 5 clients on this address (off unless given); publishes go
+    /// to Eddy streams (or, with --mqtt-kafka, to Kafka topics) by --mqtt-map rules.
+    #[arg(long, value_name = "ADDR")]
+    mqtt_listen: Option<String>,
+    /// A rule `TARGET:REGEX` (repeatable; the regex must match the whole MQTT topic, the first
+    /// match wins): TARGET is a stream, e.g. `--mqtt-map 'readings:car/.*'`.
+    #[arg(long = "mqtt-map", value_name = "TARGET:REGEX")]
+    mqtt_rules: Vec<String>,
+    /// Unacknowledged QoS 1/2 publishes per MQTT connection before it is no longer read.
+    #[arg(long, default_value_t = 64)]
+    mqtt_max_inflight: u16,
+    /// MQTT targets are Kafka topics on --bootstrap-servers (as `eddy mqtt-proxy`), not streams.
+    #[arg(long)]
+    mqtt_kafka: bool,
+}
+
+/// Feeds MQTT publishes into the engine's in-memory streams, without taking the engine lock.
+struct StreamTarget(eddy_stream::StreamWriters);
+
+impl Direct for StreamTarget {
+    fn write(
+        &self,
+        target: &str,
+        mqtt_topic: &str,
+        payload: eddy_mqtt_endpoint::Bytes,
+    ) -> BoxFuture<'static, Result<(), DirectError>> {
+        // Written here, not in the future, so publishes land in the order they came.
+        let result = self
+            .0
+            .write(target, mqtt_topic, &payload)
+            .map_err(|e| match e {
+                WriteError::BadEvent(reason) => DirectError::BadPayload(reason),
+                other => DirectError::NoTarget(other.to_string()),
+            });
+        futures::future::ready(result).boxed()
+    }
+}
+
+/// Starts the MQTT endpoint `args` ask for, if any.
+async fn start_mqtt(
+    args: &ServerArgs,
+    engine: &tokio::sync::Mutex<Engine>,
+) -> Result<Option<Endpoint>> {
+    let Some(listen) = &args.mqtt_listen else {
+        if !args.mqtt_rules.is_empty() || args.mqtt_kafka {
+            bail!("--mqtt-map and --mqtt-kafka need --mqtt-listen ADDR");
+        }
+        return Ok(None);
+    };
+    if args.mqtt_rules.is_empty() {
+        bail!("--mqtt-listen needs at least one --mqtt-map TARGET:REGEX");
+    }
+    let rules = args
+        .mqtt_rules
+        .iter()
+        .map(|r| r.parse::<TopicRule>())
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut config = if args.mqtt_kafka {
+        let Some(servers) = &args.bootstrap_servers else {
+            bail!("--mqtt-kafka needs --bootstrap-servers");
+        };
+        EndpointConfig::new(
+            listen.clone(),
+            KafkaConfig::new(servers.clone(), "eddy-mqtt"),
+            rules,
+        )
+    } else {
+        let writers = engine.lock().await.stream_writers();
+        EndpointConfig::direct(listen.clone(), Arc::new(StreamTarget(writers)), rules)
+    };
+    config.max_inflight = args.mqtt_max_inflight;
+    Ok(Some(Endpoint::start(config).await?))
+}
+
+/// The endpoint's counters as Prometheus samples.
+fn mqtt_metrics(stats: StatsReader, kafka: bool) -> eddy_server::MetricsSource {
+    use eddy_server::{
+        HostMetric,
+        MetricKind::{Counter, Gauge},
+    };
+    Arc::new(move || {
+        let s = stats.stats();
+        let metric = |name, help, kind, value: u64| HostMetric {
+            name,
+            help,
+            kind,
+            value: value as f64,
+        };
+        let mut out = vec![
+            metric("eddy_mqtt_connections", "MQTT connections open now.", Gauge, s.connections),
+            metric("eddy_mqtt_connections_total", "MQTT connections accepted.", Counter, s.connections_total),
+            metric("eddy_mqtt_published_total", "MQTT PUBLISH packets received.", Counter, s.published),
+            metric("eddy_mqtt_forwarded_total", "Publishes the target took (stream, or Kafka acknowledged).", Counter, s.forwarded),
+            metric("eddy_mqtt_inflight", "Publishes handed on and not yet settled.", Gauge, s.inflight),
+            metric("eddy_mqtt_rejected_total", "Publishes whose payload the stream refused (dropped).", Counter, s.rejected),
+            metric("eddy_mqtt_dropped_qos0_total", "QoS 0 publishes Kafka refused (dropped).", Counter, s.dropped_qos0),
+            metric("eddy_mqtt_unmapped_total", "Publishes no rule or no target took (dropped).", Counter, s.unmapped),
+            metric("eddy_mqtt_failed_total", "QoS 1/2 publishes Kafka refused for good (connection closed).", Counter, s.failed),
+            metric("eddy_mqtt_protocol_errors_total", "MQTT connections closed for a protocol error.", Counter, s.protocol_errors),
+            metric("eddy_mqtt_blocked_connections", "MQTT connections not read because their window of unacknowledged publishes is full.", Gauge, s.blocked_connections),
+        ];
+        if kafka {
+            out.push(metric(
+                "eddy_mqtt_kafka_reachable",
+                "1 unless librdkafka reported all brokers down.",
+                Gauge,
+                u64::from(s.kafka_reachable),
+            ));
+        }
+        out
+    })
 }
 
 pub(crate) async fn server(args: &ServerArgs, runtime: UdfRuntime) -> Result<()> {
@@ -90,6 +204,7 @@ pub(crate) async fn server(args: &ServerArgs, runtime: UdfRuntime) -> Result<()>
             }
         });
     }
+    let mqtt = start_mqtt(args, &engine).await?;
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("listening on {}", args.listen))?;
@@ -107,9 +222,27 @@ pub(crate) async fn server(args: &ServerArgs, runtime: UdfRuntime) -> Result<()>
             max_udf_bytes: args.max_udf_bytes,
         },
     );
+    // The HTTP line stays first: scripts and tests read the address from it.
     println!("eddy server listening on http://{}", listener.local_addr()?);
+    if let Some(endpoint) = &mqtt {
+        server.add_metrics(mqtt_metrics(endpoint.stats_reader(), !endpoint.is_direct()));
+        println!(
+            "eddy server: MQTT listening on {} ({})",
+            endpoint.local_addr(),
+            if endpoint.is_direct() {
+                "into streams"
+            } else {
+                "into Kafka topics"
+            }
+        );
+    }
     std::io::stdout().flush()?;
     server.serve(listener, stop_signal()).await?;
+    if let Some(endpoint) = mqtt {
+        // Before the queries stop, so nothing is acknowledged into a stream no one reads.
+        eprintln!("eddy server: stopping MQTT");
+        endpoint.shutdown(Duration::from_secs(10)).await;
+    }
     eprintln!("eddy server: stopping queries");
     let mut engine = engine.lock().await;
     engine.shutdown().await;
@@ -174,7 +307,17 @@ pub(crate) async fn sql(args: &SqlArgs) -> Result<()> {
         }
         return Ok(());
     }
-    // A prompt: statements end with ';'.
+    // A prompt: statements end with ';'. On a terminal, with line editing and history.
+    if std::io::stdin().is_terminal() {
+        return crate::repl::prompt(async |input: String| {
+            for (_, statement) in eddy_sql::split_statements(&input) {
+                if let Err(e) = client.run(&statement).await {
+                    eprintln!("error: {e:#}");
+                }
+            }
+        })
+        .await;
+    }
     let stdin = std::io::stdin();
     let interactive = stdin.is_terminal();
     let mut buffer = String::new();

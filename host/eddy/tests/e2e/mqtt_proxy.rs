@@ -237,52 +237,6 @@ async fn kafka_away_means_no_ack_and_nothing_lost_once_it_is_back() {
     endpoint.shutdown(Duration::from_secs(5)).await;
 }
 
-/// Publishes/s at QoS 1 through the endpoint into Kafka, with 1 and with 100 `mosquitto_pub`
-/// clients. A measurement, not a check: `cargo test -p eddy --test mqtt_proxy -- --ignored
-/// --nocapture`.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "benchmark: prints publishes/s; run with --ignored --nocapture"]
-async fn qos1_throughput() {
-    let broker = shared();
-    for (clients, per_client, linger) in [
-        (1usize, 20_000usize, "5"),
-        (1, 20_000, "1"),
-        (100, 500, "5"),
-        (100, 500, "1"),
-    ] {
-        let topic = unique("mqtt-bench");
-        ensure_topic(&broker.config("admin"), &topic, 3)
-            .await
-            .unwrap();
-        let endpoint = Endpoint::start(EndpointConfig::new(
-            "127.0.0.1:0",
-            broker.config("unused").with("linger.ms", linger),
-            vec![TopicRule::new(&topic, ".*").unwrap()],
-        ))
-        .await
-        .unwrap();
-        let port = endpoint.local_addr().port();
-        let lines = numbered(per_client, "x");
-        let start = Instant::now();
-        let mut running: Vec<Reaped> = (0..clients)
-            .map(|c| mosquitto_pub(port, &format!("car/{c}/temperature"), 1, "mqttv311", &lines))
-            .collect();
-        for client in &mut running {
-            wait_ok(client, Duration::from_secs(300), "bench");
-        }
-        let elapsed = start.elapsed();
-        let stats = endpoint.stats();
-        let total = clients * per_client;
-        assert_eq!(stats.forwarded, total as u64, "{stats:?}");
-        eprintln!(
-            "QoS 1, {clients} client(s), linger.ms={linger}: {total} publishes acked in \
-             {elapsed:.2?} = {:.0}/s",
-            total as f64 / elapsed.as_secs_f64()
-        );
-        endpoint.shutdown(Duration::from_secs(5)).await;
-    }
-}
-
 /// What real clients see of the endpoint's refusals: an MQTT 5 publish on an unmapped topic is
 /// negatively acknowledged (0x90, topic name invalid), subscriptions are denied and MQTT 3.1 is
 /// refused; the counters say so. No Kafka is needed for any of it.

@@ -979,57 +979,165 @@ async fn udfs_upload_list_replace_and_drop_over_http_within_the_udf_dir() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-/// Push-query fan-out: rows/s delivered to 1, 10 and 100 HTTP clients of one stream.
-/// Not a timed test: `cargo test -p eddy --test server -- --ignored --nocapture fan_out`.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "benchmark; run by hand"]
-async fn bench_push_fan_out() {
-    const ROWS: usize = 20_000;
-    for clients in [1usize, 10, 100] {
-        let server = Server::start(&[]);
-        server.ksql("CREATE STREAM s (id INT, v DOUBLE);").await;
-        let mut readers = Vec::new();
-        for _ in 0..clients {
-            let response = server
-                .http
-                .post(server.url("/query-stream"))
-                .body(
-                    json!({"sql": format!("SELECT id, v FROM s EMIT CHANGES LIMIT {ROWS};")})
-                        .to_string(),
-                )
-                .send()
-                .await
-                .unwrap();
-            readers.push(tokio::spawn(async move {
-                let mut response = response;
-                let mut newlines = 0;
-                while let Some(chunk) = response.chunk().await.unwrap() {
-                    newlines += chunk.iter().filter(|&&b| b == b'\n').count();
-                }
-                newlines - 1
-            }));
-        }
-        let started = Instant::now();
-        for batch in 0..ROWS / 1000 {
-            let values: Vec<String> = (0..1000)
-                .map(|i| format!("({}, {i}.5)", batch * 1000 + i))
-                .collect();
-            server
-                .ksql(&format!(
-                    "INSERT INTO s (id, v) VALUES {};",
-                    values.join(", ")
-                ))
-                .await;
-        }
-        let inserted = started.elapsed();
-        for reader in readers {
-            assert_eq!(reader.await.unwrap(), ROWS);
-        }
-        let all = started.elapsed();
-        eprintln!(
-            "fan-out to {clients:>3} client(s): {ROWS} rows each in {all:.2?} (inserts took {inserted:.2?}); {:.0} rows/s per client, {:.0} rows/s delivered in total",
-            ROWS as f64 / all.as_secs_f64(),
-            (ROWS * clients) as f64 / all.as_secs_f64()
+/// Reads from `stream` until `needle` has arrived; returns all that was read.
+fn read_until(stream: &mut TcpStream, seen: &mut Vec<u8>, needle: &str) {
+    let mut buffer = [0u8; 4096];
+    while !String::from_utf8_lossy(seen).contains(needle) {
+        let n = stream.read(&mut buffer).unwrap();
+        assert!(
+            n > 0,
+            "closed before {needle}: {}",
+            String::from_utf8_lossy(seen)
         );
+        seen.extend_from_slice(&buffer[..n]);
     }
+}
+
+/// The body of a complete chunked HTTP/1.1 response.
+fn dechunk(response: &str) -> String {
+    let (head, mut rest) = response.split_once("\r\n\r\n").unwrap();
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    let mut body = String::new();
+    loop {
+        let (size, tail) = rest.split_once("\r\n").unwrap();
+        let size = usize::from_str_radix(size.trim(), 16).unwrap();
+        if size == 0 {
+            return body;
+        }
+        body.push_str(&tail[..size]);
+        rest = &tail[size + 2..];
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inserts_stream_acks_each_row_while_the_request_is_still_open() {
+    let server = Server::start(&["--max-body-bytes", "200"]);
+    server.ksql("CREATE STREAM s (id INT, name VARCHAR);").await;
+    let acks = |body: &str| -> Vec<Value> {
+        body.lines()
+            .map(|l| mask(serde_json::from_str(l).unwrap(), &["message"]))
+            .collect()
+    };
+
+    // HTTP/1.1 with a chunked request body, written by hand so nothing buffers it.
+    let addr = server.addr.clone();
+    let body = tokio::task::spawn_blocking(move || {
+        let mut stream = TcpStream::connect(&addr).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(20)))
+            .unwrap();
+        write!(
+            stream,
+            "POST /inserts-stream HTTP/1.1\r\nHost: {addr}\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        let send = |stream: &mut TcpStream, text: &str| {
+            write!(stream, "{:x}\r\n{text}\r\n", text.len()).unwrap();
+            stream.flush().unwrap();
+        };
+        send(&mut stream, "{\"target\":\"s\"}\n{\"ID\":1,\"NAME\":\"one\"}\n");
+        let mut seen = Vec::new();
+        // The first row's ack arrives while the request is still open.
+        read_until(&mut stream, &mut seen, "\"seq\":0");
+        // A row split across chunks, a bad one, an unknown column, and a last line with no newline.
+        send(&mut stream, "{\"ID\":2,");
+        send(&mut stream, "\"NAME\":\"two\"}\nnot json\n\n{\"NOPE\":1}\n");
+        send(&mut stream, "{\"ID\":3,\"NAME\":\"three\"}");
+        send(&mut stream, "");
+        stream.read_to_end(&mut seen).unwrap();
+        dechunk(&String::from_utf8(seen).unwrap())
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        acks(&body),
+        vec![
+            json!({"status": "ok", "seq": 0}),
+            json!({"status": "ok", "seq": 1}),
+            json!({"status": "error", "seq": 2, "error_code": 40000, "message": "<masked>"}),
+            json!({"status": "error", "seq": 3, "error_code": 40001, "message": "<masked>"}),
+            json!({"status": "ok", "seq": 4}),
+        ],
+        "{body}"
+    );
+
+    // HTTP/2 (prior knowledge), the body fed from a channel; a line over the cap ends the stream.
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<String, std::io::Error>>(4);
+    let chunks = futures::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|chunk| (chunk, rx))
+    });
+    let h2 = reqwest::Client::builder()
+        .http2_prior_knowledge()
+        .build()
+        .unwrap();
+    tx.send(Ok(
+        "{\"target\":\"s\"}\n{\"ID\":4,\"NAME\":\"four\"}\n".into()
+    ))
+    .await
+    .unwrap();
+    let mut response = tokio::time::timeout(
+        Duration::from_secs(20),
+        h2.post(server.url("/inserts-stream"))
+            .body(reqwest::Body::wrap_stream(chunks))
+            .send(),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    assert_eq!(response.version(), reqwest::Version::HTTP_2);
+    assert_eq!(response.status(), 200);
+    let first = tokio::time::timeout(Duration::from_secs(20), response.chunk())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        acks(std::str::from_utf8(&first).unwrap()),
+        vec![json!({"status": "ok", "seq": 0})]
+    );
+    tx.send(Ok(format!(
+        "{{\"ID\":5}}\n{{\"ID\":6,\"NAME\":\"{}\"}}\n",
+        "x".repeat(300)
+    )))
+    .await
+    .unwrap();
+    let mut rest = String::new();
+    while let Some(chunk) = tokio::time::timeout(Duration::from_secs(20), response.chunk())
+        .await
+        .unwrap()
+        .unwrap()
+    {
+        rest.push_str(std::str::from_utf8(&chunk).unwrap());
+    }
+    drop(tx);
+    assert_eq!(
+        acks(&rest),
+        vec![
+            json!({"status": "ok", "seq": 1}),
+            json!({"status": "error", "seq": 2, "error_code": 41300, "message": "<masked>"}),
+        ],
+        "{rest}"
+    );
+
+    // Exactly the good rows landed.
+    let response = server
+        .http
+        .post(server.url("/query-stream"))
+        .header("Accept", "application/json")
+        .body(json!({"sql": "SELECT id, name FROM s;"}).to_string())
+        .send()
+        .await
+        .unwrap();
+    let items: Value = response.json().await.unwrap();
+    assert_eq!(
+        items.as_array().unwrap()[1..],
+        [
+            json!([1, "one"]),
+            json!([2, "two"]),
+            json!([3, "three"]),
+            json!([4, "four"]),
+            json!([5, null])
+        ]
+    );
+    server.healthy().await;
 }
