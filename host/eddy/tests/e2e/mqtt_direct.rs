@@ -2,18 +2,16 @@
 //! (Debian's `mosquitto_pub`), publishes landing in Eddy streams without Kafka and read back by a
 //! push query over HTTP.
 
-use std::io::{BufRead, BufReader, Write};
-use std::process::{Child, Command, Stdio};
+use std::io::Write;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
 /// A running `eddy server` with an MQTT endpoint, killed on drop.
 struct Server {
-    child: Child,
-    base: String,
+    http: crate::server::Server,
     mqtt_port: u16,
-    http: reqwest::Client,
 }
 
 impl Server {
@@ -22,73 +20,33 @@ impl Server {
     }
 
     fn start_with(rules: &[&str], extra: &[&str]) -> Server {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_eddy"));
-        command
-            .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."))
-            .env(
-                "EDDY_CACHE_DIR",
-                concat!(env!("CARGO_MANIFEST_DIR"), "/../../target/eddy-test-cache"),
-            )
-            .env("RUST_LOG", "warn")
-            .args(["server", "--listen", "127.0.0.1:0"])
-            .args(["--commit-interval-ms", "100"])
-            .args(["--mqtt-listen", "127.0.0.1:0"])
-            .args(extra);
+        let mut args = vec!["--mqtt-listen", "127.0.0.1:0"];
         for rule in rules {
-            command.args(["--mqtt-map", rule]);
+            args.extend(["--mqtt-map", rule]);
         }
-        let mut child = command
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("starting eddy server");
-        let mut stdout = BufReader::new(child.stdout.take().expect("stdout"));
-        let mut line = String::new();
-        stdout.read_line(&mut line).expect("the HTTP line");
-        let base = line
-            .trim()
-            .strip_prefix("eddy server listening on ")
-            .unwrap_or_else(|| panic!("unexpected first line: {line:?}"))
-            .to_string();
-        line.clear();
-        stdout.read_line(&mut line).expect("the MQTT line");
+        args.extend(extra);
+        let mut http = crate::server::Server::start(&args);
         // "eddy server: MQTT listening on 127.0.0.1:PORT (into streams)"
+        let line = http.read_line();
         let mqtt_port = line
             .strip_prefix("eddy server: MQTT listening on ")
             .and_then(|rest| rest.split_whitespace().next())
             .and_then(|addr| addr.rsplit(':').next())
             .and_then(|port| port.parse().ok())
             .unwrap_or_else(|| panic!("unexpected second line: {line:?}"));
-        Server {
-            child,
-            base,
-            mqtt_port,
-            http: reqwest::Client::new(),
-        }
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.base)
+        Server { http, mqtt_port }
     }
 
     async fn ksql(&self, ksql: &str) {
-        let response = self
-            .http
-            .post(self.url("/ksql"))
-            .body(json!({"ksql": ksql, "streamsProperties": {}}).to_string())
-            .send()
-            .await
-            .unwrap();
-        let status = response.status().as_u16();
-        let body = response.text().await.unwrap();
-        assert_eq!(status, 200, "{ksql}: {body}");
+        self.http.ksql(ksql).await;
     }
 
     /// Starts a push query; the response head means the query runs and sees what comes next.
     async fn push(&self, sql: &str) -> reqwest::Response {
         let response = self
             .http
-            .post(self.url("/query"))
+            .http
+            .post(self.http.url("/query"))
             .body(json!({"ksql": sql, "streamsProperties": {}}).to_string())
             .send()
             .await
@@ -99,15 +57,7 @@ impl Server {
 
     /// One sample of `GET /metrics`.
     async fn metric(&self, name: &str) -> f64 {
-        let text = self
-            .http
-            .get(self.url("/metrics"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let (_, text) = self.http.get("/metrics").await;
         text.lines()
             .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
             .unwrap_or_else(|| panic!("{name} not in /metrics:\n{text}"))
@@ -150,31 +100,8 @@ impl Server {
     }
 
     /// Sends SIGTERM and waits for a clean exit.
-    fn terminate(mut self) {
-        let ok = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(ok.success());
-        let started = Instant::now();
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                assert!(status.success(), "eddy server exited with {status}");
-                return;
-            }
-            assert!(
-                started.elapsed() < Duration::from_secs(20),
-                "eddy server did not stop within 20 s of SIGTERM"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+    fn terminate(self) {
+        self.http.terminate();
     }
 }
 

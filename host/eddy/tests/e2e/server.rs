@@ -2,21 +2,23 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, ChildStdout, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
 /// A running `eddy server`, killed on drop.
-struct Server {
+pub(crate) struct Server {
     child: Child,
-    base: String,
+    pub(crate) base: String,
     addr: String,
-    http: reqwest::Client,
+    pub(crate) http: reqwest::Client,
+    /// The rest of its stdout, after the line with the HTTP address.
+    stdout: BufReader<ChildStdout>,
 }
 
 impl Server {
-    fn start(extra: &[&str]) -> Server {
+    pub(crate) fn start(extra: &[&str]) -> Server {
         let mut child = Command::new(env!("CARGO_BIN_EXE_eddy"))
             .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."))
             .env(
@@ -36,7 +38,8 @@ impl Server {
             .spawn()
             .expect("starting eddy server");
         let mut line = String::new();
-        BufReader::new(child.stdout.take().expect("stdout"))
+        let mut stdout = BufReader::new(child.stdout.take().expect("stdout"));
+        stdout
             .read_line(&mut line)
             .expect("reading the listen line");
         let base = line
@@ -50,10 +53,18 @@ impl Server {
             base,
             addr,
             http: reqwest::Client::new(),
+            stdout,
         }
     }
 
-    fn url(&self, path: &str) -> String {
+    /// The next line the server prints on stdout.
+    pub(crate) fn read_line(&mut self) -> String {
+        let mut line = String::new();
+        self.stdout.read_line(&mut line).expect("reading stdout");
+        line
+    }
+
+    pub(crate) fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
     }
 
@@ -74,13 +85,13 @@ impl Server {
     }
 
     /// Runs statements that must succeed; returns the entities.
-    async fn ksql(&self, ksql: &str) -> Value {
+    pub(crate) async fn ksql(&self, ksql: &str) -> Value {
         let (status, body) = self.ksql_status(ksql).await;
         assert_eq!(status, 200, "{ksql}: {body:#}");
         body
     }
 
-    async fn get(&self, path: &str) -> (u16, String) {
+    pub(crate) async fn get(&self, path: &str) -> (u16, String) {
         let response = self.http.get(self.url(path)).send().await.unwrap();
         let status = response.status().as_u16();
         (status, response.text().await.unwrap())
@@ -100,7 +111,7 @@ impl Server {
     }
 
     /// Sends SIGTERM and waits for a clean exit.
-    fn terminate(mut self) -> Duration {
+    pub(crate) fn terminate(mut self) -> Duration {
         let started = Instant::now();
         let ok = Command::new("kill")
             .args(["-TERM", &self.child.id().to_string()])
