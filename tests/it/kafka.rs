@@ -633,11 +633,14 @@ async fn kafka_delimited_and_kafka_value_formats() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn key_format_reads_key_columns_from_the_record_key_and_cast_takes_a_udf_string() {
+async fn keyed_delimited_stream_with_cast_over_a_udf_where_print_and_dead_letters() {
     let broker = shared();
     let input = unique("keyed-in");
+    let dead = unique("keyed-dead");
     let config = broker.config(&unique("keyed-admin"));
-    ensure_topic(&config, &input, 1).await.unwrap();
+    for topic in [&input, &dead] {
+        ensure_topic(&config, topic, 1).await.unwrap();
+    }
     let records: Vec<(Option<&[u8]>, &[u8])> = vec![
         (Some(b"car-0007"), b"50.5,3"),
         (Some(b"car-0002"), b"20,1"),
@@ -670,7 +673,8 @@ async fn key_format_reads_key_columns_from_the_record_key_and_cast_takes_a_udf_s
         &mut engine,
         &format!(
             "CREATE STREAM readings (car VARCHAR KEY, speed DOUBLE, gear VARCHAR) \
-             WITH (kafka_topic='{input}', key_format='KAFKA', value_format='DELIMITED')"
+             WITH (kafka_topic='{input}', key_format='KAFKA', value_format='DELIMITED', \
+             dead_letter_topic='{dead}')"
         ),
     )
     .await;
@@ -705,6 +709,52 @@ async fn key_format_reads_key_columns_from_the_record_key_and_cast_takes_a_udf_s
             vec!["car-0002", "1"],
             vec!["", "4"],
             vec!["car-0009", "5"]
+        ]
+    );
+
+    // A persistent query over the stream dead-letters the record whose key is not UTF-8.
+    run(
+        &mut engine,
+        "CREATE STREAM fast_cars AS SELECT car, speed FROM readings WHERE car_number(car) > 5",
+    )
+    .await;
+    let mut source = KafkaSource::subscribe(
+        &broker.config(&unique("keyed-dead-reader")),
+        &dead,
+        OffsetReset::Earliest,
+    )
+    .unwrap();
+    let letters = read(&mut source, 1, Duration::from_secs(60)).await;
+    for letter in &letters {
+        let v: serde_json::Value = serde_json::from_slice(&letter.payload).unwrap();
+        assert!(
+            v["reason"].as_str().unwrap().starts_with("bad key: "),
+            "{v}"
+        );
+        assert_eq!(v["payload"], "30,2");
+    }
+
+    // PRINT shows the records as they are: keys, and the value without the key column.
+    let printed = collect(
+        run(
+            &mut engine,
+            &format!("PRINT '{input}' FROM BEGINNING LIMIT 5"),
+        )
+        .await,
+    )
+    .await;
+    let keys_values: Vec<(&str, &str)> = printed
+        .iter()
+        .map(|row| (row[3].as_str(), row[4].as_str()))
+        .collect();
+    assert_eq!(
+        keys_values,
+        [
+            ("car-0007", "50.5,3"),
+            ("car-0002", "20,1"),
+            ("\u{fffd}\u{fffd}", "30,2"),
+            ("", "40,4"),
+            ("car-0009", "70,5")
         ]
     );
 
