@@ -299,9 +299,30 @@ async fn kafka_commit_skips_partitions_the_group_moved_away() {
     ensure_topic(&config, &topic, 4).await.unwrap();
     produce(&config, &topic, records(N)).await;
 
-    // A holds all four partitions and reads some of each.
+    // A holds all four partitions and reads some of each (how much of which partition a fetch
+    // returns is librdkafka's choice, so read until every partition has shown up).
     let mut a = KafkaSource::subscribe(&config, &topic, OffsetReset::Earliest).unwrap();
-    let mut read_by_a = read(&mut a, 2_000, Duration::from_secs(30)).await;
+    let mut read_by_a = Vec::new();
+    let start = Instant::now();
+    while read_by_a
+        .iter()
+        .map(|m: &Message| m.position.partition)
+        .collect::<BTreeSet<_>>()
+        .len()
+        < 4
+    {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "A read {} messages, not from every partition",
+            read_by_a.len()
+        );
+        read_by_a.extend(
+            a.poll(500, Duration::from_millis(100))
+                .await
+                .unwrap()
+                .unwrap(),
+        );
+    }
     assert_eq!(a.assignment(), vec![0, 1, 2, 3]);
 
     // B joins; the group hands some of A's partitions to B.
