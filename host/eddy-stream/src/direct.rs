@@ -2,9 +2,10 @@
 //! that stream's `value_format` and appended to its log exactly as `INSERT INTO` appends, so
 //! persistent and push queries over the stream see it.
 //!
-//! [`StreamWriters`] is a registry handle the engine keeps up to date after every statement
-//! ([`crate::Engine::stream_writers`]); writing through it never takes the engine, so a server
-//! holding the engine behind a lock can feed streams (e.g. from MQTT) without contending for it.
+//! [`StreamWriters`] is a registry handle the engine keeps up to date as streams are created
+//! and dropped ([`crate::Engine::stream_writers`]); writing through it never takes the engine,
+//! so a server holding the engine behind a lock can feed streams (e.g. from MQTT) without
+//! contending for it.
 //! A stream dropped since is an unknown stream; one created later is writable at once.
 
 use std::collections::BTreeMap;

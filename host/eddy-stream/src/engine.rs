@@ -218,7 +218,7 @@ pub struct Engine {
     queries: BTreeMap<String, Running>,
     properties: BTreeMap<String, String>,
     next_id: u64,
-    /// Direct writers into in-memory streams, refreshed after every statement.
+    /// Direct writers into in-memory streams, refreshed whenever a relation is added or removed.
     writers: crate::direct::StreamWriters,
 }
 
@@ -242,8 +242,8 @@ impl Engine {
         self.writers.clone()
     }
 
-    /// Points the direct writers at the streams as they are now. Every catalog change goes
-    /// through [`Engine::execute`], so refreshing after each statement keeps them exact.
+    /// Points the direct writers at the streams as they are now; called wherever a relation
+    /// is added or removed (a relation does not change once in the catalog).
     fn sync_writers(&self) {
         let targets = self
             .relations
@@ -280,12 +280,6 @@ impl Engine {
 
     /// Runs one statement.
     pub async fn execute(&mut self, sql: &str) -> Result<Output> {
-        let output = self.run_statement(sql).await;
-        self.sync_writers();
-        output
-    }
-
-    async fn run_statement(&mut self, sql: &str) -> Result<Output> {
         self.reap();
         match parse(sql)? {
             Statement::CreateSource {
@@ -565,6 +559,7 @@ impl Engine {
     /// Removes a stream or table from the catalog and from SQL.
     fn forget(&mut self, name: &str) -> Result<()> {
         if self.relations.remove(name).is_some() {
+            self.sync_writers();
             self.ctx().deregister_table(name)?;
         }
         Ok(())
@@ -839,6 +834,7 @@ impl Engine {
             sql: sql.to_string(),
         };
         self.relations.insert(name.to_string(), relation);
+        self.sync_writers();
         if kind == Kind::Table && !matches!(spec, Spec::Memory) {
             // A table read from outside is kept up to date by a query of its own.
             if let Err(e) = self.materialize(name).await {
@@ -1146,6 +1142,7 @@ impl Engine {
                 sql: sql.to_string(),
             },
         );
+        self.sync_writers();
         self.spawn(Launch {
             id: id.clone(),
             sql: sql.to_string(),
