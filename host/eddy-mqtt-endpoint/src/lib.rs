@@ -500,9 +500,11 @@ fn kafka_outcome(
     }
 }
 
-/// Counts (and logs, sparingly) a publish whose direct target is missing, as unmapped.
-fn count_no_target(counters: &Counters, topic: &str, reason: &str) {
+/// Counts (and logs, sparingly) a publish dropped as unmapped: no rule matches its topic, or
+/// its direct target is missing.
+fn count_unmapped(counters: &Counters, topic: &str, reason: &str) {
     let unmapped = counters.unmapped.fetch_add(1, Ordering::Relaxed);
+    // Logged for the first and then every 1000th, so a misconfigured fleet cannot flood.
     if unmapped.is_multiple_of(1000) {
         tracing::warn!(
             target: "eddy::mqtt",
@@ -530,6 +532,18 @@ fn count_rejected(counters: &Counters, topic: &str, reason: &str) {
             mqtt_topic = topic,
             "mqtt endpoint: payload rejected: {reason}"
         );
+    }
+}
+
+/// Counts a delivery that finished after its connection closed; `refused` counts Kafka's
+/// refusals (failed for QoS 1/2, dropped for QoS 0).
+fn count_detached(counters: &Counters, outcome: Outcome, refused: &AtomicU64) {
+    drop_one(&counters.inflight);
+    match outcome {
+        Outcome::Delivered => bump(&counters.forwarded),
+        Outcome::Refused(_) => bump(refused),
+        Outcome::NoTarget { topic, reason } => count_unmapped(counters, &topic, &reason),
+        Outcome::Rejected { topic, reason } => count_rejected(counters, &topic, &reason),
     }
 }
 
@@ -595,36 +609,11 @@ impl Connection {
         }
         let counters = self.shared.counters.clone();
         tokio::spawn(async move {
-            for p in pending {
-                let Some(delivery) = p.delivery else {
-                    continue;
-                };
-                let outcome = delivery.await;
-                drop_one(&counters.inflight);
-                match outcome {
-                    Outcome::Delivered => bump(&counters.forwarded),
-                    Outcome::Refused(_) => bump(&counters.failed),
-                    Outcome::NoTarget { topic, reason } => {
-                        count_no_target(&counters, &topic, &reason)
-                    }
-                    Outcome::Rejected { topic, reason } => {
-                        count_rejected(&counters, &topic, &reason)
-                    }
-                }
+            for delivery in pending.into_iter().filter_map(|p| p.delivery) {
+                count_detached(&counters, delivery.await, &counters.failed);
             }
             for delivery in qos0 {
-                let outcome = delivery.await;
-                drop_one(&counters.inflight);
-                match outcome {
-                    Outcome::Delivered => bump(&counters.forwarded),
-                    Outcome::Refused(_) => bump(&counters.dropped_qos0),
-                    Outcome::NoTarget { topic, reason } => {
-                        count_no_target(&counters, &topic, &reason)
-                    }
-                    Outcome::Rejected { topic, reason } => {
-                        count_rejected(&counters, &topic, &reason)
-                    }
-                }
+                count_detached(&counters, delivery.await, &counters.dropped_qos0);
             }
         });
     }
@@ -763,7 +752,7 @@ impl Connection {
                         Outcome::Delivered => self.delivered(),
                         Outcome::Refused(error) => self.drop_qos0(&error),
                         Outcome::NoTarget { topic, reason } => {
-                            count_no_target(&self.shared.counters, &topic, &reason)
+                            count_unmapped(&self.shared.counters, &topic, &reason)
                         }
                         Outcome::Rejected { topic, reason } => {
                             count_rejected(&self.shared.counters, &topic, &reason)
@@ -861,15 +850,7 @@ impl Connection {
     ) -> Result<Option<Delivery>, String> {
         let shared = self.shared.clone();
         let Some(kafka_topic) = route(&shared.rules, topic) else {
-            let unmapped = shared.counters.unmapped.fetch_add(1, Ordering::Relaxed);
-            // Logged for the first and then every 1000th, so a misconfigured fleet cannot flood.
-            if unmapped.is_multiple_of(1000) {
-                tracing::warn!(
-                    mqtt_topic = topic,
-                    unmapped = unmapped + 1,
-                    "mqtt endpoint: no topic rule matches; publish dropped"
-                );
-            }
+            count_unmapped(&shared.counters, topic, "no topic rule matches");
             return Ok(None);
         };
         let producer = match &shared.destination {
@@ -966,7 +947,7 @@ impl Connection {
             }
             Some(Outcome::NoTarget { topic, reason }) => {
                 drop_one(&counters.inflight);
-                count_no_target(&counters, &topic, &reason);
+                count_unmapped(&counters, &topic, &reason);
                 Reason::TopicNameInvalid
             }
             Some(Outcome::Rejected { topic, reason }) => {
