@@ -168,16 +168,7 @@ pub(crate) fn fill_rowtime(batch: RecordBatch, timestamp: Option<usize>) -> Resu
 pub fn encode(batch: &RecordBatch) -> Result<Vec<Record>> {
     let (payload, times) = crate::format::split_rowtime(batch);
     // Field names as ksqlDB writes them.
-    let fields: Vec<arrow::datatypes::FieldRef> = payload
-        .schema()
-        .fields()
-        .iter()
-        .map(|f| Arc::new(f.as_ref().clone().with_name(display_name(f.name()))))
-        .collect();
-    let payload = RecordBatch::try_new(
-        Arc::new(arrow::datatypes::Schema::new(fields)),
-        payload.columns().to_vec(),
-    )?;
+    let payload = with_display_names(&payload)?;
     let mut writer = WriterBuilder::new()
         .with_explicit_nulls(true)
         .build::<_, LineDelimited>(Vec::new());
@@ -204,6 +195,22 @@ pub fn display_name(name: &str) -> String {
     } else {
         name.to_ascii_uppercase()
     }
+}
+
+/// `batch` with its column names as [`display_name`] shows them.
+pub fn with_display_names(
+    batch: &RecordBatch,
+) -> std::result::Result<RecordBatch, arrow::error::ArrowError> {
+    let fields: Vec<Field> = batch
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| f.as_ref().clone().with_name(display_name(f.name())))
+        .collect();
+    RecordBatch::try_new(
+        Arc::new(arrow::datatypes::Schema::new(fields)),
+        batch.columns().to_vec(),
+    )
 }
 
 pub(crate) fn now_ms() -> i64 {

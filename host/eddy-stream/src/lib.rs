@@ -19,7 +19,7 @@ mod window;
 
 pub use direct::{StreamWriters, WriteError};
 pub use engine::{Engine, EngineConfig, KafkaSettings, Output, PushQuery, QueryInfo, RelationInfo};
-pub use json::{display_name, encode, BadEvent, Decoder};
+pub use json::{display_name, encode, with_display_names, BadEvent, Decoder};
 pub use log::{Log, DEFAULT_RETAINED_ROWS};
 pub use statement::{parse, Column, Kind, Statement};
 

@@ -2,15 +2,13 @@
 
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use datafusion::arrow::array::RecordBatch;
-use datafusion::arrow::datatypes::{Field, Schema};
 use datafusion::arrow::util::pretty::pretty_format_batches;
 use eddy_sql::{split_statements, Session, UdfDir};
-use eddy_stream::{Engine, EngineConfig, KafkaSettings, Output, QueryInfo};
+use eddy_stream::{with_display_names, Engine, EngineConfig, KafkaSettings, Output, QueryInfo};
 use eddy_udf_host::UdfRuntime;
 
 /// Options of `eddy run`.
@@ -149,7 +147,7 @@ async fn print_output(output: Output) -> Result<()> {
                     batch = push.rows.recv() => match batch {
                         Some(batch) => {
                             rows += batch.num_rows();
-                            println!("{}", pretty_format_batches(&[shown(&batch)?])?);
+                            println!("{}", pretty_format_batches(&[with_display_names(&batch)?])?);
                         }
                         None => break,
                     },
@@ -166,28 +164,13 @@ async fn print_output(output: Output) -> Result<()> {
     Ok(())
 }
 
-/// The batch with its column names as ksqlDB shows them (unquoted identifiers upper-cased).
-fn shown(batch: &RecordBatch) -> Result<RecordBatch> {
-    let fields: Vec<Field> = batch
-        .schema()
-        .fields()
-        .iter()
-        .map(|f| {
-            f.as_ref()
-                .clone()
-                .with_name(eddy_stream::display_name(f.name()))
-        })
-        .collect();
-    Ok(RecordBatch::try_new(
-        Arc::new(Schema::new(fields)),
-        batch.columns().to_vec(),
-    )?)
-}
-
 fn print_rows(batches: &[RecordBatch]) -> Result<()> {
     let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
     if rows > 0 {
-        let batches = batches.iter().map(shown).collect::<Result<Vec<_>>>()?;
+        let batches = batches
+            .iter()
+            .map(with_display_names)
+            .collect::<std::result::Result<Vec<_>, _>>()?;
         println!("{}", pretty_format_batches(&batches)?);
     }
     println!("({rows} row{})", if rows == 1 { "" } else { "s" });
