@@ -11,7 +11,7 @@ use arrow::array::{
 };
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use datafusion::prelude::SessionContext;
-use eddy_connector::{Options, Sink};
+use eddy_connector::{Message, Options, Position, Sink};
 use eddy_generator::{Generator, GeneratorConfig};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
@@ -1317,28 +1317,7 @@ impl Engine {
                     continue;
                 }
                 sent += messages.len();
-                let text = |b: &Option<Vec<u8>>| {
-                    b.as_ref().map(|b| String::from_utf8_lossy(b).into_owned())
-                };
-                let columns: Vec<ArrayRef> = vec![
-                    Arc::new(TimestampMillisecondArray::from(
-                        messages.iter().map(|m| m.timestamp_ms).collect::<Vec<_>>(),
-                    )),
-                    Arc::new(Int32Array::from_iter_values(
-                        messages.iter().map(|m| m.position.partition),
-                    )),
-                    Arc::new(Int64Array::from_iter_values(
-                        messages.iter().map(|m| m.position.offset),
-                    )),
-                    Arc::new(StringArray::from_iter(
-                        messages.iter().map(|m| text(&m.key)),
-                    )),
-                    Arc::new(StringArray::from_iter(
-                        messages.iter().map(|m| text(&Some(m.payload.clone()))),
-                    )),
-                ];
-                let batch =
-                    RecordBatch::try_new(out_schema.clone(), columns).expect("columns match");
+                let batch = print_batch(&out_schema, &messages);
                 if tx.send(batch).await.is_err() {
                     break;
                 }
@@ -1558,6 +1537,29 @@ fn print_schema() -> SchemaRef {
     ]))
 }
 
+/// PRINT's rows for `messages`: time, partition, offset, and key and value as text.
+fn print_batch(schema: &SchemaRef, messages: &[Message]) -> RecordBatch {
+    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    let columns: Vec<ArrayRef> = vec![
+        Arc::new(TimestampMillisecondArray::from(
+            messages.iter().map(|m| m.timestamp_ms).collect::<Vec<_>>(),
+        )),
+        Arc::new(Int32Array::from_iter_values(
+            messages.iter().map(|m| m.position.partition),
+        )),
+        Arc::new(Int64Array::from_iter_values(
+            messages.iter().map(|m| m.position.offset),
+        )),
+        Arc::new(StringArray::from_iter(
+            messages.iter().map(|m| m.key.as_deref().map(text)),
+        )),
+        Arc::new(StringArray::from_iter_values(
+            messages.iter().map(|m| text(&m.payload)),
+        )),
+    ];
+    RecordBatch::try_new(schema.clone(), columns).expect("columns match")
+}
+
 /// `PRINT` over a stream kept in memory: its rows encoded in the stream's value format, as
 /// they would be written to a topic; `offset` counts rows from where printing started.
 fn print_log(
@@ -1590,24 +1592,24 @@ fn print_log(
                         return;
                     }
                 };
-                let records = &records[..records.len().min(limit - sent)];
-                let offsets = sent as i64..(sent + records.len()) as i64;
-                sent += records.len();
-                let columns: Vec<ArrayRef> = vec![
-                    Arc::new(TimestampMillisecondArray::from(
-                        records.iter().map(|r| r.timestamp_ms).collect::<Vec<_>>(),
-                    )),
-                    Arc::new(Int32Array::from_iter_values(records.iter().map(|_| 0))),
-                    Arc::new(Int64Array::from_iter_values(offsets)),
-                    Arc::new(StringArray::from_iter(records.iter().map(|_| None::<&str>))),
-                    Arc::new(StringArray::from_iter_values(
-                        records
-                            .iter()
-                            .map(|r| String::from_utf8_lossy(&r.payload).into_owned()),
-                    )),
-                ];
-                let batch =
-                    RecordBatch::try_new(out_schema.clone(), columns).expect("columns match");
+                let take = records.len().min(limit - sent);
+                let messages: Vec<Message> = records
+                    .into_iter()
+                    .take(take)
+                    .zip(sent as i64..)
+                    .map(|(r, offset)| Message {
+                        key: r.key,
+                        payload: r.payload,
+                        timestamp_ms: r.timestamp_ms,
+                        position: Position {
+                            partition: 0,
+                            offset,
+                        },
+                        origin: String::new(),
+                    })
+                    .collect();
+                sent += take;
+                let batch = print_batch(&out_schema, &messages);
                 if tx.send(batch).await.is_err() || sent >= limit {
                     return;
                 }
