@@ -15,6 +15,8 @@ pub(crate) mod code {
     pub(crate) const QUERY_ENDPOINT: u32 = 40002;
     /// Missing or wrong credentials.
     pub(crate) const UNAUTHORIZED: u32 = 40100;
+    /// Not something this client may do (host files, server settings, crate builds).
+    pub(crate) const FORBIDDEN: u32 = 40300;
     /// No such endpoint.
     pub(crate) const NOT_FOUND: u32 = 40400;
     /// Wrong HTTP method.
@@ -60,6 +62,14 @@ impl ApiError {
             code,
             message: message.into(),
             statement: Some(statement.to_string()),
+        }
+    }
+
+    /// A 403 `statement_error` 40300: the statement reaches beyond what a client may do.
+    pub(crate) fn forbidden(message: impl Into<String>, statement: &str) -> Self {
+        ApiError {
+            status: StatusCode::FORBIDDEN,
+            ..Self::statement(code::FORBIDDEN, message, statement)
         }
     }
 

@@ -8,12 +8,13 @@ use axum::body::{Body, Bytes};
 use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use eddy_stream::{Output, PushQuery};
+use eddy_stream::{Output, PushQuery, Started};
+use futures::stream::{BoxStream, StreamExt};
 use serde_json::{json, Value};
 use tokio::sync::{oneshot, watch};
 
 use crate::error::{code, read_body, ApiError};
-use crate::ksql::{parse_request, statement_error, statement_text};
+use crate::ksql::{parse_request, request_properties, statement_error, statement_text, Properties};
 use crate::rows;
 use crate::AppState;
 
@@ -34,7 +35,9 @@ enum Format {
 /// What a query produced, before it is framed.
 enum Source {
     Push(PushQuery),
-    Pull(Vec<RecordBatch>),
+    /// A pull query's rows as they are computed: never collected whole, so a huge result costs
+    /// only what the client has not read yet.
+    Pull(BoxStream<'static, Result<RecordBatch, String>>),
 }
 
 struct Streamed {
@@ -44,7 +47,7 @@ struct Streamed {
     source: Source,
 }
 
-async fn start(state: &AppState, sql: &str) -> Result<Streamed, ApiError> {
+async fn start(state: &AppState, sql: &str, properties: &Properties) -> Result<Streamed, ApiError> {
     let statements = eddy_sql::split_statements(sql);
     let [(_, statement)] = statements.as_slice() else {
         return Err(ApiError::bad_request(format!(
@@ -65,12 +68,30 @@ async fn start(state: &AppState, sql: &str) -> Result<Streamed, ApiError> {
             &shown,
         ));
     }
-    let mut engine = state.engine.lock().await;
-    let output = engine
-        .execute(statement)
+    // Only what needs the engine runs under its lock; the query itself runs outside it.
+    let started = state
+        .engine
+        .lock()
+        .await
+        .start(statement, Some(properties))
         .await
         .map_err(|e| statement_error(e, &shown))?;
-    drop(engine);
+    let output = match started {
+        Started::Done(output) => output,
+        Started::Pull(query) => {
+            let stream = query
+                .stream()
+                .await
+                .map_err(|e| statement_error(e, &shown))?;
+            let schema = stream.schema();
+            return Ok(Streamed {
+                id: format!("pull_{}", state.http.next_pull()),
+                columns: rows::visible_fields(&schema, statement),
+                schema,
+                source: Source::Pull(stream.map(|b| b.map_err(|e| e.to_string())).boxed()),
+            });
+        }
+    };
     Ok(match output {
         Output::Push(push) => Streamed {
             id: push.id.clone(),
@@ -82,7 +103,7 @@ async fn start(state: &AppState, sql: &str) -> Result<Streamed, ApiError> {
             id: format!("pull_{}", state.http.next_pull()),
             columns: rows::visible_fields(&schema, statement),
             schema,
-            source: Source::Pull(batches),
+            source: Source::Pull(futures::stream::iter(batches.into_iter().map(Ok)).boxed()),
         },
         Output::Message(m) => {
             return Err(ApiError::statement(code::QUERY_ENDPOINT, m, &shown));
@@ -99,7 +120,8 @@ pub(crate) async fn query(
     let bytes = read_body(body, state.config.max_body_bytes).await?;
     let request = parse_request(&bytes)?;
     let sql = statement_text(&request, "ksql")?;
-    let streamed = start(&state, &sql).await?;
+    let properties = request_properties(&request, "streamsProperties")?;
+    let streamed = start(&state, &sql, &properties).await?;
     Ok(respond(&state, streamed, Format::Query, None))
 }
 
@@ -113,6 +135,7 @@ pub(crate) async fn query_stream(
     let bytes = read_body(body, state.config.max_body_bytes).await?;
     let request = parse_request(&bytes)?;
     let sql = statement_text(&request, "sql")?;
+    let properties = request_properties(&request, "properties")?;
     let accept = headers
         .get(header::ACCEPT)
         .and_then(|v| v.to_str().ok())
@@ -122,7 +145,7 @@ pub(crate) async fn query_stream(
     } else {
         Format::Delimited
     };
-    let streamed = start(&state, &sql).await?;
+    let streamed = start(&state, &sql, &properties).await?;
     let (close, closed) = oneshot::channel();
     state
         .closers
@@ -225,6 +248,23 @@ impl Stream {
         self.phase = Phase::Done;
     }
 
+    /// Ends the response with an error after rows were sent, as ksqlDB does: the status line
+    /// has gone out already.
+    fn fail(&mut self, message: &str) {
+        let error = json!({
+            "@type": "generic_error",
+            "error_code": code::SERVER_ERROR,
+            "message": message,
+        });
+        let text = match self.format {
+            Format::Query => format!(",\n{}]\n", json!({"errorMessage": error})),
+            Format::JsonArray => format!(",\n{error}]\n"),
+            Format::Delimited => format!("{error}\n"),
+        };
+        self.pending.push_back(Bytes::from(text));
+        self.phase = Phase::Done;
+    }
+
     async fn next(&mut self) -> Option<Bytes> {
         loop {
             if let Some(chunk) = self.pending.pop_front() {
@@ -239,12 +279,17 @@ impl Stream {
                 Phase::Rows => {}
             }
             match &mut self.source {
-                Source::Pull(batches) => {
-                    let batches = std::mem::take(batches);
-                    for batch in &batches {
-                        self.push_rows(batch);
+                Source::Pull(rows) => {
+                    let stopping = self.stopping.wait_for(|s| *s);
+                    let event = tokio::select! {
+                        batch = rows.next() => batch,
+                        _ = stopping => Some(Err("the server is shutting down".to_string())),
+                    };
+                    match event {
+                        Some(Ok(batch)) => self.push_rows(&batch),
+                        Some(Err(message)) => self.fail(&message),
+                        None => self.end(None),
                     }
-                    self.end(None);
                 }
                 Source::Push(push) => {
                     let closed = async {

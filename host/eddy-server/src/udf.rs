@@ -103,9 +103,13 @@ pub(crate) async fn upload(
         "CREATE OR REPLACE FUNCTION {name} FROM '{}'",
         file.display().to_string().replace('\'', "''")
     );
-    let mut engine = state.engine.lock().await;
-    let result = crate::ksql::execute(&mut engine, &sql, &format!("{sql};")).await;
-    drop(engine);
+    // Compiled before the engine is taken, so other clients wait for none of it.
+    let warm_up = state.engine.lock().await.session().warm_up(&sql);
+    if let Some(job) = warm_up {
+        job.run().await;
+    }
+    let engine = state.engine.lock().await;
+    let result = crate::ksql::execute(engine, &sql, &format!("{sql};"), &Default::default()).await;
     if result.is_err() {
         let _ = tokio::fs::remove_file(&file).await;
     }
@@ -143,7 +147,8 @@ pub(crate) async fn drop_function(
         )));
     }
     let sql = format!("DROP FUNCTION {name}");
-    let mut engine = state.engine.lock().await;
-    let entity = crate::ksql::execute(&mut engine, &sql, &format!("{sql};")).await?;
+    let engine = state.engine.lock().await;
+    let entity =
+        crate::ksql::execute(engine, &sql, &format!("{sql};"), &Default::default()).await?;
     Ok(Json(json!([entity])))
 }

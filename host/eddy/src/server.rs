@@ -43,6 +43,17 @@ pub(crate) struct ServerArgs {
     /// Larger component uploads are refused with 413.
     #[arg(long, default_value_t = 64 << 20)]
     max_udf_bytes: usize,
+    /// The one directory whose files SQL from clients may read and write (DataFusion's `CREATE
+    /// EXTERNAL TABLE` and `COPY`). Without it, clients reach no host files.
+    #[arg(long, value_name = "DIR")]
+    allow_files: Option<PathBuf>,
+    /// Memory each pull query's operators may hold (sorts, aggregations, joins), e.g. `256MB`.
+    #[arg(long, default_value = "256MB", value_parser = parse_size)]
+    query_memory: usize,
+    /// Wall time a pull query may take from planning to its last row, UDF calls included;
+    /// past it the query is cancelled.
+    #[arg(long, default_value = "60s", value_parser = crate::run::parse_duration)]
+    query_timeout: Duration,
     /// How often queries flush their sinks and commit their sources, in milliseconds.
     #[arg(long, default_value_t = 1000)]
     commit_interval_ms: u64,
@@ -60,6 +71,10 @@ pub(crate) struct ServerArgs {
     /// MQTT targets are Kafka topics on --bootstrap-servers (as `eddy mqtt-proxy`), not streams.
     #[arg(long)]
     mqtt_kafka: bool,
+}
+
+fn parse_size(text: &str) -> Result<usize, String> {
+    eddy_sql::parse_size(text).map_err(|e| format!("'{text}' {e}"))
 }
 
 /// Feeds MQTT publishes into the engine's in-memory streams, without taking the engine lock.
@@ -185,10 +200,15 @@ pub(crate) async fn server(args: &ServerArgs, runtime: UdfRuntime) -> Result<()>
         commit_interval: Duration::from_millis(args.commit_interval_ms),
         ..EngineConfig::default()
     };
-    let engine = Arc::new(tokio::sync::Mutex::new(Engine::new(
-        Session::new(runtime),
-        config,
-    )));
+    // Clients over the network get no host files (unless --allow-files), no settings, no crate
+    // builds; each pull query runs under a memory and time budget.
+    let mut session = Session::new(runtime);
+    session.set_access(eddy_sql::Access::network(args.allow_files.as_deref())?);
+    session.set_budget(eddy_sql::Budget {
+        memory: Some(args.query_memory),
+        timeout: Some(args.query_timeout),
+    });
+    let engine = Arc::new(tokio::sync::Mutex::new(Engine::new(session, config)));
     if let Some(dir) = &args.udf_dir {
         let mut dir = UdfDir::new(dir);
         crate::run::sync_udf_dir(&mut dir, &mut *engine.lock().await).await?;
@@ -293,6 +313,7 @@ pub(crate) async fn sql(args: &SqlArgs) -> Result<()> {
         http: reqwest::Client::new(),
         base: args.server.trim_end_matches('/').to_string(),
         token,
+        properties: Default::default(),
     };
     if let Some(text) = &args.execute {
         let mut failed = false;
@@ -355,6 +376,9 @@ struct Client {
     http: reqwest::Client,
     base: String,
     token: Option<String>,
+    /// Set with `SET 'key' = 'value'` and sent with every later request, as ksqlDB's CLI does:
+    /// the server applies properties per request only.
+    properties: std::sync::Mutex<serde_json::Map<String, Value>>,
 }
 
 impl Client {
@@ -373,7 +397,19 @@ impl Client {
         request
     }
 
+    fn properties(&self) -> Value {
+        Value::Object(self.properties.lock().expect("properties lock").clone())
+    }
+
     async fn run(&self, statement: &str) -> Result<()> {
+        if let Ok(eddy_stream::Statement::Set { key, value }) = eddy_stream::parse(statement) {
+            println!("'{key}' is '{value}' for this session's statements");
+            self.properties
+                .lock()
+                .expect("properties lock")
+                .insert(key, Value::String(value));
+            return Ok(());
+        }
         let is_query = statement
             .split_whitespace()
             .next()
@@ -382,7 +418,10 @@ impl Client {
             return self.query(statement).await;
         }
         let response = self
-            .post("/ksql", json!({"ksql": statement, "streamsProperties": {}}))
+            .post(
+                "/ksql",
+                json!({"ksql": statement, "streamsProperties": self.properties()}),
+            )
             .send()
             .await
             .with_context(|| format!("connecting to {}", self.base))?;
@@ -400,7 +439,10 @@ impl Client {
     /// Streams a query's rows as they arrive (until LIMIT, the end, or Ctrl-C).
     async fn query(&self, statement: &str) -> Result<()> {
         let mut response = self
-            .post("/query-stream", json!({"sql": statement, "properties": {}}))
+            .post(
+                "/query-stream",
+                json!({"sql": statement, "properties": self.properties()}),
+            )
             .send()
             .await
             .with_context(|| format!("connecting to {}", self.base))?;
@@ -430,6 +472,10 @@ impl Client {
                     rows += 1;
                     let cells: Vec<String> = row.iter().map(cell).collect();
                     println!("{}", cells.join(" | "));
+                } else if let Some(message) = value.get("message").and_then(Value::as_str) {
+                    // The query failed after its first rows (a time or memory limit, say).
+                    println!("({rows} row{})", if rows == 1 { "" } else { "s" });
+                    bail!("{message}");
                 }
             }
         }

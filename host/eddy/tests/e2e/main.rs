@@ -10,5 +10,6 @@ mod mqtt_scale;
 #[allow(dead_code)]
 #[path = "../../src/repl.rs"]
 mod repl;
+mod security;
 mod server;
 mod training;

@@ -57,6 +57,11 @@ impl Server {
         }
     }
 
+    /// Its process id.
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// The next line the server prints on stdout.
     pub(crate) fn read_line(&mut self) -> String {
         let mut line = String::new();
@@ -68,7 +73,7 @@ impl Server {
         format!("{}{path}", self.base)
     }
 
-    async fn ksql_status(&self, ksql: &str) -> (u16, Value) {
+    pub(crate) async fn ksql_status(&self, ksql: &str) -> (u16, Value) {
         let response = self
             .http
             .post(self.url("/ksql"))
@@ -98,14 +103,14 @@ impl Server {
     }
 
     /// `GET /metrics`, parsed by a Prometheus text-format parser.
-    async fn metrics(&self) -> prometheus_parse::Scrape {
+    pub(crate) async fn metrics(&self) -> prometheus_parse::Scrape {
         let (status, text) = self.get("/metrics").await;
         assert_eq!(status, 200);
         let lines = text.lines().map(|l| Ok(l.to_string()));
         prometheus_parse::Scrape::parse(lines).expect("Prometheus text format")
     }
 
-    async fn healthy(&self) {
+    pub(crate) async fn healthy(&self) {
         let (status, body) = self.get("/healthcheck").await;
         assert_eq!(status, 200, "{body}");
     }
