@@ -340,11 +340,16 @@ impl Version {
                         properties: None,
                     }),
                     Outgoing::PingResp => v5::Packet::PingResp(v5::PingResp),
-                    Outgoing::Disconnect(DisconnectReason::TopicNameInvalid) => {
-                        v5::Packet::Disconnect(v5::Disconnect {
-                            reason_code: v5::DisconnectReasonCode::TopicNameInvalid,
-                            properties: None,
-                        })
+                    Outgoing::Disconnect(reason) => {
+                        // By hand: rumqttc 0.25 writes a property length its remaining length
+                        // does not count, leaving a stray byte on the wire. Reason and an empty
+                        // property length, both counted, is what every reader takes (rumqttc's
+                        // own wants the property length even where the spec allows none).
+                        let code = match reason {
+                            DisconnectReason::TopicNameInvalid => 0x90,
+                        };
+                        buf.extend_from_slice(&[0xE0, 0x02, code, 0x00]);
+                        return Ok(());
                     }
                 };
                 packet.write(buf, None).map_err(|e| e.to_string())?;
@@ -486,6 +491,19 @@ mod tests {
                 &mut out,
             )
             .unwrap();
+        let mut disconnect = BytesMut::new();
+        Version::V5
+            .write(
+                Outgoing::Disconnect(DisconnectReason::TopicNameInvalid),
+                &mut disconnect,
+            )
+            .unwrap();
+        assert_eq!(&disconnect[..], [0xE0, 0x02, 0x90, 0x00]);
+        let v5::Packet::Disconnect(d) = v5::Packet::read(&mut disconnect, None).unwrap() else {
+            panic!("not a DISCONNECT");
+        };
+        assert_eq!(d.reason_code, v5::DisconnectReasonCode::TopicNameInvalid);
+        assert!(disconnect.is_empty());
         let v5::Packet::PubRec(rec) = v5::Packet::read(&mut out, None).unwrap() else {
             panic!("not a PUBREC");
         };
