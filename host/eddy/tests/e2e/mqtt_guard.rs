@@ -664,3 +664,91 @@ async fn mosquitto_pub_publishes_over_tls_and_plain_tcp_is_refused() {
     server.http.terminate();
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `eddy mqtt-proxy` takes the same limits and logins under its own flag names, and its stats
+/// line counts the refusals. No Kafka is needed: nothing here is forwarded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mqtt_proxy_checks_logins_caps_connections_and_counts_both_in_its_stats_line() {
+    use std::io::{BufRead, BufReader};
+
+    let passwords = temp_file("proxy-passwords", "dev:pw\n");
+    let port = eddy_tests::kafka::free_port();
+    let mut proxy = Killed(
+        Command::new(env!("CARGO_BIN_EXE_eddy"))
+            .args(["mqtt-proxy", "--listen", &format!("127.0.0.1:{port}")])
+            .args([
+                "--bootstrap-servers",
+                &format!("127.0.0.1:{}", eddy_tests::kafka::free_port()),
+            ])
+            .args(["--map", "t:.*", "--password-file", &passwords])
+            .args(["--max-connections", "1", "--stats-interval", "1"])
+            .env("RUST_LOG", "error")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("starting eddy mqtt-proxy"),
+    );
+    let proxy = &mut proxy.0;
+    let mut line = String::new();
+    BufReader::new(proxy.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert!(line.contains("listening on"), "{line:?}");
+    // Stats lines, read on a thread: the proxy writes them every second.
+    let (lines, stats) = std::sync::mpsc::channel();
+    let stderr = proxy.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = lines.send(line);
+        }
+    });
+
+    let out = Command::new("mosquitto_pub")
+        .args(["-h", "127.0.0.1", "-p", &port.to_string()])
+        .args(["-u", "dev", "-P", "nope", "-t", "car/1", "-m", "x"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && stderr.to_lowercase().contains("bad user name or password"),
+        "{stderr:?}"
+    );
+    // The right login takes the one place; the next connection is closed unread.
+    let mut held = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    held.write_all(&connect_v4(30, Some(("dev", "pw"))))
+        .await
+        .unwrap();
+    let mut buf = BytesMut::new();
+    match read_v4(&mut held, &mut buf).await {
+        v4::Packet::ConnAck(ack) => assert_eq!(ack.code, v4::ConnectReturnCode::Success),
+        other => panic!("{other:?}"),
+    }
+    let mut refused = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    assert_eq!(closed(&mut refused).await, Vec::<u8>::new());
+
+    let started = Instant::now();
+    loop {
+        let line = stats
+            .recv_timeout(Duration::from_secs(30))
+            .expect("a stats line");
+        if line.contains("refused_connections: 1") {
+            assert!(line.contains("auth_failures: 1,"), "{line}");
+            assert!(line.contains("Stats { connections: 1,"), "{line}");
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "no stats line counted the refusal; last: {line}"
+        );
+    }
+}
+
+/// Kills and reaps a child process when dropped, so a failed assertion leaves nothing behind.
+struct Killed(std::process::Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
