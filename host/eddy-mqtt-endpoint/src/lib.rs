@@ -32,6 +32,16 @@
 //! reason (tracing target `eddy::mqtt`), and answered on MQTT 5 with a negative PUBACK/PUBREC
 //! (reason 0x99, payload format invalid); MQTT 3.1.1 has no negative ack, so a 3.1.1 device
 //! gets a plain ack for a publish that was dropped, and only the counter and the log tell.
+//!
+//! **A hostile client** cannot hold the endpoint: connections are capped
+//! ([`EndpointConfig::max_connections`], refused before CONNECT is read), must send CONNECT
+//! within [`EndpointConfig::connect_timeout`], get at most [`EndpointConfig::max_keep_alive`]
+//! (keep-alive 0 included), and the bytes of packets not yet read whole are charged to one budget
+//! shared by all connections ([`EndpointConfig::max_unfinished_bytes`]); control packets and an
+//! MQTT 5 PUBLISH's properties are held to 64 KiB, so parsing one packet allocates a bounded
+//! amount whatever it declares. A PUBLISH to a wildcard topic ends its connection (MQTT 5:
+//! DISCONNECT 0x90). Logins ([`Credentials`]) and TLS ([`TlsConfig`], rustls with `ring`) are
+//! optional. Every refusal has its counter in [`Stats`].
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
