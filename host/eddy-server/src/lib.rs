@@ -16,7 +16,9 @@ mod metrics;
 mod query;
 mod rows;
 mod tls;
+mod topics;
 mod udf;
+mod variables;
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -42,6 +44,8 @@ pub struct ServerConfig {
     pub service_id: String,
     /// Reported by `/info` as `kafkaClusterId`.
     pub kafka_cluster_id: String,
+    /// The Kafka brokers `SHOW TOPICS` lists the topics of; `None`: no Kafka.
+    pub bootstrap_servers: Option<String>,
     /// When set, every endpoint but `/healthcheck` wants `Authorization: Bearer TOKEN` (or Basic
     /// auth whose password is TOKEN).
     pub auth_token: Option<String>,
@@ -72,6 +76,7 @@ impl Default for ServerConfig {
         ServerConfig {
             service_id: "eddy".into(),
             kafka_cluster_id: "eddy".into(),
+            bootstrap_servers: None,
             auth_token: None,
             max_body_bytes: 1 << 20,
             udf_dir: None,

@@ -99,6 +99,7 @@ pub(crate) async fn query(
     let bytes = read_body(body, state.config.max_body_bytes).await?;
     let request = parse_request(&bytes)?;
     let sql = statement_text(&request, "ksql")?;
+    let sql = crate::variables::Variables::from_request(&request)?.substitute(&sql, &sql)?;
     let streamed = start(&state, &sql).await?;
     Ok(respond(&state, streamed, Format::Query, None))
 }
@@ -113,6 +114,7 @@ pub(crate) async fn query_stream(
     let bytes = read_body(body, state.config.max_body_bytes).await?;
     let request = parse_request(&bytes)?;
     let sql = statement_text(&request, "sql")?;
+    let sql = crate::variables::Variables::from_request(&request)?.substitute(&sql, &sql)?;
     let format = if json_array_wanted(&headers) {
         Format::JsonArray
     } else {

@@ -248,6 +248,7 @@ pub(crate) async fn server(args: &ServerArgs, runtime: UdfRuntime) -> Result<()>
                 .bootstrap_servers
                 .clone()
                 .unwrap_or_else(|| "none".into()),
+            bootstrap_servers: args.bootstrap_servers.clone(),
             auth_token,
             max_body_bytes: args.max_body_bytes,
             udf_dir: args.udf_dir.clone(),

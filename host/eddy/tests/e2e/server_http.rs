@@ -1,9 +1,10 @@
 //! `eddy server`'s transport and client compatibility, against a real process: connection
-//! timeouts and cap, TLS, authentication headers, UDF files over HTTP, and `/inserts-stream`
-//! for JSON clients.
+//! timeouts and cap, authentication headers, UDF files over HTTP, the npm `ksqldb-client`,
+//! `SHOW TOPICS` and session variables.
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::TcpStream;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
@@ -376,6 +377,29 @@ async fn uploads_keep_one_file_and_a_deleted_function_stays_deleted_across_a_res
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+#[test]
+fn the_npm_ksqldb_client_works_unmodified() {
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");
+    let client = format!("{root}/tests/node/ksqldb_client");
+    assert!(
+        std::path::Path::new(&format!("{client}/node_modules/ksqldb-client")).exists(),
+        "ksqldb-client is not installed in tests/node/ksqldb_client: run ./setup.sh"
+    );
+    let server = Server::start(&[]);
+    let out = Command::new("node")
+        .arg(format!("{client}/scenario.js"))
+        .arg(&server.base)
+        .current_dir(&client)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "stdout:\n{stdout}\nstderr:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("ksqldb-client scenario: ok"), "{stdout}");
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn inserts_stream_answers_one_json_array_to_accept_application_json() {
@@ -416,7 +440,123 @@ async fn inserts_stream_answers_one_json_array_to_accept_application_json() {
     assert_eq!(acks, json!([]));
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn show_topics_lists_the_brokers_topics() {
+    use eddy_tests::kafka::{shared, test_config, unique};
+    let broker = shared();
+    let topic = unique("show_topics");
+    eddy_kafka::ensure_topic(&test_config(&broker.bootstrap(), "show-topics"), &topic, 2)
+        .await
+        .unwrap();
+    let server = Server::start(&["--bootstrap-servers", &broker.bootstrap()]);
+    for statement in [
+        "SHOW TOPICS;",
+        "LIST TOPICS;",
+        "SHOW TOPICS EXTENDED;",
+        "SHOW ALL TOPICS;",
+    ] {
+        let entities = server.ksql(statement).await;
+        let entity = &entities[0];
+        assert_eq!(entity["@type"], "kafka_topics", "{entity}");
+        assert_eq!(entity["statementText"], statement);
+        let topics = entity["topics"].as_array().unwrap();
+        let ours: Vec<&Value> = topics
+            .iter()
+            .filter(|t| t["name"] == topic.as_str())
+            .collect();
+        assert_eq!(
+            ours,
+            [&json!({"name": topic, "replicaInfo": [1, 1]})],
+            "{entity}"
+        );
+        if !statement.contains("ALL") {
+            assert!(
+                topics
+                    .iter()
+                    .all(|t| !t["name"].as_str().unwrap().starts_with('_')),
+                "{entity}"
+            );
+        }
+    }
+    drop(server);
 
+    // Without a broker: a clear statement error.
+    let server = Server::start(&[]);
+    let (status, body) = server.ksql_status("SHOW TOPICS;").await;
+    assert_eq!(
+        (status, body["error_code"].clone()),
+        (400, json!(40001)),
+        "{body}"
+    );
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("--bootstrap-servers"),
+        "{body}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_variables_substitute_within_one_request_only() {
+    let server = Server::start(&[]);
+    let entities = server
+        .ksql("DEFINE name = 'vars'; DEFINE cols = 'id INT, label VARCHAR'; CREATE STREAM ${name} (${cols}); SHOW VARIABLES; UNDEFINE cols; UNDEFINE nope; SHOW VARIABLES;")
+        .await;
+    let entities = entities.as_array().unwrap();
+    assert_eq!(entities.len(), 4, "{entities:?}");
+    assert_eq!(entities[0]["@type"], "currentStatus");
+    assert_eq!(entities[0]["commandId"], "stream/`VARS`/create");
+    assert_eq!(
+        entities[1],
+        json!({"@type": "variables", "statementText": "SHOW VARIABLES;", "warnings": [],
+            "variables": [{"name": "name", "value": "vars"}, {"name": "cols", "value": "id INT, label VARCHAR"}]})
+    );
+    assert_eq!(entities[2]["@type"], "warning_entity");
+    assert_eq!(
+        entities[3]["variables"],
+        json!([{"name": "name", "value": "vars"}])
+    );
+    // Another request does not see them.
+    let (status, body) = server
+        .ksql_status("SHOW VARIABLES; DESCRIBE ${name};")
+        .await;
+    assert_eq!(
+        (status, body["error_code"].clone()),
+        (400, json!(40001)),
+        "{body}"
+    );
+    assert!(body["message"].as_str().unwrap().contains("name"), "{body}");
+
+    // sessionVariables in the request, on /ksql and /query-stream.
+    let response = server
+        .http
+        .post(server.url("/ksql"))
+        .body(
+            json!({"ksql": "INSERT INTO ${s} (id, label) VALUES (${n}, '${l}');",
+            "sessionVariables": {"s": "vars", "n": 7, "l": "seven"}})
+            .to_string(),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let rows: Value = server
+        .http
+        .post(server.url("/query-stream"))
+        .header("Accept", "application/json")
+        .body(
+            json!({"sql": "SELECT id, label FROM ${s};", "sessionVariables": {"s": "vars"}})
+                .to_string(),
+        )
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(rows.as_array().unwrap()[1..], [json!([7, "seven"])]);
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tls_serves_http2_and_http1_by_alpn() {
