@@ -43,6 +43,27 @@ pub(crate) struct ServerArgs {
     /// Larger component uploads are refused with 413.
     #[arg(long, default_value_t = 64 << 20)]
     max_udf_bytes: usize,
+    /// An HTTP connection must send a complete request head within this (from its first byte,
+    /// or from connecting for its first request), or it is closed.
+    #[arg(long, default_value = "10s", value_parser = crate::run::parse_duration)]
+    http_header_timeout: Duration,
+    /// A request body must arrive whole within this of its head (408 otherwise); on
+    /// /inserts-stream, each line within this of the previous one.
+    #[arg(long, default_value = "30s", value_parser = crate::run::parse_duration)]
+    http_body_timeout: Duration,
+    /// An HTTP connection with no request for this long is closed (a push response being
+    /// streamed is a request).
+    #[arg(long, default_value = "60s", value_parser = crate::run::parse_duration)]
+    http_idle_timeout: Duration,
+    /// HTTP connections beyond this many open ones are accepted and closed at once.
+    #[arg(long, default_value_t = 1000)]
+    http_max_connections: usize,
+    /// Serve HTTPS with this certificate chain (PEM, leaf first); needs --tls-key.
+    #[arg(long, value_name = "PEM", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The private key (PEM) of --tls-cert.
+    #[arg(long, value_name = "PEM", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
     /// How often queries flush their sinks and commit their sources, in milliseconds.
     #[arg(long, default_value_t = 1000)]
     commit_interval_ms: u64,
@@ -228,6 +249,17 @@ pub(crate) async fn server(args: &ServerArgs, runtime: UdfRuntime) -> Result<()>
         }
         None => None,
     };
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => {
+            let read = |file: &PathBuf| {
+                std::fs::read(file).with_context(|| format!("reading {}", file.display()))
+            };
+            let tls = eddy_server::TlsConfig::from_pem(&read(cert)?, &read(key)?)
+                .with_context(|| format!("TLS with {} and {}", cert.display(), key.display()))?;
+            Some(tls)
+        }
+        _ => None,
+    };
     let config = EngineConfig {
         kafka: args
             .bootstrap_servers
@@ -271,14 +303,24 @@ pub(crate) async fn server(args: &ServerArgs, runtime: UdfRuntime) -> Result<()>
                 .bootstrap_servers
                 .clone()
                 .unwrap_or_else(|| "none".into()),
+            bootstrap_servers: args.bootstrap_servers.clone(),
             auth_token,
             max_body_bytes: args.max_body_bytes,
             udf_dir: args.udf_dir.clone(),
             max_udf_bytes: args.max_udf_bytes,
+            header_timeout: args.http_header_timeout,
+            body_timeout: args.http_body_timeout,
+            idle_timeout: args.http_idle_timeout,
+            max_connections: args.http_max_connections,
+            tls: tls.clone(),
         },
     );
     // The HTTP line stays first: scripts and tests read the address from it.
-    println!("eddy server listening on http://{}", listener.local_addr()?);
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    println!(
+        "eddy server listening on {scheme}://{}",
+        listener.local_addr()?
+    );
     if let Some(endpoint) = &mqtt {
         server.add_metrics(mqtt_metrics(endpoint.stats_reader(), !endpoint.is_direct()));
         println!(

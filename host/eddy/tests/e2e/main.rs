@@ -12,4 +12,5 @@ mod mqtt_scale;
 #[path = "../../src/repl.rs"]
 mod repl;
 mod server;
+mod server_http;
 mod training;
