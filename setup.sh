@@ -58,3 +58,11 @@ if ! "$tools/venv/bin/python" -c 'import numpy, onnx' >/dev/null 2>&1; then
   "$tools/venv/bin/pip" install -q --disable-pip-version-check -r "$root/udfs/anomaly/train/requirements.txt"
 fi
 echo "setup: training requirements ready ($("$tools/venv/bin/python" -c 'import numpy, onnx; print("numpy", numpy.__version__, "onnx", onnx.__version__)'))"
+
+# The npm ksqlDB client the REST server's test drives (tests/node/ksqldb_client/scenario.js),
+# pinned by its package-lock.json; `npm ci` only when the installed copy is not that version.
+client="$root/tests/node/ksqldb_client"
+if ! node -e 'process.exit(require(process.argv[1] + "/node_modules/ksqldb-client/package.json").version === "1.0.5" ? 0 : 1)' "$client" >/dev/null 2>&1; then
+  (cd "$client" && npm ci --no-audit --no-fund --silent)
+fi
+echo "setup: ksqldb-client ready ($(node -e 'console.log(require(process.argv[1] + "/node_modules/ksqldb-client/package.json").version)' "$client"))"

@@ -21,6 +21,8 @@ pub(crate) mod code {
     pub(crate) const NOT_FOUND: u32 = 40400;
     /// Wrong HTTP method.
     pub(crate) const METHOD_NOT_ALLOWED: u32 = 40500;
+    /// The request (body, or the next `/inserts-stream` line) did not arrive in time.
+    pub(crate) const TIMEOUT: u32 = 40800;
     /// Body over the limit.
     pub(crate) const TOO_LARGE: u32 = 41300;
     /// Anything else.
@@ -139,6 +141,9 @@ pub(crate) async fn read_body(
     limit: usize,
 ) -> Result<axum::body::Bytes, ApiError> {
     axum::body::to_bytes(body, limit).await.map_err(|e| {
+        if crate::conn::is_body_timeout(&e) {
+            return timeout(e);
+        }
         let too_large =
             format!("{e:?}").contains("LengthLimit") || e.to_string().contains("length limit");
         if too_large {
@@ -151,4 +156,9 @@ pub(crate) async fn read_body(
             ApiError::bad_request(format!("could not read the request body: {e}"))
         }
     })
+}
+
+/// 408 for a request body that did not arrive within the body timeout.
+pub(crate) fn timeout(e: impl std::fmt::Display) -> ApiError {
+    ApiError::generic(StatusCode::REQUEST_TIMEOUT, code::TIMEOUT, e.to_string())
 }

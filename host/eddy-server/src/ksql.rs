@@ -104,9 +104,21 @@ pub(crate) async fn ksql(
     if statements.is_empty() {
         return Err(ApiError::bad_request("no statement in \"ksql\""));
     }
+    let mut variables = crate::variables::Variables::from_request(&request)?;
     let mut entities = Vec::new();
     for (_, statement) in statements {
         let shown = format!("{};", statement.trim().trim_end_matches(';'));
+        let statement = match variables.step(&statement, &shown)? {
+            crate::variables::Step::Handled(entity) => {
+                entities.extend(entity);
+                continue;
+            }
+            crate::variables::Step::Run(statement) => statement,
+        };
+        if let Some(entity) = crate::topics::step(&state.config, &statement, &shown).await {
+            entities.push(entity?);
+            continue;
+        }
         crate::udf::check_path(&state.config, &statement, &shown)?;
         if let Ok(eddy_stream::Statement::Set { key, value }) = eddy_stream::parse(&statement) {
             entities.push(json!({

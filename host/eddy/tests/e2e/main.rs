@@ -4,6 +4,7 @@
 mod cli;
 mod kafka_restart;
 mod mqtt_direct;
+mod mqtt_guard;
 mod mqtt_proxy;
 mod mqtt_scale;
 // `eddy sql`'s prompt helpers, tested here: the `eddy` bin has no test binary of its own.
@@ -12,4 +13,5 @@ mod mqtt_scale;
 mod repl;
 mod security;
 mod server;
+mod server_http;
 mod training;
