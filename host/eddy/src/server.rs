@@ -252,16 +252,7 @@ fn mqtt_metrics(stats: StatsReader, kafka: bool) -> eddy_server::MetricsSource {
 
 pub(crate) async fn server(args: &ServerArgs, runtime: UdfRuntime) -> Result<()> {
     let auth_token = match &args.auth_token_file {
-        Some(file) => {
-            let token = std::fs::read_to_string(file)
-                .with_context(|| format!("reading {}", file.display()))?
-                .trim()
-                .to_string();
-            if token.is_empty() {
-                bail!("{} is empty", file.display());
-            }
-            Some(token)
-        }
+        Some(file) => Some(crate::mqtt_proxy::read_token(file)?),
         None => None,
     };
     let tls = match (&args.tls_cert, &args.tls_key) {
