@@ -18,9 +18,10 @@ FROM (SELECT *, make_array(coolant_temp, intake_air_temp, intake_air_flow_speed,
       FROM car_sensor)
 WHERE detect_anomaly(features);
 
--- Cars with repeated anomalies per minute of event time.
+-- Cars with repeated anomalies per minute of event time, updated as anomalies come
+-- (the table has windowstart and windowend columns).
 CREATE TABLE suspicious_cars AS
-SELECT car, COUNT(*) AS anomalies, MAX(score) AS worst, WINDOWSTART AS window_start
+SELECT car, COUNT(*) AS anomalies, MAX(score) AS worst
 FROM anomalies
 WINDOW TUMBLING (SIZE 1 MINUTE)
 GROUP BY car

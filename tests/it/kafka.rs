@@ -14,12 +14,14 @@ fn records(n: usize) -> Vec<Record> {
     (0..n)
         .map(|i| Record {
             key: Some(format!("car-{:04}", i % 1000).into_bytes()),
-            payload: format!(
-                r#"{{"i":{i},"car":"car-{:04}","speed":{}.5}}"#,
-                i % 1000,
-                i % 200
-            )
-            .into_bytes(),
+            payload: Some(
+                format!(
+                    r#"{{"i":{i},"car":"car-{:04}","speed":{}.5}}"#,
+                    i % 1000,
+                    i % 200
+                )
+                .into_bytes(),
+            ),
             timestamp_ms: Some(1_700_000_000_000 + i as i64),
         })
         .collect()
@@ -125,7 +127,7 @@ async fn kafka_round_trip_of_keyed_records() {
         let i = index(message);
         assert!(!seen[i], "record {i} read twice");
         seen[i] = true;
-        assert_eq!(message.payload, sent[i].payload);
+        assert_eq!(Some(&message.payload), sent[i].payload.as_ref());
         assert_eq!(message.key, sent[i].key, "key of record {i}");
         assert_eq!(
             message.timestamp_ms, sent[i].timestamp_ms,
@@ -483,7 +485,7 @@ async fn kafka_delimited_and_kafka_value_formats() {
         .enumerate()
         .map(|(i, line)| Record {
             key: None,
-            payload: line.to_vec(),
+            payload: Some(line.to_vec()),
             timestamp_ms: Some(1_700_000_000_000 + i as i64),
         })
         .collect();
@@ -674,7 +676,7 @@ async fn keyed_delimited_stream_with_cast_over_a_udf_where_print_and_dead_letter
         .enumerate()
         .map(|(i, (key, payload))| Record {
             key: key.map(<[u8]>::to_vec),
-            payload: payload.to_vec(),
+            payload: Some(payload.to_vec()),
             timestamp_ms: Some(1_700_000_000_000 + i as i64),
         })
         .collect();
@@ -797,5 +799,201 @@ async fn keyed_delimited_stream_with_cast_over_a_udf_where_print_and_dead_letter
         let error = engine.execute(&sql).await.err().expect(&sql).to_string();
         assert!(error.contains(expected), "{error}");
     }
+    engine.shutdown().await;
+}
+
+/// The rows of a pull query, each row's columns as text.
+async fn pull(engine: &mut eddy_stream::Engine, sql: &str) -> Vec<Vec<String>> {
+    let eddy_stream::Output::Rows { batches, .. } = run(engine, sql).await else {
+        panic!("{sql}: not rows")
+    };
+    let options = datafusion::arrow::util::display::FormatOptions::default();
+    let mut rows = Vec::new();
+    for batch in batches {
+        let columns: Vec<_> = batch
+            .columns()
+            .iter()
+            .map(|c| {
+                datafusion::arrow::util::display::ArrayFormatter::try_new(c.as_ref(), &options)
+                    .unwrap()
+            })
+            .collect();
+        for row in 0..batch.num_rows() {
+            rows.push(columns.iter().map(|c| c.value(row).to_string()).collect());
+        }
+    }
+    rows
+}
+
+/// Every record of `topic` from the start, as a plain consumer sees it: (key, value), a
+/// tombstone's value `None`. Waits until `n` arrived.
+async fn read_raw(topic: &str, n: usize) -> Vec<(Option<Vec<u8>>, Option<Vec<u8>>)> {
+    use rdkafka::consumer::{Consumer, StreamConsumer};
+    use rdkafka::Message as _;
+    let mut config = rdkafka::ClientConfig::new();
+    config
+        .set("bootstrap.servers", shared().bootstrap())
+        .set("group.id", unique("raw-reader"))
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", "false");
+    let consumer: StreamConsumer = config.create().unwrap();
+    // Assigned, not subscribed: no group to join, so no rebalance to wait for.
+    let mut partitions = rdkafka::TopicPartitionList::new();
+    partitions
+        .add_partition_offset(topic, 0, rdkafka::Offset::Beginning)
+        .unwrap();
+    consumer.assign(&partitions).unwrap();
+    let mut out = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while out.len() < n {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let message = tokio::time::timeout(left, consumer.recv())
+            .await
+            .unwrap_or_else(|_| panic!("read {} of {n} records of {topic}: {out:?}", out.len()))
+            .unwrap();
+        out.push((
+            message.key().map(<[u8]>::to_vec),
+            message.payload().map(<[u8]>::to_vec),
+        ));
+    }
+    out
+}
+
+/// A table written to Kafka, as ksqlDB writes one: the record key is the GROUP BY value (KAFKA
+/// key format) or values (DELIMITED); a windowed table's key ends in the window start, 8 bytes
+/// big-endian; the value holds the other columns; a key whose row left the table (HAVING no
+/// longer holds) gets a tombstone. Each batch writes each changed key once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafka_tables_write_keyed_changes_and_tombstones() {
+    let rare = unique("table-rare");
+    let windows = unique("table-windows");
+    let mut engine = engine();
+    run(
+        &mut engine,
+        "CREATE STREAM pv (page VARCHAR, usr VARCHAR, ts BIGINT) WITH (timestamp='ts')",
+    )
+    .await;
+    run(
+        &mut engine,
+        &format!(
+            "CREATE TABLE rare WITH (kafka_topic='{rare}') AS \
+             SELECT page, COUNT(*) AS n FROM pv GROUP BY page HAVING COUNT(*) < 2"
+        ),
+    )
+    .await;
+    run(
+        &mut engine,
+        &format!(
+            "CREATE TABLE per_10s WITH (kafka_topic='{windows}', key_format='DELIMITED', \
+             value_format='DELIMITED') AS SELECT page, usr, COUNT(*) AS n FROM pv \
+             WINDOW TUMBLING (SIZE 10 SECONDS) GROUP BY page, usr"
+        ),
+    )
+    .await;
+    let by_user = unique("stream-by-user");
+    run(
+        &mut engine,
+        &format!(
+            "CREATE STREAM by_user WITH (kafka_topic='{by_user}') AS \
+             SELECT usr, page FROM pv WHERE page <> 'shop' PARTITION BY usr"
+        ),
+    )
+    .await;
+    let refused = engine
+        .execute(&format!(
+            "CREATE TABLE lost WITH (kafka_topic='{rare}-lost') AS \
+             SELECT COUNT(*) AS n FROM pv GROUP BY page"
+        ))
+        .await
+        .err()
+        .expect("refused");
+    assert_eq!(
+        refused.to_string(),
+        "Key missing from projection: the query writing lost to Kafka must select its GROUP BY \
+         expression page, which becomes the record key (e.g. SELECT page, …)"
+    );
+    let refused = engine
+        .execute(&format!(
+            "CREATE TABLE two WITH (kafka_topic='{rare}-two') AS \
+             SELECT page, usr, COUNT(*) AS n FROM pv GROUP BY page, usr"
+        ))
+        .await
+        .err()
+        .expect("refused");
+    assert!(
+        refused
+            .to_string()
+            .starts_with("key_format 'KAFKA' holds a single primitive key, so the GROUP BY of two needs exactly one KEY column, not 2 (page, usr)"),
+        "{refused}"
+    );
+
+    run(
+        &mut engine,
+        "INSERT INTO pv (page, usr, ts) VALUES ('home', 'a', 1000), ('cart', 'a', 2000), ('home', 'b', 3000)",
+    )
+    .await;
+    run(
+        &mut engine,
+        "INSERT INTO pv (page, usr, ts) VALUES ('cart', 'b', 12000), ('cart', 'b', 13000), \
+         ('shop', 'c', 14000)",
+    )
+    .await;
+
+    // home passes HAVING only until its second event, in the same batch: never written. cart
+    // is written, then deleted.
+    let json = |s: &str| Some(s.as_bytes().to_vec());
+    assert_eq!(
+        read_raw(&rare, 3).await,
+        [
+            (json("cart"), json(r#"{"N":1}"#)),
+            (json("cart"), None),
+            (json("shop"), json(r#"{"N":1}"#)),
+        ]
+    );
+    // A table declared over the topic reads back what the query's table holds.
+    run(
+        &mut engine,
+        &format!(
+            "CREATE TABLE rare_copy (page VARCHAR PRIMARY KEY, n BIGINT) \
+             WITH (kafka_topic='{rare}', key_format='KAFKA')"
+        ),
+    )
+    .await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let copy = pull(&mut engine, "SELECT page, n FROM rare_copy").await;
+        let original = pull(&mut engine, "SELECT page, n FROM rare").await;
+        assert_eq!(original, [["shop", "1"]]);
+        if copy == original {
+            break;
+        }
+        assert!(Instant::now() < deadline, "rare_copy holds {copy:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // PARTITION BY: the record key is the user, the value the rest.
+    let by_user = read_raw(&by_user, 5).await;
+    assert_eq!(
+        by_user,
+        ["a", "a", "b", "b", "b"]
+            .iter()
+            .zip(["home", "cart", "home", "cart", "cart"])
+            .map(|(k, v)| (json(k), json(&format!(r#"{{"PAGE":"{v}"}}"#))))
+            .collect::<Vec<_>>()
+    );
+    let key = |k: &str, start: i64| {
+        let mut bytes = k.as_bytes().to_vec();
+        bytes.extend_from_slice(&start.to_be_bytes());
+        Some(bytes)
+    };
+    assert_eq!(
+        read_raw(&windows, 5).await,
+        [
+            (key("home,a", 0), json("1")),
+            (key("cart,a", 0), json("1")),
+            (key("home,b", 0), json("1")),
+            (key("cart,b", 10_000), json("2")),
+            (key("shop,c", 10_000), json("1")),
+        ]
+    );
     engine.shutdown().await;
 }

@@ -74,13 +74,15 @@ async fn kafka_in_udf_kafka_out_exactly_n_rows_and_bad_events_dead_lettered() {
     let mut records: Vec<Record> = (0..N)
         .map(|i| Record {
             key: Some(format!("car-{}", i % 7).into_bytes()),
-            payload: format!(
-                r#"{{"id":{i},"car":"car-{}","temp":{}.5,"ts":{}}}"#,
-                i % 7,
-                i % 100,
-                T0 + 1_000 * i
-            )
-            .into_bytes(),
+            payload: Some(
+                format!(
+                    r#"{{"id":{i},"car":"car-{}","temp":{}.5,"ts":{}}}"#,
+                    i % 7,
+                    i % 100,
+                    T0 + 1_000 * i
+                )
+                .into_bytes(),
+            ),
             timestamp_ms: None,
         })
         .collect();
@@ -89,7 +91,7 @@ async fn kafka_in_udf_kafka_out_exactly_n_rows_and_bad_events_dead_lettered() {
         10,
         Record {
             key: None,
-            payload: br#"{"id":"ten","car":"x","temp":1.0,"ts":1}"#.to_vec(),
+            payload: Some(br#"{"id":"ten","car":"x","temp":1.0,"ts":1}"#.to_vec()),
             timestamp_ms: None,
         },
     );
@@ -97,7 +99,7 @@ async fn kafka_in_udf_kafka_out_exactly_n_rows_and_bad_events_dead_lettered() {
         500,
         Record {
             key: None,
-            payload: b"not json".to_vec(),
+            payload: Some(b"not json".to_vec()),
             timestamp_ms: None,
         },
     );
@@ -105,7 +107,7 @@ async fn kafka_in_udf_kafka_out_exactly_n_rows_and_bad_events_dead_lettered() {
         9_000,
         Record {
             key: None,
-            payload: br#"{"id":1,"car":"x","ts":1}"#.to_vec(),
+            payload: Some(br#"{"id":1,"car":"x","ts":1}"#.to_vec()),
             timestamp_ms: None,
         },
     );
@@ -325,7 +327,7 @@ async fn two_engines_with_one_service_id_split_the_partitions() {
     let records: Vec<Record> = (0..N)
         .map(|i| Record {
             key: Some(i.to_string().into_bytes()),
-            payload: format!(r#"{{"id":{i}}}"#).into_bytes(),
+            payload: Some(format!(r#"{{"id":{i}}}"#).into_bytes()),
             timestamp_ms: None,
         })
         .collect();
@@ -379,7 +381,7 @@ async fn a_table_read_from_kafka_joins_the_stream() {
     let mut sink = KafkaSink::new(&admin, &users).unwrap();
     let user = |id: &str, name: &str| Record {
         key: Some(id.as_bytes().to_vec()),
-        payload: format!(r#"{{"user_id":"{id}","name":"{name}"}}"#).into_bytes(),
+        payload: Some(format!(r#"{{"user_id":"{id}","name":"{name}"}}"#).into_bytes()),
         timestamp_ms: None,
     };
     sink.send(vec![

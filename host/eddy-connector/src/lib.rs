@@ -53,8 +53,8 @@ pub struct Message {
 pub struct Record {
     /// The record key, if any.
     pub key: Option<Vec<u8>>,
-    /// The encoded payload.
-    pub payload: Vec<u8>,
+    /// The encoded payload; `None` for a tombstone (a key whose row was deleted).
+    pub payload: Option<Vec<u8>>,
     /// Event time to attach, in ms since the Unix epoch.
     pub timestamp_ms: Option<i64>,
 }

@@ -94,7 +94,10 @@ impl Sink for KafkaSink {
         self.failed()?;
         for record in &records {
             loop {
-                let mut base = BaseRecord::<[u8], [u8]>::to(&self.topic).payload(&record.payload);
+                let mut base = BaseRecord::<[u8], [u8]>::to(&self.topic);
+                if let Some(payload) = &record.payload {
+                    base = base.payload(payload);
+                }
                 if let Some(key) = &record.key {
                     base = base.key(key);
                 }

@@ -4,14 +4,22 @@
 //! The aggregation is DataFusion's own: the query's physical plan is built once, its
 //! `AggregateExec` supplies the group expressions and the aggregate functions (every one
 //! DataFusion has, `COUNT(DISTINCT …)` included), the plan below it turns window rows into
-//! aggregate input, and the plan above it (`HAVING`, the `SELECT` list) runs over the rows a
-//! closing window emits, with the `AggregateExec` swapped for those rows.
+//! aggregate input, and the plan above it (`HAVING`, the `SELECT` list) runs over the groups
+//! being emitted, with the `AggregateExec` swapped for those rows.
+//!
+//! Groups are emitted as changes (after each batch, every group that changed, once) or final
+//! (each window once, when it closes). A change that no longer passes `HAVING`, and a session
+//! whose bounds moved, first retracts the row it emitted before: a tombstone row, whose user
+//! columns are null and whose hidden `__eddy_k…`/`__eddy_ws`/`__eddy_we` name the group.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use arrow::array::{Array, ArrayRef, RecordBatch, TimestampMillisecondArray, UInt32Array};
-use arrow::datatypes::{DataType, SchemaRef, TimeUnit};
+use arrow::array::{
+    new_null_array, Array, ArrayRef, BooleanArray, RecordBatch, TimestampMillisecondArray,
+    UInt32Array,
+};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use arrow::row::{RowConverter, SortField};
 use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
 use datafusion::common::ScalarValue;
@@ -22,6 +30,7 @@ use datafusion::physical_plan::{collect, ExecutionPlan, PhysicalExpr};
 use datafusion::prelude::SessionContext;
 
 use crate::provider::Slot;
+use crate::query::HIDDEN;
 use crate::window::{Closed, WindowId};
 use crate::{Error, Result};
 
@@ -31,7 +40,23 @@ struct Group {
     /// the rows named the window).
     keys: Vec<ScalarValue>,
     accumulators: Vec<Box<dyn Accumulator>>,
+    /// The window bounds of the row it last emitted as a change, while that row stands.
+    emitted: Option<(i64, i64)>,
+    /// Whether it changed since changes were last emitted.
+    changed: bool,
 }
+
+/// The name of the column that marks a tombstone row in an aggregation's output.
+pub(crate) const DELETED: &str = "__eddy_deleted";
+
+/// A group in a batch: its window, key bytes and first row.
+type Member = (WindowId, Vec<u8>, usize);
+
+/// A group as an output row names it: window bounds and key bytes.
+type Identity = ((i64, i64), Vec<u8>);
+
+/// A window id for aggregations without a window: everything is in one.
+const NO_WINDOW: WindowId = (0, 0);
 
 /// The state and plans of one windowed aggregation.
 pub(crate) struct Aggregation {
@@ -40,8 +65,8 @@ pub(crate) struct Aggregation {
     rows: Arc<Slot>,
     /// The group expressions over aggregate input, and which of them are the window columns.
     group: Vec<Arc<dyn PhysicalExpr>>,
-    window_start: usize,
-    window_end: usize,
+    /// Positions of `windowstart` and `windowend` among the group expressions, if windowed.
+    window: Option<(usize, usize)>,
     key_columns: Vec<usize>,
     converter: Option<RowConverter>,
     aggregates: Vec<Arc<AggregateFunctionExpr>>,
@@ -49,17 +74,26 @@ pub(crate) struct Aggregation {
     /// The plan above the aggregate, reading emitted groups from `emitted`.
     upper: Arc<dyn ExecutionPlan>,
     emitted: Arc<Slot>,
+    /// The output: the upper plan's columns, all nullable, then [`DELETED`].
+    out_schema: SchemaRef,
+    /// Where the hidden group columns start in the output.
+    hidden: usize,
     /// Groups by window, then by key.
     groups: HashMap<WindowId, HashMap<Vec<u8>, Group>>,
+    /// Groups changed since changes were last emitted, in first-changed order.
+    changed: Vec<(WindowId, Vec<u8>)>,
+    /// Rows to retract at the next emission: a group's key values and its emitted bounds.
+    retract: Vec<(Vec<ScalarValue>, (i64, i64))>,
 }
 
 impl Aggregation {
     /// Builds the plans of `plan`, an aggregation over the rows `rows` will hold (window rows,
-    /// with `windowstart` and `windowend`).
+    /// with `windowstart` and `windowend`, when `windowed`).
     pub(crate) async fn new(
         ctx: &SessionContext,
         plan: &LogicalPlan,
         rows: Arc<Slot>,
+        windowed: bool,
     ) -> Result<Aggregation> {
         // One partition: a single-phase aggregate whose input is the raw rows.
         // A copy of the session's state (a new one built from it would replace the shared
@@ -75,7 +109,7 @@ impl Aggregation {
             }
             Ok(TreeNodeRecursion::Continue)
         })?;
-        let top = top.ok_or_else(|| Error::Plan("a windowed query without an aggregate".into()))?;
+        let top = top.ok_or_else(|| Error::Plan("an aggregation without an aggregate".into()))?;
         let exec = top
             .downcast_ref::<AggregateExec>()
             .expect("found as an AggregateExec");
@@ -105,9 +139,13 @@ impl Aggregation {
                 .position(|(_, n)| n == name)
                 .ok_or_else(|| Error::Plan(format!("the aggregate lost its {name}")))
         };
-        let (window_start, window_end) = (position("windowstart")?, position("windowend")?);
+        let window = if windowed {
+            Some((position("windowstart")?, position("windowend")?))
+        } else {
+            None
+        };
         let key_columns: Vec<usize> = (0..named.len())
-            .filter(|&i| i != window_start && i != window_end)
+            .filter(|&i| window.is_none_or(|(s, e)| i != s && i != e))
             .collect();
         let input_schema = exec.input().schema();
         let converter = if key_columns.is_empty() {
@@ -145,19 +183,34 @@ impl Aggregation {
                 }
             })?
             .data;
+        let upper_schema = upper.schema();
+        let hidden = upper_schema
+            .fields()
+            .iter()
+            .position(|f| f.name().starts_with(HIDDEN))
+            .unwrap_or(upper_schema.fields().len());
+        let mut fields: Vec<Field> = upper_schema
+            .fields()
+            .iter()
+            .map(|f| f.as_ref().clone().with_nullable(true))
+            .collect();
+        fields.push(Field::new(DELETED, DataType::Boolean, false));
         Ok(Aggregation {
             input: exec.input().clone(),
             rows,
             group: named.into_iter().map(|(e, _)| e).collect(),
-            window_start,
-            window_end,
+            window,
             key_columns,
             converter,
             aggregates,
             arguments,
             upper,
             emitted,
+            out_schema: Arc::new(Schema::new(fields)),
+            hidden,
             groups: HashMap::new(),
+            changed: Vec::new(),
+            retract: Vec::new(),
         })
     }
 
@@ -194,8 +247,10 @@ impl Aggregation {
             .iter()
             .map(|e| e.evaluate(batch)?.into_array(n))
             .collect::<datafusion::error::Result<_>>()?;
-        let starts = timestamps(&values[self.window_start])?;
-        let ends = timestamps(&values[self.window_end])?;
+        let bounds = match self.window {
+            Some((s, e)) => Some((timestamps(&values[s])?, timestamps(&values[e])?)),
+            None => None,
+        };
         let keys = match &self.converter {
             Some(c) => {
                 let columns: Vec<ArrayRef> = self
@@ -210,10 +265,12 @@ impl Aggregation {
         // Rows by group, in first-seen order; then each argument is taken once in that order
         // and every group gets one contiguous slice.
         let mut local: HashMap<(WindowId, &[u8]), usize> = HashMap::new();
-        let mut members: Vec<((WindowId, Vec<u8>, usize), Vec<u32>)> = Vec::new();
+        let mut members: Vec<(Member, Vec<u32>)> = Vec::new();
         for row in 0..n {
             let key: &[u8] = keys.as_ref().map_or(&[], |k| k.row(row).data());
-            let window = (starts.value(row), ends.value(row));
+            let window = bounds
+                .as_ref()
+                .map_or(NO_WINDOW, |(s, e)| (s.value(row), e.value(row)));
             let at = *local.entry((window, key)).or_insert_with(|| {
                 members.push(((window, key.to_vec(), row), Vec::new()));
                 members.len() - 1
@@ -236,7 +293,7 @@ impl Aggregation {
             .collect::<datafusion::error::Result<_>>()?;
         let mut offset = 0;
         for ((window, key, first), rows) in members {
-            let group = match self.groups.entry(window).or_default().entry(key) {
+            let group = match self.groups.entry(window).or_default().entry(key.clone()) {
                 std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
                 std::collections::hash_map::Entry::Vacant(v) => v.insert(Group {
                     keys: values
@@ -248,8 +305,14 @@ impl Aggregation {
                         .iter()
                         .map(|a| a.create_accumulator())
                         .collect::<datafusion::error::Result<_>>()?,
+                    emitted: None,
+                    changed: false,
                 }),
             };
+            if !group.changed {
+                group.changed = true;
+                self.changed.push((window, key));
+            }
             for (accumulator, args) in group.accumulators.iter_mut().zip(&arguments) {
                 let slices: Vec<ArrayRef> =
                     args.iter().map(|a| a.slice(offset, rows.len())).collect();
@@ -267,6 +330,14 @@ impl Aggregation {
         };
         let target = self.groups.entry(into).or_default();
         for (key, mut group) in moving {
+            if let Some(bounds) = group.emitted.take() {
+                let keys = self
+                    .key_columns
+                    .iter()
+                    .map(|&i| group.keys[i].clone())
+                    .collect();
+                self.retract.push((keys, bounds));
+            }
             match target.get_mut(&key) {
                 Some(existing) => {
                     for (to, from) in existing
@@ -283,8 +354,12 @@ impl Aggregation {
                     }
                 }
                 None => {
-                    group.keys[self.window_start] = window_value(into.0);
-                    group.keys[self.window_end] = window_value(into.1);
+                    if let Some((s, e)) = self.window {
+                        group.keys[s] = window_value(into.0);
+                        group.keys[e] = window_value(into.1);
+                    }
+                    group.changed = true;
+                    self.changed.push((into, key.clone()));
                     target.insert(key, group);
                 }
             }
@@ -292,51 +367,223 @@ impl Aggregation {
         Ok(())
     }
 
-    /// Emits the closed windows' groups through the plan above the aggregate, and frees them.
-    pub(crate) async fn emit(
+    /// Whether it holds no group.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.groups.is_empty()
+    }
+
+    /// The output schema: the upper plan's columns, then [`DELETED`].
+    pub(crate) fn schema(&self) -> &SchemaRef {
+        &self.out_schema
+    }
+
+    /// Where the hidden group columns start in the output.
+    pub(crate) fn hidden(&self) -> usize {
+        self.hidden
+    }
+
+    /// Emits every group that changed since the last call, with tombstones for the rows they
+    /// retract; `bounds` gives an open window's current bounds.
+    pub(crate) async fn emit_changes(
+        &mut self,
+        ctx: &SessionContext,
+        bounds: impl Fn(WindowId) -> (i64, i64),
+    ) -> Result<Vec<RecordBatch>> {
+        let changed = std::mem::take(&mut self.changed);
+        let mut columns = self.columns();
+        let mut order: Vec<(WindowId, Vec<u8>, (i64, i64))> = Vec::new();
+        for (window, key) in changed {
+            let Some(group) = self.groups.get_mut(&window).and_then(|g| g.get_mut(&key)) else {
+                continue;
+            };
+            if !group.changed {
+                continue;
+            }
+            group.changed = false;
+            let span = bounds(window);
+            if let Some((s, e)) = self.window {
+                group.keys[s] = window_value(span.0);
+                group.keys[e] = window_value(span.1);
+            }
+            push_group(&mut columns, group, self.group.len())?;
+            order.push((window, key, span));
+        }
+        let mut out = Vec::new();
+        let present = if order.is_empty() {
+            std::collections::HashSet::new()
+        } else {
+            let batches = self.run_upper(ctx, columns).await?;
+            let present = self.identities(&batches)?;
+            out.extend(batches);
+            present
+        };
+        for (window, key, span) in order {
+            let group = self
+                .groups
+                .get_mut(&window)
+                .and_then(|g| g.get_mut(&key))
+                .expect("emitted above");
+            let now = present.contains(&(span, key)).then_some(span);
+            if let Some(old) = group.emitted.filter(|old| Some(*old) != now) {
+                let keys = self
+                    .key_columns
+                    .iter()
+                    .map(|&i| group.keys[i].clone())
+                    .collect();
+                self.retract.push((keys, old));
+            }
+            group.emitted = now;
+        }
+        if !self.retract.is_empty() {
+            // Retractions go first: a row that replaces one retracted here must win.
+            out.insert(0, self.tombstones()?);
+        }
+        Ok(out)
+    }
+
+    /// Emits the closed windows' groups (final results), and frees them.
+    pub(crate) async fn emit_final(
         &mut self,
         ctx: &SessionContext,
         closed: &[Closed],
     ) -> Result<Vec<RecordBatch>> {
-        let mut columns: Vec<Vec<ScalarValue>> =
-            vec![Vec::new(); self.group.len() + self.aggregates.len()];
+        let mut columns = self.columns();
         for window in closed {
             let Some(groups) = self.groups.remove(&window.id) else {
                 continue;
             };
             for (_, mut group) in groups {
-                group.keys[self.window_start] = window_value(window.start);
-                group.keys[self.window_end] = window_value(window.end);
-                for (i, key) in group.keys.into_iter().enumerate() {
-                    columns[i].push(key);
+                if let Some((s, e)) = self.window {
+                    group.keys[s] = window_value(window.start);
+                    group.keys[e] = window_value(window.end);
                 }
-                for (j, accumulator) in group.accumulators.iter_mut().enumerate() {
-                    columns[self.group.len() + j].push(accumulator.evaluate()?);
-                }
+                push_group(&mut columns, &mut group, self.group.len())?;
             }
         }
         if columns[0].is_empty() {
+            return Ok(Vec::new());
+        }
+        self.run_upper(ctx, columns).await
+    }
+
+    /// Frees closed windows' state (their changes were emitted as they happened).
+    pub(crate) fn forget(&mut self, closed: &[Closed]) {
+        for window in closed {
+            self.groups.remove(&window.id);
+        }
+    }
+
+    fn columns(&self) -> Vec<Vec<ScalarValue>> {
+        vec![Vec::new(); self.group.len() + self.aggregates.len()]
+    }
+
+    /// Runs groups' values through the plan above the aggregate; the rows that pass come out
+    /// in the output schema, not deleted.
+    async fn run_upper(
+        &mut self,
+        ctx: &SessionContext,
+        columns: Vec<Vec<ScalarValue>>,
+    ) -> Result<Vec<RecordBatch>> {
+        if columns.is_empty() || columns[0].is_empty() {
             return Ok(Vec::new());
         }
         let schema: SchemaRef = self.emitted.schema();
         let arrays: Vec<ArrayRef> = columns
             .into_iter()
             .zip(schema.fields())
-            .map(|(values, field)| {
-                let array = ScalarValue::iter_to_array(values)?;
-                // An aggregate's declared type wins over what a NULL scalar happens to be.
-                if array.data_type() != field.data_type() {
-                    return Ok(arrow::compute::cast(&array, field.data_type())?);
-                }
-                Ok(array)
-            })
+            .map(|(values, field)| to_array(values, field.data_type()))
             .collect::<Result<_>>()?;
         let batch = RecordBatch::try_new(schema, arrays)?;
         self.emitted.set(vec![batch]);
         let out = collect(self.upper.clone(), ctx.task_ctx()).await;
         self.emitted.set(Vec::new());
-        Ok(out?)
+        out?.into_iter()
+            .filter(|b| b.num_rows() > 0)
+            .map(|b| {
+                let mut columns = b.columns().to_vec();
+                columns.push(Arc::new(BooleanArray::from(vec![false; b.num_rows()])));
+                Ok(RecordBatch::try_new(self.out_schema.clone(), columns)?)
+            })
+            .collect()
     }
+
+    /// The (window bounds, key bytes) of every row of `batches`, from their hidden columns.
+    fn identities(&self, batches: &[RecordBatch]) -> Result<std::collections::HashSet<Identity>> {
+        let mut out = std::collections::HashSet::new();
+        let keys = self.key_columns.len();
+        for b in batches {
+            let rows = match &self.converter {
+                Some(c) => Some(c.convert_columns(&b.columns()[self.hidden..self.hidden + keys])?),
+                None => None,
+            };
+            let bounds = match self.window {
+                Some(_) => Some((
+                    timestamps(b.column(self.hidden + keys))?.clone(),
+                    timestamps(b.column(self.hidden + keys + 1))?.clone(),
+                )),
+                None => None,
+            };
+            for i in 0..b.num_rows() {
+                let span = bounds
+                    .as_ref()
+                    .map_or(NO_WINDOW, |(s, e)| (s.value(i), e.value(i)));
+                let key = rows
+                    .as_ref()
+                    .map_or_else(Vec::new, |r| r.row(i).data().to_vec());
+                out.insert((span, key));
+            }
+        }
+        Ok(out)
+    }
+
+    /// The pending retractions as tombstone rows.
+    fn tombstones(&mut self) -> Result<RecordBatch> {
+        let retract = std::mem::take(&mut self.retract);
+        let n = retract.len();
+        let keys = self.key_columns.len();
+        let fields = self.out_schema.fields();
+        let mut columns: Vec<ArrayRef> = (0..self.hidden)
+            .map(|i| new_null_array(fields[i].data_type(), n))
+            .collect();
+        for k in 0..keys {
+            let values = retract.iter().map(|(v, _)| v[k].clone()).collect();
+            columns.push(to_array(values, fields[self.hidden + k].data_type())?);
+        }
+        if self.window.is_some() {
+            columns.push(Arc::new(TimestampMillisecondArray::from_iter_values(
+                retract.iter().map(|(_, b)| b.0),
+            )));
+            columns.push(Arc::new(TimestampMillisecondArray::from_iter_values(
+                retract.iter().map(|(_, b)| b.1),
+            )));
+        }
+        columns.push(Arc::new(BooleanArray::from(vec![true; n])));
+        Ok(RecordBatch::try_new(self.out_schema.clone(), columns)?)
+    }
+}
+
+/// Appends a group's key values and current aggregate values to `columns`.
+fn push_group(columns: &mut [Vec<ScalarValue>], group: &mut Group, keys: usize) -> Result<()> {
+    for (i, key) in group.keys.iter().enumerate() {
+        columns[i].push(key.clone());
+    }
+    for (j, accumulator) in group.accumulators.iter_mut().enumerate() {
+        columns[keys + j].push(accumulator.evaluate()?);
+    }
+    Ok(())
+}
+
+/// An array of `values`, of type `to` (an aggregate's declared type wins over what a NULL
+/// scalar happens to be).
+fn to_array(values: Vec<ScalarValue>, to: &DataType) -> Result<ArrayRef> {
+    if values.is_empty() {
+        return Ok(arrow::array::new_empty_array(to));
+    }
+    let array = ScalarValue::iter_to_array(values)?;
+    if array.data_type() != to {
+        return Ok(arrow::compute::cast(&array, to)?);
+    }
+    Ok(array)
 }
 
 fn window_value(ms: i64) -> ScalarValue {

@@ -136,7 +136,7 @@ pub(crate) fn encode(batch: &RecordBatch, delimiter: u8) -> Result<Vec<Record>> 
         }
         records.push(Record {
             key: None,
-            payload: line,
+            payload: Some(line),
             timestamp_ms,
         });
     }
@@ -343,7 +343,7 @@ mod tests {
         let lines: Vec<String> = encode(&batch, b',')
             .unwrap()
             .into_iter()
-            .map(|r| String::from_utf8(r.payload).unwrap())
+            .map(|r| String::from_utf8(r.payload.unwrap()).unwrap())
             .collect();
         assert_eq!(
             lines,
@@ -354,7 +354,10 @@ mod tests {
             ]
         );
         let records = encode(&batch, b'\t').unwrap();
-        assert_eq!(records[0].payload, b"1\ta, b\t1.5\ttrue\t7");
+        assert_eq!(
+            records[0].payload.as_deref(),
+            Some(&b"1\ta, b\t1.5\ttrue\t7"[..])
+        );
         assert_eq!(records[2].timestamp_ms, Some(1002));
         // And back again.
         let (again, bad) = decode(b',', &[lines[1].as_bytes()]);

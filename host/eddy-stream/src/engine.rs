@@ -10,6 +10,7 @@ use arrow::array::{
     UInt64Array,
 };
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use datafusion::common::ScalarValue;
 use datafusion::execution::SendableRecordBatchStream;
 use datafusion::prelude::SessionContext;
 use eddy_connector::{Message, Options, Position, Sink};
@@ -261,6 +262,8 @@ struct Relation {
     table: Option<Arc<TableState>>,
     timestamp: Option<usize>,
     sql: String,
+    /// Whether it is a table of windows (keyed by key and window).
+    windowed: bool,
 }
 
 struct Running {
@@ -578,7 +581,7 @@ impl Engine {
                     .map(|f| (f.name().clone(), type_name(f.data_type())))
                     .collect(),
                 keys: r.keys.clone(),
-                windowed: matches!(r.spec, Spec::Derived { .. }) && r.kind == Kind::Table,
+                windowed: r.windowed,
                 sql: r.sql.clone(),
                 writer: match &r.spec {
                     Spec::Derived { query } => Some(query.clone()),
@@ -904,6 +907,7 @@ impl Engine {
             table,
             timestamp,
             sql: sql.to_string(),
+            windowed: false,
         };
         self.relations.insert(name.to_string(), relation);
         self.sync_writers();
@@ -1050,7 +1054,14 @@ impl Engine {
         Ok(())
     }
 
-    async fn plan(&self, query_sql: &str, id: &str) -> Result<(query::Parsed, Processor)> {
+    /// Plans a continuous query; `table` when its output is a table (which shows the window
+    /// bounds of a windowed aggregation).
+    async fn plan(
+        &self,
+        query_sql: &str,
+        id: &str,
+        table: bool,
+    ) -> Result<(query::Parsed, Processor)> {
         let parsed = query::parse(query_sql)?;
         let Some(source) = self.relations.get(&parsed.source) else {
             return Err(Error::Catalog(format!(
@@ -1058,7 +1069,9 @@ impl Engine {
                 parsed.source
             )));
         };
-        if source.kind == Kind::Table {
+        // A table written by a query has a change stream to follow; other tables do not.
+        let changes_of_table = source.kind == Kind::Table;
+        if changes_of_table && !matches!(source.spec, Spec::Derived { .. }) {
             return Err(Error::Unsupported(format!(
                 "a continuous query over table '{}': read a stream, and JOIN the table to it",
                 parsed.source
@@ -1081,7 +1094,16 @@ impl Engine {
                 }
             }
         }
-        let processor = Processor::plan(&self.ctx(), &parsed, source.schema.clone(), id).await?;
+        let processor =
+            Processor::plan(&self.ctx(), &parsed, source.schema.clone(), id, table).await?;
+        if changes_of_table && (processor.is_aggregate() || !parsed.joined.is_empty()) {
+            self.drop_tables(&processor.tables);
+            return Err(Error::Unsupported(format!(
+                "aggregating or joining the changes of table '{}': a query over a table \
+                 follows its changes row by row",
+                parsed.source
+            )));
+        }
         Ok((parsed, processor))
     }
 
@@ -1098,10 +1120,15 @@ impl Engine {
         for key in options.keys() {
             if !matches!(
                 key.as_str(),
-                "kafka_topic" | "value_format" | "value_delimiter" | "partitions" | "on_error"
+                "kafka_topic"
+                    | "value_format"
+                    | "value_delimiter"
+                    | "key_format"
+                    | "partitions"
+                    | "on_error"
             ) {
                 return Err(Error::Catalog(format!(
-                    "unknown option '{key}' in WITH: a query takes kafka_topic, value_format, value_delimiter, partitions and on_error"
+                    "unknown option '{key}' in WITH: a query takes kafka_topic, value_format, value_delimiter, key_format, partitions and on_error"
                 )));
             }
         }
@@ -1121,28 +1148,58 @@ impl Engine {
             Kind::Table => "CTAS",
         };
         let id = self.new_id(prefix, name);
-        let (parsed, processor) = self.plan(query_sql, &id).await?;
-        let windowed = processor.is_windowed();
+        let (parsed, processor) = self.plan(query_sql, &id, kind == Kind::Table).await?;
+        let aggregate = processor.is_aggregate();
+        let windowed = parsed.window.is_some();
         let fail = |this: &Self, processor: &Processor, message: &str| {
             this.drop_tables(&processor.tables);
             Err(Error::Plan(message.to_string()))
         };
-        if let Err(e) = format.check(
-            name,
-            &processor
-                .schema()
-                .fields()
+        if kind == Kind::Stream && aggregate {
+            return fail(
+                self,
+                &processor,
+                "your SELECT query produces a TABLE (it aggregates): use CREATE TABLE … AS SELECT",
+            );
+        }
+        if kind == Kind::Table && !aggregate {
+            return fail(self, &processor, "your SELECT query produces a STREAM: use CREATE STREAM … AS SELECT (tables come from aggregations: GROUP BY, or a WINDOW)");
+        }
+        // A table written to Kafka is keyed by its GROUP BY, a stream by its PARTITION BY; the
+        // value holds the rest.
+        let keyed = kind == Kind::Table || parsed.partition_by.is_some();
+        let records = match (keyed, options.contains_key("kafka_topic")) {
+            (true, true) => {
+                let layout = KeyFormat::from_options(&options)
+                    .and_then(|key_format| processor.table_records(&parsed, name, key_format));
+                match layout {
+                    Ok(layout) => Some(layout),
+                    Err(e) => return fail(self, &processor, &e.to_string()),
+                }
+            }
+            _ => {
+                if options.contains_key("key_format") {
+                    return fail(
+                        self,
+                        &processor,
+                        "key_format applies to records with a key written to Kafka \
+                         (kafka_topic): a table's, or a stream's with PARTITION BY",
+                    );
+                }
+                None
+            }
+        };
+        let fields = processor.schema().fields();
+        let value_fields: Vec<Field> = match &records {
+            Some(layout) => layout
+                .value_columns
                 .iter()
-                .map(|f| f.as_ref().clone())
-                .collect::<Vec<_>>(),
-        ) {
+                .map(|&i| fields[i].as_ref().clone())
+                .collect(),
+            None => fields.iter().map(|f| f.as_ref().clone()).collect(),
+        };
+        if let Err(e) = format.check(name, &value_fields) {
             return fail(self, &processor, &e.to_string());
-        }
-        if kind == Kind::Stream && windowed {
-            return fail(self, &processor, "your SELECT query produces a TABLE (it aggregates over windows): use CREATE TABLE … AS SELECT");
-        }
-        if kind == Kind::Table && !windowed {
-            return fail(self, &processor, "your SELECT query produces a STREAM: use CREATE STREAM … AS SELECT (tables come from windowed aggregations)");
         }
         let sink = match options.get("kafka_topic") {
             Some(topic) => {
@@ -1183,16 +1240,23 @@ impl Engine {
         let schema = processor.schema().clone();
         let log = Arc::new(Log::new(schema.clone(), self.config.retained_rows));
         self.forget(name)?;
-        self.ctx().register_table(
-            name,
-            Arc::new(StreamProvider {
+        // A table holds the latest row per key (and window); its log is the change stream.
+        let table = (kind == Kind::Table).then(|| TableState::new(schema.clone(), Vec::new()));
+        let provider: Arc<dyn datafusion::catalog::TableProvider> = match &table {
+            Some(state) => Arc::new(TableProviderImpl {
+                state: state.clone(),
+                insertable: false,
+                name: name.to_string(),
+            }),
+            None => Arc::new(StreamProvider {
                 name: name.to_string(),
                 log: Some(log.clone()),
                 external: None,
                 inserter: None,
                 schema: schema.clone(),
             }),
-        )?;
+        };
+        self.ctx().register_table(name, provider)?;
         self.relations.insert(
             name.to_string(),
             Relation {
@@ -1202,9 +1266,10 @@ impl Engine {
                 spec: Spec::Derived { query: id.clone() },
                 options,
                 log: Some(log.clone()),
-                table: None,
+                table: table.clone(),
                 timestamp: None,
                 sql: sql.to_string(),
+                windowed,
             },
         );
         self.sync_writers();
@@ -1223,6 +1288,8 @@ impl Engine {
                 log: Some(log),
                 sink,
                 channel: None,
+                table,
+                records,
             },
             dead,
             limit: None,
@@ -1288,7 +1355,7 @@ impl Engine {
         earliest: bool,
     ) -> Result<Output> {
         let id = self.new_id("TRANSIENT", "QUERY");
-        let (parsed, processor) = self.plan(query_sql, &id).await?;
+        let (parsed, processor) = self.plan(query_sql, &id, false).await?;
         let input = match self.input(&parsed.source, &id, Some(earliest)).await {
             Ok(i) => i,
             Err(e) => {
@@ -1318,6 +1385,8 @@ impl Engine {
                 sink: None,
                 format: ValueFormat::Json,
                 channel: Some(tx),
+                table: None,
+                records: None,
             },
             dead: None,
             limit,
@@ -1575,7 +1644,8 @@ impl Drop for Engine {
 
 /// The schema a source's events decode into: the relation's (streams end in `rowtime`).
 fn decoded_schema(r: &Relation) -> SchemaRef {
-    if r.kind == Kind::Table {
+    // A table written by a query has its rowtime already.
+    if r.kind == Kind::Table && !matches!(r.spec, Spec::Derived { .. }) {
         let mut fields: Vec<Field> = r
             .schema
             .fields()
@@ -1670,7 +1740,7 @@ fn print_log(
                     .zip(sent as i64..)
                     .map(|(r, offset)| Message {
                         key: r.key,
-                        payload: r.payload,
+                        payload: r.payload.unwrap_or_default(),
                         timestamp_ms: r.timestamp_ms,
                         position: Position {
                             partition: 0,
@@ -1732,8 +1802,8 @@ enum OnError {
     Fail,
 }
 
-/// Runs `batch`; when it fails, isolates the failing rows by bisection (stateless queries; a
-/// windowed query skips the whole batch). Returns the output, the failed rows with their
+/// Runs `batch`; when it fails, isolates the failing rows by bisection (stateless queries; an
+/// aggregation skips the whole batch). Returns the output, the failed rows with their
 /// reasons, and the error that stops the query under `on_error='fail'`.
 async fn process_isolating(
     processor: &mut Processor,
@@ -1749,7 +1819,7 @@ async fn process_isolating(
         match processor.process(ctx, piece.clone(), first).await {
             Ok(o) => out.extend(o),
             Err(e) if on_error == OnError::Fail => return (out, failed, Some(e.to_string())),
-            Err(e) if piece.num_rows() <= 1 || processor.is_windowed() => {
+            Err(e) if piece.num_rows() <= 1 || processor.is_aggregate() => {
                 failed.push((piece, e.to_string()))
             }
             Err(_) => {
@@ -1793,6 +1863,10 @@ struct TaskOutput {
     /// How `sink` gets its records.
     format: ValueFormat,
     channel: Option<mpsc::Sender<RecordBatch>>,
+    /// The table an aggregation keeps: the latest row per group.
+    table: Option<Arc<TableState>>,
+    /// How a table's changes are written to `sink`: keyed, with tombstones.
+    records: Option<crate::changes::TableRecords>,
 }
 
 struct Task {
@@ -1879,6 +1953,7 @@ impl Task {
                 self.stats
                     .late_events
                     .store(processor.late(), Ordering::Relaxed);
+                let expired = processor.take_expired();
                 if !failed.is_empty() {
                     self.failed_rows(failed).await;
                 }
@@ -1887,6 +1962,14 @@ impl Task {
                     self.stats
                         .error(format!("query stopped (on_error='fail'): {e}"));
                     break;
+                }
+                if let (Some(cutoff), Some(table)) = (expired, &self.output.table) {
+                    if let Ok(end) = table.schema().index_of("windowend") {
+                        table.retain(|row| match &row[end] {
+                            ScalarValue::TimestampMillisecond(Some(t), _) => *t <= cutoff,
+                            _ => false,
+                        });
+                    }
                 }
                 let mut done = false;
                 for mut batch in out {
@@ -1920,7 +2003,9 @@ impl Task {
         self.stats.finished.store(true, Ordering::SeqCst);
     }
 
-    /// Writes one output batch; false when the reader of a push query has gone.
+    /// Writes one output batch; false when the reader of a push query has gone. An
+    /// aggregation's batch carries its group columns and tombstone flag after the visible ones:
+    /// the table is upserted by group, and the other outputs get the rows that stand.
     async fn write(&mut self, batch: RecordBatch) -> bool {
         if batch.num_rows() == 0 {
             return true;
@@ -1928,8 +2013,40 @@ impl Task {
         self.stats
             .rows_out
             .fetch_add(batch.num_rows() as u64, Ordering::Relaxed);
+        let visible = self
+            .processor
+            .as_ref()
+            .map_or(batch.num_columns(), |p| p.schema().fields().len());
+        let (batch, records) = if visible < batch.num_columns() {
+            let changes = match crate::changes::split(&batch, visible) {
+                Ok(c) => c,
+                Err(e) => {
+                    self.stats.error(format!("output: {e}"));
+                    return true;
+                }
+            };
+            if let Some(table) = &self.output.table {
+                if let Err(e) = table.apply(&changes) {
+                    self.stats.error(format!("table: {e}"));
+                }
+            }
+            let records = match (&self.output.sink, &self.output.records) {
+                (Some(_), Some(layout)) => Some(layout.encode(&changes, &self.output.format)),
+                _ => None,
+            };
+            match changes.standing() {
+                Ok(b) => (b, records),
+                Err(e) => {
+                    self.stats.error(format!("output: {e}"));
+                    return true;
+                }
+            }
+        } else {
+            (batch, None)
+        };
         if let Some(sink) = &mut self.output.sink {
-            match self.output.format.encode(&batch) {
+            let records = records.unwrap_or_else(|| self.output.format.encode(&batch));
+            match records {
                 Ok(records) => {
                     if let Err(e) = sink.send(records).await {
                         tracing::warn!(query = %self.id, "sink failed: {e}");
@@ -1938,6 +2055,9 @@ impl Task {
                 }
                 Err(e) => self.stats.error(format!("encoding: {e}")),
             }
+        }
+        if batch.num_rows() == 0 {
+            return true;
         }
         if let Some(log) = &self.output.log {
             log.append(batch.clone());
@@ -1965,13 +2085,15 @@ impl Task {
                 .into_iter()
                 .map(|b| eddy_connector::Record {
                     key: None,
-                    payload: serde_json::to_vec(&serde_json::json!({
-                        "query": self.id,
-                        "origin": b.origin,
-                        "reason": b.reason,
-                        "payload": String::from_utf8_lossy(&b.payload),
-                    }))
-                    .expect("JSON encodes"),
+                    payload: Some(
+                        serde_json::to_vec(&serde_json::json!({
+                            "query": self.id,
+                            "origin": b.origin,
+                            "reason": b.reason,
+                            "payload": String::from_utf8_lossy(&b.payload),
+                        }))
+                        .expect("JSON encodes"),
+                    ),
                     timestamp_ms: Some(crate::json::now_ms()),
                 })
                 .collect();
@@ -1996,13 +2118,17 @@ impl Task {
                 for row in encode(batch).unwrap_or_default() {
                     records.push(eddy_connector::Record {
                         key: None,
-                        payload: serde_json::to_vec(&serde_json::json!({
-                            "query": self.id,
-                            "origin": "query",
-                            "reason": reason,
-                            "payload": String::from_utf8_lossy(&row.payload),
-                        }))
-                        .expect("JSON encodes"),
+                        payload: Some(
+                            serde_json::to_vec(&serde_json::json!({
+                                "query": self.id,
+                                "origin": "query",
+                                "reason": reason,
+                                "payload": String::from_utf8_lossy(
+                                    row.payload.as_deref().unwrap_or_default(),
+                                ),
+                            }))
+                            .expect("JSON encodes"),
+                        ),
                         timestamp_ms: row.timestamp_ms,
                     });
                 }

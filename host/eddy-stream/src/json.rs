@@ -181,7 +181,7 @@ pub fn encode(batch: &RecordBatch) -> Result<Vec<Record>> {
         .enumerate()
         .map(|(i, line)| Record {
             key: None,
-            payload: line.to_vec(),
+            payload: Some(line.to_vec()),
             timestamp_ms: times[i],
         })
         .collect())
@@ -449,7 +449,7 @@ mod tests {
         assert_eq!(rowtime.values(), &[1000, 3000]);
         let records = encode(&batch).unwrap();
         assert_eq!(
-            String::from_utf8(records[1].payload.clone()).unwrap(),
+            String::from_utf8(records[1].payload.clone().unwrap()).unwrap(),
             r#"{"CAR":"e","SPEED":null,"TS":3000}"#
         );
         assert_eq!(records[1].timestamp_ms, Some(3000));

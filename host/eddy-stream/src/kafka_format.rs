@@ -112,7 +112,7 @@ pub(crate) fn encode(batch: &RecordBatch) -> Result<Vec<Record>> {
         .zip(times)
         .map(|(payload, timestamp_ms)| Record {
             key: None,
-            payload,
+            payload: Some(payload),
             timestamp_ms,
         })
         .collect())
@@ -167,7 +167,10 @@ mod tests {
             .collect();
         let records = ValueFormat::Kafka.encode(&batch).unwrap();
         assert_eq!(
-            records.iter().map(|r| &r.payload).collect::<Vec<_>>(),
+            records
+                .iter()
+                .map(|r| r.payload.as_ref().unwrap())
+                .collect::<Vec<_>>(),
             good,
             "encoding gives the payloads back"
         );

@@ -3,6 +3,7 @@
 //! [`eddy_connector`] sources and sinks.
 
 mod aggregate;
+mod changes;
 mod connectors;
 mod delimited;
 mod direct;

@@ -4,14 +4,16 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use arrow::array::RecordBatch;
-use arrow::datatypes::{DataType, Schema, SchemaRef, TimeUnit};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use datafusion::common::tree_node::TreeNode;
 use datafusion::logical_expr::LogicalPlan;
 use datafusion::prelude::SessionContext;
 
 use crate::aggregate::Aggregation;
+use crate::changes::{TableRecords, WindowKey};
+use crate::format::KeyFormat;
 use crate::provider::Slot;
-use crate::query::Parsed;
+use crate::query::{Emit, Parsed, WindowKind, HIDDEN};
 use crate::window::WindowState;
 use crate::{Error, Result};
 
@@ -20,38 +22,56 @@ pub(crate) use eddy_udf_host::{Histogram, HistogramSnapshot};
 /// A query's plans, ready to run batch after batch.
 pub(crate) struct Processor {
     input: Arc<Slot>,
+    /// The stateless plan, or an aggregation's first step (WHERE, and the GROUP BY keys).
     plan: LogicalPlan,
-    window: Option<Windowed>,
-    /// Output columns in order, `rowtime` last.
+    aggregate: Option<Aggregating>,
+    /// Output columns in order: the visible ones (`rowtime` last), then an aggregation's hidden
+    /// group columns and its tombstone flag.
     order: Vec<usize>,
+    /// What `process` returns.
+    full: SchemaRef,
+    /// The visible columns.
     schema: SchemaRef,
+    /// Visible columns the engine added: a windowed table's `windowstart` and `windowend`.
+    exposed: Vec<usize>,
     appended_rowtime: bool,
     /// Temporary tables registered for this query, removed when it stops.
     pub tables: Vec<String>,
 }
 
-struct Windowed {
+struct Aggregating {
     /// The aggregation's logical plan, for the functions it calls.
     plan: LogicalPlan,
     aggregation: Aggregation,
-    state: WindowState,
+    /// Window assignment, for a windowed aggregation.
+    window: Option<WindowState>,
+    emit: Emit,
     /// Per window end, the earliest source offsets whose rows it holds.
     held: BTreeMap<i32, i64>,
+    /// Table rows of windows that ended at or before this time may go (see `RETENTION`).
+    expired: Option<i64>,
 }
 
+/// How long a windowed table keeps a window's row after it closes, when the query does not say.
+const DEFAULT_RETENTION_MS: i64 = 24 * 3_600_000;
+
 impl Processor {
-    /// Plans `parsed` reading rows of `input` (a stream schema ending in `rowtime`).
+    /// Plans `parsed` reading rows of `input` (a stream schema ending in `rowtime`). A
+    /// windowed aggregation writing a table shows `windowstart` and `windowend` when
+    /// `expose_window`, as they are part of its key.
     pub(crate) async fn plan(
         ctx: &SessionContext,
         parsed: &Parsed,
         input: SchemaRef,
         id: &str,
+        expose_window: bool,
     ) -> Result<Processor> {
         let in_table = format!("__eddy_{}_in", id.to_lowercase());
         let slot = Slot::new(input);
         ctx.register_table(in_table.as_str(), slot.clone())?;
         let mut tables = vec![in_table.clone()];
-        let result = Self::plan_inner(ctx, parsed, &in_table, slot, id, &mut tables).await;
+        let result =
+            Self::plan_inner(ctx, parsed, &in_table, slot, id, &mut tables, expose_window).await;
         if result.is_err() {
             for t in &tables {
                 let _ = ctx.deregister_table(t.as_str());
@@ -67,43 +87,48 @@ impl Processor {
         slot: Arc<Slot>,
         id: &str,
         tables: &mut Vec<String>,
+        expose_window: bool,
     ) -> Result<Processor> {
-        let Some(window) = parsed.window else {
-            if parsed.grouped {
-                return Err(Error::Unsupported(
-                    "GROUP BY without WINDOW: a continuous aggregation needs a window, e.g. \
-                     WINDOW TUMBLING (SIZE 1 MINUTE)"
-                        .into(),
-                ));
-            }
+        // An aggregate without GROUP BY (SELECT COUNT(*) FROM s) is told by its plan.
+        let aggregates = |plan: &LogicalPlan| {
+            plan.exists(|p| Ok(matches!(p, LogicalPlan::Aggregate(_))))
+                .unwrap_or(false)
+        };
+        let global = parsed.window.is_none()
+            && !parsed.grouped
+            && ctx
+                .sql(&parsed.plain_sql(in_table))
+                .await
+                .is_ok_and(|df| aggregates(df.logical_plan()));
+        if parsed.window.is_none() && !parsed.grouped && !global {
             let (sql, appended_rowtime) = parsed.stateless_sql(in_table);
             let plan = ctx
                 .sql(&sql)
                 .await
                 .map_err(plan_error)?
                 .into_unoptimized_plan();
-            if plan.exists(|p| Ok(matches!(p, LogicalPlan::Aggregate(_))))? {
-                return Err(Error::Unsupported(
-                    "aggregate functions without WINDOW: a continuous aggregation needs a window, \
-                     e.g. WINDOW TUMBLING (SIZE 1 MINUTE)"
-                        .into(),
-                ));
+            if !aggregates(&plan) {
+                if parsed.emit == Some(Emit::Final) {
+                    return Err(Error::Unsupported(
+                        "EMIT FINAL without an aggregation: use EMIT CHANGES".into(),
+                    ));
+                }
+                let (order, full, schema) = output_order(&plan)?;
+                return Ok(Processor {
+                    input: slot,
+                    plan,
+                    aggregate: None,
+                    order,
+                    full,
+                    exposed: Vec::new(),
+                    schema,
+                    appended_rowtime,
+                    tables: std::mem::take(tables),
+                });
             }
-            let (order, schema) = output_order(&plan)?;
-            return Ok(Processor {
-                input: slot,
-                plan,
-                window: None,
-                order,
-                schema,
-                appended_rowtime,
-                tables: std::mem::take(tables),
-            });
-        };
+        }
         if !parsed.joined.is_empty() {
-            return Err(Error::Unsupported(
-                "a windowed aggregation over a join".into(),
-            ));
+            return Err(Error::Unsupported("an aggregation over a join".into()));
         }
         let (filter_sql, keys) = parsed.filter_sql(in_table);
         let filter = ctx
@@ -112,41 +137,115 @@ impl Processor {
             .map_err(plan_error)?
             .into_unoptimized_plan();
         let filter_schema: SchemaRef = Arc::new(filter.schema().as_arrow().clone());
-        let state = WindowState::new(window, &filter_schema, keys)?;
-        let win_table = format!("__eddy_{}_window", id.to_lowercase());
-        let win_slot = Slot::new(state.schema().clone());
-        ctx.register_table(win_table.as_str(), win_slot.clone())?;
-        tables.push(win_table.clone());
+        let window = match parsed.window {
+            Some(w) => Some(WindowState::new(w, &filter_schema, keys)?),
+            None => None,
+        };
+        let rows_table = format!("__eddy_{}_window", id.to_lowercase());
+        let rows_schema = window
+            .as_ref()
+            .map_or_else(|| filter_schema.clone(), |w| w.schema().clone());
+        let rows_slot = Slot::new(rows_schema);
+        ctx.register_table(rows_table.as_str(), rows_slot.clone())?;
+        tables.push(rows_table.clone());
         let aggregate = ctx
-            .sql(&parsed.aggregate_sql(&win_table))
+            .sql(&parsed.aggregate_sql(&rows_table))
             .await
             .map_err(plan_error)?
             .into_unoptimized_plan();
-        let (order, schema) = output_order(&aggregate)?;
-        let aggregation =
-            Aggregation::new(ctx, &aggregate, win_slot)
-                .await
-                .map_err(|e| match e {
-                    Error::DataFusion(e) => plan_error(e),
-                    other => other,
-                })?;
+        let aggregation = Aggregation::new(ctx, &aggregate, rows_slot, window.is_some())
+            .await
+            .map_err(|e| match e {
+                Error::DataFusion(e) => plan_error(e),
+                other => other,
+            })?;
+        let (order, full, schema, exposed) = aggregate_order(
+            aggregation.schema(),
+            aggregation.hidden(),
+            window.is_some() && expose_window,
+        )?;
         Ok(Processor {
             input: slot,
             plan: filter,
-            window: Some(Windowed {
+            aggregate: Some(Aggregating {
                 plan: aggregate,
                 aggregation,
-                state,
+                window,
+                emit: parsed.emit.unwrap_or(Emit::Changes),
                 held: BTreeMap::new(),
+                expired: None,
             }),
             order,
+            full,
             schema,
+            exposed,
             appended_rowtime: true,
             tables: std::mem::take(tables),
         })
     }
 
-    /// The output schema, `rowtime` last.
+    /// How this query's rows are written to Kafka as `name`, with `key_format` from its
+    /// options. A table's key is its GROUP BY, and every GROUP BY expression must be selected; a
+    /// stream's is its PARTITION BY expression, a selected column or not.
+    pub(crate) fn table_records(
+        &self,
+        parsed: &Parsed,
+        name: &str,
+        key_format: Option<KeyFormat>,
+    ) -> Result<TableRecords> {
+        let mut keys = Vec::new();
+        let stream = parsed.partition_by.is_some();
+        for (expr, column) in parsed.key_names() {
+            let at = column.and_then(|c| self.schema.index_of(&c).ok());
+            if stream {
+                keys.extend(at);
+                continue;
+            }
+            let Some(at) = at else {
+                return Err(Error::Plan(format!(
+                    "Key missing from projection: the query writing {name} to Kafka must select \
+                     its GROUP BY expression {expr}, which becomes the record key (e.g. SELECT \
+                     {expr}, …)"
+                )));
+            };
+            keys.push(at);
+        }
+        let fields = self.schema.fields();
+        let key_fields: Vec<Field> = if stream {
+            let k = self.full.index_of(&format!("{HIDDEN}k0"))?;
+            vec![self
+                .full
+                .field(k)
+                .clone()
+                .with_name(parsed.key_names()[0].0.clone())]
+        } else {
+            keys.iter().map(|&i| fields[i].as_ref().clone()).collect()
+        };
+        let key_format = match (key_format, key_fields.len()) {
+            (Some(f), _) => f,
+            (None, 0) => KeyFormat::None,
+            (None, _) => KeyFormat::Kafka,
+        };
+        let what = if stream { "PARTITION BY" } else { "GROUP BY" };
+        key_format.check(
+            &format!("the {what} of {name}"),
+            &key_fields.iter().collect::<Vec<_>>(),
+        )?;
+        let value_columns = (0..fields.len())
+            .filter(|&i| !keys.contains(&i) && !self.exposed.contains(&i))
+            .collect();
+        Ok(TableRecords {
+            key_format,
+            value_columns,
+            keys: key_fields.len(),
+            window: parsed.window.map(|w| match w.kind {
+                WindowKind::Session { .. } => WindowKey::EndStart,
+                _ => WindowKey::Start,
+            }),
+        })
+    }
+
+    /// The visible output schema, `rowtime` last.
     pub(crate) fn schema(&self) -> &SchemaRef {
         &self.schema
     }
@@ -159,7 +258,7 @@ impl Processor {
     /// Names of the scalar functions its plans call.
     pub(crate) fn functions(&self) -> std::collections::BTreeSet<String> {
         let mut names = std::collections::BTreeSet::new();
-        let plans = std::iter::once(&self.plan).chain(self.window.as_ref().map(|w| &w.plan));
+        let plans = std::iter::once(&self.plan).chain(self.aggregate.as_ref().map(|a| &a.plan));
         for plan in plans {
             let _ = plan.apply_with_subqueries(|node| {
                 node.apply_expressions(|e| {
@@ -175,25 +274,35 @@ impl Processor {
         names
     }
 
-    /// Whether this query keeps windows.
-    pub(crate) fn is_windowed(&self) -> bool {
-        self.window.is_some()
+    /// When windows closed in the last batch: the window end at or before which a windowed
+    /// table's rows are past their retention.
+    pub(crate) fn take_expired(&mut self) -> Option<i64> {
+        self.aggregate.as_mut().and_then(|a| a.expired.take())
+    }
+
+    /// Whether this query aggregates (and so writes a table).
+    pub(crate) fn is_aggregate(&self) -> bool {
+        self.aggregate.is_some()
     }
 
     /// Rows dropped as late so far.
     pub(crate) fn late(&self) -> u64 {
-        self.window.as_ref().map_or(0, |w| w.state.late)
+        self.aggregate
+            .as_ref()
+            .and_then(|a| a.window.as_ref())
+            .map_or(0, |w| w.late)
     }
 
-    /// Per partition, the earliest offset still needed by an open window.
+    /// Per partition, the earliest offset still needed by aggregation state.
     pub(crate) fn held(&self) -> BTreeMap<i32, i64> {
-        match &self.window {
-            Some(w) if !w.state.is_empty() => w.held.clone(),
+        match &self.aggregate {
+            Some(a) if !a.is_empty() => a.held.clone(),
             _ => BTreeMap::new(),
         }
     }
 
-    /// Runs one batch through; returns what it emits.
+    /// Runs one batch through; returns what it emits: the visible columns, then an
+    /// aggregation's hidden group columns and tombstone flag.
     pub(crate) async fn process(
         &mut self,
         ctx: &SessionContext,
@@ -208,38 +317,71 @@ impl Processor {
             .await;
         self.input.set(Vec::new());
         let out = out?;
-        let Some(w) = &mut self.window else {
+        let Some(a) = &mut self.aggregate else {
             return out
                 .iter()
-                .map(|b| reorder(b, &self.order, &self.schema))
+                .map(|b| reorder(b, &self.order, &self.full))
                 .collect();
         };
-        if w.state.is_empty() {
-            w.held.clear();
+        if a.is_empty() {
+            a.held.clear();
         }
         let mut added = false;
-        for b in &out {
-            let assigned = w.state.assign(b)?;
-            added |= assigned.rows.num_rows() > 0;
-            w.aggregation
-                .add(ctx, assigned.rows, &assigned.merges)
-                .await?;
+        for b in out {
+            match &mut a.window {
+                Some(window) => {
+                    let assigned = window.assign(&b)?;
+                    added |= assigned.rows.num_rows() > 0;
+                    a.aggregation
+                        .add(ctx, assigned.rows, &assigned.merges)
+                        .await?;
+                }
+                None => {
+                    added |= b.num_rows() > 0;
+                    a.aggregation.add(ctx, b, &[]).await?;
+                }
+            }
         }
         if added {
             for (p, o) in first {
-                w.held.entry(*p).or_insert(*o);
+                a.held.entry(*p).or_insert(*o);
             }
         }
-        let closed = w.state.close();
-        if closed.is_empty() {
-            return Ok(Vec::new());
+        let (emitted, closed) = match a.emit {
+            Emit::Changes => {
+                let window = &a.window;
+                let changes = a
+                    .aggregation
+                    .emit_changes(ctx, |id| window.as_ref().map_or(id, |w| w.bounds(id)))
+                    .await?;
+                let closed = a.window.as_mut().map(|w| w.close()).unwrap_or_default();
+                a.aggregation.forget(&closed);
+                (changes, closed)
+            }
+            Emit::Final => {
+                let closed = a.window.as_mut().map(|w| w.close()).unwrap_or_default();
+                (a.aggregation.emit_final(ctx, &closed).await?, closed)
+            }
+        };
+        if let (false, Some(w)) = (closed.is_empty(), &a.window) {
+            let spec = w.spec();
+            let keep = spec.grace + spec.retention.unwrap_or(DEFAULT_RETENTION_MS);
+            a.expired = Some(w.stream_time().saturating_sub(keep));
         }
-        w.aggregation
-            .emit(ctx, &closed)
-            .await?
+        emitted
             .iter()
-            .map(|b| reorder(b, &self.order, &self.schema))
+            .map(|b| reorder(b, &self.order, &self.full))
             .collect()
+    }
+}
+
+impl Aggregating {
+    /// Whether it holds no state.
+    fn is_empty(&self) -> bool {
+        match &self.window {
+            Some(w) => w.is_empty(),
+            None => self.aggregation.is_empty(),
+        }
     }
 }
 
@@ -261,7 +403,9 @@ fn plan_error(e: datafusion::error::DataFusionError) -> Error {
 }
 
 /// Output column order with `rowtime` last, and the resulting schema.
-fn output_order(plan: &LogicalPlan) -> Result<(Vec<usize>, SchemaRef)> {
+/// Output column order of a stateless query: its visible columns with `rowtime` last, then the
+/// hidden ones (a `PARTITION BY` key). Returns the order, the full and the visible schema.
+fn output_order(plan: &LogicalPlan) -> Result<(Vec<usize>, SchemaRef, SchemaRef)> {
     let schema = plan.schema().as_arrow();
     let mut seen = std::collections::HashSet::new();
     for f in schema.fields() {
@@ -278,15 +422,74 @@ fn output_order(plan: &LogicalPlan) -> Result<(Vec<usize>, SchemaRef)> {
     if schema.field(rowtime).data_type() != &DataType::Timestamp(TimeUnit::Millisecond, None) {
         return Err(Error::Plan("rowtime must be a TIMESTAMP".into()));
     }
+    let hidden = |i: usize| schema.field(i).name().starts_with(HIDDEN);
     let mut order: Vec<usize> = (0..schema.fields().len())
-        .filter(|&i| i != rowtime)
+        .filter(|&i| i != rowtime && !hidden(i))
         .collect();
     order.push(rowtime);
+    let visible = order.len();
+    order.extend((0..schema.fields().len()).filter(|&i| hidden(i)));
     let fields: Vec<_> = order
         .iter()
         .map(|&i| schema.field(i).clone().with_nullable(true))
         .collect();
-    Ok((order, Arc::new(Schema::new(fields))))
+    let full = Arc::new(Schema::new(fields));
+    let visible = Arc::new(full.project(&(0..visible).collect::<Vec<_>>())?);
+    Ok((order, full, visible))
+}
+
+/// An aggregation's output order: its visible columns with `rowtime` last (and, when
+/// `expose_window`, `windowstart` and `windowend` before it unless the query named columns so),
+/// then the hidden ones. Returns the order, the full schema, the visible schema and the
+/// visible columns the engine added.
+fn aggregate_order(
+    schema: &SchemaRef,
+    hidden: usize,
+    expose_window: bool,
+) -> Result<(Vec<usize>, SchemaRef, SchemaRef, Vec<usize>)> {
+    let fields = schema.fields();
+    let names: std::collections::HashSet<String> = fields[..hidden]
+        .iter()
+        .map(|f| f.name().to_lowercase())
+        .collect();
+    if names.len() < hidden {
+        let mut seen = std::collections::HashSet::new();
+        let twice = fields[..hidden]
+            .iter()
+            .find(|f| !seen.insert(f.name().to_lowercase()))
+            .expect("a name repeats");
+        return Err(Error::Plan(format!(
+            "the query's output has two columns named '{}': give one an alias (… AS other_name)",
+            twice.name()
+        )));
+    }
+    let rowtime = hidden - 1;
+    let mut order: Vec<usize> = (0..rowtime).collect();
+    let mut visible: Vec<Field> = order.iter().map(|&i| fields[i].as_ref().clone()).collect();
+    let mut exposed = Vec::new();
+    if expose_window {
+        for (name, column) in [("windowstart", "ws"), ("windowend", "we")] {
+            if !names.contains(name) {
+                let at = schema.index_of(&format!("{HIDDEN}{column}"))?;
+                exposed.push(order.len());
+                order.push(at);
+                visible.push(fields[at].as_ref().clone().with_name(name));
+            }
+        }
+    }
+    order.push(rowtime);
+    visible.push(fields[rowtime].as_ref().clone());
+    let visible = Arc::new(Schema::new(visible));
+    let mut all: Vec<Field> = visible
+        .fields()
+        .iter()
+        .map(|f| f.as_ref().clone())
+        .collect();
+    for i in hidden..fields.len() {
+        order.push(i);
+        all.push(fields[i].as_ref().clone());
+    }
+    Ok((order, Arc::new(Schema::new(all)), visible, exposed))
 }
 
 fn reorder(batch: &RecordBatch, order: &[usize], schema: &SchemaRef) -> Result<RecordBatch> {

@@ -1,7 +1,7 @@
 //! How streams and tables look to DataFusion: table providers over a log, a keyed state, or
 //! the batch a query is working on right now.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::sync::{Arc, Mutex};
 
@@ -10,6 +10,7 @@ use arrow::datatypes::SchemaRef;
 use arrow::row::{RowConverter, SortField};
 use async_trait::async_trait;
 use datafusion::catalog::Session;
+use datafusion::common::ScalarValue;
 use datafusion::datasource::memory::MemorySourceConfig;
 use datafusion::datasource::sink::{DataSink, DataSinkExec};
 use datafusion::datasource::{TableProvider, TableType};
@@ -198,10 +199,39 @@ pub(crate) struct TableState {
 
 #[derive(Debug, Default)]
 struct TableInner {
-    rows: HashMap<Vec<u8>, RecordBatch>,
-    /// Insertion order of keys, so scans are stable.
-    order: Vec<Vec<u8>>,
+    /// Each key's row, as scalars (a slice of an input batch would keep all of it alive), and
+    /// its place in scan order.
+    rows: HashMap<Vec<u8>, (u64, Vec<ScalarValue>)>,
+    /// Keys in the order they were first inserted, so scans are stable.
+    order: BTreeMap<u64, Vec<u8>>,
+    next: u64,
     snapshot: Option<RecordBatch>,
+}
+
+impl TableInner {
+    fn put(&mut self, key: &[u8], batch: &RecordBatch, row: usize) -> Result<()> {
+        let values = batch
+            .columns()
+            .iter()
+            .map(|c| ScalarValue::try_from_array(c, row))
+            .collect::<Result<Vec<_>>>()?;
+        match self.rows.get_mut(key) {
+            Some((_, old)) => *old = values,
+            None => {
+                let at = self.next;
+                self.next += 1;
+                self.order.insert(at, key.to_vec());
+                self.rows.insert(key.to_vec(), (at, values));
+            }
+        }
+        Ok(())
+    }
+
+    fn remove(&mut self, key: &[u8]) {
+        if let Some((at, _)) = self.rows.remove(key) {
+            self.order.remove(&at);
+        }
+    }
 }
 
 impl TableState {
@@ -215,7 +245,7 @@ impl TableState {
     }
 
     /// Upserts every row of `batch`, in order; a row whose other columns are all null deletes
-    /// its key (a tombstone).
+    /// its key (a tombstone: a Kafka record with a key and no value decodes to one).
     pub(crate) fn upsert(&self, batch: &RecordBatch) -> Result<()> {
         let fields = self
             .keys
@@ -231,19 +261,55 @@ impl TableState {
             if self.keys.iter().any(|&k| batch.column(k).is_null(i)) {
                 continue;
             }
-            let key = rows.row(i).as_ref().to_vec();
-            let tombstone = (0..batch.num_columns())
+            let key = rows.row(i);
+            // The table's own columns: a decoded batch also carries its rowtime.
+            let tombstone = (0..self.schema.fields().len().min(batch.num_columns()))
                 .filter(|c| !self.keys.contains(c))
                 .all(|c| batch.column(c).is_null(i));
             if tombstone {
-                if inner.rows.remove(&key).is_some() {
-                    inner.order.retain(|k| k != &key);
-                }
-            } else if inner.rows.insert(key.clone(), batch.slice(i, 1)).is_none() {
-                inner.order.push(key);
+                inner.remove(key.as_ref());
+            } else {
+                inner.put(key.as_ref(), batch, i)?;
             }
         }
         Ok(())
+    }
+
+    /// Applies an aggregation's changes: each row replaces its group's, a tombstone deletes it.
+    pub(crate) fn apply(&self, changes: &crate::changes::Changes) -> Result<()> {
+        let mut inner = self.inner.lock().expect("table lock");
+        inner.snapshot = None;
+        for (i, key) in changes.keys.iter().enumerate() {
+            if changes.is_deleted(i) {
+                inner.remove(key);
+            } else {
+                inner.put(key, &changes.rows, i)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Deletes the rows `expired` says are past their retention.
+    pub(crate) fn retain(&self, expired: impl Fn(&[ScalarValue]) -> bool) {
+        let mut inner = self.inner.lock().expect("table lock");
+        let gone: Vec<Vec<u8>> = inner
+            .rows
+            .iter()
+            .filter(|(_, (_, row))| expired(row))
+            .map(|(k, _)| k.clone())
+            .collect();
+        if gone.is_empty() {
+            return;
+        }
+        inner.snapshot = None;
+        for key in gone {
+            inner.remove(&key);
+        }
+    }
+
+    /// Its schema.
+    pub(crate) fn schema(&self) -> &SchemaRef {
+        &self.schema
     }
 
     /// The current rows as one batch.
@@ -252,8 +318,28 @@ impl TableState {
         if let Some(s) = &inner.snapshot {
             return Ok(s.clone());
         }
-        let rows: Vec<&RecordBatch> = inner.order.iter().map(|k| &inner.rows[k]).collect();
-        let batch = arrow::compute::concat_batches(&self.schema, rows)?;
+        let rows: Vec<&Vec<ScalarValue>> = inner.order.values().map(|k| &inner.rows[k].1).collect();
+        let columns = self
+            .schema
+            .fields()
+            .iter()
+            .enumerate()
+            .map(|(c, field)| {
+                if rows.is_empty() {
+                    return Ok(arrow::array::new_empty_array(field.data_type()));
+                }
+                let array = ScalarValue::iter_to_array(rows.iter().map(|r| r[c].clone()))?;
+                if array.data_type() != field.data_type() {
+                    return Ok(arrow::compute::cast(&array, field.data_type())?);
+                }
+                Ok(array)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let batch = RecordBatch::try_new_with_options(
+            self.schema.clone(),
+            columns,
+            &arrow::array::RecordBatchOptions::new().with_row_count(Some(rows.len())),
+        )?;
         inner.snapshot = Some(batch.clone());
         Ok(batch)
     }

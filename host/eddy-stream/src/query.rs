@@ -43,6 +43,18 @@ pub(crate) struct Window {
     pub kind: WindowKind,
     /// How long after its end a window still accepts late events, in ms.
     pub grace: i64,
+    /// How long after its end plus grace a window's row stays in the table for pull queries,
+    /// in ms (`RETENTION`); `None` keeps it until the table is dropped.
+    pub retention: Option<i64>,
+}
+
+/// When an aggregation writes its rows (`EMIT CHANGES`, the default, or `EMIT FINAL`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Emit {
+    /// After each batch, every (key, window) whose row changed: ksqlDB's default for tables.
+    Changes,
+    /// Each window once, when it closes.
+    Final,
 }
 
 /// The user's query, parsed.
@@ -60,11 +72,16 @@ pub(crate) struct Parsed {
     pub joined: Vec<String>,
     /// Whether it has `GROUP BY`.
     pub grouped: bool,
+    /// Its `EMIT` clause; `None` when it has none.
+    pub emit: Option<Emit>,
+    /// Its `PARTITION BY` expression: the record key of what it writes.
+    pub partition_by: Option<Expr>,
 }
 
 /// Takes the WINDOW clause and any trailing `EMIT CHANGES|FINAL` out of `sql`, then parses it.
 pub(crate) fn parse(sql: &str) -> Result<Parsed> {
-    let (sql, window) = strip_window(sql)?;
+    let (sql, window, emit) = strip_window(sql)?;
+    let (sql, partition_by) = strip_partition_by(&sql)?;
     let statements = Parser::parse_sql(&GenericDialect {}, &sql).map_err(|e| {
         Error::Syntax(
             e.to_string()
@@ -105,8 +122,22 @@ pub(crate) fn parse(sql: &str) -> Result<Parsed> {
         .collect::<Result<Vec<_>>>()?;
     let grouped = match &select.group_by {
         GroupByExpr::Expressions(exprs, _) => !exprs.is_empty(),
-        GroupByExpr::All(_) => true,
+        GroupByExpr::All(_) => {
+            return Err(Error::Unsupported(
+                "GROUP BY ALL in a continuous query: name the grouping columns".into(),
+            ))
+        }
     };
+    if partition_by.is_some() && (grouped || window.is_some()) {
+        return Err(Error::Unsupported(
+            "PARTITION BY in an aggregation: a table's key is its GROUP BY".into(),
+        ));
+    }
+    if emit == Some(Emit::Final) && window.is_none() {
+        return Err(Error::Unsupported(
+            "EMIT FINAL without a WINDOW: only a window has a final result (when it closes)".into(),
+        ));
+    }
     Ok(Parsed {
         query,
         window,
@@ -114,6 +145,8 @@ pub(crate) fn parse(sql: &str) -> Result<Parsed> {
         alias,
         joined,
         grouped,
+        emit,
+        partition_by,
     })
 }
 
@@ -181,6 +214,15 @@ fn rename(relation: &mut TableFactor, table: &str) {
     }
 }
 
+/// An identifier as DataFusion names it: lower-cased unless quoted.
+fn ident(i: &Ident) -> String {
+    if i.quote_style.is_none() {
+        i.value.to_lowercase()
+    } else {
+        i.value.clone()
+    }
+}
+
 fn object_name(name: &ObjectName) -> String {
     name.0
         .iter()
@@ -208,6 +250,37 @@ impl Parsed {
         }
     }
 
+    /// For each GROUP BY expression (or the PARTITION BY one), the output column that selects
+    /// it, if one does: ksqlDB writes those as the record key.
+    pub(crate) fn key_names(&self) -> Vec<(String, Option<String>)> {
+        let SetExpr::Select(select) = self.query.body.as_ref() else {
+            return Vec::new();
+        };
+        let keys = match (&self.partition_by, &select.group_by) {
+            (Some(key), _) => std::slice::from_ref(key),
+            (None, GroupByExpr::Expressions(keys, _)) => keys.as_slice(),
+            (None, GroupByExpr::All(_)) => return Vec::new(),
+        };
+        let last = |e: &Expr| match e {
+            Expr::Identifier(i) => Some(ident(i)),
+            Expr::CompoundIdentifier(parts) => parts.last().map(ident),
+            _ => None,
+        };
+        let same = |a: &Expr, b: &Expr| a == b || (last(a).is_some() && last(a) == last(b));
+        keys.iter()
+            .map(|key| {
+                let name = select.projection.iter().find_map(|item| match item {
+                    SelectItem::UnnamedExpr(e) if same(e, key) => last(e),
+                    SelectItem::ExprWithAlias { expr, alias } if same(expr, key) => {
+                        Some(ident(alias))
+                    }
+                    _ => None,
+                });
+                (key.to_string(), name)
+            })
+            .collect()
+    }
+
     /// The query with its source renamed to `table` (keeping the name rows go by).
     fn reading(&self, table: &str) -> Box<Query> {
         let mut query = self.query.clone();
@@ -223,6 +296,11 @@ impl Parsed {
             }
             None => Expr::Identifier(Ident::new("rowtime")),
         }
+    }
+
+    /// The user's SQL, reading `table`.
+    pub(crate) fn plain_sql(&self, table: &str) -> String {
+        self.reading(table).to_string()
     }
 
     /// SQL of a query without state: the user's, reading `table`, with the source's `rowtime`
@@ -243,6 +321,16 @@ impl Parsed {
             select.projection.push(SelectItem::ExprWithAlias {
                 expr: self.rowtime(),
                 alias: Ident::new("rowtime"),
+            });
+        }
+        if let Some(key) = &self.partition_by {
+            select.projection.push(SelectItem::ExprWithAlias {
+                expr: key.clone(),
+                alias: Ident::with_quote('"', format!("{HIDDEN}k0")),
+            });
+            select.projection.push(SelectItem::ExprWithAlias {
+                expr: Expr::Value(datafusion::sql::sqlparser::ast::Value::Boolean(false).into()),
+                alias: Ident::with_quote('"', format!("{HIDDEN}deleted")),
             });
         }
         (query.to_string(), !has_rowtime)
@@ -269,29 +357,112 @@ impl Parsed {
         (query.to_string(), keys.len())
     }
 
-    /// SQL of a windowed query's aggregation over closed windows' rows in `table`, which has
-    /// `windowstart` and `windowend` columns; the output's `rowtime` is the window's end.
+    /// SQL of an aggregation over the rows in `table` (a windowed query's have `windowstart`
+    /// and `windowend` columns). After the user's columns come the output's `rowtime` (the
+    /// window's end, else the latest event time) and the hidden columns that name each row's
+    /// group: `__eddy_k0…` for the GROUP BY keys, then `__eddy_ws` and `__eddy_we`.
     pub(crate) fn aggregate_sql(&self, table: &str) -> String {
         let mut query = self.reading(table);
         let select = Self::select_mut(&mut query);
         select.selection = None;
-        let window_columns = [Ident::new("windowstart"), Ident::new("windowend")];
-        match &mut select.group_by {
+        let keys = match &mut select.group_by {
             GroupByExpr::Expressions(exprs, _) => {
-                exprs.extend(window_columns.iter().cloned().map(Expr::Identifier))
+                let keys = exprs.clone();
+                if self.window.is_some() {
+                    exprs.extend(
+                        ["windowstart", "windowend"].map(|c| Expr::Identifier(Ident::new(c))),
+                    );
+                }
+                keys
             }
-            GroupByExpr::All(_) => {}
-        }
-        select.projection.push(SelectItem::ExprWithAlias {
-            expr: Expr::Identifier(Ident::new("windowend")),
-            alias: Ident::new("rowtime"),
+            GroupByExpr::All(_) => unreachable!("refused in parse"),
+        };
+        let hidden = |expr: Expr, name: String| SelectItem::ExprWithAlias {
+            expr,
+            alias: Ident::with_quote('"', name),
+        };
+        select.projection.push(match self.window {
+            Some(_) => hidden(Expr::Identifier(Ident::new("windowend")), "rowtime".into()),
+            None => hidden(
+                Parser::new(&GenericDialect {})
+                    .try_with_sql(&format!("max({})", self.rowtime()))
+                    .and_then(|mut p| p.parse_expr())
+                    .expect("max(rowtime) parses"),
+                "rowtime".into(),
+            ),
         });
+        for (i, key) in keys.into_iter().enumerate() {
+            select.projection.push(hidden(key, format!("{HIDDEN}k{i}")));
+        }
+        if self.window.is_some() {
+            select.projection.push(hidden(
+                Expr::Identifier(Ident::new("windowstart")),
+                format!("{HIDDEN}ws"),
+            ));
+            select.projection.push(hidden(
+                Expr::Identifier(Ident::new("windowend")),
+                format!("{HIDDEN}we"),
+            ));
+        }
         query.to_string()
     }
 }
 
-/// Removes `WINDOW kind (…)` and a trailing `EMIT CHANGES|FINAL`, returning the window.
-fn strip_window(sql: &str) -> Result<(String, Option<Window>)> {
+/// The prefix of columns the engine adds to an aggregation's output to name each row's group.
+pub(crate) const HIDDEN: &str = "__eddy_";
+
+/// Removes a trailing `PARTITION BY expr` (the statement's last clause once EMIT is gone).
+fn strip_partition_by(sql: &str) -> Result<(String, Option<Expr>)> {
+    let tokens = Tokenizer::new(&GenericDialect {}, sql)
+        .tokenize_with_location()
+        .map_err(|e| Error::Syntax(e.to_string()))?;
+    let word = |i: usize| match tokens.get(i).map(|t| &t.token) {
+        Some(Token::Word(w)) if w.quote_style.is_none() => Some(w.value.to_uppercase()),
+        _ => None,
+    };
+    let mut depth = 0i32;
+    for i in 0..tokens.len() {
+        match &tokens[i].token {
+            Token::LParen => depth += 1,
+            Token::RParen => depth -= 1,
+            _ => {}
+        }
+        if depth != 0 || word(i).as_deref() != Some("PARTITION") {
+            continue;
+        }
+        let mut k = i + 1;
+        while matches!(tokens.get(k).map(|t| &t.token), Some(Token::Whitespace(_))) {
+            k += 1;
+        }
+        if word(k).as_deref() != Some("BY") {
+            continue;
+        }
+        let head: String = tokens[..i].iter().map(|t| t.token.to_string()).collect();
+        let tail: String = tokens[k + 1..]
+            .iter()
+            .map(|t| t.token.to_string())
+            .collect();
+        let expr = Parser::new(&GenericDialect {})
+            .try_with_sql(tail.trim())
+            .and_then(|mut p| {
+                let e = p.parse_expr()?;
+                p.expect_token(&Token::EOF)?;
+                Ok(e)
+            })
+            .map_err(|_| {
+                Error::Syntax(format!(
+                    "PARTITION BY takes one expression and ends the query (before EMIT), found \
+                     'PARTITION BY {}'",
+                    tail.trim()
+                ))
+            })?;
+        return Ok((head.trim().to_string(), Some(expr)));
+    }
+    Ok((sql.to_string(), None))
+}
+
+/// Removes `WINDOW kind (…)` and a trailing `EMIT CHANGES|FINAL`, returning both.
+fn strip_window(sql: &str) -> Result<(String, Option<Window>, Option<Emit>)> {
     let tokens = Tokenizer::new(&GenericDialect {}, sql)
         .tokenize_with_location()
         .map_err(|e| Error::Syntax(e.to_string()))?;
@@ -307,6 +478,7 @@ fn strip_window(sql: &str) -> Result<(String, Option<Window>)> {
     };
     let mut out = String::with_capacity(sql.len());
     let mut window = None;
+    let mut emit = None;
     let mut i = 0;
     while i < tokens.len() {
         let here = word(i);
@@ -344,11 +516,16 @@ fn strip_window(sql: &str) -> Result<(String, Option<Window>)> {
         }
         if here.as_deref() == Some("EMIT") {
             let k = next(i + 1);
-            if matches!(word(k).as_deref(), Some("CHANGES" | "FINAL")) {
+            if let Some(mode @ ("CHANGES" | "FINAL")) = word(k).as_deref() {
                 let end = next(k + 1);
                 let rest_empty = end >= tokens.len()
                     || (tokens[end].token == Token::SemiColon && next(end + 1) >= tokens.len());
                 if rest_empty {
+                    emit = Some(if mode == "FINAL" {
+                        Emit::Final
+                    } else {
+                        Emit::Changes
+                    });
                     break;
                 }
             }
@@ -356,7 +533,7 @@ fn strip_window(sql: &str) -> Result<(String, Option<Window>)> {
         out.push_str(&tokens[i].token.to_string());
         i += 1;
     }
-    Ok((out.trim().trim_end_matches(';').to_string(), window))
+    Ok((out.trim().trim_end_matches(';').to_string(), window, emit))
 }
 
 fn at(
@@ -387,17 +564,22 @@ fn window_spec(
     let mut size = None;
     let mut advance = None;
     let mut grace = None;
+    let mut retention = None;
     let mut i = 0;
     while i < t.len() {
         let (slot, skip) = match word(i).as_deref() {
             Some("SIZE") => (&mut size, 1),
             Some("ADVANCE") if word(i + 1).as_deref() == Some("BY") => (&mut advance, 2),
             Some("GRACE") if word(i + 1).as_deref() == Some("PERIOD") => (&mut grace, 2),
-            Some("RETENTION") => {
-                return Err(at(t, i, "SIZE, ADVANCE BY or GRACE PERIOD (Eddy keeps no window retention: windows are emitted when they close)".into()));
-            }
+            Some("RETENTION") => (&mut retention, 1),
             None if kind == "SESSION" && i == 0 => (&mut size, 0),
-            _ => return Err(at(t, i, "SIZE, ADVANCE BY or GRACE PERIOD".into())),
+            _ => {
+                return Err(at(
+                    t,
+                    i,
+                    "SIZE, ADVANCE BY, RETENTION or GRACE PERIOD".into(),
+                ))
+            }
         };
         i += skip;
         let ms = duration(t, i)?;
@@ -441,7 +623,11 @@ fn window_spec(
         }
         _ => WindowKind::Session { gap: size },
     };
-    Ok(Window { kind, grace })
+    Ok(Window {
+        kind,
+        grace,
+        retention,
+    })
 }
 
 /// `n UNIT` at `i`, in ms.
@@ -474,9 +660,6 @@ fn duration(t: &[datafusion::sql::sqlparser::tokenizer::TokenWithSpan], i: usize
             ))
         }
     };
-    if n <= 0 && unit != "GRACE" {
-        // A zero-length window would never hold a row; zero grace is fine and is the default.
-    }
     Ok(n * ms)
 }
 
@@ -498,9 +681,11 @@ mod tests {
                     size: 120_000,
                     advance: 30_000
                 },
-                grace: 5_000
+                grace: 5_000,
+                retention: None,
             })
         );
+        assert_eq!(p.emit, Some(Emit::Changes));
         assert_eq!(p.source, "s");
         assert!(p.grouped);
         assert_eq!(
@@ -512,8 +697,21 @@ mod tests {
         );
         assert_eq!(
             p.aggregate_sql("__w"),
-            "SELECT car, COUNT(*), windowend AS rowtime FROM \"__w\" AS \"s\" GROUP BY car, \
-             windowstart, windowend HAVING COUNT(*) > 5"
+            "SELECT car, COUNT(*), windowend AS \"rowtime\", car AS \"__eddy_k0\", \
+             windowstart AS \"__eddy_ws\", windowend AS \"__eddy_we\" FROM \"__w\" AS \"s\" \
+             GROUP BY car, windowstart, windowend HAVING COUNT(*) > 5"
+        );
+        let p = parse("SELECT car, SUM(v) FROM s GROUP BY car EMIT FINAL").unwrap_err();
+        assert_eq!(
+            p.to_string(),
+            "not supported: EMIT FINAL without a WINDOW: only a window has a final result (when \
+             it closes)"
+        );
+        let p = parse("SELECT car, SUM(v) AS t FROM s GROUP BY car").unwrap();
+        assert_eq!(
+            p.aggregate_sql("__w"),
+            "SELECT car, SUM(v) AS t, max(\"s\".rowtime) AS \"rowtime\", car AS \"__eddy_k0\" \
+             FROM \"__w\" AS \"s\" GROUP BY car"
         );
         let p = parse("SELECT c.a, u.b FROM car c LEFT JOIN users u ON c.o = u.id").unwrap();
         assert_eq!(p.alias.as_deref(), Some("c"));
@@ -521,6 +719,32 @@ mod tests {
         assert_eq!(
             p.stateless_sql("__in").0,
             "SELECT c.a, u.b, \"c\".rowtime AS rowtime FROM \"__in\" c LEFT JOIN users u ON c.o = u.id"
+        );
+    }
+
+    #[test]
+    fn partition_by_is_the_last_clause_and_becomes_a_hidden_key() {
+        let p = parse("SELECT usr, page FROM pv WHERE ms > 1 PARTITION BY UPPER(usr) EMIT CHANGES")
+            .unwrap();
+        assert_eq!(
+            p.partition_by.as_ref().map(|e| e.to_string()).as_deref(),
+            Some("UPPER(usr)")
+        );
+        assert_eq!(
+            p.stateless_sql("__in").0,
+            "SELECT usr, page, \"pv\".rowtime AS rowtime, UPPER(usr) AS \"__eddy_k0\", false AS \
+             \"__eddy_deleted\" FROM \"__in\" AS \"pv\" WHERE ms > 1"
+        );
+        let e = parse("SELECT a FROM s PARTITION BY a, b").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "syntax error: PARTITION BY takes one expression and ends the query (before EMIT), \
+             found 'PARTITION BY a, b'"
+        );
+        let e = parse("SELECT a, COUNT(*) FROM s GROUP BY a PARTITION BY a").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "not supported: PARTITION BY in an aggregation: a table's key is its GROUP BY"
         );
     }
 

@@ -58,6 +58,8 @@ pub(crate) struct WindowState {
     /// Open tumbling and hopping windows by (end, start), so the earliest to close come first.
     fixed: BTreeSet<(i64, i64)>,
     sessions: HashMap<Vec<u8>, Vec<Session>>,
+    /// Each open session's current bounds, by id.
+    session_bounds: HashMap<i64, (i64, i64)>,
     next_session: i64,
     /// Rows dropped because all their windows had closed.
     pub late: u64,
@@ -92,6 +94,7 @@ impl WindowState {
             stream_time: i64::MIN,
             fixed: BTreeSet::new(),
             sessions: HashMap::new(),
+            session_bounds: HashMap::new(),
             next_session: 0,
             late: 0,
         })
@@ -105,6 +108,25 @@ impl WindowState {
     /// Whether any window is open.
     pub(crate) fn is_empty(&self) -> bool {
         self.fixed.is_empty() && self.sessions.is_empty()
+    }
+
+    /// The current bounds of open window `id`: a session's first and last event times, a
+    /// fixed window's start and end.
+    pub(crate) fn bounds(&self, id: WindowId) -> (i64, i64) {
+        match self.window.kind {
+            WindowKind::Session { .. } => self.session_bounds.get(&id.0).copied().unwrap_or(id),
+            _ => id,
+        }
+    }
+
+    /// The window clause.
+    pub(crate) fn spec(&self) -> &Window {
+        &self.window
+    }
+
+    /// The largest event time seen.
+    pub(crate) fn stream_time(&self) -> i64 {
+        self.stream_time
     }
 
     /// Assigns the rows of `batch` to windows, in row order; late rows are counted and left out.
@@ -197,6 +219,7 @@ impl WindowState {
                                 survivor.end = survivor.end.max(s.end);
                                 merges.push(((s.id, s.id), (survivor.id, survivor.id)));
                                 moved.insert(s.id, survivor.id);
+                                self.session_bounds.remove(&s.id);
                                 into = Some(k);
                             }
                         }
@@ -206,6 +229,7 @@ impl WindowState {
                             let s = &mut sessions[k];
                             s.start = s.start.min(t);
                             s.end = s.end.max(t);
+                            self.session_bounds.insert(s.id, (s.start, s.end));
                             s.id
                         }
                         None => {
@@ -216,6 +240,7 @@ impl WindowState {
                                 start: t,
                                 end: t,
                             });
+                            self.session_bounds.insert(id, (t, t));
                             id
                         }
                     };
@@ -263,6 +288,7 @@ impl WindowState {
                     while j < sessions.len() {
                         if sessions[j].end.saturating_add(gap).saturating_add(grace) <= now {
                             let s = sessions.swap_remove(j);
+                            self.session_bounds.remove(&s.id);
                             out.push(Closed {
                                 id: (s.id, s.id),
                                 start: s.start,
@@ -351,6 +377,7 @@ mod tests {
         let w = Window {
             kind: WindowKind::Tumbling { size: 10 },
             grace: 5,
+            retention: None,
         };
         let b = batch(&[1, 2], &["a", "a"]);
         let mut s = WindowState::new(w, &b.schema(), 1).unwrap();
@@ -374,6 +401,7 @@ mod tests {
                 advance: 5,
             },
             grace: 0,
+            retention: None,
         };
         let b = batch(&[7], &["a"]);
         let mut s = WindowState::new(w, &b.schema(), 1).unwrap();
@@ -387,6 +415,7 @@ mod tests {
         let w = Window {
             kind: WindowKind::Session { gap: 10 },
             grace: 0,
+            retention: None,
         };
         // a@15 arrives when stream time is 30: 15 + gap <= 30, so it is late.
         let b = batch(&[0, 5, 8, 30, 15], &["a", "b", "a", "a", "a"]);
@@ -404,6 +433,7 @@ mod tests {
         let w = Window {
             kind: WindowKind::Session { gap: 10 },
             grace: 100,
+            retention: None,
         };
         let b = batch(&[0, 20], &["a", "a"]);
         let mut s = WindowState::new(w, &b.schema(), 1).unwrap();

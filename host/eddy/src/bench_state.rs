@@ -1,5 +1,6 @@
-//! `eddy bench state`: memory and throughput of a windowed aggregation over many groups, against
-//! the same events through a stateless filter. Each workload runs in a child process of its own,
+//! `eddy bench state`: memory and throughput of aggregations over many groups (windowed with
+//! changes or EMIT FINAL, and without a window), against the same events through a stateless
+//! filter. Each workload runs in a child process of its own,
 //! so one's memory is not read as the other's.
 
 use std::time::{Duration, Instant};
@@ -29,9 +30,19 @@ const WORKLOADS: &[(&str, &str)] = &[
         "CREATE STREAM out AS SELECT car, speed FROM g WHERE speed >= 0",
     ),
     (
-        "tumbling 120 min, GROUP BY car: COUNT, AVG, MAX",
+        "tumbling 120 min, GROUP BY car: COUNT, AVG, MAX (changes)",
         "CREATE TABLE out AS SELECT car, COUNT(*) AS n, AVG(speed) AS s, MAX(speed) AS top \
          FROM g WINDOW TUMBLING (SIZE 120 MINUTES) GROUP BY car",
+    ),
+    (
+        "the same, EMIT FINAL",
+        "CREATE TABLE out AS SELECT car, COUNT(*) AS n, AVG(speed) AS s, MAX(speed) AS top \
+         FROM g WINDOW TUMBLING (SIZE 120 MINUTES) GROUP BY car EMIT FINAL",
+    ),
+    (
+        "no window, GROUP BY car (changes)",
+        "CREATE TABLE out AS SELECT car, COUNT(*) AS n, AVG(speed) AS s, MAX(speed) AS top \
+         FROM g GROUP BY car",
     ),
 ];
 

@@ -227,7 +227,7 @@ pub(crate) async fn stream(args: &StreamBench, runtime: UdfRuntime) -> Result<()
 async fn sink_one(sink: &mut KafkaSink) -> Result<()> {
     sink.send(vec![Record {
         key: None,
-        payload: br#"{"car":"warmup","speed":50.0,"coolant_temp":90.0}"#.to_vec(),
+        payload: Some(br#"{"car":"warmup","speed":50.0,"coolant_temp":90.0}"#.to_vec()),
         timestamp_ms: None,
     }])
     .await?;
@@ -262,13 +262,15 @@ fn event(i: u64, timestamp: Option<i64>) -> Record {
     let car = if timestamp.is_some() { "lat" } else { "car" };
     Record {
         key: Some(format!("{}", i % 100).into_bytes()),
-        payload: format!(
-            r#"{{"car":"{car}-{}","speed":{}.5,"coolant_temp":{}.25}}"#,
-            i % 100,
-            21 + i % 100,
-            80 + i % 30
-        )
-        .into_bytes(),
+        payload: Some(
+            format!(
+                r#"{{"car":"{car}-{}","speed":{}.5,"coolant_temp":{}.25}}"#,
+                i % 100,
+                21 + i % 100,
+                80 + i % 30
+            )
+            .into_bytes(),
+        ),
         timestamp_ms: timestamp,
     }
 }

@@ -88,7 +88,7 @@ async fn killed_and_restarted_eddy_loses_no_event() {
                 let records = (first..(first + step).min(N))
                     .map(|i| Record {
                         key: Some(i.to_string().into_bytes()),
-                        payload: format!(r#"{{"id":{i},"temp":{}.0}}"#, i % 100).into_bytes(),
+                        payload: Some(format!(r#"{{"id":{i},"temp":{}.0}}"#, i % 100).into_bytes()),
                         timestamp_ms: None,
                     })
                     .collect();
