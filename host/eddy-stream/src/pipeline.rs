@@ -35,9 +35,14 @@ pub(crate) struct Processor {
     /// Visible columns the engine added: a windowed table's `windowstart` and `windowend`.
     exposed: Vec<usize>,
     appended_rowtime: bool,
+    /// Whether input batches get an [`ORDINAL`] column.
+    ordinal: bool,
     /// Temporary tables registered for this query, removed when it stops.
     pub tables: Vec<String>,
 }
+
+/// The column that numbers a batch's events, where a join would lose their order.
+const ORDINAL: &str = "__eddy_row";
 
 struct Aggregating {
     /// The aggregation's logical plan, for the functions it calls.
@@ -67,11 +72,23 @@ impl Processor {
         expose_window: bool,
     ) -> Result<Processor> {
         let in_table = format!("__eddy_{}_in", id.to_lowercase());
+        // A join does not keep its input's order, and window assignment must see events in
+        // the order they came: a windowed aggregation over a join numbers them.
+        let ordinal = !parsed.joined.is_empty() && parsed.window.is_some();
+        let input = if ordinal {
+            let mut fields: Vec<Field> =
+                input.fields().iter().map(|f| f.as_ref().clone()).collect();
+            fields.push(Field::new(ORDINAL, DataType::UInt64, false));
+            Arc::new(Schema::new(fields))
+        } else {
+            input
+        };
         let slot = Slot::new(input);
         ctx.register_table(in_table.as_str(), slot.clone())?;
         let mut tables = vec![in_table.clone()];
-        let result =
-            Self::plan_inner(ctx, parsed, &in_table, slot, id, &mut tables, expose_window).await;
+        let result = Self::plan_inner(ctx, parsed, &in_table, slot, id, &mut tables, expose_window)
+            .await
+            .map(|p| Processor { ordinal, ..p });
         if result.is_err() {
             for t in &tables {
                 let _ = ctx.deregister_table(t.as_str());
@@ -123,14 +140,40 @@ impl Processor {
                     exposed: Vec::new(),
                     schema,
                     appended_rowtime,
+                    ordinal: false,
                     tables: std::mem::take(tables),
                 });
             }
         }
-        if !parsed.joined.is_empty() {
-            return Err(Error::Unsupported("an aggregation over a join".into()));
+        // Over a join, the rows to aggregate carry the joined tables' columns: by their own
+        // names, or `__joined_<alias>_<column>` where the stream has that name too.
+        let stream: Vec<String> = slot
+            .schema()
+            .fields()
+            .iter()
+            .map(|f| f.name().clone())
+            .collect();
+        let mut carried = Vec::new();
+        for (name, alias) in parsed.joined.iter().zip(&parsed.joined_aliases) {
+            let table = ctx.table_provider(name.as_str()).await?;
+            for field in table.schema().fields() {
+                let column = field.name().clone();
+                let taken = stream.iter().any(|s| s.eq_ignore_ascii_case(&column))
+                    || carried.iter().any(|(_, _, n): &(String, String, String)| {
+                        n.eq_ignore_ascii_case(&column)
+                    });
+                let as_name = if taken {
+                    format!("__joined_{alias}_{column}")
+                } else {
+                    column.clone()
+                };
+                carried.push((alias.clone(), column, as_name));
+            }
         }
-        let (filter_sql, keys) = parsed.filter_sql(in_table);
+        let (mut filter_sql, keys) = parsed.filter_sql(in_table, &stream, &carried);
+        if stream.iter().any(|c| c == ORDINAL) {
+            filter_sql.push_str(&format!(" ORDER BY \"{ORDINAL}\""));
+        }
         let filter = ctx
             .sql(&filter_sql)
             .await
@@ -149,7 +192,7 @@ impl Processor {
         ctx.register_table(rows_table.as_str(), rows_slot.clone())?;
         tables.push(rows_table.clone());
         let aggregate = ctx
-            .sql(&parsed.aggregate_sql(&rows_table))
+            .sql(&parsed.aggregate_sql(&rows_table, &carried))
             .await
             .map_err(plan_error)?
             .into_unoptimized_plan();
@@ -180,6 +223,7 @@ impl Processor {
             schema,
             exposed,
             appended_rowtime: true,
+            ordinal: false,
             tables: std::mem::take(tables),
         })
     }
@@ -309,6 +353,15 @@ impl Processor {
         batch: RecordBatch,
         first: &BTreeMap<i32, i64>,
     ) -> Result<Vec<RecordBatch>> {
+        let batch = if self.ordinal {
+            let mut columns = batch.columns().to_vec();
+            columns.push(Arc::new(arrow::array::UInt64Array::from_iter_values(
+                0..batch.num_rows() as u64,
+            )));
+            RecordBatch::try_new(self.input.schema(), columns)?
+        } else {
+            batch
+        };
         self.input.set(vec![batch]);
         let out = ctx
             .execute_logical_plan(self.plan.clone())

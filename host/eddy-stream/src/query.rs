@@ -70,6 +70,8 @@ pub(crate) struct Parsed {
     pub alias: Option<String>,
     /// Relations joined to the source.
     pub joined: Vec<String>,
+    /// The names their rows go by (alias, else name), in the same order.
+    pub joined_aliases: Vec<String>,
     /// Whether it has `GROUP BY`.
     pub grouped: bool,
     /// Its `EMIT` clause; `None` when it has none.
@@ -112,14 +114,20 @@ pub(crate) fn parse(sql: &str) -> Result<Parsed> {
         ));
     };
     let (source, alias) = source_of(&from.relation)?;
-    let joined = from
+    let (joined, joined_aliases) = from
         .joins
         .iter()
         .map(|j| match &j.relation {
-            TableFactor::Table { name, .. } => Ok(object_name(name)),
+            TableFactor::Table { name, alias, .. } => {
+                let name = object_name(name);
+                let alias = alias
+                    .as_ref()
+                    .map_or_else(|| name.clone(), |a| ident(&a.name));
+                Ok((name, alias))
+            }
             _ => Err(Error::Unsupported("joins with subqueries".into())),
         })
-        .collect::<Result<Vec<_>>>()?;
+        .collect::<Result<(Vec<_>, Vec<_>)>>()?;
     let grouped = match &select.group_by {
         GroupByExpr::Expressions(exprs, _) => !exprs.is_empty(),
         GroupByExpr::All(_) => {
@@ -144,6 +152,7 @@ pub(crate) fn parse(sql: &str) -> Result<Parsed> {
         source,
         alias,
         joined,
+        joined_aliases,
         grouped,
         emit,
         partition_by,
@@ -338,14 +347,38 @@ impl Parsed {
 
     /// SQL of a windowed query's first step: the source's rows that pass WHERE, with the
     /// GROUP BY keys as `__key0…` (session windows are per key).
-    pub(crate) fn filter_sql(&self, table: &str) -> (String, usize) {
+    ///
+    /// Over a join, the rows are the stream's columns (`stream`) and the joined tables' columns
+    /// in `carried`: `(alias, column, name in the rows)`.
+    pub(crate) fn filter_sql(
+        &self,
+        table: &str,
+        stream: &[String],
+        carried: &[(String, String, String)],
+    ) -> (String, usize) {
         let mut query = self.reading(table);
         let select = Self::select_mut(&mut query);
         let keys = match &select.group_by {
             GroupByExpr::Expressions(exprs, _) => exprs.clone(),
             GroupByExpr::All(_) => vec![],
         };
-        select.projection = vec![SelectItem::Wildcard(Default::default())];
+        select.projection = if carried.is_empty() {
+            vec![SelectItem::Wildcard(Default::default())]
+        } else {
+            let alias = self.alias.clone().unwrap_or_default();
+            let column = |relation: &str, column: &str, name: &str| SelectItem::ExprWithAlias {
+                expr: Expr::CompoundIdentifier(vec![
+                    Ident::with_quote('"', relation),
+                    Ident::with_quote('"', column),
+                ]),
+                alias: Ident::with_quote('"', name),
+            };
+            stream
+                .iter()
+                .map(|c| column(&alias, c, c))
+                .chain(carried.iter().map(|(r, c, n)| column(r, c, n)))
+                .collect()
+        };
         for (i, key) in keys.iter().enumerate() {
             select.projection.push(SelectItem::ExprWithAlias {
                 expr: key.clone(),
@@ -361,10 +394,48 @@ impl Parsed {
     /// and `windowend` columns). After the user's columns come the output's `rowtime` (the
     /// window's end, else the latest event time) and the hidden columns that name each row's
     /// group: `__eddy_k0…` for the GROUP BY keys, then `__eddy_ws` and `__eddy_we`.
-    pub(crate) fn aggregate_sql(&self, table: &str) -> String {
+    ///
+    /// Over a join, the joined tables are gone from FROM: references to their columns are
+    /// rewritten to the names `carried` gave them in the rows.
+    pub(crate) fn aggregate_sql(
+        &self,
+        table: &str,
+        carried: &[(String, String, String)],
+    ) -> String {
         let mut query = self.reading(table);
         let select = Self::select_mut(&mut query);
         select.selection = None;
+        if !carried.is_empty() {
+            select.from[0].joins.clear();
+            // A selected column keeps its name when its reference is rewritten.
+            for item in &mut select.projection {
+                if let SelectItem::UnnamedExpr(expr @ Expr::CompoundIdentifier(_)) = item {
+                    let Expr::CompoundIdentifier(parts) = &*expr else {
+                        unreachable!()
+                    };
+                    let alias = parts.last().expect("a column").clone();
+                    *item = SelectItem::ExprWithAlias {
+                        expr: expr.clone(),
+                        alias,
+                    };
+                }
+            }
+            let rewrite = |e: &mut Expr| {
+                if let Expr::CompoundIdentifier(parts) = e {
+                    if let [relation, column] = parts.as_slice() {
+                        let (relation, column) = (ident(relation), ident(column));
+                        if let Some((_, _, name)) = carried
+                            .iter()
+                            .find(|(r, c, _)| *r == relation && *c == column)
+                        {
+                            *e = Expr::Identifier(Ident::with_quote('"', name));
+                        }
+                    }
+                }
+                std::ops::ControlFlow::<()>::Continue(())
+            };
+            let _ = datafusion::sql::sqlparser::ast::visit_expressions_mut(select, rewrite);
+        }
         let keys = match &mut select.group_by {
             GroupByExpr::Expressions(exprs, _) => {
                 let keys = exprs.clone();
@@ -689,14 +760,14 @@ mod tests {
         assert_eq!(p.source, "s");
         assert!(p.grouped);
         assert_eq!(
-            p.filter_sql("__in"),
+            p.filter_sql("__in", &[], &[]),
             (
                 "SELECT *, car AS __key0 FROM \"__in\" AS \"s\" WHERE x > 1".to_string(),
                 1
             )
         );
         assert_eq!(
-            p.aggregate_sql("__w"),
+            p.aggregate_sql("__w", &[]),
             "SELECT car, COUNT(*), windowend AS \"rowtime\", car AS \"__eddy_k0\", \
              windowstart AS \"__eddy_ws\", windowend AS \"__eddy_we\" FROM \"__w\" AS \"s\" \
              GROUP BY car, windowstart, windowend HAVING COUNT(*) > 5"
@@ -709,7 +780,7 @@ mod tests {
         );
         let p = parse("SELECT car, SUM(v) AS t FROM s GROUP BY car").unwrap();
         assert_eq!(
-            p.aggregate_sql("__w"),
+            p.aggregate_sql("__w", &[]),
             "SELECT car, SUM(v) AS t, max(\"s\".rowtime) AS \"rowtime\", car AS \"__eddy_k0\" \
              FROM \"__w\" AS \"s\" GROUP BY car"
         );
