@@ -890,6 +890,15 @@ async fn kafka_tables_write_keyed_changes_and_tombstones() {
         ),
     )
     .await;
+    let pairs = unique("table-pairs");
+    run(
+        &mut engine,
+        &format!(
+            "CREATE TABLE pairs WITH (kafka_topic='{pairs}', key_format='JSON') AS \
+             SELECT page, usr, COUNT(*) AS n FROM pv GROUP BY page, usr"
+        ),
+    )
+    .await;
     let by_user = unique("stream-by-user");
     run(
         &mut engine,
@@ -980,6 +989,45 @@ async fn kafka_tables_write_keyed_changes_and_tombstones() {
             .map(|(k, v)| (json(k), json(&format!(r#"{{"PAGE":"{v}"}}"#))))
             .collect::<Vec<_>>()
     );
+    // JSON keys: an object of the GROUP BY columns, read back by a table with two keys.
+    assert_eq!(
+        read_raw(&pairs, 5).await,
+        [
+            (json(r#"{"PAGE":"home","USR":"a"}"#), json(r#"{"N":1}"#)),
+            (json(r#"{"PAGE":"cart","USR":"a"}"#), json(r#"{"N":1}"#)),
+            (json(r#"{"PAGE":"home","USR":"b"}"#), json(r#"{"N":1}"#)),
+            (json(r#"{"PAGE":"cart","USR":"b"}"#), json(r#"{"N":2}"#)),
+            (json(r#"{"PAGE":"shop","USR":"c"}"#), json(r#"{"N":1}"#)),
+        ]
+    );
+    run(
+        &mut engine,
+        &format!(
+            "CREATE TABLE pairs_copy (page VARCHAR PRIMARY KEY, usr VARCHAR PRIMARY KEY, \
+             n BIGINT) WITH (kafka_topic='{pairs}', key_format='JSON')"
+        ),
+    )
+    .await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let mut copy = pull(&mut engine, "SELECT page, usr, n FROM pairs_copy").await;
+        copy.sort();
+        if copy.len() == 5 {
+            assert_eq!(
+                copy,
+                [
+                    ["cart", "a", "1"],
+                    ["cart", "b", "2"],
+                    ["home", "a", "1"],
+                    ["home", "b", "1"],
+                    ["shop", "c", "1"],
+                ]
+            );
+            break;
+        }
+        assert!(Instant::now() < deadline, "pairs_copy holds {copy:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     let key = |k: &str, start: i64| {
         let mut bytes = k.as_bytes().to_vec();
         bytes.extend_from_slice(&start.to_be_bytes());

@@ -68,6 +68,8 @@ impl Changes {
 pub(crate) struct TableRecords {
     /// How the GROUP BY values are encoded.
     pub key_format: crate::format::KeyFormat,
+    /// The key columns' names, for a JSON key.
+    pub key_names: Vec<String>,
     /// The visible columns the value holds (`rowtime` last, to become the record timestamp).
     pub value_columns: Vec<usize>,
     /// How many of the group columns are GROUP BY values (the rest are window bounds).
@@ -112,7 +114,10 @@ impl TableRecords {
             let fields: Vec<arrow::datatypes::Field> = (0..self.keys)
                 .map(|i| {
                     arrow::datatypes::Field::new(
-                        format!("k{i}"),
+                        self.key_names
+                            .get(i)
+                            .cloned()
+                            .unwrap_or_else(|| format!("k{i}")),
                         changes.group[i].data_type().clone(),
                         true,
                     )
@@ -122,11 +127,20 @@ impl TableRecords {
                 std::sync::Arc::new(arrow::datatypes::Schema::new(fields)),
                 changes.group[..self.keys].to_vec(),
             )?;
-            let records = match self.key_format {
-                crate::format::KeyFormat::Delimited => crate::delimited::encode(&batch, b',')?,
-                _ => crate::kafka_format::encode(&batch)?,
-            };
-            records.into_iter().map(|r| r.payload).collect()
+            match self.key_format {
+                crate::format::KeyFormat::Json => crate::json::encode_key(&batch)?
+                    .into_iter()
+                    .map(Some)
+                    .collect(),
+                crate::format::KeyFormat::Delimited => crate::delimited::encode(&batch, b',')?
+                    .into_iter()
+                    .map(|r| r.payload)
+                    .collect(),
+                _ => crate::kafka_format::encode(&batch)?
+                    .into_iter()
+                    .map(|r| r.payload)
+                    .collect(),
+            }
         };
         if let Some(window) = self.window {
             let bound = |c: usize| {

@@ -125,6 +125,8 @@ pub(crate) enum KeyFormat {
     Kafka,
     /// Key columns as one CSV line.
     Delimited,
+    /// One key column as a JSON value, several as a JSON object.
+    Json,
     /// Records carry no key; the relation has no key columns.
     None,
 }
@@ -138,13 +140,24 @@ impl KeyFormat {
         Ok(Some(match name.trim().to_uppercase().as_str() {
             "KAFKA" => KeyFormat::Kafka,
             "DELIMITED" => KeyFormat::Delimited,
+            "JSON" => KeyFormat::Json,
             "NONE" => KeyFormat::None,
             _ => {
                 return Err(Error::Unsupported(format!(
-                    "key_format '{name}': Eddy reads keys as KAFKA, DELIMITED or NONE"
+                    "key_format '{name}': Eddy reads keys as KAFKA, DELIMITED, JSON or NONE"
                 )))
             }
         }))
+    }
+
+    /// Its name in `key_format`.
+    fn name(&self) -> &'static str {
+        match self {
+            KeyFormat::Kafka => "KAFKA",
+            KeyFormat::Delimited => "DELIMITED",
+            KeyFormat::Json => "JSON",
+            KeyFormat::None => "NONE",
+        }
     }
 
     /// Whether keys of this format can fill `keys`, the key columns of `relation`.
@@ -176,13 +189,17 @@ impl KeyFormat {
                 )))
             }
             KeyFormat::Kafka => Ok(()),
-            KeyFormat::Delimited if keys.is_empty() => Err(Error::Catalog(format!(
-                "key_format 'DELIMITED' needs KEY columns, and {relation} has none"
-            ))),
-            KeyFormat::Delimited => match keys.iter().find(|f| !primitive(f)) {
+            KeyFormat::Delimited | KeyFormat::Json if keys.is_empty() => {
+                Err(Error::Catalog(format!(
+                    "key_format '{}' needs KEY columns, and {relation} has none",
+                    self.name()
+                )))
+            }
+            KeyFormat::Delimited | KeyFormat::Json => match keys.iter().find(|f| !primitive(f)) {
                 Some(f) => Err(Error::Catalog(format!(
-                    "key_format 'DELIMITED' holds primitive columns only: key column {} of \
+                    "key_format '{}' holds primitive columns only: key column {} of \
                      {relation} is {}",
+                    self.name(),
                     f.name(),
                     type_name(f.data_type())
                 ))),
@@ -359,6 +376,7 @@ impl ValueDecoder {
                 Some(k) => match split.format {
                     KeyFormat::Kafka => kafka_format::parse(k, &key_fields[0]).map(|v| vec![v]),
                     KeyFormat::Delimited => delimited::parse(k, b',', &key_fields),
+                    KeyFormat::Json => crate::json::parse_key(k, &key_fields),
                     KeyFormat::None => unreachable!("no key columns with key_format NONE"),
                 },
             };
@@ -754,7 +772,7 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(
-            err.contains("Eddy reads keys as KAFKA, DELIMITED or NONE"),
+            err.contains("Eddy reads keys as KAFKA, DELIMITED, JSON or NONE"),
             "{err}"
         );
         let a = Field::new("a", DataType::Utf8, true);
@@ -769,6 +787,7 @@ mod tests {
         );
         assert!(KeyFormat::Kafka.check("s", &[&a]).is_ok());
         assert!(KeyFormat::Delimited.check("s", &[&a, &b]).is_ok());
+        assert!(KeyFormat::Json.check("s", &[&a, &b]).is_ok());
         let err = KeyFormat::None.check("s", &[&a]).unwrap_err().to_string();
         assert!(err.contains("s has key columns (a)"), "{err}");
     }

@@ -387,6 +387,83 @@ fn append(builder: &mut dyn ArrayBuilder, data_type: &DataType, value: &Value) {
     }
 }
 
+/// Reads a JSON record key into `columns`: one key column is the JSON value itself (as ksqlDB
+/// writes a single key), several are the fields of an object, matched by name.
+pub(crate) fn parse_key(
+    payload: &[u8],
+    columns: &[arrow::datatypes::FieldRef],
+) -> std::result::Result<Vec<crate::format::Val>, String> {
+    let value: Value =
+        serde_json::from_slice(payload).map_err(|e| format!("malformed JSON key: {e}"))?;
+    if let [column] = columns {
+        // A single key may also come wrapped, as {"NAME": value}.
+        let value = match &value {
+            Value::Object(map) => lookup(map, column.name()).unwrap_or(&value),
+            _ => &value,
+        };
+        return Ok(vec![key_value(value, column)?]);
+    }
+    let Value::Object(map) = &value else {
+        return Err(format!(
+            "a JSON key of several columns is an object, found {}",
+            kind(&value)
+        ));
+    };
+    columns
+        .iter()
+        .map(|column| match lookup(map, column.name()) {
+            Some(v) => key_value(v, column),
+            None => Err(format!("key column {} is missing", column.name())),
+        })
+        .collect()
+}
+
+fn key_value(v: &Value, column: &Field) -> std::result::Result<crate::format::Val, String> {
+    use crate::format::Val;
+    let value = match (v, column.data_type()) {
+        (Value::Null, _) => Some(Val::Null),
+        (Value::Bool(b), DataType::Boolean) => Some(Val::Bool(*b)),
+        (Value::Number(n), DataType::Int32) => {
+            n.as_i64().and_then(|n| i32::try_from(n).ok()).map(Val::Int)
+        }
+        (Value::Number(n), DataType::Int64) => n.as_i64().map(Val::BigInt),
+        (Value::Number(n), DataType::Float64) => n.as_f64().map(Val::Double),
+        (Value::String(s), DataType::Utf8) => Some(Val::Str(s.clone())),
+        (_, DataType::Timestamp(..)) => timestamp_ms(v).map(Val::Timestamp),
+        _ => None,
+    };
+    value.ok_or_else(|| {
+        format!(
+            "key column {} is {}, found {}",
+            column.name(),
+            type_name(column.data_type()),
+            compact(v)
+        )
+    })
+}
+
+/// Encodes each row of `batch` as a JSON record key: the value itself for one column, else an
+/// object with the columns' display names.
+pub(crate) fn encode_key(batch: &RecordBatch) -> Result<Vec<Vec<u8>>> {
+    let objects = encode(batch)?;
+    objects
+        .into_iter()
+        .map(|record| {
+            let payload = record.payload.unwrap_or_default();
+            if batch.num_columns() != 1 {
+                return Ok(payload);
+            }
+            let value: Value = serde_json::from_slice(&payload)
+                .map_err(|e| Error::Plan(format!("encoding a JSON key: {e}")))?;
+            let single = match value {
+                Value::Object(map) => map.into_iter().next().map_or(Value::Null, |(_, v)| v),
+                other => other,
+            };
+            Ok(serde_json::to_vec(&single).expect("JSON encodes"))
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

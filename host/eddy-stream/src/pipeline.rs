@@ -280,6 +280,7 @@ impl Processor {
             .collect();
         Ok(TableRecords {
             key_format,
+            key_names: key_fields.iter().map(|f| f.name().clone()).collect(),
             value_columns,
             keys: key_fields.len(),
             window: parsed.window.map(|w| match w.kind {

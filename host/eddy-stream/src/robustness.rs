@@ -149,8 +149,8 @@ proptest! {
     fn delimited_decoding_accounts_for_every_message(messages in messages(), delimiter in prop::sample::select(&[b',', b'|', b'\t'][..])) {
         let decoder = ValueDecoder::new(ValueFormat::Delimited { delimiter }, schema(), Some(3)).unwrap();
         accounts_for_all(&decoder, &messages);
-        // Keys from the record key, in both key formats.
-        for key_format in [KeyFormat::Kafka, KeyFormat::Delimited] {
+        // Keys from the record key, in every key format.
+        for key_format in [KeyFormat::Kafka, KeyFormat::Delimited, KeyFormat::Json] {
             let decoder = ValueDecoder::with_key(
                 ValueFormat::Delimited { delimiter },
                 Some(key_format),
