@@ -1043,5 +1043,39 @@ async fn kafka_tables_write_keyed_changes_and_tombstones() {
             (key("shop,c", 10_000), json("1")),
         ]
     );
+    // A windowed table's topic, read back with its window type and size.
+    run(
+        &mut engine,
+        &format!(
+            "CREATE TABLE per_10s_copy (page VARCHAR PRIMARY KEY, usr VARCHAR PRIMARY KEY, \
+             n BIGINT) WITH (kafka_topic='{windows}', key_format='DELIMITED', \
+             value_format='DELIMITED', window_type='TUMBLING', window_size='10 SECONDS')"
+        ),
+    )
+    .await;
+    let columns = "page, usr, n, windowstart, windowend";
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let mut copy = pull(&mut engine, &format!("SELECT {columns} FROM per_10s_copy")).await;
+        let mut original = pull(&mut engine, &format!("SELECT {columns} FROM per_10s")).await;
+        copy.sort();
+        original.sort();
+        assert_eq!(original.len(), 5);
+        assert_eq!(
+            original[0],
+            [
+                "cart",
+                "a",
+                "1",
+                "1970-01-01T00:00:00",
+                "1970-01-01T00:00:10"
+            ]
+        );
+        if copy == original {
+            break;
+        }
+        assert!(Instant::now() < deadline, "per_10s_copy holds {copy:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     engine.shutdown().await;
 }

@@ -19,7 +19,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
 use crate::connectors;
-use crate::format::{KeyFormat, ValueDecoder, ValueFormat};
+use crate::format::{KeyFormat, KeyWindow, ValueDecoder, ValueFormat};
 use crate::input::Input;
 use crate::json::{display_name, encode, type_name};
 use crate::log::{Log, DEFAULT_RETAINED_ROWS};
@@ -686,11 +686,13 @@ impl Engine {
                     | "dead_letter_topic"
                     | "key_format"
                     | "value_delimiter"
+                    | "window_type"
+                    | "window_size"
             ) {
                 return Err(Error::Catalog(format!(
                     "unknown option '{key}' in WITH: expected kafka_topic, value_format, value_delimiter, \
-                     timestamp, mqtt_topic, mqtt_broker, generator (with rate, seed, cars, max_events) or \
-                     dead_letter_topic"
+                     key_format (with window_type, window_size), timestamp, mqtt_topic, mqtt_broker, \
+                     generator (with rate, seed, cars, max_events) or dead_letter_topic"
                 )));
             }
         }
@@ -820,17 +822,35 @@ impl Engine {
             (None, Spec::Generator { .. }) => Some(2),
             (None, _) => None,
         };
-        let key_names: Vec<String> = columns
+        let mut key_names: Vec<String> = columns
             .iter()
             .filter(|c| c.key)
             .map(|c| c.name.clone())
             .collect();
-        let keys: Vec<usize> = columns
+        let mut keys: Vec<usize> = columns
             .iter()
             .enumerate()
             .filter(|(_, c)| c.key)
             .map(|(i, _)| i)
             .collect();
+        // A windowed key (a windowed table's topic) carries its window: the relation gets
+        // windowstart and windowend, part of its key.
+        if KeyWindow::from_options(&options)?.is_some() {
+            if key_format.is_none() {
+                return Err(Error::Catalog(
+                    "window_type describes record keys: give key_format too".into(),
+                ));
+            }
+            for name in ["windowstart", "windowend"] {
+                keys.push(fields.len());
+                key_names.push(name.to_string());
+                fields.push(Field::new(
+                    name,
+                    DataType::Timestamp(TimeUnit::Millisecond, None),
+                    true,
+                ));
+            }
+        }
         if kind == Kind::Table && keys.is_empty() {
             return Err(Error::Catalog(format!(
                 "table {name} needs a PRIMARY KEY column, e.g. CREATE TABLE {name} (id VARCHAR PRIMARY KEY, …)"
@@ -842,7 +862,8 @@ impl Engine {
                     "key_format applies to a relation over a Kafka topic (kafka_topic='…')".into(),
                 ));
             }
-            let key_fields: Vec<&Field> = keys.iter().map(|&i| &fields[i]).collect();
+            let own = columns.iter().filter(|c| c.key).count();
+            let key_fields: Vec<&Field> = keys[..own].iter().map(|&i| &fields[i]).collect();
             key_format.check(name, &key_fields)?;
         }
         if fields.iter().any(|f| f.name() == "rowtime") {
@@ -996,6 +1017,7 @@ impl Engine {
                         schema,
                         &keys,
                         r.timestamp,
+                        KeyWindow::from_options(&r.options)?,
                     )?,
                     next: BTreeMap::new(),
                     hold: true,
@@ -1238,6 +1260,20 @@ impl Engine {
         };
         let dead = self.dead_letters(&parsed.source).await?;
         let schema = processor.schema().clone();
+        // A table's key columns, as DESCRIBE shows them: the selected GROUP BY columns, and the
+        // window bounds of a windowed table.
+        let processor_keys: Vec<String> = parsed
+            .key_names()
+            .into_iter()
+            .filter_map(|(_, name)| name)
+            .chain(
+                windowed
+                    .then(|| ["windowstart".to_string(), "windowend".to_string()])
+                    .into_iter()
+                    .flatten(),
+            )
+            .filter(|name| schema.index_of(name).is_ok())
+            .collect();
         let log = Arc::new(Log::new(schema.clone(), self.config.retained_rows));
         self.forget(name)?;
         // A table holds the latest row per key (and window); its log is the change stream.
@@ -1261,7 +1297,10 @@ impl Engine {
             name.to_string(),
             Relation {
                 kind,
-                keys: Vec::new(),
+                keys: match kind {
+                    Kind::Table => processor_keys,
+                    Kind::Stream => Vec::new(),
+                },
                 schema: schema.clone(),
                 spec: Spec::Derived { query: id.clone() },
                 options,

@@ -252,8 +252,73 @@ struct KeySplit {
     format: KeyFormat,
     /// The whole decoded schema, key columns included.
     schema: SchemaRef,
-    /// Positions of the key columns in `schema`, in key order.
+    /// Positions of the key columns in `schema`, in key order (a windowed key's `windowstart`
+    /// and `windowend` last).
     keys: Vec<usize>,
+    /// How the key carries its window, for a windowed relation.
+    window: Option<KeyWindow>,
+}
+
+/// How a windowed record key ends, as Kafka Streams' windowed serdes write it (and Eddy's
+/// windowed tables do): the start (8 bytes big-endian) for tumbling and hopping windows of
+/// `size` ms, the end then the start for sessions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum KeyWindow {
+    /// Tumbling or hopping windows of this many ms.
+    Fixed(i64),
+    /// Session windows.
+    Session,
+}
+
+impl KeyWindow {
+    /// From `window_type` (and `window_size`) in `options`, if given.
+    pub(crate) fn from_options(options: &Options) -> Result<Option<KeyWindow>> {
+        let Some(kind) = options.get("window_type") else {
+            if options.contains_key("window_size") {
+                return Err(Error::Catalog(
+                    "window_size goes with window_type='TUMBLING' or 'HOPPING'".into(),
+                ));
+            }
+            return Ok(None);
+        };
+        match kind.trim().to_uppercase().as_str() {
+            "SESSION" => Ok(Some(KeyWindow::Session)),
+            "TUMBLING" | "HOPPING" => {
+                let size = options.get("window_size").ok_or_else(|| {
+                    Error::Catalog(format!(
+                        "window_type='{kind}' needs window_size, e.g. window_size='1 MINUTE'"
+                    ))
+                })?;
+                Ok(Some(KeyWindow::Fixed(crate::query::parse_duration(size)?)))
+            }
+            _ => Err(Error::Catalog(format!(
+                "window_type '{kind}': TUMBLING, HOPPING or SESSION"
+            ))),
+        }
+    }
+
+    /// Splits a windowed key into the key's own bytes and the window's (start, end).
+    fn split<'a>(&self, key: &'a [u8]) -> std::result::Result<(&'a [u8], i64, i64), String> {
+        let tail = match self {
+            KeyWindow::Fixed(_) => 8,
+            KeyWindow::Session => 16,
+        };
+        if key.len() < tail {
+            return Err(format!(
+                "a windowed key ends in {tail} bytes of window, and this one has {}",
+                key.len()
+            ));
+        }
+        let (own, window) = key.split_at(key.len() - tail);
+        let long = |b: &[u8]| i64::from_be_bytes(b.try_into().expect("8 bytes"));
+        Ok(match self {
+            KeyWindow::Fixed(size) => {
+                let start = long(window);
+                (own, start, start + size)
+            }
+            KeyWindow::Session => (own, long(&window[8..]), long(&window[..8])),
+        })
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -301,11 +366,13 @@ impl ValueDecoder {
         schema: SchemaRef,
         keys: &[usize],
         timestamp: Option<usize>,
+        window: Option<KeyWindow>,
     ) -> Result<ValueDecoder> {
         let Some(key_format) = key_format else {
             return ValueDecoder::new(format, schema, timestamp);
         };
-        let key_fields: Vec<&Field> = keys.iter().map(|&i| schema.field(i)).collect();
+        let own = keys.len() - if window.is_some() { 2 } else { 0 };
+        let key_fields: Vec<&Field> = keys[..own].iter().map(|&i| schema.field(i)).collect();
         key_format.check("the stream", &key_fields)?;
         if keys.is_empty() {
             return ValueDecoder::new(format, schema, timestamp);
@@ -325,6 +392,7 @@ impl ValueDecoder {
             format: key_format,
             schema,
             keys: keys.to_vec(),
+            window,
         }));
         Ok(decoder)
     }
@@ -363,22 +431,30 @@ impl ValueDecoder {
     /// in message order. Value decoders drop bad messages; they are matched back by origin,
     /// which is unique per Kafka record.
     fn decode_keyed(&self, split: &KeySplit, messages: &[Message]) -> (RecordBatch, Vec<BadEvent>) {
-        let key_fields: Vec<FieldRef> = split
-            .keys
+        let own = split.keys.len() - if split.window.is_some() { 2 } else { 0 };
+        let key_fields: Vec<FieldRef> = split.keys[..own]
             .iter()
             .map(|&i| split.schema.fields()[i].clone())
             .collect();
         let mut bad: Vec<(usize, BadEvent)> = Vec::new();
         let mut keyed: Vec<(usize, Vec<Val>)> = Vec::with_capacity(messages.len());
         for (i, m) in messages.iter().enumerate() {
-            let key = match &m.key {
-                None => Ok(vec![Val::Null; key_fields.len()]),
-                Some(k) => match split.format {
-                    KeyFormat::Kafka => kafka_format::parse(k, &key_fields[0]).map(|v| vec![v]),
-                    KeyFormat::Delimited => delimited::parse(k, b',', &key_fields),
-                    KeyFormat::Json => crate::json::parse_key(k, &key_fields),
-                    KeyFormat::None => unreachable!("no key columns with key_format NONE"),
-                },
+            let parse = |k: &[u8]| match split.format {
+                KeyFormat::Kafka => kafka_format::parse(k, &key_fields[0]).map(|v| vec![v]),
+                KeyFormat::Delimited => delimited::parse(k, b',', &key_fields),
+                KeyFormat::Json => crate::json::parse_key(k, &key_fields),
+                KeyFormat::None => unreachable!("no key columns with key_format NONE"),
+            };
+            let key = match (&m.key, split.window) {
+                (None, None) => Ok(vec![Val::Null; key_fields.len()]),
+                (None, Some(_)) => Err("a windowed key is missing".to_string()),
+                (Some(k), None) => parse(k),
+                (Some(k), Some(window)) => window.split(k).and_then(|(own, start, end)| {
+                    let mut values = parse(own)?;
+                    values.push(Val::Timestamp(start));
+                    values.push(Val::Timestamp(end));
+                    Ok(values)
+                }),
             };
             match key {
                 Ok(values) => keyed.push((i, values)),
@@ -425,9 +501,10 @@ impl ValueDecoder {
             .filter(|(i, _)| messages[*i].payload.is_empty() || value_row[*i].is_some())
             .collect();
 
-        let mut key_builders: Vec<Builder> = key_fields
+        let mut key_builders: Vec<Builder> = split
+            .keys
             .iter()
-            .map(|f| Builder::new(f.data_type(), rows.len()))
+            .map(|&i| Builder::new(split.schema.field(i).data_type(), rows.len()))
             .collect();
         let take: arrow::array::UInt32Array = rows.iter().map(|(i, _)| value_row[*i]).collect();
         let mut rowtime = TimestampMillisecondBuilder::with_capacity(rows.len());
@@ -728,6 +805,7 @@ mod tests {
             Some(KeyFormat::Kafka),
             schema,
             &[1],
+            None,
             None,
         )
         .unwrap();

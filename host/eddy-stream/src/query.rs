@@ -701,6 +701,22 @@ fn window_spec(
     })
 }
 
+/// A duration as an option gives it, e.g. `'10 SECONDS'`, in ms.
+pub(crate) fn parse_duration(text: &str) -> Result<i64> {
+    let tokens: Vec<_> = Tokenizer::new(&GenericDialect {}, text)
+        .tokenize_with_location()
+        .map_err(|e| Error::Syntax(e.to_string()))?
+        .into_iter()
+        .filter(|t| !matches!(t.token, Token::Whitespace(_)))
+        .collect();
+    if tokens.len() != 2 {
+        return Err(Error::Syntax(format!(
+            "expected a duration such as '10 SECONDS', found '{text}'"
+        )));
+    }
+    duration(&tokens, 0)
+}
+
 /// `n UNIT` at `i`, in ms.
 fn duration(t: &[datafusion::sql::sqlparser::tokenizer::TokenWithSpan], i: usize) -> Result<i64> {
     let Some(Token::Number(n, _)) = t.get(i).map(|t| &t.token) else {

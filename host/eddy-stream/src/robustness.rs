@@ -157,6 +157,7 @@ proptest! {
                 schema(),
                 &[0],
                 Some(3),
+                None,
             )
             .unwrap();
             accounts_for_all(&decoder, &messages);
