@@ -334,8 +334,7 @@ async fn describe(
         .into_iter()
         .find(|r| r.name.eq_ignore_ascii_case(wanted))
     else {
-        return Err(ApiError::statement(
-            code::BAD_STATEMENT,
+        return Err(ApiError::not_found(
             format!(
                 "Could not find STREAM/TABLE '{}' in the Metastore",
                 wanted.to_uppercase()
@@ -448,12 +447,65 @@ fn describe_function(engine: &mut Engine, name: &str, shown: &str) -> Result<Val
 }
 
 /// The error entity for an engine error, by what went wrong: a statement reaching beyond what
-/// a network client may do is 403 (40300); anything else is a bad statement, 400 (40001).
+/// a network client may do is 403 (40300); one naming something that does not exist, 404
+/// (40400); Kafka or another system failing under a good statement, 500 (50000); anything
+/// else is a bad statement, 400 (40001).
 pub(crate) fn statement_error(e: eddy_stream::Error, shown: &str) -> ApiError {
+    use eddy_stream::Error;
     match &e {
-        eddy_stream::Error::Sql(eddy_sql::Error::Refused(_)) => {
-            ApiError::forbidden(e.to_string(), shown)
+        Error::Sql(eddy_sql::Error::Refused(_)) => ApiError::forbidden(e.to_string(), shown),
+        Error::NotFound(_) => ApiError::not_found(e.to_string(), shown),
+        Error::Connector(eddy_connector::Error::Io(_)) => {
+            ApiError::unavailable(e.to_string(), shown)
         }
         _ => ApiError::statement(code::BAD_STATEMENT, e.to_string(), shown),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::response::IntoResponse;
+
+    use super::*;
+
+    /// Each kind of engine error gets its own ksqlDB code and HTTP status.
+    #[test]
+    fn engine_errors_map_to_codes_and_statuses_by_variant() {
+        use eddy_stream::Error;
+        let cases: Vec<(Error, u16, u32)> = vec![
+            (Error::Syntax("expected FROM".into()), 400, 40001),
+            (Error::Plan("no field named x".into()), 400, 40001),
+            (Error::Catalog("'s' already exists".into()), 400, 40001),
+            (
+                Error::NotFound("stream 's' does not exist".into()),
+                404,
+                40400,
+            ),
+            (
+                Error::Sql(eddy_sql::Error::Refused("COPY".into())),
+                403,
+                40300,
+            ),
+            (
+                Error::Connector(eddy_connector::Error::Io(
+                    "kafka 10.0.0.1:9092: down".into(),
+                )),
+                500,
+                50000,
+            ),
+            (
+                Error::Connector(eddy_connector::Error::Config("no kafka_topic".into())),
+                400,
+                40001,
+            ),
+        ];
+        for (error, status, code) in cases {
+            let text = error.to_string();
+            let api = statement_error(error, "X;");
+            assert_eq!(api.code(), code, "{text}");
+            assert_eq!(api.message(), text);
+            let response = api.into_response();
+            assert_eq!(response.status().as_u16(), status, "{text}");
+        }
     }
 }

@@ -1086,7 +1086,7 @@ impl Engine {
     ) -> Result<(query::Parsed, Processor)> {
         let parsed = query::parse(query_sql)?;
         let Some(source) = self.relations.get(&parsed.source) else {
-            return Err(Error::Catalog(format!(
+            return Err(Error::NotFound(format!(
                 "stream '{}' does not exist (SHOW STREAMS lists them)",
                 parsed.source
             )));
@@ -1110,7 +1110,7 @@ impl Engine {
                     )))
                 }
                 None => {
-                    return Err(Error::Catalog(format!(
+                    return Err(Error::NotFound(format!(
                         "table '{j}' does not exist (SHOW TABLES lists them)"
                     )))
                 }
@@ -1602,7 +1602,7 @@ impl Engine {
                     }
                     Some(k) => vec![k],
                     None => {
-                        return Err(Error::Catalog(format!(
+                        return Err(Error::NotFound(format!(
                             "query '{id}' does not exist (SHOW QUERIES lists them)"
                         )))
                     }
@@ -1635,9 +1635,10 @@ impl Engine {
                     kind.as_str()
                 )));
             }
-            return Err(Error::Catalog(format!(
-                "{} '{name}' does not exist",
-                kind.as_str()
+            return Err(Error::NotFound(format!(
+                "{} '{name}' does not exist (SHOW {}S lists them)",
+                kind.as_str(),
+                kind.as_str().to_uppercase()
             )));
         };
         if r.kind != kind {

@@ -39,7 +39,10 @@ pub enum Error {
     /// It parses but Eddy cannot run it (yet); the message says what to write instead.
     #[error("not supported: {0}")]
     Unsupported(String),
-    /// It names something that is missing, or already exists.
+    /// It names a stream, table or query that does not exist.
+    #[error("{0}")]
+    NotFound(String),
+    /// It names something that already exists, or options that do not fit.
     #[error("{0}")]
     Catalog(String),
     /// Planning failed.
