@@ -80,8 +80,11 @@ pub(crate) struct Aggregation {
     hidden: usize,
     /// Groups by window, then by key.
     groups: HashMap<WindowId, HashMap<Vec<u8>, Group>>,
-    /// Groups changed since changes were last emitted, in first-changed order.
+    /// Groups changed since changes were last emitted, in first-changed order (only when
+    /// emitting changes).
     changed: Vec<(WindowId, Vec<u8>)>,
+    /// Whether changes are emitted, so worth tracking.
+    track_changes: bool,
     /// Rows to retract at the next emission: a group's key values and its emitted bounds.
     retract: Vec<(Vec<ScalarValue>, (i64, i64))>,
 }
@@ -94,6 +97,7 @@ impl Aggregation {
         plan: &LogicalPlan,
         rows: Arc<Slot>,
         windowed: bool,
+        track_changes: bool,
     ) -> Result<Aggregation> {
         // One partition: a single-phase aggregate whose input is the raw rows.
         // A copy of the session's state (a new one built from it would replace the shared
@@ -210,6 +214,7 @@ impl Aggregation {
             hidden,
             groups: HashMap::new(),
             changed: Vec::new(),
+            track_changes,
             retract: Vec::new(),
         })
     }
@@ -309,7 +314,7 @@ impl Aggregation {
                     changed: false,
                 }),
             };
-            if !group.changed {
+            if self.track_changes && !group.changed {
                 group.changed = true;
                 self.changed.push((window, key));
             }
@@ -358,8 +363,10 @@ impl Aggregation {
                         group.keys[s] = window_value(into.0);
                         group.keys[e] = window_value(into.1);
                     }
-                    group.changed = true;
-                    self.changed.push((into, key.clone()));
+                    if self.track_changes {
+                        group.changed = true;
+                        self.changed.push((into, key.clone()));
+                    }
                     target.insert(key, group);
                 }
             }

@@ -196,12 +196,19 @@ impl Processor {
             .await
             .map_err(plan_error)?
             .into_unoptimized_plan();
-        let aggregation = Aggregation::new(ctx, &aggregate, rows_slot, window.is_some())
-            .await
-            .map_err(|e| match e {
-                Error::DataFusion(e) => plan_error(e),
-                other => other,
-            })?;
+        let emit = parsed.emit.unwrap_or(Emit::Changes);
+        let aggregation = Aggregation::new(
+            ctx,
+            &aggregate,
+            rows_slot,
+            window.is_some(),
+            emit == Emit::Changes,
+        )
+        .await
+        .map_err(|e| match e {
+            Error::DataFusion(e) => plan_error(e),
+            other => other,
+        })?;
         let (order, full, schema, exposed) = aggregate_order(
             aggregation.schema(),
             aggregation.hidden(),
@@ -214,7 +221,7 @@ impl Processor {
                 plan: aggregate,
                 aggregation,
                 window,
-                emit: parsed.emit.unwrap_or(Emit::Changes),
+                emit,
                 held: BTreeMap::new(),
                 expired: None,
             }),
