@@ -526,3 +526,39 @@ async fn row_errors_are_captured_and_captures_stop_at_their_bound() {
     );
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn row_errors_on_every_batch_leave_room_for_the_trap_that_matters() {
+    let (mut session, dir) = capturing_session("eddy-capture-share", 100);
+    for (function, guest) in [("car_number", "text"), ("panic_if_negative", "evil")] {
+        session
+            .execute(&format!(
+                "CREATE FUNCTION {function} FROM '{}'",
+                eddy_tests::component(guest).display()
+            ))
+            .await
+            .unwrap();
+    }
+    for _ in 0..12 {
+        session
+            .execute("SELECT car_number(c) FROM (VALUES ('x')) AS t(c)")
+            .await
+            .unwrap();
+    }
+    // Ten captures per version and kind of outcome; the rest are counted.
+    assert_eq!(captures_in(&dir).len(), 10);
+    eddy_tests::error(
+        &mut session,
+        "SELECT panic_if_negative(x) FROM (VALUES (-1.0)) AS t(x)",
+    )
+    .await;
+    let kinds: Vec<String> = captures_in(&dir)
+        .iter()
+        .map(|f| Capture::read(f).unwrap().outcome.kind)
+        .collect();
+    assert_eq!(kinds.len(), 11);
+    assert_eq!(kinds.iter().filter(|k| *k == "trap").count(), 1);
+    let stats = session.runtime().capture_stats().unwrap();
+    assert_eq!(stats.dropped.load(std::sync::atomic::Ordering::Relaxed), 2);
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -57,12 +57,18 @@ pub(crate) struct Captures {
     config: CaptureConfig,
     /// Files and bytes in the directory.
     used: Mutex<(usize, u64)>,
+    /// Captures written by this process, per function version and outcome kind.
+    per_kind: Mutex<HashMap<(String, String), usize>>,
     sequence: AtomicU64,
     pub(crate) stats: Arc<CaptureStats>,
 }
 
 /// The extension capture files carry.
 const EXTENSION: &str = "arrow";
+
+/// Captures per function version and outcome kind in one process: a function returning row
+/// errors on every batch must not fill the directory before the trap that matters.
+const PER_KIND: usize = 10;
 
 impl Captures {
     /// Opens `config.dir`, counting the captures already there against the bounds.
@@ -83,9 +89,32 @@ impl Captures {
         Ok(Captures {
             config,
             used: Mutex::new(used),
+            per_kind: Mutex::default(),
             sequence: AtomicU64::new(0),
             stats: Arc::default(),
         })
+    }
+
+    /// Takes one of the captures allowed for `version`'s `kind`, unless the directory or
+    /// that kind's share is full: checked before the batch is encoded, so a function failing on
+    /// every batch costs nothing once it has had its share.
+    fn admit(&self, version: &str, kind: &str) -> std::result::Result<(), String> {
+        let used = self.used.lock().unwrap_or_else(|e| e.into_inner());
+        if used.0 >= self.config.max_files {
+            return Err(format!("it holds {} captures already", used.0));
+        }
+        drop(used);
+        let mut per_kind = self.per_kind.lock().unwrap_or_else(|e| e.into_inner());
+        let n = per_kind
+            .entry((version.to_string(), kind.to_string()))
+            .or_default();
+        if *n >= PER_KIND {
+            return Err(format!(
+                "this version has left {PER_KIND} captures of {kind} already"
+            ));
+        }
+        *n += 1;
+        Ok(())
     }
 
     fn write(&self, name: &str, bytes: &[u8]) -> std::result::Result<PathBuf, String> {
@@ -270,16 +299,22 @@ fn record_outcome(
     .into_iter()
     .map(|(k, v)| (k.to_string(), v))
     .collect();
-    let written = encode(function, args, rows, metadata).and_then(|bytes| {
-        let name = format!(
-            "{}-{}-{}-{}.{EXTENSION}",
-            function.name,
-            &component.hash[..12],
-            now.as_millis(),
-            captures.sequence.fetch_add(1, Ordering::Relaxed)
-        );
-        captures.write(&name, &bytes)
-    });
+    let written = captures
+        .admit(
+            &format!("{}/{}", function.name, component.hash),
+            &outcome.kind,
+        )
+        .and_then(|()| encode(function, args, rows, metadata))
+        .and_then(|bytes| {
+            let name = format!(
+                "{}-{}-{}-{}.{EXTENSION}",
+                function.name,
+                &component.hash[..12],
+                now.as_millis(),
+                captures.sequence.fetch_add(1, Ordering::Relaxed)
+            );
+            captures.write(&name, &bytes)
+        });
     match written {
         Ok(path) => {
             captures.stats.written.fetch_add(1, Ordering::Relaxed);
