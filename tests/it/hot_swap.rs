@@ -17,7 +17,7 @@ const EVENTS: usize = 200_000;
 const BATCH_SIZE: usize = 256;
 const SWAPS: usize = 20;
 
-fn tag_component(version: u8) -> PathBuf {
+pub(crate) fn tag_component(version: u8) -> PathBuf {
     eddy_tests::component(&format!("tag_v{version}"))
 }
 
@@ -26,7 +26,7 @@ fn replace_with(path: &std::path::Path) -> String {
 }
 
 /// Checks every row is tagged `v<n>:<its event id>` by one version `n`, and returns `n`.
-fn batch_version(batch: &RecordBatch, seen: &mut [u32]) -> u8 {
+pub(crate) fn batch_version(batch: &RecordBatch, seen: &mut [u32]) -> u8 {
     let ids = batch.column(0).as_primitive::<Int64Type>();
     let tags = batch.column(1).as_string::<i32>();
     assert_eq!(tags.null_count(), 0);
@@ -56,10 +56,10 @@ fn batch_version(batch: &RecordBatch, seen: &mut [u32]) -> u8 {
 /// A swap as the swapping task saw it: batches the reader had received before it began and
 /// after it completed.
 #[derive(Debug)]
-struct Swap {
-    version: u8,
-    before: usize,
-    after: usize,
+pub(crate) struct Swap {
+    pub(crate) version: u8,
+    pub(crate) before: usize,
+    pub(crate) after: usize,
 }
 
 /// Checks the batch versions against the swap log.
@@ -69,7 +69,7 @@ struct Swap {
 /// batch requested after it completed (`j > after`): so `s(j)` lies between the swaps certainly
 /// done and those possibly begun. State `s` serves v1 when even, v2 when odd. Returns the batch
 /// indices where the version changed.
-fn check_against_swaps(versions: &[u8], swaps: &[Swap]) -> Vec<usize> {
+pub(crate) fn check_against_swaps(versions: &[u8], swaps: &[Swap]) -> Vec<usize> {
     for (k, swap) in swaps.iter().enumerate() {
         assert_eq!(swap.version, if k % 2 == 0 { 2 } else { 1 }, "{swaps:?}");
     }
@@ -217,7 +217,7 @@ async fn swaps_land_at_batch_boundaries_of_a_running_query() {
     );
 }
 
-async fn tags(session: &mut Session, sql: &str) -> Vec<String> {
+pub(crate) async fn tags(session: &mut Session, sql: &str) -> Vec<String> {
     match session.execute(sql).await.unwrap() {
         Output::Rows { batches, .. } => batches
             .iter()

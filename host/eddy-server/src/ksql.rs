@@ -209,12 +209,17 @@ async fn run(
                         "type": "SCALAR",
                         "category": "WASM",
                         "version": f.component().hash,
+                        "shadowVersion": f.shadow().map(|s| s.component.hash.clone()),
+                        "previousVersion": f.previous().map(|p| p.hash.clone()),
                     })
                 })
                 .collect();
             Ok(json!({"@type": "function_names", "statementText": shown, "functions": functions, "warnings": []}))
         }
-        ["DESCRIBE", "FUNCTION", name, ..] => describe_function(&mut engine, name, shown),
+        ["DESCRIBE", "FUNCTION", name, rest @ ..] => {
+            let extended = rest.first() == Some(&"EXTENDED");
+            describe_function(&mut engine, name, extended, shown)
+        }
         ["DESCRIBE", name, rest @ ..] if !["STREAMS", "TABLES"].contains(name) => {
             let extended = rest.first() == Some(&"EXTENDED");
             describe(&mut engine, name, extended, shown).await
@@ -408,7 +413,12 @@ fn ksql_base_type(sql: &str) -> String {
     }
 }
 
-fn describe_function(engine: &mut Engine, name: &str, shown: &str) -> Result<Value, ApiError> {
+fn describe_function(
+    engine: &mut Engine,
+    name: &str,
+    extended: bool,
+    shown: &str,
+) -> Result<Value, ApiError> {
     let wanted = name.trim_matches('`').trim_matches('"').to_lowercase();
     let Some(f) = engine.session().functions().get(&wanted).cloned() else {
         return Err(ApiError::statement(
@@ -427,7 +437,7 @@ fn describe_function(engine: &mut Engine, name: &str, shown: &str) -> Result<Val
         .iter()
         .map(|(n, t)| json!({"name": n, "type": crate::rows::ksql_type_name(t.sql_name()), "description": "", "isVariadic": false}))
         .collect();
-    Ok(json!({
+    let mut entity = json!({
         "@type": "describe_function",
         "statementText": shown,
         "name": eddy_stream::display_name(&d.name),
@@ -443,7 +453,12 @@ fn describe_function(engine: &mut Engine, name: &str, shown: &str) -> Result<Val
             "argumentTypes": d.params.iter().map(|(_, t)| crate::rows::ksql_type_name(t.sql_name())).collect::<Vec<_>>(),
         }],
         "warnings": [],
-    }))
+    });
+    // ksqlDB's entity has no place for versions; EXTENDED adds Eddy's own field.
+    if extended {
+        entity["versions"] = crate::rollout::versions(&f);
+    }
+    Ok(entity)
 }
 
 /// The error entity for an engine error, by what went wrong: a statement reaching beyond what

@@ -14,6 +14,7 @@ mod error;
 mod ksql;
 mod metrics;
 mod query;
+mod rollout;
 mod rows;
 mod tls;
 mod topics;
@@ -171,7 +172,9 @@ fn router(state: Arc<AppState>) -> Router {
         .route("/functions", get(udf::list))
         .route(
             "/functions/{name}",
-            axum::routing::post(udf::upload).delete(udf::drop_function),
+            axum::routing::post(udf::upload)
+                .delete(udf::drop_function)
+                .get(rollout::describe),
         )
         .fallback(error::not_found)
         .method_not_allowed_fallback(error::method_not_allowed)

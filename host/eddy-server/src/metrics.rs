@@ -299,18 +299,111 @@ fn histogram(
     registry.register(Box::new(Aggregated { desc, family }))
 }
 
+/// Shadows' comparisons and own calls, by function and shadow version, and capture files.
+fn rollout_metrics(
+    registry: &Registry,
+    functions: &[(String, Arc<eddy_udf_host::WasmScalarUdf>)],
+    captures: Option<&eddy_udf_host::CaptureStats>,
+) -> prometheus::Result<()> {
+    let shadow_counters = [
+        (
+            "eddy_udf_shadow_rows_compared_total",
+            "Rows a shadow version ran on and compared with the serving version's results.",
+        ),
+        (
+            "eddy_udf_shadow_rows_differing_total",
+            "Compared rows whose shadow result differed (beyond the tolerance).",
+        ),
+        (
+            "eddy_udf_shadow_rows_skipped_total",
+            "Sampled rows the shadow skipped because it was still busy with earlier batches.",
+        ),
+        (
+            "eddy_udf_shadow_calls_total",
+            "Shadow guest calls (one per batch).",
+        ),
+        (
+            "eddy_udf_shadow_row_errors_total",
+            "Rows the shadow reported as failed.",
+        ),
+        (
+            "eddy_udf_shadow_traps_total",
+            "Shadow calls that trapped or hit a limit.",
+        ),
+    ];
+    let vecs = shadow_counters
+        .iter()
+        .map(|(name, help)| counter(registry, name, help, &["function", "version"]))
+        .collect::<prometheus::Result<Vec<_>>>()?;
+    let mut durations = Vec::new();
+    for (name, f) in functions {
+        let Some(shadow) = f.shadow() else { continue };
+        let version = shadow.component.hash.chars().take(16).collect::<String>();
+        let report = shadow.report();
+        let stats = shadow.stats();
+        let values = [
+            report.rows_compared,
+            report.rows_differing,
+            report.rows_skipped,
+            stats.calls.load(Ordering::Relaxed),
+            stats.row_errors.load(Ordering::Relaxed),
+            stats.traps.load(Ordering::Relaxed),
+        ];
+        for (vec, value) in vecs.iter().zip(values) {
+            vec.with_label_values(&[name.as_str(), version.as_str()])
+                .inc_by(value);
+        }
+        let duration = stats.call_duration.snapshot();
+        durations.push(Series {
+            labels: vec![name.clone(), version],
+            buckets: duration.buckets().collect(),
+            sum: duration.sum_seconds(),
+            count: duration.count,
+        });
+    }
+    histogram(
+        registry,
+        "eddy_udf_shadow_call_duration_seconds",
+        "Wall time of each shadow guest call, off the query's path.",
+        &["function", "version"],
+        durations,
+    )?;
+    if let Some(captures) = captures {
+        let written = counter(
+            registry,
+            "eddy_udf_captures_total",
+            "Capture files written for failing UDF calls (--capture-dir).",
+            &[],
+        )?;
+        written
+            .with_label_values(&[] as &[&str])
+            .inc_by(captures.written.load(Ordering::Relaxed));
+        let dropped = counter(
+            registry,
+            "eddy_udf_captures_dropped_total",
+            "Failing UDF calls not captured: the capture directory was at its bound.",
+            &[],
+        )?;
+        dropped
+            .with_label_values(&[] as &[&str])
+            .inc_by(captures.dropped.load(Ordering::Relaxed));
+    }
+    Ok(())
+}
+
 async fn gather(state: &AppState) -> prometheus::Result<String> {
     let registry = Registry::new();
-    let (queries, functions) = {
+    let (queries, functions, captures) = {
         let mut engine = state.engine.lock().await;
         crate::ksql::reap(&mut engine).await;
+        let captures = engine.session().runtime().capture_stats();
         let functions: Vec<_> = engine
             .session()
             .functions()
             .iter()
             .map(|(name, f)| (name.clone(), f.clone()))
             .collect();
-        (engine.queries(), functions)
+        (engine.queries(), functions, captures)
     };
     let query_counters = [
         ("eddy_query_events_in_total", "Events a query read."),
@@ -441,6 +534,7 @@ async fn gather(state: &AppState) -> prometheus::Result<String> {
         &["function", "version"],
         durations,
     )?;
+    rollout_metrics(&registry, &functions, captures.as_deref())?;
     let requests = counter(
         &registry,
         "eddy_http_requests_total",

@@ -161,6 +161,8 @@ pub(crate) async fn list(State(state): State<Arc<AppState>>) -> Json<Value> {
                 "signature": f.description().display(),
                 "version": component.hash,
                 "source": component.source,
+                "shadow": f.shadow().map(|s| s.component.hash.clone()),
+                "previous": f.previous().map(|p| p.hash.clone()),
             })
         })
         .collect();

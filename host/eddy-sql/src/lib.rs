@@ -1,10 +1,12 @@
 //! Eddy's SQL session: DataFusion for queries and expressions, plus the statements DataFusion
-//! lacks — `CREATE [OR REPLACE] FUNCTION … FROM … [WITH (limits)]`, `DROP FUNCTION`, `SHOW FUNCTIONS`,
-//! `DESCRIBE FUNCTION` — and the built-in `car_sensor(rows, seed, cars)` source.
+//! lacks — `CREATE [OR REPLACE] FUNCTION … FROM … [WITH (limits | shadow)]`, `ALTER FUNCTION …
+//! PROMOTE | ROLLBACK | DROP SHADOW`, `DROP FUNCTION`, `SHOW FUNCTIONS`, `DESCRIBE FUNCTION
+//! [EXTENDED]` — and the built-in `car_sensor(rows, seed, cars)` source.
 
 mod access;
 mod generator;
 mod query;
+mod rollout;
 mod session;
 mod split;
 mod statement;
@@ -14,7 +16,7 @@ pub use access::{Access, FileAccess};
 pub use query::{Budget, Query};
 pub use session::{Output, Prepared, Session, WarmUp};
 pub use split::split_statements;
-pub use statement::{parse, parse_size, LimitOverrides, Statement};
+pub use statement::{parse, parse_size, AlterAction, LimitOverrides, ShadowOptions, Statement};
 pub use udf_dir::{DirLoad, UdfDir};
 
 /// What can go wrong running a statement.

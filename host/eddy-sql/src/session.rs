@@ -65,8 +65,8 @@ impl WarmUp {
 /// One user's SQL session.
 pub struct Session {
     ctx: SessionContext,
-    runtime: UdfRuntime,
-    functions: BTreeMap<String, Arc<WasmScalarUdf>>,
+    pub(crate) runtime: UdfRuntime,
+    pub(crate) functions: BTreeMap<String, Arc<WasmScalarUdf>>,
     build_jobs: Option<usize>,
     access: Access,
     budget: Budget,
@@ -151,6 +151,11 @@ impl Session {
         &self.ctx
     }
 
+    /// The wasm runtime this session's functions run in.
+    pub fn runtime(&self) -> &UdfRuntime {
+        &self.runtime
+    }
+
     /// The wasm UDFs currently registered, by name.
     pub fn functions(&self) -> &BTreeMap<String, Arc<WasmScalarUdf>> {
         &self.functions
@@ -162,15 +167,26 @@ impl Session {
             Statement::CreateFunction {
                 name,
                 path,
+                limits,
+                shadow: Some(shadow),
+                ..
+            } => self.create_shadow(&name, &path, &limits, &shadow).await,
+            Statement::CreateFunction {
+                name,
+                path,
                 or_replace,
                 limits,
+                shadow: None,
             } => {
                 self.create_function(&name, &path, or_replace, &limits)
                     .await
             }
+            Statement::AlterFunction { name, action } => self.alter_function(&name, action),
             Statement::DropFunction { name, if_exists } => self.drop_function(&name, if_exists),
             Statement::ShowFunctions => Ok(self.show_functions()),
-            Statement::DescribeFunction { name } => self.describe_function(&name),
+            Statement::DescribeFunction { name, extended } => {
+                self.describe_function(&name, extended)
+            }
             Statement::Sql(sql) => self.query(sql).collect().await,
         }
     }
@@ -204,7 +220,7 @@ impl Session {
         Ok(Box::pin(MemoryStream::try_new(batches, schema, None)?))
     }
 
-    async fn load(&self, path: &str, limits: Limits) -> Result<Arc<Component>> {
+    pub(crate) async fn load(&self, path: &str, limits: Limits) -> Result<Arc<Component>> {
         let path = PathBuf::from(path);
         let runtime = self.runtime.clone();
         let jobs = self.build_jobs;
@@ -349,6 +365,8 @@ impl Session {
             Field::new("rows", DataType::UInt64, false),
             Field::new("row_errors", DataType::UInt64, false),
             Field::new("traps", DataType::UInt64, false),
+            Field::new("shadow", DataType::Utf8, true),
+            Field::new("previous", DataType::Utf8, true),
         ]));
         let udfs: Vec<_> = self.functions.values().collect();
         let text = |f: &dyn Fn(&WasmScalarUdf) -> String| -> ArrayRef {
@@ -372,6 +390,13 @@ impl Session {
             count(&|u| u.stats().rows.load(Ordering::Relaxed)),
             count(&|u| u.stats().row_errors.load(Ordering::Relaxed)),
             count(&|u| u.stats().traps.load(Ordering::Relaxed)),
+            Arc::new(StringArray::from_iter(udfs.iter().map(|u| {
+                u.shadow().map(|s| short(&s.component.hash).to_string())
+            }))),
+            Arc::new(StringArray::from_iter(
+                udfs.iter()
+                    .map(|u| u.previous().map(|p| short(&p.hash).to_string())),
+            )),
         ];
         let batch = RecordBatch::try_new(schema.clone(), columns).expect("columns match schema");
         Output::Rows {
@@ -380,7 +405,7 @@ impl Session {
         }
     }
 
-    fn describe_function(&self, name: &str) -> Result<Output> {
+    fn describe_function(&self, name: &str, extended: bool) -> Result<Output> {
         let udf = self.functions.get(name).ok_or_else(|| {
             Error::Function(format!(
                 "function '{name}' does not exist (see SHOW FUNCTIONS)"
@@ -393,7 +418,7 @@ impl Session {
             .iter()
             .map(|(n, t)| format!("{n} {}", t.sql_name()))
             .collect();
-        let rows = [
+        let mut rows = vec![
             ("name", f.name.clone()),
             ("signature", f.display()),
             ("parameters", params.join(", ")),
@@ -420,7 +445,13 @@ impl Session {
                 "max_log_lines",
                 component.limits.max_log_lines_per_call.to_string(),
             ),
-        ];
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect::<Vec<_>>();
+        if extended {
+            rows.extend(crate::rollout::extended_rows(udf));
+        }
         let schema = Arc::new(Schema::new(vec![
             Field::new("property", DataType::Utf8, false),
             Field::new("value", DataType::Utf8, false),
@@ -428,7 +459,9 @@ impl Session {
         let batch = RecordBatch::try_new(
             schema.clone(),
             vec![
-                Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.0))),
+                Arc::new(StringArray::from_iter_values(
+                    rows.iter().map(|r| r.0.as_str()),
+                )),
                 Arc::new(StringArray::from_iter_values(
                     rows.iter().map(|r| r.1.as_str()),
                 )),
@@ -442,7 +475,8 @@ impl Session {
     }
 }
 
-fn short(hash: &str) -> &str {
+/// The first 12 hex digits of a version hash, as `SHOW FUNCTIONS` shows versions.
+pub(crate) fn short(hash: &str) -> &str {
     &hash[..hash.len().min(12)]
 }
 

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use datafusion::sql::sqlparser::dialect::GenericDialect;
 use datafusion::sql::sqlparser::tokenizer::{Token, TokenWithSpan, Tokenizer};
-use eddy_udf_host::Limits;
+use eddy_udf_host::{Limits, ShadowConfig, MAX_KEPT_DIFFERENCES};
 
 use crate::{Error, Result};
 
@@ -36,11 +36,46 @@ impl LimitOverrides {
     }
 }
 
+/// `WITH (shadow = true, …)`: load the component as the function's shadow, not to serve it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ShadowOptions {
+    /// `shadow_sample`: the fraction of batches the shadow runs on (default 1).
+    pub sample: Option<f64>,
+    /// `shadow_tolerance`: numeric results this close count as equal (default 0).
+    pub tolerance: Option<f64>,
+    /// `shadow_keep`: how many differing rows are kept (default 10).
+    pub keep: Option<usize>,
+}
+
+impl ShadowOptions {
+    /// The shadow's configuration, defaults filled in.
+    pub fn config(&self) -> ShadowConfig {
+        let defaults = ShadowConfig::default();
+        ShadowConfig {
+            sample: self.sample.unwrap_or(defaults.sample),
+            tolerance: self.tolerance.unwrap_or(defaults.tolerance),
+            keep: self.keep.unwrap_or(defaults.keep),
+        }
+    }
+}
+
 /// The options `WITH (…)` accepts, as error messages list them.
-const OPTIONS: &str = "max_memory, timeout or max_log_lines";
+const OPTIONS: &str =
+    "max_memory, timeout, max_log_lines, shadow, shadow_sample, shadow_tolerance or shadow_keep";
+
+/// What `ALTER FUNCTION name …` does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AlterAction {
+    /// `PROMOTE`: the shadow becomes the serving version.
+    Promote,
+    /// `ROLLBACK`: the previous version serves again.
+    Rollback,
+    /// `DROP SHADOW`: the shadow stops.
+    DropShadow,
+}
 
 /// A parsed statement.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Statement {
     /// `CREATE [OR REPLACE] FUNCTION name FROM 'path'`: loads a component (or builds a UDF
     /// crate directory first) and registers every function it describes.
@@ -53,6 +88,15 @@ pub enum Statement {
         or_replace: bool,
         /// `WITH (…)`: limits for this component's instances.
         limits: LimitOverrides,
+        /// `WITH (shadow = true, …)`: run it as the function's shadow instead.
+        shadow: Option<ShadowOptions>,
+    },
+    /// `ALTER FUNCTION name PROMOTE | ROLLBACK | DROP SHADOW`.
+    AlterFunction {
+        /// The function.
+        name: String,
+        /// What to do.
+        action: AlterAction,
     },
     /// `DROP FUNCTION [IF EXISTS] name`.
     DropFunction {
@@ -63,10 +107,12 @@ pub enum Statement {
     },
     /// `SHOW FUNCTIONS` / `LIST FUNCTIONS`.
     ShowFunctions,
-    /// `DESCRIBE FUNCTION name`.
+    /// `DESCRIBE FUNCTION name [EXTENDED]`.
     DescribeFunction {
         /// The function.
         name: String,
+        /// `EXTENDED`: also counters, versions and the shadow's comparison.
+        extended: bool,
     },
     /// Anything else, for DataFusion.
     Sql(String),
@@ -219,8 +265,23 @@ pub fn parse(sql: &str) -> Result<Statement> {
     }
     if t.accept_keywords(&["DESCRIBE", "FUNCTION"]) {
         let name = t.identifier("a function name")?;
+        let extended = t.accept_keywords(&["EXTENDED"]);
         t.end()?;
-        return Ok(Statement::DescribeFunction { name });
+        return Ok(Statement::DescribeFunction { name, extended });
+    }
+    if t.accept_keywords(&["ALTER", "FUNCTION"]) {
+        let name = t.identifier("a function name")?;
+        let action = if t.accept_keywords(&["PROMOTE"]) {
+            AlterAction::Promote
+        } else if t.accept_keywords(&["ROLLBACK"]) {
+            AlterAction::Rollback
+        } else if t.accept_keywords(&["DROP", "SHADOW"]) {
+            AlterAction::DropShadow
+        } else {
+            return Err(t.error("PROMOTE, ROLLBACK or DROP SHADOW"));
+        };
+        t.end()?;
+        return Ok(Statement::AlterFunction { name, action });
     }
     Ok(Statement::Sql(sql.to_string()))
 }
@@ -229,10 +290,10 @@ fn create_function(t: &mut Tokens, or_replace: bool) -> Result<Statement> {
     let name = t.identifier("a function name")?;
     t.expect_keyword("FROM")?;
     let path = t.string("a quoted path to a .wasm component or a UDF crate directory")?;
-    let limits = if t.accept_keywords(&["WITH"]) {
-        limit_options(t)?
+    let (limits, shadow) = if t.accept_keywords(&["WITH"]) {
+        with_options(t)?
     } else {
-        LimitOverrides::default()
+        (LimitOverrides::default(), None)
     };
     t.end()?;
     Ok(Statement::CreateFunction {
@@ -240,12 +301,21 @@ fn create_function(t: &mut Tokens, or_replace: bool) -> Result<Statement> {
         path,
         or_replace,
         limits,
+        shadow,
     })
 }
 
-/// `(key = 'value', …)` after `WITH`.
-fn limit_options(t: &mut Tokens) -> Result<LimitOverrides> {
+/// `(key = 'value', …)` after `WITH`: limits, and the shadow's options.
+fn with_options(t: &mut Tokens) -> Result<(LimitOverrides, Option<ShadowOptions>)> {
     let mut limits = LimitOverrides::default();
+    let mut shadow: Option<bool> = None;
+    let mut shadow_options = ShadowOptions {
+        sample: None,
+        tolerance: None,
+        keep: None,
+    };
+    // The first shadow_* option, to point at when `shadow = true` is missing.
+    let mut shadow_option_at = None;
     t.expect(Token::LParen)?;
     loop {
         let key_pos = t.pos;
@@ -254,6 +324,7 @@ fn limit_options(t: &mut Tokens) -> Result<LimitOverrides> {
         let value_pos = t.pos;
         let value = match t.peek().map(|v| &v.token) {
             Some(Token::SingleQuotedString(v)) | Some(Token::Number(v, _)) => v.clone(),
+            Some(Token::Word(w)) if w.quote_style.is_none() => w.value.clone(),
             _ => return Err(t.error(&format!("a quoted value for {key}"))),
         };
         t.pos += 1;
@@ -274,6 +345,50 @@ fn limit_options(t: &mut Tokens) -> Result<LimitOverrides> {
                     .map_err(|_| bad("is not a whole number of lines".into()))?;
                 limits.max_log_lines.replace(lines).is_some()
             }
+            "shadow" => {
+                let on = match value.to_ascii_lowercase().as_str() {
+                    "true" => true,
+                    "false" => false,
+                    _ => return Err(bad("is not true or false".into())),
+                };
+                shadow.replace(on).is_some()
+            }
+            "shadow_sample" => {
+                shadow_option_at.get_or_insert(key_pos);
+                let sample = value
+                    .trim()
+                    .parse::<f64>()
+                    .ok()
+                    .filter(|s| *s > 0.0 && *s <= 1.0)
+                    .ok_or_else(|| {
+                        bad("is not a fraction of batches above 0 and at most 1".into())
+                    })?;
+                shadow_options.sample.replace(sample).is_some()
+            }
+            "shadow_tolerance" => {
+                shadow_option_at.get_or_insert(key_pos);
+                let tolerance = value
+                    .trim()
+                    .parse::<f64>()
+                    .ok()
+                    .filter(|s| s.is_finite() && *s >= 0.0)
+                    .ok_or_else(|| bad("is not a number of at least 0".into()))?;
+                shadow_options.tolerance.replace(tolerance).is_some()
+            }
+            "shadow_keep" => {
+                shadow_option_at.get_or_insert(key_pos);
+                let keep = value
+                    .trim()
+                    .parse::<usize>()
+                    .ok()
+                    .filter(|k| *k <= MAX_KEPT_DIFFERENCES)
+                    .ok_or_else(|| {
+                        bad(format!(
+                            "is not a whole number of rows up to {MAX_KEPT_DIFFERENCES}"
+                        ))
+                    })?;
+                shadow_options.keep.replace(keep).is_some()
+            }
             _ => {
                 return Err(t.error_at(
                     key_pos,
@@ -289,7 +404,11 @@ fn limit_options(t: &mut Tokens) -> Result<LimitOverrides> {
         }
     }
     t.expect(Token::RParen)?;
-    Ok(limits)
+    match (shadow, shadow_option_at) {
+        (Some(true), _) => Ok((limits, Some(shadow_options))),
+        (_, Some(at)) => Err(t.error_at(at, "shadow options need shadow = true".into())),
+        _ => Ok((limits, None)),
+    }
 }
 
 /// `64MB`, `512 KiB`: a whole number and a unit; every unit is a power of 1024.
@@ -359,6 +478,7 @@ mod tests {
                 path: "a.wasm".into(),
                 or_replace: true,
                 limits: LimitOverrides::default(),
+                shadow: None,
             }
         );
         assert_eq!(
@@ -372,8 +492,33 @@ mod tests {
         assert_eq!(
             parse("DESCRIBE FUNCTION \"MixedCase\"").unwrap(),
             Statement::DescribeFunction {
-                name: "MixedCase".into()
+                name: "MixedCase".into(),
+                extended: false,
             }
+        );
+        assert_eq!(
+            parse("describe function f extended;").unwrap(),
+            Statement::DescribeFunction {
+                name: "f".into(),
+                extended: true,
+            }
+        );
+        for (sql, action) in [
+            ("ALTER FUNCTION f PROMOTE", AlterAction::Promote),
+            ("alter function F rollback;", AlterAction::Rollback),
+            ("ALTER FUNCTION f DROP SHADOW", AlterAction::DropShadow),
+        ] {
+            assert_eq!(
+                parse(sql).unwrap(),
+                Statement::AlterFunction {
+                    name: "f".into(),
+                    action
+                }
+            );
+        }
+        assert_eq!(
+            parse("ALTER FUNCTION f PROMOT").unwrap_err().to_string(),
+            "syntax error at line 1, column 18: expected PROMOTE, ROLLBACK or DROP SHADOW, found 'PROMOT'"
         );
         assert_eq!(
             parse("SELECT 1").unwrap(),
@@ -442,6 +587,57 @@ mod tests {
     }
 
     #[test]
+    fn with_shadow_loads_a_shadow_with_its_options() {
+        let shadow = |sql: &str| match parse(sql) {
+            Ok(Statement::CreateFunction { shadow, limits, .. }) => Ok((shadow, limits)),
+            Ok(other) => panic!("{other:?}"),
+            Err(e) => Err(e.to_string()),
+        };
+        let (options, limits) = shadow(
+            "CREATE OR REPLACE FUNCTION f FROM 'f.wasm' WITH (shadow = true, shadow_sample = '0.25', shadow_tolerance = 0.001, shadow_keep = 3, timeout = '1s')",
+        )
+        .unwrap();
+        let config = options.unwrap().config();
+        assert_eq!(
+            config,
+            ShadowConfig {
+                sample: 0.25,
+                tolerance: 0.001,
+                keep: 3
+            }
+        );
+        assert_eq!(limits.timeout, Some(Duration::from_secs(1)));
+        let (options, _) =
+            shadow("CREATE FUNCTION f FROM 'f.wasm' WITH (SHADOW = 'TRUE')").unwrap();
+        assert_eq!(options.unwrap().config(), ShadowConfig::default());
+        assert_eq!(
+            shadow("CREATE FUNCTION f FROM 'f.wasm' WITH (shadow = false)")
+                .unwrap()
+                .0,
+            None
+        );
+        assert_eq!(
+            shadow("CREATE FUNCTION f FROM 'f.wasm' WITH (timeout = '1s', shadow_sample = '0.5')")
+                .unwrap_err(),
+            "syntax error at line 1, column 55: shadow options need shadow = true"
+        );
+        assert_eq!(
+            shadow("CREATE FUNCTION f FROM 'f.wasm' WITH (shadow = true, shadow_sample = '0')")
+                .unwrap_err(),
+            "syntax error at line 1, column 70: shadow_sample: '0' is not a fraction of batches above 0 and at most 1"
+        );
+        assert_eq!(
+            shadow("CREATE FUNCTION f FROM 'f.wasm' WITH (shadow = yes)").unwrap_err(),
+            "syntax error at line 1, column 48: shadow: 'yes' is not true or false"
+        );
+        assert_eq!(
+            shadow("CREATE FUNCTION f FROM 'f.wasm' WITH (shadow = true, shadow_keep = 5000)")
+                .unwrap_err(),
+            "syntax error at line 1, column 68: shadow_keep: '5000' is not a whole number of rows up to 1000"
+        );
+    }
+
+    #[test]
     fn sizes_are_powers_of_1024() {
         let cases = [
             ("1B", 1),
@@ -491,7 +687,7 @@ mod tests {
         let err = |sql: &str| parse(sql).unwrap_err().to_string();
         assert_eq!(
             err("CREATE FUNCTION f FROM 'f.wasm' WITH (max_mem = '64MB')"),
-            "syntax error at line 1, column 39: unknown option 'max_mem'; expected max_memory, timeout or max_log_lines"
+            "syntax error at line 1, column 39: unknown option 'max_mem'; expected max_memory, timeout, max_log_lines, shadow, shadow_sample, shadow_tolerance or shadow_keep"
         );
         assert_eq!(
             err("CREATE FUNCTION f FROM 'f.wasm'\nWITH (timeout = '50ms', max_memory = '64XB')"),
@@ -519,7 +715,7 @@ mod tests {
         );
         assert_eq!(
             err("CREATE FUNCTION f FROM 'f.wasm' WITH ()"),
-            "syntax error at line 1, column 39: expected an option (max_memory, timeout or max_log_lines), found ')'"
+            "syntax error at line 1, column 39: expected an option (max_memory, timeout, max_log_lines, shadow, shadow_sample, shadow_tolerance or shadow_keep), found ')'"
         );
     }
 }

@@ -213,6 +213,8 @@ pub struct Component {
     pub limits: Limits,
     /// Whether every function is immutable, so instances get a fixed clock and random source.
     pub deterministic: bool,
+    /// Where failing calls are captured, if anywhere (the runtime's capture directory).
+    pub(crate) captures: Option<Arc<crate::capture::Captures>>,
     pre: ScalarUdfPre<State>,
     idle: Mutex<Vec<Instance>>,
 }
@@ -255,6 +257,7 @@ impl Component {
             // describe() runs before anything is declared; its instance is not kept if the
             // functions turn out immutable.
             deterministic: false,
+            captures: runtime.captures.clone(),
             pre,
             idle: Mutex::new(Vec::new()),
         };

@@ -45,6 +45,14 @@ pub enum Error {
         /// What is wrong.
         message: String,
     },
+    /// A capture file or directory could not be used.
+    #[error("capture {path}: {message}")]
+    Capture {
+        /// The file or directory.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
     /// Setting up the wasm engine failed.
     #[error("wasm engine: {0}")]
     Engine(String),

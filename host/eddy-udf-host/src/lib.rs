@@ -7,17 +7,22 @@
 //! fails only the call that caused it.
 
 mod bindings;
+mod call;
+mod capture;
 mod component;
 mod convert;
 mod error;
 mod histogram;
 mod output;
 mod runtime;
+mod shadow;
 mod sleep;
 mod udf;
 
+pub use capture::{replay, Capture, CaptureConfig, CaptureStats, Outcome, Replay, Role};
 pub use component::{Component, FunctionSignature, LimitKind, SqlType};
 pub use error::{Error, Result};
 pub use histogram::{Histogram, HistogramSnapshot, BUCKET_BOUNDS_NANOS};
 pub use runtime::{Limits, UdfRuntime};
+pub use shadow::{Difference, Shadow, ShadowConfig, ShadowReport, MAX_KEPT_DIFFERENCES};
 pub use udf::{FunctionStats, WasmScalarUdf};

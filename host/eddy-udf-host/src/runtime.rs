@@ -10,6 +10,7 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use crate::bindings::eddy::udf::host_log;
 use crate::bindings::ScalarUdf;
+use crate::capture::{CaptureConfig, CaptureStats, Captures};
 use crate::output::GuestOutput;
 use crate::sleep::GuestClock;
 use crate::{Component, Error, Result};
@@ -230,6 +231,8 @@ pub struct UdfRuntime {
     pub(crate) linker: Arc<Linker<State>>,
     cache_dir: Option<PathBuf>,
     pub(crate) limits: Limits,
+    /// Where components loaded from now on capture their failing calls.
+    pub(crate) captures: Option<Arc<Captures>>,
 }
 
 impl std::fmt::Debug for UdfRuntime {
@@ -284,7 +287,20 @@ impl UdfRuntime {
             linker: Arc::new(linker),
             cache_dir,
             limits,
+            captures: None,
         })
+    }
+
+    /// The same runtime, whose components loaded from now on write a capture file into
+    /// `config.dir` for each failing call (trap, limit, batch error, row errors).
+    pub fn with_captures(mut self, config: CaptureConfig) -> Result<UdfRuntime> {
+        self.captures = Some(Arc::new(Captures::open(config)?));
+        Ok(self)
+    }
+
+    /// Captures written and dropped, if this runtime captures.
+    pub fn capture_stats(&self) -> Option<Arc<CaptureStats>> {
+        self.captures.as_ref().map(|c| c.stats.clone())
     }
 
     /// The default limits new components get.

@@ -13,8 +13,10 @@ use datafusion::logical_expr::{
     ColumnarValue, ScalarFunctionArgs, ScalarUDFImpl, Signature, TypeSignature, Volatility,
 };
 
-use crate::component::CallFailure;
-use crate::{convert, Component, FunctionSignature, Histogram, LimitKind};
+use crate::call::call_counted;
+use crate::capture::Role;
+use crate::shadow::{Shadow, ShadowConfig};
+use crate::{Component, FunctionSignature, Histogram, LimitKind};
 
 /// Counters per function version, for `SHOW FUNCTIONS` and metrics.
 #[derive(Debug, Default)]
@@ -45,7 +47,7 @@ impl FunctionStats {
         LimitKind::ALL.map(|kind| (kind, self.limit_hits(kind)))
     }
 
-    fn limit_hit(&self, kind: LimitKind) {
+    pub(crate) fn limit_hit(&self, kind: LimitKind) {
         self.limit_hits[kind as usize].fetch_add(1, Ordering::Relaxed);
     }
 }
@@ -89,6 +91,10 @@ pub struct WasmScalarUdf {
     slot: Arc<RwLock<Serving>>,
     /// Versions replaced in this slot, oldest first, so their counters stay reported.
     retired: Arc<std::sync::Mutex<Vec<Serving>>>,
+    /// The version served before the current one, kept loaded for `ROLLBACK`.
+    previous: Arc<std::sync::Mutex<Option<Arc<Component>>>>,
+    /// A candidate running beside the serving version, compared and never used.
+    shadow: Arc<RwLock<Option<Arc<Shadow>>>>,
     /// Results of immutable calls with constant arguments: DataFusion folds such a call while
     /// planning, once per optimizer pass, and a failing one is tried again at every pass.
     constants: Arc<std::sync::Mutex<Vec<Constant>>>,
@@ -126,6 +132,8 @@ impl WasmScalarUdf {
                 stats: Arc::default(),
             })),
             retired: Arc::default(),
+            previous: Arc::default(),
+            shadow: Arc::default(),
             constants: Arc::default(),
         })
     }
@@ -186,11 +194,83 @@ impl WasmScalarUdf {
         };
         let old = std::mem::replace(&mut *slot, Serving { component, stats });
         drop(slot);
+        *self.previous.lock().unwrap_or_else(|e| e.into_inner()) = Some(old.component.clone());
         retired.push(old);
         if retired.len() > VERSIONS_KEPT {
             retired.remove(0);
         }
         Ok(())
+    }
+
+    /// The version served before this one, if any: what `ROLLBACK` returns to.
+    pub fn previous(&self) -> Option<Arc<Component>> {
+        self.previous
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// The shadow running beside the serving version, if any.
+    pub fn shadow(&self) -> Option<Arc<Shadow>> {
+        self.shadow
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Starts `component` as this function's shadow, replacing any shadow there was: it runs on
+    /// the batches the serving version runs on, off the query's path, and its results are
+    /// only compared.
+    pub fn set_shadow(
+        &self,
+        component: Arc<Component>,
+        config: ShadowConfig,
+    ) -> Result<(), String> {
+        if !self.compatible(&component) {
+            return Err(format!(
+                "{} does not provide {} with the same types, so it cannot shadow it",
+                component.source,
+                self.function.display()
+            ));
+        }
+        let shadow = Shadow::start(component, self.function.clone(), config, Arc::default());
+        *self.shadow.write().unwrap_or_else(|e| e.into_inner()) = Some(shadow);
+        Ok(())
+    }
+
+    /// Stops the shadow; returns it, if there was one.
+    pub fn drop_shadow(&self) -> Option<Arc<Shadow>> {
+        self.shadow
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+    }
+
+    /// Makes the shadow the serving version, at the next batch of every query; the version
+    /// serving until now becomes the previous one. Returns the promoted component.
+    pub fn promote(&self) -> Result<Arc<Component>, String> {
+        // Taken first, so no batch compares the promoted version with itself.
+        let shadow = self.drop_shadow().ok_or_else(|| {
+            format!(
+                "function '{}' has no shadow to promote; load one with CREATE OR REPLACE FUNCTION {} FROM '…' WITH (shadow = true)",
+                self.function.name, self.function.name
+            )
+        })?;
+        self.replace(shadow.component.clone())?;
+        Ok(shadow.component.clone())
+    }
+
+    /// Returns to the previous version, at the next batch of every query; the version serving
+    /// until now becomes the previous one, so a second rollback undoes the first.
+    pub fn rollback(&self) -> Result<Arc<Component>, String> {
+        let previous = self.previous().ok_or_else(|| {
+            format!(
+                "function '{}' has no previous version to roll back to",
+                self.function.name
+            )
+        })?;
+        self.replace(previous.clone())?;
+        Ok(previous)
     }
 
     /// Call counters of the version serving now.
@@ -303,7 +383,7 @@ impl WasmScalarUdf {
             .map_err(|message| exec_datafusion_err!("{message}"))
     }
 
-    /// One guest call for the batch.
+    /// One guest call for the batch; the shadow, if any, gets the batch afterwards.
     fn invoke_batch(&self, args: ScalarFunctionArgs) -> DfResult<ColumnarValue> {
         let name = &self.function.name;
         let rows = args.number_rows;
@@ -311,51 +391,49 @@ impl WasmScalarUdf {
             let empty = new_empty_array(&self.function.returns.arrow_type());
             return Ok(ColumnarValue::Array(empty));
         }
-        let mut columns = Vec::with_capacity(args.args.len());
-        for (arg, (param, ty)) in args.args.iter().zip(&self.function.params) {
-            let array = arg.to_array(rows)?;
-            let column = convert::to_wit(&array, *ty)
-                .map_err(|e| exec_datafusion_err!("UDF '{name}': argument '{param}': {e}"))?;
-            columns.push(column);
-        }
+        let arrays = args
+            .args
+            .iter()
+            .map(|a| a.to_array(rows))
+            .collect::<DfResult<Vec<_>>>()?;
         // Read the slot once: this whole batch runs on one version, and counts there.
         let Serving { component, stats } = self.serving();
-        stats.calls.fetch_add(1, Ordering::Relaxed);
-        stats.rows.fetch_add(rows as u64, Ordering::Relaxed);
-        let started = Instant::now();
-        let result = component.call(name, &columns, rows as u32);
-        stats.call_duration.observe(started.elapsed());
-        let result = result.map_err(|failure| match failure {
-            CallFailure::Guest(message) => exec_datafusion_err!("UDF '{name}' failed: {message}"),
-            CallFailure::Trap { message, limit } => {
-                stats.traps.fetch_add(1, Ordering::Relaxed);
-                if let Some(kind) = limit {
-                    stats.limit_hit(kind);
+        let called = match call_counted(&component, &self.function, &arrays, rows, &stats) {
+            Ok(called) => called,
+            Err(e) => {
+                if !matches!(e, crate::call::CallError::Argument { .. }) {
+                    crate::capture::record(
+                        &component,
+                        &self.function,
+                        Role::Serving,
+                        &arrays,
+                        rows,
+                        &e,
+                    );
                 }
-                exec_datafusion_err!("UDF '{name}' {message}")
+                return Err(exec_datafusion_err!("{}", e.message(name)));
             }
-        })?;
-        if let Some(first) = result.row_errors.first() {
-            stats
-                .row_errors
-                .fetch_add(result.row_errors.len() as u64, Ordering::Relaxed);
+        };
+        if let Some((row, message)) = called.row_errors.first() {
             tracing::warn!(
                 target: "eddy::udf",
                 udf = %name,
-                failed_rows = result.row_errors.len(),
-                "row {} of the batch: {} (failed rows are null)",
-                first.row,
-                first.message
+                failed_rows = called.row_errors.len(),
+                "row {row} of the batch: {message} (failed rows are null)",
+            );
+            crate::capture::record_row_errors(
+                &component,
+                &self.function,
+                Role::Serving,
+                &arrays,
+                rows,
+                &called.row_errors,
             );
         }
-        let array = convert::from_wit(
-            result.column,
-            &result.row_errors,
-            self.function.returns,
-            rows,
-        )
-        .map_err(|e| exec_datafusion_err!("UDF '{name}' returned a bad result: {e}"))?;
-        Ok(ColumnarValue::Array(array))
+        if let Some(shadow) = self.shadow() {
+            shadow.offer(&arrays, rows, &called.array);
+        }
+        Ok(ColumnarValue::Array(called.array))
     }
 }
 

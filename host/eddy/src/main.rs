@@ -8,6 +8,7 @@ mod bench_stream;
 mod bench_swap;
 mod mqtt_proxy;
 mod repl;
+mod replay;
 mod run;
 mod server;
 
@@ -24,6 +25,16 @@ struct Cli {
     /// Where compiled components are cached (default: $EDDY_CACHE_DIR or ~/.cache/eddy).
     #[arg(long, global = true)]
     cache_dir: Option<PathBuf>,
+    /// Where failing UDF calls (trap, limit, batch error, row errors) leave a capture file for
+    /// `eddy udf replay` (default: none are written).
+    #[arg(long, global = true)]
+    capture_dir: Option<PathBuf>,
+    /// Capture files the capture directory may hold, earlier runs' included.
+    #[arg(long, global = true, default_value_t = 100)]
+    capture_max_files: usize,
+    /// Bytes the capture files may take in total.
+    #[arg(long, global = true, default_value = "256MB", value_parser = parse_size)]
+    capture_max_bytes: usize,
     #[command(subcommand)]
     command: Command,
 }
@@ -80,6 +91,15 @@ enum UdfCommand {
         /// The component file.
         file: PathBuf,
     },
+    /// Runs a capture file (from --capture-dir) again and shows the outcome; exits 2 if the
+    /// replayed call failed.
+    Replay {
+        /// The capture file.
+        file: PathBuf,
+        /// Another version to run the batch on, instead of the captured one.
+        #[arg(long)]
+        component: Option<PathBuf>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -105,6 +125,10 @@ fn cache_dir(cli: Option<PathBuf>) -> PathBuf {
         .or_else(|| std::env::var_os("XDG_CACHE_HOME").map(|d| PathBuf::from(d).join("eddy")))
         .or_else(|| std::env::var_os("HOME").map(|d| PathBuf::from(d).join(".cache/eddy")))
         .unwrap_or_else(|| PathBuf::from(".eddy-cache"))
+}
+
+fn parse_size(text: &str) -> Result<usize, String> {
+    eddy_sql::parse_size(text).map_err(|e| format!("'{text}' {e}"))
 }
 
 fn generate_csv(rows: u64, seed: u64, cars: u32) -> Result<()> {
@@ -134,7 +158,17 @@ async fn main() -> Result<()> {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
-    let runtime = || UdfRuntime::new(Some(cache_dir(cli.cache_dir.clone())), Limits::default());
+    let runtime = || -> Result<UdfRuntime> {
+        let runtime = UdfRuntime::new(Some(cache_dir(cli.cache_dir.clone())), Limits::default())?;
+        Ok(match &cli.capture_dir {
+            Some(dir) => runtime.with_captures(eddy_udf_host::CaptureConfig {
+                dir: dir.clone(),
+                max_files: cli.capture_max_files,
+                max_bytes: cli.capture_max_bytes as u64,
+            })?,
+            None => runtime,
+        })
+    };
     match cli.command {
         Command::Run(ref args) => run::run(args, runtime()?).await,
         Command::MqttProxy(ref args) => mqtt_proxy::run(args).await,
@@ -162,6 +196,19 @@ async fn main() -> Result<()> {
                 println!("  {}  -- {}", f.display(), f.doc);
             }
             Ok(())
+        }
+        Command::Udf {
+            command:
+                UdfCommand::Replay {
+                    ref file,
+                    ref component,
+                },
+        } => {
+            // A replay must not capture itself.
+            let runtime =
+                UdfRuntime::new(Some(cache_dir(cli.cache_dir.clone())), Limits::default())?;
+            let status = replay::replay(file, component.as_ref(), runtime)?;
+            std::process::exit(status)
         }
         Command::Bench {
             command: BenchCommand::Udf(ref args),

@@ -156,3 +156,124 @@ fn run_loads_the_udf_dir_before_the_script() {
     assert!(stderr.contains("UDF directory: tag from"), "{stderr}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn a_trap_under_capture_dir_replays_to_the_same_error_and_clean_on_the_fix() {
+    let dir = std::env::temp_dir().join(format!("eddy-cli-replay-{}", std::process::id()));
+    let captures = dir.join("captures");
+    std::fs::create_dir_all(&dir).unwrap();
+    let script = dir.join("trap.sql");
+    std::fs::write(
+        &script,
+        format!(
+            "CREATE FUNCTION panic_if_negative FROM '{}' WITH (timeout = '2s');\n\
+             SELECT panic_if_negative(x) FROM (VALUES (1.5), (-2.0)) AS t(x);\n",
+            eddy_tests::component("evil").display()
+        ),
+    )
+    .unwrap();
+    let out = eddy()
+        .arg("run")
+        .arg(&script)
+        .arg("--capture-dir")
+        .arg(&captures)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let files: Vec<_> = std::fs::read_dir(&captures)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(files.len(), 1, "{files:?}");
+
+    let same = eddy()
+        .args(["udf", "replay"])
+        .arg(&files[0])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&same.stdout);
+    assert_eq!(same.status.code(), Some(2), "{stdout}");
+    let captured = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("captured  "))
+        .unwrap_or_else(|| panic!("{stdout}"));
+    assert!(
+        captured.starts_with("trap: UDF 'panic_if_negative' trapped: "),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains(&format!("replayed  {captured} (version ")),
+        "{stdout}"
+    );
+    assert!(stdout.contains("\nsame outcome as captured\n"), "{stdout}");
+    assert!(
+        stdout.contains("clock     stopped: wall clock at the Unix epoch, monotonic clock at 0"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("limits    max_memory 536870912 bytes, timeout 2s, max_log_lines 100"),
+        "{stdout}"
+    );
+
+    let fixed = eddy()
+        .args(["udf", "replay"])
+        .arg(&files[0])
+        .arg("--component")
+        .arg(eddy_tests::component("evil_fixed"))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&fixed.stdout);
+    assert_eq!(fixed.status.code(), Some(0), "{stdout}");
+    assert!(
+        stdout.contains("replayed  ok: 2 rows, no errors (version "),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("a different outcome from the captured one"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("| -2.0 | 0.0    |"), "{stdout}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn run_rollout_shadows_promotes_and_rolls_back_as_the_readme_shows() {
+    eddy_tests::components();
+    let out = eddy()
+        .args(["run", "queries/rollout.sql"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "stdout:\n{stdout}\nstderr:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let row = |property: &str| -> String {
+        stdout
+            .lines()
+            .find(|l| l.starts_with(&format!("| {property} ")))
+            .unwrap_or_else(|| panic!("no {property} in:\n{stdout}"))
+            .split('|')
+            .nth(2)
+            .unwrap()
+            .trim()
+            .to_string()
+    };
+    // Every fourth argument is NULL in both versions; the other 750 rows differ.
+    assert_eq!(row("shadow_rows_compared"), "1000");
+    assert_eq!(row("shadow_rows_differing"), "750");
+    assert_eq!(
+        row("shadow_difference_2"),
+        "event_id=2: serving v1:2, shadow v2:2"
+    );
+    let tags: Vec<&str> = stdout
+        .lines()
+        .filter(|l| l.starts_with("| v1:") || l.starts_with("| v2:"))
+        .collect();
+    assert_eq!(
+        tags,
+        ["| v2:0 |", "| v2:1 |", "| v1:0 |", "| v1:1 |"],
+        "{stdout}"
+    );
+}

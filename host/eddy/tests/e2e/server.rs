@@ -1169,3 +1169,106 @@ async fn inserts_stream_acks_each_row_while_the_request_is_still_open() {
     );
     server.healthy().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shadow_shows_over_rest_and_metrics_and_promotes_over_ksql() {
+    // A UDF directory of its own, so the server does not load (and compile) every guest; names
+    // that are not function names keep its watcher from loading them by itself.
+    let dir = std::env::temp_dir().join(format!("eddy-server-rollout-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let copy = |guest: &str| {
+        let path = dir.join(format!("0{guest}.wasm"));
+        std::fs::copy(eddy_tests::component(guest), &path).unwrap();
+        path
+    };
+    let (v1, v2, evil) = (copy("tag_v1"), copy("tag_v2"), copy("evil"));
+    let captures = dir.join("captures");
+    let server = Server::start(&[
+        "--udf-dir",
+        dir.to_str().unwrap(),
+        "--capture-dir",
+        captures.to_str().unwrap(),
+    ]);
+    server
+        .ksql(&format!(
+            "CREATE FUNCTION tag FROM '{}'; CREATE OR REPLACE FUNCTION tag FROM '{}' WITH (shadow = true, shadow_keep = 1); CREATE FUNCTION panic_if_negative FROM '{}';",
+            v1.display(),
+            v2.display(),
+            evil.display()
+        ))
+        .await;
+    server
+        .ksql("CREATE STREAM s (id BIGINT); CREATE STREAM t AS SELECT tag(id) AS t FROM s; CREATE STREAM n (x DOUBLE); CREATE STREAM p AS SELECT panic_if_negative(x) AS p FROM n; INSERT INTO s (id) VALUES (7), (NULL), (9); INSERT INTO n (x) VALUES (-1.0);")
+        .await;
+    // The shadow runs off the query's path: wait until it has compared the rows.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let described = loop {
+        let described = server.ksql("DESCRIBE FUNCTION tag EXTENDED;").await;
+        let shadow = &described[0]["versions"]["shadow"];
+        if shadow["rowsCompared"].as_u64().unwrap_or(0) >= 3 || Instant::now() > deadline {
+            break described;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let versions = &described[0]["versions"];
+    let shadow = &versions["shadow"];
+    // `7` and `9` differ; `NULL` is NULL in both.
+    assert_eq!(shadow["rowsCompared"], 3, "{described:#}");
+    assert_eq!(shadow["rowsDiffering"], 2, "{described:#}");
+    assert_eq!(
+        shadow["differences"],
+        json!([{"arguments": {"event_id": "7"}, "serving": "v1:7", "shadow": "v2:7"}])
+    );
+    assert_eq!(versions["previous"], Value::Null);
+    let v2_hash = shadow["version"].as_str().unwrap().to_string();
+    let (status, body) = server.get("/functions/tag").await;
+    assert_eq!(status, 200, "{body}");
+    let body: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(body["shadow"]["rowsDiffering"], 2, "{body:#}");
+    assert_eq!(body["signature"], "tag(event_id BIGINT) -> VARCHAR");
+
+    // The trap in the other query leaves a capture file.
+    while std::fs::read_dir(&captures).map_or(0, |d| d.count()) == 0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let metrics = server.metrics().await;
+    let value = |name: &str| {
+        metrics
+            .samples
+            .iter()
+            .find(|s| s.metric == name)
+            .map(|s| match s.value {
+                prometheus_parse::Value::Counter(v) | prometheus_parse::Value::Untyped(v) => v,
+                ref other => panic!("{other:?}"),
+            })
+    };
+    assert_eq!(value("eddy_udf_shadow_rows_compared_total"), Some(3.0));
+    assert_eq!(value("eddy_udf_shadow_rows_differing_total"), Some(2.0));
+    let compared = metrics
+        .samples
+        .iter()
+        .find(|s| s.metric == "eddy_udf_shadow_rows_compared_total")
+        .unwrap();
+    assert_eq!(compared.labels.get("version"), Some(&v2_hash[..16]));
+    assert!(value("eddy_udf_captures_total").unwrap() >= 1.0);
+    assert!(std::fs::read_dir(&captures).unwrap().count() >= 1);
+
+    let promoted = server.ksql("ALTER FUNCTION tag PROMOTE;").await;
+    assert_eq!(promoted[0]["@type"], "currentStatus", "{promoted:#}");
+    let shown = server.ksql("SHOW FUNCTIONS;").await;
+    let tag = shown[0]["functions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["name"] == "TAG")
+        .unwrap_or_else(|| panic!("{shown:#}"))
+        .clone();
+    assert_eq!(tag["version"], v2_hash);
+    assert_eq!(tag["shadowVersion"], Value::Null);
+    assert_eq!(
+        tag["previousVersion"], versions["serving"]["version"],
+        "{shown:#}"
+    );
+    drop(server);
+    let _ = std::fs::remove_dir_all(&dir);
+}
