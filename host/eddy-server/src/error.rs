@@ -17,7 +17,7 @@ pub(crate) mod code {
     pub(crate) const UNAUTHORIZED: u32 = 40100;
     /// Not something this client may do (host files, server settings, crate builds).
     pub(crate) const FORBIDDEN: u32 = 40300;
-    /// No such endpoint, or a statement naming a stream, table or query that does not exist.
+    /// No such endpoint.
     pub(crate) const NOT_FOUND: u32 = 40400;
     /// Wrong HTTP method.
     pub(crate) const METHOD_NOT_ALLOWED: u32 = 40500;
@@ -64,15 +64,6 @@ impl ApiError {
             code,
             message: message.into(),
             statement: Some(statement.to_string()),
-        }
-    }
-
-    /// A 404 `statement_error` 40400: the statement names a stream, table, query or function
-    /// that does not exist.
-    pub(crate) fn not_found(message: impl Into<String>, statement: &str) -> Self {
-        ApiError {
-            status: StatusCode::NOT_FOUND,
-            ..Self::statement(code::NOT_FOUND, message, statement)
         }
     }
 

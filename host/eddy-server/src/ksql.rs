@@ -339,7 +339,8 @@ async fn describe(
         .into_iter()
         .find(|r| r.name.eq_ignore_ascii_case(wanted))
     else {
-        return Err(ApiError::not_found(
+        return Err(ApiError::statement(
+            code::BAD_STATEMENT,
             format!(
                 "Could not find STREAM/TABLE '{}' in the Metastore",
                 wanted.to_uppercase()
@@ -462,14 +463,14 @@ fn describe_function(
 }
 
 /// The error entity for an engine error, by what went wrong: a statement reaching beyond what
-/// a network client may do is 403 (40300); one naming something that does not exist, 404
-/// (40400); Kafka or another system failing under a good statement, 500 (50000); anything
-/// else is a bad statement, 400 (40001).
+/// a network client may do is 403 (40300); Kafka or another system failing under a good
+/// statement, 500 (50000); anything else is a bad statement, 400 (40001) — a name that does
+/// not exist included, as ksqlDB answers it: clients rely on that code (ksql-python's
+/// `get_stream_info` returns None on 40001).
 pub(crate) fn statement_error(e: eddy_stream::Error, shown: &str) -> ApiError {
     use eddy_stream::Error;
     match &e {
         Error::Sql(eddy_sql::Error::Refused(_)) => ApiError::forbidden(e.to_string(), shown),
-        Error::NotFound(_) => ApiError::not_found(e.to_string(), shown),
         Error::Connector(eddy_connector::Error::Io(_)) => {
             ApiError::unavailable(e.to_string(), shown)
         }
@@ -493,8 +494,8 @@ mod tests {
             (Error::Catalog("'s' already exists".into()), 400, 40001),
             (
                 Error::NotFound("stream 's' does not exist".into()),
-                404,
-                40400,
+                400,
+                40001,
             ),
             (
                 Error::Sql(eddy_sql::Error::Refused("COPY".into())),

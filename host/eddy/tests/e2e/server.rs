@@ -348,17 +348,17 @@ async fn bad_requests_get_error_entities_and_the_server_keeps_serving() {
     assert_eq!(body["statementText"], "FROBNICATE THE STREAMS;");
     assert_eq!(body["entities"], json!([]));
 
-    // A name that does not exist: 404 / 40400.
+    // A name that does not exist: 400 / 40001, as ksqlDB answers (ksql-python relies on it).
     let (status, body) = post("/ksql", ksql("DESCRIBE nothing_here;"), good).await;
-    assert_eq!((status, body["error_code"].clone()), (404, json!(40400)));
+    assert_eq!((status, body["error_code"].clone()), (400, json!(40001)));
     let (status, body) = post("/ksql", ksql("DROP STREAM nothing_here;"), good).await;
-    assert_eq!((status, body["error_code"].clone()), (404, json!(40400)));
+    assert_eq!((status, body["error_code"].clone()), (400, json!(40001)));
     assert_eq!(
         body["message"],
         "stream 'nothing_here' does not exist (SHOW STREAMS lists them)"
     );
     let (status, body) = post("/ksql", ksql("TERMINATE CSAS_NOTHING_9;"), good).await;
-    assert_eq!((status, body["error_code"].clone()), (404, json!(40400)));
+    assert_eq!((status, body["error_code"].clone()), (400, json!(40001)));
 
     let (status, body) = post(
         "/ksql",
