@@ -431,6 +431,21 @@ async fn run(engine: &mut eddy_stream::Engine, sql: &str) -> eddy_stream::Output
     }
 }
 
+/// Each row of `batch`, its columns as text.
+fn text_rows(batch: &datafusion::arrow::array::RecordBatch) -> Vec<Vec<String>> {
+    let options = datafusion::arrow::util::display::FormatOptions::default();
+    let columns: Vec<_> = batch
+        .columns()
+        .iter()
+        .map(|c| {
+            datafusion::arrow::util::display::ArrayFormatter::try_new(c.as_ref(), &options).unwrap()
+        })
+        .collect();
+    (0..batch.num_rows())
+        .map(|row| columns.iter().map(|c| c.value(row).to_string()).collect())
+        .collect()
+}
+
 /// The rows of a push query (or PRINT) until it ends, each row's columns as text.
 async fn collect(output: eddy_stream::Output) -> Vec<Vec<String>> {
     let eddy_stream::Output::Push(mut push) = output else {
@@ -439,18 +454,7 @@ async fn collect(output: eddy_stream::Output) -> Vec<Vec<String>> {
     let mut rows = Vec::new();
     let read = async {
         while let Some(batch) = push.rows.recv().await {
-            let options = datafusion::arrow::util::display::FormatOptions::default();
-            let columns: Vec<_> = batch
-                .columns()
-                .iter()
-                .map(|c| {
-                    datafusion::arrow::util::display::ArrayFormatter::try_new(c.as_ref(), &options)
-                        .unwrap()
-                })
-                .collect();
-            for row in 0..batch.num_rows() {
-                rows.push(columns.iter().map(|c| c.value(row).to_string()).collect());
-            }
+            rows.extend(text_rows(&batch));
         }
     };
     tokio::time::timeout(Duration::from_secs(60), read)
@@ -807,22 +811,7 @@ async fn pull(engine: &mut eddy_stream::Engine, sql: &str) -> Vec<Vec<String>> {
     let eddy_stream::Output::Rows { batches, .. } = run(engine, sql).await else {
         panic!("{sql}: not rows")
     };
-    let options = datafusion::arrow::util::display::FormatOptions::default();
-    let mut rows = Vec::new();
-    for batch in batches {
-        let columns: Vec<_> = batch
-            .columns()
-            .iter()
-            .map(|c| {
-                datafusion::arrow::util::display::ArrayFormatter::try_new(c.as_ref(), &options)
-                    .unwrap()
-            })
-            .collect();
-        for row in 0..batch.num_rows() {
-            rows.push(columns.iter().map(|c| c.value(row).to_string()).collect());
-        }
-    }
-    rows
+    batches.iter().flat_map(text_rows).collect()
 }
 
 /// Every record of `topic` from the start, as a plain consumer sees it: (key, value), a

@@ -336,12 +336,8 @@ impl Aggregation {
         let target = self.groups.entry(into).or_default();
         for (key, mut group) in moving {
             if let Some(bounds) = group.emitted.take() {
-                let keys = self
-                    .key_columns
-                    .iter()
-                    .map(|&i| group.keys[i].clone())
-                    .collect();
-                self.retract.push((keys, bounds));
+                self.retract
+                    .push((key_values(&self.key_columns, &group), bounds));
             }
             match target.get_mut(&key) {
                 Some(existing) => {
@@ -432,12 +428,8 @@ impl Aggregation {
                 .expect("emitted above");
             let now = present.contains(&(span, key)).then_some(span);
             if let Some(old) = group.emitted.filter(|old| Some(*old) != now) {
-                let keys = self
-                    .key_columns
-                    .iter()
-                    .map(|&i| group.keys[i].clone())
-                    .collect();
-                self.retract.push((keys, old));
+                self.retract
+                    .push((key_values(&self.key_columns, group), old));
             }
             group.emitted = now;
         }
@@ -567,6 +559,11 @@ impl Aggregation {
         columns.push(Arc::new(BooleanArray::from(vec![true; n])));
         Ok(RecordBatch::try_new(self.out_schema.clone(), columns)?)
     }
+}
+
+/// A group's GROUP BY values (its window bounds left out).
+fn key_values(key_columns: &[usize], group: &Group) -> Vec<ScalarValue> {
+    key_columns.iter().map(|&i| group.keys[i].clone()).collect()
 }
 
 /// Appends a group's key values and current aggregate values to `columns`.

@@ -482,15 +482,28 @@ impl Parsed {
 /// The prefix of columns the engine adds to an aggregation's output to name each row's group.
 pub(crate) const HIDDEN: &str = "__eddy_";
 
-/// Removes a trailing `PARTITION BY expr` (the statement's last clause once EMIT is gone).
-fn strip_partition_by(sql: &str) -> Result<(String, Option<Expr>)> {
-    let tokens = Tokenizer::new(&GenericDialect {}, sql)
+/// The statement's tokens, whitespace included, with their positions.
+fn tokenize(sql: &str) -> Result<Vec<datafusion::sql::sqlparser::tokenizer::TokenWithSpan>> {
+    Tokenizer::new(&GenericDialect {}, sql)
         .tokenize_with_location()
-        .map_err(|e| Error::Syntax(e.to_string()))?;
-    let word = |i: usize| match tokens.get(i).map(|t| &t.token) {
+        .map_err(|e| Error::Syntax(e.to_string()))
+}
+
+/// The unquoted word at `i`, upper-cased (a keyword candidate).
+fn keyword(
+    tokens: &[datafusion::sql::sqlparser::tokenizer::TokenWithSpan],
+    i: usize,
+) -> Option<String> {
+    match tokens.get(i).map(|t| &t.token) {
         Some(Token::Word(w)) if w.quote_style.is_none() => Some(w.value.to_uppercase()),
         _ => None,
-    };
+    }
+}
+
+/// Removes a trailing `PARTITION BY expr` (the statement's last clause once EMIT is gone).
+fn strip_partition_by(sql: &str) -> Result<(String, Option<Expr>)> {
+    let tokens = tokenize(sql)?;
+    let word = |i: usize| keyword(&tokens, i);
     let mut depth = 0i32;
     for i in 0..tokens.len() {
         match &tokens[i].token {
@@ -534,13 +547,8 @@ fn strip_partition_by(sql: &str) -> Result<(String, Option<Expr>)> {
 
 /// Removes `WINDOW kind (…)` and a trailing `EMIT CHANGES|FINAL`, returning both.
 fn strip_window(sql: &str) -> Result<(String, Option<Window>, Option<Emit>)> {
-    let tokens = Tokenizer::new(&GenericDialect {}, sql)
-        .tokenize_with_location()
-        .map_err(|e| Error::Syntax(e.to_string()))?;
-    let word = |i: usize| match tokens.get(i).map(|t| &t.token) {
-        Some(Token::Word(w)) if w.quote_style.is_none() => Some(w.value.to_uppercase()),
-        _ => None,
-    };
+    let tokens = tokenize(sql)?;
+    let word = |i: usize| keyword(&tokens, i);
     let next = |mut i: usize| {
         while matches!(tokens.get(i).map(|t| &t.token), Some(Token::Whitespace(_))) {
             i += 1;
