@@ -8,4 +8,5 @@ mod hot_swap;
 mod kafka;
 mod mqtt;
 mod pipelines;
+mod polyglot;
 mod sandbox;
