@@ -77,3 +77,11 @@ if ! cmp -s "$root/sdk/js/package-lock.json" "$root/sdk/js/node_modules/.package
   cp "$root/sdk/js/package-lock.json" "$root/sdk/js/node_modules/.package-lock.json.ci"
 fi
 echo "setup: componentize-js $(node -p "require('$cjs').version") ready (node $(node --version))"
+
+# The npm ksqlDB client the REST server's test drives (tests/node/ksqldb_client/scenario.js),
+# pinned by its package-lock.json; `npm ci` only when the installed copy is not that version.
+client="$root/tests/node/ksqldb_client"
+if ! node -e 'process.exit(require(process.argv[1] + "/node_modules/ksqldb-client/package.json").version === "1.0.5" ? 0 : 1)' "$client" >/dev/null 2>&1; then
+  (cd "$client" && npm ci --no-audit --no-fund --silent)
+fi
+echo "setup: ksqldb-client ready ($(node -e 'console.log(require(process.argv[1] + "/node_modules/ksqldb-client/package.json").version)' "$client"))"

@@ -32,8 +32,18 @@
 //! reason (tracing target `eddy::mqtt`), and answered on MQTT 5 with a negative PUBACK/PUBREC
 //! (reason 0x99, payload format invalid); MQTT 3.1.1 has no negative ack, so a 3.1.1 device
 //! gets a plain ack for a publish that was dropped, and only the counter and the log tell.
+//!
+//! **A hostile client** cannot hold the endpoint: connections are capped
+//! ([`EndpointConfig::max_connections`], refused before CONNECT is read), must send CONNECT
+//! within [`EndpointConfig::connect_timeout`], get at most [`EndpointConfig::max_keep_alive`]
+//! (keep-alive 0 included), and the bytes of packets not yet read whole are charged to one budget
+//! shared by all connections ([`EndpointConfig::max_unfinished_bytes`]); control packets and an
+//! MQTT 5 PUBLISH's properties are held to 64 KiB, so parsing one packet allocates a bounded
+//! amount whatever it declares. A PUBLISH to a wildcard topic ends its connection (MQTT 5:
+//! DISCONNECT 0x90). Logins ([`Credentials`]) and TLS ([`TlsConfig`], rustls with `ring`) are
+//! optional. Every refusal has its counter in [`Stats`].
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -48,8 +58,8 @@ use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
@@ -60,7 +70,9 @@ mod protocol;
 /// The payload type [`Direct::write`] takes, re-exported so hosts need not depend on `bytes`.
 pub use bytes::Bytes;
 pub use mapping::{parse_rule_list, route, TopicRule};
-use protocol::{connect_level, Incoming, Outgoing, Reason, Version};
+use protocol::{
+    connect_level, ConnectCode, DisconnectReason, Incoming, Outgoing, ReadError, Reason, Version,
+};
 
 /// What goes wrong starting an endpoint.
 #[derive(Debug, thiserror::Error)]
@@ -129,8 +141,26 @@ pub struct EndpointConfig {
     /// Unacknowledged publishes per connection before it is no longer read (default 64); also
     /// MQTT 5's receive maximum.
     pub max_inflight: u16,
-    /// Largest MQTT packet accepted (default 1 MiB); larger ones close the connection.
+    /// Largest MQTT packet accepted (default 1 MiB); larger ones close the connection as soon
+    /// as their fixed header is in. MQTT 5 clients are told in CONNACK (Maximum Packet Size).
     pub max_packet_size: usize,
+    /// Connections open at once (default 10,000); further ones are closed as soon as they are
+    /// accepted, before their CONNECT is read, and counted in [`Stats::refused_connections`].
+    pub max_connections: usize,
+    /// A connection that has not sent its CONNECT by then is closed (default 10 s), counted in
+    /// [`Stats::connect_timeouts`].
+    pub connect_timeout: Duration,
+    /// The longest keep-alive granted, in seconds (default 300; 0: no maximum). A client asking
+    /// for 0 (none) or more gets this; MQTT 5 clients are told in CONNACK (Server Keep Alive).
+    pub max_keep_alive: u16,
+    /// Bytes of packets not yet read whole, across all connections (default 64 MiB). A
+    /// connection whose buffered bytes would take the total over it is closed, counted in
+    /// [`Stats::over_budget`].
+    pub max_unfinished_bytes: usize,
+    /// Who may connect; `None`: anyone.
+    pub credentials: Option<Arc<Credentials>>,
+    /// TLS on the listener; `None`: plain TCP.
+    pub tls: Option<TlsConfig>,
     /// Direct mode: when set, publishes go here instead of Kafka (rules then name its targets,
     /// and `kafka` and `topic_as` are not used).
     pub direct: Option<Arc<dyn Direct>>,
@@ -145,6 +175,12 @@ impl std::fmt::Debug for EndpointConfig {
             .field("topic_as", &self.topic_as)
             .field("max_inflight", &self.max_inflight)
             .field("max_packet_size", &self.max_packet_size)
+            .field("max_connections", &self.max_connections)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("max_keep_alive", &self.max_keep_alive)
+            .field("max_unfinished_bytes", &self.max_unfinished_bytes)
+            .field("credentials", &self.credentials)
+            .field("tls", &self.tls.is_some())
             .field("direct", &self.direct.is_some())
             .finish()
     }
@@ -160,6 +196,12 @@ impl EndpointConfig {
             topic_as: TopicAs::Key,
             max_inflight: 64,
             max_packet_size: 1 << 20,
+            max_connections: 10_000,
+            connect_timeout: Duration::from_secs(10),
+            max_keep_alive: 300,
+            max_unfinished_bytes: 64 << 20,
+            credentials: None,
+            tls: None,
             direct: None,
         }
     }
@@ -176,6 +218,123 @@ impl EndpointConfig {
             ..EndpointConfig::new(listen, KafkaConfig::default(), rules)
         }
     }
+}
+
+/// TLS for the listener: a certificate chain and its private key (rustls, `ring` provider).
+#[derive(Clone)]
+pub struct TlsConfig(Arc<rustls::ServerConfig>);
+
+impl TlsConfig {
+    /// Reads a PEM certificate chain (leaf first) and a PEM private key (PKCS#8, PKCS#1 or
+    /// SEC1).
+    pub fn from_pem_files(cert: &std::path::Path, key: &std::path::Path) -> Result<Self, Error> {
+        use rustls::pki_types::pem::PemObject;
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+
+        let tls = |what: &std::path::Path, e: &dyn std::fmt::Display| {
+            Error::Config(format!("TLS: {}: {e}", what.display()))
+        };
+        let certs = CertificateDer::pem_file_iter(cert)
+            .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+            .map_err(|e| tls(cert, &e))?;
+        if certs.is_empty() {
+            return Err(tls(cert, &"no certificate in it"));
+        }
+        let key_der = PrivateKeyDer::from_pem_file(key).map_err(|e| tls(key, &e))?;
+        // The provider named, not the process default, so another crate enabling aws-lc-rs
+        // cannot change (or make ambiguous) what this endpoint uses.
+        let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| tls(cert, &e))?
+        .with_no_client_auth()
+        .with_single_cert(certs, key_der)
+        .map_err(|e| tls(key, &e))?;
+        Ok(TlsConfig(Arc::new(config)))
+    }
+}
+
+/// Who may connect: user names with their passwords, and/or one token that any user name may
+/// give as its password (the REST server's `--auth-token-file`).
+#[derive(Clone, Default)]
+pub struct Credentials {
+    users: HashMap<String, String>,
+    token: Option<String>,
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the passwords.
+        f.debug_struct("Credentials")
+            .field("users", &self.users.len())
+            .field("token", &self.token.is_some())
+            .finish()
+    }
+}
+
+impl Credentials {
+    /// Adds a token any user name may give as its password.
+    pub fn with_token(mut self, token: impl Into<String>) -> Self {
+        self.token = Some(token.into());
+        self
+    }
+
+    /// Adds (or replaces) a user and its password.
+    pub fn with_user(mut self, user: impl Into<String>, password: impl Into<String>) -> Self {
+        self.users.insert(user.into(), password.into());
+        self
+    }
+
+    /// Adds the users of a password file: one `user:password` a line (the first `:` splits
+    /// them, so passwords may hold `:`); blank lines and lines starting with `#` are skipped.
+    pub fn with_password_file(mut self, text: &str) -> Result<Self, Error> {
+        for (n, line) in text.lines().enumerate() {
+            let line = line.trim_end_matches('\r');
+            if line.trim().is_empty() || line.trim_start().starts_with('#') {
+                continue;
+            }
+            match line.split_once(':') {
+                Some((user, password)) if !user.is_empty() && !password.is_empty() => {
+                    self.users.insert(user.to_string(), password.to_string());
+                }
+                _ => {
+                    return Err(Error::Config(format!(
+                        "password file line {}: expected user:password",
+                        n + 1
+                    )))
+                }
+            }
+        }
+        Ok(self)
+    }
+
+    /// Whether nobody could log in (no users, no token).
+    pub fn is_empty(&self) -> bool {
+        self.users.is_empty() && self.token.is_none()
+    }
+
+    /// Whether `login` (user name, password) is let in.
+    fn allows(&self, login: Option<&(String, String)>) -> bool {
+        let Some((user, password)) = login else {
+            return false;
+        };
+        let token = self
+            .token
+            .as_deref()
+            .is_some_and(|t| same(t.as_bytes(), password.as_bytes()));
+        let user = self
+            .users
+            .get(user)
+            .is_some_and(|p| same(p.as_bytes(), password.as_bytes()));
+        token | user
+    }
+}
+
+/// Compares in time independent of where the bytes differ, so timing does not reveal how much
+/// of a guess was right.
+fn same(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// A snapshot of an endpoint's counters.
@@ -201,8 +360,27 @@ pub struct Stats {
     pub failed: u64,
     /// Connections whose window of unacknowledged publishes is full, so they are not read.
     pub blocked_connections: u64,
-    /// Connections closed for a protocol error (bad packet, no CONNECT first, too large).
+    /// Connections closed for a protocol error (bad packet, no CONNECT first).
     pub protocol_errors: u64,
+    /// Connections closed at once because [`EndpointConfig::max_connections`] were open.
+    pub refused_connections: u64,
+    /// Connections closed because no CONNECT came within [`EndpointConfig::connect_timeout`].
+    pub connect_timeouts: u64,
+    /// Connections closed because no packet came within 1.5 keep-alive periods.
+    pub keep_alive_timeouts: u64,
+    /// CONNECTs refused for a missing or wrong user name or password.
+    pub auth_failures: u64,
+    /// Connections closed for a PUBLISH whose topic holds a wildcard (`+`, `#`).
+    pub invalid_topics: u64,
+    /// Connections closed for a packet over [`EndpointConfig::max_packet_size`].
+    pub too_large: u64,
+    /// Connections closed because their unfinished packets would have taken the bytes held
+    /// over [`EndpointConfig::max_unfinished_bytes`].
+    pub over_budget: u64,
+    /// Bytes of unfinished packets held now, across all connections.
+    pub unfinished_bytes: u64,
+    /// TLS connections whose handshake failed (or did not finish within the connect timeout).
+    pub tls_failures: u64,
     /// `false` after librdkafka reported all brokers down, until Kafka acknowledges again;
     /// always `true` in direct mode.
     pub kafka_reachable: bool,
@@ -221,6 +399,15 @@ struct Counters {
     failed: AtomicU64,
     blocked_connections: AtomicU64,
     protocol_errors: AtomicU64,
+    refused_connections: AtomicU64,
+    connect_timeouts: AtomicU64,
+    keep_alive_timeouts: AtomicU64,
+    auth_failures: AtomicU64,
+    invalid_topics: AtomicU64,
+    too_large: AtomicU64,
+    over_budget: AtomicU64,
+    unfinished_bytes: AtomicU64,
+    tls_failures: AtomicU64,
     kafka_down: AtomicBool,
 }
 
@@ -245,6 +432,12 @@ struct Shared {
     topic_as: TopicAs,
     max_inflight: u16,
     max_packet_size: usize,
+    max_connections: usize,
+    connect_timeout: Duration,
+    max_keep_alive: u16,
+    max_unfinished_bytes: usize,
+    credentials: Option<Arc<Credentials>>,
+    tls: Option<tokio_rustls::TlsAcceptor>,
     broker: String,
 }
 
@@ -279,6 +472,15 @@ impl StatsReader {
             failed: get(&c.failed),
             blocked_connections: get(&c.blocked_connections),
             protocol_errors: get(&c.protocol_errors),
+            refused_connections: get(&c.refused_connections),
+            connect_timeouts: get(&c.connect_timeouts),
+            keep_alive_timeouts: get(&c.keep_alive_timeouts),
+            auth_failures: get(&c.auth_failures),
+            invalid_topics: get(&c.invalid_topics),
+            too_large: get(&c.too_large),
+            over_budget: get(&c.over_budget),
+            unfinished_bytes: get(&c.unfinished_bytes),
+            tls_failures: get(&c.tls_failures),
             kafka_reachable: !c.kafka_down.load(Ordering::Relaxed),
         }
     }
@@ -336,6 +538,21 @@ impl Endpoint {
         if config.max_inflight == 0 {
             return Err(Error::Config("max_inflight must be at least 1".into()));
         }
+        if config.max_connections == 0 {
+            return Err(Error::Config("max_connections must be at least 1".into()));
+        }
+        if config.max_unfinished_bytes < config.max_packet_size {
+            // Otherwise a packet of the largest size allowed could never be read.
+            return Err(Error::Config(format!(
+                "max_unfinished_bytes ({}) must be at least max_packet_size ({})",
+                config.max_unfinished_bytes, config.max_packet_size
+            )));
+        }
+        if config.credentials.as_ref().is_some_and(|c| c.is_empty()) {
+            return Err(Error::Config(
+                "credentials given but empty: nobody could connect".into(),
+            ));
+        }
         let counters = Arc::new(Counters::default());
         let (destination, broker) = match config.direct {
             Some(direct) => (
@@ -368,6 +585,12 @@ impl Endpoint {
             topic_as: config.topic_as,
             max_inflight: config.max_inflight,
             max_packet_size: config.max_packet_size,
+            max_connections: config.max_connections,
+            connect_timeout: config.connect_timeout,
+            max_keep_alive: config.max_keep_alive,
+            max_unfinished_bytes: config.max_unfinished_bytes,
+            credentials: config.credentials,
+            tls: config.tls.map(|tls| tokio_rustls::TlsAcceptor::from(tls.0)),
             broker,
         });
         let (stop, stopped) = watch::channel(false);
@@ -435,19 +658,50 @@ async fn accept(listener: TcpListener, shared: Arc<Shared>, mut stopped: watch::
             Some(_) = connections.join_next(), if !connections.is_empty() => {}
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
+                    let counters = shared.counters.clone();
+                    // Counted here, where connections are accepted one at a time, so the cap
+                    // holds exactly. Refused before CONNECT is read: waiting for it would hold
+                    // the descriptor and a task for up to the connect timeout, which is what the
+                    // cap protects.
+                    if counters.connections.load(Ordering::Relaxed) >= shared.max_connections as u64 {
+                        let refused = counters.refused_connections.fetch_add(1, Ordering::Relaxed);
+                        if refused.is_multiple_of(1000) {
+                            tracing::warn!(%peer, refused = refused + 1, max = shared.max_connections, "mqtt endpoint: connection refused, too many open");
+                        }
+                        drop(stream);
+                        continue;
+                    }
+                    bump(&counters.connections);
+                    bump(&counters.connections_total);
+                    let slot = Slot(counters.clone());
                     let _ = stream.set_nodelay(true);
                     let shared = shared.clone();
                     let stopped = stopped.clone();
                     connections.spawn(async move {
-                        let counters = shared.counters.clone();
-                        bump(&counters.connections);
-                        bump(&counters.connections_total);
-                        let mut connection = Connection::new(shared);
-                        if let Err(e) = connection.serve(stream, stopped).await {
+                        // The TLS handshake counts against the time CONNECT must come in.
+                        let deadline = Instant::now() + shared.connect_timeout;
+                        let mut connection = Connection::new(shared.clone());
+                        let served = match &shared.tls {
+                            None => connection.serve(stream, deadline, stopped).await,
+                            Some(acceptor) => {
+                                match tokio::time::timeout_at(deadline, acceptor.accept(stream)).await {
+                                    Ok(Ok(stream)) => connection.serve(stream, deadline, stopped).await,
+                                    Ok(Err(e)) => {
+                                        bump(&counters.tls_failures);
+                                        Err(Closed::Tls(e.to_string()))
+                                    }
+                                    Err(_) => {
+                                        bump(&counters.tls_failures);
+                                        Err(Closed::Tls("no handshake within the connect timeout".into()))
+                                    }
+                                }
+                            }
+                        };
+                        if let Err(e) = served {
                             tracing::debug!(%peer, "mqtt endpoint: connection closed: {e}");
                         }
                         connection.release();
-                        drop_one(&counters.connections);
+                        drop(slot);
                     });
                 }
                 Err(e) => {
@@ -465,6 +719,15 @@ async fn accept(listener: TcpListener, shared: Arc<Shared>, mut stopped: watch::
         .is_err()
     {
         connections.shutdown().await;
+    }
+}
+
+/// A place under the connection cap, given back when its task ends, however it ends.
+struct Slot(Arc<Counters>);
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        drop_one(&self.0.connections);
     }
 }
 
@@ -564,6 +827,18 @@ enum Closed {
     Refused { qos: u8, error: String },
     #[error("keep-alive expired")]
     KeepAlive,
+    #[error("no CONNECT in time")]
+    ConnectTimeout,
+    #[error("TLS: {0}")]
+    Tls(String),
+    #[error("bad user name or password (client id {0:?})")]
+    BadLogin(String),
+    #[error("PUBLISH to a wildcard topic {0:?}")]
+    InvalidTopic(String),
+    #[error("packet of {0} bytes over the limit")]
+    TooLarge(usize),
+    #[error("{0} bytes of unfinished packets would exceed the shared budget")]
+    OverBudget(usize),
 }
 
 struct Connection {
@@ -576,6 +851,8 @@ struct Connection {
     qos0: FuturesUnordered<Delivery>,
     blocked: bool,
     out: BytesMut,
+    /// Bytes of the shared budget for unfinished packets this connection holds.
+    held: usize,
 }
 
 impl Connection {
@@ -588,6 +865,7 @@ impl Connection {
             qos0: FuturesUnordered::new(),
             blocked: false,
             out: BytesMut::new(),
+            held: 0,
         }
     }
 
@@ -596,12 +874,52 @@ impl Connection {
         Closed::Protocol(e.to_string())
     }
 
+    /// Counts a packet that could not be read.
+    fn unreadable(&self, e: ReadError) -> Closed {
+        match e {
+            ReadError::TooLarge(len) => {
+                bump(&self.shared.counters.too_large);
+                Closed::TooLarge(len)
+            }
+            ReadError::Malformed(e) => self.protocol(e),
+        }
+    }
+
+    /// Holds `len` bytes (what `buf` holds now) of the budget shared by all connections for
+    /// unfinished packets; fails, counted, when the total would go over it.
+    fn hold(&mut self, len: usize) -> Result<(), Closed> {
+        let counters = &self.shared.counters;
+        if len > self.held {
+            let more = (len - self.held) as u64;
+            let limit = self.shared.max_unfinished_bytes as u64;
+            let taken = counters.unfinished_bytes.fetch_update(
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+                |used| used.checked_add(more).filter(|total| *total <= limit),
+            );
+            if taken.is_err() {
+                let over = counters.over_budget.fetch_add(1, Ordering::Relaxed);
+                if over.is_multiple_of(1000) {
+                    tracing::warn!(over_budget = over + 1, limit, "mqtt endpoint: connection closed, unfinished packets over the shared budget");
+                }
+                return Err(Closed::OverBudget(len));
+            }
+        } else if len < self.held {
+            counters
+                .unfinished_bytes
+                .fetch_sub((self.held - len) as u64, Ordering::Relaxed);
+        }
+        self.held = len;
+        Ok(())
+    }
+
     /// Gives back what this connection holds in the shared counters.
     ///
     /// Records already handed to Kafka are still delivered; they are counted (in `forwarded`,
     /// `dropped_qos0` or `failed`) as their deliveries finish, though nobody can be acked.
     fn release(&mut self) {
         self.set_blocked(false);
+        let _ = self.hold(0);
         let pending = std::mem::take(&mut self.pending);
         let qos0 = std::mem::take(&mut self.qos0);
         if qos0.is_empty() && pending.iter().all(|p| p.delivery.is_none()) {
@@ -630,40 +948,47 @@ impl Connection {
         }
     }
 
-    async fn serve(
+    /// Serves one client; CONNECT must be in by `connect_deadline`.
+    async fn serve<S>(
         &mut self,
-        stream: TcpStream,
+        stream: S,
+        connect_deadline: Instant,
         mut stopped: watch::Receiver<bool>,
-    ) -> Result<(), Closed> {
-        let (mut rd, mut wr) = stream.into_split();
+    ) -> Result<(), Closed>
+    where
+        S: AsyncRead + AsyncWrite + Send + Unpin,
+    {
+        let (mut rd, mut wr) = tokio::io::split(stream);
         let mut buf = BytesMut::with_capacity(4096);
         let max = self.shared.max_packet_size;
+        let counters = self.shared.counters.clone();
+        let connect_timeout = || {
+            bump(&counters.connect_timeouts);
+            Closed::ConnectTimeout
+        };
 
-        // CONNECT first, within 10 s.
-        let connect_deadline = Instant::now() + Duration::from_secs(10);
+        // CONNECT first, within the connect timeout.
         let level = loop {
             if let Some(level) = connect_level(&buf).map_err(|e| self.protocol(e))? {
                 break level;
             }
-            if buf.len() > max {
-                return Err(self.protocol("CONNECT too large"));
+            if buf.len() > max.min(protocol::MAX_CONTROL_PACKET) {
+                return Err(self.unreadable(ReadError::TooLarge(buf.len())));
             }
             let n = tokio::time::timeout_at(connect_deadline, rd.read_buf(&mut buf))
                 .await
-                .map_err(|_| self.protocol("no CONNECT within 10 s"))??;
+                .map_err(|_| connect_timeout())??;
             if n == 0 {
                 return Ok(());
             }
+            self.hold(buf.len())?;
         };
         self.version = match level {
             4 => Version::V311,
             5 => Version::V5,
             other => {
                 // 3.1 ("MQIsdp", level 3) and unknown levels: refused as the spec says.
-                self.write(Outgoing::ConnAck {
-                    accepted: false,
-                    receive_max: 0,
-                })?;
+                self.write(self.connack(ConnectCode::UnsupportedVersion, None))?;
                 wr.write_all(&self.out).await?;
                 return Err(self.protocol(format!("unsupported protocol level {other}")));
             }
@@ -672,21 +997,47 @@ impl Connection {
             match self
                 .version
                 .read(&mut buf, max)
-                .map_err(|e| self.protocol(e))?
+                .map_err(|e| self.unreadable(e))?
             {
                 Some(Incoming::Connect {
                     client_id,
                     keep_alive,
                     clean,
+                    login,
                 }) => {
+                    self.hold(buf.len())?;
                     tracing::debug!(client_id, keep_alive, clean, version = ?self.version, "mqtt endpoint: connect");
-                    self.write(Outgoing::ConnAck {
-                        accepted: true,
-                        receive_max: self.shared.max_inflight,
-                    })?;
+                    if let Some(credentials) = &self.shared.credentials {
+                        if !credentials.allows(login.as_ref()) {
+                            let failures = counters.auth_failures.fetch_add(1, Ordering::Relaxed);
+                            // The first and every 1000th: a password-guessing fleet cannot flood.
+                            if failures.is_multiple_of(1000) {
+                                tracing::warn!(
+                                    client_id,
+                                    user = login.as_ref().map(|l| l.0.as_str()),
+                                    failures = failures + 1,
+                                    "mqtt endpoint: bad user name or password"
+                                );
+                            }
+                            self.write(self.connack(ConnectCode::BadLogin, None))?;
+                            wr.write_all(&self.out).await?;
+                            return Err(Closed::BadLogin(client_id));
+                        }
+                    }
+                    // 0 asks for no keep-alive at all: an idle connection would be held forever.
+                    let limit = self.shared.max_keep_alive;
+                    let granted = if limit > 0 && (keep_alive == 0 || keep_alive > limit) {
+                        limit
+                    } else {
+                        keep_alive
+                    };
+                    self.write(self.connack(
+                        ConnectCode::Accepted,
+                        (granted != keep_alive).then_some(granted),
+                    ))?;
                     wr.write_all(&self.out).await?;
                     self.out.clear();
-                    break keep_alive;
+                    break granted;
                 }
                 Some(other) => {
                     return Err(self.protocol(format!("expected CONNECT, got {other:?}")))
@@ -694,10 +1045,11 @@ impl Connection {
                 None => {
                     let n = tokio::time::timeout_at(connect_deadline, rd.read_buf(&mut buf))
                         .await
-                        .map_err(|_| self.protocol("no CONNECT within 10 s"))??;
+                        .map_err(|_| connect_timeout())??;
                     if n == 0 {
                         return Ok(());
                     }
+                    self.hold(buf.len())?;
                 }
             }
         };
@@ -717,18 +1069,29 @@ impl Connection {
                 match self
                     .version
                     .read(&mut buf, max)
-                    .map_err(|e| self.protocol(e))?
+                    .map_err(|e| self.unreadable(e))?
                 {
                     Some(packet) => {
                         deadline = Instant::now() + idle.unwrap_or(far);
-                        if !self.handle(packet).await? {
-                            wr.write_all(&self.out).await?;
-                            return Ok(());
+                        match self.handle(packet).await {
+                            Ok(true) => {}
+                            Ok(false) => {
+                                wr.write_all(&self.out).await?;
+                                return Ok(());
+                            }
+                            Err(e @ Closed::InvalidTopic(_)) => {
+                                // The acks due and, on MQTT 5, a DISCONNECT saying why.
+                                let _ = wr.write_all(&self.out).await;
+                                let _ = wr.shutdown().await;
+                                return Err(e);
+                            }
+                            Err(e) => return Err(e),
                         }
                     }
                     None => break,
                 }
             }
+            self.hold(buf.len())?;
             if !self.out.is_empty() {
                 wr.write_all(&self.out).await?;
                 self.out.clear();
@@ -764,9 +1127,23 @@ impl Connection {
                     if read? == 0 {
                         eof = true;
                     }
+                    self.hold(buf.len())?;
                 }
-                _ = tokio::time::sleep_until(deadline), if room && !eof => return Err(Closed::KeepAlive),
+                _ = tokio::time::sleep_until(deadline), if room && !eof => {
+                    bump(&self.shared.counters.keep_alive_timeouts);
+                    return Err(Closed::KeepAlive);
+                }
             }
+        }
+    }
+
+    /// A CONNACK with `code`, saying what this endpoint takes.
+    fn connack(&self, code: ConnectCode, server_keep_alive: Option<u16>) -> Outgoing {
+        Outgoing::ConnAck {
+            code,
+            receive_max: self.shared.max_inflight,
+            server_keep_alive,
+            max_packet_size: u32::try_from(self.shared.max_packet_size).unwrap_or(u32::MAX),
         }
     }
 
@@ -785,6 +1162,13 @@ impl Connection {
                 pkid,
                 payload,
             } => {
+                // Wildcards are for filters; a topic name holding one is malformed (MQTT 5
+                // 4.7.1, 3.1.1 4.7.1): the connection ends.
+                if topic.contains(['+', '#']) {
+                    bump(&self.shared.counters.invalid_topics);
+                    self.write(Outgoing::Disconnect(DisconnectReason::TopicNameInvalid))?;
+                    return Err(Closed::InvalidTopic(topic));
+                }
                 if qos == 2 && !self.qos2.insert(pkid) {
                     // A resend of a QoS 2 publish already taken: not forwarded again. Its PUBREC
                     // goes out in turn if still pending, or again now.
@@ -1011,6 +1395,7 @@ mod tests {
 
     use rumqttc::mqttbytes::{v4, QoS};
     use rumqttc::v5::mqttbytes::{v5, QoS as QoS5};
+    use tokio::net::TcpStream;
 
     use super::*;
 
@@ -1081,6 +1466,33 @@ mod tests {
                 Err(e) => panic!("{e}"),
             }
         }
+    }
+
+    #[test]
+    fn password_files_and_tokens_let_in_exactly_their_logins() {
+        let login = |u: &str, p: &str| Some((u.to_string(), p.to_string()));
+        let c = Credentials::default()
+            .with_password_file("# users\r\nalice:wonder:land\r\n\n  \nbob:builder\n")
+            .unwrap();
+        assert!(c.allows(login("alice", "wonder:land").as_ref()));
+        assert!(c.allows(login("bob", "builder").as_ref()));
+        assert!(!c.allows(login("alice", "wonder").as_ref()));
+        assert!(!c.allows(login("alice", "builder").as_ref()));
+        assert!(!c.allows(login("carol", "builder").as_ref()));
+        assert!(!c.allows(None));
+        let c = c.with_token("t0ken");
+        assert!(c.allows(login("anyone", "t0ken").as_ref()));
+        assert!(!c.allows(login("t0ken", "x").as_ref()));
+        for bad in ["alice", ":pw", "alice:"] {
+            let e = Credentials::default().with_password_file(bad).unwrap_err();
+            assert!(e.to_string().contains("line 1"), "{bad}: {e}");
+        }
+        assert!(Credentials::default()
+            .with_password_file("# none\n")
+            .unwrap()
+            .is_empty());
+        // Debug never shows a password.
+        assert!(!format!("{c:?}").contains("wonder"));
     }
 
     #[tokio::test]
@@ -1213,5 +1625,66 @@ mod tests {
         assert_eq!(endpoint.stats().rejected, 4);
         assert_eq!(endpoint.stats().forwarded, 4);
         endpoint.shutdown(Duration::from_secs(1)).await;
+    }
+}
+
+/// Counts this thread's heap allocations, so the parser's property test can bound what one
+/// packet costs to read (other tests run on other threads and are not counted).
+#[cfg(test)]
+mod alloc_count {
+    use std::alloc::{GlobalAlloc, Layout, System};
+    use std::cell::Cell;
+
+    thread_local! {
+        // Const-initialised `Cell`s: no allocation and no destructor, so usable from inside
+        // the allocator.
+        static LIVE: Cell<isize> = const { Cell::new(0) };
+        static PEAK: Cell<isize> = const { Cell::new(0) };
+    }
+
+    struct Counting;
+
+    #[global_allocator]
+    static COUNTING: Counting = Counting;
+
+    fn note(delta: isize) {
+        let _ = LIVE.try_with(|live| {
+            let now = live.get().wrapping_add(delta);
+            live.set(now);
+            let _ = PEAK.try_with(|peak| peak.set(peak.get().max(now)));
+        });
+    }
+
+    // SAFETY: every call goes straight to `System`; only the bookkeeping is added.
+    unsafe impl GlobalAlloc for Counting {
+        unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+            let p = unsafe { System.alloc(layout) };
+            if !p.is_null() {
+                note(layout.size() as isize);
+            }
+            p
+        }
+
+        unsafe fn dealloc(&self, p: *mut u8, layout: Layout) {
+            unsafe { System.dealloc(p, layout) };
+            note(-(layout.size() as isize));
+        }
+
+        unsafe fn realloc(&self, p: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+            let q = unsafe { System.realloc(p, layout, new_size) };
+            if !q.is_null() {
+                note(new_size as isize - layout.size() as isize);
+            }
+            q
+        }
+    }
+
+    /// Runs `f` and returns the most bytes it had allocated at once on this thread.
+    pub(crate) fn peak<T>(f: impl FnOnce() -> T) -> (T, usize) {
+        let start = LIVE.with(Cell::get);
+        PEAK.with(|p| p.set(start));
+        let out = f();
+        let peak = PEAK.with(Cell::get);
+        (out, usize::try_from(peak - start).unwrap_or(0))
     }
 }

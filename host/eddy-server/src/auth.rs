@@ -37,25 +37,44 @@ async fn authorized(state: &AppState, request: Request, next: Next) -> Response 
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default();
-    let ok = if let Some(bearer) = given.strip_prefix("Bearer ") {
-        constant_time_eq(bearer.trim().as_bytes(), token.as_bytes())
-    } else if let Some(basic) = given.strip_prefix("Basic ") {
-        decode_base64(basic.trim())
+    let ok = credentials_ok(given, token);
+    if ok {
+        next.run(request).await
+    } else {
+        let mut response = ApiError::generic(
+            StatusCode::UNAUTHORIZED,
+            code::UNAUTHORIZED,
+            "Unauthorized: send Authorization: Bearer <token from --auth-token-file>",
+        )
+        .into_response();
+        // RFC 9110 11.6.1: a 401 names the schemes it takes, one header each.
+        for challenge in CHALLENGES {
+            response.headers_mut().append(
+                header::WWW_AUTHENTICATE,
+                header::HeaderValue::from_static(challenge),
+            );
+        }
+        response
+    }
+}
+
+/// The `WWW-Authenticate` challenges of a 401.
+const CHALLENGES: [&str; 2] = ["Bearer realm=\"eddy\"", "Basic realm=\"eddy\""];
+
+/// Whether an `Authorization` value carries `token`, as a bearer token or a Basic password.
+fn credentials_ok(given: &str, token: &str) -> bool {
+    // The scheme is case-insensitive (RFC 9110 11.1): `bearer` is as good as `Bearer`.
+    let given = given.trim();
+    let (scheme, credentials) = given.split_once(' ').unwrap_or((given, ""));
+    if scheme.eq_ignore_ascii_case("Bearer") {
+        constant_time_eq(credentials.trim().as_bytes(), token.as_bytes())
+    } else if scheme.eq_ignore_ascii_case("Basic") {
+        decode_base64(credentials.trim())
             .and_then(|d| String::from_utf8(d).ok())
             .and_then(|d| d.split_once(':').map(|(_, p)| p.to_string()))
             .is_some_and(|p| constant_time_eq(p.as_bytes(), token.as_bytes()))
     } else {
         false
-    };
-    if ok {
-        next.run(request).await
-    } else {
-        ApiError::generic(
-            StatusCode::UNAUTHORIZED,
-            code::UNAUTHORIZED,
-            "Unauthorized: send Authorization: Bearer <token from --auth-token-file>",
-        )
-        .into_response()
     }
 }
 
@@ -88,6 +107,29 @@ fn decode_base64(text: &str) -> Option<Vec<u8>> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn schemes_are_case_insensitive_and_the_token_must_match() {
+        use super::credentials_ok;
+        for given in [
+            "Bearer s3cret",
+            "bearer s3cret",
+            "BEARER  s3cret ",
+            "basic OnMzY3JldA==",
+        ] {
+            assert!(credentials_ok(given, "s3cret"), "{given}");
+        }
+        for given in [
+            "",
+            "Bearer",
+            "Bearer wrong",
+            "Token s3cret",
+            "Bearers3cret",
+            "s3cret",
+        ] {
+            assert!(!credentials_ok(given, "s3cret"), "{given}");
+        }
+    }
+
     #[test]
     fn decodes_basic_credentials() {
         assert_eq!(

@@ -15,10 +15,14 @@ pub(crate) mod code {
     pub(crate) const QUERY_ENDPOINT: u32 = 40002;
     /// Missing or wrong credentials.
     pub(crate) const UNAUTHORIZED: u32 = 40100;
+    /// Not something this client may do (host files, server settings, crate builds).
+    pub(crate) const FORBIDDEN: u32 = 40300;
     /// No such endpoint.
     pub(crate) const NOT_FOUND: u32 = 40400;
     /// Wrong HTTP method.
     pub(crate) const METHOD_NOT_ALLOWED: u32 = 40500;
+    /// The request (body, or the next `/inserts-stream` line) did not arrive in time.
+    pub(crate) const TIMEOUT: u32 = 40800;
     /// Body over the limit.
     pub(crate) const TOO_LARGE: u32 = 41300;
     /// Anything else.
@@ -60,6 +64,14 @@ impl ApiError {
             code,
             message: message.into(),
             statement: Some(statement.to_string()),
+        }
+    }
+
+    /// A 403 `statement_error` 40300: the statement reaches beyond what a client may do.
+    pub(crate) fn forbidden(message: impl Into<String>, statement: &str) -> Self {
+        ApiError {
+            status: StatusCode::FORBIDDEN,
+            ..Self::statement(code::FORBIDDEN, message, statement)
         }
     }
 
@@ -129,6 +141,9 @@ pub(crate) async fn read_body(
     limit: usize,
 ) -> Result<axum::body::Bytes, ApiError> {
     axum::body::to_bytes(body, limit).await.map_err(|e| {
+        if crate::conn::is_body_timeout(&e) {
+            return timeout(e);
+        }
         let too_large =
             format!("{e:?}").contains("LengthLimit") || e.to_string().contains("length limit");
         if too_large {
@@ -141,4 +156,9 @@ pub(crate) async fn read_body(
             ApiError::bad_request(format!("could not read the request body: {e}"))
         }
     })
+}
+
+/// 408 for a request body that did not arrive within the body timeout.
+pub(crate) fn timeout(e: impl std::fmt::Display) -> ApiError {
+    ApiError::generic(StatusCode::REQUEST_TIMEOUT, code::TIMEOUT, e.to_string())
 }

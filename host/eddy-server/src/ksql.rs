@@ -1,12 +1,14 @@
 //! `POST /ksql` (one entity per statement), `GET /info`, `GET /healthcheck`.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use axum::body::Body;
 use axum::extract::State;
 use axum::Json;
-use eddy_stream::{Engine, Kind, Output, QueryInfo, RelationInfo};
+use eddy_stream::{Engine, Kind, Output, QueryInfo, RelationInfo, Started};
 use serde_json::{json, Value};
+use tokio::sync::MutexGuard;
 
 use crate::error::{code, read_body, ApiError};
 use crate::AppState;
@@ -60,8 +62,36 @@ pub(crate) fn statement_text(
     }
 }
 
+/// Properties one request sets (`streamsProperties`, or `SET` earlier in the same request):
+/// they apply to that request only, never to other clients.
+pub(crate) type Properties = BTreeMap<String, String>;
+
+/// The properties object `field` of a request, values as strings.
+pub(crate) fn request_properties(
+    request: &serde_json::Map<String, Value>,
+    field: &str,
+) -> Result<Properties, ApiError> {
+    match request.get(field) {
+        None | Some(Value::Null) => Ok(Properties::new()),
+        Some(Value::Object(map)) => Ok(map
+            .iter()
+            .map(|(k, v)| {
+                let value = match v {
+                    Value::String(s) => s.clone(),
+                    other => other.to_string(),
+                };
+                (k.clone(), value)
+            })
+            .collect()),
+        Some(_) => Err(ApiError::bad_request(format!(
+            "\"{field}\" must be a JSON object of property names and values"
+        ))),
+    }
+}
+
 /// `POST /ksql`: runs each statement in order; the first failure ends the request with its error
-/// (the statements before it stay done, as in ksqlDB).
+/// (the statements before it stay done, as in ksqlDB). The engine is locked per statement, and
+/// a DataFusion statement runs outside the lock, so a long request holds up no other client.
 pub(crate) async fn ksql(
     State(state): State<Arc<AppState>>,
     body: Body,
@@ -69,16 +99,50 @@ pub(crate) async fn ksql(
     let bytes = read_body(body, state.config.max_body_bytes).await?;
     let request = parse_request(&bytes)?;
     let text = statement_text(&request, "ksql")?;
+    let mut properties = request_properties(&request, "streamsProperties")?;
     let statements = eddy_sql::split_statements(&text);
     if statements.is_empty() {
         return Err(ApiError::bad_request("no statement in \"ksql\""));
     }
+    let mut variables = crate::variables::Variables::from_request(&request)?;
     let mut entities = Vec::new();
-    let mut engine = state.engine.lock().await;
     for (_, statement) in statements {
         let shown = format!("{};", statement.trim().trim_end_matches(';'));
+        let statement = match variables.step(&statement, &shown)? {
+            crate::variables::Step::Handled(entity) => {
+                entities.extend(entity);
+                continue;
+            }
+            crate::variables::Step::Run(statement) => statement,
+        };
+        if let Some(entity) = crate::topics::step(&state.config, &statement, &shown).await {
+            entities.push(entity?);
+            continue;
+        }
         crate::udf::check_path(&state.config, &statement, &shown)?;
-        entities.push(run(&mut engine, &statement, &shown).await?);
+        if let Ok(eddy_stream::Statement::Set { key, value }) = eddy_stream::parse(&statement) {
+            entities.push(json!({
+                "@type": "currentStatus",
+                "statementText": shown,
+                "commandId": format!("property/`{key}`/set"),
+                "commandStatus": {
+                    "status": "SUCCESS",
+                    "message": format!("'{key}' is '{value}' for the rest of this request"),
+                    "queryId": null,
+                },
+                "commandSequenceNumber": -1,
+                "warnings": [],
+            }));
+            properties.insert(key, value);
+            continue;
+        }
+        // A component compiles before the engine is taken: seconds for a large one.
+        let warm_up = state.engine.lock().await.session().warm_up(&statement);
+        if let Some(job) = warm_up {
+            job.run().await;
+        }
+        let engine = state.engine.lock().await;
+        entities.push(run(engine, &statement, &shown, &properties).await?);
     }
     Ok(Json(Value::Array(entities)))
 }
@@ -92,7 +156,12 @@ fn words(statement: &str) -> Vec<String> {
         .collect()
 }
 
-async fn run(engine: &mut Engine, statement: &str, shown: &str) -> Result<Value, ApiError> {
+async fn run(
+    mut engine: MutexGuard<'_, Engine>,
+    statement: &str,
+    shown: &str,
+    properties: &Properties,
+) -> Result<Value, ApiError> {
     let w = words(statement);
     let w: Vec<&str> = w.iter().map(String::as_str).collect();
     match w.as_slice() {
@@ -102,7 +171,7 @@ async fn run(engine: &mut Engine, statement: &str, shown: &str) -> Result<Value,
             shown,
         )),
         ["SHOW" | "LIST", "STREAMS" | "TABLES", ..] => {
-            reap(engine).await;
+            reap(&mut engine).await;
             let kind = if w[1] == "STREAMS" { Kind::Stream } else { Kind::Table };
             let key = if kind == Kind::Stream { "streams" } else { "tables" };
             let list: Vec<Value> = engine
@@ -114,7 +183,7 @@ async fn run(engine: &mut Engine, statement: &str, shown: &str) -> Result<Value,
             Ok(json!({"@type": key, "statementText": shown, key: list, "warnings": []}))
         }
         ["SHOW" | "LIST", "QUERIES", ..] => {
-            reap(engine).await;
+            reap(&mut engine).await;
             let queries: Vec<Value> = engine.queries().iter().map(query_summary).collect();
             Ok(json!({"@type": "queries", "statementText": shown, "queries": queries, "warnings": []}))
         }
@@ -145,12 +214,12 @@ async fn run(engine: &mut Engine, statement: &str, shown: &str) -> Result<Value,
                 .collect();
             Ok(json!({"@type": "function_names", "statementText": shown, "functions": functions, "warnings": []}))
         }
-        ["DESCRIBE", "FUNCTION", name, ..] => describe_function(engine, name, shown),
+        ["DESCRIBE", "FUNCTION", name, ..] => describe_function(&mut engine, name, shown),
         ["DESCRIBE", name, rest @ ..] if !["STREAMS", "TABLES"].contains(name) => {
             let extended = rest.first() == Some(&"EXTENDED");
-            describe(engine, name, extended, shown).await
+            describe(&mut engine, name, extended, shown).await
         }
-        _ => execute(engine, statement, shown).await,
+        _ => execute(engine, statement, shown, properties).await,
     }
 }
 
@@ -160,29 +229,44 @@ pub(crate) async fn reap(engine: &mut Engine) {
 }
 
 pub(crate) async fn execute(
-    engine: &mut Engine,
+    mut engine: MutexGuard<'_, Engine>,
     statement: &str,
     shown: &str,
+    properties: &Properties,
 ) -> Result<Value, ApiError> {
     let before: Vec<String> = engine.queries().into_iter().map(|q| q.id).collect();
-    let output = engine
-        .execute(statement)
+    let started = engine
+        .start(statement, Some(properties))
         .await
-        .map_err(|e| ApiError::statement(code::BAD_STATEMENT, e.to_string(), shown))?;
+        .map_err(|e| statement_error(e, shown))?;
+    let (output, query_id) = match started {
+        Started::Done(output) => {
+            let query_id = engine
+                .queries()
+                .into_iter()
+                .map(|q| q.id)
+                .find(|id| !before.contains(id));
+            (output, query_id)
+        }
+        Started::Pull(query) => {
+            // An INSERT or DataFusion DDL: it runs without the engine.
+            drop(engine);
+            let output = query
+                .collect()
+                .await
+                .map_err(|e| statement_error(e, shown))?;
+            (output, None)
+        }
+    };
     let message = match output {
         Output::Message(m) => m,
         Output::Rows { batches, .. } => {
             let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
             format!("{rows} row(s)")
         }
-        // Not reached: push queries are refused above. Dropping it ends the query.
+        // Push queries are refused above; dropping it ends the query.
         Output::Push(push) => format!("push query {} ended: send push queries to /query", push.id),
     };
-    let query_id = engine
-        .queries()
-        .into_iter()
-        .map(|q| q.id)
-        .find(|id| !before.contains(id));
     let w = words(statement);
     let action = match w.first().map(String::as_str) {
         Some("DROP") => "drop",
@@ -363,7 +447,13 @@ fn describe_function(engine: &mut Engine, name: &str, shown: &str) -> Result<Val
     }))
 }
 
-/// Status for errors of the engine at /query: ksqlDB uses 400 with a statement error.
-pub(crate) fn statement_error(e: impl std::fmt::Display, shown: &str) -> ApiError {
-    ApiError::statement(code::BAD_STATEMENT, e.to_string(), shown)
+/// The error entity for an engine error, by what went wrong: a statement reaching beyond what
+/// a network client may do is 403 (40300); anything else is a bad statement, 400 (40001).
+pub(crate) fn statement_error(e: eddy_stream::Error, shown: &str) -> ApiError {
+    match &e {
+        eddy_stream::Error::Sql(eddy_sql::Error::Refused(_)) => {
+            ApiError::forbidden(e.to_string(), shown)
+        }
+        _ => ApiError::statement(code::BAD_STATEMENT, e.to_string(), shown),
+    }
 }

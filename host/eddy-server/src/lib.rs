@@ -9,17 +9,22 @@
 //! the lock, and a client that goes away drops its push query, which the engine then reaps.
 
 mod auth;
+mod conn;
 mod error;
 mod ksql;
 mod metrics;
 mod query;
 mod rows;
+mod tls;
+mod topics;
 mod udf;
+mod variables;
 
 use std::collections::HashMap;
 use std::future::Future;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
@@ -30,6 +35,7 @@ use tokio::sync::{oneshot, watch, Mutex};
 
 pub use error::ApiError;
 pub use metrics::{HostMetric, MetricKind, MetricsSource};
+pub use tls::{TlsConfig, TlsError};
 
 /// How the server behaves.
 #[derive(Debug, Clone)]
@@ -38,6 +44,8 @@ pub struct ServerConfig {
     pub service_id: String,
     /// Reported by `/info` as `kafkaClusterId`.
     pub kafka_cluster_id: String,
+    /// The Kafka brokers `SHOW TOPICS` lists the topics of; `None`: no Kafka.
+    pub bootstrap_servers: Option<String>,
     /// When set, every endpoint but `/healthcheck` wants `Authorization: Bearer TOKEN` (or Basic
     /// auth whose password is TOKEN).
     pub auth_token: Option<String>,
@@ -48,6 +56,19 @@ pub struct ServerConfig {
     pub udf_dir: Option<PathBuf>,
     /// Larger component uploads get 413.
     pub max_udf_bytes: usize,
+    /// A connection must send a complete request head within this (from its first byte, or from
+    /// accept for its first request).
+    pub header_timeout: Duration,
+    /// A request body must arrive whole within this of its head (408 otherwise); on
+    /// `/inserts-stream`, each line within this of the previous one.
+    pub body_timeout: Duration,
+    /// A connection with no request for this long is closed (push responses being streamed are
+    /// requests in flight).
+    pub idle_timeout: Duration,
+    /// Connections beyond this many open ones are accepted and closed at once.
+    pub max_connections: usize,
+    /// Serve HTTPS (ALPN h2 and http/1.1) instead of cleartext HTTP.
+    pub tls: Option<TlsConfig>,
 }
 
 impl Default for ServerConfig {
@@ -55,10 +76,16 @@ impl Default for ServerConfig {
         ServerConfig {
             service_id: "eddy".into(),
             kafka_cluster_id: "eddy".into(),
+            bootstrap_servers: None,
             auth_token: None,
             max_body_bytes: 1 << 20,
             udf_dir: None,
             max_udf_bytes: 64 << 20,
+            header_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(60),
+            max_connections: 1000,
+            tls: None,
         }
     }
 }
@@ -111,8 +138,9 @@ impl Server {
         router(self.state.clone())
     }
 
-    /// Serves `listener` until `shutdown` resolves; then ends streaming responses, stops
-    /// accepting, and returns once open connections have finished.
+    /// Serves `listener` until `shutdown` resolves; then stops accepting, ends streaming
+    /// responses, and returns once open connections have finished. Connections are capped and
+    /// timed out as [`ServerConfig`] says.
     pub async fn serve(
         self,
         listener: TcpListener,
@@ -120,12 +148,13 @@ impl Server {
     ) -> std::io::Result<()> {
         let app = self.router();
         let stop = self.stop;
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async move {
-                shutdown.await;
-                let _ = stop.send(true);
-            })
-            .await
+        let stopping = self.state.stopping.clone();
+        tokio::spawn(async move {
+            shutdown.await;
+            let _ = stop.send(true);
+        });
+        conn::serve(listener, self.state, app, stopping).await;
+        Ok(())
     }
 }
 

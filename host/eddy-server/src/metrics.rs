@@ -73,6 +73,59 @@ pub(crate) struct HttpStats {
     push_active: AtomicI64,
     push_total: AtomicU64,
     pulls: AtomicU64,
+    /// Connection counts of the transport (`crate::conn`).
+    pub(crate) transport: Transport,
+}
+
+/// Why the transport closed a connection or ended a request body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum TimeoutKind {
+    /// The request head did not arrive in time.
+    Header,
+    /// The request body (or, on `/inserts-stream`, the next line) did not arrive in time.
+    Body,
+    /// No request for the idle timeout.
+    Idle,
+}
+
+impl TimeoutKind {
+    const ALL: [TimeoutKind; 3] = [TimeoutKind::Header, TimeoutKind::Body, TimeoutKind::Idle];
+
+    fn label(self) -> &'static str {
+        match self {
+            TimeoutKind::Header => "header",
+            TimeoutKind::Body => "body",
+            TimeoutKind::Idle => "idle",
+        }
+    }
+}
+
+/// Connections open, accepted, refused over the cap, and timed out.
+#[derive(Debug, Default)]
+pub(crate) struct Transport {
+    open: AtomicI64,
+    accepted: AtomicU64,
+    refused: AtomicU64,
+    timeouts: [AtomicU64; 3],
+}
+
+impl Transport {
+    pub(crate) fn opened(&self) {
+        self.open.fetch_add(1, Ordering::Relaxed);
+        self.accepted.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn closed(&self) {
+        self.open.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn refused(&self) {
+        self.refused.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn timed_out(&self, kind: TimeoutKind) {
+        self.timeouts[kind as usize].fetch_add(1, Ordering::Relaxed);
+    }
 }
 
 impl Default for HttpStats {
@@ -92,6 +145,7 @@ impl Default for HttpStats {
             push_active: Default::default(),
             push_total: Default::default(),
             pulls: Default::default(),
+            transport: Default::default(),
         }
     }
 }
@@ -418,6 +472,40 @@ async fn gather(state: &AppState) -> prometheus::Result<String> {
         .with_label_values(&[] as &[&str])
         .inc_by(state.http.push_total.load(Ordering::Relaxed));
     registry.register(Box::new(state.http.latency.clone()))?;
+    let transport = &state.http.transport;
+    gauge(
+        &registry,
+        "eddy_http_connections",
+        "HTTP connections open now.",
+        transport.open.load(Ordering::Relaxed),
+    )?;
+    for (name, help, value) in [
+        (
+            "eddy_http_connections_total",
+            "HTTP connections accepted under the cap.",
+            &transport.accepted,
+        ),
+        (
+            "eddy_http_connections_refused_total",
+            "HTTP connections closed at once because --http-max-connections were open.",
+            &transport.refused,
+        ),
+    ] {
+        counter(&registry, name, help, &[])?
+            .with_label_values(&[] as &[&str])
+            .inc_by(value.load(Ordering::Relaxed));
+    }
+    let timeouts = counter(
+        &registry,
+        "eddy_http_timeouts_total",
+        "HTTP connections closed, or request bodies ended, by a timeout: header, body or idle.",
+        &["kind"],
+    )?;
+    for kind in TimeoutKind::ALL {
+        timeouts
+            .with_label_values(&[kind.label()])
+            .inc_by(transport.timeouts[kind as usize].load(Ordering::Relaxed));
+    }
     let sources = state
         .host_metrics
         .lock()

@@ -8,12 +8,13 @@ use axum::body::{Body, Bytes};
 use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use eddy_stream::{Output, PushQuery};
+use eddy_stream::{Output, PushQuery, Started};
+use futures::stream::{BoxStream, StreamExt};
 use serde_json::{json, Value};
 use tokio::sync::{oneshot, watch};
 
 use crate::error::{code, read_body, ApiError};
-use crate::ksql::{parse_request, statement_error, statement_text};
+use crate::ksql::{parse_request, request_properties, statement_error, statement_text, Properties};
 use crate::rows;
 use crate::AppState;
 
@@ -34,7 +35,9 @@ enum Format {
 /// What a query produced, before it is framed.
 enum Source {
     Push(PushQuery),
-    Pull(Vec<RecordBatch>),
+    /// A pull query's rows as they are computed: never collected whole, so a huge result costs
+    /// only what the client has not read yet.
+    Pull(BoxStream<'static, Result<RecordBatch, String>>),
 }
 
 struct Streamed {
@@ -44,7 +47,7 @@ struct Streamed {
     source: Source,
 }
 
-async fn start(state: &AppState, sql: &str) -> Result<Streamed, ApiError> {
+async fn start(state: &AppState, sql: &str, properties: &Properties) -> Result<Streamed, ApiError> {
     let statements = eddy_sql::split_statements(sql);
     let [(_, statement)] = statements.as_slice() else {
         return Err(ApiError::bad_request(format!(
@@ -65,12 +68,30 @@ async fn start(state: &AppState, sql: &str) -> Result<Streamed, ApiError> {
             &shown,
         ));
     }
-    let mut engine = state.engine.lock().await;
-    let output = engine
-        .execute(statement)
+    // Only what needs the engine runs under its lock; the query itself runs outside it.
+    let started = state
+        .engine
+        .lock()
+        .await
+        .start(statement, Some(properties))
         .await
         .map_err(|e| statement_error(e, &shown))?;
-    drop(engine);
+    let output = match started {
+        Started::Done(output) => output,
+        Started::Pull(query) => {
+            let stream = query
+                .stream()
+                .await
+                .map_err(|e| statement_error(e, &shown))?;
+            let schema = stream.schema();
+            return Ok(Streamed {
+                id: format!("pull_{}", state.http.next_pull()),
+                columns: rows::visible_fields(&schema, statement),
+                schema,
+                source: Source::Pull(stream.map(|b| b.map_err(|e| e.to_string())).boxed()),
+            });
+        }
+    };
     Ok(match output {
         Output::Push(push) => Streamed {
             id: push.id.clone(),
@@ -82,7 +103,7 @@ async fn start(state: &AppState, sql: &str) -> Result<Streamed, ApiError> {
             id: format!("pull_{}", state.http.next_pull()),
             columns: rows::visible_fields(&schema, statement),
             schema,
-            source: Source::Pull(batches),
+            source: Source::Pull(futures::stream::iter(batches.into_iter().map(Ok)).boxed()),
         },
         Output::Message(m) => {
             return Err(ApiError::statement(code::QUERY_ENDPOINT, m, &shown));
@@ -99,7 +120,9 @@ pub(crate) async fn query(
     let bytes = read_body(body, state.config.max_body_bytes).await?;
     let request = parse_request(&bytes)?;
     let sql = statement_text(&request, "ksql")?;
-    let streamed = start(&state, &sql).await?;
+    let properties = request_properties(&request, "streamsProperties")?;
+    let sql = crate::variables::Variables::from_request(&request)?.substitute(&sql, &sql)?;
+    let streamed = start(&state, &sql, &properties).await?;
     Ok(respond(&state, streamed, Format::Query, None))
 }
 
@@ -113,16 +136,14 @@ pub(crate) async fn query_stream(
     let bytes = read_body(body, state.config.max_body_bytes).await?;
     let request = parse_request(&bytes)?;
     let sql = statement_text(&request, "sql")?;
-    let accept = headers
-        .get(header::ACCEPT)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default();
-    let format = if accept.contains("application/json") && !accept.contains(DELIMITED) {
+    let properties = request_properties(&request, "properties")?;
+    let sql = crate::variables::Variables::from_request(&request)?.substitute(&sql, &sql)?;
+    let format = if json_array_wanted(&headers) {
         Format::JsonArray
     } else {
         Format::Delimited
     };
-    let streamed = start(&state, &sql).await?;
+    let streamed = start(&state, &sql, &properties).await?;
     let (close, closed) = oneshot::channel();
     state
         .closers
@@ -225,6 +246,23 @@ impl Stream {
         self.phase = Phase::Done;
     }
 
+    /// Ends the response with an error after rows were sent, as ksqlDB does: the status line
+    /// has gone out already.
+    fn fail(&mut self, message: &str) {
+        let error = json!({
+            "@type": "generic_error",
+            "error_code": code::SERVER_ERROR,
+            "message": message,
+        });
+        let text = match self.format {
+            Format::Query => format!(",\n{}]\n", json!({"errorMessage": error})),
+            Format::JsonArray => format!(",\n{error}]\n"),
+            Format::Delimited => format!("{error}\n"),
+        };
+        self.pending.push_back(Bytes::from(text));
+        self.phase = Phase::Done;
+    }
+
     async fn next(&mut self) -> Option<Bytes> {
         loop {
             if let Some(chunk) = self.pending.pop_front() {
@@ -239,12 +277,17 @@ impl Stream {
                 Phase::Rows => {}
             }
             match &mut self.source {
-                Source::Pull(batches) => {
-                    let batches = std::mem::take(batches);
-                    for batch in &batches {
-                        self.push_rows(batch);
+                Source::Pull(rows) => {
+                    let stopping = self.stopping.wait_for(|s| *s);
+                    let event = tokio::select! {
+                        batch = rows.next() => batch,
+                        _ = stopping => Some(Err("the server is shutting down".to_string())),
+                    };
+                    match event {
+                        Some(Ok(batch)) => self.push_rows(&batch),
+                        Some(Err(message)) => self.fail(&message),
+                        None => self.end(None),
                     }
-                    self.end(None);
                 }
                 Source::Push(push) => {
                     let closed = async {
@@ -314,11 +357,18 @@ fn respond(
 /// line is complete and answered at once with `{"status": "ok", "seq": N}` or `{"status":
 /// "error", …}`; the response ends when the request body does. `max_body_bytes` caps each LINE,
 /// not the whole body, since the body of a long-lived stream has no natural size.
+///
+/// With `Accept: application/json` (and not the delimited type), the acks form one JSON array
+/// instead, streamed as they come, as ksqlDB answers such clients (the npm `ksqldb-client`).
+/// Each line must be complete within the body timeout of the previous one.
 pub(crate) async fn inserts_stream(
     State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
+    let array = json_array_wanted(&headers);
     let mut lines = Lines::new(body, state.config.max_body_bytes);
+    lines.gap = Some(state.config.body_timeout);
     // The first line decides the answer's status: a bad target is a 4xx error entity.
     let first = async {
         loop {
@@ -331,7 +381,7 @@ pub(crate) async fn inserts_stream(
     };
     let mut stopping = state.stopping.clone();
     let first = tokio::select! {
-        first = first => first?,
+        first = first => first.inspect_err(|e| count_timeout(&state, e))?,
         // A client that never sends its target must not hold graceful shutdown up.
         _ = stopping.wait_for(|s| *s) => {
             return Err(ApiError::generic(
@@ -351,11 +401,53 @@ pub(crate) async fn inserts_stream(
         state,
         done: false,
     };
-    let acks = futures::stream::unfold(inserts, |mut inserts| async move {
-        let chunk = inserts.next().await?;
-        Some((Ok::<_, std::convert::Infallible>(chunk), inserts))
+    if !array {
+        let acks = futures::stream::unfold(inserts, |mut inserts| async move {
+            let chunk = inserts.next().await?;
+            Some((Ok::<_, std::convert::Infallible>(chunk), inserts))
+        });
+        return Ok(([(header::CONTENT_TYPE, DELIMITED)], Body::from_stream(acks)).into_response());
+    }
+    // One JSON array: "[" before the first ack, "," between acks, "]" once the body ended.
+    let acks = futures::stream::unfold(Some((inserts, true)), |open| async move {
+        let (mut inserts, first) = open?;
+        let Some(chunk) = inserts.next().await else {
+            let end = if first { "[]" } else { "]" };
+            return Some((Ok::<_, std::convert::Infallible>(Bytes::from(end)), None));
+        };
+        let text = String::from_utf8_lossy(&chunk);
+        let mut out = String::new();
+        for (i, ack) in text.lines().filter(|l| !l.is_empty()).enumerate() {
+            out.push_str(if first && i == 0 { "[" } else { "," });
+            out.push_str(ack);
+        }
+        let first = first && out.is_empty();
+        Some((Ok(Bytes::from(out)), Some((inserts, first))))
     });
-    Ok(([(header::CONTENT_TYPE, DELIMITED)], Body::from_stream(acks)).into_response())
+    Ok((
+        [(header::CONTENT_TYPE, "application/json")],
+        Body::from_stream(acks),
+    )
+        .into_response())
+}
+
+/// Whether the client asked for one JSON array rather than delimited lines.
+fn json_array_wanted(headers: &HeaderMap) -> bool {
+    let accept = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    accept.contains("application/json") && !accept.contains(DELIMITED)
+}
+
+/// Counts a line that did not arrive in time as a body timeout in `/metrics`.
+fn count_timeout(state: &AppState, e: &ApiError) {
+    if e.code() == code::TIMEOUT {
+        state
+            .http
+            .transport
+            .timed_out(crate::metrics::TimeoutKind::Body);
+    }
 }
 
 /// At most this many lines already received are inserted under one engine lock.
@@ -390,6 +482,7 @@ impl Inserts {
                 }
                 Err(e) => {
                     self.done = true;
+                    count_timeout(&self.state, &e);
                     return Some(Bytes::from(self.error_ack(e.code(), e.message())));
                 }
             };
@@ -454,6 +547,8 @@ struct Lines {
     scanned: usize,
     ended: bool,
     limit: usize,
+    /// How long the next line may take to complete.
+    gap: Option<std::time::Duration>,
 }
 
 impl Lines {
@@ -464,6 +559,7 @@ impl Lines {
             scanned: 0,
             ended: false,
             limit,
+            gap: None,
         }
     }
 
@@ -498,7 +594,9 @@ impl Lines {
     }
 
     /// The next line, waiting for it; the unterminated rest when the body ends; then `None`.
+    /// With a gap set, a line not complete within it is a 408 error.
     async fn next(&mut self) -> Result<Option<Vec<u8>>, ApiError> {
+        let deadline = self.gap.map(|gap| tokio::time::Instant::now() + gap);
         loop {
             if let Some(line) = self.buffered() {
                 return self.capped(line).map(Some);
@@ -510,7 +608,21 @@ impl Lines {
                 self.scanned = 0;
                 return Ok((!self.buffer.is_empty()).then(|| std::mem::take(&mut self.buffer)));
             }
-            match futures::StreamExt::next(&mut self.body).await {
+            let chunk = futures::StreamExt::next(&mut self.body);
+            let chunk = match deadline {
+                Some(deadline) => match tokio::time::timeout_at(deadline, chunk).await {
+                    Ok(chunk) => chunk,
+                    Err(_) => {
+                        self.ended = true;
+                        return Err(crate::error::timeout(format!(
+                            "no complete line within {:?} of the previous one",
+                            self.gap.unwrap_or_default()
+                        )));
+                    }
+                },
+                None => chunk.await,
+            };
+            match chunk {
                 Some(Ok(chunk)) => self.buffer.extend_from_slice(&chunk),
                 Some(Err(e)) => {
                     self.ended = true;

@@ -103,13 +103,48 @@ pub(crate) async fn upload(
         "CREATE OR REPLACE FUNCTION {name} FROM '{}'",
         file.display().to_string().replace('\'', "''")
     );
-    let mut engine = state.engine.lock().await;
-    let result = crate::ksql::execute(&mut engine, &sql, &format!("{sql};")).await;
-    drop(engine);
-    if result.is_err() {
+    // Compiled before the engine is taken, so other clients wait for none of it.
+    let warm_up = state.engine.lock().await.session().warm_up(&sql);
+    if let Some(job) = warm_up {
+        job.run().await;
+    }
+    let engine = state.engine.lock().await;
+    let result = crate::ksql::execute(engine, &sql, &format!("{sql};"), &Default::default()).await;
+    if result.is_ok() {
+        // Only the serving file stays: otherwise every upload would leave one behind for good.
+        // Under the engine lock, so the directory watcher never sees a half-pruned directory.
+        let _engine = state.engine.lock().await;
+        remove_files(&dir, &name, Some(file.as_path())).await;
+    } else {
         let _ = tokio::fs::remove_file(&file).await;
     }
     Ok(Json(json!([result?])))
+}
+
+/// Removes the files in `dir` that serve function `name` (`NAME.wasm`, `NAME.*.wasm`), but
+/// `keep`. A file that cannot be removed is logged: the function's state is already decided.
+async fn remove_files(dir: &Path, name: &str, keep: Option<&Path>) {
+    let Ok(mut entries) = tokio::fs::read_dir(dir).await else {
+        return;
+    };
+    while let Ok(Some(entry)) = entries.next_entry().await {
+        let path = entry.path();
+        if Some(path.as_path()) == keep {
+            continue;
+        }
+        let Some(file_name) = path.file_name().and_then(|n| n.to_str()) else {
+            continue;
+        };
+        let Some(stem) = file_name.strip_suffix(".wasm") else {
+            continue;
+        };
+        let function = stem.split('.').next().unwrap_or(stem);
+        if function.eq_ignore_ascii_case(name) {
+            if let Err(e) = tokio::fs::remove_file(&path).await {
+                tracing::warn!("removing {}: {e}", path.display());
+            }
+        }
+    }
 }
 
 /// `GET /functions`: each wasm function with its version (the component's SHA-256) and source.
@@ -132,7 +167,8 @@ pub(crate) async fn list(State(state): State<Arc<AppState>>) -> Json<Value> {
     Json(json!({"functions": functions}))
 }
 
-/// `DELETE /functions/{name}`: `DROP FUNCTION name`.
+/// `DELETE /functions/{name}`: `DROP FUNCTION name`, and the function's files leave the UDF
+/// directory, so neither its watcher nor the next start loads the function again.
 pub(crate) async fn drop_function(
     State(state): State<Arc<AppState>>,
     UrlPath(name): UrlPath<String>,
@@ -143,7 +179,14 @@ pub(crate) async fn drop_function(
         )));
     }
     let sql = format!("DROP FUNCTION {name}");
-    let mut engine = state.engine.lock().await;
-    let entity = crate::ksql::execute(&mut engine, &sql, &format!("{sql};")).await?;
+    let engine = state.engine.lock().await;
+    let entity =
+        crate::ksql::execute(engine, &sql, &format!("{sql};"), &Default::default()).await?;
+    // Under the engine lock: the watcher cannot reload a file between the drop and its removal.
+    // (The watcher runs its scan under the same lock.)
+    if let Some(dir) = &state.config.udf_dir {
+        let _engine = state.engine.lock().await;
+        remove_files(dir, &name, None).await;
+    }
     Ok(Json(json!([entity])))
 }

@@ -2,15 +2,19 @@
 //! lacks — `CREATE [OR REPLACE] FUNCTION … FROM … [WITH (limits)]`, `DROP FUNCTION`, `SHOW FUNCTIONS`,
 //! `DESCRIBE FUNCTION` — and the built-in `car_sensor(rows, seed, cars)` source.
 
+mod access;
 mod generator;
+mod query;
 mod session;
 mod split;
 mod statement;
 mod udf_dir;
 
-pub use session::{Output, Session};
+pub use access::{Access, FileAccess};
+pub use query::{Budget, Query};
+pub use session::{Output, Prepared, Session, WarmUp};
 pub use split::split_statements;
-pub use statement::{parse, LimitOverrides, Statement};
+pub use statement::{parse, parse_size, LimitOverrides, Statement};
 pub use udf_dir::{DirLoad, UdfDir};
 
 /// What can go wrong running a statement.
@@ -35,6 +39,12 @@ pub enum Error {
     /// Building a UDF crate failed.
     #[error(transparent)]
     Build(#[from] eddy_udf_build::Error),
+    /// The statement reaches further than this session allows (host files, settings, builds).
+    #[error("{0}")]
+    Refused(String),
+    /// The query went over its memory or time budget and was cancelled.
+    #[error("{0}")]
+    Budget(String),
     /// DataFusion planning or execution failed.
     #[error("{0}")]
     DataFusion(#[from] datafusion::error::DataFusionError),

@@ -17,7 +17,7 @@ use eddy_udf_host::{Component, Limits, UdfRuntime, WasmScalarUdf};
 
 use crate::generator::CarSensorFunction;
 use crate::statement::{parse, LimitOverrides, Statement};
-use crate::{Error, Result};
+use crate::{Access, Budget, Error, Query, Result};
 
 /// What a statement produced.
 #[derive(Debug)]
@@ -33,12 +33,43 @@ pub enum Output {
     Message(String),
 }
 
+/// A statement made ready by [`Session::prepare`].
+#[derive(Debug)]
+pub enum Prepared {
+    /// One of Eddy's own statements, already run.
+    Done(Output),
+    /// A DataFusion statement, to be run by the caller, who may let go of the session first.
+    Query(Query),
+}
+
+/// A component compiled ahead of its `CREATE FUNCTION`; see [`Session::warm_up`].
+pub struct WarmUp {
+    runtime: UdfRuntime,
+    path: PathBuf,
+    limits: eddy_udf_host::Limits,
+}
+
+impl WarmUp {
+    /// Compiles the component into the cache; a failure is left for the statement to report.
+    pub async fn run(self) {
+        let WarmUp {
+            runtime,
+            path,
+            limits,
+        } = self;
+        let _ =
+            tokio::task::spawn_blocking(move || runtime.load_file_with_limits(path, limits)).await;
+    }
+}
+
 /// One user's SQL session.
 pub struct Session {
     ctx: SessionContext,
     runtime: UdfRuntime,
     functions: BTreeMap<String, Arc<WasmScalarUdf>>,
     build_jobs: Option<usize>,
+    access: Access,
+    budget: Budget,
 }
 
 impl Session {
@@ -56,6 +87,57 @@ impl Session {
             runtime,
             functions: BTreeMap::new(),
             build_jobs: None,
+            access: Access::full(),
+            budget: Budget::default(),
+        }
+    }
+
+    /// Restricts what statements may reach outside the engine (files, settings, builds).
+    pub fn set_access(&mut self, access: Access) {
+        self.access = access;
+    }
+
+    /// What statements may reach outside the engine.
+    pub fn access(&self) -> &Access {
+        &self.access
+    }
+
+    /// Bounds each DataFusion query's memory and time.
+    pub fn set_budget(&mut self, budget: Budget) {
+        self.budget = budget;
+    }
+
+    /// A DataFusion statement to run on this session's context, under its access and budget.
+    pub fn query(&self, sql: impl Into<String>) -> Query {
+        Query::new(
+            self.ctx.clone(),
+            sql.into(),
+            self.access.clone(),
+            self.budget,
+        )
+    }
+
+    /// For `CREATE FUNCTION … FROM 'file.wasm'`: the compile, which takes seconds for a large
+    /// component, as a job that needs no session. Run it first, and the statement itself finds
+    /// the component in the compile cache.
+    pub fn warm_up(&self, sql: &str) -> Option<WarmUp> {
+        let Ok(Statement::CreateFunction { path, limits, .. }) = parse(sql) else {
+            return None;
+        };
+        let path = PathBuf::from(path);
+        path.is_file().then(|| WarmUp {
+            limits: limits.apply(self.runtime.limits()),
+            runtime: self.runtime.clone(),
+            path,
+        })
+    }
+
+    /// Runs Eddy's own statements at once; DataFusion statements come back unplanned, so the
+    /// caller can run them without holding the session.
+    pub async fn prepare(&mut self, sql: &str) -> Result<Prepared> {
+        match parse(sql)? {
+            Statement::Sql(sql) => Ok(Prepared::Query(self.query(sql))),
+            _ => Ok(Prepared::Done(self.execute(sql).await?)),
         }
     }
 
@@ -89,12 +171,7 @@ impl Session {
             Statement::DropFunction { name, if_exists } => self.drop_function(&name, if_exists),
             Statement::ShowFunctions => Ok(self.show_functions()),
             Statement::DescribeFunction { name } => self.describe_function(&name),
-            Statement::Sql(sql) => {
-                let df = self.ctx.sql(&sql).await?;
-                let schema = df.schema().inner().clone();
-                let batches = df.collect().await?;
-                Ok(Output::Rows { schema, batches })
-            }
+            Statement::Sql(sql) => self.query(sql).collect().await,
         }
     }
 
@@ -107,7 +184,7 @@ impl Session {
     pub async fn execute_stream(&mut self, sql: &str) -> Result<SendableRecordBatchStream> {
         let statement = parse(sql)?;
         let output = match statement {
-            Statement::Sql(sql) => return Ok(self.ctx.sql(&sql).await?.execute_stream().await?),
+            Statement::Sql(sql) => return self.query(sql).stream().await,
             _ => self.execute(sql).await?,
         };
         let (schema, batches) = match output {
@@ -164,6 +241,7 @@ impl Session {
         or_replace: bool,
         limits: &LimitOverrides,
     ) -> Result<Output> {
+        self.access.check_build(std::path::Path::new(path))?;
         let limits = limits.apply(self.runtime.limits());
         let component = self.load(path, limits).await.map_err(|e| match e {
             // Its own limits can stop a component before it says what it provides.

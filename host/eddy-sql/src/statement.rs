@@ -293,7 +293,7 @@ fn limit_options(t: &mut Tokens) -> Result<LimitOverrides> {
 }
 
 /// `64MB`, `512 KiB`: a whole number and a unit; every unit is a power of 1024.
-fn parse_size(text: &str) -> std::result::Result<usize, String> {
+pub fn parse_size(text: &str) -> std::result::Result<usize, String> {
     const UNITS: &str = "B, KB, MB, GB, KiB, MiB or GiB";
     let (number, unit) = split_number(text);
     let number: usize = number

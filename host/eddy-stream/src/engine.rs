@@ -10,6 +10,7 @@ use arrow::array::{
     UInt64Array,
 };
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use datafusion::execution::SendableRecordBatchStream;
 use datafusion::prelude::SessionContext;
 use eddy_connector::{Message, Options, Position, Sink};
 use eddy_generator::{Generator, GeneratorConfig};
@@ -77,6 +78,71 @@ pub enum Output {
     Message(String),
     /// A push query's rows, as they come.
     Push(PushQuery),
+}
+
+/// A statement made ready by [`Engine::start`].
+pub enum Started {
+    /// It ran.
+    Done(Output),
+    /// A DataFusion statement, to be run without the engine.
+    Pull(PullQuery),
+}
+
+/// A pull query (or other DataFusion statement) that no longer needs the engine.
+pub struct PullQuery {
+    query: eddy_sql::Query,
+    /// Queries whose in-memory input must be consumed first, so that the statements of one
+    /// session take effect in order.
+    settle: Option<Vec<(Arc<Stats>, Arc<Log>)>>,
+}
+
+impl PullQuery {
+    /// Its rows, as they are computed.
+    pub async fn stream(self) -> Result<SendableRecordBatchStream> {
+        if let Some(targets) = &self.settle {
+            settle(targets, Duration::from_secs(10)).await;
+        }
+        Ok(self.query.stream().await?)
+    }
+
+    /// All its rows.
+    pub async fn collect(self) -> Result<Output> {
+        if let Some(targets) = &self.settle {
+            settle(targets, Duration::from_secs(10)).await;
+        }
+        match self.query.collect().await? {
+            eddy_sql::Output::Rows { schema, batches } => Ok(Output::Rows { schema, batches }),
+            eddy_sql::Output::Message(m) => Ok(Output::Message(m)),
+        }
+    }
+}
+
+/// Waits until each query has processed what its input held when a round began (or `timeout`
+/// passes); returns whether they had.
+async fn settle(targets: &[(Arc<Stats>, Arc<Log>)], timeout: Duration) -> bool {
+    let deadline = Instant::now() + timeout;
+    // Each round waits until every query reading memory has processed what its input held
+    // when the round began; a query's output feeds the next round. Rounds are bounded, so
+    // a stream that never stops growing cannot hold a statement up for long.
+    for _ in 0..=targets.len() {
+        let ends: Vec<u64> = targets.iter().map(|(_, log)| log.end()).collect();
+        let done = || {
+            targets.iter().zip(&ends).all(|((stats, _), end)| {
+                stats.finished.load(Ordering::SeqCst)
+                    || stats.position.load(Ordering::SeqCst) >= *end
+            })
+        };
+        if done() {
+            return true;
+        }
+        while !done() {
+            if Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }
+    true
 }
 
 /// A running push query; dropping it terminates the query.
@@ -280,8 +346,27 @@ impl Engine {
 
     /// Runs one statement.
     pub async fn execute(&mut self, sql: &str) -> Result<Output> {
+        match self.start(sql, None).await? {
+            Started::Done(output) => Ok(output),
+            Started::Pull(query) => query.collect().await,
+        }
+    }
+
+    /// Runs one statement, except that a DataFusion statement (a pull query, say) comes back
+    /// ready to run without the engine: a caller sharing the engine lets go of it first, so one
+    /// slow query holds up nobody else. `properties` (e.g. `auto.offset.reset`) override the
+    /// engine's own for this statement only.
+    pub async fn start(
+        &mut self,
+        sql: &str,
+        properties: Option<&BTreeMap<String, String>>,
+    ) -> Result<Started> {
         self.reap();
-        match parse(sql)? {
+        let earliest = properties
+            .unwrap_or(&self.properties)
+            .get("auto.offset.reset")
+            .is_some_and(|v| v.eq_ignore_ascii_case("earliest"));
+        let output = match parse(sql)? {
             Statement::CreateSource {
                 kind,
                 name,
@@ -291,10 +376,10 @@ impl Engine {
                 options,
             } => {
                 if self.relations.contains_key(&name) && if_not_exists {
-                    return Ok(Output::Message(format!(
+                    return Ok(Started::Done(Output::Message(format!(
                         "{} {name} already exists",
                         kind.as_str()
-                    )));
+                    ))));
                 }
                 self.create_source(kind, &name, or_replace, columns, options, sql)
                     .await
@@ -318,7 +403,7 @@ impl Engine {
             }
             Statement::Push { query, limit } => {
                 let next_id = self.next_id;
-                let result = self.push(&query, limit, sql).await;
+                let result = self.push(&query, limit, sql, earliest).await;
                 if result.is_err() {
                     self.next_id = next_id;
                 }
@@ -348,15 +433,6 @@ impl Engine {
                     None => sql,
                 };
                 let upper = sql.trim_start().to_uppercase();
-                if ["SELECT", "WITH", "INSERT"]
-                    .iter()
-                    .any(|k| upper.starts_with(k))
-                {
-                    // Statements of one session take effect in order: a pull query sees what
-                    // the running queries made of earlier inserts, and an insert into a table
-                    // reaches only the events inserted after it.
-                    self.settle(Duration::from_secs(10)).await;
-                }
                 let show_functions = matches!(
                     upper
                         .split_whitespace()
@@ -365,19 +441,33 @@ impl Engine {
                         .as_slice(),
                     ["SHOW" | "LIST", "FUNCTIONS" | "FUNCTIONS;"]
                 );
-                match self.session.execute(&sql).await? {
-                    eddy_sql::Output::Rows { schema, batches } if show_functions => {
+                match self.session.prepare(&sql).await? {
+                    eddy_sql::Prepared::Query(query) => {
+                        // Statements of one session take effect in order: a pull query sees
+                        // what the running queries made of earlier inserts, and an insert into
+                        // a table reaches only the events inserted after it.
+                        let settle = ["SELECT", "WITH", "INSERT"]
+                            .iter()
+                            .any(|k| upper.starts_with(k))
+                            .then(|| self.settle_targets());
+                        return Ok(Started::Pull(PullQuery { query, settle }));
+                    }
+                    eddy_sql::Prepared::Done(eddy_sql::Output::Rows { schema, batches })
+                        if show_functions =>
+                    {
                         self.with_users(schema, batches)
                     }
-                    eddy_sql::Output::Rows { schema, batches } => {
+                    eddy_sql::Prepared::Done(eddy_sql::Output::Rows { schema, batches }) => {
                         Ok(Output::Rows { schema, batches })
                     }
-                    eddy_sql::Output::Message(m) => Ok(Output::Message(m)),
+                    eddy_sql::Prepared::Done(eddy_sql::Output::Message(m)) => {
+                        Ok(Output::Message(m))
+                    }
                 }
             }
-        }
+        };
+        output.map(Started::Done)
     }
-
     /// Running queries that call `function`.
     fn users_of(&self, function: &str) -> Vec<String> {
         self.queries
@@ -454,33 +544,15 @@ impl Engine {
     /// passes); returns whether they had. Queries over Kafka, MQTT or the generator never
     /// settle, so they are not waited for.
     pub async fn settle(&self, timeout: Duration) -> bool {
-        let deadline = Instant::now() + timeout;
-        // Each round waits until every query reading memory has processed what its input held
-        // when the round began; a query's output feeds the next round. Rounds are bounded, so
-        // a stream that never stops growing cannot hold a statement up for long.
-        for _ in 0..=self.queries.len() {
-            let targets: Vec<(&Running, u64)> = self
-                .queries
-                .values()
-                .filter_map(|q| q.log.as_ref().map(|log| (q, log.end())))
-                .collect();
-            let done = |targets: &[(&Running, u64)]| {
-                targets.iter().all(|(q, end)| {
-                    q.stats.finished.load(Ordering::SeqCst)
-                        || q.stats.position.load(Ordering::SeqCst) >= *end
-                })
-            };
-            if done(&targets) {
-                return true;
-            }
-            while !done(&targets) {
-                if Instant::now() >= deadline {
-                    return false;
-                }
-                tokio::time::sleep(Duration::from_millis(1)).await;
-            }
-        }
-        true
+        settle(&self.settle_targets(), timeout).await
+    }
+
+    /// What [`settle`] waits on: each query reading memory, with its input.
+    fn settle_targets(&self) -> Vec<(Arc<Stats>, Arc<Log>)> {
+        self.queries
+            .values()
+            .filter_map(|q| q.log.as_ref().map(|log| (q.stats.clone(), log.clone())))
+            .collect()
     }
 
     /// The streams and tables, by name.
@@ -876,17 +948,15 @@ impl Engine {
         id
     }
 
-    /// An input reading `relation` for query `id`.
-    async fn input(&self, relation: &str, id: &str, transient: bool) -> Result<Input> {
+    /// An input reading `relation` for query `id`: a persistent query (`transient` is `None`)
+    /// reads from the beginning, a transient one from the end unless `Some(true)`.
+    async fn input(&self, relation: &str, id: &str, transient: Option<bool>) -> Result<Input> {
+        let earliest = transient.unwrap_or(true);
+        let transient = transient.is_some();
         let r = &self.relations[relation];
         Ok(match &r.spec {
             Spec::Memory | Spec::Derived { .. } => {
                 let log = r.log.clone().expect("memory streams have a log");
-                let earliest = !transient
-                    || self
-                        .properties
-                        .get("auto.offset.reset")
-                        .is_some_and(|v| v.eq_ignore_ascii_case("earliest"));
                 Input::Memory {
                     next: if earliest { 0 } else { log.end() },
                     log,
@@ -907,11 +977,6 @@ impl Engine {
                 } else {
                     format!("{}-{id}", self.config.service_id)
                 };
-                let earliest = !transient
-                    || self
-                        .properties
-                        .get("auto.offset.reset")
-                        .is_some_and(|v| v.eq_ignore_ascii_case("earliest"));
                 let source = connectors::kafka_source(settings, &group, topic, earliest).await?;
                 let schema = decoded_schema(r);
                 let keys: Vec<usize> = r
@@ -961,7 +1026,7 @@ impl Engine {
 
     async fn materialize(&mut self, name: &str) -> Result<()> {
         let id = self.new_id("SOURCE", name);
-        let input = self.input(name, &id, false).await?;
+        let input = self.input(name, &id, None).await?;
         let state = self.relations[name]
             .table
             .clone()
@@ -1107,7 +1172,7 @@ impl Engine {
             }
             None => None,
         };
-        let input = match self.input(&parsed.source, &id, false).await {
+        let input = match self.input(&parsed.source, &id, None).await {
             Ok(i) => i,
             Err(e) => {
                 self.drop_tables(&processor.tables);
@@ -1215,10 +1280,16 @@ impl Engine {
         );
     }
 
-    async fn push(&mut self, query_sql: &str, limit: Option<usize>, sql: &str) -> Result<Output> {
+    async fn push(
+        &mut self,
+        query_sql: &str,
+        limit: Option<usize>,
+        sql: &str,
+        earliest: bool,
+    ) -> Result<Output> {
         let id = self.new_id("TRANSIENT", "QUERY");
         let (parsed, processor) = self.plan(query_sql, &id).await?;
-        let input = match self.input(&parsed.source, &id, true).await {
+        let input = match self.input(&parsed.source, &id, Some(earliest)).await {
             Ok(i) => i,
             Err(e) => {
                 self.drop_tables(&processor.tables);
@@ -1748,6 +1819,11 @@ impl Task {
         let mut sent = 0usize;
         loop {
             if *self.stop.borrow() {
+                break;
+            }
+            // A push query whose client went away ends now, not when its next row finds the
+            // channel closed: an idle stream would keep it in SHOW QUERIES forever.
+            if self.output.channel.as_ref().is_some_and(|c| c.is_closed()) {
                 break;
             }
             // Everything read so far is processed and its output written: what `settle` waits on.

@@ -2,6 +2,7 @@
 //! windows and stream–table joins, on DataFusion, reading and writing through
 //! [`eddy_connector`] sources and sinks.
 
+mod aggregate;
 mod connectors;
 mod delimited;
 mod direct;
@@ -14,11 +15,16 @@ mod log;
 mod pipeline;
 mod provider;
 mod query;
+#[cfg(test)]
+mod robustness;
 mod statement;
 mod window;
 
 pub use direct::{StreamWriters, WriteError};
-pub use engine::{Engine, EngineConfig, KafkaSettings, Output, PushQuery, QueryInfo, RelationInfo};
+pub use engine::{
+    Engine, EngineConfig, KafkaSettings, Output, PullQuery, PushQuery, QueryInfo, RelationInfo,
+    Started,
+};
 pub use json::{display_name, encode, with_display_names, BadEvent, Decoder};
 pub use log::{Log, DEFAULT_RETAINED_ROWS};
 pub use statement::{parse, Column, Kind, Statement};

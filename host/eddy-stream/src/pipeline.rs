@@ -9,6 +9,7 @@ use datafusion::common::tree_node::TreeNode;
 use datafusion::logical_expr::LogicalPlan;
 use datafusion::prelude::SessionContext;
 
+use crate::aggregate::Aggregation;
 use crate::provider::Slot;
 use crate::query::Parsed;
 use crate::window::WindowState;
@@ -30,8 +31,9 @@ pub(crate) struct Processor {
 }
 
 struct Windowed {
-    slot: Arc<Slot>,
+    /// The aggregation's logical plan, for the functions it calls.
     plan: LogicalPlan,
+    aggregation: Aggregation,
     state: WindowState,
     /// Per window end, the earliest source offsets whose rows it holds.
     held: BTreeMap<i32, i64>,
@@ -121,12 +123,19 @@ impl Processor {
             .map_err(plan_error)?
             .into_unoptimized_plan();
         let (order, schema) = output_order(&aggregate)?;
+        let aggregation =
+            Aggregation::new(ctx, &aggregate, win_slot)
+                .await
+                .map_err(|e| match e {
+                    Error::DataFusion(e) => plan_error(e),
+                    other => other,
+                })?;
         Ok(Processor {
             input: slot,
             plan: filter,
             window: Some(Windowed {
-                slot: win_slot,
                 plan: aggregate,
+                aggregation,
                 state,
                 held: BTreeMap::new(),
             }),
@@ -210,26 +219,25 @@ impl Processor {
         }
         let mut added = false;
         for b in &out {
-            added |= b.num_rows() > 0;
-            w.state.add(b)?;
+            let assigned = w.state.assign(b)?;
+            added |= assigned.rows.num_rows() > 0;
+            w.aggregation
+                .add(ctx, assigned.rows, &assigned.merges)
+                .await?;
         }
         if added {
             for (p, o) in first {
                 w.held.entry(*p).or_insert(*o);
             }
         }
-        let closed = w.state.close()?;
+        let closed = w.state.close();
         if closed.is_empty() {
             return Ok(Vec::new());
         }
-        w.slot.set(closed);
-        let out = ctx
-            .execute_logical_plan(w.plan.clone())
+        w.aggregation
+            .emit(ctx, &closed)
             .await?
-            .collect()
-            .await;
-        w.slot.set(Vec::new());
-        out?.iter()
+            .iter()
             .map(|b| reorder(b, &self.order, &self.schema))
             .collect()
     }

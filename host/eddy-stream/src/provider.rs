@@ -17,6 +17,8 @@ use datafusion::error::{DataFusionError, Result};
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::logical_expr::dml::InsertOp;
 use datafusion::logical_expr::Expr;
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use datafusion::physical_plan::streaming::{PartitionStream, StreamingTableExec};
 use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan};
 use futures::StreamExt;
 
@@ -35,31 +37,63 @@ fn scan(
 }
 
 /// The batch (or window) a running query is processing; each query plans against its own.
+///
+/// Plans read it when they run, not when they are built, so one physical plan serves batch
+/// after batch.
 #[derive(Debug)]
 pub(crate) struct Slot {
+    partition: Arc<SlotPartition>,
+}
+
+#[derive(Debug)]
+struct SlotPartition {
     schema: SchemaRef,
     batches: Mutex<Vec<RecordBatch>>,
+}
+
+impl PartitionStream for SlotPartition {
+    fn schema(&self) -> &SchemaRef {
+        &self.schema
+    }
+
+    fn execute(&self, _ctx: Arc<TaskContext>) -> SendableRecordBatchStream {
+        let batches = self.batches.lock().expect("slot lock").clone();
+        let stream = futures::stream::iter(batches.into_iter().map(Ok));
+        Box::pin(RecordBatchStreamAdapter::new(self.schema.clone(), stream))
+    }
 }
 
 impl Slot {
     /// An empty slot of `schema`.
     pub(crate) fn new(schema: SchemaRef) -> Arc<Slot> {
         Arc::new(Slot {
-            schema,
-            batches: Mutex::new(Vec::new()),
+            partition: Arc::new(SlotPartition {
+                schema,
+                batches: Mutex::new(Vec::new()),
+            }),
         })
     }
 
-    /// What the next scan returns.
+    /// What plans reading this slot see the next time they run.
     pub(crate) fn set(&self, batches: Vec<RecordBatch>) {
-        *self.batches.lock().expect("slot lock") = batches;
+        *self.partition.batches.lock().expect("slot lock") = batches;
+    }
+
+    /// Its schema.
+    pub(crate) fn schema(&self) -> SchemaRef {
+        self.partition.schema.clone()
+    }
+
+    /// The slot as a partition of a physical plan.
+    pub(crate) fn partition(&self) -> Arc<dyn PartitionStream> {
+        self.partition.clone()
     }
 }
 
 #[async_trait]
 impl TableProvider for Slot {
     fn schema(&self) -> SchemaRef {
-        self.schema.clone()
+        self.partition.schema.clone()
     }
     fn table_type(&self) -> TableType {
         TableType::Temporary
@@ -71,8 +105,14 @@ impl TableProvider for Slot {
         _filters: &[Expr],
         _limit: Option<usize>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        let batches = self.batches.lock().expect("slot lock").clone();
-        scan(batches, &self.schema, projection)
+        Ok(Arc::new(StreamingTableExec::try_new(
+            self.partition.schema.clone(),
+            vec![self.partition()],
+            projection,
+            Vec::new(),
+            false,
+            None,
+        )?))
     }
 }
 

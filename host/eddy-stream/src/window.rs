@@ -1,11 +1,12 @@
-//! Window state: which rows belong to which open window, and which windows have closed.
+//! Window assignment: which open windows each row belongs to, and which windows have closed.
+//! No row is kept here: the aggregation folds rows into per-window state as they arrive.
 //!
 //! Event time is each row's `rowtime`; stream time is the largest event time seen so far. A
 //! window closes when stream time reaches its end plus the grace period, and is emitted once,
 //! then (final results, like ksqlDB's `EMIT FINAL`). A row is late, counted and dropped, when
 //! every window it belongs to has closed.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
 use arrow::array::{Array, ArrayRef, RecordBatch, TimestampMillisecondArray, UInt32Array};
@@ -15,10 +16,35 @@ use arrow::row::{RowConverter, SortField};
 use crate::query::{Window, WindowKind};
 use crate::Result;
 
+/// Names a window in the rows [`WindowState::assign`] returns: `(start, end)` of a tumbling
+/// or hopping window, `(id, id)` of a session (whose bounds still move as it grows).
+pub(crate) type WindowId = (i64, i64);
+
+/// A window that has closed, with its bounds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Closed {
+    /// The window as rows named it.
+    pub id: WindowId,
+    /// Its first millisecond.
+    pub start: i64,
+    /// Its end: the last event's time for a session, one past the last millisecond otherwise.
+    pub end: i64,
+}
+
+/// Rows assigned to windows, and sessions that merged on the way.
+pub(crate) struct Assigned {
+    /// The input's rows, one per window each belongs to, with `windowstart` and `windowend`
+    /// holding the [`WindowId`].
+    pub rows: RecordBatch,
+    /// Sessions that grew into another, in order: `(from, into)`. Rows always name the
+    /// session they ended up in.
+    pub merges: Vec<(WindowId, WindowId)>,
+}
+
 struct Session {
+    id: i64,
     start: i64,
     end: i64,
-    rows: Vec<RecordBatch>,
 }
 
 /// Open windows of one query.
@@ -29,9 +55,10 @@ pub(crate) struct WindowState {
     converter: Option<RowConverter>,
     out_schema: SchemaRef,
     stream_time: i64,
-    /// Tumbling and hopping windows by (end, start), so the earliest to close come first.
-    fixed: BTreeMap<(i64, i64), Vec<RecordBatch>>,
+    /// Open tumbling and hopping windows by (end, start), so the earliest to close come first.
+    fixed: BTreeSet<(i64, i64)>,
     sessions: HashMap<Vec<u8>, Vec<Session>>,
+    next_session: i64,
     /// Rows dropped because all their windows had closed.
     pub late: u64,
 }
@@ -63,13 +90,14 @@ impl WindowState {
             converter,
             out_schema: Arc::new(Schema::new(fields)),
             stream_time: i64::MIN,
-            fixed: BTreeMap::new(),
+            fixed: BTreeSet::new(),
             sessions: HashMap::new(),
+            next_session: 0,
             late: 0,
         })
     }
 
-    /// The schema of closed windows' rows: the input's plus `windowstart` and `windowend`.
+    /// The schema of assigned rows: the input's plus `windowstart` and `windowend`.
     pub(crate) fn schema(&self) -> &SchemaRef {
         &self.out_schema
     }
@@ -79,8 +107,8 @@ impl WindowState {
         self.fixed.is_empty() && self.sessions.is_empty()
     }
 
-    /// Assigns the rows of `batch` to windows, in row order.
-    pub(crate) fn add(&mut self, batch: &RecordBatch) -> Result<()> {
+    /// Assigns the rows of `batch` to windows, in row order; late rows are counted and left out.
+    pub(crate) fn assign(&mut self, batch: &RecordBatch) -> Result<Assigned> {
         let times = batch
             .column(self.rowtime)
             .as_any()
@@ -88,13 +116,15 @@ impl WindowState {
             .expect("rowtime is a timestamp")
             .clone();
         let grace = self.window.grace;
+        let mut indices: Vec<u32> = Vec::with_capacity(batch.num_rows());
+        let mut ids: Vec<WindowId> = Vec::with_capacity(batch.num_rows());
+        let mut merges = Vec::new();
         match self.window.kind {
             WindowKind::Tumbling { size } | WindowKind::Hopping { size, .. } => {
                 let advance = match self.window.kind {
                     WindowKind::Hopping { advance, .. } => advance,
                     _ => size,
                 };
-                let mut rows: BTreeMap<(i64, i64), Vec<u32>> = BTreeMap::new();
                 for i in 0..batch.num_rows() {
                     if times.is_null(i) {
                         self.late += 1;
@@ -106,7 +136,9 @@ impl WindowState {
                     while start + size > t {
                         let end = start + size;
                         if end.saturating_add(grace) > self.stream_time {
-                            rows.entry((end, start)).or_default().push(i as u32);
+                            self.fixed.insert((end, start));
+                            indices.push(i as u32);
+                            ids.push((start, end));
                             placed = true;
                         }
                         start -= advance;
@@ -115,10 +147,6 @@ impl WindowState {
                         self.late += 1;
                     }
                     self.stream_time = self.stream_time.max(t);
-                }
-                for (window, indices) in rows {
-                    let taken = take(batch, indices)?;
-                    self.fixed.entry(window).or_default().push(taken);
                 }
             }
             WindowKind::Session { gap } => {
@@ -130,6 +158,9 @@ impl WindowState {
                     }
                     None => None,
                 };
+                // Where each session of this batch ended up, for rows that named it earlier.
+                let mut moved: HashMap<i64, i64> = HashMap::new();
+                let mut session_of_row: Vec<i64> = Vec::with_capacity(batch.num_rows());
                 for i in 0..batch.num_rows() {
                     if times.is_null(i) {
                         self.late += 1;
@@ -145,78 +176,121 @@ impl WindowState {
                         .as_ref()
                         .map_or_else(Vec::new, |k| k.row(i).as_ref().to_vec());
                     let sessions = self.sessions.entry(key).or_default();
-                    let mut merged = Session {
-                        start: t,
-                        end: t,
-                        rows: vec![batch.slice(i, 1)],
-                    };
+                    let mut into: Option<usize> = None;
                     let mut j = 0;
                     while j < sessions.len() {
                         let s = &sessions[j];
-                        if s.start - gap <= t && t <= s.end + gap {
-                            let s = sessions.swap_remove(j);
-                            merged.start = merged.start.min(s.start);
-                            merged.end = merged.end.max(s.end);
-                            let mut rows = s.rows;
-                            rows.append(&mut merged.rows);
-                            merged.rows = rows;
-                        } else {
+                        if !(s.start - gap <= t && t <= s.end + gap) {
                             j += 1;
+                            continue;
+                        }
+                        match into {
+                            None => {
+                                into = Some(j);
+                                j += 1;
+                            }
+                            Some(k) => {
+                                // The survivor sits before j, where swap_remove moves nothing.
+                                let s = sessions.swap_remove(j);
+                                let survivor = &mut sessions[k];
+                                survivor.start = survivor.start.min(s.start);
+                                survivor.end = survivor.end.max(s.end);
+                                merges.push(((s.id, s.id), (survivor.id, survivor.id)));
+                                moved.insert(s.id, survivor.id);
+                                into = Some(k);
+                            }
                         }
                     }
-                    sessions.push(merged);
+                    let id = match into {
+                        Some(k) => {
+                            let s = &mut sessions[k];
+                            s.start = s.start.min(t);
+                            s.end = s.end.max(t);
+                            s.id
+                        }
+                        None => {
+                            let id = self.next_session;
+                            self.next_session += 1;
+                            sessions.push(Session {
+                                id,
+                                start: t,
+                                end: t,
+                            });
+                            id
+                        }
+                    };
+                    indices.push(i as u32);
+                    session_of_row.push(id);
                 }
+                let resolve = |mut id: i64| {
+                    while let Some(&next) = moved.get(&id) {
+                        id = next;
+                    }
+                    id
+                };
+                ids = session_of_row
+                    .into_iter()
+                    .map(|id| {
+                        let id = resolve(id);
+                        (id, id)
+                    })
+                    .collect();
             }
         }
-        Ok(())
+        let taken = take(batch, indices)?;
+        let mut columns = taken.columns().to_vec();
+        columns.push(Arc::new(TimestampMillisecondArray::from_iter_values(
+            ids.iter().map(|w| w.0),
+        )));
+        columns.push(Arc::new(TimestampMillisecondArray::from_iter_values(
+            ids.iter().map(|w| w.1),
+        )));
+        Ok(Assigned {
+            rows: RecordBatch::try_new(self.out_schema.clone(), columns)?,
+            merges,
+        })
     }
 
-    /// Removes the windows that have closed and returns their rows, with `windowstart` and
-    /// `windowend`, earliest-closing first.
-    pub(crate) fn close(&mut self) -> Result<Vec<RecordBatch>> {
+    /// Removes the windows that have closed and returns them, earliest-closing first.
+    pub(crate) fn close(&mut self) -> Vec<Closed> {
         let grace = self.window.grace;
         let now = self.stream_time;
         let mut out = Vec::new();
         match self.window.kind {
             WindowKind::Session { gap } => {
-                let mut closed = Vec::new();
                 self.sessions.retain(|_, sessions| {
                     let mut j = 0;
                     while j < sessions.len() {
                         if sessions[j].end.saturating_add(gap).saturating_add(grace) <= now {
-                            closed.push(sessions.swap_remove(j));
+                            let s = sessions.swap_remove(j);
+                            out.push(Closed {
+                                id: (s.id, s.id),
+                                start: s.start,
+                                end: s.end,
+                            });
                         } else {
                             j += 1;
                         }
                     }
                     !sessions.is_empty()
                 });
-                closed.sort_by_key(|s| (s.end, s.start));
-                for s in closed {
-                    out.push(self.with_window(&s.rows, s.start, s.end)?);
-                }
+                out.sort_by_key(|c| (c.end, c.start));
             }
             _ => {
-                while let Some(entry) = self.fixed.first_entry() {
-                    let (end, start) = *entry.key();
+                while let Some(&(end, start)) = self.fixed.first() {
                     if end.saturating_add(grace) > now {
                         break;
                     }
-                    let rows = entry.remove();
-                    out.push(self.with_window(&rows, start, end)?);
+                    self.fixed.pop_first();
+                    out.push(Closed {
+                        id: (start, end),
+                        start,
+                        end,
+                    });
                 }
             }
         }
-        Ok(out)
-    }
-
-    fn with_window(&self, rows: &[RecordBatch], start: i64, end: i64) -> Result<RecordBatch> {
-        let input = arrow::compute::concat_batches(&rows[0].schema(), rows)?;
-        let n = input.num_rows();
-        let mut columns = input.columns().to_vec();
-        columns.push(Arc::new(TimestampMillisecondArray::from(vec![start; n])));
-        columns.push(Arc::new(TimestampMillisecondArray::from(vec![end; n])));
-        Ok(RecordBatch::try_new(self.out_schema.clone(), columns)?)
+        out
     }
 }
 
@@ -253,20 +327,23 @@ mod tests {
         .unwrap()
     }
 
-    fn spans(closed: &[RecordBatch]) -> Vec<(i64, i64, usize)> {
-        closed
-            .iter()
-            .map(|b| {
-                let ts = |c: usize| {
-                    b.column(c)
-                        .as_any()
-                        .downcast_ref::<TimestampMillisecondArray>()
-                        .unwrap()
-                        .value(0)
-                };
-                (ts(2), ts(3), b.num_rows())
-            })
-            .collect()
+    /// (windowstart, windowend) of each assigned row.
+    fn ids(assigned: &Assigned) -> Vec<(i64, i64)> {
+        let ts = |c: usize| {
+            assigned
+                .rows
+                .column(c)
+                .as_any()
+                .downcast_ref::<TimestampMillisecondArray>()
+                .unwrap()
+                .values()
+                .to_vec()
+        };
+        ts(2).into_iter().zip(ts(3)).collect()
+    }
+
+    fn spans(closed: &[Closed]) -> Vec<(i64, i64)> {
+        closed.iter().map(|c| (c.start, c.end)).collect()
     }
 
     #[test]
@@ -277,11 +354,15 @@ mod tests {
         };
         let b = batch(&[1, 2], &["a", "a"]);
         let mut s = WindowState::new(w, &b.schema(), 1).unwrap();
-        s.add(&b).unwrap();
-        s.add(&batch(&[12, 9], &["a", "a"])).unwrap(); // 9 is late but within grace
-        assert!(s.close().unwrap().is_empty());
-        s.add(&batch(&[15, 3], &["a", "a"])).unwrap(); // 15 closes [0,10); 3 arrives after
-        assert_eq!(spans(&s.close().unwrap()), vec![(0, 10, 3)]);
+        assert_eq!(ids(&s.assign(&b).unwrap()), [(0, 10), (0, 10)]);
+        // 9 is late but within grace.
+        let a = s.assign(&batch(&[12, 9], &["a", "a"])).unwrap();
+        assert_eq!(ids(&a), [(10, 20), (0, 10)]);
+        assert!(s.close().is_empty());
+        // 15 closes [0,10); 3 arrives after.
+        let a = s.assign(&batch(&[15, 3], &["a", "a"])).unwrap();
+        assert_eq!(ids(&a), [(10, 20)]);
+        assert_eq!(spans(&s.close()), vec![(0, 10)]);
         assert_eq!(s.late, 1);
     }
 
@@ -296,9 +377,9 @@ mod tests {
         };
         let b = batch(&[7], &["a"]);
         let mut s = WindowState::new(w, &b.schema(), 1).unwrap();
-        s.add(&b).unwrap();
-        s.add(&batch(&[30], &["a"])).unwrap();
-        assert_eq!(spans(&s.close().unwrap()), vec![(0, 10, 1), (5, 15, 1)]);
+        assert_eq!(ids(&s.assign(&b).unwrap()), [(5, 15), (0, 10)]);
+        s.assign(&batch(&[30], &["a"])).unwrap();
+        assert_eq!(spans(&s.close()), vec![(0, 10), (5, 15)]);
     }
 
     #[test]
@@ -310,12 +391,28 @@ mod tests {
         // a@15 arrives when stream time is 30: 15 + gap <= 30, so it is late.
         let b = batch(&[0, 5, 8, 30, 15], &["a", "b", "a", "a", "a"]);
         let mut s = WindowState::new(w, &b.schema(), 1).unwrap();
-        s.add(&b).unwrap();
-        s.add(&batch(&[100], &["c"])).unwrap();
-        assert_eq!(
-            spans(&s.close().unwrap()),
-            vec![(5, 5, 1), (0, 8, 2), (30, 30, 1)]
-        );
+        let a = s.assign(&b).unwrap();
+        // a@0 and a@8 share session 0; b is session 1; a@30 starts session 2.
+        assert_eq!(ids(&a), [(0, 0), (1, 1), (0, 0), (2, 2)]);
+        s.assign(&batch(&[100], &["c"])).unwrap();
+        assert_eq!(spans(&s.close()), vec![(5, 5), (0, 8), (30, 30)]);
         assert_eq!(s.late, 1);
+    }
+
+    #[test]
+    fn a_row_between_two_sessions_merges_them() {
+        let w = Window {
+            kind: WindowKind::Session { gap: 10 },
+            grace: 100,
+        };
+        let b = batch(&[0, 20], &["a", "a"]);
+        let mut s = WindowState::new(w, &b.schema(), 1).unwrap();
+        assert_eq!(ids(&s.assign(&b).unwrap()), [(0, 0), (1, 1)]);
+        // 10 is within the gap of both: session 1 grows into session 0.
+        let a = s.assign(&batch(&[10], &["a"])).unwrap();
+        assert_eq!(a.merges, vec![((1, 1), (0, 0))]);
+        assert_eq!(ids(&a), [(0, 0)]);
+        s.assign(&batch(&[500], &["b"])).unwrap();
+        assert_eq!(spans(&s.close()), vec![(0, 20)]);
     }
 }

@@ -7,9 +7,10 @@ use std::time::Instant;
 
 use datafusion::arrow::array::new_empty_array;
 use datafusion::arrow::datatypes::DataType;
+use datafusion::common::ScalarValue;
 use datafusion::common::{exec_datafusion_err, Result as DfResult};
 use datafusion::logical_expr::{
-    ColumnarValue, ScalarFunctionArgs, ScalarUDFImpl, Signature, TypeSignature,
+    ColumnarValue, ScalarFunctionArgs, ScalarUDFImpl, Signature, TypeSignature, Volatility,
 };
 
 use crate::component::CallFailure;
@@ -59,6 +60,23 @@ struct Serving {
     stats: Arc<FunctionStats>,
 }
 
+/// How long a failed call with constant arguments is remembered: long enough that planning one
+/// statement (whose optimizer passes each try to fold it) pays for it once, short enough that a
+/// passing failure (a busy machine's time limit) is not remembered for good.
+const FAILED_CONSTANT_KEPT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// How many results of constant calls a function keeps.
+const CONSTANTS_KEPT: usize = 64;
+
+/// A call with constant arguments, by version and arguments, and what it gave.
+#[derive(Debug)]
+struct Constant {
+    version: String,
+    args: Vec<ScalarValue>,
+    result: Result<ScalarValue, String>,
+    at: Instant,
+}
+
 /// A wasm function registered with DataFusion.
 ///
 /// The component behind it sits in a shared slot: replacing the slot's content swaps the
@@ -71,6 +89,9 @@ pub struct WasmScalarUdf {
     slot: Arc<RwLock<Serving>>,
     /// Versions replaced in this slot, oldest first, so their counters stay reported.
     retired: Arc<std::sync::Mutex<Vec<Serving>>>,
+    /// Results of immutable calls with constant arguments: DataFusion folds such a call while
+    /// planning, once per optimizer pass, and a failing one is tried again at every pass.
+    constants: Arc<std::sync::Mutex<Vec<Constant>>>,
 }
 
 impl PartialEq for WasmScalarUdf {
@@ -105,6 +126,7 @@ impl WasmScalarUdf {
                 stats: Arc::default(),
             })),
             retired: Arc::default(),
+            constants: Arc::default(),
         })
     }
 
@@ -209,6 +231,80 @@ impl ScalarUDFImpl for WasmScalarUdf {
         &self,
         args: ScalarFunctionArgs,
     ) -> DfResult<datafusion::logical_expr::ColumnarValue> {
+        let constant = self.function.volatility == Volatility::Immutable
+            && args.number_rows > 0
+            && args
+                .args
+                .iter()
+                .all(|a| matches!(a, ColumnarValue::Scalar(_)));
+        if constant {
+            return self.invoke_constant(args);
+        }
+        self.invoke_batch(args)
+    }
+}
+
+impl WasmScalarUdf {
+    /// An immutable call whose arguments are all constants: its result is the same for every
+    /// row and every call to this version, so the guest runs once, on one row.
+    fn invoke_constant(&self, mut args: ScalarFunctionArgs) -> DfResult<ColumnarValue> {
+        let values: Vec<ScalarValue> = args
+            .args
+            .iter()
+            .map(|a| match a {
+                ColumnarValue::Scalar(v) => v.clone(),
+                ColumnarValue::Array(_) => unreachable!("checked by the caller"),
+            })
+            .collect();
+        // The same bytes under other limits are another version: a call may succeed in one.
+        let version = {
+            let component = self.component();
+            format!("{}/{:?}", component.hash, component.limits)
+        };
+        let found = |constants: &mut Vec<Constant>| {
+            constants.retain(|c| c.result.is_ok() || c.at.elapsed() < FAILED_CONSTANT_KEPT);
+            constants
+                .iter()
+                .find(|c| c.version == version && c.args == values)
+                .map(|c| c.result.clone())
+        };
+        let lock = || self.constants.lock().unwrap_or_else(|e| e.into_inner());
+        // The guard must be gone before the call below takes the lock again.
+        let cached = found(&mut lock());
+        let result = match cached {
+            Some(result) => result,
+            None => {
+                args.number_rows = 1;
+                let result = self
+                    .invoke_batch(args)
+                    .and_then(|out| match out {
+                        ColumnarValue::Array(a) => ScalarValue::try_from_array(&a, 0),
+                        ColumnarValue::Scalar(v) => Ok(v),
+                    })
+                    .map_err(|e| match e {
+                        datafusion::error::DataFusionError::Execution(m) => m,
+                        other => other.strip_backtrace(),
+                    });
+                let mut constants = lock();
+                if constants.len() >= CONSTANTS_KEPT {
+                    constants.remove(0);
+                }
+                constants.push(Constant {
+                    version,
+                    args: values,
+                    result: result.clone(),
+                    at: Instant::now(),
+                });
+                result
+            }
+        };
+        result
+            .map(ColumnarValue::Scalar)
+            .map_err(|message| exec_datafusion_err!("{message}"))
+    }
+
+    /// One guest call for the batch.
+    fn invoke_batch(&self, args: ScalarFunctionArgs) -> DfResult<ColumnarValue> {
         let name = &self.function.name;
         let rows = args.number_rows;
         if rows == 0 {

@@ -4,6 +4,7 @@ mod bench;
 mod bench_fanout;
 mod bench_langs;
 mod bench_mqtt;
+mod bench_state;
 mod bench_stream;
 mod bench_swap;
 mod mqtt_proxy;
@@ -111,6 +112,8 @@ enum BenchCommand {
     Mqtt(bench_mqtt::MqttBench),
     /// Push-query fan-out over HTTP: rows/s per client and the p99 the HTTP hop adds.
     Fanout(bench_fanout::FanoutBench),
+    /// Memory and events/s of a windowed aggregation over many groups, against a filter.
+    State(bench_state::StateBench),
 }
 
 fn cache_dir(cli: Option<PathBuf>) -> PathBuf {
@@ -208,6 +211,9 @@ async fn main() -> Result<()> {
         Command::Bench {
             command: BenchCommand::Fanout(ref args),
         } => bench_fanout::fanout(args, runtime()?).await,
+        Command::Bench {
+            command: BenchCommand::State(ref args),
+        } => bench_state::state(args, runtime()?).await,
         Command::Generate { rows, seed, cars } => generate_csv(rows, seed, cars),
     }
 }

@@ -43,6 +43,38 @@ pub(crate) struct ServerArgs {
     /// Larger component uploads are refused with 413.
     #[arg(long, default_value_t = 64 << 20)]
     max_udf_bytes: usize,
+    /// The one directory whose files SQL from clients may read and write (DataFusion's `CREATE
+    /// EXTERNAL TABLE` and `COPY`). Without it, clients reach no host files.
+    #[arg(long, value_name = "DIR")]
+    allow_files: Option<PathBuf>,
+    /// Memory each pull query's operators may hold (sorts, aggregations, joins), e.g. `256MB`.
+    #[arg(long, default_value = "256MB", value_parser = parse_size)]
+    query_memory: usize,
+    /// Wall time a pull query may take from planning to its last row, UDF calls included;
+    /// past it the query is cancelled.
+    #[arg(long, default_value = "60s", value_parser = crate::run::parse_duration)]
+    query_timeout: Duration,
+    /// An HTTP connection must send a complete request head within this (from its first byte,
+    /// or from connecting for its first request), or it is closed.
+    #[arg(long, default_value = "10s", value_parser = crate::run::parse_duration)]
+    http_header_timeout: Duration,
+    /// A request body must arrive whole within this of its head (408 otherwise); on
+    /// /inserts-stream, each line within this of the previous one.
+    #[arg(long, default_value = "30s", value_parser = crate::run::parse_duration)]
+    http_body_timeout: Duration,
+    /// An HTTP connection with no request for this long is closed (a push response being
+    /// streamed is a request).
+    #[arg(long, default_value = "60s", value_parser = crate::run::parse_duration)]
+    http_idle_timeout: Duration,
+    /// HTTP connections beyond this many open ones are accepted and closed at once.
+    #[arg(long, default_value_t = 1000)]
+    http_max_connections: usize,
+    /// Serve HTTPS with this certificate chain (PEM, leaf first); needs --tls-key.
+    #[arg(long, value_name = "PEM", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The private key (PEM) of --tls-cert.
+    #[arg(long, value_name = "PEM", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
     /// How often queries flush their sinks and commit their sources, in milliseconds.
     #[arg(long, default_value_t = 1000)]
     commit_interval_ms: u64,
@@ -60,6 +92,37 @@ pub(crate) struct ServerArgs {
     /// MQTT targets are Kafka topics on --bootstrap-servers (as `eddy mqtt-proxy`), not streams.
     #[arg(long)]
     mqtt_kafka: bool,
+    /// MQTT connections open at once; further ones are closed before their CONNECT is read.
+    #[arg(long, default_value_t = 10_000)]
+    mqtt_max_connections: usize,
+    /// Seconds a new MQTT connection has to send CONNECT (TLS handshake included).
+    #[arg(long, value_name = "SECS", default_value_t = 10)]
+    mqtt_connect_timeout: u64,
+    /// The longest MQTT keep-alive granted, in seconds; a client asking for 0 or more gets this
+    /// (0: no maximum).
+    #[arg(long, value_name = "SECS", default_value_t = 300)]
+    mqtt_max_keep_alive: u16,
+    /// Bytes of MQTT packets not yet read whole, across all connections; a connection that
+    /// would take the total over it is closed.
+    #[arg(long, value_name = "BYTES", default_value_t = 64 << 20)]
+    mqtt_max_unfinished_bytes: usize,
+    /// Largest MQTT packet taken; larger ones close the connection.
+    #[arg(long, value_name = "BYTES", default_value_t = 1 << 20)]
+    mqtt_max_packet_size: usize,
+    /// A file of `user:password` lines; MQTT clients must log in as one of them (or, with
+    /// --auth-token-file, with the token as password and any user name).
+    #[arg(long, value_name = "FILE")]
+    mqtt_password_file: Option<PathBuf>,
+    /// TLS on the MQTT listener: the certificate chain (PEM); needs --mqtt-tls-key.
+    #[arg(long, value_name = "PEM")]
+    mqtt_tls_cert: Option<PathBuf>,
+    /// TLS on the MQTT listener: the private key (PEM).
+    #[arg(long, value_name = "PEM")]
+    mqtt_tls_key: Option<PathBuf>,
+}
+
+fn parse_size(text: &str) -> Result<usize, String> {
+    eddy_sql::parse_size(text).map_err(|e| format!("'{text}' {e}"))
 }
 
 /// Feeds MQTT publishes into the engine's in-memory streams, without taking the engine lock.
@@ -85,13 +148,20 @@ impl Direct for StreamTarget {
 }
 
 /// Starts the MQTT endpoint `args` ask for, if any.
+/// With `auth_token` (REST's), MQTT clients need it too, as their password.
 async fn start_mqtt(
     args: &ServerArgs,
     engine: &tokio::sync::Mutex<Engine>,
+    auth_token: Option<&str>,
 ) -> Result<Option<Endpoint>> {
     let Some(listen) = &args.mqtt_listen else {
-        if !args.mqtt_rules.is_empty() || args.mqtt_kafka {
-            bail!("--mqtt-map and --mqtt-kafka need --mqtt-listen ADDR");
+        if !args.mqtt_rules.is_empty()
+            || args.mqtt_kafka
+            || args.mqtt_password_file.is_some()
+            || args.mqtt_tls_cert.is_some()
+            || args.mqtt_tls_key.is_some()
+        {
+            bail!("--mqtt-map, --mqtt-kafka, --mqtt-password-file and --mqtt-tls-* need --mqtt-listen ADDR");
         }
         return Ok(None);
     };
@@ -117,6 +187,18 @@ async fn start_mqtt(
         EndpointConfig::direct(listen.clone(), Arc::new(StreamTarget(writers)), rules)
     };
     config.max_inflight = args.mqtt_max_inflight;
+    crate::mqtt_proxy::Guard {
+        max_connections: args.mqtt_max_connections,
+        connect_timeout_secs: args.mqtt_connect_timeout,
+        max_keep_alive: args.mqtt_max_keep_alive,
+        max_unfinished_bytes: args.mqtt_max_unfinished_bytes,
+        max_packet_size: args.mqtt_max_packet_size,
+        password_file: args.mqtt_password_file.as_deref(),
+        token: auth_token.map(str::to_string),
+        tls_cert: args.mqtt_tls_cert.as_deref(),
+        tls_key: args.mqtt_tls_key.as_deref(),
+    }
+    .apply(&mut config, "--mqtt-")?;
     Ok(Some(Endpoint::start(config).await?))
 }
 
@@ -146,6 +228,15 @@ fn mqtt_metrics(stats: StatsReader, kafka: bool) -> eddy_server::MetricsSource {
             metric("eddy_mqtt_failed_total", "QoS 1/2 publishes Kafka refused for good (connection closed).", Counter, s.failed),
             metric("eddy_mqtt_protocol_errors_total", "MQTT connections closed for a protocol error.", Counter, s.protocol_errors),
             metric("eddy_mqtt_blocked_connections", "MQTT connections not read because their window of unacknowledged publishes is full.", Gauge, s.blocked_connections),
+            metric("eddy_mqtt_refused_connections_total", "MQTT connections closed at once because --mqtt-max-connections were open.", Counter, s.refused_connections),
+            metric("eddy_mqtt_connect_timeouts_total", "MQTT connections closed for no CONNECT within --mqtt-connect-timeout.", Counter, s.connect_timeouts),
+            metric("eddy_mqtt_keep_alive_timeouts_total", "MQTT connections closed for no packet within 1.5 keep-alive periods.", Counter, s.keep_alive_timeouts),
+            metric("eddy_mqtt_auth_failures_total", "MQTT CONNECTs refused for a missing or wrong user name or password.", Counter, s.auth_failures),
+            metric("eddy_mqtt_invalid_topics_total", "MQTT connections closed for a PUBLISH to a wildcard topic.", Counter, s.invalid_topics),
+            metric("eddy_mqtt_too_large_total", "MQTT connections closed for a packet over --mqtt-max-packet-size.", Counter, s.too_large),
+            metric("eddy_mqtt_over_budget_total", "MQTT connections closed because unfinished packets would exceed --mqtt-max-unfinished-bytes.", Counter, s.over_budget),
+            metric("eddy_mqtt_unfinished_bytes", "Bytes of unfinished MQTT packets held now.", Gauge, s.unfinished_bytes),
+            metric("eddy_mqtt_tls_failures_total", "MQTT TLS handshakes that failed or timed out.", Counter, s.tls_failures),
         ];
         if kafka {
             out.push(metric(
@@ -161,17 +252,19 @@ fn mqtt_metrics(stats: StatsReader, kafka: bool) -> eddy_server::MetricsSource {
 
 pub(crate) async fn server(args: &ServerArgs, runtime: UdfRuntime) -> Result<()> {
     let auth_token = match &args.auth_token_file {
-        Some(file) => {
-            let token = std::fs::read_to_string(file)
-                .with_context(|| format!("reading {}", file.display()))?
-                .trim()
-                .to_string();
-            if token.is_empty() {
-                bail!("{} is empty", file.display());
-            }
-            Some(token)
-        }
+        Some(file) => Some(crate::mqtt_proxy::read_token(file)?),
         None => None,
+    };
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => {
+            let read = |file: &PathBuf| {
+                std::fs::read(file).with_context(|| format!("reading {}", file.display()))
+            };
+            let tls = eddy_server::TlsConfig::from_pem(&read(cert)?, &read(key)?)
+                .with_context(|| format!("TLS with {} and {}", cert.display(), key.display()))?;
+            Some(tls)
+        }
+        _ => None,
     };
     let config = EngineConfig {
         kafka: args
@@ -185,10 +278,15 @@ pub(crate) async fn server(args: &ServerArgs, runtime: UdfRuntime) -> Result<()>
         commit_interval: Duration::from_millis(args.commit_interval_ms),
         ..EngineConfig::default()
     };
-    let engine = Arc::new(tokio::sync::Mutex::new(Engine::new(
-        Session::new(runtime),
-        config,
-    )));
+    // Clients over the network get no host files (unless --allow-files), no settings, no crate
+    // builds; each pull query runs under a memory and time budget.
+    let mut session = Session::new(runtime);
+    session.set_access(eddy_sql::Access::network(args.allow_files.as_deref())?);
+    session.set_budget(eddy_sql::Budget {
+        memory: Some(args.query_memory),
+        timeout: Some(args.query_timeout),
+    });
+    let engine = Arc::new(tokio::sync::Mutex::new(Engine::new(session, config)));
     if let Some(dir) = &args.udf_dir {
         let mut dir = UdfDir::new(dir);
         crate::run::sync_udf_dir(&mut dir, &mut *engine.lock().await).await?;
@@ -204,7 +302,7 @@ pub(crate) async fn server(args: &ServerArgs, runtime: UdfRuntime) -> Result<()>
             }
         });
     }
-    let mqtt = start_mqtt(args, &engine).await?;
+    let mqtt = start_mqtt(args, &engine, auth_token.as_deref()).await?;
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("listening on {}", args.listen))?;
@@ -216,23 +314,38 @@ pub(crate) async fn server(args: &ServerArgs, runtime: UdfRuntime) -> Result<()>
                 .bootstrap_servers
                 .clone()
                 .unwrap_or_else(|| "none".into()),
+            bootstrap_servers: args.bootstrap_servers.clone(),
             auth_token,
             max_body_bytes: args.max_body_bytes,
             udf_dir: args.udf_dir.clone(),
             max_udf_bytes: args.max_udf_bytes,
+            header_timeout: args.http_header_timeout,
+            body_timeout: args.http_body_timeout,
+            idle_timeout: args.http_idle_timeout,
+            max_connections: args.http_max_connections,
+            tls: tls.clone(),
         },
     );
     // The HTTP line stays first: scripts and tests read the address from it.
-    println!("eddy server listening on http://{}", listener.local_addr()?);
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    println!(
+        "eddy server listening on {scheme}://{}",
+        listener.local_addr()?
+    );
     if let Some(endpoint) = &mqtt {
         server.add_metrics(mqtt_metrics(endpoint.stats_reader(), !endpoint.is_direct()));
         println!(
-            "eddy server: MQTT listening on {} ({})",
+            "eddy server: MQTT listening on {} ({}{})",
             endpoint.local_addr(),
             if endpoint.is_direct() {
                 "into streams"
             } else {
                 "into Kafka topics"
+            },
+            if args.mqtt_tls_cert.is_some() {
+                ", TLS"
+            } else {
+                ""
             }
         );
     }
@@ -293,6 +406,7 @@ pub(crate) async fn sql(args: &SqlArgs) -> Result<()> {
         http: reqwest::Client::new(),
         base: args.server.trim_end_matches('/').to_string(),
         token,
+        properties: Default::default(),
     };
     if let Some(text) = &args.execute {
         let mut failed = false;
@@ -355,6 +469,9 @@ struct Client {
     http: reqwest::Client,
     base: String,
     token: Option<String>,
+    /// Set with `SET 'key' = 'value'` and sent with every later request, as ksqlDB's CLI does:
+    /// the server applies properties per request only.
+    properties: std::sync::Mutex<serde_json::Map<String, Value>>,
 }
 
 impl Client {
@@ -373,7 +490,19 @@ impl Client {
         request
     }
 
+    fn properties(&self) -> Value {
+        Value::Object(self.properties.lock().expect("properties lock").clone())
+    }
+
     async fn run(&self, statement: &str) -> Result<()> {
+        if let Ok(eddy_stream::Statement::Set { key, value }) = eddy_stream::parse(statement) {
+            println!("'{key}' is '{value}' for this session's statements");
+            self.properties
+                .lock()
+                .expect("properties lock")
+                .insert(key, Value::String(value));
+            return Ok(());
+        }
         let is_query = statement
             .split_whitespace()
             .next()
@@ -382,7 +511,10 @@ impl Client {
             return self.query(statement).await;
         }
         let response = self
-            .post("/ksql", json!({"ksql": statement, "streamsProperties": {}}))
+            .post(
+                "/ksql",
+                json!({"ksql": statement, "streamsProperties": self.properties()}),
+            )
             .send()
             .await
             .with_context(|| format!("connecting to {}", self.base))?;
@@ -400,7 +532,10 @@ impl Client {
     /// Streams a query's rows as they arrive (until LIMIT, the end, or Ctrl-C).
     async fn query(&self, statement: &str) -> Result<()> {
         let mut response = self
-            .post("/query-stream", json!({"sql": statement, "properties": {}}))
+            .post(
+                "/query-stream",
+                json!({"sql": statement, "properties": self.properties()}),
+            )
             .send()
             .await
             .with_context(|| format!("connecting to {}", self.base))?;
@@ -430,6 +565,10 @@ impl Client {
                     rows += 1;
                     let cells: Vec<String> = row.iter().map(cell).collect();
                     println!("{}", cells.join(" | "));
+                } else if let Some(message) = value.get("message").and_then(Value::as_str) {
+                    // The query failed after its first rows (a time or memory limit, say).
+                    println!("({rows} row{})", if rows == 1 { "" } else { "s" });
+                    bail!("{message}");
                 }
             }
         }

@@ -4,11 +4,14 @@
 mod cli;
 mod kafka_restart;
 mod mqtt_direct;
+mod mqtt_guard;
 mod mqtt_proxy;
 mod mqtt_scale;
 // `eddy sql`'s prompt helpers, tested here: the `eddy` bin has no test binary of its own.
 #[allow(dead_code)]
 #[path = "../../src/repl.rs"]
 mod repl;
+mod security;
 mod server;
+mod server_http;
 mod training;

@@ -11,7 +11,7 @@ use serde_json::{json, Value};
 pub(crate) struct Server {
     child: Child,
     pub(crate) base: String,
-    addr: String,
+    pub(crate) addr: String,
     pub(crate) http: reqwest::Client,
     /// The rest of its stdout, after the line with the HTTP address.
     stdout: BufReader<ChildStdout>,
@@ -47,7 +47,10 @@ impl Server {
             .strip_prefix("eddy server listening on ")
             .unwrap_or_else(|| panic!("unexpected first line: {line:?}"))
             .to_string();
-        let addr = base.trim_start_matches("http://").to_string();
+        let addr = base
+            .trim_start_matches("http://")
+            .trim_start_matches("https://")
+            .to_string();
         Server {
             child,
             base,
@@ -55,6 +58,11 @@ impl Server {
             http: reqwest::Client::new(),
             stdout,
         }
+    }
+
+    /// Its process id.
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// The next line the server prints on stdout.
@@ -68,7 +76,7 @@ impl Server {
         format!("{}{path}", self.base)
     }
 
-    async fn ksql_status(&self, ksql: &str) -> (u16, Value) {
+    pub(crate) async fn ksql_status(&self, ksql: &str) -> (u16, Value) {
         let response = self
             .http
             .post(self.url("/ksql"))
@@ -98,14 +106,14 @@ impl Server {
     }
 
     /// `GET /metrics`, parsed by a Prometheus text-format parser.
-    async fn metrics(&self) -> prometheus_parse::Scrape {
+    pub(crate) async fn metrics(&self) -> prometheus_parse::Scrape {
         let (status, text) = self.get("/metrics").await;
         assert_eq!(status, 200);
         let lines = text.lines().map(|l| Ok(l.to_string()));
         prometheus_parse::Scrape::parse(lines).expect("Prometheus text format")
     }
 
-    async fn healthy(&self) {
+    pub(crate) async fn healthy(&self) {
         let (status, body) = self.get("/healthcheck").await;
         assert_eq!(status, 200, "{body}");
     }
@@ -140,7 +148,7 @@ impl Drop for Server {
 }
 
 /// Replaces values that change from run to run.
-fn mask(mut value: Value, keys: &[&str]) -> Value {
+pub(crate) fn mask(mut value: Value, keys: &[&str]) -> Value {
     fn walk(v: &mut Value, keys: &[&str]) {
         match v {
             Value::Object(map) => {
@@ -765,7 +773,7 @@ async fn metrics_time_batches_and_udf_calls_and_count_limit_hits() {
 }
 
 /// Starts a push query over a raw HTTP/1.1 connection and reads until its header arrived.
-fn raw_push(addr: &str, sql: &str) -> TcpStream {
+pub(crate) fn raw_push(addr: &str, sql: &str) -> TcpStream {
     let mut stream = TcpStream::connect(addr).unwrap();
     let body = json!({"ksql": sql, "streamsProperties": {}}).to_string();
     write!(
@@ -991,7 +999,7 @@ async fn udfs_upload_list_replace_and_drop_over_http_within_the_udf_dir() {
 }
 
 /// Reads from `stream` until `needle` has arrived; returns all that was read.
-fn read_until(stream: &mut TcpStream, seen: &mut Vec<u8>, needle: &str) {
+pub(crate) fn read_until(stream: &mut TcpStream, seen: &mut Vec<u8>, needle: &str) {
     let mut buffer = [0u8; 4096];
     while !String::from_utf8_lossy(seen).contains(needle) {
         let n = stream.read(&mut buffer).unwrap();
@@ -1005,7 +1013,7 @@ fn read_until(stream: &mut TcpStream, seen: &mut Vec<u8>, needle: &str) {
 }
 
 /// The body of a complete chunked HTTP/1.1 response.
-fn dechunk(response: &str) -> String {
+pub(crate) fn dechunk(response: &str) -> String {
     let (head, mut rest) = response.split_once("\r\n\r\n").unwrap();
     assert!(head.starts_with("HTTP/1.1 200"), "{head}");
     let mut body = String::new();
