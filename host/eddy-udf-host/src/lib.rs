@@ -10,6 +10,7 @@ mod bindings;
 mod component;
 mod convert;
 mod error;
+mod function_cache;
 mod histogram;
 mod output;
 mod runtime;
