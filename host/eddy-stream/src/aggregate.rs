@@ -53,6 +53,9 @@ pub(crate) struct Aggregation {
     groups: HashMap<WindowId, HashMap<Vec<u8>, Group>>,
 }
 
+/// A group met in a batch: its window, its key (row-encoded) and the first row that has it.
+type GroupFirstSeen = (WindowId, Vec<u8>, usize);
+
 impl Aggregation {
     /// Builds the plans of `plan`, an aggregation over the rows `rows` will hold (window rows,
     /// with `windowstart` and `windowend`).
@@ -210,7 +213,7 @@ impl Aggregation {
         // Rows by group, in first-seen order; then each argument is taken once in that order
         // and every group gets one contiguous slice.
         let mut local: HashMap<(WindowId, &[u8]), usize> = HashMap::new();
-        let mut members: Vec<((WindowId, Vec<u8>, usize), Vec<u32>)> = Vec::new();
+        let mut members: Vec<(GroupFirstSeen, Vec<u32>)> = Vec::new();
         for row in 0..n {
             let key: &[u8] = keys.as_ref().map_or(&[], |k| k.row(row).data());
             let window = (starts.value(row), ends.value(row));
