@@ -59,6 +59,25 @@ if ! "$tools/venv/bin/python" -c 'import numpy, onnx' >/dev/null 2>&1; then
 fi
 echo "setup: training requirements ready ($("$tools/venv/bin/python" -c 'import numpy, onnx; print("numpy", numpy.__version__, "onnx", onnx.__version__)'))"
 
+# Python UDFs: componentize-py (its wheel bundles CPython and the compiler), pinned, in the venv.
+if ! "$tools/venv/bin/componentize-py" --version 2>/dev/null | grep -qx 'componentize-py 0.25.1'; then
+  "$tools/venv/bin/pip" install -q --disable-pip-version-check componentize-py==0.25.1
+fi
+echo "setup: $("$tools/venv/bin/componentize-py" --version) ready"
+
+# JavaScript UDFs: ComponentizeJS, pinned by sdk/js/package-lock.json, installed with npm ci (no
+# network at build time: its default, non-AOT mode uses the wizer binary the package ships).
+if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
+  $SUDO apt-get update -q
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q nodejs npm
+fi
+cjs="$root/sdk/js/node_modules/@bytecodealliance/componentize-js/package.json"
+if ! cmp -s "$root/sdk/js/package-lock.json" "$root/sdk/js/node_modules/.package-lock.json.ci" || [ ! -f "$cjs" ]; then
+  (cd "$root/sdk/js" && npm ci --no-audit --no-fund --loglevel=error)
+  cp "$root/sdk/js/package-lock.json" "$root/sdk/js/node_modules/.package-lock.json.ci"
+fi
+echo "setup: componentize-js $(node -p "require('$cjs').version") ready (node $(node --version))"
+
 # The npm ksqlDB client the REST server's test drives (tests/node/ksqldb_client/scenario.js),
 # pinned by its package-lock.json; `npm ci` only when the installed copy is not that version.
 client="$root/tests/node/ksqldb_client"

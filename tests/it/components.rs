@@ -101,9 +101,11 @@ fn compiled_components_are_cached_by_content_hash() {
 
     let first = UdfRuntime::new(Some(cache.clone()), limits.clone()).unwrap();
     let loaded = first.load_file(&path).unwrap();
+    // Beside the components: the per-function cache (the next test).
     let entries: Vec<_> = std::fs::read_dir(&cache)
         .unwrap()
         .map(|e| e.unwrap().path())
+        .filter(|p| !p.is_dir())
         .collect();
     assert_eq!(entries.len(), 1, "{entries:?}");
     let name = entries[0]
@@ -130,5 +132,64 @@ fn compiled_components_are_cached_by_content_hash() {
         std::fs::metadata(&entries[0]).unwrap().len() > 1000,
         "rewritten"
     );
+    std::fs::remove_dir_all(&cache).unwrap();
+}
+
+/// Files under `dir`, recursively.
+fn files_under(dir: &std::path::Path) -> usize {
+    std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .map(|e| e.unwrap().path())
+        .map(|p| if p.is_dir() { files_under(&p) } else { 1 })
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_version_of_a_component_compiles_only_the_functions_that_changed() {
+    // tag_v1 and tag_v2 differ in one string constant; the function cache keeps each compiled
+    // function by a hash of its code, so v2 reuses v1's functions (as a second Python or
+    // JavaScript UDF reuses the interpreter's) and still computes its own answers.
+    let cache = std::env::temp_dir().join(format!("eddy-fn-cache-it-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&cache);
+    let runtime = UdfRuntime::new(Some(cache.clone()), eddy_tests::test_limits()).unwrap();
+    let functions = || {
+        std::fs::read_dir(&cache)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.is_dir())
+            .map(|p| files_under(&p))
+            .sum::<usize>()
+    };
+    runtime.load_file(eddy_tests::component("tag_v1")).unwrap();
+    let v1 = functions();
+    runtime.load_file(eddy_tests::component("tag_v2")).unwrap();
+    let v2 = functions() - v1;
+    assert!(v1 > 100, "tag_v1 cached only {v1} functions");
+    // What v2 compiles anew is its changed code and the per-component glue: 25 of 274 today.
+    assert!(
+        v2 > 0 && v2 * 5 < v1,
+        "tag_v2 compiled {v2} new functions of tag_v1's {v1}"
+    );
+
+    let mut session = eddy_sql::Session::new(runtime);
+    for version in ["tag_v1", "tag_v2"] {
+        session
+            .execute(&format!(
+                "CREATE OR REPLACE FUNCTION tag FROM '{}'",
+                eddy_tests::component(version).display()
+            ))
+            .await
+            .unwrap();
+        let out = eddy_tests::rows(&mut session, "SELECT tag(7)").await;
+        let tag = out[0]
+            .column(0)
+            .as_any()
+            .downcast_ref::<datafusion::arrow::array::StringArray>()
+            .expect("a VARCHAR")
+            .value(0)
+            .to_string();
+        assert_eq!(tag, format!("v{}:7", &version[5..]));
+    }
     std::fs::remove_dir_all(&cache).unwrap();
 }

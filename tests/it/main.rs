@@ -8,5 +8,6 @@ mod hot_swap;
 mod kafka;
 mod mqtt;
 mod pipelines;
+mod polyglot;
 mod rollout;
 mod sandbox;

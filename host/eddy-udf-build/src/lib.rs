@@ -4,7 +4,11 @@
 //! Debian's `rustc-web` (which has every wasm target) plus `-Zbuild-std` over its `rust-web-src`,
 //! linked by rustup's `rust-lld` against Debian's `wasi-libc`. The resulting `wasm32-wasip1`
 //! core module becomes a component with the WASI preview1 adapter, via `wit-component`.
+//!
+//! A directory with `udf.py` or `udf.js` instead is a Python or JavaScript UDF, built by
+//! componentize-py or ComponentizeJS against the same WIT world (`polyglot`).
 
+pub mod polyglot;
 mod toolchain;
 
 use std::io::{BufRead, BufReader};
@@ -21,8 +25,8 @@ pub enum Error {
         "the wasm toolchain is incomplete: {0} — run the setup command in README.md (./setup.sh)"
     )]
     ToolchainMissing(String),
-    /// The directory holds no Cargo package.
-    #[error("{0} is not a UDF crate: no Cargo.toml there")]
+    /// The directory holds no UDF.
+    #[error("{0} is not a UDF: no Cargo.toml, udf.py or udf.js there")]
     NotACrate(PathBuf),
     /// Running a tool failed.
     #[error("could not run {tool}: {source}")]
@@ -78,19 +82,36 @@ pub struct BuildOptions {
 pub struct Built {
     /// The component file.
     pub component: PathBuf,
-    /// The core module it was made from.
+    /// The core module it was made from (for Python and JavaScript, the `udf.py`/`udf.js`).
     pub module: PathBuf,
 }
 
-/// Compiles the UDF crate in `dir` (or every crate, for a workspace) for `wasm32-wasip1` and
-/// writes a component per `cdylib`.
+/// Builds the UDF in `dir`: a Python (`udf.py`) or JavaScript (`udf.js`) UDF, a Rust crate, or
+/// a workspace of them (each `cdylib` and each Python or JavaScript member directory).
 pub fn build(dir: &Path, options: &BuildOptions) -> Result<Vec<Built>> {
+    if let Some(language) = polyglot::Language::detect(dir) {
+        return Ok(vec![polyglot::build(dir, language, options)?]);
+    }
     let manifest = dir.join("Cargo.toml");
     if !manifest.is_file() {
         return Err(Error::NotACrate(dir.to_path_buf()));
     }
+    let members = polyglot::members(dir);
+    if options.out.is_some() && !members.is_empty() {
+        return Err(Error::ManyArtifacts(dir.to_path_buf(), members.len() + 1));
+    }
+    let mut built = build_rust(dir, &manifest, options)?;
+    for (member, language) in members {
+        built.push(polyglot::build(&member, language, options)?);
+    }
+    Ok(built)
+}
+
+/// Compiles the UDF crate in `dir` (or every crate, for a workspace) for `wasm32-wasip1` and
+/// writes a component per `cdylib`.
+fn build_rust(dir: &Path, manifest: &Path, options: &BuildOptions) -> Result<Vec<Built>> {
     let toolchain = Toolchain::detect()?;
-    let mut cmd = toolchain.cargo_build(&manifest);
+    let mut cmd = toolchain.cargo_build(manifest);
     if let Some(jobs) = options.jobs {
         cmd.arg("-j").arg(jobs.to_string());
     }

@@ -12,6 +12,7 @@ mod capture;
 mod component;
 mod convert;
 mod error;
+mod function_cache;
 mod histogram;
 mod output;
 mod runtime;

@@ -1,7 +1,7 @@
 //! The wasm engine shared by every component: configuration, limits, compile cache, linker.
 
-use std::path::PathBuf;
-use std::sync::Arc;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use wasmtime::component::{HasSelf, Linker, ResourceTable};
@@ -11,6 +11,7 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use crate::bindings::eddy::udf::host_log;
 use crate::bindings::ScalarUdf;
 use crate::capture::{CaptureConfig, CaptureStats, Captures};
+use crate::function_cache::FunctionCache;
 use crate::output::GuestOutput;
 use crate::sleep::GuestClock;
 use crate::{Component, Error, Result};
@@ -230,6 +231,11 @@ pub struct UdfRuntime {
     pub(crate) engine: Engine,
     pub(crate) linker: Arc<Linker<State>>,
     cache_dir: Option<PathBuf>,
+    /// Held while compiling. Compiles run one at a time, since each already uses every core:
+    /// a second load of the same component (another session, another test) then reads the
+    /// first one's result instead of compiling the same code beside it, and a second Python or
+    /// JavaScript component finds the interpreter's functions in the function cache.
+    compiling: Arc<Mutex<()>>,
     pub(crate) limits: Limits,
     /// Where components loaded from now on capture their failing calls.
     pub(crate) captures: Option<Arc<Captures>>,
@@ -245,7 +251,9 @@ impl std::fmt::Debug for UdfRuntime {
 }
 
 impl UdfRuntime {
-    /// A runtime caching compiled components in `cache_dir` (none: compile every load).
+    /// A runtime caching compiled components in `cache_dir` (none: compile every load), and
+    /// each compiled function too, so a component that shares code with one compiled before (a
+    /// new version of a UDF, or another Python or JavaScript UDF) compiles only what differs.
     pub fn new(cache_dir: Option<PathBuf>, limits: Limits) -> Result<UdfRuntime> {
         UdfRuntime::build(cache_dir, limits, true)
     }
@@ -261,6 +269,15 @@ impl UdfRuntime {
         config.wasm_component_model(true);
         config.epoch_interruption(epochs);
         config.max_wasm_stack(1 << 20);
+        if let Some(dir) = &cache_dir {
+            // Compiled functions are only valid for this configuration and Wasmtime version:
+            // name their directory after the engine's compatibility hash.
+            let probe = Engine::new(&config).map_err(|e| Error::Engine(format!("{e:#}")))?;
+            let functions = dir.join(format!("functions-{:016x}", engine_hash(&probe)));
+            config
+                .enable_incremental_compilation(Arc::new(FunctionCache::new(functions)))
+                .map_err(|e| Error::Engine(format!("{e:#}")))?;
+        }
         let engine = Engine::new(&config).map_err(|e| Error::Engine(format!("{e:#}")))?;
 
         // One ticker per engine; it stops when the last clone of the engine is gone.
@@ -286,6 +303,7 @@ impl UdfRuntime {
             engine,
             linker: Arc::new(linker),
             cache_dir,
+            compiling: Arc::default(),
             limits,
             captures: None,
         })
@@ -357,20 +375,13 @@ impl UdfRuntime {
             return wasmtime::component::Component::new(&self.engine, bytes)
                 .map_err(not_a_component);
         };
-        use std::hash::{Hash, Hasher};
-        let mut h = std::collections::hash_map::DefaultHasher::new();
-        self.engine.precompile_compatibility_hash().hash(&mut h);
-        let path = dir.join(format!("{hash}-{:016x}.cwasm", h.finish()));
-        // Read, not mmap (`deserialize_file`): anyone rewriting the file in place while it is
-        // mapped would crash the host with SIGBUS.
-        if let Ok(cached) = std::fs::read(&path) {
-            // SAFETY: only Eddy writes this directory, whole files via rename, from `serialize`
-            // of an engine with this configuration (its hash is in the name); wasmtime also
-            // rejects artifacts of another version or configuration by their header.
-            match unsafe { wasmtime::component::Component::deserialize(&self.engine, &cached) } {
-                Ok(c) => return Ok(c),
-                Err(e) => tracing::warn!(path = %path.display(), "ignoring bad cache entry: {e:#}"),
-            }
+        let path = dir.join(format!("{hash}-{:016x}.cwasm", engine_hash(&self.engine)));
+        if let Some(cached) = self.cached(&path) {
+            return Ok(cached);
+        }
+        let _compiling = self.compiling.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(cached) = self.cached(&path) {
+            return Ok(cached);
         }
         let component =
             wasmtime::component::Component::new(&self.engine, bytes).map_err(not_a_component)?;
@@ -385,6 +396,31 @@ impl UdfRuntime {
         }
         Ok(component)
     }
+
+    /// The compiled component cached at `path`, if there is a good one.
+    fn cached(&self, path: &Path) -> Option<wasmtime::component::Component> {
+        // Read, not mmap (`deserialize_file`): anyone rewriting the file in place while it is
+        // mapped would crash the host with SIGBUS.
+        let bytes = std::fs::read(path).ok()?;
+        // SAFETY: only Eddy writes this directory, whole files via rename, from `serialize`
+        // of an engine with this configuration (its hash is in the name); wasmtime also
+        // rejects artifacts of another version or configuration by their header.
+        match unsafe { wasmtime::component::Component::deserialize(&self.engine, &bytes) } {
+            Ok(c) => Some(c),
+            Err(e) => {
+                tracing::warn!(path = %path.display(), "ignoring bad cache entry: {e:#}");
+                None
+            }
+        }
+    }
+}
+
+/// Which engine configurations (and Wasmtime versions) can share compiled code.
+fn engine_hash(engine: &Engine) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    engine.precompile_compatibility_hash().hash(&mut h);
+    h.finish()
 }
 
 #[cfg(test)]

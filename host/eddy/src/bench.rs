@@ -167,7 +167,8 @@ pub(crate) struct UdfBench {
     runs: usize,
 }
 
-fn native_udf() -> ScalarUDF {
+/// `celsius_to_fahrenheit` as a native DataFusion UDF, the baseline of every UDF benchmark.
+pub(crate) fn native_udf() -> ScalarUDF {
     create_udf(
         "celsius_to_fahrenheit_native",
         vec![DataType::Float64],

@@ -2,6 +2,7 @@
 
 mod bench;
 mod bench_fanout;
+mod bench_langs;
 mod bench_mqtt;
 mod bench_state;
 mod bench_stream;
@@ -11,6 +12,7 @@ mod repl;
 mod replay;
 mod run;
 mod server;
+mod udf_new;
 
 use std::path::PathBuf;
 
@@ -75,9 +77,10 @@ enum Command {
 
 #[derive(Subcommand)]
 enum UdfCommand {
-    /// Compiles a UDF crate (or a workspace of them) into WebAssembly components.
+    /// Builds a UDF into a WebAssembly component: a Rust crate (or a workspace of them), or a
+    /// directory with `udf.py` (Python) or `udf.js` (JavaScript).
     Build {
-        /// The crate directory, e.g. udfs/temperature.
+        /// The UDF directory, e.g. udfs/temperature or udfs/temperature_py.
         dir: PathBuf,
         /// Output file (one crate only); default <target>/components/<crate>.wasm.
         #[arg(short, long)]
@@ -85,6 +88,17 @@ enum UdfCommand {
         /// Parallel compile jobs.
         #[arg(short, long)]
         jobs: Option<usize>,
+    },
+    /// Starts a UDF project in Rust, Python or JavaScript, anywhere: manifest, one example
+    /// function, a README.
+    New {
+        /// The function's name (lower case, digits, '_').
+        name: String,
+        /// The language.
+        #[arg(long, value_enum)]
+        lang: udf_new::Lang,
+        /// Where to create it (default ./NAME).
+        dir: Option<PathBuf>,
     },
     /// Loads a component and prints the functions it describes.
     Check {
@@ -106,6 +120,8 @@ enum UdfCommand {
 enum BenchCommand {
     /// The same f64 UDF, native and as a wasm component, over the same rows.
     Udf(bench::UdfBench),
+    /// The same f64 UDF in Rust, Python and JavaScript against native DataFusion.
+    Langs(bench_langs::LangsBench),
     /// The anomaly model in wasm against tract run natively.
     Anomaly(bench::AnomalyBench),
     /// Events/s through a continuous query with a wasm UDF (generator, Kafka), and latency.
@@ -188,6 +204,17 @@ async fn main() -> Result<()> {
             Ok(())
         }
         Command::Udf {
+            command: UdfCommand::New { name, lang, dir },
+        } => {
+            let dir = udf_new::scaffold(&name, lang, dir)?;
+            println!(
+                "created {}: build it with `eddy udf build {}`",
+                dir.display(),
+                dir.display()
+            );
+            Ok(())
+        }
+        Command::Udf {
             command: UdfCommand::Check { ref file },
         } => {
             let component = runtime()?.load_file(file)?;
@@ -213,6 +240,9 @@ async fn main() -> Result<()> {
         Command::Bench {
             command: BenchCommand::Udf(ref args),
         } => bench::udf(args, runtime()?).await,
+        Command::Bench {
+            command: BenchCommand::Langs(ref args),
+        } => bench_langs::langs(args).await,
         Command::Bench {
             command: BenchCommand::Anomaly(ref args),
         } => bench::anomaly(args, runtime()?).await,

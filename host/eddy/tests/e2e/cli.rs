@@ -76,7 +76,7 @@ fn udf_build_without_a_crate_says_so() {
     assert!(!out.status.success());
     assert!(
         String::from_utf8_lossy(&out.stderr)
-            .contains("queries is not a UDF crate: no Cargo.toml there"),
+            .contains("queries is not a UDF: no Cargo.toml, udf.py or udf.js there"),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
@@ -98,6 +98,90 @@ fn udf_build_without_the_wasm_toolchain_points_at_setup() {
         ),
         "{stderr}"
     );
+}
+
+#[test]
+fn udf_build_without_the_python_or_js_toolchain_points_at_setup() {
+    for (dir, var, expected) in [
+        (
+            "udfs/temperature_py",
+            "EDDY_COMPONENTIZE_PY",
+            "the wasm toolchain is incomplete: componentize-py (Python UDFs) not found at \
+             /nonexistent/componentize-py; ./setup.sh installs it into .tools/venv — run the setup \
+             command in README.md (./setup.sh)",
+        ),
+        (
+            "udfs/temperature_js",
+            "EDDY_COMPONENTIZE_JS",
+            "the wasm toolchain is incomplete: ComponentizeJS (JavaScript UDFs) not found at \
+             /nonexistent/componentize-js; ./setup.sh installs it with npm ci in sdk/js — run the \
+             setup command in README.md (./setup.sh)",
+        ),
+    ] {
+        // A fresh output file, so the up-to-date check cannot skip the build.
+        let out_file =
+            std::env::temp_dir().join(format!("eddy-cli-{var}-{}.wasm", std::process::id()));
+        let out = eddy()
+            .args(["udf", "build", dir, "--out"])
+            .arg(&out_file)
+            .env(
+                var,
+                if var.ends_with("PY") {
+                    "/nonexistent/componentize-py"
+                } else {
+                    "/nonexistent/componentize-js"
+                },
+            )
+            .output()
+            .unwrap();
+        assert!(!out.status.success());
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(expected), "{stderr}");
+    }
+}
+
+#[test]
+fn udf_new_scaffolds_a_python_udf_outside_the_repository_that_builds_and_loads() {
+    let dir = std::env::temp_dir().join(format!("eddy-cli-new-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let out = eddy()
+        .current_dir(&dir)
+        .args(["udf", "new", "to_f", "--lang", "python"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut files: Vec<String> = std::fs::read_dir(dir.join("to_f"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    files.sort();
+    assert_eq!(files, ["README.md", "pyproject.toml", "udf.py"]);
+    let script = dir.join("load.sql");
+    std::fs::write(
+        &script,
+        "CREATE FUNCTION to_f FROM 'to_f';\nSELECT to_f(100.0) AS f;\n",
+    )
+    .unwrap();
+    let out = eddy()
+        .current_dir(&dir)
+        .arg("run")
+        .arg(&script)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("| 212.0 |"), "{stdout}");
+    assert!(dir.join("to_f/target/components/to_f.wasm").is_file());
+    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[test]
