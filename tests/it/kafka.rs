@@ -814,6 +814,24 @@ async fn pull(engine: &mut eddy_stream::Engine, sql: &str) -> Vec<Vec<String>> {
     batches.iter().flat_map(text_rows).collect()
 }
 
+/// Pulls `sql` until its rows, sorted, are `expected` (a table over a topic catches up as its
+/// own query reads the topic); fails after 30 s with what it last held.
+async fn pull_until<E>(engine: &mut eddy_stream::Engine, sql: &str, expected: &[E])
+where
+    Vec<String>: PartialEq<E>,
+{
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let mut rows = pull(engine, sql).await;
+        rows.sort();
+        if rows.len() == expected.len() && rows.iter().zip(expected).all(|(r, e)| r == e) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{sql} holds {rows:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 /// Every record of `topic` from the start, as a plain consumer sees it: (key, value), a
 /// tombstone's value `None`. Waits until `n` arrived.
 async fn read_raw(topic: &str, n: usize) -> Vec<(Option<Vec<u8>>, Option<Vec<u8>>)> {
@@ -957,17 +975,9 @@ async fn kafka_tables_write_keyed_changes_and_tombstones() {
         ),
     )
     .await;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let copy = pull(&mut engine, "SELECT page, n FROM rare_copy").await;
-        let original = pull(&mut engine, "SELECT page, n FROM rare").await;
-        assert_eq!(original, [["shop", "1"]]);
-        if copy == original {
-            break;
-        }
-        assert!(Instant::now() < deadline, "rare_copy holds {copy:?}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    let original = pull(&mut engine, "SELECT page, n FROM rare").await;
+    assert_eq!(original, [["shop", "1"]]);
+    pull_until(&mut engine, "SELECT page, n FROM rare_copy", &original).await;
     // PARTITION BY: the record key is the user, the value the rest.
     let by_user = read_raw(&by_user, 5).await;
     assert_eq!(
@@ -997,26 +1007,18 @@ async fn kafka_tables_write_keyed_changes_and_tombstones() {
         ),
     )
     .await;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let mut copy = pull(&mut engine, "SELECT page, usr, n FROM pairs_copy").await;
-        copy.sort();
-        if copy.len() == 5 {
-            assert_eq!(
-                copy,
-                [
-                    ["cart", "a", "1"],
-                    ["cart", "b", "2"],
-                    ["home", "a", "1"],
-                    ["home", "b", "1"],
-                    ["shop", "c", "1"],
-                ]
-            );
-            break;
-        }
-        assert!(Instant::now() < deadline, "pairs_copy holds {copy:?}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    pull_until(
+        &mut engine,
+        "SELECT page, usr, n FROM pairs_copy",
+        &[
+            ["cart", "a", "1"],
+            ["cart", "b", "2"],
+            ["home", "a", "1"],
+            ["home", "b", "1"],
+            ["shop", "c", "1"],
+        ],
+    )
+    .await;
     let key = |k: &str, start: i64| {
         let mut bytes = k.as_bytes().to_vec();
         bytes.extend_from_slice(&start.to_be_bytes());
@@ -1043,28 +1045,24 @@ async fn kafka_tables_write_keyed_changes_and_tombstones() {
     )
     .await;
     let columns = "page, usr, n, windowstart, windowend";
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let mut copy = pull(&mut engine, &format!("SELECT {columns} FROM per_10s_copy")).await;
-        let mut original = pull(&mut engine, &format!("SELECT {columns} FROM per_10s")).await;
-        copy.sort();
-        original.sort();
-        assert_eq!(original.len(), 5);
-        assert_eq!(
-            original[0],
-            [
-                "cart",
-                "a",
-                "1",
-                "1970-01-01T00:00:00",
-                "1970-01-01T00:00:10"
-            ]
-        );
-        if copy == original {
-            break;
-        }
-        assert!(Instant::now() < deadline, "per_10s_copy holds {copy:?}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    let mut original = pull(&mut engine, &format!("SELECT {columns} FROM per_10s")).await;
+    original.sort();
+    assert_eq!(original.len(), 5);
+    assert_eq!(
+        original[0],
+        [
+            "cart",
+            "a",
+            "1",
+            "1970-01-01T00:00:00",
+            "1970-01-01T00:00:10"
+        ]
+    );
+    pull_until(
+        &mut engine,
+        &format!("SELECT {columns} FROM per_10s_copy"),
+        &original,
+    )
+    .await;
     engine.shutdown().await;
 }
