@@ -35,8 +35,6 @@ pub(crate) struct Processor {
     /// Visible columns the engine added: a windowed table's `windowstart` and `windowend`.
     exposed: Vec<usize>,
     appended_rowtime: bool,
-    /// Whether input batches get an [`ORDINAL`] column.
-    ordinal: bool,
     /// Temporary tables registered for this query, removed when it stops.
     pub tables: Vec<String>,
 }
@@ -86,9 +84,8 @@ impl Processor {
         let slot = Slot::new(input);
         ctx.register_table(in_table.as_str(), slot.clone())?;
         let mut tables = vec![in_table.clone()];
-        let result = Self::plan_inner(ctx, parsed, &in_table, slot, id, &mut tables, expose_window)
-            .await
-            .map(|p| Processor { ordinal, ..p });
+        let result =
+            Self::plan_inner(ctx, parsed, &in_table, slot, id, &mut tables, expose_window).await;
         if result.is_err() {
             for t in &tables {
                 let _ = ctx.deregister_table(t.as_str());
@@ -140,7 +137,6 @@ impl Processor {
                     exposed: Vec::new(),
                     schema,
                     appended_rowtime,
-                    ordinal: false,
                     tables: std::mem::take(tables),
                 });
             }
@@ -230,7 +226,6 @@ impl Processor {
             schema,
             exposed,
             appended_rowtime: true,
-            ordinal: false,
             tables: std::mem::take(tables),
         })
     }
@@ -361,7 +356,8 @@ impl Processor {
         batch: RecordBatch,
         first: &BTreeMap<i32, i64>,
     ) -> Result<Vec<RecordBatch>> {
-        let batch = if self.ordinal {
+        // Batches get their ordinal when the input was planned with one.
+        let batch = if self.input.schema().index_of(ORDINAL).is_ok() {
             let mut columns = batch.columns().to_vec();
             columns.push(Arc::new(arrow::array::UInt64Array::from_iter_values(
                 0..batch.num_rows() as u64,
