@@ -75,6 +75,11 @@ pub trait Source: Send {
     /// `next` holds, per partition, the offset of the first message *not* done.
     async fn commit(&mut self, next: &BTreeMap<i32, i64>) -> Result<()>;
 
+    /// Starts each listed partition at the given offset (the next message to read) instead of
+    /// where the source would resume by itself: where restored state left off. Sources without
+    /// offsets ignore it.
+    fn resume_from(&mut self, _offsets: &BTreeMap<i32, i64>) {}
+
     /// Messages waiting in the source beyond what was read, if the source can tell (Kafka's
     /// consumer lag); a cheap local estimate, called once per step.
     fn lag(&self) -> Option<u64> {

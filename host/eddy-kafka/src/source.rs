@@ -80,6 +80,7 @@ impl KafkaSource {
         let context = SourceContext {
             topic: topic.to_string(),
             broker: broker.clone(),
+            start: std::sync::Mutex::new(BTreeMap::new()),
         };
         let consumer: BaseConsumer<SourceContext> =
             client.create_with_context(context).map_err(|e| {
@@ -166,6 +167,10 @@ impl Source for KafkaSource {
             self.ready = messages.split_off(max);
         }
         Ok(Some(messages))
+    }
+
+    fn resume_from(&mut self, offsets: &BTreeMap<i32, i64>) {
+        *self.consumer.context().start.lock().expect("start lock") = offsets.clone();
     }
 
     fn lag(&self) -> Option<u64> {
@@ -321,10 +326,14 @@ fn commit(
     }
 }
 
-/// Names the topic and broker in librdkafka's logs and reports partition moves.
+/// Names the topic and broker in librdkafka's logs, reports partition moves, and starts
+/// partitions at restored offsets.
 struct SourceContext {
     topic: String,
     broker: String,
+    /// Partitions to start at these offsets when next assigned, rather than at the group's
+    /// committed offset: where a restored checkpoint left off.
+    start: std::sync::Mutex<BTreeMap<i32, i64>>,
 }
 
 impl ClientContext for SourceContext {
@@ -338,6 +347,62 @@ impl ClientContext for SourceContext {
 }
 
 impl ConsumerContext for SourceContext {
+    /// librdkafka's own rebalance (assign or unassign, eager or cooperative), with partitions
+    /// that have a start offset set to it: the only place a new assignment can be positioned
+    /// before its first fetch.
+    fn rebalance(
+        &self,
+        consumer: &BaseConsumer<Self>,
+        err: rdkafka::types::RDKafkaRespErr,
+        tpl: &mut TopicPartitionList,
+    ) {
+        use rdkafka::consumer::RebalanceProtocol;
+        use rdkafka::types::RDKafkaRespErr;
+        let cooperative = matches!(
+            consumer.rebalance_protocol(),
+            RebalanceProtocol::Cooperative
+        );
+        let result = match err {
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
+                let mut start = self.start.lock().expect("start lock");
+                let assigned: Vec<i32> = tpl
+                    .elements_for_topic(&self.topic)
+                    .iter()
+                    .map(|e| e.partition())
+                    .collect();
+                for partition in assigned {
+                    if let Some(offset) = start.remove(&partition) {
+                        tracing::info!(topic = %self.topic, partition, offset, "kafka: resuming from a checkpoint");
+                        if let Err(e) =
+                            tpl.set_partition_offset(&self.topic, partition, Offset::Offset(offset))
+                        {
+                            tracing::warn!(topic = %self.topic, partition, "kafka: positioning a partition: {e}");
+                        }
+                    }
+                }
+                drop(start);
+                if cooperative {
+                    consumer.incremental_assign(tpl)
+                } else {
+                    consumer.assign(tpl)
+                }
+            }
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS if cooperative => {
+                consumer.incremental_unassign(tpl)
+            }
+            _ => consumer.unassign(),
+        };
+        if let Err(e) = result {
+            tracing::warn!(topic = %self.topic, broker = %self.broker, "kafka: applying a rebalance: {e}");
+        }
+        let rebalance = match err {
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => Rebalance::Assign(tpl),
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => Rebalance::Revoke(tpl),
+            other => Rebalance::Error(KafkaError::Rebalance(other.into())),
+        };
+        self.post_rebalance(consumer, &rebalance);
+    }
+
     fn post_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         let partitions = |list: &TopicPartitionList| -> Vec<i32> {
             list.elements_for_topic(&self.topic)

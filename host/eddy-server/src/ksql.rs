@@ -463,15 +463,15 @@ fn describe_function(
 }
 
 /// The error entity for an engine error, by what went wrong: a statement reaching beyond what
-/// a network client may do is 403 (40300); Kafka or another system failing under a good
-/// statement, 500 (50000); anything else is a bad statement, 400 (40001) — a name that does
+/// a network client may do is 403 (40300); Kafka, the state store or another system failing
+/// under a good statement, 500 (50000); anything else is a bad statement, 400 (40001) — a name that does
 /// not exist included, as ksqlDB answers it: clients rely on that code (ksql-python's
 /// `get_stream_info` returns None on 40001).
 pub(crate) fn statement_error(e: eddy_stream::Error, shown: &str) -> ApiError {
     use eddy_stream::Error;
     match &e {
         Error::Sql(eddy_sql::Error::Refused(_)) => ApiError::forbidden(e.to_string(), shown),
-        Error::Connector(eddy_connector::Error::Io(_)) => {
+        Error::Connector(eddy_connector::Error::Io(_)) | Error::State(_) => {
             ApiError::unavailable(e.to_string(), shown)
         }
         _ => ApiError::statement(code::BAD_STATEMENT, e.to_string(), shown),
@@ -513,6 +513,11 @@ mod tests {
                 Error::Connector(eddy_connector::Error::Config("no kafka_topic".into())),
                 400,
                 40001,
+            ),
+            (
+                Error::State("writing checkpoints in /var/eddy: disk full".into()),
+                500,
+                50000,
             ),
         ];
         for (error, status, code) in cases {

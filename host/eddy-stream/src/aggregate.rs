@@ -12,6 +12,8 @@
 //! whose bounds moved, first retracts the row it emitted before: a tombstone row, whose user
 //! columns are null and whose hidden `__eddy_k…`/`__eddy_ws`/`__eddy_we` name the group.
 
+mod checkpoint;
+
 use std::collections::HashMap;
 use std::sync::Arc;
 

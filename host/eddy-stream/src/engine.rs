@@ -18,6 +18,7 @@ use eddy_generator::{Generator, GeneratorConfig};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
+use crate::checkpoint::{Checkpoint, QueryState, StateStore};
 use crate::connectors;
 use crate::format::{KeyFormat, KeyWindow, ValueDecoder, ValueFormat};
 use crate::input::Input;
@@ -52,6 +53,9 @@ pub struct EngineConfig {
     pub retained_rows: usize,
     /// Most messages a query takes from a source in one step.
     pub max_batch: usize,
+    /// Where stateful queries over Kafka or MQTT checkpoint their state; `None` keeps state in
+    /// memory only (a restart then replays Kafka from the oldest offset open windows need).
+    pub state: Option<StateStore>,
 }
 
 impl Default for EngineConfig {
@@ -62,6 +66,7 @@ impl Default for EngineConfig {
             commit_interval: Duration::from_secs(1),
             retained_rows: DEFAULT_RETAINED_ROWS,
             max_batch: 8192,
+            state: None,
         }
     }
 }
@@ -1040,6 +1045,48 @@ impl Engine {
         })
     }
 
+    /// For a stateful query over a source with offsets, when state is durable: its
+    /// checkpoints, with the newest restored into `processor` and `table`, and `input` set to
+    /// resume where that checkpoint left off.
+    async fn restore(
+        &self,
+        id: &str,
+        (statement, source): (&str, &str),
+        input: &mut Input,
+        processor: Option<&mut Processor>,
+        table: Option<&TableState>,
+    ) -> Result<Option<QueryState>> {
+        let Some(store) = &self.config.state else {
+            return Ok(None);
+        };
+        let aggregates = processor.as_ref().is_some_and(|p| p.is_aggregate());
+        if !input.resumable() || !(aggregates || table.is_some()) {
+            return Ok(None);
+        }
+        let source = self.relations.get(source).map_or("", |r| r.sql.as_str());
+        let mut state = store.query(id, &format!("{statement} {source}"));
+        if let Some(checkpoint) = state.load().await? {
+            let restored = (|| {
+                if let Some(p) = processor {
+                    p.restore(&checkpoint)?;
+                }
+                if let Some(t) = table {
+                    t.restore("table", &checkpoint)?;
+                }
+                Ok::<_, Error>(())
+            })();
+            if let Err(e) = restored {
+                return Err(Error::State(format!(
+                    "restoring query {id} from {}: {e}",
+                    state.location()
+                )));
+            }
+            input.resume(&checkpoint.offsets);
+            tracing::info!(query = id, location = state.location(), offsets = ?checkpoint.offsets, "restored state from a checkpoint");
+        }
+        Ok(Some(state))
+    }
+
     async fn dead_letters(&self, relation: &str) -> Result<Option<Box<dyn Sink>>> {
         match self.relations[relation].options.get("dead_letter_topic") {
             Some(topic) => {
@@ -1052,11 +1099,15 @@ impl Engine {
 
     async fn materialize(&mut self, name: &str) -> Result<()> {
         let id = self.new_id("SOURCE", name);
-        let input = self.input(name, &id, None).await?;
+        let mut input = self.input(name, &id, None).await?;
         let state = self.relations[name]
             .table
             .clone()
             .expect("tables have state");
+        let sql = self.relations[name].sql.clone();
+        let durable = self
+            .restore(&id, (&sql, ""), &mut input, None, Some(&state))
+            .await?;
         let dead = self.dead_letters(name).await?;
         self.spawn(Launch {
             id,
@@ -1072,6 +1123,7 @@ impl Engine {
             dead,
             limit: None,
             on_error: OnError::Skip,
+            state: durable,
         });
         Ok(())
     }
@@ -1251,7 +1303,7 @@ impl Engine {
             }
             None => None,
         };
-        let input = match self.input(&parsed.source, &id, None).await {
+        let mut input = match self.input(&parsed.source, &id, None).await {
             Ok(i) => i,
             Err(e) => {
                 self.drop_tables(&processor.tables);
@@ -1278,6 +1330,23 @@ impl Engine {
         self.forget(name)?;
         // A table holds the latest row per key (and window); its log is the change stream.
         let table = (kind == Kind::Table).then(|| TableState::new(schema.clone(), Vec::new()));
+        let mut processor = processor;
+        let durable = match self
+            .restore(
+                &id,
+                (sql, &parsed.source),
+                &mut input,
+                Some(&mut processor),
+                table.as_deref(),
+            )
+            .await
+        {
+            Ok(d) => d,
+            Err(e) => {
+                self.drop_tables(&processor.tables);
+                return Err(e);
+            }
+        };
         let provider: Arc<dyn datafusion::catalog::TableProvider> = match &table {
             Some(state) => Arc::new(TableProviderImpl {
                 state: state.clone(),
@@ -1333,6 +1402,7 @@ impl Engine {
             dead,
             limit: None,
             on_error,
+            state: durable,
         });
         Ok(Output::Message(format!(
             "{} {name} created; query {id} is running",
@@ -1368,6 +1438,7 @@ impl Engine {
             commit_interval: self.config.commit_interval,
             max_batch: self.config.max_batch,
             limit: launch.limit,
+            state: launch.state,
         };
         let handle = tokio::spawn(task.run());
         self.queries.insert(
@@ -1430,6 +1501,7 @@ impl Engine {
             dead: None,
             limit,
             on_error: OnError::Skip,
+            state: None,
         });
         Ok(Output::Push(PushQuery {
             id,
@@ -1892,6 +1964,8 @@ struct Launch {
     dead: Option<Box<dyn Sink>>,
     limit: Option<usize>,
     on_error: OnError,
+    /// Its checkpoints, when its state is durable.
+    state: Option<QueryState>,
 }
 
 #[derive(Default)]
@@ -1924,6 +1998,8 @@ struct Task {
     commit_interval: Duration,
     max_batch: usize,
     limit: Option<usize>,
+    /// Where it checkpoints its state at each commit, if it does.
+    state: Option<QueryState>,
 }
 
 impl Task {
@@ -2179,6 +2255,27 @@ impl Task {
         }
     }
 
+    /// Writes the query's state, with the input offsets it reflects, as its newest checkpoint.
+    async fn checkpoint(&mut self) -> Result<()> {
+        let Some(state) = &mut self.state else {
+            return Ok(());
+        };
+        let started = Instant::now();
+        let mut checkpoint = Checkpoint {
+            offsets: self.input.offsets(),
+            ..Checkpoint::default()
+        };
+        if let Some(p) = &mut self.processor {
+            p.save(&mut checkpoint)?;
+        }
+        if let Some(t) = self.output.table.as_ref().or(self.table.as_ref()) {
+            t.save("table", &mut checkpoint)?;
+        }
+        state.save(&mut checkpoint).await?;
+        tracing::debug!(query = %self.id, elapsed = ?started.elapsed(), "checkpointed");
+        Ok(())
+    }
+
     /// Flushes the sinks, then commits the input; false if anything failed (try again later).
     async fn commit(&mut self) -> bool {
         tracing::debug!(query = %self.id, "flushing before commit");
@@ -2197,11 +2294,21 @@ impl Task {
             }
         }
         tracing::debug!(query = %self.id, elapsed = ?flush_started.elapsed(), "flushed");
-        let hold = self
-            .processor
-            .as_ref()
-            .map(|p| p.held())
-            .unwrap_or_default();
+        // With its state checkpointed, a query commits everything it read: a restart restores
+        // the state and resumes there. Without, the commit stays behind open windows' events.
+        let hold = if self.state.is_some() {
+            if let Err(e) = self.checkpoint().await {
+                tracing::warn!(query = %self.id, "checkpoint failed, not committing: {e}");
+                self.stats.error(e.to_string());
+                return false;
+            }
+            BTreeMap::new()
+        } else {
+            self.processor
+                .as_ref()
+                .map(|p| p.held())
+                .unwrap_or_default()
+        };
         let started = Instant::now();
         let committed = self.input.commit(&hold).await;
         tracing::debug!(query = %self.id, elapsed = ?started.elapsed(), "committed");

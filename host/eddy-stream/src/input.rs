@@ -196,6 +196,29 @@ impl Input {
         Ok(())
     }
 
+    /// Whether it reads a source with offsets to resume from (Kafka, MQTT): the inputs whose
+    /// state a checkpoint can carry over a restart.
+    pub(crate) fn resumable(&self) -> bool {
+        matches!(self, Input::Source { .. })
+    }
+
+    /// Per partition, the offset after the last message read.
+    pub(crate) fn offsets(&self) -> BTreeMap<i32, i64> {
+        match self {
+            Input::Source { next, .. } => next.clone(),
+            _ => BTreeMap::new(),
+        }
+    }
+
+    /// Continues from `offsets` (a checkpoint's) rather than from the last commit.
+    pub(crate) fn resume(&mut self, offsets: &BTreeMap<i32, i64>) {
+        if let Input::Source { source, next, .. } = self {
+            source.resume_from(offsets);
+            // Partitions that see no message before the next checkpoint keep their offset.
+            *next = offsets.clone();
+        }
+    }
+
     /// Messages waiting beyond what was read (Kafka consumer lag; the log's unread batches for
     /// memory), if known.
     pub(crate) fn lag(&self) -> Option<u64> {

@@ -4,6 +4,7 @@
 
 mod aggregate;
 mod changes;
+mod checkpoint;
 mod connectors;
 mod delimited;
 mod direct;
@@ -21,6 +22,7 @@ mod robustness;
 mod statement;
 mod window;
 
+pub use checkpoint::StateStore;
 pub use direct::{StreamWriters, WriteError};
 pub use engine::{
     Engine, EngineConfig, KafkaSettings, Output, PullQuery, PushQuery, QueryInfo, RelationInfo,
@@ -60,6 +62,9 @@ pub enum Error {
     /// A source or sink failed.
     #[error(transparent)]
     Connector(#[from] eddy_connector::Error),
+    /// Checkpointed state could not be written, read or restored.
+    #[error("state: {0}")]
+    State(String),
 }
 
 /// Result with this crate's [`Error`].

@@ -11,6 +11,7 @@ use datafusion::prelude::SessionContext;
 
 use crate::aggregate::Aggregation;
 use crate::changes::{TableRecords, WindowKey};
+use crate::checkpoint::Checkpoint;
 use crate::format::KeyFormat;
 use crate::provider::Slot;
 use crate::query::{Emit, Parsed, WindowKind, HIDDEN};
@@ -346,6 +347,33 @@ impl Processor {
             Some(a) if !a.is_empty() => a.held.clone(),
             _ => BTreeMap::new(),
         }
+    }
+
+    /// Adds an aggregation's state (groups, open windows) to `checkpoint`; false for a
+    /// stateless query, which has none.
+    pub(crate) fn save(&mut self, checkpoint: &mut Checkpoint) -> Result<bool> {
+        let Some(a) = &mut self.aggregate else {
+            return Ok(false);
+        };
+        checkpoint
+            .sections
+            .insert("groups".into(), a.aggregation.snapshot()?);
+        if let Some(w) = &a.window {
+            w.save(checkpoint)?;
+        }
+        Ok(true)
+    }
+
+    /// Restores the state [`Processor::save`] wrote.
+    pub(crate) fn restore(&mut self, checkpoint: &Checkpoint) -> Result<()> {
+        let Some(a) = &mut self.aggregate else {
+            return Ok(());
+        };
+        a.aggregation.restore(checkpoint.section("groups")?)?;
+        if let Some(w) = &mut a.window {
+            w.restore(checkpoint)?;
+        }
+        Ok(())
     }
 
     /// Runs one batch through; returns what it emits: the visible columns, then an

@@ -345,6 +345,64 @@ impl TableState {
     }
 }
 
+impl TableState {
+    /// Adds its rows to `checkpoint` as section `name`, each with its key bytes first.
+    pub(crate) fn save(
+        &self,
+        name: &str,
+        checkpoint: &mut crate::checkpoint::Checkpoint,
+    ) -> crate::Result<()> {
+        let rows = self.snapshot()?;
+        let keys = {
+            let inner = self.inner.lock().expect("table lock");
+            arrow::array::BinaryArray::from_iter_values(inner.order.values())
+        };
+        let mut fields = vec![Arc::new(arrow::datatypes::Field::new(
+            "__key",
+            arrow::datatypes::DataType::Binary,
+            false,
+        ))];
+        fields.extend(rows.schema().fields().iter().cloned());
+        let mut columns: Vec<arrow::array::ArrayRef> = vec![Arc::new(keys)];
+        columns.extend(rows.columns().iter().cloned());
+        let batch = RecordBatch::try_new(Arc::new(arrow::datatypes::Schema::new(fields)), columns)?;
+        checkpoint.sections.insert(name.into(), batch);
+        Ok(())
+    }
+
+    /// Replaces its rows with section `name` of `checkpoint`, written by [`TableState::save`].
+    pub(crate) fn restore(
+        &self,
+        name: &str,
+        checkpoint: &crate::checkpoint::Checkpoint,
+    ) -> crate::Result<()> {
+        use arrow::array::AsArray;
+        let batch = checkpoint.section(name)?;
+        let ours = self.schema.fields();
+        if batch.num_columns() != ours.len() + 1
+            || batch
+                .schema()
+                .fields()
+                .iter()
+                .skip(1)
+                .zip(ours)
+                .any(|(a, b)| a.data_type() != b.data_type())
+        {
+            return Err(crate::Error::State(format!(
+                "the checkpoint's {name} has other columns than the table"
+            )));
+        }
+        let keys = batch.column(0).as_binary::<i32>();
+        let rows = batch.project(&(1..batch.num_columns()).collect::<Vec<_>>())?;
+        let mut inner = self.inner.lock().expect("table lock");
+        *inner = TableInner::default();
+        for i in 0..rows.num_rows() {
+            inner.put(keys.value(i), &rows, i)?;
+        }
+        Ok(())
+    }
+}
+
 impl Inserter for TableState {
     fn insert(&self, batch: RecordBatch) -> Result<()> {
         self.upsert(&batch)

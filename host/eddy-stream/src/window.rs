@@ -9,10 +9,14 @@
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
-use arrow::array::{Array, ArrayRef, RecordBatch, TimestampMillisecondArray, UInt32Array};
-use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use arrow::array::{
+    Array, ArrayRef, AsArray, BinaryBuilder, Int64Array, RecordBatch, TimestampMillisecondArray,
+    UInt32Array,
+};
+use arrow::datatypes::{DataType, Field, Int64Type, Schema, SchemaRef, TimeUnit};
 use arrow::row::{RowConverter, SortField};
 
+use crate::checkpoint::Checkpoint;
 use crate::query::{Window, WindowKind};
 use crate::Result;
 
@@ -317,6 +321,89 @@ impl WindowState {
             }
         }
         out
+    }
+}
+
+impl WindowState {
+    /// Adds the open windows to `checkpoint`: stream time and fixed windows as metadata,
+    /// sessions as the `sessions` section.
+    pub(crate) fn save(&self, checkpoint: &mut Checkpoint) -> Result<()> {
+        let fixed: Vec<[i64; 2]> = self.fixed.iter().map(|&(e, s)| [e, s]).collect();
+        checkpoint.meta.insert(
+            "window".into(),
+            serde_json::json!({
+                "stream_time": self.stream_time,
+                "fixed": fixed,
+                "next_session": self.next_session,
+                "late": self.late,
+            }),
+        );
+        let mut keys = BinaryBuilder::new();
+        let (mut ids, mut starts, mut ends) = (Vec::new(), Vec::new(), Vec::new());
+        for (key, sessions) in &self.sessions {
+            for s in sessions {
+                keys.append_value(key);
+                ids.push(s.id);
+                starts.push(s.start);
+                ends.push(s.end);
+            }
+        }
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("key", DataType::Binary, false),
+            Field::new("id", DataType::Int64, false),
+            Field::new("start", DataType::Int64, false),
+            Field::new("end", DataType::Int64, false),
+        ]));
+        let batch = RecordBatch::try_new(
+            schema,
+            vec![
+                Arc::new(keys.finish()),
+                Arc::new(Int64Array::from(ids)),
+                Arc::new(Int64Array::from(starts)),
+                Arc::new(Int64Array::from(ends)),
+            ],
+        )?;
+        checkpoint.sections.insert("sessions".into(), batch);
+        Ok(())
+    }
+
+    /// Reopens the windows [`WindowState::save`] wrote.
+    pub(crate) fn restore(&mut self, checkpoint: &Checkpoint) -> crate::Result<()> {
+        let meta = &checkpoint.meta["window"];
+        let bad = || crate::Error::State("the checkpoint's window state is malformed".into());
+        self.stream_time = meta["stream_time"].as_i64().ok_or_else(bad)?;
+        self.next_session = meta["next_session"].as_i64().ok_or_else(bad)?;
+        self.late = meta["late"].as_u64().ok_or_else(bad)?;
+        self.fixed.clear();
+        for pair in meta["fixed"].as_array().ok_or_else(bad)? {
+            let (Some(e), Some(s)) = (pair[0].as_i64(), pair[1].as_i64()) else {
+                return Err(bad());
+            };
+            self.fixed.insert((e, s));
+        }
+        self.sessions.clear();
+        self.session_bounds.clear();
+        let batch = checkpoint.section("sessions")?;
+        if batch.num_columns() != 4 {
+            return Err(bad());
+        }
+        let keys = batch.column(0).as_binary::<i32>();
+        let int = |i: usize| batch.column(i).as_primitive::<Int64Type>();
+        let (ids, starts, ends) = (int(1), int(2), int(3));
+        for row in 0..batch.num_rows() {
+            let session = Session {
+                id: ids.value(row),
+                start: starts.value(row),
+                end: ends.value(row),
+            };
+            self.session_bounds
+                .insert(session.id, (session.start, session.end));
+            self.sessions
+                .entry(keys.value(row).to_vec())
+                .or_default()
+                .push(session);
+        }
+        Ok(())
     }
 }
 

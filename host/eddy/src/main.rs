@@ -12,6 +12,7 @@ mod repl;
 mod replay;
 mod run;
 mod server;
+mod state;
 mod udf_new;
 
 use std::path::PathBuf;
@@ -46,7 +47,7 @@ enum Command {
     /// Runs the statements of a SQL file; continuous queries then run until Ctrl-C.
     Run(run::RunArgs),
     /// Serves the ksqlDB-compatible REST API (/ksql, /query, /query-stream, /metrics, …).
-    Server(server::ServerArgs),
+    Server(Box<server::ServerArgs>),
     /// A client for `eddy server`: `-e 'statement'`, or a prompt.
     Sql(server::SqlArgs),
     /// An MQTT endpoint that lands device publishes in Kafka, acknowledging after Kafka does.

@@ -40,6 +40,8 @@ pub(crate) struct RunArgs {
     /// Rows each in-memory stream keeps for pull queries and readers (oldest dropped first).
     #[arg(long, default_value_t = eddy_stream::DEFAULT_RETAINED_ROWS)]
     retained_rows: usize,
+    #[command(flatten)]
+    state: crate::state::StateArgs,
     /// No live status line.
     #[arg(long, short)]
     quiet: bool,
@@ -94,6 +96,7 @@ pub(crate) async fn run(args: &RunArgs, runtime: UdfRuntime) -> Result<()> {
         service_id: args.service_id.clone(),
         commit_interval: args.commit_interval,
         retained_rows: args.retained_rows,
+        state: args.state.store(&args.service_id)?,
         ..EngineConfig::default()
     };
     let mut engine = Engine::new(Session::new(runtime), config);

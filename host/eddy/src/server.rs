@@ -78,6 +78,8 @@ pub(crate) struct ServerArgs {
     /// How often queries flush their sinks and commit their sources, in milliseconds.
     #[arg(long, default_value_t = 1000)]
     commit_interval_ms: u64,
+    #[command(flatten)]
+    state: crate::state::StateArgs,
     /// Also accept MQTT 3.1.1 and 5 clients on this address (off unless given); publishes go
     /// to Eddy streams (or, with --mqtt-kafka, to Kafka topics) by --mqtt-map rules.
     #[arg(long, value_name = "ADDR")]
@@ -276,6 +278,7 @@ pub(crate) async fn server(args: &ServerArgs, runtime: UdfRuntime) -> Result<()>
             }),
         service_id: args.service_id.clone(),
         commit_interval: Duration::from_millis(args.commit_interval_ms),
+        state: args.state.store(&args.service_id)?,
         ..EngineConfig::default()
     };
     // Clients over the network get no host files (unless --allow-files), no settings, no crate

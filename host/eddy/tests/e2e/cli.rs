@@ -10,6 +10,10 @@ fn eddy() -> Command {
         "EDDY_CACHE_DIR",
         concat!(env!("CARGO_MANIFEST_DIR"), "/../../target/eddy-test-cache"),
     );
+    cmd.env(
+        "EDDY_STATE_DIR",
+        concat!(env!("CARGO_MANIFEST_DIR"), "/../../target/eddy-test-state"),
+    );
     cmd
 }
 

@@ -15,6 +15,10 @@ const RATE: i64 = 10_000;
 const COMMIT_MS: i64 = 200;
 
 fn start_eddy(sql: &std::path::Path, service: &str) -> Child {
+    start_eddy_with(sql, service, &["--no-state"])
+}
+
+fn start_eddy_with(sql: &std::path::Path, service: &str, extra: &[&str]) -> Child {
     let broker = shared();
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_eddy"));
     cmd.current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."))
@@ -31,6 +35,7 @@ fn start_eddy(sql: &std::path::Path, service: &str) -> Child {
             service,
         ])
         .args(["--commit-interval", &format!("{COMMIT_MS}ms")])
+        .args(extra)
         .arg(sql)
         .env(
             "RUST_LOG",
@@ -76,15 +81,22 @@ async fn killed_and_restarted_eddy_loses_no_event() {
 
     // Events trickle in at RATE per second for the whole test, so the kill lands mid-stream.
     let produced = std::sync::Arc::new(std::sync::atomic::AtomicI64::new(0));
+    let go = std::sync::Arc::new(tokio::sync::Notify::new());
     let producer = {
         let admin = admin.clone();
         let input = input.clone();
         let produced = produced.clone();
+        let go = go.clone();
         tokio::spawn(async move {
             let mut sink = KafkaSink::new(&admin, &input).unwrap();
-            let started = Instant::now();
+            let mut started = Instant::now();
             let step = RATE / 20;
             for first in (0..N).step_by(step as usize) {
+                if first == step {
+                    // The rest waits until eddy is up, however slowly it started.
+                    go.notified().await;
+                    started = Instant::now() - Duration::from_millis((step * 1000 / RATE) as u64);
+                }
                 let records = (first..(first + step).min(N))
                     .map(|i| Record {
                         key: Some(i.to_string().into_bytes()),
@@ -127,6 +139,9 @@ async fn killed_and_restarted_eddy_loses_no_event() {
             seen.len()
         );
         drain(&mut reader, &mut seen, Duration::from_millis(50)).await;
+        if !seen.is_empty() {
+            go.notify_one();
+        }
         if seen.len() < 8_000 || !caught_up(&seen) {
             steady_since = None;
         } else if steady_since.is_none() {
@@ -175,6 +190,250 @@ async fn killed_and_restarted_eddy_loses_no_event() {
     assert!(
         duplicates <= bound,
         "{duplicates} duplicates, more than one commit interval ({bound})"
+    );
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// Produces `events` (key, JSON value) to `topic` at `rate` per second, publishing how many are
+/// out in `produced`. After the first `rate / 20` events it waits for `go`, so a slow start-up
+/// cannot let the stream end before the process under test is up.
+fn produce_at(
+    topic: String,
+    events: Vec<(String, String)>,
+    rate: usize,
+    produced: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    go: std::sync::Arc<tokio::sync::Notify>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let admin = shared().config("admin");
+        let mut sink = KafkaSink::new(&admin, &topic).unwrap();
+        let mut started = Instant::now();
+        let step = rate / 20;
+        for (i, chunk) in events.chunks(step).enumerate() {
+            if i == 1 {
+                go.notified().await;
+                started = Instant::now() - Duration::from_millis((step * 1000 / rate) as u64);
+            }
+            let records = chunk
+                .iter()
+                .map(|(k, v)| Record {
+                    key: Some(k.clone().into_bytes()),
+                    payload: Some(v.clone().into_bytes()),
+                    timestamp_ms: None,
+                })
+                .collect();
+            sink.send(records).await.unwrap();
+            sink.flush().await.unwrap();
+            let done = (i * step + chunk.len()).min(events.len());
+            produced.store(done, std::sync::atomic::Ordering::SeqCst);
+            let due = Duration::from_millis((done * 1000 / rate) as u64);
+            if let Some(wait) = due.checked_sub(started.elapsed()) {
+                tokio::time::sleep(wait).await;
+            }
+        }
+    })
+}
+
+/// The latest value of each key of a table's topic (what a compacted topic keeps), read until
+/// `done` says the values are complete or 90 s pass.
+async fn latest_per_key(
+    topic: &str,
+    done: impl Fn(&BTreeMap<Vec<u8>, serde_json::Value>) -> bool,
+) -> BTreeMap<Vec<u8>, serde_json::Value> {
+    let broker = shared();
+    let mut reader = KafkaSource::subscribe(
+        &broker.config(&unique("check")),
+        topic,
+        OffsetReset::Earliest,
+    )
+    .unwrap();
+    let mut latest = BTreeMap::new();
+    let started = Instant::now();
+    while !done(&latest) && started.elapsed() < Duration::from_secs(90) {
+        for m in reader
+            .poll(10_000, Duration::from_millis(200))
+            .await
+            .unwrap()
+            .unwrap()
+        {
+            let value = serde_json::from_slice(&m.payload).unwrap_or(serde_json::Value::Null);
+            latest.insert(m.key.unwrap_or_default(), value);
+        }
+    }
+    latest
+}
+
+/// Exact state across `kill -9`: two aggregations (one windowed) checkpoint their state with
+/// the offsets it reflects; the restarted process restores both and resumes at those offsets,
+/// so the final counts and sums equal an uninterrupted run's, key by key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_aggregations_restore_their_state_exactly() {
+    const EVENTS: usize = 30_000;
+    const CARS: usize = 20;
+    let broker = shared();
+    let admin = broker.config("admin");
+    let (input, totals, minutes) = (unique("ckpt-in"), unique("ckpt-totals"), unique("ckpt-min"));
+    ensure_topic(&admin, &input, 3).await.unwrap();
+    let dir = std::env::temp_dir().join(unique("eddy-ckpt"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let state_dir = dir.join("state");
+    let sql = dir.join("aggregations.sql");
+    std::fs::write(
+        &sql,
+        format!(
+            "CREATE STREAM readings (car VARCHAR, v BIGINT, ts BIGINT) WITH (kafka_topic='{input}', value_format='JSON', timestamp='ts');\n\
+             CREATE TABLE totals WITH (kafka_topic='{totals}') AS SELECT car, COUNT(*) AS n, SUM(v) AS s FROM readings GROUP BY car;\n\
+             CREATE TABLE minutes WITH (kafka_topic='{minutes}') AS SELECT car, COUNT(*) AS n, SUM(v) AS s FROM readings WINDOW TUMBLING (SIZE 60 SECONDS, GRACE PERIOD 20 MINUTES) GROUP BY car;\n"
+        ),
+    )
+    .unwrap();
+    // Event i: car i % CARS, value i % 7, 20 ms of event time apart (so 3,000 per minute).
+    // Partitions are read unevenly after the restart (one may be at minute 9 while another is
+    // at minute 3): the grace period covers all 10 minutes, so no event is late.
+    let events: Vec<(String, String)> = (0..EVENTS)
+        .map(|i| {
+            let car = format!("car{}", i % CARS);
+            let value = format!(r#"{{"car":"{car}","v":{},"ts":{}}}"#, i % 7, i * 20);
+            (car, value)
+        })
+        .collect();
+    let mut expected_totals: BTreeMap<Vec<u8>, (i64, i64)> = BTreeMap::new();
+    let mut expected_minutes: BTreeMap<Vec<u8>, (i64, i64)> = BTreeMap::new();
+    for i in 0..EVENTS {
+        let car = format!("car{}", i % CARS).into_bytes();
+        let t = expected_totals.entry(car.clone()).or_default();
+        t.0 += 1;
+        t.1 += (i % 7) as i64;
+        let mut windowed = car;
+        windowed.extend_from_slice(&((i as i64 * 20) / 60_000 * 60_000).to_be_bytes());
+        let m = expected_minutes.entry(windowed).or_default();
+        m.0 += 1;
+        m.1 += (i % 7) as i64;
+    }
+
+    let produced = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let go = std::sync::Arc::new(tokio::sync::Notify::new());
+    let producer = produce_at(input.clone(), events, 5_000, produced.clone(), go.clone());
+    let service = unique("svc");
+    let state_arg = state_dir.display().to_string();
+    let extra = ["--state-dir", state_arg.as_str()];
+    let mut eddy = start_eddy_with(&sql, &service, &extra);
+    // The stream goes on once both queries have checkpointed; kill eddy once a third of the
+    // events are out and it has checkpointed a few more times.
+    let checkpointed = |state_dir: &std::path::Path| -> Vec<usize> {
+        std::fs::read_dir(state_dir.join(&service))
+            .map(|d| {
+                d.map(|q| std::fs::read_dir(q.unwrap().path()).unwrap().count())
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let started = Instant::now();
+    while checkpointed(&state_dir).iter().filter(|&&n| n > 0).count() < 2 {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "no checkpoints within 60 s"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    go.notify_one();
+    while produced.load(std::sync::atomic::Ordering::SeqCst) < EVENTS / 3 {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "the producer stalled"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(3 * COMMIT_MS as u64)).await;
+    eddy.kill().unwrap();
+    eddy.wait().unwrap();
+    // One directory of checkpoints per query, each holding the newest two.
+    let queries = checkpointed(&state_dir);
+    assert_eq!(queries, [2, 2], "checkpoints kept before the kill");
+
+    assert!(
+        produced.load(std::sync::atomic::Ordering::SeqCst) < EVENTS,
+        "the kill must land mid-stream"
+    );
+
+    let mut eddy = start_eddy_with(&sql, &service, &extra);
+    producer.await.unwrap();
+    let complete = |expected: &BTreeMap<Vec<u8>, (i64, i64)>| {
+        let expected = expected.clone();
+        move |latest: &BTreeMap<Vec<u8>, serde_json::Value>| {
+            expected
+                .iter()
+                .all(|(k, (n, _))| latest.get(k).and_then(|v| v["N"].as_i64()) == Some(*n))
+        }
+    };
+    let got_totals = latest_per_key(&totals, complete(&expected_totals)).await;
+    let got_minutes = latest_per_key(&minutes, complete(&expected_minutes)).await;
+    eddy.kill().unwrap();
+    let out = eddy.wait_with_output().unwrap();
+    let as_counts = |got: &BTreeMap<Vec<u8>, serde_json::Value>| -> BTreeMap<Vec<u8>, (i64, i64)> {
+        got.iter()
+            .map(|(k, v)| {
+                (
+                    k.clone(),
+                    (v["N"].as_i64().unwrap_or(-1), v["S"].as_i64().unwrap_or(-1)),
+                )
+            })
+            .collect()
+    };
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    for (what, got, expected) in [
+        ("totals", as_counts(&got_totals), &expected_totals),
+        ("per minute", as_counts(&got_minutes), &expected_minutes),
+    ] {
+        // Only the keys that differ, readable: a windowed key ends in its window start.
+        let show = |k: &Vec<u8>| match k.len().checked_sub(8) {
+            Some(at) if what == "per minute" => format!(
+                "{}@{}",
+                String::from_utf8_lossy(&k[..at]),
+                i64::from_be_bytes(k[at..].try_into().unwrap())
+            ),
+            _ => String::from_utf8_lossy(k).into_owned(),
+        };
+        let wrong: Vec<String> = expected
+            .iter()
+            .filter(|(k, v)| got.get(*k) != Some(*v))
+            .map(|(k, v)| format!("{}: got {:?}, expected {v:?}", show(k), got.get(k)))
+            .chain(
+                got.keys()
+                    .filter(|k| !expected.contains_key(*k))
+                    .map(|k| format!("{}: unexpected", show(k))),
+            )
+            .collect();
+        assert!(
+            wrong.is_empty(),
+            "{what}: {} of {} keys wrong:\n{}\neddy stderr:\n{stderr}",
+            wrong.len(),
+            expected.len(),
+            wrong.join("\n")
+        );
+    }
+    // The restart resumed from checkpointed offsets, not from a replay: the query's consumer
+    // group committed past what it read (without checkpoints an aggregation's commits stay at
+    // the first event its state needs, here the very first).
+    let mut group = KafkaSource::subscribe(
+        &broker.config(&format!("{service}-CTAS_TOTALS_0")),
+        &input,
+        OffsetReset::Earliest,
+    )
+    .unwrap();
+    let mut unread = 0;
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(6) {
+        unread += group
+            .poll(10_000, Duration::from_millis(200))
+            .await
+            .unwrap()
+            .unwrap()
+            .len();
+    }
+    assert!(
+        unread < EVENTS / 10,
+        "{unread} events left uncommitted by the totals query"
     );
     std::fs::remove_dir_all(&dir).ok();
 }

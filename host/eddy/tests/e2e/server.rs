@@ -25,6 +25,11 @@ impl Server {
                 "EDDY_CACHE_DIR",
                 concat!(env!("CARGO_MANIFEST_DIR"), "/../../target/eddy-test-cache"),
             )
+            // Servers of one run share the service id "eddy": each gets its own state.
+            .env(
+                "EDDY_STATE_DIR",
+                std::env::temp_dir().join(eddy_tests::kafka::unique("eddy-state")),
+            )
             .args([
                 "server",
                 "--listen",
