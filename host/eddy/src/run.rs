@@ -74,21 +74,26 @@ pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
     Ok(Duration::from_secs_f64(seconds))
 }
 
+/// `--kafka-property KEY=VALUE` arguments as librdkafka properties.
+pub(crate) fn kafka_properties(
+    properties: &[String],
+) -> Result<std::collections::BTreeMap<String, String>> {
+    let mut extra = std::collections::BTreeMap::new();
+    for property in properties {
+        let (k, v) = property
+            .split_once('=')
+            .with_context(|| format!("--kafka-property {property}: expected KEY=VALUE"))?;
+        extra.insert(k.to_string(), v.to_string());
+    }
+    Ok(extra)
+}
+
 pub(crate) async fn run(args: &RunArgs, runtime: UdfRuntime) -> Result<()> {
     let kafka = match &args.bootstrap_servers {
-        Some(servers) => {
-            let mut extra = std::collections::BTreeMap::new();
-            for property in &args.kafka_properties {
-                let (k, v) = property
-                    .split_once('=')
-                    .with_context(|| format!("--kafka-property {property}: expected KEY=VALUE"))?;
-                extra.insert(k.to_string(), v.to_string());
-            }
-            Some(KafkaSettings {
-                bootstrap_servers: servers.clone(),
-                extra,
-            })
-        }
+        Some(servers) => Some(KafkaSettings {
+            bootstrap_servers: servers.clone(),
+            extra: kafka_properties(&args.kafka_properties)?,
+        }),
         None => None,
     };
     let config = EngineConfig {

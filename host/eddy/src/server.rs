@@ -24,6 +24,10 @@ pub(crate) struct ServerArgs {
     /// Kafka brokers, for streams WITH (kafka_topic=…).
     #[arg(long, env = "EDDY_BOOTSTRAP_SERVERS")]
     bootstrap_servers: Option<String>,
+    /// Extra librdkafka property for every Kafka client, KEY=VALUE (repeatable), e.g.
+    /// security.protocol=SASL_SSL.
+    #[arg(long = "kafka-property", value_name = "KEY=VALUE")]
+    kafka_properties: Vec<String>,
     /// Names this deployment (reported as ksqlServiceId; shared by processes that split work).
     #[arg(long, default_value = "eddy", env = "EDDY_SERVICE_ID")]
     service_id: String,
@@ -272,10 +276,13 @@ pub(crate) async fn server(args: &ServerArgs, runtime: UdfRuntime) -> Result<()>
         kafka: args
             .bootstrap_servers
             .as_ref()
-            .map(|servers| KafkaSettings {
-                bootstrap_servers: servers.clone(),
-                extra: Default::default(),
-            }),
+            .map(|servers| {
+                Ok::<_, anyhow::Error>(KafkaSettings {
+                    bootstrap_servers: servers.clone(),
+                    extra: crate::run::kafka_properties(&args.kafka_properties)?,
+                })
+            })
+            .transpose()?,
         service_id: args.service_id.clone(),
         commit_interval: Duration::from_millis(args.commit_interval_ms),
         state: args.state.store(&args.service_id)?,

@@ -437,3 +437,107 @@ async fn killed_aggregations_restore_their_state_exactly() {
     );
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// A table read from a topic comes back with its rows after a restart, from its checkpoint:
+/// its consumer group had committed past them, so without one it would come back empty.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_table_read_from_a_topic_survives_a_restart() {
+    use crate::server::{read_query, Server};
+    use serde_json::{json, Value};
+    let broker = shared();
+    let admin = broker.config("admin");
+    let topic = unique("users");
+    ensure_topic(&admin, &topic, 1).await.unwrap();
+    let mut sink = KafkaSink::new(&admin, &topic).unwrap();
+    let records = [("u1", "Ann"), ("u2", "Bob"), ("u3", "Cy"), ("u1", "Ada")]
+        .iter()
+        .map(|(key, name)| Record {
+            key: Some(key.as_bytes().to_vec()),
+            payload: Some(format!(r#"{{"NAME":"{name}"}}"#).into_bytes()),
+            timestamp_ms: None,
+        })
+        .collect();
+    sink.send(records).await.unwrap();
+    sink.flush().await.unwrap();
+    let state = std::env::temp_dir().join(unique("eddy-table-state"));
+    let state_arg = state.display().to_string();
+    let mut args = vec![
+        "--bootstrap-servers".to_string(),
+        broker.bootstrap(),
+        "--state-dir".to_string(),
+        state_arg,
+    ];
+    // The test broker's timeouts: the restarted member joins the group at once.
+    for (k, v) in &admin.extra {
+        args.extend(["--kafka-property".to_string(), format!("{k}={v}")]);
+    }
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let create = format!(
+        "CREATE TABLE users (user_id VARCHAR PRIMARY KEY, name VARCHAR) \
+         WITH (kafka_topic='{topic}', key_format='KAFKA', value_format='JSON');"
+    );
+    let rows = |server: &Server| {
+        let request = server
+            .http
+            .post(server.url("/query"))
+            .body(
+                json!({"ksql": "SELECT user_id, name FROM users;", "streamsProperties": {}})
+                    .to_string(),
+            )
+            .send();
+        async move {
+            let mut rows: Vec<Value> = read_query(request.await.unwrap())
+                .await
+                .into_iter()
+                .filter_map(|m| m.get("row").map(|r| r["columns"].clone()))
+                .collect();
+            rows.sort_by_key(|r| r.to_string());
+            rows
+        }
+    };
+    let expected = json!([["u1", "Ada"], ["u2", "Bob"], ["u3", "Cy"]]);
+
+    let server = Server::start(&args);
+    server.ksql(&create).await;
+    let started = Instant::now();
+    while Value::Array(rows(&server).await) != expected {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the table never held {expected}: {:?}",
+            rows(&server).await
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // A commit interval (100 ms here) later the checkpoint holds all of it.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    server.terminate();
+
+    let server = Server::start(&args);
+    server.ksql(&create).await;
+    assert_eq!(
+        Value::Array(rows(&server).await),
+        expected,
+        "the restored table, before it read anything"
+    );
+    // And it reads on from where the checkpoint left off.
+    let mut sink = KafkaSink::new(&admin, &topic).unwrap();
+    sink.send(vec![Record {
+        key: Some(b"u4".to_vec()),
+        payload: Some(br#"{"NAME":"Dee"}"#.to_vec()),
+        timestamp_ms: None,
+    }])
+    .await
+    .unwrap();
+    sink.flush().await.unwrap();
+    let expected = json!([["u1", "Ada"], ["u2", "Bob"], ["u3", "Cy"], ["u4", "Dee"]]);
+    let started = Instant::now();
+    while Value::Array(rows(&server).await) != expected {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "after the restart, never {expected}: {:?}",
+            rows(&server).await
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    std::fs::remove_dir_all(&state).ok();
+}

@@ -405,7 +405,7 @@ async fn bad_requests_get_error_entities_and_the_server_keeps_serving() {
 }
 
 /// Reads a `/query` response until it ends; returns its items.
-async fn read_query(response: reqwest::Response) -> Vec<Value> {
+pub(crate) async fn read_query(response: reqwest::Response) -> Vec<Value> {
     let text = response.text().await.unwrap();
     serde_json::from_str::<Vec<Value>>(&text).unwrap_or_else(|e| panic!("{e}: {text}"))
 }
