@@ -147,28 +147,37 @@ impl Checkpoint {
 #[derive(Debug, Clone)]
 pub struct StateStore {
     store: Arc<dyn ObjectStore>,
+    /// The directory, as a path in `store`.
+    root: StorePath,
     /// Shown in messages: the directory or URL.
     location: String,
     service: String,
 }
 
 impl StateStore {
-    /// Checkpoints under the local directory `dir` (created if missing), for `service`.
+    /// Checkpoints under the local directory `dir`, for `service`. Nothing is created until a
+    /// query checkpoints, so a process without stateful queries leaves no directory behind.
     pub fn local(dir: &Path, service: &str) -> Result<StateStore> {
-        std::fs::create_dir_all(dir).map_err(|e| {
-            Error::State(format!(
-                "creating the state directory {}: {e}",
-                dir.display()
-            ))
-        })?;
-        let store = LocalFileSystem::new_with_prefix(dir).map_err(|e| {
-            Error::State(format!(
-                "opening the state directory {}: {e}",
-                dir.display()
-            ))
-        })?;
+        let absolute = std::path::absolute(dir)
+            .map_err(|e| Error::State(format!("the state directory {}: {e}", dir.display())))?;
+        // `a/../b` is `b` (object_store refuses `..`); the directory may not exist yet, so
+        // this is done on the text, not by canonicalising.
+        let mut normal = std::path::PathBuf::new();
+        for part in absolute.components() {
+            match part {
+                std::path::Component::ParentDir => {
+                    normal.pop();
+                }
+                std::path::Component::CurDir => {}
+                other => normal.push(other),
+            }
+        }
+        let absolute = normal;
+        let root = StorePath::from_absolute_path(&absolute)
+            .map_err(|e| Error::State(format!("the state directory {}: {e}", dir.display())))?;
         Ok(StateStore {
-            store: Arc::new(store),
+            store: Arc::new(LocalFileSystem::new()),
+            root,
             location: dir.display().to_string(),
             service: service.to_string(),
         })
@@ -179,7 +188,7 @@ impl StateStore {
     pub(crate) fn query(&self, id: &str, statement: &str) -> QueryState {
         QueryState {
             store: self.store.clone(),
-            prefix: StorePath::from(format!("{}/{id}", self.service)),
+            prefix: self.root.clone().join(self.service.as_str()).join(id),
             location: format!("{}/{}/{id}", self.location, self.service),
             statement: statement.split_whitespace().collect::<Vec<_>>().join(" "),
             next: 0,
@@ -233,6 +242,7 @@ impl QueryState {
         self.next = found.last().map_or(0, |(seq, _)| seq + 1);
         let mut problems = Vec::new();
         for (_, path) in found.iter().rev() {
+            let shown = format!("{}/{}", self.location, path.filename().unwrap_or_default());
             let bytes = self
                 .store
                 .get(path)
@@ -244,7 +254,7 @@ impl QueryState {
             match Checkpoint::decode(&bytes) {
                 Ok(checkpoint) => {
                     for p in &problems {
-                        tracing::error!("{p}; fell back to the checkpoint {path}");
+                        tracing::error!("{p}; fell back to the checkpoint {shown}");
                     }
                     let written_by = checkpoint.meta.get("statement").and_then(Value::as_str);
                     if written_by != Some(self.statement.as_str()) {
@@ -260,7 +270,7 @@ impl QueryState {
                     }
                     return Ok(Some(checkpoint));
                 }
-                Err(e) => problems.push(format!("checkpoint {path} is unusable: {e}")),
+                Err(e) => problems.push(format!("checkpoint {shown} is unusable: {e}")),
             }
         }
         if problems.is_empty() {
@@ -289,7 +299,7 @@ impl QueryState {
         let found = self.list().await?;
         for (_, old) in found.iter().rev().skip(KEEP) {
             if let Err(e) = self.store.delete(old).await {
-                tracing::warn!("removing the old checkpoint {old}: {e}");
+                tracing::warn!("removing the old checkpoint {}: {e}", self.location);
             }
         }
         Ok(())
@@ -406,7 +416,11 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(
-            e.starts_with("state: checkpoint svc/CTAS_T_0/00000000000000000002.ckpt is unusable: checksum mismatch"),
+            e.starts_with(&format!(
+                "state: checkpoint {}/svc/CTAS_T_0/00000000000000000002.ckpt is unusable: \
+                 checksum mismatch",
+                dir.display()
+            )),
             "{e}"
         );
         assert!(
