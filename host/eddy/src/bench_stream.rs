@@ -283,7 +283,11 @@ fn now_ms() -> i64 {
 
 /// Waits until the one query has read `events`; returns the time from its first event to
 /// then, and the time before its first event.
-async fn wait_for(engine: &Engine, events: u64, limit: Duration) -> Result<(Duration, Duration)> {
+pub(crate) async fn wait_for(
+    engine: &Engine,
+    events: u64,
+    limit: Duration,
+) -> Result<(Duration, Duration)> {
     let started = Instant::now();
     let mut first: Option<Instant> = None;
     loop {
@@ -306,7 +310,7 @@ async fn wait_for(engine: &Engine, events: u64, limit: Duration) -> Result<(Dura
     }
 }
 
-struct KillOnDrop(Child);
+pub(crate) struct KillOnDrop(pub(crate) Child);
 
 impl Drop for KillOnDrop {
     fn drop(&mut self) {
@@ -315,7 +319,7 @@ impl Drop for KillOnDrop {
     }
 }
 
-fn start_tansu() -> Result<(Child, String)> {
+pub(crate) fn start_tansu() -> Result<(Child, String)> {
     let tansu = PathBuf::from(".tools/bin/tansu");
     if !tansu.exists() {
         bail!("no --bootstrap-servers and no .tools/bin/tansu: run ./setup.sh");

@@ -1,6 +1,7 @@
 //! `eddy`: run SQL files (continuous queries included), build UDF components, benchmark.
 
 mod bench;
+mod bench_checkpoint;
 mod bench_fanout;
 mod bench_langs;
 mod bench_mqtt;
@@ -135,6 +136,8 @@ enum BenchCommand {
     Fanout(bench_fanout::FanoutBench),
     /// Memory and events/s of a windowed aggregation over many groups, against a filter.
     State(bench_state::StateBench),
+    /// Events/s with checkpoints against without, and restore time, for growing numbers of keys.
+    Checkpoint(bench_checkpoint::CheckpointBench),
 }
 
 fn cache_dir(cli: Option<PathBuf>) -> PathBuf {
@@ -262,6 +265,9 @@ async fn main() -> Result<()> {
         Command::Bench {
             command: BenchCommand::State(ref args),
         } => bench_state::state(args, runtime()?).await,
+        Command::Bench {
+            command: BenchCommand::Checkpoint(ref args),
+        } => bench_checkpoint::checkpoint(args, runtime()?).await,
         Command::Generate { rows, seed, cars } => generate_csv(rows, seed, cars),
     }
 }
