@@ -7,6 +7,7 @@ use arrow::array::RecordBatch;
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use datafusion::common::tree_node::TreeNode;
 use datafusion::logical_expr::LogicalPlan;
+use datafusion::physical_plan::ExecutionPlan;
 use datafusion::prelude::SessionContext;
 
 use crate::aggregate::Aggregation;
@@ -38,6 +39,11 @@ pub(crate) struct Processor {
     appended_rowtime: bool,
     /// Temporary tables registered for this query, removed when it stops.
     pub tables: Vec<String>,
+    /// `plan`, optimised and planned once, for queries that read nothing but their input; a
+    /// join plans each batch anew, as its table scans take the table as it is then.
+    physical: Option<Arc<dyn ExecutionPlan>>,
+    /// Whether `physical` may be kept.
+    reusable: bool,
 }
 
 /// The column that numbers a batch's events, where a join would lose their order.
@@ -139,6 +145,8 @@ impl Processor {
                     schema,
                     appended_rowtime,
                     tables: std::mem::take(tables),
+                    physical: None,
+                    reusable: parsed.joined.is_empty(),
                 });
             }
         }
@@ -228,6 +236,8 @@ impl Processor {
             exposed,
             appended_rowtime: true,
             tables: std::mem::take(tables),
+            physical: None,
+            reusable: parsed.joined.is_empty(),
         })
     }
 
@@ -394,12 +404,23 @@ impl Processor {
         } else {
             batch
         };
+        if self.reusable && self.physical.is_none() {
+            // One partition: a batch arrives as one, so more would add a RepartitionExec that
+            // gains nothing and cannot run twice.
+            let mut state = ctx.state();
+            state.config_mut().options_mut().execution.target_partitions = 1;
+            self.physical = Some(state.create_physical_plan(&self.plan).await?);
+        }
         self.input.set(vec![batch]);
-        let out = ctx
-            .execute_logical_plan(self.plan.clone())
-            .await?
-            .collect()
-            .await;
+        let out = match &self.physical {
+            Some(plan) => datafusion::physical_plan::collect(plan.clone(), ctx.task_ctx()).await,
+            None => {
+                ctx.execute_logical_plan(self.plan.clone())
+                    .await?
+                    .collect()
+                    .await
+            }
+        };
         self.input.set(Vec::new());
         let out = out?;
         let Some(a) = &mut self.aggregate else {
