@@ -1065,7 +1065,9 @@ impl Engine {
         }
         let source = self.relations.get(source).map_or("", |r| r.sql.as_str());
         let mut state = store.query(id, &format!("{statement} {source}"));
+        let started = Instant::now();
         if let Some(checkpoint) = state.load().await? {
+            let loaded = started.elapsed();
             let restored = (|| {
                 if let Some(p) = processor {
                     p.restore(&checkpoint)?;
@@ -1082,7 +1084,14 @@ impl Engine {
                 )));
             }
             input.resume(&checkpoint.offsets);
-            tracing::info!(query = id, location = state.location(), offsets = ?checkpoint.offsets, "restored state from a checkpoint");
+            tracing::info!(
+                query = id,
+                location = state.location(),
+                offsets = ?checkpoint.offsets,
+                ?loaded,
+                restored = ?(started.elapsed() - loaded),
+                "restored state from a checkpoint"
+            );
         }
         Ok(Some(state))
     }

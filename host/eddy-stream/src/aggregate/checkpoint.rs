@@ -108,6 +108,11 @@ impl Aggregation {
         let (ws, we, es, ee) = (int(0), int(1), int(3), int(4));
         let keys = batch.column(2).as_binary::<i32>();
         let groups = self.group.len();
+        let widths = self
+            .aggregates
+            .iter()
+            .map(|a| Ok(a.state_fields()?.len()))
+            .collect::<Result<Vec<_>>>()?;
         self.groups.clear();
         self.changed.clear();
         self.retract.clear();
@@ -117,9 +122,8 @@ impl Aggregation {
                 .collect::<datafusion::error::Result<Vec<_>>>()?;
             let mut at = FIXED + groups;
             let mut accumulators = Vec::with_capacity(self.aggregates.len());
-            for a in &self.aggregates {
+            for (a, &width) in self.aggregates.iter().zip(&widths) {
                 let mut accumulator = a.create_accumulator()?;
-                let width = a.state_fields()?.len();
                 let state: Vec<ArrayRef> = (at..at + width)
                     .map(|c| batch.column(c).slice(row, 1))
                     .collect();
