@@ -40,7 +40,7 @@ pub(super) fn all() -> Vec<Ksql> {
         }),
         Ksql::new(
             "format_timestamp",
-            vec![vec![TS, S]],
+            with_each_unit(&[S]),
             returns!(S),
             |a, _| {
                 let times = cast(&a[0], &TS)?;
@@ -86,7 +86,9 @@ pub(super) fn all() -> Vec<Ksql> {
         Ksql::with_signature(
             "unix_timestamp",
             Signature::one_of(
-                vec![TypeSignature::Nullary, TypeSignature::Exact(vec![TS])],
+                std::iter::once(TypeSignature::Nullary)
+                    .chain(with_each_unit(&[]).into_iter().map(TypeSignature::Exact))
+                    .collect(),
                 Volatility::Volatile,
             ),
             returns!(DataType::Int64),
@@ -99,6 +101,24 @@ pub(super) fn all() -> Vec<Ksql> {
             },
         ),
     ]
+}
+
+/// A timestamp of each unit (SQL literals are nanoseconds, Eddy's columns milliseconds), then
+/// `rest`: the argument lists of a function taking a timestamp first.
+fn with_each_unit(rest: &[DataType]) -> Vec<Vec<DataType>> {
+    [
+        TimeUnit::Millisecond,
+        TimeUnit::Nanosecond,
+        TimeUnit::Microsecond,
+        TimeUnit::Second,
+    ]
+    .into_iter()
+    .map(|unit| {
+        std::iter::once(DataType::Timestamp(unit, None))
+            .chain(rest.iter().cloned())
+            .collect()
+    })
+    .collect()
 }
 
 /// Applies `f` to each row's (text, pattern), null when either is.
