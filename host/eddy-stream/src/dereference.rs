@@ -43,7 +43,7 @@ mod tests {
     fn arrows_become_field_access() {
         assert_eq!(
             rewrite("SELECT pos->X, a -> b->\"C\" FROM s WHERE t = '->x'"),
-            "SELECT pos['x'], a['b']['C'] FROM s WHERE t = '->x'"
+            "SELECT pos['x'], a ['b']['C'] FROM s WHERE t = '->x'"
         );
         assert_eq!(
             rewrite("SELECT 'é', p->x\nFROM s"),
