@@ -259,8 +259,8 @@ mod tests {
             let mut second = collected(kind, 2);
             let a = ints(&[Some(3), None, Some(5)]);
             let b = ints(&[Some(5), Some(1), None]);
-            whole.update_batch(&[a.clone()]).unwrap();
-            whole.update_batch(&[b.clone()]).unwrap();
+            whole.update_batch(std::slice::from_ref(&a)).unwrap();
+            whole.update_batch(std::slice::from_ref(&b)).unwrap();
             first.update_batch(&[a]).unwrap();
             second.update_batch(&[b]).unwrap();
             let mut merged = collected(kind, 2);
@@ -281,7 +281,7 @@ mod tests {
         let input = ints(&[Some(3), None, Some(5), Some(5), Some(1)]);
         let result = |kind, k| {
             let mut c = collected(kind, k);
-            c.update_batch(&[input.clone()]).unwrap();
+            c.update_batch(std::slice::from_ref(&input)).unwrap();
             c.evaluate().unwrap().to_string()
         };
         assert_eq!(result(Kind::TopK { distinct: false }, 3), "[5, 5, 3]");
