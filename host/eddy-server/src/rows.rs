@@ -23,18 +23,54 @@ pub(crate) fn ksql_type(t: &DataType) -> String {
             format!("ARRAY<{}>", ksql_type(f.data_type()))
         }
         DataType::Decimal128(p, s) => format!("DECIMAL({p}, {s})"),
+        DataType::Struct(fields) => format!(
+            "STRUCT<{}>",
+            fields
+                .iter()
+                .map(|f| format!(
+                    "{} {}",
+                    eddy_stream::display_name(f.name()),
+                    ksql_type(f.data_type())
+                ))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+        DataType::Map(entries, _) => match entries.data_type() {
+            DataType::Struct(kv) if kv.len() == 2 => format!(
+                "MAP<{}, {}>",
+                ksql_type(kv[0].data_type()),
+                ksql_type(kv[1].data_type())
+            ),
+            other => other.to_string().to_uppercase(),
+        },
         DataType::Binary | DataType::LargeBinary => "BYTES".into(),
         other => other.to_string().to_uppercase(),
     }
 }
 
 /// ksqlDB's name for an Eddy SQL type name (`VARCHAR` → `STRING`, `INT` → `INTEGER`).
+/// Whole words only, so `STRUCT<A INT, B VARCHAR>` becomes `STRUCT<A INTEGER, B STRING>`.
 pub(crate) fn ksql_type_name(sql: &str) -> String {
-    match sql {
-        "VARCHAR" => "STRING".into(),
-        "INT" => "INTEGER".into(),
-        other => other.replace("VARCHAR", "STRING"),
+    let mut out = String::with_capacity(sql.len());
+    let mut word = String::new();
+    let flush = |word: &mut String, out: &mut String| {
+        out.push_str(match word.as_str() {
+            "VARCHAR" => "STRING",
+            "INT" => "INTEGER",
+            other => other,
+        });
+        word.clear();
+    };
+    for c in sql.chars() {
+        if c.is_ascii_alphanumeric() || c == '_' {
+            word.push(c);
+        } else {
+            flush(&mut word, &mut out);
+            out.push(c);
+        }
     }
+    flush(&mut word, &mut out);
+    out
 }
 
 /// The columns a client sees: a trailing `rowtime` is Eddy's, not the user's, unless asked for.
@@ -124,9 +160,71 @@ fn column(array: &dyn Array) -> Vec<Value> {
             let list = array.as_list::<i32>();
             each(&|i| Value::Array(column(list.value(i).as_ref())))
         }
+        // As ksqlDB's JSON has them: a STRUCT is an object under display names, a MAP an object.
+        DataType::Struct(fields) => {
+            let children: Vec<Vec<Value>> = array
+                .as_struct()
+                .columns()
+                .iter()
+                .map(|c| column(c.as_ref()))
+                .collect();
+            each(&|i| {
+                Value::Object(
+                    fields
+                        .iter()
+                        .zip(&children)
+                        .map(|(f, c)| (eddy_stream::display_name(f.name()), c[i].clone()))
+                        .collect(),
+                )
+            })
+        }
+        DataType::Map(..) => {
+            let map = array.as_map();
+            each(&|i| {
+                let entries = map.value(i);
+                let values = column(entries.column(1).as_ref());
+                let keys = column(entries.column(0).as_ref());
+                Value::Object(
+                    keys.into_iter()
+                        .zip(values)
+                        .map(|(k, v)| (k.as_str().unwrap_or_default().to_string(), v))
+                        .collect(),
+                )
+            })
+        }
+        DataType::Decimal128(..) => match ArrayFormatter::try_new(array, &FormatOptions::default())
+        {
+            Ok(formatter) => each(&|i| {
+                let text = formatter.value(i).to_string();
+                serde_json::from_str(&text).unwrap_or(Value::String(text))
+            }),
+            Err(_) => vec![Value::Null; n],
+        },
         _ => match ArrayFormatter::try_new(array, &FormatOptions::default()) {
             Ok(formatter) => each(&|i| json!(formatter.value(i).to_string())),
             Err(_) => vec![Value::Null; n],
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn structured_types_are_spelled_as_ksqldb_does() {
+        assert_eq!(
+            ksql_type_name("STRUCT<A INT, B VARCHAR, POINT ARRAY<INT>>"),
+            "STRUCT<A INTEGER, B STRING, POINT ARRAY<INTEGER>>"
+        );
+        assert_eq!(ksql_type_name("MAP<VARCHAR, INT>"), "MAP<STRING, INTEGER>");
+        let point = DataType::Struct(
+            vec![
+                Field::new("x", DataType::Int32, true),
+                Field::new("label", DataType::Utf8, true),
+            ]
+            .into(),
+        );
+        assert_eq!(ksql_type(&point), "STRUCT<X INTEGER, LABEL STRING>");
     }
 }

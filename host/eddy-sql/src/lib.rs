@@ -4,6 +4,7 @@
 //! [EXTENDED]` — and the built-in `car_sensor(rows, seed, cars)` source.
 
 mod access;
+mod functions;
 mod generator;
 mod query;
 mod rollout;

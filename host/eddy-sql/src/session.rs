@@ -9,7 +9,7 @@ use datafusion::arrow::array::{
     ArrayRef, RecordBatch, StringArray, TimestampMillisecondArray, UInt64Array,
 };
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
-use datafusion::execution::SendableRecordBatchStream;
+use datafusion::execution::{SendableRecordBatchStream, SessionStateBuilder};
 use datafusion::logical_expr::ScalarUDF;
 use datafusion::physical_plan::memory::MemoryStream;
 use datafusion::prelude::{SessionConfig, SessionContext};
@@ -80,7 +80,11 @@ impl Session {
 
     /// A session with DataFusion settings of the caller's choice (batch size, partitions).
     pub fn with_config(runtime: UdfRuntime, config: SessionConfig) -> Session {
-        let ctx = SessionContext::new_with_config(config.with_information_schema(true));
+        let mut state = SessionStateBuilder::new()
+            .with_config(config.with_information_schema(true))
+            .with_default_features();
+        crate::functions::register(&mut state);
+        let ctx = SessionContext::new_with_state(state.build());
         ctx.register_udtf("car_sensor", Arc::new(CarSensorFunction));
         Session {
             ctx,

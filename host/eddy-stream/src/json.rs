@@ -167,8 +167,21 @@ pub(crate) fn fill_rowtime(batch: RecordBatch, timestamp: Option<usize>) -> Resu
 /// Encodes rows as JSON records; `rowtime` becomes the record's timestamp, not a field.
 pub fn encode(batch: &RecordBatch) -> Result<Vec<Record>> {
     let (payload, times) = crate::format::split_rowtime(batch);
-    // Field names as ksqlDB writes them.
+    // Field names as ksqlDB writes them, and values of types JSON lacks (BYTES) as it does.
     let payload = with_display_names(&payload)?;
+    let columns = payload
+        .columns()
+        .iter()
+        .map(crate::nested::for_json)
+        .collect::<std::result::Result<Vec<_>, _>>()?;
+    let fields: Vec<Field> = payload
+        .schema()
+        .fields()
+        .iter()
+        .zip(&columns)
+        .map(|(f, c)| f.as_ref().clone().with_data_type(c.data_type().clone()))
+        .collect();
+    let payload = RecordBatch::try_new(Arc::new(arrow::datatypes::Schema::new(fields)), columns)?;
     let mut writer = WriterBuilder::new()
         .with_explicit_nulls(true)
         .build::<_, LineDelimited>(Vec::new());
@@ -220,7 +233,7 @@ pub(crate) fn now_ms() -> i64 {
 }
 
 /// A field by exact name, else case-insensitively (ksqlDB upper-cases, producers don't).
-fn lookup<'a>(map: &'a Map<String, Value>, name: &str) -> Option<&'a Value> {
+pub(crate) fn lookup<'a>(map: &'a Map<String, Value>, name: &str) -> Option<&'a Value> {
     map.get(name).or_else(|| {
         map.iter()
             .find(|(k, _)| k.eq_ignore_ascii_case(name))
@@ -241,6 +254,7 @@ fn kind(v: &Value) -> &'static str {
 
 fn builder(data_type: &DataType, capacity: usize) -> Box<dyn ArrayBuilder> {
     match data_type {
+        t if crate::nested::handles(t) => Box::new(crate::nested::ScalarColumn::new(t.clone())),
         DataType::Boolean => Box::new(BooleanBuilder::with_capacity(capacity)),
         DataType::Int32 => Box::new(Int32Builder::with_capacity(capacity)),
         DataType::Int64 => Box::new(Int64Builder::with_capacity(capacity)),
@@ -273,6 +287,7 @@ fn check(field: &Field, value: &Value) -> std::result::Result<(), String> {
         return Ok(());
     }
     let ok = match field.data_type() {
+        t if crate::nested::handles(t) => crate::nested::to_scalar(value, t).is_some(),
         DataType::Boolean => value.is_boolean(),
         DataType::Int32 => value.as_i64().is_some_and(|v| i32::try_from(v).is_ok()),
         DataType::Int64 => value.is_i64(),
@@ -308,6 +323,24 @@ pub(crate) fn type_name(t: &DataType) -> String {
         DataType::Utf8 => "VARCHAR".into(),
         DataType::Timestamp(..) => "TIMESTAMP".into(),
         DataType::List(item) => format!("ARRAY<{}>", type_name(item.data_type())),
+        DataType::Decimal128(p, s) => format!("DECIMAL({p}, {s})"),
+        DataType::Binary => "BYTES".into(),
+        DataType::Struct(fields) => format!(
+            "STRUCT<{}>",
+            fields
+                .iter()
+                .map(|f| format!("{} {}", display_name(f.name()), type_name(f.data_type())))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+        DataType::Map(entries, _) => match entries.data_type() {
+            DataType::Struct(kv) if kv.len() == 2 => format!(
+                "MAP<{}, {}>",
+                type_name(kv[0].data_type()),
+                type_name(kv[1].data_type())
+            ),
+            other => other.to_string(),
+        },
         other => other.to_string(),
     }
 }
@@ -321,7 +354,7 @@ fn compact(v: &Value) -> String {
     }
 }
 
-fn timestamp_ms(v: &Value) -> Option<i64> {
+pub(crate) fn timestamp_ms(v: &Value) -> Option<i64> {
     match v {
         Value::Number(n) => n.as_i64(),
         Value::String(s) => s.parse::<i64>().ok().or_else(|| {
@@ -336,6 +369,10 @@ fn timestamp_ms(v: &Value) -> Option<i64> {
 fn append(builder: &mut dyn ArrayBuilder, data_type: &DataType, value: &Value) {
     let any = builder.as_any_mut();
     match data_type {
+        t if crate::nested::handles(t) => any
+            .downcast_mut::<crate::nested::ScalarColumn>()
+            .expect("builder")
+            .append(value),
         DataType::Boolean => any
             .downcast_mut::<BooleanBuilder>()
             .expect("builder")

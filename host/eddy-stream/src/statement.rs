@@ -223,6 +223,32 @@ impl Tokens {
         Ok(value)
     }
 
+    /// The `>` closing a type's parameters; of a `>>` (two closing at once), the first half.
+    fn close_angle(&mut self) -> Result<()> {
+        match self.tokens.get_mut(self.pos) {
+            Some(t) if t.token == Token::ShiftRight => {
+                t.token = Token::Gt;
+                t.span.start.column += 1;
+                Ok(())
+            }
+            _ => self.expect(Token::Gt),
+        }
+    }
+
+    /// An integer literal from `min` to `max`.
+    fn number(&mut self, what: &str, min: u32, max: u32) -> Result<u32> {
+        match self.peek() {
+            Some(Token::Number(n, _)) => match n.parse::<u32>() {
+                Ok(v) if (min..=max).contains(&v) => {
+                    self.pos += 1;
+                    Ok(v)
+                }
+                _ => Err(self.error(what)),
+            },
+            _ => Err(self.error(what)),
+        }
+    }
+
     fn end(&mut self) -> Result<()> {
         self.accept(&Token::SemiColon);
         if self.pos < self.tokens.len() {
@@ -233,7 +259,7 @@ impl Tokens {
     }
 
     /// Byte offset in `sql` of the token at `pos`.
-    fn offset(&self, sql: &str, pos: usize) -> usize {
+    pub(crate) fn offset(&self, sql: &str, pos: usize) -> usize {
         let start = self.tokens[pos].span.start;
         let mut offset = 0;
         for (i, line) in sql.split_inclusive('\n').enumerate() {
@@ -252,6 +278,10 @@ impl Tokens {
 
 /// Parses one statement.
 pub fn parse(sql: &str) -> Result<Statement> {
+    parse_text(&crate::dereference::rewrite(sql))
+}
+
+fn parse_text(sql: &str) -> Result<Statement> {
     let mut t = Tokens::new(sql)?;
     let other = || Ok(Statement::Other(sql.to_string()));
     match t.keyword(0).as_deref() {
@@ -468,10 +498,14 @@ fn column(t: &mut Tokens, kind: Kind) -> Result<Column> {
     })
 }
 
+/// What [`data_type`] accepts, for its error.
+const TYPES: &str = "a type (BOOLEAN, INT, BIGINT, DOUBLE, DECIMAL(p, s), VARCHAR, BYTES, \
+                     TIMESTAMP, ARRAY<…>, MAP<VARCHAR, …> or STRUCT<…>)";
+
 /// ksqlDB's column types, as Arrow types.
 fn data_type(t: &mut Tokens) -> Result<DataType> {
     let Some(word) = t.keyword(0) else {
-        return Err(t.error("a type"));
+        return Err(t.error(TYPES));
     };
     t.pos += 1;
     Ok(match word.as_str() {
@@ -480,20 +514,81 @@ fn data_type(t: &mut Tokens) -> Result<DataType> {
         "BIGINT" => DataType::Int64,
         "DOUBLE" | "FLOAT" | "REAL" => DataType::Float64,
         "VARCHAR" | "STRING" => DataType::Utf8,
+        "BYTES" => DataType::Binary,
         "TIMESTAMP" => DataType::Timestamp(TimeUnit::Millisecond, None),
+        "DECIMAL" => {
+            t.expect(Token::LParen)?;
+            let precision = t.number("a DECIMAL precision (1 to 38)", 1, 38)?;
+            t.expect(Token::Comma)?;
+            let scale = t.number(
+                &format!("a DECIMAL scale (0 to the precision, {precision})"),
+                0,
+                precision,
+            )?;
+            t.expect(Token::RParen)?;
+            // Both are range-checked above, so they fit.
+            DataType::Decimal128(precision as u8, scale as i8)
+        }
         "ARRAY" => {
             t.expect(Token::Lt)?;
             let item = data_type(t)?;
-            t.expect(Token::Gt)?;
+            t.close_angle()?;
             DataType::new_list(item, true)
+        }
+        "MAP" => {
+            t.expect(Token::Lt)?;
+            if !matches!(t.keyword(0).as_deref(), Some("VARCHAR" | "STRING")) {
+                return Err(t.error("VARCHAR (a MAP's keys are strings, as in ksqlDB)"));
+            }
+            t.pos += 1;
+            t.expect(Token::Comma)?;
+            let value = data_type(t)?;
+            t.close_angle()?;
+            map_type(value)
+        }
+        "STRUCT" => {
+            let mut fields: Vec<Field> = Vec::new();
+            // `STRUCT<>` reads as one `<>` token.
+            if t.accept(&Token::Neq) {
+                return Ok(DataType::Struct(fields.into()));
+            }
+            t.expect(Token::Lt)?;
+            if !t.accept(&Token::Gt) {
+                loop {
+                    let at = t.pos;
+                    let name = t.identifier("a field name")?;
+                    if fields.iter().any(|f| f.name() == &name) {
+                        t.pos = at;
+                        return Err(t.error("a field name not used before in this STRUCT"));
+                    }
+                    let data_type = data_type(t)?;
+                    fields.push(Field::new(name, data_type, true));
+                    if !t.accept(&Token::Comma) {
+                        break;
+                    }
+                }
+                t.close_angle()?;
+            }
+            DataType::Struct(fields.into())
         }
         _ => {
             t.pos -= 1;
-            return Err(
-                t.error("a type (BOOLEAN, INT, BIGINT, DOUBLE, VARCHAR, TIMESTAMP or ARRAY<…>)")
-            );
+            return Err(t.error(TYPES));
         }
     })
+}
+
+/// `MAP<VARCHAR, value>` as Arrow's map: non-null string keys, nullable values, unsorted.
+pub(crate) fn map_type(value: DataType) -> DataType {
+    let entries = Field::new_struct(
+        "entries",
+        vec![
+            Field::new("key", DataType::Utf8, false),
+            Field::new("value", value, true),
+        ],
+        false,
+    );
+    DataType::Map(entries.into(), false)
 }
 
 fn options(t: &mut Tokens) -> Result<Options> {
@@ -591,10 +686,85 @@ mod tests {
         let e = parse("CREATE STREAM s (a NUMBER) WITH (kafka_topic='t')").unwrap_err();
         assert_eq!(
             e.to_string(),
-            "syntax error: expected a type (BOOLEAN, INT, BIGINT, DOUBLE, VARCHAR, TIMESTAMP or \
-             ARRAY<…>), found 'NUMBER' at line 1, column 20"
+            "syntax error: expected a type (BOOLEAN, INT, BIGINT, DOUBLE, DECIMAL(p, s), \
+             VARCHAR, BYTES, TIMESTAMP, ARRAY<…>, MAP<VARCHAR, …> or STRUCT<…>), found 'NUMBER' \
+             at line 1, column 20"
         );
         let e = parse("CREATE TABLE t (a INT KEY)").unwrap_err();
         assert!(e.to_string().contains("PRIMARY KEY"), "{e}");
+    }
+
+    fn column_types(sql: &str) -> Result<Vec<DataType>> {
+        match parse(sql)? {
+            Statement::CreateSource { columns, .. } => {
+                Ok(columns.into_iter().map(|c| c.data_type).collect())
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn parses_nested_and_parameterised_types() {
+        let types = column_types(
+            "CREATE STREAM s (a ARRAY<ARRAY<INT>>, b MAP<STRING, ARRAY<BIGINT>>, \
+             c STRUCT<X INT, y STRUCT<z VARCHAR>>, d DECIMAL(10, 2), e BYTES, \
+             f ARRAY<ARRAY<ARRAY<DOUBLE>>>, g STRUCT<>)",
+        )
+        .unwrap();
+        assert_eq!(
+            types,
+            vec![
+                DataType::new_list(DataType::new_list(DataType::Int32, true), true),
+                map_type(DataType::new_list(DataType::Int64, true)),
+                DataType::Struct(
+                    vec![
+                        Field::new("x", DataType::Int32, true),
+                        Field::new(
+                            "y",
+                            DataType::Struct(vec![Field::new("z", DataType::Utf8, true)].into()),
+                            true
+                        ),
+                    ]
+                    .into()
+                ),
+                DataType::Decimal128(10, 2),
+                DataType::Binary,
+                DataType::new_list(
+                    DataType::new_list(DataType::new_list(DataType::Float64, true), true),
+                    true
+                ),
+                DataType::Struct(Vec::<Field>::new().into()),
+            ]
+        );
+    }
+
+    #[test]
+    fn bad_types_are_named() {
+        let error = |sql| column_types(sql).unwrap_err().to_string();
+        assert_eq!(
+            error("CREATE STREAM s (m MAP<INT, INT>)"),
+            "syntax error: expected VARCHAR (a MAP's keys are strings, as in ksqlDB), found \
+             'INT' at line 1, column 24"
+        );
+        assert_eq!(
+            error("CREATE STREAM s (d DECIMAL(40, 2))"),
+            "syntax error: expected a DECIMAL precision (1 to 38), found '40' at line 1, column 28"
+        );
+        assert_eq!(
+            error("CREATE STREAM s (d DECIMAL(4, 5))"),
+            "syntax error: expected a DECIMAL scale (0 to the precision, 4), found '5' at line \
+             1, column 31"
+        );
+        assert_eq!(
+            error("CREATE STREAM s (a ARRAY<INT)"),
+            "syntax error: expected '>', found ')' at line 1, column 29"
+        );
+        assert_eq!(
+            error("CREATE STREAM s (a STRUCT<x INT, x INT>)"),
+            "syntax error: expected a field name not used before in this STRUCT, found 'x' at \
+             line 1, column 34"
+        );
+        // `>>>` after two opened types is one `>` too many.
+        assert!(error("CREATE STREAM s (a ARRAY<ARRAY<INT>>>)").contains("found '>'"));
     }
 }

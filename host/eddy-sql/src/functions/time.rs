@@ -1,0 +1,240 @@
+//! Date and time functions with Java (`DateTimeFormatter`) patterns, as ksqlDB takes them:
+//! `PARSE_TIMESTAMP`, `FORMAT_TIMESTAMP`, `PARSE_DATE`, `FORMAT_DATE`, `UNIX_TIMESTAMP`.
+//! Times are UTC; a value that does not match its pattern is null (ksqlDB logs it, and nulls it).
+
+use std::sync::Arc;
+
+use chrono::{DateTime, NaiveDate, NaiveDateTime};
+use datafusion::arrow::array::{
+    Array, ArrayRef, AsArray, Date32Array, Int64Array, StringArray, TimestampMillisecondArray,
+};
+use datafusion::arrow::compute::cast;
+use datafusion::arrow::datatypes::{DataType, Date32Type, TimeUnit, TimestampMillisecondType};
+use datafusion::common::Result;
+use datafusion::logical_expr::{Signature, TypeSignature, Volatility};
+
+use super::scalar::{returns, Ksql};
+use super::string::strings;
+
+const S: DataType = DataType::Utf8;
+const TS: DataType = DataType::Timestamp(TimeUnit::Millisecond, None);
+const DATE: DataType = DataType::Date32;
+
+/// This family's functions.
+pub(super) fn all() -> Vec<Ksql> {
+    vec![
+        Ksql::new("parse_timestamp", vec![vec![S, S]], returns!(TS), |a, _| {
+            let out: TimestampMillisecondArray = per_row(a, |text, pattern| {
+                let format = chrono_format(pattern);
+                NaiveDateTime::parse_from_str(text, &format)
+                    .or_else(|_| {
+                        NaiveDate::parse_from_str(text, &format)
+                            .map(|d| d.and_hms_opt(0, 0, 0).unwrap_or_default())
+                    })
+                    .ok()
+                    .map(|t| t.and_utc().timestamp_millis())
+            })?
+            .into_iter()
+            .collect();
+            Ok(Arc::new(out))
+        }),
+        Ksql::new(
+            "format_timestamp",
+            with_each_unit(&[S]),
+            returns!(S),
+            |a, _| {
+                let times = cast(&a[0], &TS)?;
+                let times = times.as_primitive::<TimestampMillisecondType>();
+                let patterns = strings(&a[1])?;
+                let out: StringArray = (0..times.len())
+                    .map(|i| {
+                        if times.is_null(i) || patterns.is_null(i) {
+                            return None;
+                        }
+                        let t = DateTime::from_timestamp_millis(times.value(i))?;
+                        format(t.naive_utc().format(&chrono_format(patterns.value(i))))
+                    })
+                    .collect();
+                Ok(Arc::new(out))
+            },
+        ),
+        Ksql::new("parse_date", vec![vec![S, S]], returns!(DATE), |a, _| {
+            let out: Date32Array = per_row(a, |text, pattern| {
+                NaiveDate::parse_from_str(text, &chrono_format(pattern))
+                    .ok()
+                    .map(Date32Type::from_naive_date)
+            })?
+            .into_iter()
+            .collect();
+            Ok(Arc::new(out))
+        }),
+        Ksql::new("format_date", vec![vec![DATE, S]], returns!(S), |a, _| {
+            let dates = cast(&a[0], &DATE)?;
+            let dates = dates.as_primitive::<Date32Type>();
+            let patterns = strings(&a[1])?;
+            let out: StringArray = (0..dates.len())
+                .map(|i| {
+                    if dates.is_null(i) || patterns.is_null(i) {
+                        return None;
+                    }
+                    let d = Date32Type::to_naive_date_opt(dates.value(i))?;
+                    format(d.format(&chrono_format(patterns.value(i))))
+                })
+                .collect();
+            Ok(Arc::new(out))
+        }),
+        Ksql::with_signature(
+            "unix_timestamp",
+            Signature::one_of(
+                std::iter::once(TypeSignature::Nullary)
+                    .chain(with_each_unit(&[]).into_iter().map(TypeSignature::Exact))
+                    .collect(),
+                Volatility::Volatile,
+            ),
+            returns!(DataType::Int64),
+            |a, rows| {
+                let Some(times) = a.first() else {
+                    let now = chrono::Utc::now().timestamp_millis();
+                    return Ok(Arc::new(Int64Array::from(vec![now; rows])));
+                };
+                Ok(cast(&cast(times, &TS)?, &DataType::Int64)?)
+            },
+        ),
+    ]
+}
+
+/// A timestamp of each unit (SQL literals are nanoseconds, Eddy's columns milliseconds), then
+/// `rest`: the argument lists of a function taking a timestamp first.
+fn with_each_unit(rest: &[DataType]) -> Vec<Vec<DataType>> {
+    [
+        TimeUnit::Millisecond,
+        TimeUnit::Nanosecond,
+        TimeUnit::Microsecond,
+        TimeUnit::Second,
+    ]
+    .into_iter()
+    .map(|unit| {
+        std::iter::once(DataType::Timestamp(unit, None))
+            .chain(rest.iter().cloned())
+            .collect()
+    })
+    .collect()
+}
+
+/// Applies `f` to each row's (text, pattern), null when either is.
+fn per_row<T>(a: &[ArrayRef], f: impl Fn(&str, &str) -> Option<T>) -> Result<Vec<Option<T>>> {
+    let texts = strings(&a[0])?;
+    let patterns = strings(&a[1])?;
+    Ok((0..texts.len())
+        .map(|i| {
+            if texts.is_null(i) || patterns.is_null(i) {
+                None
+            } else {
+                f(texts.value(i), patterns.value(i))
+            }
+        })
+        .collect())
+}
+
+/// Formats, or null when the pattern asks for what the value lacks (a time of a date).
+fn format(
+    formatted: chrono::format::DelayedFormat<chrono::format::StrftimeItems<'_>>,
+) -> Option<String> {
+    use std::fmt::Write;
+    let mut out = String::new();
+    write!(out, "{formatted}").ok()?;
+    Some(out)
+}
+
+/// A Java `DateTimeFormatter` pattern as a chrono format string: the common letters
+/// (`yyyy MM dd HH mm ss SSS` and friends); quoted text is literal.
+pub(crate) fn chrono_format(pattern: &str) -> String {
+    let chars: Vec<char> = pattern.chars().collect();
+    let mut out = String::new();
+    let mut i = 0;
+    while i < chars.len() {
+        let c = chars[i];
+        if c == '\'' {
+            // '' is a quote; 'text' is text.
+            if chars.get(i + 1) == Some(&'\'') {
+                out.push('\'');
+                i += 2;
+                continue;
+            }
+            i += 1;
+            while i < chars.len() && chars[i] != '\'' {
+                push_literal(&mut out, chars[i]);
+                i += 1;
+            }
+            i += 1;
+            continue;
+        }
+        let mut run = 1;
+        while chars.get(i + run) == Some(&c) {
+            run += 1;
+        }
+        i += run;
+        let spec = match (c, run) {
+            ('y' | 'u', 2) => "%y",
+            ('y' | 'u', _) => "%Y",
+            ('M', 1) => "%-m",
+            ('M', 2) => "%m",
+            ('M', 3) => "%b",
+            ('M', _) => "%B",
+            ('d', 1) => "%-d",
+            ('d', _) => "%d",
+            ('D', _) => "%j",
+            ('H', 1) => "%-H",
+            ('H', _) => "%H",
+            ('h', 1) => "%-I",
+            ('h', _) => "%I",
+            ('m', 1) => "%-M",
+            ('m', _) => "%M",
+            ('s', 1) => "%-S",
+            ('s', _) => "%S",
+            ('S', 3) => "%3f",
+            ('S', 6) => "%6f",
+            ('S', 9) => "%9f",
+            ('S', _) => "%3f",
+            ('a', _) => "%p",
+            ('E', 1..=3) => "%a",
+            ('E', _) => "%A",
+            ('Z', _) => "%z",
+            ('X' | 'x', _) => "%:z",
+            _ => {
+                for _ in 0..run {
+                    push_literal(&mut out, c);
+                }
+                continue;
+            }
+        };
+        out.push_str(spec);
+    }
+    out
+}
+
+fn push_literal(out: &mut String, c: char) {
+    if c == '%' {
+        out.push_str("%%");
+    } else {
+        out.push(c);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::chrono_format;
+
+    #[test]
+    fn java_patterns_become_chrono_formats() {
+        assert_eq!(chrono_format("yyyy-MM-dd HH:mm:ss"), "%Y-%m-%d %H:%M:%S");
+        assert_eq!(
+            chrono_format("yyyy-MM-dd'T'HH:mm:ss.SSS"),
+            "%Y-%m-%dT%H:%M:%S.%3f"
+        );
+        assert_eq!(
+            chrono_format("dd/MMM/yy h a '100%'''"),
+            "%d/%b/%y %-I %p 100%%'"
+        );
+    }
+}
