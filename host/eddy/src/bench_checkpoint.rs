@@ -6,12 +6,12 @@ use std::time::{Duration, Instant};
 
 use anyhow::Result;
 use eddy_connector::{Record, Sink};
-use eddy_kafka::{ensure_topic, KafkaConfig, KafkaSink};
+use eddy_kafka::{ensure_topic, KafkaSink};
 use eddy_sql::Session;
 use eddy_stream::{Engine, EngineConfig, KafkaSettings, StateStore};
 use eddy_udf_host::UdfRuntime;
 
-use crate::bench_stream::{start_tansu, wait_for, KillOnDrop};
+use crate::bench_stream::{bench_config, broker, wait_for};
 
 /// Options of `eddy bench checkpoint`.
 #[derive(clap::Args)]
@@ -28,19 +28,8 @@ pub(crate) struct CheckpointBench {
 }
 
 pub(crate) async fn checkpoint(args: &CheckpointBench, runtime: UdfRuntime) -> Result<()> {
-    let (_broker, bootstrap) = match &args.bootstrap_servers {
-        Some(b) => (None, b.clone()),
-        None => {
-            let (child, bootstrap) = start_tansu()?;
-            (Some(KillOnDrop(child)), bootstrap)
-        }
-    };
-    let config = |group: &str| {
-        KafkaConfig::new(bootstrap.clone(), group)
-            .with("session.timeout.ms", "2000")
-            .with("heartbeat.interval.ms", "100")
-            .with("fetch.wait.max.ms", "5")
-    };
+    let (_broker, bootstrap) = broker(args.bootstrap_servers.as_deref())?;
+    let config = |group: &str| bench_config(&bootstrap, group);
     let stamp = std::process::id();
     let state_dir = std::env::temp_dir().join(format!("eddy-bench-state-{stamp}"));
     println!(

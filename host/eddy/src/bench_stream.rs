@@ -70,19 +70,8 @@ pub(crate) async fn stream(args: &StreamBench, runtime: UdfRuntime) -> Result<()
     engine.shutdown().await;
 
     // 2. Kafka → the same → Kafka.
-    let (_broker, bootstrap) = match &args.bootstrap_servers {
-        Some(b) => (None, b.clone()),
-        None => {
-            let (child, bootstrap) = start_tansu()?;
-            (Some(KillOnDrop(child)), bootstrap)
-        }
-    };
-    let config = |group: &str| {
-        KafkaConfig::new(bootstrap.clone(), group)
-            .with("session.timeout.ms", "2000")
-            .with("heartbeat.interval.ms", "100")
-            .with("fetch.wait.max.ms", "5")
-    };
+    let (_broker, bootstrap) = broker(args.bootstrap_servers.as_deref())?;
+    let config = |group: &str| bench_config(&bootstrap, group);
     let settings = KafkaSettings {
         bootstrap_servers: bootstrap.clone(),
         extra: config("x").extra,
@@ -310,6 +299,26 @@ pub(crate) async fn wait_for(
     }
 }
 
+/// The Kafka a benchmark uses: `bootstrap` if given, else a tansu started for the run (stopped
+/// when the first value is dropped).
+pub(crate) fn broker(bootstrap: Option<&str>) -> Result<(Option<KillOnDrop>, String)> {
+    Ok(match bootstrap {
+        Some(b) => (None, b.to_string()),
+        None => {
+            let (child, bootstrap) = start_tansu()?;
+            (Some(KillOnDrop(child)), bootstrap)
+        }
+    })
+}
+
+/// A benchmark client's config: short group timeouts, so consumers join at once.
+pub(crate) fn bench_config(bootstrap: &str, group: &str) -> KafkaConfig {
+    KafkaConfig::new(bootstrap, group)
+        .with("session.timeout.ms", "2000")
+        .with("heartbeat.interval.ms", "100")
+        .with("fetch.wait.max.ms", "5")
+}
+
 pub(crate) struct KillOnDrop(pub(crate) Child);
 
 impl Drop for KillOnDrop {
@@ -319,7 +328,7 @@ impl Drop for KillOnDrop {
     }
 }
 
-pub(crate) fn start_tansu() -> Result<(Child, String)> {
+fn start_tansu() -> Result<(Child, String)> {
     let tansu = PathBuf::from(".tools/bin/tansu");
     if !tansu.exists() {
         bail!("no --bootstrap-servers and no .tools/bin/tansu: run ./setup.sh");
