@@ -1,0 +1,357 @@
+//! Queries from a SELECT: `CREATE STREAM|TABLE … AS SELECT` and push queries.
+
+use std::sync::Arc;
+
+use arrow::datatypes::{Field, Schema};
+use eddy_connector::Options;
+use tokio::sync::mpsc;
+
+use super::catalog::{Relation, Spec};
+use super::launch::Launch;
+use super::task::{OnError, TaskOutput};
+use super::{Engine, Output, PushQuery};
+use crate::connectors;
+use crate::format::{KeyFormat, ValueFormat};
+use crate::log::Log;
+use crate::pipeline::Processor;
+use crate::provider::{StreamProvider, TableProviderImpl, TableState};
+use crate::query;
+use crate::statement::Kind;
+use crate::{Error, Result};
+
+impl Engine {
+    /// Plans a continuous query; `table` when its output is a table (which shows the window
+    /// bounds of a windowed aggregation).
+    pub(super) async fn plan(
+        &self,
+        query_sql: &str,
+        id: &str,
+        table: bool,
+    ) -> Result<(query::Parsed, Processor)> {
+        let parsed = query::parse(query_sql)?;
+        let Some(source) = self.relations.get(&parsed.source) else {
+            return Err(Error::NotFound(format!(
+                "stream '{}' does not exist (SHOW STREAMS lists them)",
+                parsed.source
+            )));
+        };
+        // A table written by a query has a change stream to follow; other tables do not.
+        let changes_of_table = source.kind == Kind::Table;
+        if changes_of_table && !matches!(source.spec, Spec::Derived { .. }) {
+            return Err(Error::Unsupported(format!(
+                "a continuous query over table '{}': read a stream, and JOIN the table to it",
+                parsed.source
+            )));
+        }
+        for j in &parsed.joined {
+            match self.relations.get(j) {
+                Some(r) if r.kind == Kind::Table && r.table.is_some() => {}
+                Some(_) => {
+                    return Err(Error::Unsupported(format!(
+                        "joining stream '{}' to '{j}', which is not a table with a PRIMARY KEY: \
+                         stream–stream joins are not supported yet",
+                        parsed.source
+                    )))
+                }
+                None => {
+                    return Err(Error::NotFound(format!(
+                        "table '{j}' does not exist (SHOW TABLES lists them)"
+                    )))
+                }
+            }
+        }
+        let processor =
+            Processor::plan(&self.ctx(), &parsed, source.schema.clone(), id, table).await?;
+        if changes_of_table && (processor.is_aggregate() || !parsed.joined.is_empty()) {
+            self.drop_tables(&processor.tables);
+            return Err(Error::Unsupported(format!(
+                "aggregating or joining the changes of table '{}': a query over a table \
+                 follows its changes row by row",
+                parsed.source
+            )));
+        }
+        Ok((parsed, processor))
+    }
+
+    pub(super) async fn create_as(
+        &mut self,
+        kind: Kind,
+        name: &str,
+        or_replace: bool,
+        options: Options,
+        query_sql: &str,
+        sql: &str,
+    ) -> Result<Output> {
+        self.check_new_name(name, or_replace)?;
+        for key in options.keys() {
+            if !matches!(
+                key.as_str(),
+                "kafka_topic"
+                    | "value_format"
+                    | "value_delimiter"
+                    | "key_format"
+                    | "partitions"
+                    | "on_error"
+            ) {
+                return Err(Error::Catalog(format!(
+                    "unknown option '{key}' in WITH: a query takes kafka_topic, value_format, value_delimiter, key_format, partitions and on_error"
+                )));
+            }
+        }
+        let format = ValueFormat::from_options(&options)?;
+        let on_error = match options.get("on_error").map(|v| v.to_lowercase()).as_deref() {
+            None | Some("skip") => OnError::Skip,
+            Some("fail") => OnError::Fail,
+            Some(other) => {
+                return Err(Error::Catalog(format!(
+                    "on_error must be 'skip' (skip and count failing rows) or 'fail' (stop the \
+                     query), found '{other}'"
+                )))
+            }
+        };
+        let prefix = match kind {
+            Kind::Stream => "CSAS",
+            Kind::Table => "CTAS",
+        };
+        let id = self.new_id(prefix, name);
+        let (parsed, processor) = self.plan(query_sql, &id, kind == Kind::Table).await?;
+        let aggregate = processor.is_aggregate();
+        let windowed = parsed.window.is_some();
+        let fail = |this: &Self, processor: &Processor, message: &str| {
+            this.drop_tables(&processor.tables);
+            Err(Error::Plan(message.to_string()))
+        };
+        if kind == Kind::Stream && aggregate {
+            return fail(
+                self,
+                &processor,
+                "your SELECT query produces a TABLE (it aggregates): use CREATE TABLE … AS SELECT",
+            );
+        }
+        if kind == Kind::Table && !aggregate {
+            return fail(self, &processor, "your SELECT query produces a STREAM: use CREATE STREAM … AS SELECT (tables come from aggregations: GROUP BY, or a WINDOW)");
+        }
+        // A table written to Kafka is keyed by its GROUP BY, a stream by its PARTITION BY; the
+        // value holds the rest.
+        let keyed = kind == Kind::Table || parsed.partition_by.is_some();
+        let records = match (keyed, options.contains_key("kafka_topic")) {
+            (true, true) => {
+                let layout = KeyFormat::from_options(&options)
+                    .and_then(|key_format| processor.table_records(&parsed, name, key_format));
+                match layout {
+                    Ok(layout) => Some(layout),
+                    Err(e) => return fail(self, &processor, &e.to_string()),
+                }
+            }
+            _ => {
+                if options.contains_key("key_format") {
+                    return fail(
+                        self,
+                        &processor,
+                        "key_format applies to records with a key written to Kafka \
+                         (kafka_topic): a table's, or a stream's with PARTITION BY",
+                    );
+                }
+                None
+            }
+        };
+        let fields = processor.schema().fields();
+        let value_fields: Vec<Field> = match &records {
+            Some(layout) => layout
+                .value_columns
+                .iter()
+                .map(|&i| fields[i].as_ref().clone())
+                .collect(),
+            None => fields.iter().map(|f| f.as_ref().clone()).collect(),
+        };
+        if let Err(e) = format.check(name, &value_fields) {
+            return fail(self, &processor, &e.to_string());
+        }
+        let sink = match options.get("kafka_topic") {
+            Some(topic) => {
+                let settings = match self.kafka(&format!("{} {name}", kind.as_str())) {
+                    Ok(s) => s.clone(),
+                    Err(e) => {
+                        self.drop_tables(&processor.tables);
+                        return Err(e);
+                    }
+                };
+                let partitions = options
+                    .get("partitions")
+                    .and_then(|p| p.parse().ok())
+                    .unwrap_or(1);
+                let sink = async {
+                    connectors::ensure_topic(&settings, topic, partitions).await?;
+                    connectors::kafka_sink(&settings, topic).await
+                }
+                .await;
+                match sink {
+                    Ok(s) => Some(s),
+                    Err(e) => {
+                        self.drop_tables(&processor.tables);
+                        return Err(e);
+                    }
+                }
+            }
+            None => None,
+        };
+        let mut input = match self.input(&parsed.source, &id, None).await {
+            Ok(i) => i,
+            Err(e) => {
+                self.drop_tables(&processor.tables);
+                return Err(e);
+            }
+        };
+        let dead = self.dead_letters(&parsed.source).await?;
+        let schema = processor.schema().clone();
+        // A table's key columns, as DESCRIBE shows them: the selected GROUP BY columns, and the
+        // window bounds of a windowed table.
+        let processor_keys: Vec<String> = parsed
+            .key_names()
+            .into_iter()
+            .filter_map(|(_, name)| name)
+            .chain(
+                windowed
+                    .then(|| ["windowstart".to_string(), "windowend".to_string()])
+                    .into_iter()
+                    .flatten(),
+            )
+            .filter(|name| schema.index_of(name).is_ok())
+            .collect();
+        let log = Arc::new(Log::new(schema.clone(), self.config.retained_rows));
+        self.forget(name)?;
+        // A table holds the latest row per key (and window); its log is the change stream.
+        let table = (kind == Kind::Table).then(|| TableState::new(schema.clone(), Vec::new()));
+        let mut processor = processor;
+        let durable = match self
+            .restore(
+                &id,
+                (sql, &parsed.source),
+                &mut input,
+                Some(&mut processor),
+                table.as_deref(),
+            )
+            .await
+        {
+            Ok(d) => d,
+            Err(e) => {
+                self.drop_tables(&processor.tables);
+                return Err(e);
+            }
+        };
+        let provider: Arc<dyn datafusion::catalog::TableProvider> = match &table {
+            Some(state) => Arc::new(TableProviderImpl {
+                state: state.clone(),
+                insertable: false,
+                name: name.to_string(),
+            }),
+            None => Arc::new(StreamProvider {
+                name: name.to_string(),
+                log: Some(log.clone()),
+                external: None,
+                inserter: None,
+                schema: schema.clone(),
+            }),
+        };
+        self.ctx().register_table(name, provider)?;
+        self.relations.insert(
+            name.to_string(),
+            Relation {
+                kind,
+                keys: match kind {
+                    Kind::Table => processor_keys,
+                    Kind::Stream => Vec::new(),
+                },
+                schema: schema.clone(),
+                spec: Spec::Derived { query: id.clone() },
+                options,
+                log: Some(log.clone()),
+                table: table.clone(),
+                timestamp: None,
+                sql: sql.to_string(),
+                windowed,
+            },
+        );
+        self.sync_writers();
+        self.spawn(Launch {
+            id: id.clone(),
+            sql: sql.to_string(),
+            sink: Some(name.to_string()),
+            reads: parsed.relations(),
+            source: parsed.source,
+            input,
+            processor: Some(processor),
+            table: None,
+            output: TaskOutput {
+                strip_rowtime: false,
+                format,
+                log: Some(log),
+                sink,
+                channel: None,
+                table,
+                records,
+            },
+            dead,
+            limit: None,
+            on_error,
+            state: durable,
+        });
+        Ok(Output::Message(format!(
+            "{} {name} created; query {id} is running",
+            kind.as_str()
+        )))
+    }
+
+    pub(super) async fn push(
+        &mut self,
+        query_sql: &str,
+        limit: Option<usize>,
+        sql: &str,
+        earliest: bool,
+    ) -> Result<Output> {
+        let id = self.new_id("TRANSIENT", "QUERY");
+        let (parsed, processor) = self.plan(query_sql, &id, false).await?;
+        let input = match self.input(&parsed.source, &id, Some(earliest)).await {
+            Ok(i) => i,
+            Err(e) => {
+                self.drop_tables(&processor.tables);
+                return Err(e);
+            }
+        };
+        let strip_rowtime = processor.appended_rowtime();
+        let mut schema = processor.schema().as_ref().clone();
+        if strip_rowtime {
+            schema = Schema::new(schema.fields()[..schema.fields().len() - 1].to_vec());
+        }
+        let schema = Arc::new(schema);
+        let (tx, rx) = mpsc::channel(16);
+        self.spawn(Launch {
+            id: id.clone(),
+            sql: sql.to_string(),
+            sink: None,
+            reads: parsed.relations(),
+            source: parsed.source,
+            input,
+            processor: Some(processor),
+            table: None,
+            output: TaskOutput {
+                strip_rowtime,
+                log: None,
+                sink: None,
+                format: ValueFormat::Json,
+                channel: Some(tx),
+                table: None,
+                records: None,
+            },
+            dead: None,
+            limit,
+            on_error: OnError::Skip,
+            state: None,
+        });
+        Ok(Output::Push(PushQuery {
+            id,
+            schema,
+            rows: rx,
+        }))
+    }
+}

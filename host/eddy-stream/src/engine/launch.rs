@@ -1,0 +1,257 @@
+//! What a query task is given: its input (restored from a checkpoint when state is durable),
+//! its dead-letter sink, and its place among the running queries.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use eddy_connector::Sink;
+use eddy_generator::Generator;
+use tokio::sync::watch;
+
+use super::catalog::{decoded_schema, Running, Spec};
+use super::task::{OnError, Stats, Task, TaskOutput};
+use super::Engine;
+use crate::checkpoint::QueryState;
+use crate::connectors;
+use crate::format::{KeyFormat, KeyWindow, ValueDecoder, ValueFormat};
+use crate::input::Input;
+use crate::pipeline::Processor;
+use crate::provider::TableState;
+use crate::{Error, Result};
+
+impl Engine {
+    /// An input reading `relation` for query `id`: a persistent query (`transient` is `None`)
+    /// reads from the beginning, a transient one from the end unless `Some(true)`.
+    pub(super) async fn input(
+        &self,
+        relation: &str,
+        id: &str,
+        transient: Option<bool>,
+    ) -> Result<Input> {
+        let earliest = transient.unwrap_or(true);
+        let transient = transient.is_some();
+        let r = &self.relations[relation];
+        Ok(match &r.spec {
+            Spec::Memory | Spec::Derived { .. } => {
+                let log = r.log.clone().expect("memory streams have a log");
+                Input::Memory {
+                    next: if earliest { 0 } else { log.end() },
+                    log,
+                }
+            }
+            Spec::Generator { config, rate } => Input::Generator {
+                generator: Box::new(Generator::new(config.clone())),
+                rate: *rate,
+                started: Instant::now(),
+                emitted: 0,
+                schema: r.schema.clone(),
+                pending: None,
+            },
+            Spec::Kafka { topic } => {
+                let settings = self.kafka("a Kafka source")?;
+                let group = if transient {
+                    format!("{}-{id}-{}", self.config.service_id, crate::json::now_ms())
+                } else {
+                    format!("{}-{id}", self.config.service_id)
+                };
+                let source = connectors::kafka_source(settings, &group, topic, earliest).await?;
+                let schema = decoded_schema(r);
+                let keys: Vec<usize> = r
+                    .keys
+                    .iter()
+                    .map(|k| schema.index_of(k))
+                    .collect::<std::result::Result<_, _>>()?;
+                Input::Source {
+                    source,
+                    decoder: ValueDecoder::with_key(
+                        ValueFormat::from_options(&r.options)?,
+                        KeyFormat::from_options(&r.options)?,
+                        schema,
+                        &keys,
+                        r.timestamp,
+                        KeyWindow::from_options(&r.options)?,
+                    )?,
+                    next: BTreeMap::new(),
+                    hold: true,
+                }
+            }
+            Spec::Mqtt { filters } => {
+                let client_id = format!("{}-{id}", self.config.service_id);
+                let source = connectors::mqtt_source(&r.options, filters, &client_id).await?;
+                Input::Source {
+                    source,
+                    decoder: ValueDecoder::new(
+                        ValueFormat::from_options(&r.options)?,
+                        decoded_schema(r),
+                        r.timestamp,
+                    )?,
+                    next: BTreeMap::new(),
+                    hold: matches!(r.spec, Spec::Kafka { .. }),
+                }
+            }
+        })
+    }
+
+    /// For a stateful query over a source with offsets, when state is durable: its
+    /// checkpoints, with the newest restored into `processor` and `table`, and `input` set to
+    /// resume where that checkpoint left off.
+    pub(super) async fn restore(
+        &self,
+        id: &str,
+        (statement, source): (&str, &str),
+        input: &mut Input,
+        processor: Option<&mut Processor>,
+        table: Option<&TableState>,
+    ) -> Result<Option<QueryState>> {
+        let Some(store) = &self.config.state else {
+            return Ok(None);
+        };
+        let aggregates = processor.as_ref().is_some_and(|p| p.is_aggregate());
+        if !input.resumable() || !(aggregates || table.is_some()) {
+            return Ok(None);
+        }
+        let source = self.relations.get(source).map_or("", |r| r.sql.as_str());
+        let mut state = store.query(id, &format!("{statement} {source}"));
+        let started = Instant::now();
+        if let Some(checkpoint) = state.load().await? {
+            let loaded = started.elapsed();
+            let restored = (|| {
+                if let Some(p) = processor {
+                    p.restore(&checkpoint)?;
+                }
+                if let Some(t) = table {
+                    t.restore("table", &checkpoint)?;
+                }
+                Ok::<_, Error>(())
+            })();
+            if let Err(e) = restored {
+                return Err(Error::State(format!(
+                    "restoring query {id} from {}: {e}",
+                    state.location()
+                )));
+            }
+            input.resume(&checkpoint.offsets);
+            tracing::info!(
+                query = id,
+                location = state.location(),
+                offsets = ?checkpoint.offsets,
+                ?loaded,
+                restored = ?(started.elapsed() - loaded),
+                "restored state from a checkpoint"
+            );
+        }
+        Ok(Some(state))
+    }
+
+    pub(super) async fn dead_letters(&self, relation: &str) -> Result<Option<Box<dyn Sink>>> {
+        match self.relations[relation].options.get("dead_letter_topic") {
+            Some(topic) => {
+                let settings = self.kafka("dead_letter_topic")?;
+                Ok(Some(connectors::kafka_sink(settings, topic).await?))
+            }
+            None => Ok(None),
+        }
+    }
+
+    pub(super) async fn materialize(&mut self, name: &str) -> Result<()> {
+        let id = self.new_id("SOURCE", name);
+        let mut input = self.input(name, &id, None).await?;
+        let state = self.relations[name]
+            .table
+            .clone()
+            .expect("tables have state");
+        let sql = self.relations[name].sql.clone();
+        let durable = self
+            .restore(&id, (&sql, ""), &mut input, None, Some(&state))
+            .await?;
+        let dead = self.dead_letters(name).await?;
+        self.spawn(Launch {
+            id,
+            sql: self.relations[name].sql.clone(),
+            sink: Some(name.to_string()),
+            source: name.to_string(),
+            // Its own table is what it writes, not something it reads from.
+            reads: Vec::new(),
+            input,
+            processor: None,
+            table: Some(state),
+            output: TaskOutput::default(),
+            dead,
+            limit: None,
+            on_error: OnError::Skip,
+            state: durable,
+        });
+        Ok(())
+    }
+
+    /// Starts a query's task and records it as running.
+    pub(super) fn spawn(&mut self, launch: Launch) {
+        let source = &self.relations[&launch.source];
+        // A query over an in-memory stream is waited for by `settle`.
+        let log = source.log.clone();
+        let input_schema = decoded_schema(source);
+        let (functions, tables) = launch
+            .processor
+            .as_ref()
+            .map(|p| (p.functions(), p.tables.clone()))
+            .unwrap_or_default();
+        let stats = Arc::new(Stats::default());
+        let (stop, stop_rx) = watch::channel(false);
+        let task = Task {
+            id: launch.id.clone(),
+            on_error: launch.on_error,
+            input: launch.input,
+            input_schema,
+            processor: launch.processor,
+            table: launch.table,
+            output: launch.output,
+            dead: launch.dead,
+            ctx: self.ctx(),
+            stats: stats.clone(),
+            stop: stop_rx,
+            commit_interval: self.config.commit_interval,
+            max_batch: self.config.max_batch,
+            limit: launch.limit,
+            state: launch.state,
+        };
+        let handle = tokio::spawn(task.run());
+        self.queries.insert(
+            launch.id,
+            Running {
+                sql: launch.sql,
+                functions,
+                sink: launch.sink,
+                reads: launch.reads,
+                stats,
+                stop,
+                handle,
+                log,
+                tables,
+            },
+        );
+    }
+}
+
+/// What a new query task reads, computes and writes; see [`Engine::spawn`].
+pub(super) struct Launch {
+    pub(super) id: String,
+    pub(super) sql: String,
+    /// The relation it writes (`None` for push queries).
+    pub(super) sink: Option<String>,
+    /// The relation its input comes from.
+    pub(super) source: String,
+    /// Relations it depends on, which cannot be dropped while it runs.
+    pub(super) reads: Vec<String>,
+    pub(super) input: Input,
+    /// The query's plans; `None` for the task keeping a table up to date.
+    pub(super) processor: Option<Processor>,
+    /// The table such a task keeps up to date.
+    pub(super) table: Option<Arc<TableState>>,
+    pub(super) output: TaskOutput,
+    pub(super) dead: Option<Box<dyn Sink>>,
+    pub(super) limit: Option<usize>,
+    pub(super) on_error: OnError,
+    /// Its checkpoints, when its state is durable.
+    pub(super) state: Option<QueryState>,
+}

@@ -1,0 +1,398 @@
+//! The engine: a catalog of streams and tables, and the queries running over them.
+//!
+//! Each job lives in a module of its own: the catalog (`catalog`), sources created with
+//! columns (`source`), queries created from a SELECT (`create_as`), what a query task is given
+//! (`launch`) and how it runs (`task`), dead letters, PRINT, SHOW, and the checks on functions
+//! in use. This module dispatches statements to them.
+
+mod catalog;
+mod create_as;
+mod dead_letters;
+mod functions;
+mod launch;
+mod print;
+mod show;
+mod source;
+mod task;
+
+use std::collections::BTreeMap;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arrow::array::RecordBatch;
+use arrow::datatypes::SchemaRef;
+use datafusion::execution::SendableRecordBatchStream;
+use datafusion::prelude::SessionContext;
+use tokio::sync::mpsc;
+
+use crate::checkpoint::StateStore;
+use crate::log::{Log, DEFAULT_RETAINED_ROWS};
+use crate::statement::{parse, Kind, Statement};
+use crate::{Error, Result};
+use catalog::{describe_source, Relation, Running, Spec};
+pub use catalog::{QueryInfo, RelationInfo};
+use task::Stats;
+
+/// How to reach Kafka.
+#[derive(Debug, Clone, Default)]
+pub struct KafkaSettings {
+    /// `host:port[,host:port]`.
+    pub bootstrap_servers: String,
+    /// More librdkafka properties for every client.
+    pub extra: BTreeMap<String, String>,
+}
+
+/// Engine-wide settings.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// Kafka, when streams use `kafka_topic`.
+    pub kafka: Option<KafkaSettings>,
+    /// Names this deployment: processes with the same id share consumer groups, and so split
+    /// a query's partitions between them.
+    pub service_id: String,
+    /// How often a query flushes its sink and commits its source.
+    pub commit_interval: Duration,
+    /// Rows an in-memory stream keeps for pull queries and readers.
+    pub retained_rows: usize,
+    /// Most messages a query takes from a source in one step.
+    pub max_batch: usize,
+    /// Where stateful queries over Kafka or MQTT checkpoint their state; `None` keeps state in
+    /// memory only (a restart then replays Kafka from the oldest offset open windows need).
+    pub state: Option<StateStore>,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            kafka: None,
+            service_id: "eddy".into(),
+            commit_interval: Duration::from_secs(1),
+            retained_rows: DEFAULT_RETAINED_ROWS,
+            max_batch: 8192,
+            state: None,
+        }
+    }
+}
+
+/// What a statement produced.
+pub enum Output {
+    /// A result table.
+    Rows {
+        /// Its schema.
+        schema: SchemaRef,
+        /// Its rows.
+        batches: Vec<RecordBatch>,
+    },
+    /// A confirmation.
+    Message(String),
+    /// A push query's rows, as they come.
+    Push(PushQuery),
+}
+
+/// A statement made ready by [`Engine::start`].
+pub enum Started {
+    /// It ran.
+    Done(Output),
+    /// A DataFusion statement, to be run without the engine.
+    Pull(PullQuery),
+}
+
+/// A pull query (or other DataFusion statement) that no longer needs the engine.
+pub struct PullQuery {
+    query: eddy_sql::Query,
+    /// Queries whose in-memory input must be consumed first, so that the statements of one
+    /// session take effect in order.
+    settle: Option<Vec<(Arc<Stats>, Arc<Log>)>>,
+}
+
+impl PullQuery {
+    /// Its rows, as they are computed.
+    pub async fn stream(self) -> Result<SendableRecordBatchStream> {
+        if let Some(targets) = &self.settle {
+            settle(targets, Duration::from_secs(10)).await;
+        }
+        Ok(self.query.stream().await?)
+    }
+
+    /// All its rows.
+    pub async fn collect(self) -> Result<Output> {
+        if let Some(targets) = &self.settle {
+            settle(targets, Duration::from_secs(10)).await;
+        }
+        match self.query.collect().await? {
+            eddy_sql::Output::Rows { schema, batches } => Ok(Output::Rows { schema, batches }),
+            eddy_sql::Output::Message(m) => Ok(Output::Message(m)),
+        }
+    }
+}
+
+/// Waits until each query has processed what its input held when a round began (or `timeout`
+/// passes); returns whether they had.
+async fn settle(targets: &[(Arc<Stats>, Arc<Log>)], timeout: Duration) -> bool {
+    let deadline = Instant::now() + timeout;
+    // Each round waits until every query reading memory has processed what its input held
+    // when the round began; a query's output feeds the next round. Rounds are bounded, so
+    // a stream that never stops growing cannot hold a statement up for long.
+    for _ in 0..=targets.len() {
+        let ends: Vec<u64> = targets.iter().map(|(_, log)| log.end()).collect();
+        let done = || {
+            targets.iter().zip(&ends).all(|((stats, _), end)| {
+                stats.finished.load(Ordering::SeqCst)
+                    || stats.position.load(Ordering::SeqCst) >= *end
+            })
+        };
+        if done() {
+            return true;
+        }
+        while !done() {
+            if Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }
+    true
+}
+
+/// A running push query; dropping it terminates the query.
+pub struct PushQuery {
+    /// Its id in `SHOW QUERIES`.
+    pub id: String,
+    /// The schema of its rows (`rowtime` last).
+    pub schema: SchemaRef,
+    /// Its rows; closed when the query ends (LIMIT reached, terminated, or input ended).
+    pub rows: mpsc::Receiver<RecordBatch>,
+}
+
+/// Streams, tables and the queries over them, in one SQL session.
+pub struct Engine {
+    session: eddy_sql::Session,
+    config: EngineConfig,
+    relations: BTreeMap<String, Relation>,
+    queries: BTreeMap<String, Running>,
+    properties: BTreeMap<String, String>,
+    next_id: u64,
+    /// Direct writers into in-memory streams, refreshed whenever a relation is added or removed.
+    writers: crate::direct::StreamWriters,
+}
+
+impl Engine {
+    /// An engine over `session`, whose functions its queries may call.
+    pub fn new(session: eddy_sql::Session, config: EngineConfig) -> Engine {
+        Engine {
+            session,
+            config,
+            relations: BTreeMap::new(),
+            queries: BTreeMap::new(),
+            properties: BTreeMap::new(),
+            next_id: 0,
+            writers: Default::default(),
+        }
+    }
+
+    /// A handle writing raw event payloads into this engine's in-memory streams without
+    /// holding the engine; it follows streams as they are created and dropped.
+    pub fn stream_writers(&self) -> crate::direct::StreamWriters {
+        self.writers.clone()
+    }
+
+    /// Points the direct writers at the streams as they are now; called wherever a relation
+    /// is added or removed (a relation does not change once in the catalog).
+    fn sync_writers(&self) {
+        let targets = self
+            .relations
+            .iter()
+            .filter(|(_, r)| r.kind == Kind::Stream)
+            .map(|(name, r)| {
+                let target = match (&r.spec, &r.log) {
+                    (Spec::Memory, Some(log)) => crate::direct::Target::memory(
+                        log.clone(),
+                        &r.options,
+                        r.schema.clone(),
+                        r.timestamp,
+                    ),
+                    _ => crate::direct::Target::Refused(format!(
+                        "stream '{name}' takes no direct writes: its rows come from {}; only \
+                         streams without a source (fed by INSERT INTO) do",
+                        describe_source(r)
+                    )),
+                };
+                (name.clone(), target)
+            })
+            .collect();
+        self.writers.replace(targets);
+    }
+
+    /// The SQL session, for functions and settings.
+    pub fn session(&mut self) -> &mut eddy_sql::Session {
+        &mut self.session
+    }
+
+    fn ctx(&self) -> SessionContext {
+        self.session.context().clone()
+    }
+
+    /// Runs one statement.
+    pub async fn execute(&mut self, sql: &str) -> Result<Output> {
+        match self.start(sql, None).await? {
+            Started::Done(output) => Ok(output),
+            Started::Pull(query) => query.collect().await,
+        }
+    }
+
+    /// Runs one statement, except that a DataFusion statement (a pull query, say) comes back
+    /// ready to run without the engine: a caller sharing the engine lets go of it first, so one
+    /// slow query holds up nobody else. `properties` (e.g. `auto.offset.reset`) override the
+    /// engine's own for this statement only.
+    pub async fn start(
+        &mut self,
+        sql: &str,
+        properties: Option<&BTreeMap<String, String>>,
+    ) -> Result<Started> {
+        self.reap();
+        let earliest = properties
+            .unwrap_or(&self.properties)
+            .get("auto.offset.reset")
+            .is_some_and(|v| v.eq_ignore_ascii_case("earliest"));
+        let output = match parse(sql)? {
+            Statement::CreateSource {
+                kind,
+                name,
+                or_replace,
+                if_not_exists,
+                columns,
+                options,
+            } => {
+                if self.relations.contains_key(&name) && if_not_exists {
+                    return Ok(Started::Done(Output::Message(format!(
+                        "{} {name} already exists",
+                        kind.as_str()
+                    ))));
+                }
+                self.create_source(kind, &name, or_replace, columns, options, sql)
+                    .await
+            }
+            Statement::CreateAs {
+                kind,
+                name,
+                or_replace,
+                options,
+                query,
+            } => {
+                let next_id = self.next_id;
+                let result = self
+                    .create_as(kind, &name, or_replace, options, &query, sql)
+                    .await;
+                if result.is_err() {
+                    // Failed statements do not use up query ids.
+                    self.next_id = next_id;
+                }
+                result
+            }
+            Statement::Push { query, limit } => {
+                let next_id = self.next_id;
+                let result = self.push(&query, limit, sql, earliest).await;
+                if result.is_err() {
+                    self.next_id = next_id;
+                }
+                result
+            }
+            Statement::Print {
+                topic,
+                from_beginning,
+                limit,
+            } => self.print(&topic, from_beginning, limit).await,
+            Statement::ShowStreams => Ok(self.show(Kind::Stream)),
+            Statement::ShowTables => Ok(self.show(Kind::Table)),
+            Statement::ShowQueries => Ok(self.show_queries()),
+            Statement::Terminate(id) => self.terminate(id).await,
+            Statement::Drop {
+                kind,
+                name,
+                if_exists,
+            } => self.drop_relation(kind, &name, if_exists),
+            Statement::Set { key, value } => {
+                self.properties.insert(key.clone(), value.clone());
+                Ok(Output::Message(format!("set '{key}' to '{value}'")))
+            }
+            Statement::Other(sql) => {
+                let sql = match self.check_drop_function(&sql)? {
+                    Some(forced) => forced,
+                    None => sql,
+                };
+                let upper = sql.trim_start().to_uppercase();
+                let show_functions = matches!(
+                    upper
+                        .split_whitespace()
+                        .take(2)
+                        .collect::<Vec<_>>()
+                        .as_slice(),
+                    ["SHOW" | "LIST", "FUNCTIONS" | "FUNCTIONS;"]
+                );
+                match self.session.prepare(&sql).await? {
+                    eddy_sql::Prepared::Query(query) => {
+                        // Statements of one session take effect in order: a pull query sees
+                        // what the running queries made of earlier inserts, and an insert into
+                        // a table reaches only the events inserted after it.
+                        let settle = ["SELECT", "WITH", "INSERT"]
+                            .iter()
+                            .any(|k| upper.starts_with(k))
+                            .then(|| self.settle_targets());
+                        return Ok(Started::Pull(PullQuery { query, settle }));
+                    }
+                    eddy_sql::Prepared::Done(eddy_sql::Output::Rows { schema, batches })
+                        if show_functions =>
+                    {
+                        self.with_users(schema, batches)
+                    }
+                    eddy_sql::Prepared::Done(eddy_sql::Output::Rows { schema, batches }) => {
+                        Ok(Output::Rows { schema, batches })
+                    }
+                    eddy_sql::Prepared::Done(eddy_sql::Output::Message(m)) => {
+                        Ok(Output::Message(m))
+                    }
+                }
+            }
+        };
+        output.map(Started::Done)
+    }
+
+    /// Waits until every query reading an in-memory stream has read all of it (or `timeout`
+    /// passes); returns whether they had. Queries over Kafka, MQTT or the generator never
+    /// settle, so they are not waited for.
+    pub async fn settle(&self, timeout: Duration) -> bool {
+        settle(&self.settle_targets(), timeout).await
+    }
+
+    /// What [`settle`] waits on: each query reading memory, with its input.
+    fn settle_targets(&self) -> Vec<(Arc<Stats>, Arc<Log>)> {
+        self.queries
+            .values()
+            .filter_map(|q| q.log.as_ref().map(|log| (q.stats.clone(), log.clone())))
+            .collect()
+    }
+
+    /// Stops every query, flushing sinks and committing what they wrote.
+    pub async fn shutdown(&mut self) {
+        let _ = self.terminate(None).await;
+    }
+
+    fn kafka(&self, what: &str) -> Result<&crate::KafkaSettings> {
+        self.config.kafka.as_ref().ok_or_else(|| {
+            Error::Catalog(format!(
+                "{what} needs Kafka, and none is configured: start eddy with --bootstrap-servers \
+                 host:port (or set EDDY_BOOTSTRAP_SERVERS)"
+            ))
+        })
+    }
+}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        for q in self.queries.values() {
+            let _ = q.stop.send(true);
+            q.handle.abort();
+        }
+    }
+}

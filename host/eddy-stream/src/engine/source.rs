@@ -1,0 +1,322 @@
+//! `CREATE STREAM|TABLE name (columns) WITH (…)`: relations read from memory, Kafka, MQTT or
+//! the generator.
+
+use std::sync::Arc;
+
+use arrow::array::RecordBatch;
+use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
+use eddy_connector::Options;
+use eddy_generator::GeneratorConfig;
+
+use super::catalog::{Relation, Spec};
+use super::{Engine, Output};
+use crate::format::{KeyFormat, KeyWindow, ValueFormat};
+use crate::log::Log;
+use crate::provider::{StreamProvider, TableProviderImpl, TableState};
+use crate::statement::{Column, Kind};
+use crate::{Error, Result};
+
+impl Engine {
+    pub(super) async fn create_source(
+        &mut self,
+        kind: Kind,
+        name: &str,
+        or_replace: bool,
+        columns: Vec<Column>,
+        options: Options,
+        sql: &str,
+    ) -> Result<Output> {
+        self.check_new_name(name, or_replace)?;
+        for key in options.keys() {
+            if !matches!(
+                key.as_str(),
+                "kafka_topic"
+                    | "value_format"
+                    | "timestamp"
+                    | "partitions"
+                    | "mqtt_topic"
+                    | "mqtt_broker"
+                    | "mqtt_client_id"
+                    | "mqtt_qos"
+                    | "mqtt_clean_session"
+                    | "generator"
+                    | "rate"
+                    | "seed"
+                    | "cars"
+                    | "max_events"
+                    | "anomaly_rate"
+                    | "dead_letter_topic"
+                    | "key_format"
+                    | "value_delimiter"
+                    | "window_type"
+                    | "window_size"
+            ) {
+                return Err(Error::Catalog(format!(
+                    "unknown option '{key}' in WITH: expected kafka_topic, value_format, value_delimiter, \
+                     key_format (with window_type, window_size), timestamp, mqtt_topic, mqtt_broker, \
+                     generator (with rate, seed, cars, max_events) or dead_letter_topic"
+                )));
+            }
+        }
+        let format = ValueFormat::from_options(&options)?;
+        let sources = ["kafka_topic", "mqtt_topic", "generator"]
+            .iter()
+            .filter(|k| options.contains_key(**k))
+            .count();
+        if sources > 1 {
+            return Err(Error::Catalog(
+                "give one of kafka_topic, mqtt_topic or generator".into(),
+            ));
+        }
+        let spec = if let Some(topic) = options.get("kafka_topic") {
+            self.kafka(&format!("{} {name}", kind.as_str()))?;
+            Spec::Kafka {
+                topic: topic.clone(),
+            }
+        } else if let Some(filters) = options.get("mqtt_topic") {
+            if !options.contains_key("mqtt_broker") {
+                return Err(Error::Catalog(
+                    "mqtt_topic needs mqtt_broker, e.g. mqtt_broker='tcp://127.0.0.1:1883'".into(),
+                ));
+            }
+            Spec::Mqtt {
+                filters: filters.split(',').map(|f| f.trim().to_string()).collect(),
+            }
+        } else if let Some(generator) = options.get("generator") {
+            if generator != "car_sensor" {
+                return Err(Error::Catalog(format!(
+                    "unknown generator '{generator}': the built-in one is 'car_sensor'"
+                )));
+            }
+            if kind == Kind::Table {
+                return Err(Error::Catalog(
+                    "the generator makes a stream: CREATE STREAM … WITH (generator='car_sensor')"
+                        .into(),
+                ));
+            }
+            if !columns.is_empty() {
+                return Err(Error::Catalog(
+                    "the generator's columns are fixed: remove the column list (DESCRIBE shows them)".into(),
+                ));
+            }
+            let number = |key: &str| -> Result<Option<f64>> {
+                options
+                    .get(key)
+                    .map(|v| {
+                        v.parse::<f64>().map_err(|_| {
+                            Error::Catalog(format!("{key} must be a number, found '{v}'"))
+                        })
+                    })
+                    .transpose()
+            };
+            let config = GeneratorConfig {
+                seed: number("seed")?.map_or(42, |v| v as u64),
+                cars: number("cars")?.map_or(10, |v| v as u32),
+                rows: number("max_events")?.map_or(u64::MAX, |v| v as u64),
+                anomaly_rate: number("anomaly_rate")?.unwrap_or(0.02),
+                batch_size: 1024,
+                ..GeneratorConfig::default()
+            };
+            let rate = number("rate")?.filter(|r| *r > 0.0);
+            // About 20 ms of events per batch: small enough for latency, big enough to amortise.
+            let batch_size = rate.map_or(4096, |r| (r / 50.0).clamp(1.0, 4096.0) as usize);
+            Spec::Generator {
+                config: GeneratorConfig {
+                    batch_size,
+                    ..config
+                },
+                rate,
+            }
+        } else {
+            Spec::Memory
+        };
+        let mut fields: Vec<Field> = if let Spec::Generator { .. } = spec {
+            eddy_generator::schema()
+                .fields()
+                .iter()
+                .map(|f| f.as_ref().clone().with_nullable(true))
+                .collect()
+        } else {
+            if columns.is_empty() {
+                return Err(Error::Catalog(format!(
+                    "{} {name} needs columns: CREATE {} {name} (col TYPE, …)",
+                    kind.as_str(),
+                    kind.as_str().to_uppercase()
+                )));
+            }
+            columns.iter().map(Column::field).collect()
+        };
+        // With a key_format, the value holds only the columns that are not keys.
+        let key_format = KeyFormat::from_options(&options)?;
+        let value_fields: Vec<Field> = fields
+            .iter()
+            .zip(
+                columns
+                    .iter()
+                    .map(|c| c.key)
+                    .chain(std::iter::repeat(false)),
+            )
+            .filter(|(_, key)| key_format.is_none() || !key)
+            .map(|(f, _)| f.clone())
+            .collect();
+        format.check(name, &value_fields)?;
+        let timestamp = match (options.get("timestamp"), &spec) {
+            (Some(col), _) => {
+                let col = col.to_lowercase();
+                let i = fields
+                    .iter()
+                    .position(|f| f.name() == &col)
+                    .ok_or_else(|| {
+                        Error::Catalog(format!(
+                            "timestamp column '{col}' is not a column of {name}"
+                        ))
+                    })?;
+                if !matches!(
+                    fields[i].data_type(),
+                    DataType::Int64 | DataType::Timestamp(..)
+                ) {
+                    return Err(Error::Catalog(format!(
+                        "timestamp column '{col}' must be BIGINT (ms) or TIMESTAMP"
+                    )));
+                }
+                Some(i)
+            }
+            (None, Spec::Generator { .. }) => Some(2),
+            (None, _) => None,
+        };
+        let mut key_names: Vec<String> = columns
+            .iter()
+            .filter(|c| c.key)
+            .map(|c| c.name.clone())
+            .collect();
+        let mut keys: Vec<usize> = columns
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| c.key)
+            .map(|(i, _)| i)
+            .collect();
+        // A windowed key (a windowed table's topic) carries its window: the relation gets
+        // windowstart and windowend, part of its key.
+        if KeyWindow::from_options(&options)?.is_some() {
+            if key_format.is_none() {
+                return Err(Error::Catalog(
+                    "window_type describes record keys: give key_format too".into(),
+                ));
+            }
+            for name in ["windowstart", "windowend"] {
+                keys.push(fields.len());
+                key_names.push(name.to_string());
+                fields.push(Field::new(
+                    name,
+                    DataType::Timestamp(TimeUnit::Millisecond, None),
+                    true,
+                ));
+            }
+        }
+        if kind == Kind::Table && keys.is_empty() {
+            return Err(Error::Catalog(format!(
+                "table {name} needs a PRIMARY KEY column, e.g. CREATE TABLE {name} (id VARCHAR PRIMARY KEY, …)"
+            )));
+        }
+        if let Some(key_format) = key_format {
+            if !matches!(spec, Spec::Kafka { .. }) {
+                return Err(Error::Catalog(
+                    "key_format applies to a relation over a Kafka topic (kafka_topic='…')".into(),
+                ));
+            }
+            let own = columns.iter().filter(|c| c.key).count();
+            let key_fields: Vec<&Field> = keys[..own].iter().map(|&i| &fields[i]).collect();
+            key_format.check(name, &key_fields)?;
+        }
+        if fields.iter().any(|f| f.name() == "rowtime") {
+            return Err(Error::Catalog(
+                "rowtime is every stream's event time; name the column something else".into(),
+            ));
+        }
+        self.forget(name)?;
+        let ctx = self.ctx();
+        let (schema, log, table) = match kind {
+            Kind::Stream => {
+                fields.push(Field::new(
+                    "rowtime",
+                    DataType::Timestamp(TimeUnit::Millisecond, None),
+                    true,
+                ));
+                let schema = Arc::new(Schema::new(fields));
+                let log = matches!(spec, Spec::Memory)
+                    .then(|| Arc::new(Log::new(schema.clone(), self.config.retained_rows)));
+                let inserter = log.clone().map(|log| {
+                    Arc::new(LogInserter { log, timestamp }) as Arc<dyn crate::provider::Inserter>
+                });
+                let external = match &spec {
+                    Spec::Kafka { topic } => Some(format!("Kafka topic '{topic}'")),
+                    Spec::Mqtt { filters } => Some(format!("MQTT topics '{}'", filters.join(","))),
+                    Spec::Generator { .. } => Some("the built-in generator".into()),
+                    _ => None,
+                };
+                ctx.register_table(
+                    name,
+                    Arc::new(StreamProvider {
+                        name: name.to_string(),
+                        log: log.clone(),
+                        external,
+                        inserter,
+                        schema: schema.clone(),
+                    }),
+                )?;
+                (schema, log, None)
+            }
+            Kind::Table => {
+                let schema = Arc::new(Schema::new(fields));
+                let state = TableState::new(schema.clone(), keys);
+                ctx.register_table(
+                    name,
+                    Arc::new(TableProviderImpl {
+                        state: state.clone(),
+                        insertable: matches!(spec, Spec::Memory),
+                        name: name.to_string(),
+                    }),
+                )?;
+                (schema, None, Some(state))
+            }
+        };
+        let relation = Relation {
+            kind,
+            keys: key_names,
+            schema,
+            spec: spec.clone(),
+            options,
+            log,
+            table,
+            timestamp,
+            sql: sql.to_string(),
+            windowed: false,
+        };
+        self.relations.insert(name.to_string(), relation);
+        self.sync_writers();
+        if kind == Kind::Table && !matches!(spec, Spec::Memory) {
+            // A table read from outside is kept up to date by a query of its own.
+            if let Err(e) = self.materialize(name).await {
+                // The table's own error is the one to report.
+                let _ = self.forget(name);
+                return Err(e);
+            }
+        }
+        Ok(Output::Message(format!("{} {name} created", kind.as_str())))
+    }
+}
+
+#[derive(Debug)]
+pub(super) struct LogInserter {
+    pub(super) log: Arc<Log>,
+    pub(super) timestamp: Option<usize>,
+}
+
+impl crate::provider::Inserter for LogInserter {
+    fn insert(&self, batch: RecordBatch) -> datafusion::error::Result<()> {
+        let batch = crate::json::fill_rowtime(batch, self.timestamp)
+            .map_err(|e| datafusion::error::DataFusionError::Plan(e.to_string()))?;
+        self.log.append(batch);
+        Ok(())
+    }
+}

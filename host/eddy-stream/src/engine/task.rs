@@ -1,0 +1,371 @@
+//! A query's task: reads its input, runs its plans, writes its outputs, checkpoints and commits.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use arrow::array::RecordBatch;
+use arrow::datatypes::SchemaRef;
+use datafusion::common::ScalarValue;
+use datafusion::prelude::SessionContext;
+use eddy_connector::Sink;
+use tokio::sync::{mpsc, watch};
+
+use crate::checkpoint::{Checkpoint, QueryState};
+use crate::format::ValueFormat;
+use crate::input::Input;
+use crate::log::Log;
+use crate::pipeline::{Histogram, Processor};
+use crate::provider::TableState;
+use crate::Result;
+
+#[derive(Debug, Default)]
+pub(super) struct Stats {
+    pub(super) events_in: AtomicU64,
+    /// `u64::MAX` when the source cannot tell.
+    pub(super) lag: AtomicU64,
+    pub(super) rows_out: AtomicU64,
+    pub(super) bad_events: AtomicU64,
+    pub(super) late_events: AtomicU64,
+    pub(super) failed_events: AtomicU64,
+    pub(super) batch_duration: Histogram,
+    pub(super) last_error: Mutex<Option<String>>,
+    /// For a query over an in-memory stream: the log position up to which input is processed
+    /// and its output written.
+    pub(super) position: AtomicU64,
+    pub(super) finished: AtomicBool,
+}
+
+impl Stats {
+    pub(super) fn error(&self, message: String) {
+        *self.last_error.lock().expect("stats lock") = Some(message);
+    }
+}
+
+/// What a query does when a batch fails (a UDF traps, a cast fails): `WITH (on_error=…)`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum OnError {
+    /// Find the failing rows by splitting the batch, skip and count them (and dead-letter them
+    /// when the source has a dead-letter topic); the other rows go through. The default.
+    Skip,
+    /// Stop the query, keeping the error in `SHOW QUERIES`.
+    Fail,
+}
+
+/// Runs `batch`; when it fails, isolates the failing rows by bisection (stateless queries; an
+/// aggregation skips the whole batch). Returns the output, the failed rows with their
+/// reasons, and the error that stops the query under `on_error='fail'`.
+pub(super) async fn process_isolating(
+    processor: &mut Processor,
+    ctx: &SessionContext,
+    batch: RecordBatch,
+    first: &BTreeMap<i32, i64>,
+    on_error: OnError,
+) -> (Vec<RecordBatch>, Vec<(RecordBatch, String)>, Option<String>) {
+    let mut out = Vec::new();
+    let mut failed = Vec::new();
+    let mut pending = vec![batch];
+    while let Some(piece) = pending.pop() {
+        match processor.process(ctx, piece.clone(), first).await {
+            Ok(o) => out.extend(o),
+            Err(e) if on_error == OnError::Fail => return (out, failed, Some(e.to_string())),
+            Err(e) if piece.num_rows() <= 1 || processor.is_aggregate() => {
+                failed.push((piece, e.to_string()))
+            }
+            Err(_) => {
+                // Halves go back on the stack second-half first, so rows keep their order.
+                let half = piece.num_rows() / 2;
+                pending.push(piece.slice(half, piece.num_rows() - half));
+                pending.push(piece.slice(0, half));
+            }
+        }
+    }
+    (out, failed, None)
+}
+
+#[derive(Default)]
+pub(super) struct TaskOutput {
+    /// Push queries show `rowtime` only when the query selected it.
+    pub(super) strip_rowtime: bool,
+    pub(super) log: Option<Arc<Log>>,
+    pub(super) sink: Option<Box<dyn Sink>>,
+    /// How `sink` gets its records.
+    pub(super) format: ValueFormat,
+    pub(super) channel: Option<mpsc::Sender<RecordBatch>>,
+    /// The table an aggregation keeps: the latest row per group.
+    pub(super) table: Option<Arc<TableState>>,
+    /// How a table's changes are written to `sink`: keyed, with tombstones.
+    pub(super) records: Option<crate::changes::TableRecords>,
+}
+
+pub(super) struct Task {
+    pub(super) id: String,
+    pub(super) on_error: OnError,
+    pub(super) input: Input,
+    pub(super) input_schema: SchemaRef,
+    pub(super) processor: Option<Processor>,
+    pub(super) table: Option<Arc<TableState>>,
+    pub(super) output: TaskOutput,
+    pub(super) dead: Option<Box<dyn Sink>>,
+    pub(super) ctx: SessionContext,
+    pub(super) stats: Arc<Stats>,
+    pub(super) stop: watch::Receiver<bool>,
+    pub(super) commit_interval: Duration,
+    pub(super) max_batch: usize,
+    pub(super) limit: Option<usize>,
+    /// Where it checkpoints its state at each commit, if it does.
+    pub(super) state: Option<QueryState>,
+}
+
+impl Task {
+    pub(super) async fn run(mut self) {
+        let mut last_commit = Instant::now();
+        let mut dirty = false;
+        let mut sent = 0usize;
+        loop {
+            if *self.stop.borrow() {
+                break;
+            }
+            // A push query whose client went away ends now, not when its next row finds the
+            // channel closed: an idle stream would keep it in SHOW QUERIES forever.
+            if self.output.channel.as_ref().is_some_and(|c| c.is_closed()) {
+                break;
+            }
+            // Everything read so far is processed and its output written: what `settle` waits on.
+            if let Some(position) = self.input.memory_position() {
+                self.stats.position.store(position, Ordering::SeqCst);
+            }
+            let step = tokio::select! {
+                _ = self.stop.changed() => break,
+                step = self.input.next(&self.input_schema, self.max_batch, Duration::from_millis(100)) => step,
+            };
+            let step = match step {
+                Ok(Some(step)) => step,
+                Ok(None) => break,
+                Err(e) => {
+                    tracing::warn!(query = %self.id, "input failed: {e}");
+                    self.stats.error(format!("input: {e}"));
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    continue;
+                }
+            };
+            self.stats
+                .lag
+                .store(self.input.lag().unwrap_or(u64::MAX), Ordering::Relaxed);
+            if step.is_idle() {
+                if dirty {
+                    dirty = !self.commit().await;
+                    last_commit = Instant::now();
+                }
+                continue;
+            }
+            dirty = true;
+            let events = step.batch.num_rows() + step.bad.len();
+            tracing::trace!(query = %self.id, events, "step");
+            self.stats
+                .events_in
+                .fetch_add(events as u64, Ordering::Relaxed);
+            if !step.bad.is_empty() {
+                self.bad_events(step.bad).await;
+            }
+            if let Some(table) = &self.table {
+                if let Err(e) = table.upsert(&step.batch) {
+                    self.stats.error(e.to_string());
+                }
+                self.stats
+                    .rows_out
+                    .fetch_add(step.batch.num_rows() as u64, Ordering::Relaxed);
+            } else if let Some(processor) = &mut self.processor {
+                let started = Instant::now();
+                let (out, failed, fatal) =
+                    process_isolating(processor, &self.ctx, step.batch, &step.first, self.on_error)
+                        .await;
+                self.stats.batch_duration.observe(started.elapsed());
+                self.stats
+                    .late_events
+                    .store(processor.late(), Ordering::Relaxed);
+                let expired = processor.take_expired();
+                if !failed.is_empty() {
+                    self.failed_rows(failed).await;
+                }
+                if let Some(e) = fatal {
+                    tracing::error!(query = %self.id, "query failed (on_error='fail'): {e}");
+                    self.stats
+                        .error(format!("query stopped (on_error='fail'): {e}"));
+                    break;
+                }
+                if let (Some(cutoff), Some(table)) = (expired, &self.output.table) {
+                    if let Ok(end) = table.schema().index_of("windowend") {
+                        table.retain(|row| match &row[end] {
+                            ScalarValue::TimestampMillisecond(Some(t), _) => *t <= cutoff,
+                            _ => false,
+                        });
+                    }
+                }
+                let mut done = false;
+                for mut batch in out {
+                    if let Some(limit) = self.limit {
+                        let left = limit - sent;
+                        if batch.num_rows() >= left {
+                            batch = batch.slice(0, left);
+                            done = true;
+                        }
+                    }
+                    sent += batch.num_rows();
+                    if !self.write(batch).await {
+                        done = true;
+                    }
+                    if done {
+                        break;
+                    }
+                }
+                if done {
+                    break;
+                }
+            }
+            if last_commit.elapsed() >= self.commit_interval {
+                dirty = !self.commit().await;
+                last_commit = Instant::now();
+            }
+        }
+        if dirty {
+            self.commit().await;
+        }
+        self.stats.finished.store(true, Ordering::SeqCst);
+    }
+
+    /// Writes one output batch; false when the reader of a push query has gone. An
+    /// aggregation's batch carries its group columns and tombstone flag after the visible ones:
+    /// the table is upserted by group, and the other outputs get the rows that stand.
+    async fn write(&mut self, batch: RecordBatch) -> bool {
+        if batch.num_rows() == 0 {
+            return true;
+        }
+        self.stats
+            .rows_out
+            .fetch_add(batch.num_rows() as u64, Ordering::Relaxed);
+        let visible = self
+            .processor
+            .as_ref()
+            .map_or(batch.num_columns(), |p| p.schema().fields().len());
+        let (batch, records) = if visible < batch.num_columns() {
+            let changes = match crate::changes::split(&batch, visible) {
+                Ok(c) => c,
+                Err(e) => {
+                    self.stats.error(format!("output: {e}"));
+                    return true;
+                }
+            };
+            if let Some(table) = &self.output.table {
+                if let Err(e) = table.apply(&changes) {
+                    self.stats.error(format!("table: {e}"));
+                }
+            }
+            let records = match (&self.output.sink, &self.output.records) {
+                (Some(_), Some(layout)) => Some(layout.encode(&changes, &self.output.format)),
+                _ => None,
+            };
+            match changes.standing() {
+                Ok(b) => (b, records),
+                Err(e) => {
+                    self.stats.error(format!("output: {e}"));
+                    return true;
+                }
+            }
+        } else {
+            (batch, None)
+        };
+        if let Some(sink) = &mut self.output.sink {
+            let records = records.unwrap_or_else(|| self.output.format.encode(&batch));
+            match records {
+                Ok(records) => {
+                    if let Err(e) = sink.send(records).await {
+                        tracing::warn!(query = %self.id, "sink failed: {e}");
+                        self.stats.error(format!("sink: {e}"));
+                    }
+                }
+                Err(e) => self.stats.error(format!("encoding: {e}")),
+            }
+        }
+        if batch.num_rows() == 0 {
+            return true;
+        }
+        if let Some(log) = &self.output.log {
+            log.append(batch.clone());
+        }
+        if let Some(channel) = &self.output.channel {
+            let mut batch = batch;
+            if self.output.strip_rowtime {
+                batch.remove_column(batch.num_columns() - 1);
+            }
+            return channel.send(batch).await.is_ok();
+        }
+        true
+    }
+
+    /// Writes the query's state, with the input offsets it reflects, as its newest checkpoint.
+    pub(super) async fn checkpoint(&mut self) -> Result<()> {
+        let Some(state) = &mut self.state else {
+            return Ok(());
+        };
+        let started = Instant::now();
+        let mut checkpoint = Checkpoint {
+            offsets: self.input.offsets(),
+            ..Checkpoint::default()
+        };
+        if let Some(p) = &mut self.processor {
+            p.save(&mut checkpoint)?;
+        }
+        if let Some(t) = self.output.table.as_ref().or(self.table.as_ref()) {
+            t.save("table", &mut checkpoint)?;
+        }
+        state.save(&mut checkpoint).await?;
+        tracing::debug!(query = %self.id, elapsed = ?started.elapsed(), "checkpointed");
+        Ok(())
+    }
+
+    /// Flushes the sinks, then commits the input; false if anything failed (try again later).
+    pub(super) async fn commit(&mut self) -> bool {
+        tracing::debug!(query = %self.id, "flushing before commit");
+        let flush_started = Instant::now();
+        if let Some(sink) = &mut self.output.sink {
+            if let Err(e) = sink.flush().await {
+                tracing::warn!(query = %self.id, "sink flush failed, not committing: {e}");
+                self.stats.error(format!("sink: {e}"));
+                return false;
+            }
+        }
+        if let Some(dead) = &mut self.dead {
+            if let Err(e) = dead.flush().await {
+                self.stats.error(format!("dead-letter sink: {e}"));
+                return false;
+            }
+        }
+        tracing::debug!(query = %self.id, elapsed = ?flush_started.elapsed(), "flushed");
+        // With its state checkpointed, a query commits everything it read: a restart restores
+        // the state and resumes there. Without, the commit stays behind open windows' events.
+        let hold = if self.state.is_some() {
+            if let Err(e) = self.checkpoint().await {
+                tracing::warn!(query = %self.id, "checkpoint failed, not committing: {e}");
+                self.stats.error(e.to_string());
+                return false;
+            }
+            BTreeMap::new()
+        } else {
+            self.processor
+                .as_ref()
+                .map(|p| p.held())
+                .unwrap_or_default()
+        };
+        let started = Instant::now();
+        let committed = self.input.commit(&hold).await;
+        tracing::debug!(query = %self.id, elapsed = ?started.elapsed(), "committed");
+        if let Err(e) = committed {
+            tracing::warn!(query = %self.id, "commit failed: {e}");
+            self.stats.error(format!("commit: {e}"));
+            return false;
+        }
+        true
+    }
+}
