@@ -319,6 +319,35 @@ async fn ids(engine: &mut Engine) -> std::collections::BTreeSet<i64> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_source_with_partitions_creates_its_topic() {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let topic = unique("created");
+    let mut e = engine(Some(settings()));
+    run(
+        &mut e,
+        &format!("CREATE STREAM s (id BIGINT) WITH (kafka_topic='{topic}', partitions=3)"),
+    )
+    .await;
+    let bootstrap = settings().bootstrap_servers;
+    let found = tokio::task::spawn_blocking(move || {
+        let consumer: BaseConsumer = rdkafka::ClientConfig::new()
+            .set("bootstrap.servers", &bootstrap)
+            // Only an existing topic's partitions count: nothing here may create it.
+            .set("allow.auto.create.topics", "false")
+            .create()
+            .unwrap();
+        let metadata = consumer
+            .fetch_metadata(Some(&topic), Duration::from_secs(10))
+            .unwrap();
+        metadata.topics()[0].partitions().len()
+    })
+    .await
+    .unwrap();
+    assert_eq!(found, 3);
+    e.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_engines_with_one_service_id_split_the_partitions() {
     const N: i64 = 6_000;
     let admin = shared().config("admin");

@@ -8,6 +8,7 @@ use tokio::sync::mpsc;
 
 use super::catalog::{Relation, Spec};
 use super::launch::Launch;
+use super::options;
 use super::task::{OnError, TaskOutput};
 use super::{Engine, Output, PushQuery};
 use crate::connectors;
@@ -83,21 +84,7 @@ impl Engine {
         sql: &str,
     ) -> Result<Output> {
         self.check_new_name(name, or_replace)?;
-        for key in options.keys() {
-            if !matches!(
-                key.as_str(),
-                "kafka_topic"
-                    | "value_format"
-                    | "value_delimiter"
-                    | "key_format"
-                    | "partitions"
-                    | "on_error"
-            ) {
-                return Err(Error::Catalog(format!(
-                    "unknown option '{key}' in WITH: a query takes kafka_topic, value_format, value_delimiter, key_format, partitions and on_error"
-                )));
-            }
-        }
+        options::check_query(&options)?;
         let format = ValueFormat::from_options(&options)?;
         let on_error = match options.get("on_error").map(|v| v.to_lowercase()).as_deref() {
             None | Some("skip") => OnError::Skip,
@@ -176,10 +163,7 @@ impl Engine {
                         return Err(e);
                     }
                 };
-                let partitions = options
-                    .get("partitions")
-                    .and_then(|p| p.parse().ok())
-                    .unwrap_or(1);
+                let partitions = options::partitions(&options)?.unwrap_or(1);
                 let sink = async {
                     connectors::ensure_topic(&settings, topic, partitions).await?;
                     connectors::kafka_sink(&settings, topic).await

@@ -10,6 +10,7 @@ mod create_as;
 mod dead_letters;
 mod functions;
 mod launch;
+mod options;
 mod print;
 mod show;
 mod source;

@@ -9,7 +9,9 @@ use eddy_connector::Options;
 use eddy_generator::GeneratorConfig;
 
 use super::catalog::{Relation, Spec};
+use super::options;
 use super::{Engine, Output};
+use crate::connectors;
 use crate::format::{KeyFormat, KeyWindow, ValueFormat};
 use crate::log::Log;
 use crate::provider::{StreamProvider, TableProviderImpl, TableState};
@@ -27,47 +29,9 @@ impl Engine {
         sql: &str,
     ) -> Result<Output> {
         self.check_new_name(name, or_replace)?;
-        for key in options.keys() {
-            if !matches!(
-                key.as_str(),
-                "kafka_topic"
-                    | "value_format"
-                    | "timestamp"
-                    | "partitions"
-                    | "mqtt_topic"
-                    | "mqtt_broker"
-                    | "mqtt_client_id"
-                    | "mqtt_qos"
-                    | "mqtt_clean_session"
-                    | "generator"
-                    | "rate"
-                    | "seed"
-                    | "cars"
-                    | "max_events"
-                    | "anomaly_rate"
-                    | "dead_letter_topic"
-                    | "key_format"
-                    | "value_delimiter"
-                    | "window_type"
-                    | "window_size"
-            ) {
-                return Err(Error::Catalog(format!(
-                    "unknown option '{key}' in WITH: expected kafka_topic, value_format, value_delimiter, \
-                     key_format (with window_type, window_size), timestamp, mqtt_topic, mqtt_broker, \
-                     generator (with rate, seed, cars, max_events) or dead_letter_topic"
-                )));
-            }
-        }
+        options::source_connector(&options)?;
+        let partitions = options::partitions(&options)?;
         let format = ValueFormat::from_options(&options)?;
-        let sources = ["kafka_topic", "mqtt_topic", "generator"]
-            .iter()
-            .filter(|k| options.contains_key(**k))
-            .count();
-        if sources > 1 {
-            return Err(Error::Catalog(
-                "give one of kafka_topic, mqtt_topic or generator".into(),
-            ));
-        }
         let spec = if let Some(topic) = options.get("kafka_topic") {
             self.kafka(&format!("{} {name}", kind.as_str()))?;
             Spec::Kafka {
@@ -79,6 +43,14 @@ impl Engine {
                     "mqtt_topic needs mqtt_broker, e.g. mqtt_broker='tcp://127.0.0.1:1883'".into(),
                 ));
             }
+            // The session options are read again when a query subscribes; checking them here
+            // refuses a bad mqtt_qos at CREATE, not at the first query.
+            eddy_mqtt::MqttConfig::from_options_or_client_id(&options, "eddy").map_err(|e| {
+                Error::Catalog(match e {
+                    eddy_connector::Error::Config(m) => m,
+                    other => other.to_string(),
+                })
+            })?;
             Spec::Mqtt {
                 filters: filters.split(',').map(|f| f.trim().to_string()).collect(),
             }
@@ -232,6 +204,11 @@ impl Engine {
             return Err(Error::Catalog(
                 "rowtime is every stream's event time; name the column something else".into(),
             ));
+        }
+        if let (Spec::Kafka { topic }, Some(partitions)) = (&spec, partitions) {
+            // As in ksqlDB, `partitions` creates the topic when it does not exist yet (an
+            // existing topic is read as it is).
+            connectors::ensure_topic(self.kafka("partitions")?, topic, partitions).await?;
         }
         self.forget(name)?;
         let ctx = self.ctx();
