@@ -162,6 +162,14 @@ async fn run(
     shown: &str,
     properties: &Properties,
 ) -> Result<Value, ApiError> {
+    if let Ok(eddy_stream::Statement::Print { .. }) = eddy_stream::parse(statement) {
+        // It streams records until its LIMIT or the client goes away: not a /ksql answer.
+        return Err(ApiError::statement(
+            code::QUERY_ENDPOINT,
+            "The following statement types should be issued to the websocket endpoint '/query': PRINT (send it to /query or /query-stream)",
+            shown,
+        ));
+    }
     let w = words(statement);
     let w: Vec<&str> = w.iter().map(String::as_str).collect();
     match w.as_slice() {

@@ -61,10 +61,14 @@ async fn start(state: &AppState, sql: &str, properties: &Properties) -> Result<S
         .next()
         .unwrap_or_default()
         .to_uppercase();
-    if first != "SELECT" {
+    let print = matches!(
+        eddy_stream::parse(statement),
+        Ok(eddy_stream::Statement::Print { .. })
+    );
+    if first != "SELECT" && !print {
         return Err(ApiError::statement(
             code::QUERY_ENDPOINT,
-            "only SELECT statements can be sent to this endpoint: send other statements to /ksql",
+            "only SELECT and PRINT statements can be sent to this endpoint: send other statements to /ksql",
             &shown,
         ));
     }

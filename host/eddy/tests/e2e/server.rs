@@ -378,6 +378,13 @@ async fn bad_requests_get_error_entities_and_the_server_keeps_serving() {
     assert_eq!((status, body["error_code"].clone()), (400, json!(40002)));
     let (status, body) = post("/ksql", ksql("SELECT * FROM x EMIT CHANGES;"), good).await;
     assert_eq!((status, body["error_code"].clone()), (400, json!(40002)));
+    // PRINT streams records: /ksql refuses it as ksqlDB does, instead of answering SUCCESS.
+    let (status, body) = post("/ksql", ksql("PRINT 'x' FROM BEGINNING;"), good).await;
+    assert_eq!((status, body["error_code"].clone()), (400, json!(40002)));
+    assert_eq!(
+        body["message"],
+        "The following statement types should be issued to the websocket endpoint '/query': PRINT (send it to /query or /query-stream)"
+    );
 
     let (status, body) = post("/close-query", json!({"queryId": "nope"}).to_string(), good).await;
     assert_eq!(status, 400);
@@ -441,6 +448,30 @@ async fn a_push_query_over_http_receives_exactly_the_rows_inserted() {
             {"row": {"columns": [2, "n2"]}},
             {"row": {"columns": [4, "n4"]}},
             {"row": {"columns": [6, "n6"]}},
+            {"finalMessage": "Limit Reached"},
+        ])
+    );
+
+    // PRINT over /query: the stream's rows as they would be written to a topic.
+    let response = server
+        .http
+        .post(server.url("/query"))
+        .body(
+            json!({"ksql": "PRINT s FROM BEGINNING LIMIT 2;", "streamsProperties": {}}).to_string(),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let items = tokio::time::timeout(Duration::from_secs(20), read_query(response))
+        .await
+        .expect("PRINT ends at its LIMIT");
+    assert_eq!(
+        Value::Array(items),
+        json!([
+            {"header": {"queryId": "PRINT_S", "schema": "`PARTITION` INTEGER, `OFFSET` BIGINT, `KEY` STRING, `VALUE` STRING"}},
+            {"row": {"columns": [0, 0, null, r#"{"ID":1,"NAME":"n1"}"#]}},
+            {"row": {"columns": [0, 1, null, r#"{"ID":2,"NAME":"n2"}"#]}},
             {"finalMessage": "Limit Reached"},
         ])
     );
