@@ -790,7 +790,7 @@ async fn keyed_delimited_stream_with_cast_over_a_udf_where_print_and_dead_letter
         (
             "CREATE STREAM local (car VARCHAR KEY, speed DOUBLE) WITH (key_format='KAFKA')"
                 .to_string(),
-            "key_format applies to a relation over a Kafka topic",
+            "option 'key_format' applies to Kafka (kafka_topic), and this relation reads memory",
         ),
         (
             format!(

@@ -191,11 +191,7 @@ impl Engine {
             )));
         }
         if let Some(key_format) = key_format {
-            if !matches!(spec, Spec::Kafka { .. }) {
-                return Err(Error::Catalog(
-                    "key_format applies to a relation over a Kafka topic (kafka_topic='…')".into(),
-                ));
-            }
+            // options::source_connector refused key_format on anything but Kafka.
             let own = columns.iter().filter(|c| c.key).count();
             let key_fields: Vec<&Field> = keys[..own].iter().map(|&i| &fields[i]).collect();
             key_format.check(name, &key_fields)?;
@@ -291,7 +287,7 @@ pub(super) struct LogInserter {
 
 impl crate::provider::Inserter for LogInserter {
     fn insert(&self, batch: RecordBatch) -> datafusion::error::Result<()> {
-        let batch = crate::json::fill_rowtime(batch, self.timestamp)
+        let batch = crate::format::json::fill_rowtime(batch, self.timestamp)
             .map_err(|e| datafusion::error::DataFusionError::Plan(e.to_string()))?;
         self.log.append(batch);
         Ok(())
