@@ -127,20 +127,11 @@ impl TableRecords {
                 std::sync::Arc::new(arrow::datatypes::Schema::new(fields)),
                 changes.group[..self.keys].to_vec(),
             )?;
-            match self.key_format {
-                crate::format::KeyFormat::Json => crate::json::encode_key(&batch)?
-                    .into_iter()
-                    .map(Some)
-                    .collect(),
-                crate::format::KeyFormat::Delimited => crate::delimited::encode(&batch, b',')?
-                    .into_iter()
-                    .map(|r| r.payload)
-                    .collect(),
-                _ => crate::kafka_format::encode(&batch)?
-                    .into_iter()
-                    .map(|r| r.payload)
-                    .collect(),
-            }
+            self.key_format
+                .encode(&batch)?
+                .into_iter()
+                .map(Some)
+                .collect()
         };
         if let Some(window) = self.window {
             let bound = |c: usize| {

@@ -9,8 +9,8 @@ use arrow::datatypes::SchemaRef;
 use eddy_connector::Source;
 use eddy_generator::Generator;
 
+use crate::format::json::BadEvent;
 use crate::format::ValueDecoder;
-use crate::json::BadEvent;
 use crate::log::Log;
 use crate::Result;
 

@@ -6,16 +6,12 @@ mod aggregate;
 mod changes;
 mod checkpoint;
 mod connectors;
-mod delimited;
 mod dereference;
 mod direct;
 mod engine;
 mod format;
 mod input;
-mod json;
-mod kafka_format;
 mod log;
-mod nested;
 mod pipeline;
 mod provider;
 mod query;
@@ -30,7 +26,8 @@ pub use engine::{
     Engine, EngineConfig, KafkaSettings, Output, PullQuery, PushQuery, QueryInfo, RelationInfo,
     Started,
 };
-pub use json::{display_name, encode, with_display_names, BadEvent, Decoder};
+pub use format::common::display_name;
+pub use format::json::{encode, with_display_names, BadEvent, Decoder};
 pub use log::{Log, DEFAULT_RETAINED_ROWS};
 pub use statement::{parse, Column, Kind, Statement};
 

@@ -5,7 +5,7 @@ use std::sync::atomic::Ordering;
 use arrow::array::RecordBatch;
 
 use super::task::Task;
-use crate::json::encode;
+use crate::format::json::encode;
 
 impl Task {
     pub(super) async fn bad_events(&mut self, bad: Vec<crate::BadEvent>) {
@@ -30,7 +30,7 @@ impl Task {
                         }))
                         .expect("JSON encodes"),
                     ),
-                    timestamp_ms: Some(crate::json::now_ms()),
+                    timestamp_ms: Some(crate::format::common::now_ms()),
                 })
                 .collect();
             if let Err(e) = dead.send(records).await {

@@ -51,7 +51,11 @@ impl Engine {
             Spec::Kafka { topic } => {
                 let settings = self.kafka("a Kafka source")?;
                 let group = if transient {
-                    format!("{}-{id}-{}", self.config.service_id, crate::json::now_ms())
+                    format!(
+                        "{}-{id}-{}",
+                        self.config.service_id,
+                        crate::format::common::now_ms()
+                    )
                 } else {
                     format!("{}-{id}", self.config.service_id)
                 };

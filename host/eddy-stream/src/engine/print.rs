@@ -52,7 +52,11 @@ impl Engine {
         }
         let topic = topic.as_str();
         let settings = self.kafka("PRINT")?;
-        let group = format!("{}-print-{}", self.config.service_id, crate::json::now_ms());
+        let group = format!(
+            "{}-print-{}",
+            self.config.service_id,
+            crate::format::common::now_ms()
+        );
         let mut source = connectors::kafka_source(settings, &group, topic, from_beginning).await?;
         let schema = print_schema();
         let (tx, rx) = mpsc::channel(16);

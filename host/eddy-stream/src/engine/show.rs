@@ -8,7 +8,7 @@ use arrow::datatypes::{DataType, Field, Schema};
 
 use super::catalog::{describe_source, QueryInfo, Relation, RelationInfo, Spec};
 use super::{Engine, Output};
-use crate::json::{display_name, type_name};
+use crate::format::common::{display_name, type_name};
 use crate::statement::Kind;
 
 impl Engine {

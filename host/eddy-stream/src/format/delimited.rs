@@ -7,8 +7,7 @@ use arrow::error::ArrowError;
 use arrow::util::display::{ArrayFormatter, FormatOptions};
 use eddy_connector::Record;
 
-use crate::format::{split_rowtime, Val};
-use crate::json::type_name;
+use super::common::{split_rowtime, type_name, Val};
 use crate::Result;
 
 /// The fields of one line, parsed into `columns`' types; the error names what is wrong.
@@ -154,8 +153,8 @@ mod tests {
     use arrow::datatypes::{Schema, TimeUnit};
     use eddy_connector::{Message, Position};
 
+    use super::super::{ValueDecoder, ValueFormat};
     use super::*;
-    use crate::format::{ValueDecoder, ValueFormat};
 
     fn schema() -> Arc<Schema> {
         Arc::new(Schema::new(vec![

@@ -6,7 +6,7 @@ use arrow::array::{Array, Float64Array, Int32Array, Int64Array, RecordBatch, Str
 use arrow::datatypes::{DataType, Field};
 use eddy_connector::Record;
 
-use crate::format::{split_rowtime, Val};
+use super::common::{split_rowtime, Val};
 use crate::{Error, Result};
 
 /// Whether a column of type `t` can be the value of a KAFKA message.
@@ -126,8 +126,8 @@ mod tests {
     use arrow::datatypes::{Schema, TimeUnit};
     use eddy_connector::{Message, Position};
 
+    use super::super::{ValueDecoder, ValueFormat};
     use super::*;
-    use crate::format::{ValueDecoder, ValueFormat};
 
     fn message(i: i64, payload: Vec<u8>) -> Message {
         Message {

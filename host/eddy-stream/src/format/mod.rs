@@ -1,9 +1,14 @@
-//! Value formats, ksqlDB's `value_format`: JSON (see [`crate::json`]), DELIMITED (CSV lines,
-//! see [`crate::delimited`]) and KAFKA (one primitive in Kafka's serializer encoding, see
-//! [`crate::kafka_format`]).
+//! Value formats, ksqlDB's `value_format`: JSON (see [`json`]), DELIMITED (CSV lines,
+//! see [`delimited`]) and KAFKA (one primitive in Kafka's serializer encoding, see
+//! [`kafka`]).
 //!
 //! [`ValueFormat`] comes from a statement's `WITH (…)` options; [`ValueDecoder`] and
 //! [`ValueFormat::encode`] dispatch to the format's codec.
+
+pub(crate) mod common;
+pub(crate) mod delimited;
+pub(crate) mod json;
+pub(crate) mod kafka;
 
 use std::sync::Arc;
 
@@ -14,8 +19,9 @@ use arrow::array::{
 use arrow::datatypes::{DataType, Field, FieldRef, SchemaRef, TimeUnit};
 use eddy_connector::{Message, Options, Record};
 
-use crate::json::{type_name, BadEvent, Decoder};
-use crate::{delimited, kafka_format, Error, Result};
+use crate::{Error, Result};
+use common::{type_name, Val};
+use json::{BadEvent, Decoder};
 
 /// How a stream's values are encoded in its messages: `WITH (value_format=…)`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -104,7 +110,7 @@ impl ValueFormat {
                     )));
                 }
                 let f = columns[0];
-                if kafka_format::supports(f.data_type()) {
+                if kafka::supports(f.data_type()) {
                     Ok(())
                 } else {
                     Err(Error::Catalog(format!(
@@ -121,9 +127,9 @@ impl ValueFormat {
     /// Encodes rows as records of this format; `rowtime` becomes the record's timestamp.
     pub(crate) fn encode(&self, batch: &RecordBatch) -> Result<Vec<Record>> {
         match self {
-            ValueFormat::Json => crate::json::encode(batch),
+            ValueFormat::Json => json::encode(batch),
             ValueFormat::Delimited { delimiter } => delimited::encode(batch, *delimiter),
-            ValueFormat::Kafka => kafka_format::encode(batch),
+            ValueFormat::Kafka => kafka::encode(batch),
         }
     }
 }
@@ -144,6 +150,21 @@ pub(crate) enum KeyFormat {
 }
 
 impl KeyFormat {
+    /// Encodes the key columns of each row (`batch` holds only them) as record keys.
+    pub(crate) fn encode(&self, batch: &RecordBatch) -> Result<Vec<Vec<u8>>> {
+        let payloads = |records: Vec<Record>| {
+            records
+                .into_iter()
+                .map(|r| r.payload.unwrap_or_default())
+                .collect()
+        };
+        Ok(match self {
+            KeyFormat::Json => json::encode_key(batch)?,
+            KeyFormat::Delimited => payloads(delimited::encode(batch, b',')?),
+            KeyFormat::Kafka | KeyFormat::None => payloads(kafka::encode(batch)?),
+        })
+    }
+
     /// The format `key_format` in `options` names, if any.
     pub(crate) fn from_options(options: &Options) -> Result<Option<KeyFormat>> {
         let Some(name) = options.get("key_format") else {
@@ -192,7 +213,7 @@ impl KeyFormat {
                 keys.len(),
                 names()
             ))),
-            KeyFormat::Kafka if !kafka_format::supports(keys[0].data_type()) => {
+            KeyFormat::Kafka if !kafka::supports(keys[0].data_type()) => {
                 Err(Error::Catalog(format!(
                     "key_format 'KAFKA' holds an INT, BIGINT, DOUBLE or VARCHAR: key column {} \
                      of {relation} is {}",
@@ -432,7 +453,7 @@ impl ValueDecoder {
                 )
             }),
             Inner::Kafka { schema, timestamp } => decode_rows(schema, *timestamp, messages, |m| {
-                kafka_format::parse(&m.payload, &schema.fields()[0]).map(|v| vec![v])
+                kafka::parse(&m.payload, &schema.fields()[0]).map(|v| vec![v])
             }),
         }
     }
@@ -452,9 +473,9 @@ impl ValueDecoder {
         let mut keyed: Vec<(usize, Vec<Val>)> = Vec::with_capacity(messages.len());
         for (i, m) in messages.iter().enumerate() {
             let parse = |k: &[u8]| match split.format {
-                KeyFormat::Kafka => kafka_format::parse(k, &key_fields[0]).map(|v| vec![v]),
+                KeyFormat::Kafka => kafka::parse(k, &key_fields[0]).map(|v| vec![v]),
                 KeyFormat::Delimited => delimited::parse(k, b',', &key_fields),
-                KeyFormat::Json => crate::json::parse_key(k, &key_fields),
+                KeyFormat::Json => json::parse_key(k, &key_fields),
                 KeyFormat::None => unreachable!("no key columns with key_format NONE"),
             };
             let key = match (&m.key, split.window) {
@@ -526,7 +547,7 @@ impl ValueDecoder {
             .downcast_ref::<arrow::array::TimestampMillisecondArray>()
             .expect("rowtime is last")
             .clone();
-        let now = crate::json::now_ms();
+        let now = common::now_ms();
         for (i, key) in rows {
             for (builder, value) in key_builders.iter_mut().zip(key) {
                 builder.append(value);
@@ -558,30 +579,6 @@ impl ValueDecoder {
     }
 }
 
-/// One decoded field.
-#[derive(Debug, Clone, PartialEq)]
-pub(crate) enum Val {
-    Null,
-    Bool(bool),
-    Int(i32),
-    BigInt(i64),
-    Double(f64),
-    /// ms since the epoch
-    Timestamp(i64),
-    Str(String),
-}
-
-impl Val {
-    /// The event time this field gives, as a `timestamp` column.
-    fn event_time(&self) -> Option<i64> {
-        match self {
-            Val::BigInt(v) | Val::Timestamp(v) => Some(*v),
-            Val::Int(v) => Some(*v as i64),
-            _ => None,
-        }
-    }
-}
-
 /// Builds a batch of `schema` from messages `parse` turns into one [`Val`] per column (or a
 /// reason they are bad). Event time as in JSON: the `timestamp` column, else the message's
 /// timestamp, else now.
@@ -598,7 +595,7 @@ fn decode_rows(
         .collect();
     let mut rowtime = TimestampMillisecondBuilder::with_capacity(messages.len());
     let mut bad = Vec::new();
-    let now = crate::json::now_ms();
+    let now = common::now_ms();
     for message in messages {
         let values = match parse(message) {
             Ok(v) => v,
@@ -676,24 +673,6 @@ impl Builder {
             Builder::Timestamp(mut b) => Arc::new(b.finish()),
             Builder::Str(mut b) => Arc::new(b.finish()),
         }
-    }
-}
-
-/// Splits off `rowtime` (if the batch has it): the payload columns and the record timestamps.
-pub(crate) fn split_rowtime(batch: &RecordBatch) -> (RecordBatch, Vec<Option<i64>>) {
-    let schema = batch.schema();
-    match schema.index_of("rowtime") {
-        Ok(i) => {
-            let times = batch
-                .column(i)
-                .as_any()
-                .downcast_ref::<arrow::array::TimestampMillisecondArray>()
-                .map_or_else(|| vec![None; batch.num_rows()], |t| t.iter().collect());
-            let mut payload = batch.clone();
-            payload.remove_column(i);
-            (payload, times)
-        }
-        Err(_) => (batch.clone(), vec![None; batch.num_rows()]),
     }
 }
 

@@ -4,6 +4,8 @@
 //! go through; a missing field is an error (ksqlDB would read null — Eddy says so instead), an
 //! explicit `null` is a null.
 
+pub(crate) mod nested;
+
 use std::sync::Arc;
 
 use arrow::array::{
@@ -17,6 +19,7 @@ use arrow::json::WriterBuilder;
 use eddy_connector::{Message, Record};
 use serde_json::{Map, Value};
 
+use super::common::{display_name, now_ms, split_rowtime, type_name, Val};
 use crate::{Error, Result};
 
 /// A message that could not be decoded, and why.
@@ -166,13 +169,13 @@ pub(crate) fn fill_rowtime(batch: RecordBatch, timestamp: Option<usize>) -> Resu
 
 /// Encodes rows as JSON records; `rowtime` becomes the record's timestamp, not a field.
 pub fn encode(batch: &RecordBatch) -> Result<Vec<Record>> {
-    let (payload, times) = crate::format::split_rowtime(batch);
+    let (payload, times) = split_rowtime(batch);
     // Field names as ksqlDB writes them, and values of types JSON lacks (BYTES) as it does.
     let payload = with_display_names(&payload)?;
     let columns = payload
         .columns()
         .iter()
-        .map(crate::nested::for_json)
+        .map(nested::for_json)
         .collect::<std::result::Result<Vec<_>, _>>()?;
     let fields: Vec<Field> = payload
         .schema()
@@ -200,16 +203,6 @@ pub fn encode(batch: &RecordBatch) -> Result<Vec<Record>> {
         .collect())
 }
 
-/// A column or relation name as ksqlDB shows it: unquoted identifiers upper-cased. DataFusion
-/// lower-cases unquoted identifiers, so a name with an upper-case letter was quoted and stays.
-pub fn display_name(name: &str) -> String {
-    if name.chars().any(|c| c.is_ascii_uppercase()) {
-        name.to_string()
-    } else {
-        name.to_ascii_uppercase()
-    }
-}
-
 /// `batch` with its column names as [`display_name`] shows them.
 pub fn with_display_names(
     batch: &RecordBatch,
@@ -224,12 +217,6 @@ pub fn with_display_names(
         Arc::new(arrow::datatypes::Schema::new(fields)),
         batch.columns().to_vec(),
     )
-}
-
-pub(crate) fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
 }
 
 /// A field by exact name, else case-insensitively (ksqlDB upper-cases, producers don't).
@@ -254,7 +241,7 @@ fn kind(v: &Value) -> &'static str {
 
 fn builder(data_type: &DataType, capacity: usize) -> Box<dyn ArrayBuilder> {
     match data_type {
-        t if crate::nested::handles(t) => Box::new(crate::nested::ScalarColumn::new(t.clone())),
+        t if nested::handles(t) => Box::new(nested::ScalarColumn::new(t.clone())),
         DataType::Boolean => Box::new(BooleanBuilder::with_capacity(capacity)),
         DataType::Int32 => Box::new(Int32Builder::with_capacity(capacity)),
         DataType::Int64 => Box::new(Int64Builder::with_capacity(capacity)),
@@ -287,7 +274,7 @@ fn check(field: &Field, value: &Value) -> std::result::Result<(), String> {
         return Ok(());
     }
     let ok = match field.data_type() {
-        t if crate::nested::handles(t) => crate::nested::to_scalar(value, t).is_some(),
+        t if nested::handles(t) => nested::to_scalar(value, t).is_some(),
         DataType::Boolean => value.is_boolean(),
         DataType::Int32 => value.as_i64().is_some_and(|v| i32::try_from(v).is_ok()),
         DataType::Int64 => value.is_i64(),
@@ -310,38 +297,6 @@ fn check(field: &Field, value: &Value) -> std::result::Result<(), String> {
             },
             compact(value)
         ))
-    }
-}
-
-/// A column type as SQL writes it (`DOUBLE`, `ARRAY<VARCHAR>`), for messages and listings.
-pub(crate) fn type_name(t: &DataType) -> String {
-    match t {
-        DataType::Boolean => "BOOLEAN".into(),
-        DataType::Int32 => "INT".into(),
-        DataType::Int64 => "BIGINT".into(),
-        DataType::Float64 => "DOUBLE".into(),
-        DataType::Utf8 => "VARCHAR".into(),
-        DataType::Timestamp(..) => "TIMESTAMP".into(),
-        DataType::List(item) => format!("ARRAY<{}>", type_name(item.data_type())),
-        DataType::Decimal128(p, s) => format!("DECIMAL({p}, {s})"),
-        DataType::Binary => "BYTES".into(),
-        DataType::Struct(fields) => format!(
-            "STRUCT<{}>",
-            fields
-                .iter()
-                .map(|f| format!("{} {}", display_name(f.name()), type_name(f.data_type())))
-                .collect::<Vec<_>>()
-                .join(", ")
-        ),
-        DataType::Map(entries, _) => match entries.data_type() {
-            DataType::Struct(kv) if kv.len() == 2 => format!(
-                "MAP<{}, {}>",
-                type_name(kv[0].data_type()),
-                type_name(kv[1].data_type())
-            ),
-            other => other.to_string(),
-        },
-        other => other.to_string(),
     }
 }
 
@@ -369,8 +324,8 @@ pub(crate) fn timestamp_ms(v: &Value) -> Option<i64> {
 fn append(builder: &mut dyn ArrayBuilder, data_type: &DataType, value: &Value) {
     let any = builder.as_any_mut();
     match data_type {
-        t if crate::nested::handles(t) => any
-            .downcast_mut::<crate::nested::ScalarColumn>()
+        t if nested::handles(t) => any
+            .downcast_mut::<nested::ScalarColumn>()
             .expect("builder")
             .append(value),
         DataType::Boolean => any
@@ -429,7 +384,7 @@ fn append(builder: &mut dyn ArrayBuilder, data_type: &DataType, value: &Value) {
 pub(crate) fn parse_key(
     payload: &[u8],
     columns: &[arrow::datatypes::FieldRef],
-) -> std::result::Result<Vec<crate::format::Val>, String> {
+) -> std::result::Result<Vec<Val>, String> {
     let value: Value =
         serde_json::from_slice(payload).map_err(|e| format!("malformed JSON key: {e}"))?;
     if let [column] = columns {
@@ -455,8 +410,7 @@ pub(crate) fn parse_key(
         .collect()
 }
 
-fn key_value(v: &Value, column: &Field) -> std::result::Result<crate::format::Val, String> {
-    use crate::format::Val;
+fn key_value(v: &Value, column: &Field) -> std::result::Result<Val, String> {
     let value = match (v, column.data_type()) {
         (Value::Null, _) => Some(Val::Null),
         (Value::Bool(b), DataType::Boolean) => Some(Val::Bool(*b)),

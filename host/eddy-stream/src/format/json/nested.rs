@@ -18,7 +18,8 @@ use base64::Engine as _;
 use datafusion::common::ScalarValue;
 use serde_json::Value;
 
-use crate::json::{display_name, lookup, timestamp_ms};
+use super::{lookup, timestamp_ms};
+use crate::format::common::display_name;
 
 /// Whether values of `t` take this module's path rather than a typed builder's.
 pub(crate) fn handles(t: &DataType) -> bool {
@@ -334,7 +335,7 @@ mod tests {
             },
             origin: "t[0]@0".into(),
         };
-        let decoder = crate::json::Decoder::new(schema, None);
+        let decoder = super::super::Decoder::new(schema, None);
         let (batch, bad) = decoder.decode(&[
             message(
                 r#"{"POS":{"X":1,"RAW":"aGk="},"TAGS":{"a":1},"PRICE":12.5,"RAW":"AAE=","GRID":[[1,2],[]]}"#,
@@ -347,7 +348,7 @@ mod tests {
             bad[0].reason,
             "field 'pos' should be STRUCT<X INT, RAW BYTES>, found {\"x\":\"one\"}"
         );
-        let records = crate::json::encode(&batch).unwrap();
+        let records = super::super::encode(&batch).unwrap();
         let payloads: Vec<String> = records
             .iter()
             .map(|r| String::from_utf8(r.payload.clone().unwrap()).unwrap())

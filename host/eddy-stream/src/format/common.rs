@@ -1,0 +1,95 @@
+//! What the value formats share: a decoded field, the record timestamp split off a batch,
+//! names and SQL type names as ksqlDB shows them, and the wall clock that stamps events without a time.
+
+use arrow::array::RecordBatch;
+use arrow::datatypes::DataType;
+
+/// One decoded field.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Val {
+    Null,
+    Bool(bool),
+    Int(i32),
+    BigInt(i64),
+    Double(f64),
+    /// ms since the epoch
+    Timestamp(i64),
+    Str(String),
+}
+
+impl Val {
+    /// The event time this field gives, as a `timestamp` column.
+    pub(crate) fn event_time(&self) -> Option<i64> {
+        match self {
+            Val::BigInt(v) | Val::Timestamp(v) => Some(*v),
+            Val::Int(v) => Some(*v as i64),
+            _ => None,
+        }
+    }
+}
+
+/// Splits off `rowtime` (if the batch has it): the payload columns and the record timestamps.
+pub(crate) fn split_rowtime(batch: &RecordBatch) -> (RecordBatch, Vec<Option<i64>>) {
+    let schema = batch.schema();
+    match schema.index_of("rowtime") {
+        Ok(i) => {
+            let times = batch
+                .column(i)
+                .as_any()
+                .downcast_ref::<arrow::array::TimestampMillisecondArray>()
+                .map_or_else(|| vec![None; batch.num_rows()], |t| t.iter().collect());
+            let mut payload = batch.clone();
+            payload.remove_column(i);
+            (payload, times)
+        }
+        Err(_) => (batch.clone(), vec![None; batch.num_rows()]),
+    }
+}
+
+pub(crate) fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// A column type as SQL writes it (`DOUBLE`, `ARRAY<VARCHAR>`), for messages and listings.
+pub(crate) fn type_name(t: &DataType) -> String {
+    match t {
+        DataType::Boolean => "BOOLEAN".into(),
+        DataType::Int32 => "INT".into(),
+        DataType::Int64 => "BIGINT".into(),
+        DataType::Float64 => "DOUBLE".into(),
+        DataType::Utf8 => "VARCHAR".into(),
+        DataType::Timestamp(..) => "TIMESTAMP".into(),
+        DataType::List(item) => format!("ARRAY<{}>", type_name(item.data_type())),
+        DataType::Decimal128(p, s) => format!("DECIMAL({p}, {s})"),
+        DataType::Binary => "BYTES".into(),
+        DataType::Struct(fields) => format!(
+            "STRUCT<{}>",
+            fields
+                .iter()
+                .map(|f| format!("{} {}", display_name(f.name()), type_name(f.data_type())))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+        DataType::Map(entries, _) => match entries.data_type() {
+            DataType::Struct(kv) if kv.len() == 2 => format!(
+                "MAP<{}, {}>",
+                type_name(kv[0].data_type()),
+                type_name(kv[1].data_type())
+            ),
+            other => other.to_string(),
+        },
+        other => other.to_string(),
+    }
+}
+
+/// A column or relation name as ksqlDB shows it: unquoted identifiers upper-cased. DataFusion
+/// lower-cases unquoted identifiers, so a name with an upper-case letter was quoted and stays.
+pub fn display_name(name: &str) -> String {
+    if name.chars().any(|c| c.is_ascii_uppercase()) {
+        name.to_string()
+    } else {
+        name.to_ascii_uppercase()
+    }
+}
