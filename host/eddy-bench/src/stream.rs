@@ -183,7 +183,12 @@ pub(crate) async fn run(args: &StreamBench, runtime: UdfRuntime) -> Result<()> {
         for m in messages.unwrap_or_default() {
             // Warm-up events carry no timestamp worth timing.
             if let Some(t) = m.timestamp_ms.filter(|t| *t > 0) {
-                if m.payload.starts_with(b"{\"car\":\"lat") {
+                // Field names come out upper-cased (`{"CAR":"lat-…`), as ksqlDB writes them.
+                let mark = b"{\"car\":\"lat";
+                if m.payload
+                    .get(..mark.len())
+                    .is_some_and(|p| p.eq_ignore_ascii_case(mark))
+                {
                     latencies.push(now - t);
                 }
             }
