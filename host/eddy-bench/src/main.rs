@@ -3,8 +3,9 @@
 //!
 //! Run them from a release build: `cargo run --release -p eddy-bench -- <benchmark> [flags]`.
 //! Components default to `udfs/target/components/` of the checkout this was built from, and are
-//! built from `udfs/` when missing; Kafka benchmarks start the test harness's tansu
-//! (`.tools/bin/tansu` from ./setup.sh, or `$EDDY_TANSU`) unless given `--bootstrap-servers`.
+//! built from `udfs/` when missing. `stream` and `checkpoint` start the test harness's tansu
+//! (`.tools/bin/tansu` from ./setup.sh, or `$EDDY_TANSU`) unless given `--bootstrap-servers`;
+//! `mqtt` needs a Kafka at `--bootstrap-servers` and starts the harness's mosquitto.
 
 mod anomaly;
 mod checkpoint;
