@@ -2,7 +2,7 @@
 
 use std::fs;
 use std::net::{TcpListener, TcpStream};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::OnceLock;
@@ -20,26 +20,33 @@ pub struct Mosquitto {
     guard: Child,
 }
 
-/// Where mosquitto is: `$EDDY_MOSQUITTO`, else on `PATH`, else Debian's `/usr/sbin`.
-fn mosquitto_binary() -> PathBuf {
-    if let Some(path) = std::env::var_os("EDDY_MOSQUITTO") {
-        return path.into();
-    }
-    let on_path = std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths)
-            .map(|dir| dir.join("mosquitto"))
-            .find(|candidate| candidate.is_file())
-    });
-    let binary = on_path.unwrap_or_else(|| "/usr/sbin/mosquitto".into());
-    assert!(binary.is_file(), "mosquitto not found: run ./setup.sh");
-    binary
+/// Where mosquitto is: `$EDDY_MOSQUITTO`, else on `PATH`, else Debian's `/usr/sbin`; `None` if
+/// that is not a file.
+pub fn mosquitto_binary() -> Option<PathBuf> {
+    let binary = std::env::var_os("EDDY_MOSQUITTO")
+        .map(PathBuf::from)
+        .or_else(|| {
+            std::env::var_os("PATH").and_then(|paths| {
+                std::env::split_paths(&paths)
+                    .map(|dir| dir.join("mosquitto"))
+                    .find(|candidate| candidate.is_file())
+            })
+        })
+        .unwrap_or_else(|| "/usr/sbin/mosquitto".into());
+    binary.is_file().then_some(binary)
 }
 
 impl Mosquitto {
     /// Starts a broker and waits until it accepts connections.
     pub fn start() -> Mosquitto {
+        let binary = mosquitto_binary().expect("mosquitto not found: run ./setup.sh");
+        Mosquitto::start_with(&binary)
+    }
+
+    /// Starts the mosquitto at `binary` (e.g. one a benchmark was given) and waits until it
+    /// accepts connections.
+    pub fn start_with(binary: &Path) -> Mosquitto {
         static NEXT: AtomicUsize = AtomicUsize::new(0);
-        let binary = mosquitto_binary();
         let dir = crate::repo_root()
             .join("target")
             .join("eddy-mosquitto")
@@ -74,7 +81,7 @@ impl Mosquitto {
             let mut guard = Command::new("sh")
                 .arg("-c")
                 .arg(r#""$0" -c "$1" & pid=$!; read -r _; kill $pid; wait $pid; rm -rf "$2""#)
-                .arg(&binary)
+                .arg(binary)
                 .arg(&config)
                 .arg(&dir)
                 .stdin(Stdio::piped())

@@ -1,13 +1,7 @@
-//! `eddy`: run SQL files (continuous queries included), build UDF components, benchmark.
+//! `eddy`: run SQL files (continuous queries included), serve the REST API, build UDF components.
+//!
+//! Benchmarks are a binary of their own: `cargo run --release -p eddy-bench -- <benchmark>`.
 
-mod bench;
-mod bench_checkpoint;
-mod bench_fanout;
-mod bench_langs;
-mod bench_mqtt;
-mod bench_state;
-mod bench_stream;
-mod bench_swap;
 mod mqtt_proxy;
 mod repl;
 mod replay;
@@ -57,11 +51,6 @@ enum Command {
     Udf {
         #[command(subcommand)]
         command: UdfCommand,
-    },
-    /// Benchmarks.
-    Bench {
-        #[command(subcommand)]
-        command: BenchCommand,
     },
     /// Writes generated car-sensor events as CSV to stdout (training data for models).
     Generate {
@@ -116,28 +105,6 @@ enum UdfCommand {
         #[arg(long)]
         component: Option<PathBuf>,
     },
-}
-
-#[derive(Subcommand)]
-enum BenchCommand {
-    /// The same f64 UDF, native and as a wasm component, over the same rows.
-    Udf(bench::UdfBench),
-    /// The same f64 UDF in Rust, Python and JavaScript against native DataFusion.
-    Langs(bench_langs::LangsBench),
-    /// The anomaly model in wasm against tract run natively.
-    Anomaly(bench::AnomalyBench),
-    /// Events/s through a continuous query with a wasm UDF (generator, Kafka), and latency.
-    Stream(bench_stream::StreamBench),
-    /// Hot-swap latency, warm instantiate time, and what timeouts cost in throughput.
-    Swap(bench_swap::SwapBench),
-    /// QoS 1 publishes/s and latency through the MQTT endpoint into Kafka, against mosquitto.
-    Mqtt(bench_mqtt::MqttBench),
-    /// Push-query fan-out over HTTP: rows/s per client and the p99 the HTTP hop adds.
-    Fanout(bench_fanout::FanoutBench),
-    /// Memory and events/s of a windowed aggregation over many groups, against a filter.
-    State(bench_state::StateBench),
-    /// Events/s with checkpoints against without, and restore time, for growing numbers of keys.
-    Checkpoint(bench_checkpoint::CheckpointBench),
 }
 
 fn cache_dir(cli: Option<PathBuf>) -> PathBuf {
@@ -241,33 +208,6 @@ async fn main() -> Result<()> {
             let status = replay::replay(file, component.as_ref(), runtime)?;
             std::process::exit(status)
         }
-        Command::Bench {
-            command: BenchCommand::Udf(ref args),
-        } => bench::udf(args, runtime()?).await,
-        Command::Bench {
-            command: BenchCommand::Langs(ref args),
-        } => bench_langs::langs(args).await,
-        Command::Bench {
-            command: BenchCommand::Anomaly(ref args),
-        } => bench::anomaly(args, runtime()?).await,
-        Command::Bench {
-            command: BenchCommand::Stream(ref args),
-        } => bench_stream::stream(args, runtime()?).await,
-        Command::Bench {
-            command: BenchCommand::Swap(ref args),
-        } => bench_swap::swap(args, cache_dir(cli.cache_dir.clone())).await,
-        Command::Bench {
-            command: BenchCommand::Mqtt(ref args),
-        } => bench_mqtt::mqtt(args).await,
-        Command::Bench {
-            command: BenchCommand::Fanout(ref args),
-        } => bench_fanout::fanout(args, runtime()?).await,
-        Command::Bench {
-            command: BenchCommand::State(ref args),
-        } => bench_state::state(args, runtime()?).await,
-        Command::Bench {
-            command: BenchCommand::Checkpoint(ref args),
-        } => bench_checkpoint::checkpoint(args, runtime()?).await,
         Command::Generate { rows, seed, cars } => generate_csv(rows, seed, cars),
     }
 }

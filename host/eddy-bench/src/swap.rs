@@ -1,27 +1,29 @@
-//! `eddy bench swap`: what hot swap and the sandbox cost.
+//! `eddy-bench swap`: what hot swap and the sandbox cost.
 //!
 //! - swap latency: from `CREATE OR REPLACE FUNCTION` to the first batch the new version
 //!   processed, in a query that keeps streaming (components already in the compile cache);
 //! - warm instantiate: a new instance from a loaded component's `InstancePre`;
 //! - limits: rows/s with epoch checks compiled in (how `timeout` is enforced) against without.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use datafusion::arrow::array::{Array, ArrayRef, AsArray, Float64Array};
+use datafusion::arrow::array::{Array, ArrayRef, AsArray};
 use datafusion::prelude::SessionConfig;
 use eddy_sql::Session;
 use eddy_udf_host::{Limits, UdfRuntime};
 use futures::StreamExt;
 
-use crate::bench::{bench_session, best_of, invoke_all, rate};
+use crate::common::{
+    bench_session, best_of, build_udfs, celsius, components_dir, invoke_all, rate,
+};
 
-/// Options of `eddy bench swap`.
+/// Options of `eddy-bench swap`.
 #[derive(clap::Args)]
 pub(crate) struct SwapBench {
     /// Directory of the components built from udfs/ (tag_v1, tag_v2, temperature, anomaly).
-    #[arg(long, default_value = "udfs/target/components")]
+    #[arg(long, default_value_os_t = components_dir())]
     components: PathBuf,
     /// Swaps to time.
     #[arg(long, default_value_t = 20)]
@@ -41,12 +43,10 @@ pub(crate) struct SwapBench {
 }
 
 /// Runs the three measurements; `cache_dir` is the compile cache both runtimes share.
-pub(crate) async fn swap(args: &SwapBench, cache_dir: PathBuf) -> Result<()> {
+pub(crate) async fn run(args: &SwapBench, cache_dir: PathBuf) -> Result<()> {
     for name in ["tag_v1", "tag_v2", "temperature", "anomaly"] {
         if !args.components.join(format!("{name}.wasm")).exists() {
-            eprintln!("building udfs/ …");
-            eddy_udf_build::build(Path::new("udfs"), &Default::default())
-                .context("building udfs/")?;
+            build_udfs("")?;
             break;
         }
     }
@@ -158,24 +158,16 @@ async fn limits_cost(args: &SwapBench, checked: UdfRuntime, unchecked: UdfRuntim
         "  {:<24} {:>14} {:>14} {:>8}",
         "", "with checks", "without", "ratio"
     );
-    let celsius: Vec<ArrayRef> = (0..args.rows)
-        .step_by(8192)
-        .map(|start| {
-            let end = (start + 8192).min(args.rows);
-            std::sync::Arc::new(Float64Array::from_iter_values(
-                (start..end).map(|i| (i % 2000) as f64 / 10.0 - 50.0),
-            )) as ArrayRef
-        })
-        .collect();
+    let celsius = celsius(args.rows, 8192);
     let features = features(args.rows.min(1 << 17)).await?;
     let cases: [(&str, &str, &str, &[ArrayRef]); 2] = [
         (
             "temperature",
-            "udfs/temperature",
+            "temperature",
             "celsius_to_fahrenheit",
             &celsius,
         ),
-        ("anomaly", "udfs/anomaly", "anomaly_score", &features),
+        ("anomaly", "anomaly", "anomaly_score", &features),
     ];
     for (name, crate_dir, function, arrays) in cases {
         let path = args.components.join(format!("{name}.wasm"));

@@ -1,8 +1,9 @@
-//! `eddy bench state`: memory and throughput of aggregations over many groups (windowed with
+//! `eddy-bench state`: memory and throughput of aggregations over many groups (windowed with
 //! changes or EMIT FINAL, and without a window), against the same events through a stateless
 //! filter. Each workload runs in a child process of its own,
 //! so one's memory is not read as the other's.
 
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
@@ -10,7 +11,9 @@ use eddy_sql::Session;
 use eddy_stream::{Engine, EngineConfig};
 use eddy_udf_host::UdfRuntime;
 
-/// Options of `eddy bench state`.
+use crate::common::build_kind;
+
+/// Options of `eddy-bench state`.
 #[derive(clap::Args)]
 pub(crate) struct StateBench {
     /// Events per workload.
@@ -46,30 +49,31 @@ const WORKLOADS: &[(&str, &str)] = &[
     ),
 ];
 
-pub(crate) async fn state(args: &StateBench, runtime: UdfRuntime) -> Result<()> {
+/// Runs every workload in a child process (this executable again, with `--only`) and prints
+/// the table; with `--only`, runs that one workload here. `cache_dir` is passed on to children.
+pub(crate) async fn run(args: &StateBench, runtime: UdfRuntime, cache_dir: &Path) -> Result<()> {
     if let Some(name) = &args.only {
         let (_, sql) = WORKLOADS
             .iter()
             .find(|(n, _)| n == name)
             .context("no such workload")?;
-        return run(args, sql, runtime).await;
+        return workload(args, sql, runtime).await;
     }
     println!(
         "{} events, {} cars, one process per workload ({} build)",
         args.events,
         args.cars,
-        if cfg!(debug_assertions) {
-            "debug"
-        } else {
-            "release"
-        }
+        build_kind()
     );
     println!("| workload | events/s | ratio | RSS after half | RSS at the end | peak RSS |");
     println!("| --- | --- | --- | --- | --- | --- |");
     let mut baseline = None;
+    let exe = std::env::current_exe().context("finding this executable to run the workloads")?;
     for (name, _) in WORKLOADS {
-        let output = std::process::Command::new(std::env::current_exe()?)
-            .args(["bench", "state", "--only", name])
+        let output = std::process::Command::new(&exe)
+            .arg("--cache-dir")
+            .arg(cache_dir)
+            .args(["state", "--only", name])
             .args(["--events", &args.events.to_string()])
             .args(["--cars", &args.cars.to_string()])
             .output()?;
@@ -100,7 +104,7 @@ pub(crate) async fn state(args: &StateBench, runtime: UdfRuntime) -> Result<()> 
 }
 
 /// One workload: prints events/s, RSS after half the events, RSS at the end, peak RSS.
-async fn run(args: &StateBench, sql: &str, runtime: UdfRuntime) -> Result<()> {
+async fn workload(args: &StateBench, sql: &str, runtime: UdfRuntime) -> Result<()> {
     let mut engine = Engine::new(Session::new(runtime), EngineConfig::default());
     engine
         .execute(&format!(

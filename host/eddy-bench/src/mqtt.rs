@@ -1,4 +1,4 @@
-//! `eddy bench mqtt`: QoS 1 publishes/s and latency through Eddy's MQTT endpoint into Kafka,
+//! `eddy-bench mqtt`: QoS 1 publishes/s and latency through Eddy's MQTT endpoint into Kafka,
 //! against mosquitto with a bridge (a subscriber to `#` that produces to Kafka).
 //!
 //! Both systems see the same load: in-process rumqttc clients, each keeping up to `--inflight`
@@ -6,28 +6,28 @@
 //! was sent; a Kafka consumer reads every record back and computes publish → readable in Kafka.
 
 use std::collections::HashMap;
-use std::net::{TcpListener, TcpStream};
 use std::path::PathBuf;
-use std::process::{Child, Command};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context, Result};
 use eddy_kafka::{ensure_topic, KafkaConfig};
+use eddy_mqtt::rumqttc::{AsyncClient, Event, MqttOptions, Outgoing, Packet, QoS};
 use eddy_mqtt_endpoint::{Endpoint, EndpointConfig, TopicRule};
+use eddy_tests::mqtt::Mosquitto;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
 use rdkafka::producer::{FutureProducer, FutureRecord};
-use rumqttc::{AsyncClient, Event, MqttOptions, Outgoing, Packet, QoS};
 
-/// Options of `eddy bench mqtt`.
+/// Options of `eddy-bench mqtt`.
 #[derive(clap::Args)]
 pub(crate) struct MqttBench {
     /// Kafka brokers the records go to.
     #[arg(long, default_value = "localhost:9092")]
     bootstrap_servers: String,
-    /// The mosquitto binary for the comparison (default: on PATH, else /usr/sbin/mosquitto).
+    /// The mosquitto binary for the comparison (default: $EDDY_MOSQUITTO, else on PATH, else
+    /// /usr/sbin/mosquitto).
     #[arg(long)]
     mosquitto: Option<PathBuf>,
     /// Skip the mosquitto + bridge comparison.
@@ -86,8 +86,8 @@ fn now_micros() -> u64 {
         .map_or(0, |d| d.as_micros() as u64)
 }
 
-/// Runs `eddy bench mqtt` and prints its table.
-pub(crate) async fn mqtt(args: &MqttBench) -> Result<()> {
+/// Runs `eddy-bench mqtt` and prints its table.
+pub(crate) async fn run(args: &MqttBench) -> Result<()> {
     if args.payload_bytes < 24 {
         bail!("--payload-bytes must be at least 24");
     }
@@ -109,7 +109,16 @@ pub(crate) async fn mqtt(args: &MqttBench) -> Result<()> {
     let mosquitto = if args.no_mosquitto {
         None
     } else {
-        Some(Mosquitto::start(args.mosquitto.clone())?)
+        let binary = args
+            .mosquitto
+            .clone()
+            .or_else(eddy_tests::mqtt::mosquitto_binary)
+            .filter(|b| b.is_file())
+            .context(
+                "mosquitto not found (run ./setup.sh, set EDDY_MOSQUITTO or --mosquitto, or pass \
+                 --no-mosquitto)",
+            )?;
+        Some(Mosquitto::start_with(&binary))
     };
     let mut rows = Vec::new();
     for load in loads {
@@ -117,7 +126,7 @@ pub(crate) async fn mqtt(args: &MqttBench) -> Result<()> {
         print_row("eddy endpoint -> kafka", load, &eddy);
         let bridged = match &mosquitto {
             Some(m) => {
-                let f = run_bridge(args, load, m.port).await?;
+                let f = run_bridge(args, load, m.port()).await?;
                 print_row("mosquitto + bridge -> kafka", load, &f);
                 Some(f)
             }
@@ -127,11 +136,7 @@ pub(crate) async fn mqtt(args: &MqttBench) -> Result<()> {
     }
 
     println!();
-    let build = if cfg!(debug_assertions) {
-        "debug"
-    } else {
-        "release"
-    };
+    let build = crate::common::build_kind();
     println!(
         "QoS 1, {} s per run, {}-byte payloads, {build} build; latencies in ms \
          (publish->PUBACK | publish->readable in Kafka)",
@@ -517,70 +522,5 @@ impl Bridge {
             eprintln!("bridge: {failed} records failed to reach {topic}");
         }
         Ok(())
-    }
-}
-
-/// A mosquitto process on a free port, killed (and its directory removed) on drop.
-struct Mosquitto {
-    port: u16,
-    child: Child,
-    dir: PathBuf,
-}
-
-impl Mosquitto {
-    fn start(binary: Option<PathBuf>) -> Result<Mosquitto> {
-        let binary = binary
-            .or_else(|| {
-                std::env::var_os("PATH").and_then(|paths| {
-                    std::env::split_paths(&paths)
-                        .map(|d| d.join("mosquitto"))
-                        .find(|c| c.is_file())
-                })
-            })
-            .unwrap_or_else(|| "/usr/sbin/mosquitto".into());
-        if !binary.is_file() {
-            bail!(
-                "mosquitto not found at {} (run ./setup.sh, or pass --no-mosquitto)",
-                binary.display()
-            );
-        }
-        let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
-        let dir = std::env::temp_dir().join(format!("eddy-bench-mosquitto-{}", std::process::id()));
-        std::fs::create_dir_all(&dir)?;
-        let config = dir.join("mosquitto.conf");
-        // Long queues: the bridge subscriber must not have messages dropped for it while it
-        // produces (mosquitto's default is 1,000 queued per client).
-        std::fs::write(
-            &config,
-            format!(
-                "listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n\
-                 max_queued_messages 1000000\n"
-            ),
-        )?;
-        let log = std::fs::File::create(dir.join("mosquitto.log"))?;
-        let child = Command::new(&binary)
-            .arg("-c")
-            .arg(&config)
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            .spawn()
-            .with_context(|| format!("starting {}", binary.display()))?;
-        let mosquitto = Mosquitto { port, child, dir };
-        let started = Instant::now();
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            if started.elapsed() > Duration::from_secs(10) {
-                bail!("mosquitto did not listen on {port}");
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Ok(mosquitto)
-    }
-}
-
-impl Drop for Mosquitto {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }

@@ -1,24 +1,26 @@
-//! `eddy bench stream`: events per second through a continuous query with a wasm UDF in it,
+//! `eddy-bench stream`: events per second through a continuous query with a wasm UDF in it,
 //! from the generator and from Kafka to Kafka, and event latency through Kafka at a fixed rate.
 
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use eddy_connector::{Record, Sink, Source};
-use eddy_kafka::{ensure_topic, KafkaConfig, KafkaSink, KafkaSource, OffsetReset};
+use eddy_kafka::{ensure_topic, KafkaSink, KafkaSource, OffsetReset};
 use eddy_sql::Session;
 use eddy_stream::{Engine, EngineConfig, KafkaSettings};
 use eddy_udf_host::UdfRuntime;
 
-/// Options of `eddy bench stream`.
+use crate::common::{bench_config, broker, component, ensure_component, wait_for};
+
+/// Options of `eddy-bench stream`.
 #[derive(clap::Args)]
 pub(crate) struct StreamBench {
     /// Events per throughput run.
     #[arg(long, default_value_t = 1_000_000)]
     events: u64,
-    /// Kafka brokers; without it, a tansu from ./setup.sh (.tools/bin/tansu) is started.
+    /// Kafka brokers; without it, a tansu from ./setup.sh (.tools/bin/tansu, or $EDDY_TANSU) is
+    /// started.
     #[arg(long)]
     bootstrap_servers: Option<String>,
     /// Events per second for the latency run.
@@ -28,18 +30,16 @@ pub(crate) struct StreamBench {
     #[arg(long, default_value_t = 10)]
     latency_seconds: u64,
     /// The UDF component (built from udfs/temperature when missing).
-    #[arg(long, default_value = "udfs/target/components/temperature.wasm")]
+    #[arg(long, default_value_os_t = component("temperature"))]
     component: PathBuf,
 }
 
 const QUERY: &str = "SELECT car, speed, celsius_to_fahrenheit(coolant_temp) AS coolant_f \
                      FROM car_sensor WHERE speed > 20";
 
-pub(crate) async fn stream(args: &StreamBench, runtime: UdfRuntime) -> Result<()> {
-    if !args.component.exists() {
-        eprintln!("building udfs/temperature …");
-        eddy_udf_build::build("udfs/temperature".as_ref(), &Default::default())?;
-    }
+/// Runs the three measurements and prints them.
+pub(crate) async fn run(args: &StreamBench, runtime: UdfRuntime) -> Result<()> {
+    ensure_component(&args.component, "temperature")?;
     let function = format!(
         "CREATE FUNCTION celsius_to_fahrenheit FROM '{}'",
         args.component.display()
@@ -70,7 +70,7 @@ pub(crate) async fn stream(args: &StreamBench, runtime: UdfRuntime) -> Result<()
     engine.shutdown().await;
 
     // 2. Kafka → the same → Kafka.
-    let (_broker, bootstrap) = broker(args.bootstrap_servers.as_deref())?;
+    let (_broker, bootstrap) = broker(args.bootstrap_servers.as_deref());
     let config = |group: &str| bench_config(&bootstrap, group);
     let settings = KafkaSettings {
         bootstrap_servers: bootstrap.clone(),
@@ -183,7 +183,12 @@ pub(crate) async fn stream(args: &StreamBench, runtime: UdfRuntime) -> Result<()
         for m in messages.unwrap_or_default() {
             // Warm-up events carry no timestamp worth timing.
             if let Some(t) = m.timestamp_ms.filter(|t| *t > 0) {
-                if m.payload.starts_with(b"{\"car\":\"lat") {
+                // Field names come out upper-cased (`{"CAR":"lat-…`), as ksqlDB writes them.
+                let mark = b"{\"car\":\"lat";
+                if m.payload
+                    .get(..mark.len())
+                    .is_some_and(|p| p.eq_ignore_ascii_case(mark))
+                {
                     latencies.push(now - t);
                 }
             }
@@ -268,93 +273,4 @@ fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64)
-}
-
-/// Waits until the one query has read `events`; returns the time from its first event to
-/// then, and the time before its first event.
-pub(crate) async fn wait_for(
-    engine: &Engine,
-    events: u64,
-    limit: Duration,
-) -> Result<(Duration, Duration)> {
-    let started = Instant::now();
-    let mut first: Option<Instant> = None;
-    loop {
-        let q = engine
-            .queries()
-            .into_iter()
-            .next()
-            .context("the query stopped")?;
-        if first.is_none() && q.events_in > 0 {
-            first = Some(Instant::now());
-        }
-        if q.events_in >= events {
-            let first = first.unwrap_or(started);
-            return Ok((first.elapsed(), first.duration_since(started)));
-        }
-        if started.elapsed() > limit {
-            bail!("{} of {events} events after {limit:?}", q.events_in);
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-}
-
-/// The Kafka a benchmark uses: `bootstrap` if given, else a tansu started for the run (stopped
-/// when the first value is dropped).
-pub(crate) fn broker(bootstrap: Option<&str>) -> Result<(Option<KillOnDrop>, String)> {
-    Ok(match bootstrap {
-        Some(b) => (None, b.to_string()),
-        None => {
-            let (child, bootstrap) = start_tansu()?;
-            (Some(KillOnDrop(child)), bootstrap)
-        }
-    })
-}
-
-/// A benchmark client's config: short group timeouts, so consumers join at once.
-pub(crate) fn bench_config(bootstrap: &str, group: &str) -> KafkaConfig {
-    KafkaConfig::new(bootstrap, group)
-        .with("session.timeout.ms", "2000")
-        .with("heartbeat.interval.ms", "100")
-        .with("fetch.wait.max.ms", "5")
-}
-
-pub(crate) struct KillOnDrop(pub(crate) Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn start_tansu() -> Result<(Child, String)> {
-    let tansu = PathBuf::from(".tools/bin/tansu");
-    if !tansu.exists() {
-        bail!("no --bootstrap-servers and no .tools/bin/tansu: run ./setup.sh");
-    }
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port();
-    let url = format!("tcp://127.0.0.1:{port}");
-    let child = Command::new(&tansu)
-        .args([
-            "broker",
-            "--listener-url",
-            &url,
-            "--advertised-listener-url",
-            &url,
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .context("starting tansu")?;
-    let started = Instant::now();
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        if started.elapsed() > Duration::from_secs(10) {
-            bail!("tansu did not listen on {port}");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    Ok((child, format!("127.0.0.1:{port}")))
 }

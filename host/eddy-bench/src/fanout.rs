@@ -1,4 +1,4 @@
-//! `eddy bench fanout`: one continuous query's output pushed to 1, 10 and 100 HTTP clients of
+//! `eddy-bench fanout`: one continuous query's output pushed to 1, 10 and 100 HTTP clients of
 //! an in-process `eddy_server::Server`, against the query's own output as the baseline.
 //!
 //! Rows are written straight into an in-memory stream at a steady rate, each carrying the time
@@ -11,14 +11,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context, Result};
-use arrow::array::{Array, Int64Array};
+use datafusion::arrow::array::{Array, Int64Array};
 use eddy_sql::Session;
 use eddy_stream::{Engine, EngineConfig, Output};
 use eddy_udf_host::UdfRuntime;
 use serde_json::json;
 use tokio::sync::Mutex;
 
-/// Options of `eddy bench fanout`.
+/// Options of `eddy-bench fanout`.
 #[derive(clap::Args)]
 pub(crate) struct FanoutBench {
     /// Numbers of HTTP push clients, one run each.
@@ -45,13 +45,14 @@ struct Run {
     missing: u64,
 }
 
-pub(crate) async fn fanout(args: &FanoutBench, runtime: UdfRuntime) -> Result<()> {
+/// Runs one fan-out per number of clients and prints the table.
+pub(crate) async fn run(args: &FanoutBench, runtime: UdfRuntime) -> Result<()> {
     if args.rate == 0 || args.seconds == 0 {
         bail!("--rate and --seconds must be above 0");
     }
     let mut runs = Vec::new();
     for &clients in &args.clients {
-        let run = run(args, clients, runtime.clone())
+        let run = run_clients(args, clients, runtime.clone())
             .await
             .with_context(|| format!("the run with {clients} client(s)"))?;
         runs.push(run);
@@ -93,7 +94,7 @@ pub(crate) async fn fanout(args: &FanoutBench, runtime: UdfRuntime) -> Result<()
     Ok(())
 }
 
-async fn run(args: &FanoutBench, clients: usize, runtime: UdfRuntime) -> Result<Run> {
+async fn run_clients(args: &FanoutBench, clients: usize, runtime: UdfRuntime) -> Result<Run> {
     let rows = args.rate * args.seconds;
     let engine = Arc::new(Mutex::new(Engine::new(
         Session::new(runtime),

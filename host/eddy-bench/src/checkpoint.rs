@@ -1,4 +1,4 @@
-//! `eddy bench checkpoint`: what checkpointing costs a Kafka → GROUP BY query (events/s with a
+//! `eddy-bench checkpoint`: what checkpointing costs a Kafka → GROUP BY query (events/s with a
 //! checkpoint every commit interval against none, side by side) and how long a restart takes
 //! to restore the state, for growing numbers of keys.
 
@@ -11,9 +11,9 @@ use eddy_sql::Session;
 use eddy_stream::{Engine, EngineConfig, KafkaSettings, StateStore};
 use eddy_udf_host::UdfRuntime;
 
-use crate::bench_stream::{bench_config, broker, wait_for};
+use crate::common::{bench_config, broker, build_kind, wait_for};
 
-/// Options of `eddy bench checkpoint`.
+/// Options of `eddy-bench checkpoint`.
 #[derive(clap::Args)]
 pub(crate) struct CheckpointBench {
     /// Numbers of distinct keys (groups) to measure, comma-separated.
@@ -27,8 +27,9 @@ pub(crate) struct CheckpointBench {
     bootstrap_servers: Option<String>,
 }
 
-pub(crate) async fn checkpoint(args: &CheckpointBench, runtime: UdfRuntime) -> Result<()> {
-    let (_broker, bootstrap) = broker(args.bootstrap_servers.as_deref())?;
+/// Runs the benchmark and prints its table.
+pub(crate) async fn run(args: &CheckpointBench, runtime: UdfRuntime) -> Result<()> {
+    let (_broker, bootstrap) = broker(args.bootstrap_servers.as_deref());
     let config = |group: &str| bench_config(&bootstrap, group);
     let stamp = std::process::id();
     let state_dir = std::env::temp_dir().join(format!("eddy-bench-state-{stamp}"));
@@ -36,11 +37,7 @@ pub(crate) async fn checkpoint(args: &CheckpointBench, runtime: UdfRuntime) -> R
         "GROUP BY k with COUNT and SUM over 4 partitions, {} events per key, checkpoint every 1 s \
          ({} build)",
         args.events_per_key,
-        if cfg!(debug_assertions) {
-            "debug"
-        } else {
-            "release"
-        }
+        build_kind()
     );
     println!(
         "| keys | events/s, no state | events/s, checkpoints | ratio | last checkpoint | restore |"

@@ -1,22 +1,23 @@
-//! `eddy bench langs`: the same f64 function (`celsius_to_fahrenheit`) written in Rust, Python and
+//! `eddy-bench langs`: the same f64 function (`celsius_to_fahrenheit`) written in Rust, Python and
 //! JavaScript, against native DataFusion: rows/s and the ratio to native, component size, first
 //! compile time (an empty compile cache) and warm instantiate time.
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result};
-use datafusion::arrow::array::{ArrayRef, Float64Array};
+use anyhow::Result;
 use datafusion::execution::FunctionRegistry;
 use eddy_udf_host::{Limits, UdfRuntime};
 
-use crate::bench::{best_of, invoke_all, native_udf, rate};
+use crate::common::{
+    best_of, celsius, components_dir, ensure_component, invoke_all, native_udf, rate,
+};
 
-/// Options of `eddy bench langs`.
+/// Options of `eddy-bench langs`.
 #[derive(clap::Args)]
 pub(crate) struct LangsBench {
     /// Where the components are (built from udfs/temperature, _py and _js when missing).
-    #[arg(long, default_value = "udfs/target/components")]
+    #[arg(long, default_value_os_t = components_dir())]
     components: PathBuf,
     /// Rows per run.
     #[arg(long, default_value_t = 1 << 18)]
@@ -32,16 +33,9 @@ pub(crate) struct LangsBench {
     instances: usize,
 }
 
-pub(crate) async fn langs(args: &LangsBench) -> Result<()> {
-    let arrays: Vec<ArrayRef> = (0..args.rows)
-        .step_by(args.batch)
-        .map(|start| {
-            let end = (start + args.batch).min(args.rows);
-            std::sync::Arc::new(Float64Array::from_iter_values(
-                (start..end).map(|i| (i % 2000) as f64 / 10.0 - 50.0),
-            )) as ArrayRef
-        })
-        .collect();
+/// Runs the benchmark and prints its table.
+pub(crate) async fn run(args: &LangsBench) -> Result<()> {
+    let arrays = celsius(args.rows, args.batch);
     let native = native_udf();
     let (t, n) = best_of(args.runs, || invoke_all(&native, &arrays))?;
     let native_rate = rate(n, t);
@@ -58,11 +52,7 @@ pub(crate) async fn langs(args: &LangsBench) -> Result<()> {
         ("JavaScript", "temperature_js"),
     ] {
         let path = args.components.join(format!("{dir}.wasm"));
-        if !path.exists() {
-            eprintln!("building udfs/{dir} …");
-            eddy_udf_build::build(format!("udfs/{dir}").as_ref(), &Default::default())
-                .with_context(|| format!("building udfs/{dir}"))?;
-        }
+        ensure_component(&path, dir)?;
         // An empty cache: what the first CREATE FUNCTION of a new component pays.
         let cache = std::env::temp_dir().join(format!("eddy-bench-langs-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&cache);
