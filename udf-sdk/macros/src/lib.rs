@@ -30,7 +30,7 @@ pub fn udf(attr: TokenStream, item: TokenStream) -> TokenStream {
     }
 }
 
-/// The error, plus the function and a stand-in for its module so that the author sees this one
+/// The error, plus the function and a stand-in for its enum so that the author sees this one
 /// error, not also "not found" errors from `export!` and other callers of the function.
 fn with_stand_in(error: syn::Error, func: &ItemFn) -> proc_macro2::TokenStream {
     let error = error.to_compile_error();
