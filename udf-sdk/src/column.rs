@@ -9,6 +9,11 @@ use crate::bindings::eddy::udf::types::{
 use crate::DataType;
 
 /// A type a `#[udf]` function can take as an argument.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not a #[udf] argument type",
+    label = "not a SQL type #[udf] can take",
+    note = "supported argument types: f64 (DOUBLE), i64 (BIGINT), bool (BOOLEAN), &str or String (VARCHAR), &[f64] or Vec<f64> (DOUBLE[]); wrap one in Option<T> to receive SQL NULLs"
+)]
 pub trait Arg<'a>: Sized {
     /// The SQL type of the parameter.
     const DATA_TYPE: DataType;
@@ -234,6 +239,11 @@ impl<'a, T: Arg<'a>> Arg<'a> for Option<T> {
 }
 
 /// A plain value a `#[udf]` function can return.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not a #[udf] result type",
+    label = "not a SQL type #[udf] can return",
+    note = "supported result values: f64 (DOUBLE), i64 (BIGINT), bool (BOOLEAN), String (VARCHAR), Vec<f64> (DOUBLE[]), each alone or in Option<T> or Result<T, E: Display>"
+)]
 pub trait RetValue: Sized {
     /// The SQL type of the result.
     const DATA_TYPE: DataType;
@@ -462,6 +472,11 @@ impl<T: RetValue> Output<T> {
 }
 
 /// What a `#[udf]` function can return: a value, `Option` of one, or `Result` of either.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not a #[udf] return type",
+    label = "not a SQL type #[udf] can return",
+    note = "supported return types: f64 (DOUBLE), i64 (BIGINT), bool (BOOLEAN), String (VARCHAR), Vec<f64> (DOUBLE[]); or Option<T> of one (None is NULL), or Result<T, E: Display> (an Err makes that row NULL and reports a row error)"
+)]
 pub trait Ret {
     /// The plain value type inside.
     type Value: RetValue;

@@ -66,6 +66,18 @@ pub mod __private {
     pub use crate::bindings::exports::eddy::udf::scalar::Guest;
     use crate::ScalarUdf;
 
+    /// Implemented by `export!` for the marker type `#[udf]` generates (named after the function),
+    /// and required by `#[udf]` beside it: a function `export!` does not list does not compile.
+    #[diagnostic::on_unimplemented(
+        message = "`{Self}` is a #[udf] function that `eddy_udf::export!` does not list",
+        label = "not listed in `eddy_udf::export!(...)`",
+        note = "add it: `eddy_udf::export!` must name every #[udf] function of the crate, e.g. `eddy_udf::export!(f, g)`; a function left out would be missing from the component"
+    )]
+    pub trait Exported {
+        /// Named by `#[udf]`'s check.
+        const LISTED: () = ();
+    }
+
     /// Checks the argument count before any column is read.
     pub fn check_arity(name: &str, args: &[Column], expected: usize) -> Result<(), String> {
         if args.len() == expected {
@@ -115,10 +127,20 @@ pub mod __private {
 
 /// Exports the listed `#[udf]` functions as this component's scalar UDFs.
 ///
-/// Call it once per crate, naming every function: `eddy_udf::export!(f, g);`.
+/// Call it once per crate, naming every `#[udf]` function once: `eddy_udf::export!(f, g);`.
+/// A `#[udf]` function it leaves out is a compile error at that function (rather than a function
+/// missing at `CREATE FUNCTION`); naming one twice is a conflicting-implementation error.
 #[macro_export]
 macro_rules! export {
+    () => {
+        ::core::compile_error!(
+            "name the #[udf] functions to export: `eddy_udf::export!(f, g)`"
+        );
+    };
     ($($f:ident),+ $(,)?) => {
+        // The check `#[udf]` put beside each function: it is listed here.
+        $(impl $crate::__private::Exported for $f {})+
+
         #[doc(hidden)]
         struct __EddyUdfComponent;
 

@@ -1,12 +1,20 @@
 //! The `#[udf]` attribute: turns a plain Rust function into an Eddy scalar UDF.
 //!
-//! It keeps the function as written and adds a module of the same name (modules and functions
-//! live in different namespaces) holding the function's description and a batch loop, which
-//! `eddy_udf::export!` collects.
+//! It keeps the function as written and adds an empty enum of the same name (types and functions
+//! live in different namespaces) whose associated functions hold the function's description and
+//! a batch loop, which `eddy_udf::export!` collects. Beside it goes a check that `export!`
+//! implemented `eddy_udf::__private::Exported` for that enum, so a function left out of
+//! `export!` fails to compile instead of being missing at `CREATE FUNCTION`.
+//!
+//! Mistakes the attribute can see (an unknown option, a bad volatility, an argument or return type
+//! that is not a SQL type) are reported here, at the offending token, with what is accepted.
 
 use proc_macro::TokenStream;
-use quote::{format_ident, quote};
-use syn::{parse_macro_input, spanned::Spanned, Expr, FnArg, ItemFn, Lit, Meta, Pat, ReturnType};
+use quote::{format_ident, quote, quote_spanned};
+use syn::{
+    parse_macro_input, spanned::Spanned, Expr, FnArg, ItemFn, Lit, LitStr, Meta, Pat, ReturnType,
+    Type,
+};
 
 /// Marks a function as a scalar UDF. Options: `name = "sql_name"`,
 /// `volatility = "immutable" | "stable" | "volatile"`, and `batch`: the function then takes a
@@ -16,53 +24,103 @@ use syn::{parse_macro_input, spanned::Spanned, Expr, FnArg, ItemFn, Lit, Meta, P
 pub fn udf(attr: TokenStream, item: TokenStream) -> TokenStream {
     let options = parse_macro_input!(attr with syn::punctuated::Punctuated::<Meta, syn::Token![,]>::parse_terminated);
     let func = parse_macro_input!(item as ItemFn);
-    match expand(options.into_iter().collect(), func) {
+    match expand(options.into_iter().collect(), &func) {
         Ok(tokens) => tokens.into(),
-        Err(e) => e.to_compile_error().into(),
+        Err(e) => with_stand_in(e, &func).into(),
     }
 }
 
-fn string_value(meta: &Meta) -> syn::Result<String> {
+/// The error, plus the function and a stand-in for its enum so that the author sees this one
+/// error, not also "not found" errors from `export!` and other callers of the function.
+fn with_stand_in(error: syn::Error, func: &ItemFn) -> proc_macro2::TokenStream {
+    let error = error.to_compile_error();
+    if func.sig.receiver().is_some() {
+        return error;
+    }
+    let ident = &func.sig.ident;
+    let vis = &func.vis;
+    quote! {
+        #error
+        #func
+
+        #[doc(hidden)]
+        #[allow(non_camel_case_types)]
+        #vis enum #ident {}
+
+        impl #ident {
+            pub fn __eddy_udf() -> ::eddy_udf::ScalarUdf {
+                ::core::unreachable!()
+            }
+        }
+    }
+}
+
+/// What `#[udf]` accepts, for the error messages.
+const ARG_TYPES: &str = "f64 (DOUBLE), i64 (BIGINT), bool (BOOLEAN), &str or String (VARCHAR), \
+    &[f64] or Vec<f64> (DOUBLE[]); wrap one in Option<T> to receive SQL NULLs";
+const RET_TYPES: &str = "f64 (DOUBLE), i64 (BIGINT), bool (BOOLEAN), String (VARCHAR), \
+    Vec<f64> (DOUBLE[]); or Option<T> of one (None is NULL), or Result<T, E: Display> \
+    (an Err makes that row NULL and reports a row error)";
+const VOLATILITIES: &str = "\"immutable\" (the default: same arguments, same result), \
+    \"stable\" (same result within one query) or \"volatile\" (may change on every call, \
+    e.g. clocks or randomness)";
+
+/// The string literal of `key = "value"`.
+fn string_value(meta: &Meta, key: &str, example: &str) -> syn::Result<LitStr> {
     if let Meta::NameValue(nv) = meta {
         if let Expr::Lit(lit) = &nv.value {
             if let Lit::Str(s) = &lit.lit {
-                return Ok(s.value());
+                return Ok(s.clone());
             }
         }
+        return Err(syn::Error::new_spanned(
+            &nv.value,
+            format!("`{key}` takes a string literal: `{key} = \"{example}\"`"),
+        ));
     }
-    Err(syn::Error::new_spanned(meta, "expected `key = \"value\"`"))
+    Err(syn::Error::new_spanned(
+        meta,
+        format!("`{key}` takes a value: `{key} = \"{example}\"`"),
+    ))
 }
 
-fn expand(options: Vec<Meta>, func: ItemFn) -> syn::Result<proc_macro2::TokenStream> {
+fn expand(options: Vec<Meta>, func: &ItemFn) -> syn::Result<proc_macro2::TokenStream> {
     let ident = func.sig.ident.clone();
     let mut name = ident.to_string();
+    let mut name_span = ident.span();
     let mut volatility = quote!(Immutable);
     let mut batch = false;
     for meta in &options {
-        if let Meta::Path(p) = meta {
-            if p.is_ident("batch") {
-                batch = true;
-                continue;
+        if meta.path().is_ident("batch") {
+            if !matches!(meta, Meta::Path(_)) {
+                return Err(syn::Error::new_spanned(
+                    meta,
+                    "`batch` takes no value: write `#[udf(batch)]`",
+                ));
             }
-        }
-        if meta.path().is_ident("name") {
-            name = string_value(meta)?;
+            batch = true;
+        } else if meta.path().is_ident("name") {
+            let lit = string_value(meta, "name", "sql_name")?;
+            name = lit.value();
+            name_span = lit.span();
         } else if meta.path().is_ident("volatility") {
-            volatility = match string_value(meta)?.as_str() {
+            let lit = string_value(meta, "volatility", "volatile")?;
+            volatility = match lit.value().as_str() {
                 "immutable" => quote!(Immutable),
                 "stable" => quote!(Stable),
                 "volatile" => quote!(Volatile),
-                _ => {
+                other => {
                     return Err(syn::Error::new_spanned(
-                        meta,
-                        "volatility is \"immutable\", \"stable\" or \"volatile\"",
+                        &lit,
+                        format!("unknown volatility \"{other}\"; expected {VOLATILITIES}"),
                     ))
                 }
             };
         } else {
             return Err(syn::Error::new_spanned(
-                meta,
-                "unknown option; expected `name`, `volatility` or `batch`",
+                meta.path(),
+                "unknown #[udf] option; expected `name = \"sql_name\"`, \
+                 `volatility = \"immutable\" | \"stable\" | \"volatile\"` or `batch`",
             ));
         }
     }
@@ -72,14 +130,23 @@ fn expand(options: Vec<Meta>, func: ItemFn) -> syn::Result<proc_macro2::TokenStr
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
     {
         return Err(syn::Error::new(
-            func.sig.ident.span(),
-            "a UDF's SQL name is lower-case letters, digits and `_`",
+            name_span,
+            format!(
+                "`{name}` is not a valid UDF name: a UDF's SQL name is lower-case letters, digits \
+                 and `_`; rename the function or set `#[udf(name = \"...\")]`"
+            ),
         ));
     }
-    if func.sig.asyncness.is_some() || !func.sig.generics.params.is_empty() {
+    if let Some(a) = &func.sig.asyncness {
         return Err(syn::Error::new_spanned(
-            &func.sig,
-            "a UDF is a plain, non-generic, non-async fn",
+            a,
+            "a #[udf] function cannot be async: remove `async`",
+        ));
+    }
+    if !func.sig.generics.params.is_empty() {
+        return Err(syn::Error::new_spanned(
+            &func.sig.generics,
+            "a #[udf] function cannot be generic: each parameter needs one concrete SQL type",
         ));
     }
 
@@ -103,15 +170,19 @@ fn expand(options: Vec<Meta>, func: ItemFn) -> syn::Result<proc_macro2::TokenStr
         .to_string();
 
     let mut param_names = Vec::new();
-    let mut param_types: Vec<syn::Type> = Vec::new();
+    let mut param_types: Vec<Type> = Vec::new();
     for input in &func.sig.inputs {
         let FnArg::Typed(pt) = input else {
-            return Err(syn::Error::new(input.span(), "a UDF takes no `self`"));
+            return Err(syn::Error::new_spanned(
+                input,
+                "a #[udf] function takes no `self`: make it a free function",
+            ));
         };
         let Pat::Ident(pi) = &*pt.pat else {
-            return Err(syn::Error::new(
-                pt.pat.span(),
-                "UDF parameters are plain names",
+            return Err(syn::Error::new_spanned(
+                &pt.pat,
+                "#[udf] parameters are plain names (they become the SQL parameter names), \
+                 not patterns",
             ));
         };
         param_names.push(pi.ident.to_string());
@@ -120,27 +191,111 @@ fn expand(options: Vec<Meta>, func: ItemFn) -> syn::Result<proc_macro2::TokenStr
     let ret_ty = match &func.sig.output {
         ReturnType::Type(_, ty) => (**ty).clone(),
         ReturnType::Default => {
-            return Err(syn::Error::new_spanned(&func.sig, "a UDF returns a value"))
+            return Err(syn::Error::new_spanned(
+                &func.sig,
+                format!("a #[udf] function returns a value; supported return types: {RET_TYPES}"),
+            ))
         }
     };
 
     if batch {
         param_types = param_types
             .iter()
-            .map(|t| vec_item(t, "a #[udf(batch)] parameter is a Vec<T>"))
+            .map(|t| {
+                vec_item(
+                    t,
+                    "a #[udf(batch)] parameter is a Vec<T> of one of the argument types",
+                )
+            })
             .collect::<syn::Result<_>>()?;
     }
     let ret_item = if batch {
-        vec_item(&ret_ty, "a #[udf(batch)] function returns a Vec<T>")?
+        vec_item(
+            &ret_ty,
+            "a #[udf(batch)] function returns a Vec<T> with one result per row",
+        )?
     } else {
         ret_ty.clone()
     };
+    for t in &param_types {
+        check_arg(t)?;
+    }
+    check_ret(&ret_item)?;
+    // Every use of `<T as Arg>` and `<R as Ret>` is spanned at the author's type, and so are the
+    // expressions whose type involves them (a path's span runs to its last segment, a call's to
+    // its `)`, and a method call's obligations are reported at the method's name): a type the
+    // traits reject (one #[udf] cannot judge by its name) is then one error there, with the
+    // traits' own messages, instead of several more at `#[udf]`.
     let arity = param_types.len();
-    let readers: Vec<_> = (0..arity).map(|i| format_ident!("r{i}")).collect();
+    let data_types: Vec<_> = param_types
+        .iter()
+        .map(|t| quote_spanned! {t.span()=> <#t as ::eddy_udf::Arg>::DATA_TYPE})
+        .collect();
+    let readers: Vec<_> = param_types
+        .iter()
+        .enumerate()
+        .map(|(i, t)| format_ident!("r{i}", span = t.span()))
+        .collect();
+    let udf_name = &name;
+    let make_readers: Vec<_> = param_types
+        .iter()
+        .zip(&readers)
+        .zip(&param_names)
+        .enumerate()
+        .map(|(i, ((t, reader), param))| {
+            let s = t.span();
+            let index = syn::Index::from(i);
+            let reader_fn = quote_spanned! {s=> <#t as ::eddy_udf::Arg>::reader};
+            let call_args = spanned_parens(quote!(&args[#index], rows), s);
+            let map_err = quote_spanned! {s=> .map_err};
+            let context = spanned_parens(
+                quote!(|e| ::std::format!("{}: argument '{}': {}", #udf_name, #param, e)),
+                s,
+            );
+            quote!(let #reader = #reader_fn #call_args #map_err #context?;)
+        })
+        .collect();
+    let reads: Vec<_> = param_types
+        .iter()
+        .zip(&readers)
+        .map(|(t, reader)| {
+            let s = t.span();
+            let read_fn = quote_spanned! {s=> <#t as ::eddy_udf::Arg>::read};
+            let borrow = quote_spanned! {s=> &#reader};
+            let call_args = spanned_parens(quote!(#borrow, row), s);
+            quote!(#read_fn #call_args)
+        })
+        .collect();
+    let rs = ret_item.span();
+    let value_ty = quote_spanned! {rs=> <#ret_item as ::eddy_udf::Ret>::Value};
+    let returns = quote_spanned! {rs=> <#value_ty as ::eddy_udf::RetValue>::DATA_TYPE};
+    let out = proc_macro2::Ident::new("out", rs);
+    let new_out = {
+        let new_fn = quote_spanned! {rs=> ::eddy_udf::Output::<#value_ty>::with_capacity};
+        let call_args = spanned_parens(quote!(rows), rs);
+        quote!(let mut #out = #new_fn #call_args;)
+    };
+    let push = |value: proc_macro2::TokenStream| {
+        let push_fn = quote_spanned! {rs=> <#ret_item as ::eddy_udf::Ret>::push};
+        let borrow = quote_spanned! {rs=> &mut #out};
+        let call_args = spanned_parens(quote!(#value, #borrow), rs);
+        quote!(#push_fn #call_args;)
+    };
+    let push_null = {
+        let method = quote_spanned! {rs=> .push_null};
+        let call_args = spanned_parens(quote!(), rs);
+        quote!(#out #method #call_args;)
+    };
+    let finish = {
+        let method = quote_spanned! {rs=> .finish};
+        let call_args = spanned_parens(quote!(), rs);
+        quote!(#out #method #call_args)
+    };
     let values: Vec<_> = (0..arity).map(|i| format_ident!("a{i}")).collect();
-    let indices: Vec<_> = (0..arity).map(syn::Index::from).collect();
     let vis = &func.vis;
     let vecs: Vec<_> = (0..arity).map(|i| format_ident!("v{i}")).collect();
+    let push_result = push(quote!(r));
+    let push_call = push(quote!(self::#ident(#(#values),*)));
     let body = if batch {
         quote! {
             // Rows with a null in a plain parameter are left out of the call.
@@ -148,66 +303,75 @@ fn expand(options: Vec<Meta>, func: ItemFn) -> syn::Result<proc_macro2::TokenStr
             #( let mut #vecs: ::std::vec::Vec<#param_types> = ::std::vec::Vec::with_capacity(rows); )*
             for row in 0..rows {
                 #(
-                    let ::std::option::Option::Some(#values) = <#param_types as ::eddy_udf::Arg>::read(&#readers, row) else {
+                    let ::std::option::Option::Some(#values) = #reads else {
                         continue;
                     };
                 )*
                 #( #vecs.push(#values); )*
                 kept.push(row);
             }
-            let results: ::std::vec::Vec<#ret_item> = super::#ident(#(#vecs),*);
+            let results: ::std::vec::Vec<#ret_item> = self::#ident(#(#vecs),*);
             if results.len() != kept.len() {
                 return ::std::result::Result::Err(::std::format!(
                     "{} returned {} results for {} rows", #name, results.len(), kept.len()
                 ));
             }
-            let mut out = ::eddy_udf::Output::<<#ret_item as ::eddy_udf::Ret>::Value>::with_capacity(rows);
+            #new_out
             let mut results = results.into_iter();
             let mut kept = kept.into_iter().peekable();
             for row in 0..rows {
                 if kept.peek() == ::std::option::Option::Some(&row) {
                     kept.next();
                     if let ::std::option::Option::Some(r) = results.next() {
-                        ::eddy_udf::Ret::push(r, &mut out);
+                        #push_result
                     }
                 } else {
-                    out.push_null();
+                    #push_null
                 }
             }
-            ::std::result::Result::Ok(out.finish())
+            ::std::result::Result::Ok(#finish)
         }
     } else {
         quote! {
-            let mut out = ::eddy_udf::Output::<<#ret_item as ::eddy_udf::Ret>::Value>::with_capacity(rows);
+            #new_out
             for row in 0..rows {
                 #(
-                    let ::std::option::Option::Some(#values) = <#param_types as ::eddy_udf::Arg>::read(&#readers, row) else {
-                        out.push_null();
+                    let ::std::option::Option::Some(#values) = #reads else {
+                        #push_null
                         continue;
                     };
                 )*
-                ::eddy_udf::Ret::push(super::#ident(#(#values),*), &mut out);
+                #push_call
             }
-            ::std::result::Result::Ok(out.finish())
+            ::std::result::Result::Ok(#finish)
         }
+    };
+
+    // Spanned at the function's name, so a function `export!` leaves out is reported there.
+    let exported_check = quote_spanned! {ident.span()=>
+        const _: () = <#ident as ::eddy_udf::__private::Exported>::LISTED;
     };
 
     Ok(quote! {
         #func
 
+        /// Names the function for `eddy_udf::export!`, which implements `Exported` for it.
         #[doc(hidden)]
-        #vis mod #ident {
-            #[allow(unused_imports)]
-            use super::*;
+        #[allow(non_camel_case_types)]
+        #vis enum #ident {}
 
+        #exported_check
+
+        impl #ident {
+            /// The function's description and batch loop, for `eddy_udf::export!`.
             pub fn __eddy_udf() -> ::eddy_udf::ScalarUdf {
                 ::eddy_udf::ScalarUdf {
                     name: #name,
-                    params: &[#((#param_names, <#param_types as ::eddy_udf::Arg>::DATA_TYPE)),*],
-                    returns: <<#ret_item as ::eddy_udf::Ret>::Value as ::eddy_udf::RetValue>::DATA_TYPE,
+                    params: &[#((#param_names, #data_types)),*],
+                    returns: #returns,
                     volatility: ::eddy_udf::Volatility::#volatility,
                     doc: #doc,
-                    call: __call,
+                    call: Self::__call,
                 }
             }
 
@@ -217,8 +381,7 @@ fn expand(options: Vec<Meta>, func: ItemFn) -> syn::Result<proc_macro2::TokenStr
             ) -> ::std::result::Result<::eddy_udf::__private::ScalarResult, ::std::string::String> {
                 ::eddy_udf::__private::check_arity(#name, args, #arity)?;
                 #(
-                    let #readers = <#param_types as ::eddy_udf::Arg>::reader(&args[#indices], rows)
-                        .map_err(|e| ::std::format!("{}: argument '{}': {}", #name, #param_names, e))?;
+                    #make_readers
                 )*
                 #body
             }
@@ -226,8 +389,15 @@ fn expand(options: Vec<Meta>, func: ItemFn) -> syn::Result<proc_macro2::TokenStr
     })
 }
 
+/// `( tokens )` whose parentheses carry `span`: a call's span runs from its path to its `)`.
+fn spanned_parens(tokens: proc_macro2::TokenStream, span: proc_macro2::Span) -> proc_macro2::Group {
+    let mut group = proc_macro2::Group::new(proc_macro2::Delimiter::Parenthesis, tokens);
+    group.set_span(span);
+    group
+}
+
 /// `T` of a `Vec<T>` type.
-fn vec_item(ty: &syn::Type, message: &str) -> syn::Result<syn::Type> {
+fn vec_item(ty: &Type, message: &str) -> syn::Result<Type> {
     if let syn::Type::Path(p) = ty {
         if let Some(last) = p.path.segments.last() {
             if last.ident == "Vec" {
@@ -240,4 +410,124 @@ fn vec_item(ty: &syn::Type, message: &str) -> syn::Result<syn::Type> {
         }
     }
     Err(syn::Error::new_spanned(ty, message))
+}
+
+/// The last segment's name and first type argument of a plain path type (`Option<T>` → T).
+fn path_parts(ty: &Type) -> Option<(String, Option<&Type>)> {
+    let Type::Path(p) = ty else { return None };
+    if p.qself.is_some() {
+        return None;
+    }
+    let last = p.path.segments.last()?;
+    let arg = match &last.arguments {
+        syn::PathArguments::AngleBracketed(args) => args.args.iter().find_map(|a| match a {
+            syn::GenericArgument::Type(t) => Some(t),
+            _ => None,
+        }),
+        _ => None,
+    };
+    Some((last.ident.to_string(), arg))
+}
+
+/// Rust's built-in scalar types and `String`: names that cannot be a user's alias of a SQL type.
+fn builtin(name: &str) -> bool {
+    matches!(
+        name,
+        "bool"
+            | "char"
+            | "str"
+            | "f32"
+            | "f64"
+            | "i8"
+            | "i16"
+            | "i32"
+            | "i64"
+            | "i128"
+            | "isize"
+            | "u8"
+            | "u16"
+            | "u32"
+            | "u64"
+            | "u128"
+            | "usize"
+            | "String"
+    )
+}
+
+/// Strips parentheses and invisible groups around a type.
+fn bare(ty: &Type) -> &Type {
+    match ty {
+        Type::Paren(p) => bare(&p.elem),
+        Type::Group(g) => bare(&g.elem),
+        other => other,
+    }
+}
+
+/// Is `ty` the element type of a list column (`f64`), or surely not (another built-in)? Other
+/// names (aliases) are left to the `Arg`/`Ret` trait bounds, which have their own messages.
+fn list_item_ok(ty: &Type) -> bool {
+    match path_parts(bare(ty)) {
+        Some((name, None)) if builtin(&name) => name == "f64",
+        Some((name, _)) if matches!(name.as_str(), "Option" | "Vec" | "Result") => false,
+        Some(_) => true,
+        None => false,
+    }
+}
+
+/// False when `ty` surely cannot be a #[udf] argument.
+fn arg_ok(ty: &Type) -> bool {
+    match bare(ty) {
+        Type::Path(_) => match path_parts(bare(ty)) {
+            Some((name, Some(inner))) if name == "Option" => arg_ok(inner),
+            Some((name, Some(inner))) if name == "Vec" => list_item_ok(inner),
+            Some((name, _)) if builtin(&name) => {
+                matches!(name.as_str(), "f64" | "i64" | "bool" | "String")
+            }
+            _ => true,
+        },
+        Type::Reference(r) if r.mutability.is_none() => match bare(&r.elem) {
+            Type::Slice(s) => list_item_ok(&s.elem),
+            elem => match path_parts(elem) {
+                Some((name, _)) => {
+                    name == "str" || !(builtin(&name) || matches!(name.as_str(), "Vec" | "Option"))
+                }
+                None => false,
+            },
+        },
+        _ => false,
+    }
+}
+
+/// False when `ty` surely cannot be a #[udf] result; `wrapped` is true inside `Option`.
+fn ret_ok(ty: &Type, wrapped: bool) -> bool {
+    match path_parts(bare(ty)) {
+        Some((name, Some(inner))) if name == "Option" => !wrapped && ret_ok(inner, true),
+        Some((name, Some(inner))) if name == "Result" => !wrapped && ret_ok(inner, false),
+        Some((name, Some(inner))) if name == "Vec" => list_item_ok(inner),
+        Some((name, _)) if builtin(&name) => {
+            matches!(name.as_str(), "f64" | "i64" | "bool" | "String")
+        }
+        Some(_) => true,
+        None => false,
+    }
+}
+
+fn check_arg(ty: &Type) -> syn::Result<()> {
+    if arg_ok(ty) {
+        return Ok(());
+    }
+    Err(syn::Error::new_spanned(
+        ty,
+        format!("unsupported #[udf] argument type; supported argument types: {ARG_TYPES}"),
+    ))
+}
+
+fn check_ret(ty: &Type) -> syn::Result<()> {
+    if ret_ok(ty, false) {
+        return Ok(());
+    }
+    Err(syn::Error::new_spanned(
+        ty,
+        format!("unsupported #[udf] return type; supported return types: {RET_TYPES}"),
+    ))
 }
