@@ -19,7 +19,7 @@ use crate::query::{Emit, Parsed, WindowKind, HIDDEN};
 use crate::window::WindowState;
 use crate::{Error, Result};
 
-pub(crate) use eddy_udf_host::{Histogram, HistogramSnapshot};
+pub(crate) use eddy_metrics::{Histogram, HistogramSnapshot};
 
 /// A query's plans, ready to run batch after batch.
 pub(crate) struct Processor {

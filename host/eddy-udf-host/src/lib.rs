@@ -13,7 +13,6 @@ mod component;
 mod convert;
 mod error;
 mod function_cache;
-mod histogram;
 mod output;
 mod runtime;
 mod shadow;
@@ -22,8 +21,8 @@ mod udf;
 
 pub use capture::{replay, Capture, CaptureConfig, CaptureStats, Outcome, Replay, Role};
 pub use component::{Component, FunctionSignature, LimitKind, SqlType};
+pub use eddy_metrics::{Histogram, HistogramSnapshot, BUCKET_BOUNDS_NANOS};
 pub use error::{Error, Result};
-pub use histogram::{Histogram, HistogramSnapshot, BUCKET_BOUNDS_NANOS};
 pub use runtime::{Limits, UdfRuntime};
 pub use shadow::{Difference, Shadow, ShadowConfig, ShadowReport, MAX_KEPT_DIFFERENCES};
 pub use udf::{FunctionStats, WasmScalarUdf};

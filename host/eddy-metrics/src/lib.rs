@@ -1,7 +1,8 @@
 //! A latency histogram with fixed buckets held in atomics, so a hot path can record durations
 //! without locks and without depending on a metrics library; exporters read a snapshot.
 //!
-//! Self-contained (no `crate::` paths): `eddy-stream` includes this file too.
+//! A crate of its own so that the UDF host and the engine share it without one depending on the
+//! other for it.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
