@@ -370,13 +370,15 @@ async fn describe(
         .map(query_summary)
         .collect();
     let fields: Vec<Value> = relation
-        .columns
+        .schema
+        .fields()
         .iter()
-        .filter(|(n, _)| n != "rowtime")
-        .map(|(n, t)| {
+        .filter(|f| f.name() != "rowtime")
+        .map(|f| {
+            let n = f.name();
             let mut field = json!({
                 "name": eddy_stream::display_name(n),
-                "schema": {"type": ksql_base_type(t), "fields": null, "memberSchema": null},
+                "schema": crate::rows::schema_info(f.data_type()),
             });
             if relation.keys.contains(n) {
                 field["type"] = json!(if relation.kind == Kind::Table {
@@ -412,14 +414,6 @@ async fn describe(
         },
         "warnings": [],
     }))
-}
-
-fn ksql_base_type(sql: &str) -> String {
-    let t = crate::rows::ksql_type_name(sql);
-    match t.split_once('<') {
-        Some((base, _)) => base.to_string(),
-        None => t,
-    }
 }
 
 fn describe_function(

@@ -48,6 +48,38 @@ pub(crate) fn ksql_type(t: &DataType) -> String {
     }
 }
 
+/// ksqlDB's `SchemaInfo` of a column type, as DESCRIBE lists it: a STRUCT carries its fields, an
+/// ARRAY or MAP its member (a MAP's value; ksqlDB's map keys are strings), a DECIMAL its
+/// precision and scale.
+pub(crate) fn schema_info(t: &DataType) -> Value {
+    let plain = |name: String| json!({"type": name, "fields": null, "memberSchema": null});
+    match t {
+        DataType::List(f) | DataType::LargeList(f) => {
+            json!({"type": "ARRAY", "fields": null, "memberSchema": schema_info(f.data_type())})
+        }
+        DataType::Map(entries, _) => match entries.data_type() {
+            DataType::Struct(kv) if kv.len() == 2 => {
+                json!({"type": "MAP", "fields": null, "memberSchema": schema_info(kv[1].data_type())})
+            }
+            _ => plain("MAP".into()),
+        },
+        DataType::Struct(fields) => {
+            let fields: Vec<Value> = fields
+                .iter()
+                .map(|f| {
+                    json!({"name": eddy_stream::display_name(f.name()), "schema": schema_info(f.data_type())})
+                })
+                .collect();
+            json!({"type": "STRUCT", "fields": fields, "memberSchema": null})
+        }
+        DataType::Decimal128(precision, scale) => json!({
+            "type": "DECIMAL", "fields": null, "memberSchema": null,
+            "parameters": {"precision": precision, "scale": scale},
+        }),
+        other => plain(ksql_type(other)),
+    }
+}
+
 /// ksqlDB's name for an Eddy SQL type name (`VARCHAR` → `STRING`, `INT` → `INTEGER`).
 /// Whole words only, so `STRUCT<A INT, B VARCHAR>` becomes `STRUCT<A INTEGER, B STRING>`.
 pub(crate) fn ksql_type_name(sql: &str) -> String {

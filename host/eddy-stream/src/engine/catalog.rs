@@ -32,6 +32,8 @@ pub struct RelationInfo {
     pub value_format: String,
     /// Columns and their SQL types, `rowtime` included for streams.
     pub columns: Vec<(String, String)>,
+    /// Its columns as Arrow fields (`columns` as types, for DESCRIBE's nested schemas).
+    pub schema: SchemaRef,
     /// Names of its KEY / PRIMARY KEY columns.
     pub keys: Vec<String>,
     /// Whether it is a windowed table written by a query.

@@ -34,6 +34,7 @@ impl Engine {
                     .iter()
                     .map(|f| (f.name().clone(), type_name(f.data_type())))
                     .collect(),
+                schema: r.schema.clone(),
                 keys: r.keys.clone(),
                 windowed: r.windowed,
                 sql: r.sql.clone(),

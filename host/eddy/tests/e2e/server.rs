@@ -240,6 +240,27 @@ async fn endpoints_answer_in_ksqldb_shapes() {
                 "keyFormat": "KAFKA", "valueFormat": "JSON", "topic": "", "partitions": 0, "replication": 0,
                 "statement": "<masked>", "sourceConstraints": []}}])
     );
+    // Nested types: a STRUCT lists its fields, an ARRAY or MAP its member, a DECIMAL its
+    // precision and scale, as ksqlDB's DESCRIBE does.
+    server
+        .ksql("CREATE STREAM nested (pos STRUCT<x INT, tags MAP<VARCHAR, DOUBLE>>, grid ARRAY<ARRAY<BIGINT>>, price DECIMAL(10, 2));")
+        .await;
+    let described = server.ksql("DESCRIBE nested;").await;
+    let plain = |t: &str| json!({"type": t, "fields": null, "memberSchema": null});
+    assert_eq!(
+        described[0]["sourceDescription"]["fields"],
+        json!([
+            {"name": "POS", "schema": {"type": "STRUCT", "memberSchema": null, "fields": [
+                {"name": "X", "schema": plain("INTEGER")},
+                {"name": "TAGS", "schema": {"type": "MAP", "fields": null, "memberSchema": plain("DOUBLE")}},
+            ]}},
+            {"name": "GRID", "schema": {"type": "ARRAY", "fields": null, "memberSchema":
+                {"type": "ARRAY", "fields": null, "memberSchema": plain("BIGINT")}}},
+            {"name": "PRICE", "schema": {"type": "DECIMAL", "fields": null, "memberSchema": null,
+                "parameters": {"precision": 10, "scale": 2}}},
+        ])
+    );
+    server.ksql("DROP STREAM nested;").await;
     let properties = server.ksql("SHOW PROPERTIES;").await;
     assert_eq!(properties[0]["@type"], "properties");
     assert!(properties[0]["properties"].is_array());
