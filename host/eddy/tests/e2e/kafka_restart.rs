@@ -240,6 +240,15 @@ async fn latest_per_key(
     topic: &str,
     done: impl Fn(&BTreeMap<Vec<u8>, serde_json::Value>) -> bool,
 ) -> BTreeMap<Vec<u8>, serde_json::Value> {
+    latest_per_key_within(topic, done, Duration::from_secs(90)).await
+}
+
+/// [`latest_per_key`], reading for at most `limit`.
+async fn latest_per_key_within(
+    topic: &str,
+    done: impl Fn(&BTreeMap<Vec<u8>, serde_json::Value>) -> bool,
+    limit: Duration,
+) -> BTreeMap<Vec<u8>, serde_json::Value> {
     let broker = shared();
     let mut reader = KafkaSource::subscribe(
         &broker.config(&unique("check")),
@@ -249,7 +258,7 @@ async fn latest_per_key(
     .unwrap();
     let mut latest = BTreeMap::new();
     let started = Instant::now();
-    while !done(&latest) && started.elapsed() < Duration::from_secs(90) {
+    while !done(&latest) && started.elapsed() < limit {
         for m in reader
             .poll(10_000, Duration::from_millis(200))
             .await
@@ -540,4 +549,118 @@ async fn a_table_read_from_a_topic_survives_a_restart() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     std::fs::remove_dir_all(&state).ok();
+}
+
+/// Over MQTT the broker's session is the log: `eddy run` is killed mid-stream and started
+/// again; it restores its checkpoint, and the messages it had read after that checkpoint, never
+/// acknowledged, come again from its persistent session, as do those published while it was
+/// down. The final counts and sums equal an uninterrupted run's, key by key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_aggregation_over_mqtt_restores_its_state_exactly() {
+    // Few events: QoS 1 deliveries wait for acks, which wait for checkpoints, and mosquitto
+    // sends at most 20 unacknowledged messages to a client.
+    const EVENTS: usize = 2_000;
+    const CARS: usize = 10;
+    let mosquitto = eddy_tests::mqtt::shared();
+    let (topic, totals) = (unique("ckpt-mqtt"), unique("ckpt-mqtt-totals"));
+    let dir = std::env::temp_dir().join(unique("eddy-ckpt-mqtt"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let state_dir = dir.join("state");
+    let sql = dir.join("mqtt.sql");
+    std::fs::write(
+        &sql,
+        format!(
+            "CREATE STREAM readings (car VARCHAR, v BIGINT) WITH (mqtt_topic='{topic}/#', mqtt_broker='{}', mqtt_qos=1);\n\
+             CREATE TABLE totals WITH (kafka_topic='{totals}') AS SELECT car, COUNT(*) AS n, SUM(v) AS s FROM readings GROUP BY car;\n",
+            mosquitto.url()
+        ),
+    )
+    .unwrap();
+    let payload = |i: usize| format!(r#"{{"car":"car{}","v":{}}}"#, i % CARS, i % 7).into_bytes();
+    let mut expected: BTreeMap<Vec<u8>, (i64, i64)> = BTreeMap::new();
+    for i in 0..EVENTS {
+        let e = expected
+            .entry(format!("car{}", i % CARS).into_bytes())
+            .or_default();
+        e.0 += 1;
+        e.1 += (i % 7) as i64;
+    }
+    let service = unique("svc");
+    let state_arg = state_dir.display().to_string();
+    let extra = ["--state-dir", state_arg.as_str()];
+    let checkpoints = || {
+        std::fs::read_dir(state_dir.join(&service))
+            .map(|d| {
+                d.map(|q| std::fs::read_dir(q.unwrap().path()).unwrap().count())
+                    .sum::<usize>()
+            })
+            .unwrap_or(0)
+    };
+    let mut eddy = start_eddy_with(&sql, &service, &extra);
+    // Publishes reach the query's session once it has subscribed: wait for its client.
+    let client = format!(" as {service}-CTAS_TOTALS_0 ");
+    let started = Instant::now();
+    while !mosquitto.log().contains(&client) {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "the query did not connect to mosquitto within 60 s"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Its SUBSCRIBE follows the CONNECT at once; the query starts only once it is acknowledged.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    // The first third goes in, and eddy is killed once it has checkpointed, with the rest of
+    // the stream still to come.
+    let mut published = 0;
+    while checkpoints() == 0 {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "no checkpoint within 60 s"
+        );
+        if published < EVENTS / 3 {
+            let batch: Vec<Vec<u8>> = (published..published + 100).map(payload).collect();
+            eddy_tests::mqtt::publish(&mosquitto.url(), &format!("{topic}/a"), &batch, 1).await;
+            published += 100;
+        } else {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    let batch: Vec<Vec<u8>> = (published..EVENTS / 2).map(payload).collect();
+    eddy_tests::mqtt::publish(&mosquitto.url(), &format!("{topic}/b"), &batch, 1).await;
+    tokio::time::sleep(Duration::from_millis(COMMIT_MS as u64 / 2)).await;
+    eddy.kill().unwrap();
+    eddy.wait().unwrap();
+    // Published while eddy is down: the broker keeps them for the query's session.
+    let batch: Vec<Vec<u8>> = (EVENTS / 2..EVENTS).map(payload).collect();
+    eddy_tests::mqtt::publish(&mosquitto.url(), &format!("{topic}/c"), &batch, 1).await;
+
+    let mut eddy = start_eddy_with(&sql, &service, &extra);
+    latest_per_key(&totals, |latest| {
+        expected
+            .iter()
+            .all(|(k, (n, _))| latest.get(k).and_then(|v| v["N"].as_i64()) == Some(*n))
+    })
+    .await;
+    // Then the whole topic, after ten more commit intervals: a message counted twice would show
+    // in a later row.
+    tokio::time::sleep(Duration::from_millis(10 * COMMIT_MS as u64)).await;
+    let got = latest_per_key_within(&totals, |_| false, Duration::from_secs(3)).await;
+    eddy.kill().unwrap();
+    let out = eddy.wait_with_output().unwrap();
+    let got: BTreeMap<Vec<u8>, (i64, i64)> = got
+        .iter()
+        .map(|(k, v)| {
+            (
+                k.clone(),
+                (v["N"].as_i64().unwrap_or(-1), v["S"].as_i64().unwrap_or(-1)),
+            )
+        })
+        .collect();
+    assert_eq!(
+        got,
+        expected,
+        "eddy stderr:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::fs::remove_dir_all(&dir).ok();
 }
