@@ -66,5 +66,43 @@ pub enum Error {
     State(String),
 }
 
+impl Error {
+    /// A syntax error at a token, in the one shape every Eddy statement's syntax errors have
+    /// (`syntax error at line L, column C: expected X, found 'Y'`), so it is `eddy_sql`'s.
+    pub(crate) fn syntax_at(
+        token: Option<&datafusion::sql::sqlparser::tokenizer::TokenWithSpan>,
+        last: Option<&datafusion::sql::sqlparser::tokenizer::TokenWithSpan>,
+        expected: &str,
+    ) -> Error {
+        let ((line, column), found) = match (token, last) {
+            (Some(t), _) => (
+                (t.span.start.line, t.span.start.column),
+                format!("'{}'", t.token),
+            ),
+            (None, Some(l)) => (
+                (l.span.end.line, l.span.end.column),
+                "the end of the statement".to_string(),
+            ),
+            (None, None) => ((1, 1), "an empty statement".to_string()),
+        };
+        Error::Sql(eddy_sql::Error::Syntax {
+            line,
+            column,
+            message: format!("expected {expected}, found {found}"),
+        })
+    }
+}
+
+impl Error {
+    /// A statement the tokenizer refused (an unterminated string, say), in the same shape.
+    pub(crate) fn tokenizer(e: datafusion::sql::sqlparser::tokenizer::TokenizerError) -> Error {
+        Error::Sql(eddy_sql::Error::Syntax {
+            line: e.location.line.max(1),
+            column: e.location.column.max(1),
+            message: e.message,
+        })
+    }
+}
+
 /// Result with this crate's [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;

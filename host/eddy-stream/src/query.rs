@@ -486,7 +486,7 @@ pub(crate) const HIDDEN: &str = "__eddy_";
 fn tokenize(sql: &str) -> Result<Vec<datafusion::sql::sqlparser::tokenizer::TokenWithSpan>> {
     Tokenizer::new(&GenericDialect {}, sql)
         .tokenize_with_location()
-        .map_err(|e| Error::Syntax(e.to_string()))
+        .map_err(Error::tokenizer)
 }
 
 /// The unquoted word at `i`, upper-cased (a keyword candidate).
@@ -620,15 +620,7 @@ fn at(
     i: usize,
     expected: String,
 ) -> Error {
-    match tokens.get(i) {
-        Some(t) => Error::Syntax(format!(
-            "expected {expected}, found '{}' at line {}, column {}",
-            t.token, t.span.start.line, t.span.start.column
-        )),
-        None => Error::Syntax(format!(
-            "expected {expected}, found the end of the statement"
-        )),
-    }
+    Error::syntax_at(tokens.get(i), tokens.last(), &expected)
 }
 
 /// Parses `SIZE 2 MINUTES, ADVANCE BY 30 SECONDS, GRACE PERIOD 10 SECONDS` and the like.
@@ -713,7 +705,7 @@ fn window_spec(
 pub(crate) fn parse_duration(text: &str) -> Result<i64> {
     let tokens: Vec<_> = Tokenizer::new(&GenericDialect {}, text)
         .tokenize_with_location()
-        .map_err(|e| Error::Syntax(e.to_string()))?
+        .map_err(Error::tokenizer)?
         .into_iter()
         .filter(|t| !matches!(t.token, Token::Whitespace(_)))
         .collect();
@@ -849,8 +841,8 @@ mod tests {
             .unwrap_err();
         assert_eq!(
             e.to_string(),
-            "syntax error: expected a time unit (MILLISECONDS, SECONDS, MINUTES, HOURS, DAYS), \
-             found 'FORTNIGHTS' at line 1, column 48"
+            "syntax error at line 1, column 48: expected a time unit (MILLISECONDS, SECONDS, \
+             MINUTES, HOURS, DAYS), found 'FORTNIGHTS'"
         );
         let e =
             parse("SELECT COUNT(*) FROM s WINDOW HOPPING (SIZE 2 MINUTES) GROUP BY k").unwrap_err();

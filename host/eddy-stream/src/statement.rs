@@ -130,7 +130,7 @@ impl Tokens {
     pub(crate) fn new(sql: &str) -> Result<Tokens> {
         let tokens = Tokenizer::new(&GenericDialect {}, sql)
             .tokenize_with_location()
-            .map_err(|e| Error::Syntax(e.to_string()))?;
+            .map_err(Error::tokenizer)?;
         let tokens = tokens
             .into_iter()
             .filter(|t| !matches!(t.token, Token::Whitespace(_)))
@@ -184,17 +184,9 @@ impl Tokens {
         }
     }
 
-    /// "expected X, found Y at line L, column C".
+    /// "syntax error at line L, column C: expected X, found 'Y'".
     pub(crate) fn error(&self, expected: &str) -> Error {
-        match self.tokens.get(self.pos) {
-            Some(t) => Error::Syntax(format!(
-                "expected {expected}, found '{}' at line {}, column {}",
-                t.token, t.span.start.line, t.span.start.column
-            )),
-            None => Error::Syntax(format!(
-                "expected {expected}, found the end of the statement"
-            )),
-        }
+        Error::syntax_at(self.tokens.get(self.pos), self.tokens.last(), expected)
     }
 
     fn identifier(&mut self, what: &str) -> Result<String> {
@@ -686,9 +678,9 @@ mod tests {
         let e = parse("CREATE STREAM s (a NUMBER) WITH (kafka_topic='t')").unwrap_err();
         assert_eq!(
             e.to_string(),
-            "syntax error: expected a type (BOOLEAN, INT, BIGINT, DOUBLE, DECIMAL(p, s), \
-             VARCHAR, BYTES, TIMESTAMP, ARRAY<…>, MAP<VARCHAR, …> or STRUCT<…>), found 'NUMBER' \
-             at line 1, column 20"
+            "syntax error at line 1, column 20: expected a type (BOOLEAN, INT, BIGINT, DOUBLE, \
+             DECIMAL(p, s), VARCHAR, BYTES, TIMESTAMP, ARRAY<…>, MAP<VARCHAR, …> or STRUCT<…>), \
+             found 'NUMBER'"
         );
         let e = parse("CREATE TABLE t (a INT KEY)").unwrap_err();
         assert!(e.to_string().contains("PRIMARY KEY"), "{e}");
@@ -743,26 +735,26 @@ mod tests {
         let error = |sql| column_types(sql).unwrap_err().to_string();
         assert_eq!(
             error("CREATE STREAM s (m MAP<INT, INT>)"),
-            "syntax error: expected VARCHAR (a MAP's keys are strings, as in ksqlDB), found \
-             'INT' at line 1, column 24"
+            "syntax error at line 1, column 24: expected VARCHAR (a MAP's keys are strings, as in \
+             ksqlDB), found 'INT'"
         );
         assert_eq!(
             error("CREATE STREAM s (d DECIMAL(40, 2))"),
-            "syntax error: expected a DECIMAL precision (1 to 38), found '40' at line 1, column 28"
+            "syntax error at line 1, column 28: expected a DECIMAL precision (1 to 38), found '40'"
         );
         assert_eq!(
             error("CREATE STREAM s (d DECIMAL(4, 5))"),
-            "syntax error: expected a DECIMAL scale (0 to the precision, 4), found '5' at line \
-             1, column 31"
+            "syntax error at line 1, column 31: expected a DECIMAL scale (0 to the precision, 4), \
+             found '5'"
         );
         assert_eq!(
             error("CREATE STREAM s (a ARRAY<INT)"),
-            "syntax error: expected '>', found ')' at line 1, column 29"
+            "syntax error at line 1, column 29: expected '>', found ')'"
         );
         assert_eq!(
             error("CREATE STREAM s (a STRUCT<x INT, x INT>)"),
-            "syntax error: expected a field name not used before in this STRUCT, found 'x' at \
-             line 1, column 34"
+            "syntax error at line 1, column 34: expected a field name not used before in this \
+             STRUCT, found 'x'"
         );
         // `>>>` after two opened types is one `>` too many.
         assert!(error("CREATE STREAM s (a ARRAY<ARRAY<INT>>>)").contains("found '>'"));
