@@ -6,7 +6,7 @@ use std::sync::Arc;
 use axum::body::Body;
 use axum::extract::State;
 use axum::Json;
-use eddy_stream::{Engine, Kind, Output, QueryInfo, RelationInfo, Started};
+use eddy_stream::{Engine, Kind, Output, QueryInfo, RelationInfo, Started, Statement};
 use serde_json::{json, Value};
 use tokio::sync::MutexGuard;
 
@@ -115,12 +115,13 @@ pub(crate) async fn ksql(
             }
             crate::variables::Step::Run(statement) => statement,
         };
-        if let Some(entity) = crate::topics::step(&state.config, &statement, &shown).await {
-            entities.push(entity?);
+        let parsed = eddy_stream::parse(&statement);
+        if let Ok(Statement::ShowTopics { all }) = parsed {
+            entities.push(crate::topics::list(&state.config, all, &shown).await?);
             continue;
         }
         crate::udf::check_path(&state.config, &statement, &shown)?;
-        if let Ok(eddy_stream::Statement::Set { key, value }) = eddy_stream::parse(&statement) {
+        if let Ok(Statement::Set { key, value }) = parsed {
             entities.push(json!({
                 "@type": "currentStatus",
                 "statementText": shown,
@@ -147,40 +148,32 @@ pub(crate) async fn ksql(
     Ok(Json(Value::Array(entities)))
 }
 
-fn words(statement: &str) -> Vec<String> {
-    statement
-        .trim()
-        .trim_end_matches(';')
-        .split_whitespace()
-        .map(|w| w.to_uppercase())
-        .collect()
-}
-
 async fn run(
     mut engine: MutexGuard<'_, Engine>,
     statement: &str,
     shown: &str,
     properties: &Properties,
 ) -> Result<Value, ApiError> {
-    if let Ok(eddy_stream::Statement::Print { .. }) = eddy_stream::parse(statement) {
-        // It streams records until its LIMIT or the client goes away: not a /ksql answer.
-        return Err(ApiError::statement(
-            code::QUERY_ENDPOINT,
-            "The following statement types should be issued to the websocket endpoint '/query': PRINT (send it to /query or /query-stream)",
-            shown,
-        ));
-    }
-    let w = words(statement);
-    let w: Vec<&str> = w.iter().map(String::as_str).collect();
-    match w.as_slice() {
-        ["SELECT", ..] => Err(ApiError::statement(
+    let parsed = eddy_stream::parse(statement).map_err(|e| statement_error(e, shown))?;
+    match &parsed {
+        Statement::Query(_) | Statement::Push { .. } => Err(ApiError::statement(
             code::QUERY_ENDPOINT,
             "The following statement types should be issued to the websocket endpoint '/query': SELECT (send queries to /query or /query-stream)",
             shown,
         )),
-        ["SHOW" | "LIST", "STREAMS" | "TABLES", ..] => {
+        // It streams records until its LIMIT or the client goes away: not a /ksql answer.
+        Statement::Print { .. } => Err(ApiError::statement(
+            code::QUERY_ENDPOINT,
+            "The following statement types should be issued to the websocket endpoint '/query': PRINT (send it to /query or /query-stream)",
+            shown,
+        )),
+        Statement::ShowStreams | Statement::ShowTables => {
             reap(&mut engine).await;
-            let kind = if w[1] == "STREAMS" { Kind::Stream } else { Kind::Table };
+            let kind = if parsed == Statement::ShowStreams {
+                Kind::Stream
+            } else {
+                Kind::Table
+            };
             let key = if kind == Kind::Stream { "streams" } else { "tables" };
             let list: Vec<Value> = engine
                 .relations()
@@ -190,12 +183,12 @@ async fn run(
                 .collect();
             Ok(json!({"@type": key, "statementText": shown, key: list, "warnings": []}))
         }
-        ["SHOW" | "LIST", "QUERIES", ..] => {
+        Statement::ShowQueries => {
             reap(&mut engine).await;
             let queries: Vec<Value> = engine.queries().iter().map(query_summary).collect();
             Ok(json!({"@type": "queries", "statementText": shown, "queries": queries, "warnings": []}))
         }
-        ["SHOW" | "LIST", "PROPERTIES", ..] => Ok(json!({
+        Statement::ShowProperties => Ok(json!({
             "@type": "properties",
             "statementText": shown,
             "properties": [
@@ -206,7 +199,7 @@ async fn run(
             "defaultProperties": [],
             "warnings": [],
         })),
-        ["SHOW" | "LIST", "FUNCTIONS", ..] => {
+        Statement::Function(eddy_sql::Statement::ShowFunctions) => {
             let functions: Vec<Value> = engine
                 .session()
                 .functions()
@@ -224,13 +217,11 @@ async fn run(
                 .collect();
             Ok(json!({"@type": "function_names", "statementText": shown, "functions": functions, "warnings": []}))
         }
-        ["DESCRIBE", "FUNCTION", name, rest @ ..] => {
-            let extended = rest.first() == Some(&"EXTENDED");
-            describe_function(&mut engine, name, extended, shown)
+        Statement::Function(eddy_sql::Statement::DescribeFunction { name, extended }) => {
+            describe_function(&mut engine, name, *extended, shown)
         }
-        ["DESCRIBE", name, rest @ ..] if !["STREAMS", "TABLES"].contains(name) => {
-            let extended = rest.first() == Some(&"EXTENDED");
-            describe(&mut engine, name, extended, shown).await
+        Statement::Describe { name, extended } => {
+            describe(&mut engine, name, *extended, shown).await
         }
         _ => execute(engine, statement, shown, properties).await,
     }
@@ -280,30 +271,38 @@ pub(crate) async fn execute(
         // Push queries are refused above; dropping it ends the query.
         Output::Push(push) => format!("push query {} ended: send push queries to /query", push.id),
     };
-    let w = words(statement);
-    let action = match w.first().map(String::as_str) {
-        Some("DROP") => "drop",
-        Some("TERMINATE") => "terminate",
-        _ => "create",
-    };
-    let object = w
-        .iter()
-        .position(|x| x == "STREAM" || x == "TABLE" || x == "FUNCTION")
-        .map(|i| {
-            (
-                w[i].to_lowercase(),
-                w.get(i + 1).cloned().unwrap_or_default(),
-            )
-        })
-        .unwrap_or_else(|| ("statement".into(), w.get(1).cloned().unwrap_or_default()));
     Ok(json!({
         "@type": "currentStatus",
         "statementText": shown,
-        "commandId": format!("{}/`{}`/{action}", object.0, object.1.trim_matches('`')),
+        "commandId": command_id(statement),
         "commandStatus": {"status": "SUCCESS", "message": message, "queryId": query_id},
         "commandSequenceNumber": -1,
         "warnings": [],
     }))
+}
+
+/// ksqlDB's `commandId` for a statement that ran: `stream/`NAME`/create`, `table/`T`/drop`,
+/// `function/`F`/create`, `statement/`CSAS_X_1`/terminate`, …
+fn command_id(statement: &str) -> String {
+    use eddy_sql::Statement as Function;
+    let (object, name, action) = match eddy_stream::parse(statement) {
+        Ok(Statement::CreateSource { kind, name, .. } | Statement::CreateAs { kind, name, .. }) => {
+            (kind.as_str(), name, "create")
+        }
+        Ok(Statement::Drop { kind, name, .. }) => (kind.as_str(), name, "drop"),
+        Ok(Statement::Terminate(id)) => {
+            ("statement", id.unwrap_or_else(|| "ALL".into()), "terminate")
+        }
+        Ok(Statement::Function(Function::CreateFunction { name, .. })) => {
+            ("function", name, "create")
+        }
+        Ok(Statement::Function(Function::AlterFunction { name, .. })) => {
+            ("function", name, "alter")
+        }
+        Ok(Statement::Function(Function::DropFunction { name, .. })) => ("function", name, "drop"),
+        _ => ("statement", String::new(), "execute"),
+    };
+    format!("{object}/`{}`/{action}", eddy_stream::display_name(&name))
 }
 
 fn relation_summary(r: &RelationInfo) -> Value {

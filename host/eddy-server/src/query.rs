@@ -56,16 +56,12 @@ async fn start(state: &AppState, sql: &str, properties: &Properties) -> Result<S
         )));
     };
     let shown = format!("{};", statement.trim().trim_end_matches(';'));
-    let first = statement
-        .split_whitespace()
-        .next()
-        .unwrap_or_default()
-        .to_uppercase();
-    let print = matches!(
-        eddy_stream::parse(statement),
-        Ok(eddy_stream::Statement::Print { .. })
-    );
-    if first != "SELECT" && !print {
+    use eddy_stream::Statement;
+    let parsed = eddy_stream::parse(statement).map_err(|e| statement_error(e, &shown))?;
+    if !matches!(
+        parsed,
+        Statement::Query(_) | Statement::Push { .. } | Statement::Print { .. }
+    ) {
         return Err(ApiError::statement(
             code::QUERY_ENDPOINT,
             "only SELECT and PRINT statements can be sent to this endpoint: send other statements to /ksql",

@@ -13,28 +13,8 @@ use crate::ServerConfig;
 /// How long the broker may take to answer a metadata request.
 const METADATA_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// The answer to `statement` if it lists topics; `None` for any other statement.
-pub(crate) async fn step(
-    config: &ServerConfig,
-    statement: &str,
-    shown: &str,
-) -> Option<Result<Value, ApiError>> {
-    let words: Vec<String> = statement
-        .trim()
-        .trim_end_matches(';')
-        .split_whitespace()
-        .map(str::to_uppercase)
-        .collect();
-    let words: Vec<&str> = words.iter().map(String::as_str).collect();
-    let all = match words.as_slice() {
-        ["SHOW" | "LIST", "TOPICS"] | ["SHOW" | "LIST", "TOPICS", "EXTENDED"] => false,
-        ["SHOW" | "LIST", "ALL", "TOPICS"] | ["SHOW" | "LIST", "ALL", "TOPICS", "EXTENDED"] => true,
-        _ => return None,
-    };
-    Some(list(config, all, shown).await)
-}
-
-async fn list(config: &ServerConfig, all: bool, shown: &str) -> Result<Value, ApiError> {
+/// The answer to `SHOW [ALL] TOPICS`: the broker's topics (`all`: internal ones too).
+pub(crate) async fn list(config: &ServerConfig, all: bool, shown: &str) -> Result<Value, ApiError> {
     let Some(servers) = config.bootstrap_servers.clone() else {
         return Err(ApiError::statement(
             code::BAD_STATEMENT,

@@ -186,7 +186,9 @@ impl Session {
                     .await
             }
             Statement::AlterFunction { name, action } => self.alter_function(&name, action),
-            Statement::DropFunction { name, if_exists } => self.drop_function(&name, if_exists),
+            Statement::DropFunction {
+                name, if_exists, ..
+            } => self.drop_function(&name, if_exists),
             Statement::ShowFunctions => Ok(self.show_functions()),
             Statement::DescribeFunction { name, extended } => {
                 self.describe_function(&name, extended)

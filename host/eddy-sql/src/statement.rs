@@ -98,12 +98,15 @@ pub enum Statement {
         /// What to do.
         action: AlterAction,
     },
-    /// `DROP FUNCTION [IF EXISTS] name`.
+    /// `DROP FUNCTION [IF EXISTS] name [FORCE]`.
     DropFunction {
         /// The function.
         name: String,
         /// Succeed when it does not exist.
         if_exists: bool,
+        /// Drop it even while running queries call it (they keep the version they have); the
+        /// engine checks this, the session drops either way.
+        force: bool,
     },
     /// `SHOW FUNCTIONS` / `LIST FUNCTIONS`.
     ShowFunctions,
@@ -256,8 +259,13 @@ pub fn parse(sql: &str) -> Result<Statement> {
     if t.accept_keywords(&["DROP", "FUNCTION"]) {
         let if_exists = t.accept_keywords(&["IF", "EXISTS"]);
         let name = t.identifier("a function name")?;
+        let force = t.accept_keywords(&["FORCE"]);
         t.end()?;
-        return Ok(Statement::DropFunction { name, if_exists });
+        return Ok(Statement::DropFunction {
+            name,
+            if_exists,
+            force,
+        });
     }
     if t.accept_keywords(&["SHOW", "FUNCTIONS"]) || t.accept_keywords(&["LIST", "FUNCTIONS"]) {
         t.end()?;
@@ -485,7 +493,16 @@ mod tests {
             parse("DROP FUNCTION IF EXISTS f").unwrap(),
             Statement::DropFunction {
                 name: "f".into(),
-                if_exists: true
+                if_exists: true,
+                force: false,
+            }
+        );
+        assert_eq!(
+            parse("drop function f force;").unwrap(),
+            Statement::DropFunction {
+                name: "f".into(),
+                if_exists: false,
+                force: true,
             }
         );
         assert_eq!(parse("list functions").unwrap(), Statement::ShowFunctions);

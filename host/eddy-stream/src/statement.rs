@@ -117,7 +117,27 @@ pub enum Statement {
         /// Its value.
         value: String,
     },
-    /// Anything else: functions, pull queries, INSERT, plain SQL.
+    /// `SELECT …` or `WITH … SELECT …` without `EMIT CHANGES`: a pull query, which DataFusion
+    /// runs over the tables and the rows streams keep.
+    Query(String),
+    /// `SHOW|LIST PROPERTIES`.
+    ShowProperties,
+    /// `SHOW|LIST [ALL] TOPICS [EXTENDED]`: the broker's topics.
+    ShowTopics {
+        /// `ALL`: internal topics too.
+        all: bool,
+    },
+    /// `DESCRIBE name [EXTENDED]`: a stream's or table's columns.
+    Describe {
+        /// The stream or table.
+        name: String,
+        /// `EXTENDED`: also its queries and statement.
+        extended: bool,
+    },
+    /// A function statement (`CREATE|ALTER|DROP FUNCTION`, `SHOW FUNCTIONS`, `DESCRIBE
+    /// FUNCTION`), parsed by [`eddy_sql::parse`].
+    Function(eddy_sql::Statement),
+    /// Anything else, for DataFusion: INSERT, EXPLAIN, plain SQL.
     Other(String),
 }
 
@@ -275,7 +295,11 @@ pub fn parse(sql: &str) -> Result<Statement> {
 
 fn parse_text(sql: &str) -> Result<Statement> {
     let mut t = Tokens::new(sql)?;
-    let other = || Ok(Statement::Other(sql.to_string()));
+    // What is not a stream statement: a function statement, or SQL for DataFusion.
+    let other = || match eddy_sql::parse(sql)? {
+        eddy_sql::Statement::Sql(sql) => Ok(Statement::Other(sql)),
+        function => Ok(Statement::Function(function)),
+    };
     match t.keyword(0).as_deref() {
         Some("CREATE") => {
             let mut look = 1;
@@ -324,8 +348,9 @@ fn parse_text(sql: &str) -> Result<Statement> {
                 query.truncate(query.trim_end().len());
                 return Ok(Statement::Push { query, limit });
             }
-            other()
+            Ok(Statement::Query(sql.to_string()))
         }
+        Some("WITH") => Ok(Statement::Query(sql.to_string())),
         Some("SHOW") | Some("LIST") => {
             let what = t.keyword(1);
             t.pos += 2;
@@ -333,6 +358,12 @@ fn parse_text(sql: &str) -> Result<Statement> {
                 Some("STREAMS") => Statement::ShowStreams,
                 Some("TABLES") => Statement::ShowTables,
                 Some("QUERIES") => Statement::ShowQueries,
+                Some("PROPERTIES") => Statement::ShowProperties,
+                Some("TOPICS") => Statement::ShowTopics { all: false },
+                Some("ALL") if t.keyword(0).as_deref() == Some("TOPICS") => {
+                    t.pos += 1;
+                    Statement::ShowTopics { all: true }
+                }
                 _ => return other(),
             };
             t.accept_keyword("EXTENDED");
@@ -363,6 +394,18 @@ fn parse_text(sql: &str) -> Result<Statement> {
                 from_beginning,
                 limit,
             })
+        }
+        Some("DESCRIBE")
+            if !matches!(
+                t.keyword(1).as_deref(),
+                Some("FUNCTION" | "STREAMS" | "TABLES")
+            ) =>
+        {
+            t.pos += 1;
+            let name = t.identifier("a stream or table name")?;
+            let extended = t.accept_keyword("EXTENDED");
+            t.end()?;
+            Ok(Statement::Describe { name, extended })
         }
         Some("TERMINATE") => {
             t.pos += 1;
@@ -642,7 +685,38 @@ mod tests {
         );
         assert_eq!(
             parse("SELECT * FROM s").unwrap(),
-            Statement::Other("SELECT * FROM s".into())
+            Statement::Query("SELECT * FROM s".into())
+        );
+        assert_eq!(
+            parse("INSERT INTO s VALUES (1)").unwrap(),
+            Statement::Other("INSERT INTO s VALUES (1)".into())
+        );
+        assert_eq!(
+            parse("describe S extended;").unwrap(),
+            Statement::Describe {
+                name: "s".into(),
+                extended: true
+            }
+        );
+        assert_eq!(
+            parse("SHOW ALL TOPICS EXTENDED").unwrap(),
+            Statement::ShowTopics { all: true }
+        );
+        assert_eq!(parse("list properties").unwrap(), Statement::ShowProperties);
+        // Function statements are eddy_sql's, whole; their syntax errors have the same shape.
+        assert_eq!(
+            parse("DROP FUNCTION f FORCE").unwrap(),
+            Statement::Function(eddy_sql::Statement::DropFunction {
+                name: "f".into(),
+                if_exists: false,
+                force: true
+            })
+        );
+        assert_eq!(
+            parse("CREATE FUNCTION f FORM 'x.wasm'")
+                .unwrap_err()
+                .to_string(),
+            "syntax error at line 1, column 19: expected FROM, found 'FORM'"
         );
         assert_eq!(
             parse("TERMINATE CSAS_OUT_1").unwrap(),

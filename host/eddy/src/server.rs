@@ -505,20 +505,22 @@ impl Client {
     }
 
     async fn run(&self, statement: &str) -> Result<()> {
-        if let Ok(eddy_stream::Statement::Set { key, value }) = eddy_stream::parse(statement) {
-            println!("'{key}' is '{value}' for this session's statements");
-            self.properties
-                .lock()
-                .expect("properties lock")
-                .insert(key, Value::String(value));
-            return Ok(());
-        }
-        let is_query = statement
-            .split_whitespace()
-            .next()
-            .is_some_and(|w| w.eq_ignore_ascii_case("SELECT"));
-        if is_query {
-            return self.query(statement).await;
+        use eddy_stream::Statement;
+        match eddy_stream::parse(statement) {
+            Ok(Statement::Set { key, value }) => {
+                println!("'{key}' is '{value}' for this session's statements");
+                self.properties
+                    .lock()
+                    .expect("properties lock")
+                    .insert(key, Value::String(value));
+                return Ok(());
+            }
+            // Rows as they come, from /query; the server reports a statement that does not
+            // parse, with its position, whichever endpoint it reaches.
+            Ok(Statement::Query(_) | Statement::Push { .. } | Statement::Print { .. }) => {
+                return self.query(statement).await;
+            }
+            _ => {}
         }
         let response = self
             .post(

@@ -317,46 +317,50 @@ impl Engine {
                 self.properties.insert(key.clone(), value.clone());
                 Ok(Output::Message(format!("set '{key}' to '{value}'")))
             }
-            Statement::Other(sql) => {
-                let sql = match self.check_drop_function(&sql)? {
-                    Some(forced) => forced,
-                    None => sql,
-                };
-                let upper = sql.trim_start().to_uppercase();
-                let show_functions = matches!(
-                    upper
-                        .split_whitespace()
-                        .take(2)
-                        .collect::<Vec<_>>()
-                        .as_slice(),
-                    ["SHOW" | "LIST", "FUNCTIONS" | "FUNCTIONS;"]
-                );
-                match self.session.prepare(&sql).await? {
-                    eddy_sql::Prepared::Query(query) => {
-                        // Statements of one session take effect in order: a pull query sees
-                        // what the running queries made of earlier inserts, and an insert into
-                        // a table reaches only the events inserted after it.
-                        let settle = ["SELECT", "WITH", "INSERT"]
-                            .iter()
-                            .any(|k| upper.starts_with(k))
-                            .then(|| self.settle_targets());
-                        return Ok(Started::Pull(PullQuery { query, settle }));
-                    }
-                    eddy_sql::Prepared::Done(eddy_sql::Output::Rows { schema, batches })
-                        if show_functions =>
-                    {
-                        self.with_users(schema, batches)
-                    }
-                    eddy_sql::Prepared::Done(eddy_sql::Output::Rows { schema, batches }) => {
-                        Ok(Output::Rows { schema, batches })
-                    }
-                    eddy_sql::Prepared::Done(eddy_sql::Output::Message(m)) => {
-                        Ok(Output::Message(m))
-                    }
+            Statement::ShowProperties => Ok(self.show_properties()),
+            Statement::ShowTopics { .. } => Err(Error::Unsupported(
+                "SHOW TOPICS lists a broker's topics: ask `eddy server` (GET it over /ksql)".into(),
+            )),
+            Statement::Function(function) => {
+                let show_functions = matches!(function, eddy_sql::Statement::ShowFunctions);
+                if let eddy_sql::Statement::DropFunction {
+                    name, force: false, ..
+                } = &function
+                {
+                    self.check_drop_function(name)?;
                 }
+                return self.run_sql(sql, show_functions).await;
             }
+            // The parsed text: `->` dereferences are rewritten for DataFusion.
+            Statement::Query(text) | Statement::Other(text) => {
+                return self.run_sql(&text, false).await;
+            }
+            Statement::Describe { .. } => return self.run_sql(sql, false).await,
         };
         output.map(Started::Done)
+    }
+
+    /// A statement for the SQL session (DataFusion's, or a function statement): a query comes
+    /// back ready to run without the engine.
+    async fn run_sql(&mut self, sql: &str, show_functions: bool) -> Result<Started> {
+        Ok(Started::Done(match self.session.prepare(sql).await? {
+            eddy_sql::Prepared::Query(query) => {
+                // Statements of one session take effect in order: a pull query sees what the
+                // running queries made of earlier inserts, and an insert into a table reaches
+                // only the events inserted after it.
+                let settle = Some(self.settle_targets());
+                return Ok(Started::Pull(PullQuery { query, settle }));
+            }
+            eddy_sql::Prepared::Done(eddy_sql::Output::Rows { schema, batches })
+                if show_functions =>
+            {
+                self.with_users(schema, batches)?
+            }
+            eddy_sql::Prepared::Done(eddy_sql::Output::Rows { schema, batches }) => {
+                Output::Rows { schema, batches }
+            }
+            eddy_sql::Prepared::Done(eddy_sql::Output::Message(m)) => Output::Message(m),
+        }))
     }
 
     /// Waits until every query reading an in-memory stream has read all of it (or `timeout`

@@ -105,6 +105,23 @@ impl Engine {
         }
     }
 
+    /// `SHOW PROPERTIES`: the properties this session set (`SET 'key' = 'value'`).
+    pub(super) fn show_properties(&self) -> Output {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("property", DataType::Utf8, false),
+            Field::new("value", DataType::Utf8, false),
+        ]));
+        let columns: Vec<ArrayRef> = vec![
+            Arc::new(StringArray::from_iter_values(self.properties.keys())),
+            Arc::new(StringArray::from_iter_values(self.properties.values())),
+        ];
+        let batch = RecordBatch::try_new(schema.clone(), columns).expect("columns match");
+        Output::Rows {
+            schema,
+            batches: vec![batch],
+        }
+    }
+
     pub(super) fn show_queries(&self) -> Output {
         let q = self.queries();
         let schema = Arc::new(Schema::new(vec![
