@@ -61,10 +61,7 @@ enum Command {
 /// The compile cache: the same default as `eddy`'s, so components compiled by one are cached
 /// for the other.
 fn cache_dir(cli: Option<PathBuf>) -> PathBuf {
-    cli.or_else(|| std::env::var_os("EDDY_CACHE_DIR").map(PathBuf::from))
-        .or_else(|| std::env::var_os("XDG_CACHE_HOME").map(|d| PathBuf::from(d).join("eddy")))
-        .or_else(|| std::env::var_os("HOME").map(|d| PathBuf::from(d).join(".cache/eddy")))
-        .unwrap_or_else(|| PathBuf::from(".eddy-cache"))
+    eddy_udf_host::cache_dir(cli)
 }
 
 #[tokio::main]

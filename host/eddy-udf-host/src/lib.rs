@@ -26,3 +26,15 @@ pub use error::{Error, Result};
 pub use runtime::{Limits, UdfRuntime};
 pub use shadow::{Difference, Shadow, ShadowConfig, ShadowReport, MAX_KEPT_DIFFERENCES};
 pub use udf::{FunctionStats, WasmScalarUdf};
+
+/// Where compiled components are cached: `explicit` (a `--cache-dir`), else `$EDDY_CACHE_DIR`,
+/// else `$XDG_CACHE_HOME/eddy`, else `~/.cache/eddy`, else `.eddy-cache`. The CLI and the
+/// benchmarks share it, so both reuse one cache.
+pub fn cache_dir(explicit: Option<std::path::PathBuf>) -> std::path::PathBuf {
+    use std::path::PathBuf;
+    explicit
+        .or_else(|| std::env::var_os("EDDY_CACHE_DIR").map(PathBuf::from))
+        .or_else(|| std::env::var_os("XDG_CACHE_HOME").map(|d| PathBuf::from(d).join("eddy")))
+        .or_else(|| std::env::var_os("HOME").map(|d| PathBuf::from(d).join(".cache/eddy")))
+        .unwrap_or_else(|| PathBuf::from(".eddy-cache"))
+}
