@@ -104,23 +104,19 @@ pub struct PullQuery {
     query: eddy_sql::Query,
     /// Queries whose in-memory input must be consumed first, so that the statements of one
     /// session take effect in order.
-    settle: Option<Vec<(Arc<Stats>, Arc<Log>)>>,
+    settle: Vec<(Arc<Stats>, Arc<Log>)>,
 }
 
 impl PullQuery {
     /// Its rows, as they are computed.
     pub async fn stream(self) -> Result<SendableRecordBatchStream> {
-        if let Some(targets) = &self.settle {
-            settle(targets, Duration::from_secs(10)).await;
-        }
+        settle(&self.settle, Duration::from_secs(10)).await;
         Ok(self.query.stream().await?)
     }
 
     /// All its rows.
     pub async fn collect(self) -> Result<Output> {
-        if let Some(targets) = &self.settle {
-            settle(targets, Duration::from_secs(10)).await;
-        }
+        settle(&self.settle, Duration::from_secs(10)).await;
         match self.query.collect().await? {
             eddy_sql::Output::Rows { schema, batches } => Ok(Output::Rows { schema, batches }),
             eddy_sql::Output::Message(m) => Ok(Output::Message(m)),
@@ -348,7 +344,7 @@ impl Engine {
                 // Statements of one session take effect in order: a pull query sees what the
                 // running queries made of earlier inserts, and an insert into a table reaches
                 // only the events inserted after it.
-                let settle = Some(self.settle_targets());
+                let settle = self.settle_targets();
                 return Ok(Started::Pull(PullQuery { query, settle }));
             }
             eddy_sql::Prepared::Done(eddy_sql::Output::Rows { schema, batches })
