@@ -835,6 +835,15 @@ where
 /// Every record of `topic` from the start, as a plain consumer sees it: (key, value), a
 /// tombstone's value `None`. Waits until `n` arrived.
 async fn read_raw(topic: &str, n: usize) -> Vec<(Option<Vec<u8>>, Option<Vec<u8>>)> {
+    read_timed(topic, n)
+        .await
+        .into_iter()
+        .map(|(key, value, _)| (key, value))
+        .collect()
+}
+
+/// The first `n` records of partition 0 of `topic`: key, value and timestamp (ms).
+async fn read_timed(topic: &str, n: usize) -> Vec<(Option<Vec<u8>>, Option<Vec<u8>>, Option<i64>)> {
     use rdkafka::consumer::{Consumer, StreamConsumer};
     use rdkafka::Message as _;
     let mut config = rdkafka::ClientConfig::new();
@@ -861,6 +870,7 @@ async fn read_raw(topic: &str, n: usize) -> Vec<(Option<Vec<u8>>, Option<Vec<u8>
         out.push((
             message.key().map(<[u8]>::to_vec),
             message.payload().map(<[u8]>::to_vec),
+            message.timestamp().to_millis(),
         ));
     }
     out
@@ -1065,4 +1075,164 @@ async fn kafka_tables_write_keyed_changes_and_tombstones() {
     )
     .await;
     engine.shutdown().await;
+}
+
+/// INSERT INTO a stream or table read from Kafka, as in ksqlDB: `VALUES` produce records to its
+/// topic, keyed and encoded as the relation reads them, timestamped with its event time; and
+/// `INSERT INTO … SELECT` is a query producing there too. Readers of the topic see both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafka_insert_into_relations_read_from_topics() {
+    let cars = unique("insert-cars");
+    let users = unique("insert-users");
+    let mut engine = engine();
+    run(
+        &mut engine,
+        &format!(
+            "CREATE STREAM cars (car VARCHAR KEY, speed DOUBLE, ts BIGINT) WITH \
+             (kafka_topic='{cars}', partitions=1, key_format='KAFKA', timestamp='ts')"
+        ),
+    )
+    .await;
+    run(
+        &mut engine,
+        "CREATE STREAM eu (car VARCHAR, speed DOUBLE, ts BIGINT) WITH (timestamp='ts')",
+    )
+    .await;
+    run(
+        &mut engine,
+        "INSERT INTO cars SELECT car, speed * 2 AS speed, ts FROM eu",
+    )
+    .await;
+    run(
+        &mut engine,
+        "INSERT INTO cars (car, speed, ts) VALUES ('c1', 50.5, 1000)",
+    )
+    .await;
+    run(
+        &mut engine,
+        "INSERT INTO eu (car, speed, ts) VALUES ('e1', 45.0, 2000), ('e2', 65.0, 3000)",
+    )
+    .await;
+    let bytes = |s: &str| Some(s.as_bytes().to_vec());
+    assert_eq!(
+        read_timed(&cars, 3).await,
+        [
+            (
+                bytes("c1"),
+                bytes(r#"{"SPEED":50.5,"TS":1000}"#),
+                Some(1000)
+            ),
+            (
+                bytes("e1"),
+                bytes(r#"{"SPEED":90.0,"TS":2000}"#),
+                Some(2000)
+            ),
+            (
+                bytes("e2"),
+                bytes(r#"{"SPEED":130.0,"TS":3000}"#),
+                Some(3000)
+            ),
+        ]
+    );
+    run(&mut engine, "SET 'auto.offset.reset' = 'earliest'").await;
+    let rows = collect(
+        run(
+            &mut engine,
+            "SELECT car, speed FROM cars EMIT CHANGES LIMIT 3",
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(rows, [["c1", "50.5"], ["e1", "90.0"], ["e2", "130.0"]]);
+
+    run(
+        &mut engine,
+        &format!(
+            "CREATE TABLE users (id VARCHAR PRIMARY KEY, name VARCHAR) WITH \
+             (kafka_topic='{users}', partitions=1, key_format='KAFKA')"
+        ),
+    )
+    .await;
+    run(
+        &mut engine,
+        "INSERT INTO users (id, name) VALUES ('u1', 'Ada'), ('u2', 'Bo')",
+    )
+    .await;
+    assert_eq!(
+        read_raw(&users, 2).await,
+        [
+            (bytes("u1"), bytes(r#"{"NAME":"Ada"}"#)),
+            (bytes("u2"), bytes(r#"{"NAME":"Bo"}"#)),
+        ]
+    );
+    pull_until(
+        &mut engine,
+        "SELECT id, name FROM users",
+        &[["u1", "Ada"], ["u2", "Bo"]],
+    )
+    .await;
+
+    // Two key columns in a DELIMITED key, with its own delimiter, written and read back.
+    let pairs = unique("insert-pairs");
+    run(
+        &mut engine,
+        &format!(
+            "CREATE TABLE pairs (a VARCHAR PRIMARY KEY, b INT PRIMARY KEY, v INT) WITH \
+             (kafka_topic='{pairs}', partitions=1, key_format='DELIMITED', key_delimiter='|')"
+        ),
+    )
+    .await;
+    run(&mut engine, "INSERT INTO pairs VALUES ('x', 1, 10)").await;
+    assert_eq!(
+        read_raw(&pairs, 1).await,
+        [(bytes("x|1"), bytes(r#"{"V":10}"#))]
+    );
+    pull_until(
+        &mut engine,
+        "SELECT a, b, v FROM pairs",
+        &[["x", "1", "10"]],
+    )
+    .await;
+}
+
+/// WITH (wrap_single_value=false), as in ksqlDB: a one-column value is written as the bare JSON
+/// value, and a stream declared the same way reads such values back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafka_single_values_unwrapped() {
+    let topic = unique("bare-speeds");
+    let mut engine = engine();
+    run(
+        &mut engine,
+        "CREATE STREAM speeds (car VARCHAR, speed DOUBLE, ts BIGINT) WITH (timestamp='ts')",
+    )
+    .await;
+    run(
+        &mut engine,
+        &format!(
+            "CREATE STREAM bare WITH (kafka_topic='{topic}', wrap_single_value=false) AS \
+             SELECT speed FROM speeds"
+        ),
+    )
+    .await;
+    run(
+        &mut engine,
+        "INSERT INTO speeds (car, speed, ts) VALUES ('a', 50.5, 1000), ('b', 70.0, 2000)",
+    )
+    .await;
+    let bytes = |s: &str| Some(s.as_bytes().to_vec());
+    assert_eq!(
+        read_raw(&topic, 2).await,
+        [(None, bytes("50.5")), (None, bytes("70.0"))]
+    );
+    run(
+        &mut engine,
+        &format!(
+            "CREATE STREAM back (speed DOUBLE) WITH (kafka_topic='{topic}', \
+             wrap_single_value=false)"
+        ),
+    )
+    .await;
+    run(&mut engine, "SET 'auto.offset.reset' = 'earliest'").await;
+    let rows = collect(run(&mut engine, "SELECT speed FROM back EMIT CHANGES LIMIT 2").await).await;
+    assert_eq!(rows, [["50.5"], ["70.0"]]);
 }

@@ -118,9 +118,10 @@ impl TableProvider for Slot {
 }
 
 /// Where rows inserted with `INSERT INTO` go.
+#[async_trait]
 pub(crate) trait Inserter: fmt::Debug + Send + Sync {
     /// Takes a batch of the relation's schema; `rowtime` may still be null.
-    fn insert(&self, batch: RecordBatch) -> Result<()>;
+    async fn insert(&self, batch: RecordBatch) -> Result<()>;
 }
 
 /// A stream as a table: scans return the rows it has retained; inserts append.
@@ -403,8 +404,9 @@ impl TableState {
     }
 }
 
+#[async_trait]
 impl Inserter for TableState {
-    fn insert(&self, batch: RecordBatch) -> Result<()> {
+    async fn insert(&self, batch: RecordBatch) -> Result<()> {
         self.upsert(&batch)
     }
 }
@@ -414,8 +416,9 @@ impl Inserter for TableState {
 pub(crate) struct TableProviderImpl {
     /// Its state.
     pub state: Arc<TableState>,
-    /// Whether `INSERT INTO` may write it.
-    pub insertable: bool,
+    /// Where `INSERT INTO` goes, if it may write it: the state itself for a table in memory,
+    /// the topic for a table read from Kafka.
+    pub inserter: Option<Arc<dyn Inserter>>,
     /// Name, for messages.
     pub name: String,
 }
@@ -443,15 +446,15 @@ impl TableProvider for TableProviderImpl {
         input: Arc<dyn ExecutionPlan>,
         _insert_op: InsertOp,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        if !self.insertable {
+        let Some(inserter) = &self.inserter else {
             return Err(DataFusionError::Plan(format!(
-                "'{}' is read from a topic; produce to the topic instead of INSERT INTO",
+                "'{}' is written by a query; INSERT INTO goes to source streams and tables",
                 self.name
             )));
-        }
+        };
         let sink = InsertSink {
             schema: self.state.schema.clone(),
-            inserter: self.state.clone(),
+            inserter: inserter.clone(),
         };
         Ok(Arc::new(DataSinkExec::new(input, Arc::new(sink), None)))
     }
@@ -487,7 +490,7 @@ impl DataSink for InsertSink {
         let rows = batch.num_rows() as u64;
         // Cast to the declared schema's exact field names (DataFusion keeps them, but be sure).
         let batch = RecordBatch::try_new(self.schema.clone(), batch.columns().to_vec())?;
-        self.inserter.insert(batch)?;
+        self.inserter.insert(batch).await?;
         Ok(rows)
     }
 }

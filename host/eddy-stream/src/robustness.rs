@@ -150,7 +150,11 @@ proptest! {
         let decoder = ValueDecoder::new(ValueFormat::Delimited { delimiter }, schema(), Some(3)).unwrap();
         accounts_for_all(&decoder, &messages);
         // Keys from the record key, in every key format.
-        for key_format in [KeyFormat::Kafka, KeyFormat::Delimited, KeyFormat::Json] {
+        for key_format in [
+            KeyFormat::Kafka,
+            KeyFormat::Delimited { delimiter: b',' },
+            KeyFormat::Json,
+        ] {
             let decoder = ValueDecoder::with_key(
                 ValueFormat::Delimited { delimiter },
                 Some(key_format),

@@ -77,6 +77,13 @@ pub enum Statement {
         /// The query, from `SELECT` on.
         query: String,
     },
+    /// `INSERT INTO stream SELECT …`: a persistent query appending to an existing stream.
+    InsertQuery {
+        /// The stream it writes.
+        target: String,
+        /// The query, from `SELECT` on (what precedes it blanked, so positions hold).
+        query: String,
+    },
     /// `SELECT … EMIT CHANGES [LIMIT n]`: a push query.
     Push {
         /// The query, `EMIT CHANGES` and `LIMIT` removed.
@@ -351,6 +358,18 @@ fn parse_text(sql: &str) -> Result<Statement> {
             Ok(Statement::Query(sql.to_string()))
         }
         Some("WITH") => Ok(Statement::Query(sql.to_string())),
+        // INSERT INTO … VALUES (and a column list) is DataFusion's; a SELECT makes a query.
+        Some("INSERT") if t.keyword(1).as_deref() == Some("INTO") => {
+            t.pos += 2;
+            let target = t.identifier("the stream name")?;
+            if t.keyword(0).as_deref() != Some("SELECT") {
+                return other();
+            }
+            Ok(Statement::InsertQuery {
+                target,
+                query: blank_before(sql, t.offset(sql, t.pos)),
+            })
+        }
         Some("SHOW") | Some("LIST") => {
             let what = t.keyword(1);
             t.pos += 2;
@@ -456,6 +475,16 @@ fn parse_text(sql: &str) -> Result<Statement> {
     }
 }
 
+/// The query that starts at `start` in `sql`, with what precedes it blanked out rather than cut,
+/// so errors in the query point at the same line and column as in the statement the user wrote.
+fn blank_before(sql: &str, start: usize) -> String {
+    let prefix: String = sql[..start]
+        .chars()
+        .map(|c| if c == '\n' { c } else { ' ' })
+        .collect();
+    format!("{prefix}{}", sql[start..].trim_end().trim_end_matches(';'))
+}
+
 fn create(sql: &str, t: &mut Tokens, kind: Kind, or_replace: bool) -> Result<Statement> {
     let if_not_exists = t.accept_keywords(&["IF", "NOT", "EXISTS"]);
     let name = t.identifier(&format!("the {} name", kind.as_str()))?;
@@ -484,20 +513,12 @@ fn create(sql: &str, t: &mut Tokens, kind: Kind, or_replace: bool) -> Result<Sta
         if t.keyword(0).as_deref() != Some("SELECT") {
             return Err(t.error("SELECT"));
         }
-        let start = t.offset(sql, t.pos);
-        // Blank out the CREATE … AS prefix rather than cut it, so errors in the query point at
-        // the same line and column as in the statement the user wrote.
-        let prefix: String = sql[..start]
-            .chars()
-            .map(|c| if c == '\n' { c } else { ' ' })
-            .collect();
-        let query = format!("{prefix}{}", sql[start..].trim_end().trim_end_matches(';'));
         return Ok(Statement::CreateAs {
             kind,
             name,
             or_replace,
             options,
-            query,
+            query: blank_before(sql, t.offset(sql, t.pos)),
         });
     }
     t.end()?;
@@ -690,6 +711,18 @@ mod tests {
         assert_eq!(
             parse("INSERT INTO s VALUES (1)").unwrap(),
             Statement::Other("INSERT INTO s VALUES (1)".into())
+        );
+        assert_eq!(
+            parse("INSERT INTO s (a) VALUES (1)").unwrap(),
+            Statement::Other("INSERT INTO s (a) VALUES (1)".into())
+        );
+        // The query keeps its place in the text, so its errors point where the user looks.
+        assert_eq!(
+            parse("insert into All_Cars SELECT * FROM eu EMIT CHANGES;").unwrap(),
+            Statement::InsertQuery {
+                target: "all_cars".into(),
+                query: format!("{}SELECT * FROM eu EMIT CHANGES", " ".repeat(21)),
+            }
         );
         assert_eq!(
             parse("describe S extended;").unwrap(),

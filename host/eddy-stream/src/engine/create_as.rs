@@ -118,6 +118,13 @@ impl Engine {
         if kind == Kind::Table && !aggregate {
             return fail(self, &processor, "your SELECT query produces a STREAM: use CREATE STREAM … AS SELECT (tables come from aggregations: GROUP BY, or a WINDOW)");
         }
+        let event_time = match options.get("timestamp") {
+            None => None,
+            Some(column) => match event_time_column(kind, &parsed, processor.schema(), column) {
+                Ok(i) => Some(i),
+                Err(e) => return fail(self, &processor, &e),
+            },
+        };
         // A table written to Kafka is keyed by its GROUP BY, a stream by its PARTITION BY; the
         // value holds the rest.
         let keyed = kind == Kind::Table || parsed.partition_by.is_some();
@@ -226,7 +233,7 @@ impl Engine {
         let provider: Arc<dyn datafusion::catalog::TableProvider> = match &table {
             Some(state) => Arc::new(TableProviderImpl {
                 state: state.clone(),
-                insertable: false,
+                inserter: None,
                 name: name.to_string(),
             }),
             None => Arc::new(StreamProvider {
@@ -274,6 +281,8 @@ impl Engine {
                 channel: None,
                 table,
                 records,
+                event_time,
+                ..TaskOutput::default()
             },
             dead,
             limit: None,
@@ -326,6 +335,7 @@ impl Engine {
                 channel: Some(tx),
                 table: None,
                 records: None,
+                ..TaskOutput::default()
             },
             dead: None,
             limit,
@@ -337,5 +347,50 @@ impl Engine {
             schema,
             rows: rx,
         }))
+    }
+}
+
+/// The column of a stream query's output whose value becomes each row's `rowtime`, as ksqlDB's
+/// `WITH (timestamp=…)` on a query sets it: a BIGINT (ms) or TIMESTAMP column it selects.
+fn event_time_column(
+    kind: Kind,
+    parsed: &query::Parsed,
+    schema: &arrow::datatypes::SchemaRef,
+    column: &str,
+) -> std::result::Result<usize, String> {
+    if kind == Kind::Table {
+        return Err(
+            "option 'timestamp' on a table written by a query: its rowtime is the \
+                    window end, or the latest event time that changed the row"
+                .into(),
+        );
+    }
+    if parsed.partition_by.is_some() {
+        return Err("option 'timestamp' together with PARTITION BY is not supported yet".into());
+    }
+    let fields = schema.fields();
+    let Some(i) = fields
+        .iter()
+        .position(|f| f.name().eq_ignore_ascii_case(column.trim()))
+    else {
+        let names: Vec<String> = fields
+            .iter()
+            .filter(|f| f.name() != "rowtime")
+            .map(|f| f.name().clone())
+            .collect();
+        return Err(format!(
+            "timestamp column '{column}' is not in the query's output ({})",
+            names.join(", ")
+        ));
+    };
+    match fields[i].data_type() {
+        arrow::datatypes::DataType::Int64 | arrow::datatypes::DataType::Timestamp(..)
+            if fields.last().is_some_and(|f| f.name() == "rowtime") =>
+        {
+            Ok(i)
+        }
+        _ => Err(format!(
+            "timestamp column '{column}' must be BIGINT (ms) or TIMESTAMP"
+        )),
     }
 }

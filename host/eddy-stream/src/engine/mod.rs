@@ -9,6 +9,7 @@ mod catalog;
 mod create_as;
 mod dead_letters;
 mod functions;
+mod insert;
 mod launch;
 mod options;
 mod print;
@@ -283,6 +284,14 @@ impl Engine {
                     .await;
                 if result.is_err() {
                     // Failed statements do not use up query ids.
+                    self.next_id = next_id;
+                }
+                result
+            }
+            Statement::InsertQuery { target, query } => {
+                let next_id = self.next_id;
+                let result = self.insert_query(&target, &query, sql).await;
+                if result.is_err() {
                     self.next_id = next_id;
                 }
                 result

@@ -35,11 +35,13 @@ impl Connector {
 pub(super) const SOURCE_KEYS: &[(&str, Connector)] = &[
     ("value_format", Connector::Any),
     ("value_delimiter", Connector::Any),
+    ("wrap_single_value", Connector::Any),
     ("timestamp", Connector::Any),
     ("dead_letter_topic", Connector::Any),
     ("kafka_topic", Connector::Kafka),
     ("partitions", Connector::Kafka),
     ("key_format", Connector::Kafka),
+    ("key_delimiter", Connector::Kafka),
     ("window_type", Connector::Kafka),
     ("window_size", Connector::Kafka),
     ("mqtt_topic", Connector::Mqtt),
@@ -61,7 +63,10 @@ pub(super) const QUERY_KEYS: &[&str] = &[
     "partitions",
     "value_format",
     "value_delimiter",
+    "wrap_single_value",
     "key_format",
+    "key_delimiter",
+    "timestamp",
     "on_error",
 ];
 
@@ -183,8 +188,10 @@ mod tests {
         assert_eq!(
             e,
             "unknown option 'kafka_topc' in WITH: a stream or table with columns takes \
-             value_format, value_delimiter, timestamp, dead_letter_topic for any source; \
-             kafka_topic, partitions, key_format, window_type, window_size for Kafka (kafka_topic); \
+             value_format, value_delimiter, wrap_single_value, timestamp, dead_letter_topic for \
+             any source; \
+             kafka_topic, partitions, key_format, key_delimiter, window_type, window_size for Kafka \
+             (kafka_topic); \
              mqtt_topic, mqtt_broker, mqtt_client_id, mqtt_qos, mqtt_clean_session for MQTT \
              (mqtt_topic); generator, rate, seed, cars, max_events, anomaly_rate for the \
              generator (generator)"
@@ -226,7 +233,8 @@ mod tests {
         assert_eq!(
             e,
             "unknown option 'kafka_topik' in WITH: a query takes kafka_topic, partitions, \
-             value_format, value_delimiter, key_format, on_error"
+             value_format, value_delimiter, wrap_single_value, key_format, key_delimiter, timestamp, \
+             on_error"
         );
         for bad in ["0", "-1", "two", "1.5", ""] {
             let e = check_query(&options(&[("kafka_topic", "t"), ("partitions", bad)]))

@@ -218,9 +218,18 @@ impl Engine {
                 let schema = Arc::new(Schema::new(fields));
                 let log = matches!(spec, Spec::Memory)
                     .then(|| Arc::new(Log::new(schema.clone(), self.config.retained_rows)));
-                let inserter = log.clone().map(|log| {
-                    Arc::new(LogInserter { log, timestamp }) as Arc<dyn crate::provider::Inserter>
-                });
+                let inserter: Option<Arc<dyn crate::provider::Inserter>> = match &spec {
+                    Spec::Kafka { topic } => Some(self.topic_inserter(
+                        topic,
+                        &options,
+                        &schema,
+                        &key_names,
+                        Some(timestamp),
+                    )?),
+                    _ => log
+                        .clone()
+                        .map(|log| Arc::new(LogInserter { log, timestamp }) as _),
+                };
                 let external = match &spec {
                     Spec::Kafka { topic } => Some(format!("Kafka topic '{topic}'")),
                     Spec::Mqtt { filters } => Some(format!("MQTT topics '{}'", filters.join(","))),
@@ -242,11 +251,18 @@ impl Engine {
             Kind::Table => {
                 let schema = Arc::new(Schema::new(fields));
                 let state = TableState::new(schema.clone(), keys);
+                let inserter: Option<Arc<dyn crate::provider::Inserter>> = match &spec {
+                    Spec::Memory => Some(state.clone()),
+                    Spec::Kafka { topic } => {
+                        Some(self.topic_inserter(topic, &options, &schema, &key_names, None)?)
+                    }
+                    _ => None,
+                };
                 ctx.register_table(
                     name,
                     Arc::new(TableProviderImpl {
                         state: state.clone(),
-                        insertable: matches!(spec, Spec::Memory),
+                        inserter,
                         name: name.to_string(),
                     }),
                 )?;
@@ -285,8 +301,9 @@ pub(super) struct LogInserter {
     pub(super) timestamp: Option<usize>,
 }
 
+#[async_trait::async_trait]
 impl crate::provider::Inserter for LogInserter {
-    fn insert(&self, batch: RecordBatch) -> datafusion::error::Result<()> {
+    async fn insert(&self, batch: RecordBatch) -> datafusion::error::Result<()> {
         let batch = crate::format::json::fill_rowtime(batch, self.timestamp)
             .map_err(|e| datafusion::error::DataFusionError::Plan(e.to_string()))?;
         self.log.append(batch);

@@ -97,6 +97,14 @@ pub(super) struct TaskOutput {
     pub(super) table: Option<Arc<TableState>>,
     /// How a table's changes are written to `sink`: keyed, with tombstones.
     pub(super) records: Option<crate::changes::TableRecords>,
+    /// How rows are written to `sink` when they go into an existing stream (`INSERT INTO …
+    /// SELECT`): as that stream's records, keyed when it is; `format` alone otherwise.
+    pub(super) stream_records: Option<crate::format::records::StreamRecords>,
+    /// The schema rows take before they are written: an existing stream's, whose column names
+    /// the query's rows may spell differently.
+    pub(super) conform: Option<SchemaRef>,
+    /// The column whose value becomes each row's `rowtime` (`WITH (timestamp=…)` on a query).
+    pub(super) event_time: Option<usize>,
 }
 
 pub(super) struct Task {
@@ -242,6 +250,26 @@ impl Task {
         if batch.num_rows() == 0 {
             return true;
         }
+        let batch = match &self.output.conform {
+            Some(schema) => match RecordBatch::try_new(schema.clone(), batch.columns().to_vec()) {
+                Ok(b) => b,
+                Err(e) => {
+                    self.stats.error(format!("output: {e}"));
+                    return true;
+                }
+            },
+            None => batch,
+        };
+        let batch = match self.output.event_time {
+            Some(column) => match crate::format::json::rowtime_from(batch, column) {
+                Ok(b) => b,
+                Err(e) => {
+                    self.stats.error(format!("output: {e}"));
+                    return true;
+                }
+            },
+            None => batch,
+        };
         self.stats
             .rows_out
             .fetch_add(batch.num_rows() as u64, Ordering::Relaxed);
@@ -277,7 +305,10 @@ impl Task {
             (batch, None)
         };
         if let Some(sink) = &mut self.output.sink {
-            let records = records.unwrap_or_else(|| self.output.format.encode(&batch));
+            let records = records.unwrap_or_else(|| match &self.output.stream_records {
+                Some(layout) => layout.encode(&batch),
+                None => self.output.format.encode(&batch),
+            });
             match records {
                 Ok(records) => {
                     if let Err(e) = sink.send(records).await {

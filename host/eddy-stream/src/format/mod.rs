@@ -9,6 +9,7 @@ pub(crate) mod common;
 pub(crate) mod delimited;
 pub(crate) mod json;
 pub(crate) mod kafka;
+pub(crate) mod records;
 
 use std::sync::Arc;
 
@@ -36,6 +37,9 @@ pub(crate) enum ValueFormat {
     },
     /// A single primitive in the standard Kafka serializers' encoding.
     Kafka,
+    /// JSON with `wrap_single_value='false'`: a one-column value as the JSON value itself
+    /// (`42`, not `{"N":42}`), as ksqlDB writes an anonymous value.
+    JsonValue,
 }
 
 impl ValueFormat {
@@ -66,7 +70,30 @@ impl ValueFormat {
                 "value_delimiter goes with value_format='DELIMITED'".into(),
             ));
         }
-        Ok(format)
+        let wrap = match options
+            .get("wrap_single_value")
+            .map(|v| v.trim().to_lowercase())
+        {
+            None => None,
+            Some(v) if v == "true" => Some(true),
+            Some(v) if v == "false" => Some(false),
+            Some(v) => {
+                return Err(Error::Catalog(format!(
+                    "wrap_single_value must be true or false, found '{v}'"
+                )))
+            }
+        };
+        Ok(match (format, wrap) {
+            (ValueFormat::Json, Some(false)) => ValueFormat::JsonValue,
+            // As in ksqlDB: these formats never wrap a single value.
+            (ValueFormat::Delimited { .. } | ValueFormat::Kafka, Some(true)) => {
+                return Err(Error::Catalog(format!(
+                    "Format '{}' does not support 'WRAP_SINGLE_VALUE' set to 'true'.",
+                    options["value_format"].trim().to_uppercase()
+                )))
+            }
+            (format, _) => format,
+        })
     }
 
     /// Whether the format can hold `columns` (the value columns, without `rowtime`) of
@@ -75,6 +102,12 @@ impl ValueFormat {
         let columns: Vec<&Field> = columns.iter().filter(|f| f.name() != "rowtime").collect();
         match self {
             ValueFormat::Json => Ok(()),
+            ValueFormat::JsonValue if columns.len() != 1 => Err(Error::Catalog(format!(
+                "'WRAP_SINGLE_VALUE' is only valid for single-field value schemas: {relation} \
+                 has {} value columns",
+                columns.len()
+            ))),
+            ValueFormat::JsonValue => Ok(()),
             ValueFormat::Delimited { .. } => match columns.iter().find(|f| !primitive(f)) {
                 Some(f) => Err(Error::Catalog(format!(
                     "value_format 'DELIMITED' holds primitive columns only (no ARRAY, MAP or \
@@ -128,6 +161,7 @@ impl ValueFormat {
     pub(crate) fn encode(&self, batch: &RecordBatch) -> Result<Vec<Record>> {
         match self {
             ValueFormat::Json => json::encode(batch),
+            ValueFormat::JsonValue => json::encode_unwrapped(batch),
             ValueFormat::Delimited { delimiter } => delimited::encode(batch, *delimiter),
             ValueFormat::Kafka => kafka::encode(batch),
         }
@@ -142,7 +176,10 @@ pub(crate) enum KeyFormat {
     /// One primitive key column in the Kafka serializers' encoding (ksqlDB's default).
     Kafka,
     /// Key columns as one CSV line.
-    Delimited,
+    Delimited {
+        /// The field separator, `,` unless `key_delimiter` says otherwise.
+        delimiter: u8,
+    },
     /// One key column as a JSON value, several as a JSON object.
     Json,
     /// Records carry no key; the relation has no key columns.
@@ -160,19 +197,36 @@ impl KeyFormat {
         };
         Ok(match self {
             KeyFormat::Json => json::encode_key(batch)?,
-            KeyFormat::Delimited => payloads(delimited::encode(batch, b',')?),
+            KeyFormat::Delimited { delimiter } => payloads(delimited::encode(batch, *delimiter)?),
             KeyFormat::Kafka | KeyFormat::None => payloads(kafka::encode(batch)?),
         })
     }
 
     /// The format `key_format` in `options` names, if any.
     pub(crate) fn from_options(options: &Options) -> Result<Option<KeyFormat>> {
+        let format = KeyFormat::named(options)?;
+        if options.contains_key("key_delimiter")
+            && !matches!(format, Some(KeyFormat::Delimited { .. }))
+        {
+            return Err(Error::Catalog(
+                "key_delimiter goes with key_format='DELIMITED'".into(),
+            ));
+        }
+        Ok(format)
+    }
+
+    fn named(options: &Options) -> Result<Option<KeyFormat>> {
         let Some(name) = options.get("key_format") else {
             return Ok(None);
         };
         Ok(Some(match name.trim().to_uppercase().as_str() {
             "KAFKA" => KeyFormat::Kafka,
-            "DELIMITED" => KeyFormat::Delimited,
+            "DELIMITED" => KeyFormat::Delimited {
+                delimiter: match options.get("key_delimiter") {
+                    Some(d) => parse_delimiter(d)?,
+                    None => b',',
+                },
+            },
             "JSON" => KeyFormat::Json,
             "NONE" => KeyFormat::None,
             _ => {
@@ -187,7 +241,7 @@ impl KeyFormat {
     fn name(&self) -> &'static str {
         match self {
             KeyFormat::Kafka => "KAFKA",
-            KeyFormat::Delimited => "DELIMITED",
+            KeyFormat::Delimited { .. } => "DELIMITED",
             KeyFormat::Json => "JSON",
             KeyFormat::None => "NONE",
         }
@@ -222,22 +276,24 @@ impl KeyFormat {
                 )))
             }
             KeyFormat::Kafka => Ok(()),
-            KeyFormat::Delimited | KeyFormat::Json if keys.is_empty() => {
+            KeyFormat::Delimited { .. } | KeyFormat::Json if keys.is_empty() => {
                 Err(Error::Catalog(format!(
                     "key_format '{}' needs KEY columns, and {relation} has none",
                     self.name()
                 )))
             }
-            KeyFormat::Delimited | KeyFormat::Json => match keys.iter().find(|f| !primitive(f)) {
-                Some(f) => Err(Error::Catalog(format!(
-                    "key_format '{}' holds primitive columns only: key column {} of \
+            KeyFormat::Delimited { .. } | KeyFormat::Json => {
+                match keys.iter().find(|f| !primitive(f)) {
+                    Some(f) => Err(Error::Catalog(format!(
+                        "key_format '{}' holds primitive columns only: key column {} of \
                      {relation} is {}",
-                    self.name(),
-                    f.name(),
-                    type_name(f.data_type())
-                ))),
-                None => Ok(()),
-            },
+                        self.name(),
+                        f.name(),
+                        type_name(f.data_type())
+                    ))),
+                    None => Ok(()),
+                }
+            }
         }
     }
 }
@@ -380,6 +436,7 @@ impl ValueDecoder {
         format.check("the stream", &columns)?;
         let inner = match format {
             ValueFormat::Json => Inner::Json(Decoder::new(schema, timestamp)),
+            ValueFormat::JsonValue => Inner::Json(Decoder::new(schema, timestamp).unwrapped()),
             ValueFormat::Delimited { delimiter } => Inner::Delimited {
                 schema,
                 timestamp,
@@ -474,7 +531,7 @@ impl ValueDecoder {
         for (i, m) in messages.iter().enumerate() {
             let parse = |k: &[u8]| match split.format {
                 KeyFormat::Kafka => kafka::parse(k, &key_fields[0]).map(|v| vec![v]),
-                KeyFormat::Delimited => delimited::parse(k, b',', &key_fields),
+                KeyFormat::Delimited { delimiter } => delimited::parse(k, delimiter, &key_fields),
                 KeyFormat::Json => json::parse_key(k, &key_fields),
                 KeyFormat::None => unreachable!("no key columns with key_format NONE"),
             };
@@ -855,7 +912,9 @@ mod tests {
             "{err}"
         );
         assert!(KeyFormat::Kafka.check("s", &[&a]).is_ok());
-        assert!(KeyFormat::Delimited.check("s", &[&a, &b]).is_ok());
+        assert!(KeyFormat::Delimited { delimiter: b',' }
+            .check("s", &[&a, &b])
+            .is_ok());
         assert!(KeyFormat::Json.check("s", &[&a, &b]).is_ok());
         let err = KeyFormat::None.check("s", &[&a]).unwrap_err().to_string();
         assert!(err.contains("s has key columns (a)"), "{err}");

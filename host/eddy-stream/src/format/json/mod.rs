@@ -39,12 +39,26 @@ pub struct Decoder {
     schema: SchemaRef,
     /// Index of the column whose value is the event time, if declared.
     timestamp: Option<usize>,
+    /// Whether a payload is the one column's value itself (`wrap_single_value='false'`).
+    unwrapped: bool,
 }
 
 impl Decoder {
     /// A decoder for `schema`; `timestamp` names the event-time column.
     pub fn new(schema: SchemaRef, timestamp: Option<usize>) -> Decoder {
-        Decoder { schema, timestamp }
+        Decoder {
+            schema,
+            timestamp,
+            unwrapped: false,
+        }
+    }
+
+    /// The same decoder for payloads that are a one-column schema's value itself.
+    pub fn unwrapped(self) -> Decoder {
+        Decoder {
+            unwrapped: true,
+            ..self
+        }
     }
 
     /// Decodes what it can; the rest come back as [`BadEvent`]s, in order.
@@ -59,6 +73,10 @@ impl Decoder {
         let now = now_ms();
         for message in messages {
             let parsed: Map<String, Value> = match serde_json::from_slice(&message.payload) {
+                // An anonymous value is the one column's, whatever JSON it is.
+                Ok(value) if self.unwrapped => {
+                    Map::from_iter([(self.schema.field(0).name().clone(), value)])
+                }
                 Ok(Value::Object(map)) => map,
                 Ok(other) => {
                     bad.push(self.bad(
@@ -122,6 +140,18 @@ impl Decoder {
             payload: message.payload.clone(),
         }
     }
+}
+
+/// Sets `rowtime` (the last column) from column `timestamp` (BIGINT ms or TIMESTAMP), as a
+/// query's `WITH (timestamp=…)` asks; a row whose column is null gets the current time.
+pub(crate) fn rowtime_from(batch: RecordBatch, timestamp: usize) -> Result<RecordBatch> {
+    let last = batch.num_columns() - 1;
+    let mut columns = batch.columns().to_vec();
+    columns[last] = arrow::array::new_null_array(columns[last].data_type(), batch.num_rows());
+    fill_rowtime(
+        RecordBatch::try_new(batch.schema(), columns)?,
+        Some(timestamp),
+    )
 }
 
 /// Fills `rowtime` (the last column) where it is null: from the event-time column when there
@@ -436,21 +466,32 @@ fn key_value(v: &Value, column: &Field) -> std::result::Result<Val, String> {
 /// Encodes each row of `batch` as a JSON record key: the value itself for one column, else an
 /// object with the columns' display names.
 pub(crate) fn encode_key(batch: &RecordBatch) -> Result<Vec<Vec<u8>>> {
-    let objects = encode(batch)?;
-    objects
+    let records = if batch.num_columns() == 1 {
+        encode_unwrapped(batch)?
+    } else {
+        encode(batch)?
+    };
+    Ok(records
         .into_iter()
-        .map(|record| {
-            let payload = record.payload.unwrap_or_default();
-            if batch.num_columns() != 1 {
-                return Ok(payload);
-            }
+        .map(|r| r.payload.unwrap_or_default())
+        .collect())
+}
+
+/// Encodes rows of one column (besides `rowtime`) as records whose payload is the column's
+/// JSON value itself, not an object: a single key, or a value with `wrap_single_value='false'`.
+pub(crate) fn encode_unwrapped(batch: &RecordBatch) -> Result<Vec<Record>> {
+    encode(batch)?
+        .into_iter()
+        .map(|mut record| {
+            let payload = record.payload.take().unwrap_or_default();
             let value: Value = serde_json::from_slice(&payload)
-                .map_err(|e| Error::Plan(format!("encoding a JSON key: {e}")))?;
+                .map_err(|e| Error::Plan(format!("encoding a single JSON value: {e}")))?;
             let single = match value {
                 Value::Object(map) => map.into_iter().next().map_or(Value::Null, |(_, v)| v),
                 other => other,
             };
-            Ok(serde_json::to_vec(&single).expect("JSON encodes"))
+            record.payload = Some(serde_json::to_vec(&single).expect("JSON encodes"));
+            Ok(record)
         })
         .collect()
 }

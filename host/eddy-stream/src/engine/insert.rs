@@ -1,0 +1,254 @@
+//! `INSERT INTO`: rows into a relation read from a Kafka topic (`… VALUES`), and persistent
+//! queries writing into an existing stream (`… SELECT`), as ksqlDB has them.
+
+use std::fmt;
+use std::sync::Arc;
+
+use arrow::array::RecordBatch;
+use arrow::datatypes::SchemaRef;
+use datafusion::error::DataFusionError;
+use eddy_connector::Sink;
+
+use super::catalog::Spec;
+use super::launch::Launch;
+use super::task::{OnError, TaskOutput};
+use super::{Engine, KafkaSettings, Output};
+use crate::connectors;
+use crate::format::common::type_name;
+use crate::format::records::StreamRecords;
+use crate::format::ValueFormat;
+use crate::provider::Inserter;
+use crate::statement::{Kind, Statement};
+use crate::{Error, Result};
+
+/// `INSERT INTO … VALUES` into a relation read from a Kafka topic: the rows are produced to
+/// the topic, as in ksqlDB, and reach the relation (and every query reading it) from there.
+pub(super) struct TopicInserter {
+    pub(super) settings: KafkaSettings,
+    pub(super) topic: String,
+    pub(super) records: StreamRecords,
+    /// The event-time column, for rows inserted without `rowtime`; `None` for a table, whose
+    /// schema has no `rowtime`.
+    pub(super) timestamp: Option<Option<usize>>,
+    /// Made at the first insert: a relation nobody inserts into needs no producer.
+    pub(super) sink: tokio::sync::Mutex<Option<Box<dyn Sink>>>,
+}
+
+impl fmt::Debug for TopicInserter {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "TopicInserter({})", self.topic)
+    }
+}
+
+#[async_trait::async_trait]
+impl Inserter for TopicInserter {
+    async fn insert(&self, batch: RecordBatch) -> datafusion::error::Result<()> {
+        let fail = |e: Error| DataFusionError::Execution(e.to_string());
+        let batch = match self.timestamp {
+            Some(timestamp) => crate::format::json::fill_rowtime(batch, timestamp).map_err(fail)?,
+            None => batch,
+        };
+        let records = self.records.encode(&batch).map_err(fail)?;
+        let mut sink = self.sink.lock().await;
+        if sink.is_none() {
+            *sink = Some(
+                connectors::kafka_sink(&self.settings, &self.topic)
+                    .await
+                    .map_err(fail)?,
+            );
+        }
+        let sink = sink.as_mut().expect("made above");
+        // The statement returns once the broker has the rows: a query started next sees them.
+        let sent = async {
+            sink.send(records).await?;
+            sink.flush().await
+        }
+        .await;
+        sent.map_err(|e| DataFusionError::Execution(format!("producing to {}: {e}", self.topic)))
+    }
+}
+
+impl Engine {
+    /// What `INSERT INTO … VALUES` does with a relation read from `topic`.
+    pub(super) fn topic_inserter(
+        &self,
+        topic: &str,
+        options: &eddy_connector::Options,
+        schema: &arrow::datatypes::Schema,
+        keys: &[String],
+        timestamp: Option<Option<usize>>,
+    ) -> Result<Arc<dyn Inserter>> {
+        Ok(Arc::new(TopicInserter {
+            settings: self.kafka("INSERT INTO a Kafka topic")?.clone(),
+            topic: topic.to_string(),
+            records: StreamRecords::of(options, schema, keys)?,
+            timestamp,
+            sink: tokio::sync::Mutex::new(None),
+        }))
+    }
+
+    /// `INSERT INTO target SELECT …`: a persistent query appending to an existing stream,
+    /// whose columns it must produce, in order, with their types.
+    pub(super) async fn insert_query(
+        &mut self,
+        target: &str,
+        query_sql: &str,
+        sql: &str,
+    ) -> Result<Output> {
+        let Some(sink) = self.relations.get(target) else {
+            return Err(Error::NotFound(format!(
+                "Sink '{target}' does not exist for the INSERT INTO statement."
+            )));
+        };
+        if sink.kind == Kind::Table {
+            return Err(Error::Catalog(format!(
+                "INSERT INTO can only be used to insert into a stream. {} is a table.",
+                target.to_uppercase()
+            )));
+        }
+        let sink_schema = sink.schema.clone();
+        let (topic, records) = match &sink.spec {
+            Spec::Memory => (None, None),
+            Spec::Kafka { topic } => (
+                Some(topic.clone()),
+                Some(StreamRecords::of(&sink.options, &sink_schema, &sink.keys)?),
+            ),
+            Spec::Derived { .. } => {
+                if partitioned(&sink.sql) {
+                    return Err(Error::Unsupported(format!(
+                        "INSERT INTO '{target}', which a query writes with PARTITION BY: its \
+                         records are keyed by that query; insert into its source instead"
+                    )));
+                }
+                (
+                    sink.options.get("kafka_topic").cloned(),
+                    Some(StreamRecords {
+                        value: ValueFormat::from_options(&sink.options)?,
+                        key: None,
+                    }),
+                )
+            }
+            Spec::Mqtt { .. } | Spec::Generator { .. } => {
+                return Err(Error::Unsupported(format!(
+                    "INSERT INTO '{target}', which reads {}: Eddy writes only to Kafka topics \
+                     and to streams in memory",
+                    super::catalog::describe_source(sink)
+                )))
+            }
+        };
+        let log = sink.log.clone();
+        let id = self.new_id("INSERTQUERY", target);
+        let (parsed, processor) = self.plan(query_sql, &id, false).await?;
+        let refuse = |this: &Self, message: String| {
+            this.drop_tables(&processor.tables);
+            Err(Error::Plan(message))
+        };
+        if processor.is_aggregate() {
+            return refuse(
+                self,
+                format!(
+                    "Incompatible data sink and query result. Data sink ({}) type is STREAM but \
+                     select query result is TABLE.",
+                    target.to_uppercase()
+                ),
+            );
+        }
+        if parsed.partition_by.is_some() {
+            return refuse(
+                self,
+                "PARTITION BY in INSERT INTO: the records take the target stream's key".into(),
+            );
+        }
+        if let Err(e) = compatible(processor.schema(), &sink_schema) {
+            return refuse(self, e);
+        }
+        let sink = match &topic {
+            Some(topic) => {
+                let made = match self.kafka(&format!("INSERT INTO {target}")) {
+                    Ok(settings) => connectors::kafka_sink(settings, topic).await,
+                    Err(e) => Err(e),
+                };
+                match made {
+                    Ok(s) => Some(s),
+                    Err(e) => {
+                        self.drop_tables(&processor.tables);
+                        return Err(e);
+                    }
+                }
+            }
+            None => None,
+        };
+        let input = match self.input(&parsed.source, &id, None).await {
+            Ok(i) => i,
+            Err(e) => {
+                self.drop_tables(&processor.tables);
+                return Err(e);
+            }
+        };
+        let dead = self.dead_letters(&parsed.source).await?;
+        let mut reads = parsed.relations();
+        reads.push(target.to_string());
+        self.spawn(Launch {
+            id: id.clone(),
+            sql: sql.to_string(),
+            sink: Some(target.to_string()),
+            reads,
+            source: parsed.source,
+            input,
+            processor: Some(processor),
+            table: None,
+            output: TaskOutput {
+                conform: Some(sink_schema),
+                log,
+                sink,
+                stream_records: records,
+                ..TaskOutput::default()
+            },
+            dead,
+            limit: None,
+            on_error: OnError::Skip,
+            state: None,
+        });
+        Ok(Output::Message(format!(
+            "inserting into {target}; query {id} is running"
+        )))
+    }
+}
+
+/// Whether `sql`, a relation's statement, is a query written with `PARTITION BY`.
+fn partitioned(sql: &str) -> bool {
+    match crate::statement::parse(sql) {
+        Ok(Statement::CreateAs { query, .. }) => {
+            crate::query::parse(&query).is_ok_and(|p| p.partition_by.is_some())
+        }
+        _ => false,
+    }
+}
+
+/// Checks that a query's rows (`result`, ending in `rowtime`) fit a stream's (`sink`): the same
+/// columns, names and types, in order; otherwise ksqlDB's message, naming both.
+fn compatible(result: &SchemaRef, sink: &SchemaRef) -> std::result::Result<(), String> {
+    let show = |schema: &SchemaRef| {
+        schema
+            .fields()
+            .iter()
+            .filter(|f| f.name() != "rowtime")
+            .map(|f| format!("`{}` {}", f.name().to_uppercase(), type_name(f.data_type())))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let same = result.fields().len() == sink.fields().len()
+        && result.fields().iter().zip(sink.fields()).all(|(r, s)| {
+            r.name().eq_ignore_ascii_case(s.name()) && r.data_type() == s.data_type()
+        });
+    if same {
+        Ok(())
+    } else {
+        Err(format!(
+            "Incompatible schema between results and sink. Result schema is {}, but the sink \
+             schema is {}.",
+            show(result),
+            show(sink)
+        ))
+    }
+}
