@@ -14,6 +14,7 @@ mod statement;
 mod udf_dir;
 
 pub use access::{Access, FileAccess};
+pub use functions::parse_timestamp;
 pub use query::{Budget, Query};
 pub use session::{Output, Prepared, Session, WarmUp};
 pub use split::split_statements;

@@ -56,6 +56,7 @@ impl Target {
     ) -> Target {
         match ValueFormat::from_options(options)
             .and_then(|format| ValueDecoder::new(format, schema, timestamp))
+            .map(|decoder| decoder.with_timestamp_format(timestamp, options))
         {
             Ok(decoder) => Target::Writable { log, decoder },
             Err(e) => Target::Refused(e.to_string()),

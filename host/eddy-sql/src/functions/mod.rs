@@ -10,6 +10,8 @@ mod scalar;
 mod string;
 mod time;
 
+pub use time::parse_timestamp;
+
 use std::sync::Arc;
 
 use datafusion::execution::SessionStateBuilder;

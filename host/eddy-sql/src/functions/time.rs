@@ -24,18 +24,7 @@ const DATE: DataType = DataType::Date32;
 pub(super) fn all() -> Vec<Ksql> {
     vec![
         Ksql::new("parse_timestamp", vec![vec![S, S]], returns!(TS), |a, _| {
-            let out: TimestampMillisecondArray = per_row(a, |text, pattern| {
-                let format = chrono_format(pattern);
-                NaiveDateTime::parse_from_str(text, &format)
-                    .or_else(|_| {
-                        NaiveDate::parse_from_str(text, &format)
-                            .map(|d| d.and_hms_opt(0, 0, 0).unwrap_or_default())
-                    })
-                    .ok()
-                    .map(|t| t.and_utc().timestamp_millis())
-            })?
-            .into_iter()
-            .collect();
+            let out: TimestampMillisecondArray = per_row(a, parse_timestamp)?.into_iter().collect();
             Ok(Arc::new(out))
         }),
         Ksql::new(
@@ -144,6 +133,19 @@ fn format(
     let mut out = String::new();
     write!(out, "{formatted}").ok()?;
     Some(out)
+}
+
+/// `text` read with a Java `DateTimeFormatter` pattern, as ms since the epoch (UTC); `None`
+/// when it does not match. A pattern without a time of day reads midnight.
+pub fn parse_timestamp(text: &str, pattern: &str) -> Option<i64> {
+    let format = chrono_format(pattern);
+    NaiveDateTime::parse_from_str(text, &format)
+        .or_else(|_| {
+            NaiveDate::parse_from_str(text, &format)
+                .map(|d| d.and_hms_opt(0, 0, 0).unwrap_or_default())
+        })
+        .ok()
+        .map(|t| t.and_utc().timestamp_millis())
 }
 
 /// A Java `DateTimeFormatter` pattern as a chrono format string: the common letters

@@ -75,7 +75,8 @@ impl Engine {
                         &keys,
                         r.timestamp,
                         KeyWindow::from_options(&r.options)?,
-                    )?,
+                    )?
+                    .with_timestamp_format(r.timestamp, &r.options),
                     next: BTreeMap::new(),
                     hold: true,
                 }
@@ -89,7 +90,8 @@ impl Engine {
                         ValueFormat::from_options(&r.options)?,
                         decoded_schema(r),
                         r.timestamp,
-                    )?,
+                    )?
+                    .with_timestamp_format(r.timestamp, &r.options),
                     next: BTreeMap::new(),
                     hold: matches!(r.spec, Spec::Kafka { .. }),
                 }

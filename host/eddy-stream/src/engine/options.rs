@@ -37,6 +37,7 @@ pub(super) const SOURCE_KEYS: &[(&str, Connector)] = &[
     ("value_delimiter", Connector::Any),
     ("wrap_single_value", Connector::Any),
     ("timestamp", Connector::Any),
+    ("timestamp_format", Connector::Any),
     ("dead_letter_topic", Connector::Any),
     ("kafka_topic", Connector::Kafka),
     ("partitions", Connector::Kafka),
@@ -188,8 +189,8 @@ mod tests {
         assert_eq!(
             e,
             "unknown option 'kafka_topc' in WITH: a stream or table with columns takes \
-             value_format, value_delimiter, wrap_single_value, timestamp, dead_letter_topic for \
-             any source; \
+             value_format, value_delimiter, wrap_single_value, timestamp, timestamp_format, \
+             dead_letter_topic for any source; \
              kafka_topic, partitions, key_format, key_delimiter, window_type, window_size for Kafka \
              (kafka_topic); \
              mqtt_topic, mqtt_broker, mqtt_client_id, mqtt_qos, mqtt_clean_session for MQTT \

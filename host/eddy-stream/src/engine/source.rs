@@ -132,30 +132,44 @@ impl Engine {
             .map(|(f, _)| f.clone())
             .collect();
         format.check(name, &value_fields)?;
-        let timestamp = match (options.get("timestamp"), &spec) {
-            (Some(col), _) => {
-                let col = col.to_lowercase();
-                let i = fields
-                    .iter()
-                    .position(|f| f.name() == &col)
-                    .ok_or_else(|| {
-                        Error::Catalog(format!(
-                            "timestamp column '{col}' is not a column of {name}"
-                        ))
-                    })?;
-                if !matches!(
-                    fields[i].data_type(),
-                    DataType::Int64 | DataType::Timestamp(..)
-                ) {
-                    return Err(Error::Catalog(format!(
-                        "timestamp column '{col}' must be BIGINT (ms) or TIMESTAMP"
-                    )));
+        let pattern = options.get("timestamp_format");
+        let timestamp =
+            match (options.get("timestamp"), &spec) {
+                (Some(col), _) => {
+                    let col = col.to_lowercase();
+                    let i = fields
+                        .iter()
+                        .position(|f| f.name() == &col)
+                        .ok_or_else(|| {
+                            Error::Catalog(format!(
+                                "timestamp column '{col}' is not a column of {name}"
+                            ))
+                        })?;
+                    match (fields[i].data_type(), pattern) {
+                        (DataType::Int64 | DataType::Timestamp(..), None) => {}
+                        (DataType::Utf8, Some(_)) => {}
+                        (_, None) => {
+                            return Err(Error::Catalog(format!(
+                                "timestamp column '{col}' must be BIGINT (ms) or TIMESTAMP, or \
+                             VARCHAR read with timestamp_format"
+                            )))
+                        }
+                        (other, Some(_)) => {
+                            return Err(Error::Catalog(format!(
+                                "timestamp_format reads a VARCHAR timestamp column: '{col}' is {}",
+                                crate::format::common::type_name(other)
+                            )))
+                        }
+                    }
+                    Some(i)
                 }
-                Some(i)
-            }
-            (None, Spec::Generator { .. }) => Some(2),
-            (None, _) => None,
-        };
+                (None, _) if pattern.is_some() => return Err(Error::Catalog(
+                    "timestamp_format says how to read the timestamp column: give timestamp too"
+                        .into(),
+                )),
+                (None, Spec::Generator { .. }) => Some(2),
+                (None, _) => None,
+            };
         let mut key_names: Vec<String> = columns
             .iter()
             .filter(|c| c.key)
@@ -226,9 +240,13 @@ impl Engine {
                         &key_names,
                         Some(timestamp),
                     )?),
-                    _ => log
-                        .clone()
-                        .map(|log| Arc::new(LogInserter { log, timestamp }) as _),
+                    _ => log.clone().map(|log| {
+                        Arc::new(LogInserter {
+                            log,
+                            timestamp,
+                            pattern: pattern.cloned(),
+                        }) as _
+                    }),
                 };
                 let external = match &spec {
                     Spec::Kafka { topic } => Some(format!("Kafka topic '{topic}'")),
@@ -299,11 +317,20 @@ impl Engine {
 pub(super) struct LogInserter {
     pub(super) log: Arc<Log>,
     pub(super) timestamp: Option<usize>,
+    /// The Java pattern a VARCHAR `timestamp` column is read with (`timestamp_format`).
+    pub(super) pattern: Option<String>,
 }
 
 #[async_trait::async_trait]
 impl crate::provider::Inserter for LogInserter {
     async fn insert(&self, batch: RecordBatch) -> datafusion::error::Result<()> {
+        let fail = |e: crate::Error| datafusion::error::DataFusionError::Plan(e.to_string());
+        let batch = match (&self.pattern, self.timestamp) {
+            (Some(pattern), Some(column)) => {
+                crate::format::common::rowtime_from_text(&batch, column, pattern).map_err(fail)?
+            }
+            _ => batch,
+        };
         let batch = crate::format::json::fill_rowtime(batch, self.timestamp)
             .map_err(|e| datafusion::error::DataFusionError::Plan(e.to_string()))?;
         self.log.append(batch);

@@ -93,3 +93,36 @@ pub fn display_name(name: &str) -> String {
         name.to_ascii_uppercase()
     }
 }
+
+/// Sets `rowtime` (the last column) from the VARCHAR column `column` read with the Java pattern
+/// `pattern` (`timestamp_format`), where it matches; other rows keep the rowtime they have.
+pub(crate) fn rowtime_from_text(
+    batch: &RecordBatch,
+    column: usize,
+    pattern: &str,
+) -> crate::Result<RecordBatch> {
+    use arrow::array::{Array, StringArray, TimestampMillisecondArray};
+    let last = batch.num_columns() - 1;
+    let texts = batch
+        .column(column)
+        .as_any()
+        .downcast_ref::<StringArray>()
+        .ok_or_else(|| crate::Error::Plan("timestamp_format reads a VARCHAR column".into()))?;
+    let given = batch
+        .column(last)
+        .as_any()
+        .downcast_ref::<TimestampMillisecondArray>()
+        .ok_or_else(|| crate::Error::Plan("rowtime must be a TIMESTAMP".into()))?;
+    let times: TimestampMillisecondArray = (0..batch.num_rows())
+        .map(|i| {
+            texts
+                .is_valid(i)
+                .then(|| eddy_sql::parse_timestamp(texts.value(i), pattern))
+                .flatten()
+                .or_else(|| given.is_valid(i).then(|| given.value(i)))
+        })
+        .collect();
+    let mut columns = batch.columns().to_vec();
+    columns[last] = std::sync::Arc::new(times);
+    Ok(RecordBatch::try_new(batch.schema(), columns)?)
+}

@@ -333,6 +333,8 @@ pub(crate) struct ValueDecoder {
     inner: Inner,
     /// Set when key columns come from the record key; `inner` then decodes the other columns.
     key: Option<Arc<KeySplit>>,
+    /// A VARCHAR event-time column and its Java pattern (`timestamp_format`).
+    event_time_text: Option<(usize, String)>,
 }
 
 /// Where the record key's columns go among a relation's columns.
@@ -444,7 +446,11 @@ impl ValueDecoder {
             },
             ValueFormat::Kafka => Inner::Kafka { schema, timestamp },
         };
-        Ok(ValueDecoder { inner, key: None })
+        Ok(ValueDecoder {
+            inner,
+            key: None,
+            event_time_text: None,
+        })
     }
 
     /// A decoder for a Kafka source: with `key_format`, the columns at `keys` come from the
@@ -487,11 +493,39 @@ impl ValueDecoder {
         Ok(decoder)
     }
 
+    /// The same decoder, reading event time from column `timestamp` (of the whole row) with
+    /// the Java pattern `timestamp_format` in `options`, when it names one.
+    pub(crate) fn with_timestamp_format(
+        mut self,
+        timestamp: Option<usize>,
+        options: &Options,
+    ) -> ValueDecoder {
+        if let (Some(column), Some(pattern)) = (timestamp, options.get("timestamp_format")) {
+            self.event_time_text = Some((column, pattern.clone()));
+        }
+        self
+    }
+
     /// Decodes what it can; the rest come back as [`BadEvent`]s, in order.
     pub(crate) fn decode(&self, messages: &[Message]) -> (RecordBatch, Vec<BadEvent>) {
-        match &self.key {
+        let (batch, mut bad) = match &self.key {
             Some(split) => self.decode_keyed(split, messages),
             None => self.decode_values(messages),
+        };
+        let Some((column, pattern)) = &self.event_time_text else {
+            return (batch, bad);
+        };
+        match common::rowtime_from_text(&batch, *column, pattern) {
+            Ok(batch) => (batch, bad),
+            Err(e) => {
+                // Cannot happen for a schema CREATE checked; keep the events visible if it does.
+                bad.extend(messages.iter().map(|m| BadEvent {
+                    origin: m.origin.clone(),
+                    reason: format!("event time: {e}"),
+                    payload: m.payload.clone(),
+                }));
+                (RecordBatch::new_empty(batch.schema()), bad)
+            }
         }
     }
 
@@ -832,6 +866,42 @@ mod tests {
                 offset,
             },
             origin: format!("t[0]@{offset}"),
+        }
+    }
+
+    #[test]
+    fn a_text_timestamp_is_read_with_timestamp_format_in_every_value_format() {
+        use arrow::array::AsArray;
+        use arrow::datatypes::{Schema, TimestampMillisecondType};
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("at", DataType::Utf8, true),
+            Field::new(
+                "rowtime",
+                DataType::Timestamp(TimeUnit::Millisecond, None),
+                true,
+            ),
+        ]));
+        let pattern = options(&[("timestamp_format", "dd/MM/yyyy HH:mm")]);
+        for (format, payload) in [
+            (ValueFormat::Json, r#"{"at":"06/12/2026 10:30"}"#),
+            (ValueFormat::JsonValue, r#""06/12/2026 10:30""#),
+            (
+                ValueFormat::Delimited { delimiter: b';' },
+                "06/12/2026 10:30",
+            ),
+            (ValueFormat::Kafka, "06/12/2026 10:30"),
+        ] {
+            let decoder = ValueDecoder::new(format, schema.clone(), Some(0))
+                .unwrap()
+                .with_timestamp_format(Some(0), &pattern);
+            // The second message does not match: it keeps the record's own timestamp.
+            let (batch, bad) = decoder.decode(&[keyed(0, None, payload), keyed(1, None, "\"x\"")]);
+            assert!(bad.len() <= 1, "{format:?}: {bad:?}");
+            let times = batch.column(1).as_primitive::<TimestampMillisecondType>();
+            assert_eq!(times.value(0), 1_796_553_000_000, "{format:?}");
+            if batch.num_rows() == 2 {
+                assert_eq!(times.value(1), 1001, "{format:?}");
+            }
         }
     }
 
