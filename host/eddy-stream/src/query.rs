@@ -91,11 +91,14 @@ pub(crate) fn parse(sql: &str) -> Result<Parsed> {
                 .to_string(),
         )
     })?;
-    let [SqlStatement::Query(query)] = <[SqlStatement; 1]>::try_from(statements)
+    let [SqlStatement::Query(mut query)] = <[SqlStatement; 1]>::try_from(statements)
         .map_err(|_| Error::Syntax("expected one SELECT".into()))?
     else {
         return Err(Error::Syntax("expected a SELECT".into()));
     };
+    if let SetExpr::Select(select) = query.body.as_mut() {
+        name_expressions(&mut select.projection);
+    }
     if query.with.is_some() || query.order_by.is_some() || query.limit_clause.is_some() {
         return Err(Error::Unsupported(
             "WITH, ORDER BY and LIMIT in a continuous query (a stream has no end to sort or limit; \
@@ -157,6 +160,64 @@ pub(crate) fn parse(sql: &str) -> Result<Parsed> {
         emit,
         partition_by,
     })
+}
+
+/// Names the unaliased expressions of a SELECT list as ksqlDB names them: a STRUCT field read
+/// with `->` by the field's name, anything else but a column `KSQL_COL_0`, `KSQL_COL_1`, … in
+/// order; names already in the list are not given twice.
+fn name_expressions(projection: &mut [SelectItem]) {
+    use datafusion::sql::sqlparser::ast::{AccessExpr, Subscript};
+    let mut used: std::collections::HashSet<String> = projection
+        .iter()
+        .filter_map(|item| match item {
+            SelectItem::UnnamedExpr(Expr::Identifier(i)) => Some(ident(i)),
+            SelectItem::UnnamedExpr(Expr::CompoundIdentifier(parts)) => parts.last().map(ident),
+            SelectItem::ExprWithAlias { alias, .. } => Some(ident(alias)),
+            _ => None,
+        })
+        .collect();
+    let mut next = 0;
+    for item in projection.iter_mut() {
+        let SelectItem::UnnamedExpr(expr) = item else {
+            continue;
+        };
+        // `s->f` arrives rewritten as `s['f']`.
+        let field = match &*expr {
+            Expr::Identifier(_) | Expr::CompoundIdentifier(_) => continue,
+            Expr::CompoundFieldAccess { access_chain, .. } => match access_chain.last() {
+                Some(AccessExpr::Subscript(Subscript::Index { index })) => {
+                    let text = index.to_string();
+                    (text.len() > 2 && text.starts_with('\'') && text.ends_with('\''))
+                        .then(|| text[1..text.len() - 1].to_lowercase())
+                }
+                _ => None,
+            },
+            _ => None,
+        };
+        let name = match field {
+            Some(field) => {
+                let mut name = field.clone();
+                let mut n = 0;
+                while used.contains(&name) {
+                    n += 1;
+                    name = format!("{field}_{n}");
+                }
+                name
+            }
+            None => loop {
+                let name = format!("ksql_col_{next}");
+                next += 1;
+                if !used.contains(&name) {
+                    break name;
+                }
+            },
+        };
+        used.insert(name.clone());
+        *item = SelectItem::ExprWithAlias {
+            expr: expr.clone(),
+            alias: Ident::new(name),
+        };
+    }
 }
 
 /// The stream a FROM relation reads, looking into subqueries, and the name its rows go by.
@@ -784,7 +845,7 @@ mod tests {
         );
         assert_eq!(
             p.aggregate_sql("__w", &[]),
-            "SELECT car, COUNT(*), windowend AS \"rowtime\", car AS \"__eddy_k0\", \
+            "SELECT car, COUNT(*) AS ksql_col_0, windowend AS \"rowtime\", car AS \"__eddy_k0\", \
              windowstart AS \"__eddy_ws\", windowend AS \"__eddy_we\" FROM \"__w\" AS \"s\" \
              GROUP BY car, windowstart, windowend HAVING COUNT(*) > 5"
         );

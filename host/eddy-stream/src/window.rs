@@ -159,7 +159,9 @@ impl WindowState {
                     let t = times.value(i);
                     let mut start = t - t.rem_euclid(advance);
                     let mut placed = false;
-                    while start + size > t {
+                    // As in Kafka Streams, no window starts before the epoch: an event at 3 s
+                    // in 10 s windows every 5 s is in [0, 10) only, not also in [-5, 5).
+                    while start + size > t && (start >= 0 || t < 0) {
                         let end = start + size;
                         if end.saturating_add(grace) > self.stream_time {
                             self.fixed.insert((end, start));
@@ -493,6 +495,7 @@ mod tests {
         let b = batch(&[7], &["a"]);
         let mut s = WindowState::new(w, &b.schema(), 1).unwrap();
         assert_eq!(ids(&s.assign(&b).unwrap()), [(5, 15), (0, 10)]);
+        assert_eq!(ids(&s.assign(&batch(&[3], &["a"])).unwrap()), [(0, 10)]);
         s.assign(&batch(&[30], &["a"])).unwrap();
         assert_eq!(spans(&s.close()), vec![(0, 10), (5, 15)]);
     }
