@@ -68,6 +68,12 @@ impl Engine {
                              provided: join '{j}' with e.g. JOIN {j} WITHIN 1 HOUR ON …"
                         )));
                     }
+                    // Each row would come on both sides and pair with itself, as ksqlDB refuses.
+                    if *j == parsed.source {
+                        return Err(Error::Unsupported(format!(
+                            "Can not join '{j}' to '{j}': self joins are not supported"
+                        )));
+                    }
                     other = Some(super::catalog::decoded_schema(r));
                 }
                 Some(_) => {
