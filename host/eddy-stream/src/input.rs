@@ -22,6 +22,9 @@ pub(crate) struct InputBatch {
     pub bad: Vec<BadEvent>,
     /// Per partition, the offset of the first message in this step (for commit holds).
     pub first: BTreeMap<i32, i64>,
+    /// Which input of a stream–stream join it came from: 0 (left, and every other query's
+    /// input) or 1 (right).
+    pub side: usize,
 }
 
 impl InputBatch {
@@ -68,6 +71,17 @@ pub(crate) enum Input {
         /// A batch generated but not yet due.
         pending: Option<RecordBatch>,
     },
+    /// A stream–stream join's two inputs, read in turn; each step says which it came from.
+    Join {
+        /// The left and right inputs.
+        sides: Box<[Input; 2]>,
+        /// Their schemas.
+        schemas: [SchemaRef; 2],
+        /// Which side is asked first next time, so a busy side cannot starve the other.
+        turn: usize,
+        /// Which sides have ended.
+        ended: [bool; 2],
+    },
 }
 
 impl Input {
@@ -82,6 +96,7 @@ impl Input {
             batch: RecordBatch::new_empty(schema.clone()),
             bad: Vec::new(),
             first: BTreeMap::new(),
+            side: 0,
         };
         match self {
             Input::Memory { log, next } => {
@@ -105,6 +120,7 @@ impl Input {
                     batch,
                     bad: Vec::new(),
                     first: BTreeMap::new(),
+                    side: 0,
                 }))
             }
             Input::Source {
@@ -124,7 +140,42 @@ impl Input {
                     next.insert(m.position.partition, m.position.offset + 1);
                 }
                 let (batch, bad) = decoder.decode(&messages);
-                Ok(Some(InputBatch { batch, bad, first }))
+                Ok(Some(InputBatch {
+                    batch,
+                    bad,
+                    first,
+                    side: 0,
+                }))
+            }
+            Input::Join {
+                sides,
+                schemas,
+                turn,
+                ended,
+            } => {
+                let first = *turn;
+                *turn = 1 - first;
+                for side in [first, 1 - first] {
+                    if ended[side] {
+                        continue;
+                    }
+                    // The first side asked only takes what is there already; the second
+                    // waits, unless the first has ended.
+                    let other_open = !ended[1 - side] && side == first;
+                    let wait = if other_open { Duration::ZERO } else { wait };
+                    match Box::pin(sides[side].next(&schemas[side], max, wait)).await? {
+                        None => ended[side] = true,
+                        Some(step) if step.is_idle() => {}
+                        Some(mut step) => {
+                            step.side = side;
+                            return Ok(Some(step));
+                        }
+                    }
+                }
+                if ended.iter().all(|e| *e) {
+                    return Ok(None);
+                }
+                Ok(Some(empty(&schemas[0])))
             }
             Input::Generator {
                 generator,
@@ -166,6 +217,7 @@ impl Input {
                     batch: RecordBatch::try_new(with_rowtime.clone(), columns)?,
                     bad: Vec::new(),
                     first: BTreeMap::new(),
+                    side: 0,
                 }))
             }
         }
@@ -173,6 +225,13 @@ impl Input {
 
     /// Records that everything before `next` (per partition, capped by `hold`) is done.
     pub(crate) async fn commit(&mut self, hold: &BTreeMap<i32, i64>) -> Result<()> {
+        if let Input::Join { sides, .. } = self {
+            // A join's holds are not tracked per side: each commits what it has read.
+            for side in sides.iter_mut() {
+                Box::pin(side.commit(&BTreeMap::new())).await?;
+            }
+            return Ok(());
+        }
         if let Input::Source {
             source,
             next,
@@ -226,14 +285,26 @@ impl Input {
             Input::Source { source, .. } => source.lag(),
             Input::Memory { log, next } => Some(log.end().saturating_sub(*next)),
             Input::Generator { .. } => None,
+            Input::Join { sides, .. } => sides.iter().map(|s| s.lag()).sum(),
         }
     }
 
-    /// For a memory input, the position in its log it reads next.
-    pub(crate) fn memory_position(&self) -> Option<u64> {
+    /// For each in-memory log it reads, the position it reads next (in the order of
+    /// [`Input::memory_logs`]).
+    pub(crate) fn memory_positions(&self) -> Vec<u64> {
         match self {
-            Input::Memory { next, .. } => Some(*next),
-            _ => None,
+            Input::Memory { next, .. } => vec![*next],
+            Input::Join { sides, .. } => sides.iter().flat_map(|s| s.memory_positions()).collect(),
+            _ => Vec::new(),
+        }
+    }
+
+    /// The in-memory logs it reads: what `settle` waits on.
+    pub(crate) fn memory_logs(&self) -> Vec<Arc<Log>> {
+        match self {
+            Input::Memory { log, .. } => vec![log.clone()],
+            Input::Join { sides, .. } => sides.iter().flat_map(|s| s.memory_logs()).collect(),
+            _ => Vec::new(),
         }
     }
 }

@@ -1,5 +1,5 @@
 //! Eddy's continuous-query engine: ksqlDB-style streams, tables, persistent and push queries,
-//! windows and stream–table joins, on DataFusion, reading and writing through
+//! windows, stream–table and stream–stream joins, on DataFusion, reading and writing through
 //! [`eddy_connector`] sources and sinks.
 
 mod aggregate;
@@ -11,6 +11,7 @@ mod direct;
 mod engine;
 mod format;
 mod input;
+mod join_within;
 mod log;
 mod pipeline;
 mod provider;

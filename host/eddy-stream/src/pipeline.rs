@@ -14,6 +14,7 @@ use crate::aggregate::Aggregation;
 use crate::changes::{TableRecords, WindowKey};
 use crate::checkpoint::Checkpoint;
 use crate::format::KeyFormat;
+use crate::join_within::JoinWithin;
 use crate::provider::Slot;
 use crate::query::{Emit, Parsed, WindowKind, HIDDEN};
 use crate::window::WindowState;
@@ -44,6 +45,8 @@ pub(crate) struct Processor {
     physical: Option<Arc<dyn ExecutionPlan>>,
     /// Whether `physical` may be kept.
     reusable: bool,
+    /// A stream–stream join's buffers and matching plan: batches go through it first.
+    within: Option<Box<JoinWithin>>,
 }
 
 /// The column that numbers a batch's events, where a join would lose their order.
@@ -66,16 +69,50 @@ struct Aggregating {
 const DEFAULT_RETENTION_MS: i64 = 24 * 3_600_000;
 
 impl Processor {
-    /// Plans `parsed` reading rows of `input` (a stream schema ending in `rowtime`). A
-    /// windowed aggregation writing a table shows `windowstart` and `windowend` when
-    /// `expose_window`, as they are part of its key.
+    /// Plans `parsed` reading rows of `input` (a stream schema ending in `rowtime`), and of
+    /// `other` for a stream–stream join. A windowed aggregation writing a table shows
+    /// `windowstart` and `windowend` when `expose_window`, as they are part of its key.
     pub(crate) async fn plan(
         ctx: &SessionContext,
         parsed: &Parsed,
         input: SchemaRef,
+        other: Option<SchemaRef>,
         id: &str,
         expose_window: bool,
     ) -> Result<Processor> {
+        if let Some(other) = other {
+            let mut tables = Vec::new();
+            let planned = crate::join_within::plan(ctx, parsed, [input, other], id, &mut tables)
+                .await
+                .and_then(|p| {
+                    let (order, full, schema) = output_order(&p.plan)?;
+                    Ok((p, order, full, schema))
+                });
+            let (planned, order, full, schema) = match planned {
+                Ok(p) => p,
+                Err(e) => {
+                    for t in &tables {
+                        let _ = ctx.deregister_table(t.as_str());
+                    }
+                    return Err(e);
+                }
+            };
+            return Ok(Processor {
+                input: planned.join.slots()[0].clone(),
+                plan: planned.plan,
+                aggregate: None,
+                order,
+                full,
+                exposed: Vec::new(),
+                schema,
+                appended_rowtime: planned.appended_rowtime,
+                tables,
+                physical: None,
+                // A hash join's physical plan keeps its first build side: plan each batch.
+                reusable: false,
+                within: Some(Box::new(planned.join)),
+            });
+        }
         let in_table = format!("__eddy_{}_in", id.to_lowercase());
         // A join does not keep its input's order, and window assignment must see events in
         // the order they came: a windowed aggregation over a join numbers them.
@@ -147,6 +184,7 @@ impl Processor {
                     tables: std::mem::take(tables),
                     physical: None,
                     reusable: parsed.joined.is_empty(),
+                    within: None,
                 });
             }
         }
@@ -238,6 +276,7 @@ impl Processor {
             tables: std::mem::take(tables),
             physical: None,
             reusable: parsed.joined.is_empty(),
+            within: None,
         })
     }
 
@@ -343,12 +382,19 @@ impl Processor {
         self.aggregate.is_some()
     }
 
+    /// Whether it keeps state a failed batch may already have changed (an aggregation, a
+    /// stream–stream join), so the batch cannot be split and run again.
+    pub(crate) fn is_stateful(&self) -> bool {
+        self.aggregate.is_some() || self.within.is_some()
+    }
+
     /// Rows dropped as late so far.
     pub(crate) fn late(&self) -> u64 {
+        let joined = self.within.as_ref().map_or(0, |j| j.late);
         self.aggregate
             .as_ref()
             .and_then(|a| a.window.as_ref())
-            .map_or(0, |w| w.late)
+            .map_or(joined, |w| w.late)
     }
 
     /// Per partition, the earliest offset still needed by aggregation state.
@@ -386,14 +432,37 @@ impl Processor {
         Ok(())
     }
 
-    /// Runs one batch through; returns what it emits: the visible columns, then an
-    /// aggregation's hidden group columns and tombstone flag.
+    /// Runs one batch of input `side` (1 for a stream–stream join's right stream, else 0)
+    /// through; returns what it emits: the visible columns, then an aggregation's hidden group
+    /// columns and tombstone flag.
     pub(crate) async fn process(
         &mut self,
         ctx: &SessionContext,
         batch: RecordBatch,
+        side: usize,
         first: &BTreeMap<i32, i64>,
     ) -> Result<Vec<RecordBatch>> {
+        if let Some(join) = &mut self.within {
+            let Some([left, right]) = join.step(ctx, batch, side).await? else {
+                return Ok(Vec::new());
+            };
+            let slots = join.slots().clone();
+            slots[0].set(vec![left]);
+            slots[1].set(vec![right]);
+            let out = async {
+                ctx.execute_logical_plan(self.plan.clone())
+                    .await?
+                    .collect()
+                    .await
+            }
+            .await;
+            slots[0].set(Vec::new());
+            slots[1].set(Vec::new());
+            return out?
+                .iter()
+                .map(|b| reorder(b, &self.order, &self.full))
+                .collect();
+        }
         // Batches get their ordinal when the input was planned with one.
         let batch = if self.input.schema().index_of(ORDINAL).is_ok() {
             let mut columns = batch.columns().to_vec();
@@ -492,7 +561,7 @@ impl Aggregating {
 }
 
 /// DataFusion's planning errors, with the `Error during planning:` prefix and similar noise off.
-fn plan_error(e: datafusion::error::DataFusionError) -> Error {
+pub(crate) fn plan_error(e: datafusion::error::DataFusionError) -> Error {
     let text = e.strip_backtrace();
     let text = text
         .trim_start_matches("Error during planning: ")

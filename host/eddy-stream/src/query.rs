@@ -63,6 +63,8 @@ pub(crate) struct Parsed {
     query: Box<Query>,
     /// The `WINDOW` clause.
     pub window: Option<Window>,
+    /// A stream–stream join's `WITHIN` clause.
+    pub within: Option<crate::join_within::Within>,
     /// The stream read (the first relation in FROM).
     pub source: String,
     /// The name rows of the source go by in the outer query (its alias, else its name); `None`
@@ -82,7 +84,7 @@ pub(crate) struct Parsed {
 
 /// Takes the WINDOW clause and any trailing `EMIT CHANGES|FINAL` out of `sql`, then parses it.
 pub(crate) fn parse(sql: &str) -> Result<Parsed> {
-    let (sql, window, emit) = strip_window(sql)?;
+    let (sql, window, emit, within) = strip_window(sql)?;
     let (sql, partition_by) = strip_partition_by(&sql)?;
     let statements = Parser::parse_sql(&GenericDialect {}, &sql).map_err(|e| {
         Error::Syntax(
@@ -149,9 +151,24 @@ pub(crate) fn parse(sql: &str) -> Result<Parsed> {
             "EMIT FINAL without a WINDOW: only a window has a final result (when it closes)".into(),
         ));
     }
+    if within.is_some() && joined.len() != 1 {
+        return Err(Error::Unsupported(
+            "WITHIN belongs to a join of two streams: FROM a JOIN b WITHIN 1 HOUR ON a.id = b.id \
+             (one join per query)"
+                .into(),
+        ));
+    }
+    if within.is_some() && (grouped || window.is_some()) {
+        return Err(Error::Unsupported(
+            "aggregating a stream–stream join: write the join to a stream (CREATE STREAM … AS), \
+             then aggregate that stream"
+                .into(),
+        ));
+    }
     Ok(Parsed {
         query,
         window,
+        within,
         source,
         alias,
         joined,
@@ -259,7 +276,7 @@ fn source_of(relation: &TableFactor) -> Result<(String, Option<String>)> {
 }
 
 /// Points the relation that reads the stream at `table`, keeping the name its rows go by.
-fn rename(relation: &mut TableFactor, table: &str) {
+pub(crate) fn rename(relation: &mut TableFactor, table: &str) {
     match relation {
         TableFactor::Table { name, alias, .. } => {
             let original = object_name(name);
@@ -360,6 +377,18 @@ impl Parsed {
     }
 
     fn rowtime(&self) -> Expr {
+        // A pair of rows of two streams happened when its later row did, as in ksqlDB.
+        if let (Some(_), Some(right)) = (&self.within, self.joined_aliases.first()) {
+            let alias = self.alias.clone().unwrap_or_else(|| self.source.clone());
+            return Parser::new(&GenericDialect {})
+                .try_with_sql(&format!(
+                    "greatest(\"{}\".rowtime, \"{}\".rowtime)",
+                    alias.replace('"', "\"\""),
+                    right.replace('"', "\"\"")
+                ))
+                .and_then(|mut p| p.parse_expr())
+                .expect("greatest(rowtime, rowtime) parses");
+        }
         match &self.alias {
             Some(alias) => {
                 Expr::CompoundIdentifier(vec![Ident::with_quote('"', alias), Ident::new("rowtime")])
@@ -606,8 +635,17 @@ fn strip_partition_by(sql: &str) -> Result<(String, Option<Expr>)> {
     Ok((sql.to_string(), None))
 }
 
-/// Removes `WINDOW kind (…)` and a trailing `EMIT CHANGES|FINAL`, returning both.
-fn strip_window(sql: &str) -> Result<(String, Option<Window>, Option<Emit>)> {
+/// What [`strip_window`] takes out of a query.
+type Stripped = (
+    String,
+    Option<Window>,
+    Option<Emit>,
+    Option<crate::join_within::Within>,
+);
+
+/// Removes `WINDOW kind (…)`, a join's `WITHIN …` and a trailing `EMIT CHANGES|FINAL`,
+/// returning them.
+fn strip_window(sql: &str) -> Result<Stripped> {
     let tokens = tokenize(sql)?;
     let word = |i: usize| keyword(&tokens, i);
     let next = |mut i: usize| {
@@ -619,9 +657,23 @@ fn strip_window(sql: &str) -> Result<(String, Option<Window>, Option<Emit>)> {
     let mut out = String::with_capacity(sql.len());
     let mut window = None;
     let mut emit = None;
+    let mut within = None;
     let mut i = 0;
     while i < tokens.len() {
         let here = word(i);
+        if here.as_deref() == Some("WITHIN") {
+            if let Some((spec, end)) = crate::join_within::parse_within(&tokens, i)? {
+                if within.is_some() {
+                    return Err(Error::Unsupported(
+                        "more than one WITHIN: a query joins two streams at most".into(),
+                    ));
+                }
+                within = Some(spec);
+                out.push(' ');
+                i = end;
+                continue;
+            }
+        }
         if here.as_deref() == Some("WINDOW") {
             let k = next(i + 1);
             if let Some(kind @ ("TUMBLING" | "HOPPING" | "SESSION")) = word(k).as_deref() {
@@ -673,7 +725,12 @@ fn strip_window(sql: &str) -> Result<(String, Option<Window>, Option<Emit>)> {
         out.push_str(&tokens[i].token.to_string());
         i += 1;
     }
-    Ok((out.trim().trim_end_matches(';').to_string(), window, emit))
+    Ok((
+        out.trim().trim_end_matches(';').to_string(),
+        window,
+        emit,
+        within,
+    ))
 }
 
 fn at(
@@ -779,7 +836,10 @@ pub(crate) fn parse_duration(text: &str) -> Result<i64> {
 }
 
 /// `n UNIT` at `i`, in ms.
-fn duration(t: &[datafusion::sql::sqlparser::tokenizer::TokenWithSpan], i: usize) -> Result<i64> {
+pub(crate) fn duration(
+    t: &[datafusion::sql::sqlparser::tokenizer::TokenWithSpan],
+    i: usize,
+) -> Result<i64> {
     let Some(Token::Number(n, _)) = t.get(i).map(|t| &t.token) else {
         return Err(at(t, i, "a number".into()));
     };
@@ -893,6 +953,56 @@ mod tests {
         assert_eq!(
             e.to_string(),
             "not supported: PARTITION BY in an aggregation: a table's key is its GROUP BY"
+        );
+    }
+
+    #[test]
+    fn within_is_taken_out_of_a_join() {
+        use crate::join_within::Within;
+        let p = parse(
+            "SELECT o.id FROM orders o LEFT JOIN shipments s WITHIN (5 MINUTES, 1 HOUR) \
+             GRACE PERIOD 10 SECONDS ON o.id = s.id",
+        )
+        .unwrap();
+        assert_eq!(
+            p.within,
+            Some(Within {
+                before: 300_000,
+                after: 3_600_000,
+                grace: Some(10_000)
+            })
+        );
+        assert_eq!(p.joined, vec!["shipments".to_string()]);
+        let p = parse("SELECT o.id FROM orders o JOIN shipments s WITHIN 2 SECONDS ON o.id = s.id")
+            .unwrap();
+        assert_eq!(
+            p.within,
+            Some(Within {
+                before: 2_000,
+                after: 2_000,
+                grace: None
+            })
+        );
+        assert_eq!(
+            p.stateless_sql("__in").0,
+            "SELECT o.id, greatest(\"o\".rowtime, \"s\".rowtime) AS rowtime FROM \"__in\" o JOIN \
+             shipments s ON o.id = s.id"
+        );
+        // An ordered-set aggregate's WITHIN GROUP stays.
+        let p = parse("SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY v) FROM s").unwrap();
+        assert_eq!(p.within, None);
+        let e = parse("SELECT a FROM s WITHIN 1 HOUR").unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("WITHIN belongs to a join of two streams"),
+            "{e}"
+        );
+        let e =
+            parse("SELECT o.id FROM o JOIN s WITHIN (1 HOUR 2 HOURS) ON o.id = s.id").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "syntax error at line 1, column 42: expected ',' between WITHIN's before and after \
+             durations, found '2'"
         );
     }
 

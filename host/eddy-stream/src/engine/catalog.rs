@@ -114,7 +114,8 @@ pub(super) struct Running {
     pub(super) stats: Arc<Stats>,
     pub(super) stop: watch::Sender<bool>,
     pub(super) handle: JoinHandle<()>,
-    pub(super) log: Option<Arc<Log>>,
+    /// The in-memory logs it reads, which `settle` waits for it to consume.
+    pub(super) logs: Vec<Arc<Log>>,
     pub(super) tables: Vec<String>,
 }
 

@@ -44,13 +44,42 @@ impl Engine {
                 parsed.source
             )));
         }
+        let mut other = None;
         for j in &parsed.joined {
             match self.relations.get(j) {
-                Some(r) if r.kind == Kind::Table && r.table.is_some() => {}
+                Some(r) if r.kind == Kind::Table && r.table.is_some() => {
+                    if parsed.within.is_some() {
+                        return Err(Error::Plan(format!(
+                            "A window definition was provided for a Stream-Table join: '{j}' is \
+                             a table, and these joins are not windowed. Drop the WITHIN clause"
+                        )));
+                    }
+                }
+                Some(r) if r.kind == Kind::Stream && changes_of_table => {
+                    return Err(Error::Unsupported(format!(
+                        "joining the changes of table '{}' to stream '{j}'",
+                        parsed.source
+                    )))
+                }
+                Some(r) if r.kind == Kind::Stream => {
+                    if parsed.within.is_none() {
+                        return Err(Error::Plan(format!(
+                            "Stream-Stream joins must have a WITHIN clause specified. None was \
+                             provided: join '{j}' with e.g. JOIN {j} WITHIN 1 HOUR ON …"
+                        )));
+                    }
+                    // Each row would come on both sides and pair with itself, as ksqlDB refuses.
+                    if *j == parsed.source {
+                        return Err(Error::Unsupported(format!(
+                            "Can not join '{j}' to '{j}': self joins are not supported"
+                        )));
+                    }
+                    other = Some(super::catalog::decoded_schema(r));
+                }
                 Some(_) => {
                     return Err(Error::Unsupported(format!(
-                        "joining stream '{}' to '{j}', which is not a table with a PRIMARY KEY: \
-                         stream–stream joins are not supported yet",
+                        "joining stream '{}' to '{j}', which is neither a stream nor a table \
+                         with a PRIMARY KEY",
                         parsed.source
                     )))
                 }
@@ -61,8 +90,15 @@ impl Engine {
                 }
             }
         }
-        let processor =
-            Processor::plan(&self.ctx(), &parsed, source.schema.clone(), id, table).await?;
+        let processor = Processor::plan(
+            &self.ctx(),
+            &parsed,
+            source.schema.clone(),
+            other,
+            id,
+            table,
+        )
+        .await?;
         if changes_of_table && (processor.is_aggregate() || !parsed.joined.is_empty()) {
             self.drop_tables(&processor.tables);
             return Err(Error::Unsupported(format!(
@@ -186,7 +222,7 @@ impl Engine {
             }
             None => None,
         };
-        let mut input = match self.input(&parsed.source, &id, None).await {
+        let mut input = match self.query_input(&parsed, &id, None).await {
             Ok(i) => i,
             Err(e) => {
                 self.drop_tables(&processor.tables);
@@ -304,7 +340,7 @@ impl Engine {
     ) -> Result<Output> {
         let id = self.new_id("TRANSIENT", "QUERY");
         let (parsed, processor) = self.plan(query_sql, &id, false).await?;
-        let input = match self.input(&parsed.source, &id, Some(earliest)).await {
+        let input = match self.query_input(&parsed, &id, Some(earliest)).await {
             Ok(i) => i,
             Err(e) => {
                 self.drop_tables(&processor.tables);

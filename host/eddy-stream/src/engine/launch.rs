@@ -99,6 +99,32 @@ impl Engine {
         })
     }
 
+    /// What query `parsed` reads: its source, or for a stream–stream join both streams, in
+    /// turn (`transient` as for [`Engine::input`]).
+    pub(super) async fn query_input(
+        &self,
+        parsed: &crate::query::Parsed,
+        id: &str,
+        transient: Option<bool>,
+    ) -> Result<Input> {
+        let left = self.input(&parsed.source, id, transient).await?;
+        if parsed.within.is_none() {
+            return Ok(left);
+        }
+        let other = &parsed.joined[0];
+        // Its own consumer group and MQTT client id: one per input.
+        let right = self.input(other, &format!("{id}-right"), transient).await?;
+        Ok(Input::Join {
+            schemas: [
+                decoded_schema(&self.relations[&parsed.source]),
+                decoded_schema(&self.relations[other]),
+            ],
+            sides: Box::new([left, right]),
+            turn: 0,
+            ended: [false; 2],
+        })
+    }
+
     /// For a stateful query over a source with offsets, when state is durable: its
     /// checkpoints, with the newest restored into `processor` and `table`, and `input` set to
     /// resume where that checkpoint left off.
@@ -194,8 +220,8 @@ impl Engine {
     /// Starts a query's task and records it as running.
     pub(super) fn spawn(&mut self, launch: Launch) {
         let source = &self.relations[&launch.source];
-        // A query over an in-memory stream is waited for by `settle`.
-        let log = source.log.clone();
+        // A query over in-memory streams is waited for by `settle`.
+        let logs = launch.input.memory_logs();
         let input_schema = decoded_schema(source);
         let (functions, tables) = launch
             .processor
@@ -232,7 +258,7 @@ impl Engine {
                 stats,
                 stop,
                 handle,
-                log,
+                logs,
                 tables,
             },
         );

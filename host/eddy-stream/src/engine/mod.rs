@@ -105,7 +105,7 @@ pub struct PullQuery {
     query: eddy_sql::Query,
     /// Queries whose in-memory input must be consumed first, so that the statements of one
     /// session take effect in order.
-    settle: Vec<(Arc<Stats>, Arc<Log>)>,
+    settle: Vec<Settle>,
 }
 
 impl PullQuery {
@@ -127,17 +127,20 @@ impl PullQuery {
 
 /// Waits until each query has processed what its input held when a round began (or `timeout`
 /// passes); returns whether they had.
-async fn settle(targets: &[(Arc<Stats>, Arc<Log>)], timeout: Duration) -> bool {
+/// A query reading an in-memory log, the how-manieth of its inputs that log is, and the log.
+type Settle = (Arc<Stats>, usize, Arc<Log>);
+
+async fn settle(targets: &[Settle], timeout: Duration) -> bool {
     let deadline = Instant::now() + timeout;
     // Each round waits until every query reading memory has processed what its input held
     // when the round began; a query's output feeds the next round. Rounds are bounded, so
     // a stream that never stops growing cannot hold a statement up for long.
     for _ in 0..=targets.len() {
-        let ends: Vec<u64> = targets.iter().map(|(_, log)| log.end()).collect();
+        let ends: Vec<u64> = targets.iter().map(|(_, _, log)| log.end()).collect();
         let done = || {
-            targets.iter().zip(&ends).all(|((stats, _), end)| {
+            targets.iter().zip(&ends).all(|((stats, i, _), end)| {
                 stats.finished.load(Ordering::SeqCst)
-                    || stats.position.load(Ordering::SeqCst) >= *end
+                    || stats.positions[*i].load(Ordering::SeqCst) >= *end
             })
         };
         if done() {
@@ -376,10 +379,15 @@ impl Engine {
     }
 
     /// What [`settle`] waits on: each query reading memory, with its input.
-    fn settle_targets(&self) -> Vec<(Arc<Stats>, Arc<Log>)> {
+    fn settle_targets(&self) -> Vec<Settle> {
         self.queries
             .values()
-            .filter_map(|q| q.log.as_ref().map(|log| (q.stats.clone(), log.clone())))
+            .flat_map(|q| {
+                q.logs
+                    .iter()
+                    .enumerate()
+                    .map(|(i, log)| (q.stats.clone(), i, log.clone()))
+            })
             .collect()
     }
 

@@ -31,9 +31,9 @@ pub(super) struct Stats {
     pub(super) failed_events: AtomicU64,
     pub(super) batch_duration: Histogram,
     pub(super) last_error: Mutex<Option<String>>,
-    /// For a query over an in-memory stream: the log position up to which input is processed
-    /// and its output written.
-    pub(super) position: AtomicU64,
+    /// For a query over in-memory streams: per stream read (two for a stream–stream join), the
+    /// log position up to which input is processed and its output written.
+    pub(super) positions: [AtomicU64; 2],
     pub(super) finished: AtomicBool,
 }
 
@@ -59,7 +59,7 @@ pub(super) enum OnError {
 pub(super) async fn process_isolating(
     processor: &mut Processor,
     ctx: &SessionContext,
-    batch: RecordBatch,
+    (batch, side): (RecordBatch, usize),
     first: &BTreeMap<i32, i64>,
     on_error: OnError,
 ) -> (Vec<RecordBatch>, Vec<(RecordBatch, String)>, Option<String>) {
@@ -67,10 +67,10 @@ pub(super) async fn process_isolating(
     let mut failed = Vec::new();
     let mut pending = vec![batch];
     while let Some(piece) = pending.pop() {
-        match processor.process(ctx, piece.clone(), first).await {
+        match processor.process(ctx, piece.clone(), side, first).await {
             Ok(o) => out.extend(o),
             Err(e) if on_error == OnError::Fail => return (out, failed, Some(e.to_string())),
-            Err(e) if piece.num_rows() <= 1 || processor.is_aggregate() => {
+            Err(e) if piece.num_rows() <= 1 || processor.is_stateful() => {
                 failed.push((piece, e.to_string()))
             }
             Err(_) => {
@@ -141,8 +141,13 @@ impl Task {
                 break;
             }
             // Everything read so far is processed and its output written: what `settle` waits on.
-            if let Some(position) = self.input.memory_position() {
-                self.stats.position.store(position, Ordering::SeqCst);
+            for (slot, position) in self
+                .stats
+                .positions
+                .iter()
+                .zip(self.input.memory_positions())
+            {
+                slot.store(position, Ordering::SeqCst);
             }
             let step = tokio::select! {
                 _ = self.stop.changed() => break,
@@ -186,9 +191,14 @@ impl Task {
                     .fetch_add(step.batch.num_rows() as u64, Ordering::Relaxed);
             } else if let Some(processor) = &mut self.processor {
                 let started = Instant::now();
-                let (out, failed, fatal) =
-                    process_isolating(processor, &self.ctx, step.batch, &step.first, self.on_error)
-                        .await;
+                let (out, failed, fatal) = process_isolating(
+                    processor,
+                    &self.ctx,
+                    (step.batch, step.side),
+                    &step.first,
+                    self.on_error,
+                )
+                .await;
                 self.stats.batch_duration.observe(started.elapsed());
                 self.stats
                     .late_events
