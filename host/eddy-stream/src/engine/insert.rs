@@ -178,7 +178,7 @@ impl Engine {
             }
             None => None,
         };
-        let input = match self.input(&parsed.source, &id, None).await {
+        let input = match self.query_input(&parsed, &id, None).await {
             Ok(i) => i,
             Err(e) => {
                 self.drop_tables(&processor.tables);
