@@ -1193,6 +1193,30 @@ async fn kafka_insert_into_relations_read_from_topics() {
         &[["x", "1", "10"]],
     )
     .await;
+
+    // A VARCHAR event time read with timestamp_format becomes the record timestamp.
+    let logins = unique("insert-logins");
+    run(
+        &mut engine,
+        &format!(
+            "CREATE STREAM logins (usr VARCHAR, at VARCHAR) WITH (kafka_topic='{logins}', \
+             partitions=1, timestamp='at', timestamp_format='dd/MM/yyyy HH:mm')"
+        ),
+    )
+    .await;
+    run(
+        &mut engine,
+        "INSERT INTO logins (usr, at) VALUES ('a', '06/12/2026 10:00')",
+    )
+    .await;
+    assert_eq!(
+        read_timed(&logins, 1).await,
+        [(
+            None,
+            bytes(r#"{"USR":"a","AT":"06/12/2026 10:00"}"#),
+            Some(1_796_551_200_000)
+        )]
+    );
 }
 
 /// WITH (wrap_single_value=false), as in ksqlDB: a one-column value is written as the bare JSON

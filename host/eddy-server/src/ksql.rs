@@ -115,12 +115,13 @@ pub(crate) async fn ksql(
             }
             crate::variables::Step::Run(statement) => statement,
         };
+        // Parsed once here; the engine parses the text once more when it runs it.
         let parsed = eddy_stream::parse(&statement);
         if let Ok(Statement::ShowTopics { all }) = parsed {
             entities.push(crate::topics::list(&state.config, all, &shown).await?);
             continue;
         }
-        crate::udf::check_path(&state.config, &statement, &shown)?;
+        crate::udf::check_path(&state.config, parsed.as_ref().ok(), &shown)?;
         if let Ok(Statement::Set { key, value }) = parsed {
             entities.push(json!({
                 "@type": "currentStatus",
@@ -143,7 +144,7 @@ pub(crate) async fn ksql(
             job.run().await;
         }
         let engine = state.engine.lock().await;
-        entities.push(run(engine, &statement, &shown, &properties).await?);
+        entities.push(run(engine, &statement, parsed, &shown, &properties).await?);
     }
     Ok(Json(Value::Array(entities)))
 }
@@ -151,10 +152,11 @@ pub(crate) async fn ksql(
 async fn run(
     mut engine: MutexGuard<'_, Engine>,
     statement: &str,
+    parsed: eddy_stream::Result<Statement>,
     shown: &str,
     properties: &Properties,
 ) -> Result<Value, ApiError> {
-    let parsed = eddy_stream::parse(statement).map_err(|e| statement_error(e, shown))?;
+    let parsed = parsed.map_err(|e| statement_error(e, shown))?;
     match &parsed {
         Statement::Query(_) | Statement::Push { .. } => Err(ApiError::statement(
             code::QUERY_ENDPOINT,
@@ -223,7 +225,7 @@ async fn run(
         Statement::Describe { name, extended } => {
             describe(&mut engine, name, *extended, shown).await
         }
-        _ => execute(engine, statement, shown, properties).await,
+        _ => run_in_engine(engine, statement, command_id(&parsed), shown, properties).await,
     }
 }
 
@@ -233,8 +235,23 @@ pub(crate) async fn reap(engine: &mut Engine) {
 }
 
 pub(crate) async fn execute(
+    engine: MutexGuard<'_, Engine>,
+    statement: &str,
+    shown: &str,
+    properties: &Properties,
+) -> Result<Value, ApiError> {
+    let command = match eddy_stream::parse(statement) {
+        Ok(parsed) => command_id(&parsed),
+        Err(_) => command_id(&Statement::Other(String::new())),
+    };
+    run_in_engine(engine, statement, command, shown, properties).await
+}
+
+/// Runs `statement` in the engine; `command` is its ksqlDB `commandId`.
+async fn run_in_engine(
     mut engine: MutexGuard<'_, Engine>,
     statement: &str,
+    command: String,
     shown: &str,
     properties: &Properties,
 ) -> Result<Value, ApiError> {
@@ -274,7 +291,7 @@ pub(crate) async fn execute(
     Ok(json!({
         "@type": "currentStatus",
         "statementText": shown,
-        "commandId": command_id(statement),
+        "commandId": command,
         "commandStatus": {"status": "SUCCESS", "message": message, "queryId": query_id},
         "commandSequenceNumber": -1,
         "warnings": [],
@@ -283,23 +300,27 @@ pub(crate) async fn execute(
 
 /// ksqlDB's `commandId` for a statement that ran: `stream/`NAME`/create`, `table/`T`/drop`,
 /// `function/`F`/create`, `statement/`CSAS_X_1`/terminate`, …
-fn command_id(statement: &str) -> String {
+fn command_id(statement: &Statement) -> String {
     use eddy_sql::Statement as Function;
-    let (object, name, action) = match eddy_stream::parse(statement) {
-        Ok(Statement::CreateSource { kind, name, .. } | Statement::CreateAs { kind, name, .. }) => {
-            (kind.as_str(), name, "create")
+    let (object, name, action) = match statement {
+        Statement::CreateSource { kind, name, .. } | Statement::CreateAs { kind, name, .. } => {
+            (kind.as_str(), name.clone(), "create")
         }
-        Ok(Statement::Drop { kind, name, .. }) => (kind.as_str(), name, "drop"),
-        Ok(Statement::Terminate(id)) => {
-            ("statement", id.unwrap_or_else(|| "ALL".into()), "terminate")
+        Statement::Drop { kind, name, .. } => (kind.as_str(), name.clone(), "drop"),
+        Statement::Terminate(id) => (
+            "statement",
+            id.clone().unwrap_or_else(|| "ALL".into()),
+            "terminate",
+        ),
+        Statement::Function(Function::CreateFunction { name, .. }) => {
+            ("function", name.clone(), "create")
         }
-        Ok(Statement::Function(Function::CreateFunction { name, .. })) => {
-            ("function", name, "create")
+        Statement::Function(Function::AlterFunction { name, .. }) => {
+            ("function", name.clone(), "alter")
         }
-        Ok(Statement::Function(Function::AlterFunction { name, .. })) => {
-            ("function", name, "alter")
+        Statement::Function(Function::DropFunction { name, .. }) => {
+            ("function", name.clone(), "drop")
         }
-        Ok(Statement::Function(Function::DropFunction { name, .. })) => ("function", name, "drop"),
         _ => ("statement", String::new(), "execute"),
     };
     format!("{object}/`{}`/{action}", eddy_stream::display_name(&name))

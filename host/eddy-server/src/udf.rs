@@ -35,10 +35,13 @@ fn udf_dir(config: &ServerConfig, shown: &str) -> Result<PathBuf, ApiError> {
 /// Refuses `CREATE FUNCTION … FROM 'path'` unless `path` lies inside the UDF directory.
 pub(crate) fn check_path(
     config: &ServerConfig,
-    statement: &str,
+    statement: Option<&eddy_stream::Statement>,
     shown: &str,
 ) -> Result<(), ApiError> {
-    let Ok(eddy_sql::Statement::CreateFunction { path, .. }) = eddy_sql::parse(statement) else {
+    let Some(eddy_stream::Statement::Function(eddy_sql::Statement::CreateFunction {
+        path, ..
+    })) = statement
+    else {
         return Ok(());
     };
     let dir = udf_dir(config, shown)?;

@@ -30,6 +30,8 @@ pub(super) struct TopicInserter {
     /// The event-time column, for rows inserted without `rowtime`; `None` for a table, whose
     /// schema has no `rowtime`.
     pub(super) timestamp: Option<Option<usize>>,
+    /// The Java pattern a VARCHAR `timestamp` column is read with (`timestamp_format`).
+    pub(super) pattern: Option<String>,
     /// Made at the first insert: a relation nobody inserts into needs no producer.
     pub(super) sink: tokio::sync::Mutex<Option<Box<dyn Sink>>>,
 }
@@ -45,7 +47,10 @@ impl Inserter for TopicInserter {
     async fn insert(&self, batch: RecordBatch) -> datafusion::error::Result<()> {
         let fail = |e: Error| DataFusionError::Execution(e.to_string());
         let batch = match self.timestamp {
-            Some(timestamp) => crate::format::json::fill_rowtime(batch, timestamp).map_err(fail)?,
+            Some(timestamp) => {
+                crate::format::common::stamp(batch, timestamp, self.pattern.as_deref())
+                    .map_err(fail)?
+            }
             None => batch,
         };
         let records = self.records.encode(&batch).map_err(fail)?;
@@ -83,6 +88,7 @@ impl Engine {
             topic: topic.to_string(),
             records: StreamRecords::of(options, schema, keys)?,
             timestamp,
+            pattern: options.get("timestamp_format").cloned(),
             sink: tokio::sync::Mutex::new(None),
         }))
     }

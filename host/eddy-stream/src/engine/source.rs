@@ -9,7 +9,7 @@ use eddy_connector::Options;
 use eddy_generator::GeneratorConfig;
 
 use super::catalog::{Relation, Spec};
-use super::options;
+use super::options::{self, Connector};
 use super::{Engine, Output};
 use crate::connectors;
 use crate::format::{KeyFormat, KeyWindow, ValueFormat};
@@ -29,78 +29,88 @@ impl Engine {
         sql: &str,
     ) -> Result<Output> {
         self.check_new_name(name, or_replace)?;
-        options::source_connector(&options)?;
+        // The options table decides which connector this is; each arm reads that one's keys.
+        let connector = options::source_connector(&options)?;
         let partitions = options::partitions(&options)?;
         let format = ValueFormat::from_options(&options)?;
-        let spec = if let Some(topic) = options.get("kafka_topic") {
-            self.kafka(&format!("{} {name}", kind.as_str()))?;
-            Spec::Kafka {
-                topic: topic.clone(),
+        let spec = match connector {
+            Connector::Kafka => {
+                let topic = &options["kafka_topic"];
+                self.kafka(&format!("{} {name}", kind.as_str()))?;
+                Spec::Kafka {
+                    topic: topic.clone(),
+                }
             }
-        } else if let Some(filters) = options.get("mqtt_topic") {
-            if !options.contains_key("mqtt_broker") {
-                return Err(Error::Catalog(
-                    "mqtt_topic needs mqtt_broker, e.g. mqtt_broker='tcp://127.0.0.1:1883'".into(),
-                ));
+            Connector::Mqtt => {
+                let filters = &options["mqtt_topic"];
+                if !options.contains_key("mqtt_broker") {
+                    return Err(Error::Catalog(
+                        "mqtt_topic needs mqtt_broker, e.g. mqtt_broker='tcp://127.0.0.1:1883'"
+                            .into(),
+                    ));
+                }
+                // The session options are read again when a query subscribes; checking them here
+                // refuses a bad mqtt_qos at CREATE, not at the first query.
+                eddy_mqtt::MqttConfig::from_options_or_client_id(&options, "eddy").map_err(
+                    |e| {
+                        Error::Catalog(match e {
+                            eddy_connector::Error::Config(m) => m,
+                            other => other.to_string(),
+                        })
+                    },
+                )?;
+                Spec::Mqtt {
+                    filters: filters.split(',').map(|f| f.trim().to_string()).collect(),
+                }
             }
-            // The session options are read again when a query subscribes; checking them here
-            // refuses a bad mqtt_qos at CREATE, not at the first query.
-            eddy_mqtt::MqttConfig::from_options_or_client_id(&options, "eddy").map_err(|e| {
-                Error::Catalog(match e {
-                    eddy_connector::Error::Config(m) => m,
-                    other => other.to_string(),
-                })
-            })?;
-            Spec::Mqtt {
-                filters: filters.split(',').map(|f| f.trim().to_string()).collect(),
-            }
-        } else if let Some(generator) = options.get("generator") {
-            if generator != "car_sensor" {
-                return Err(Error::Catalog(format!(
-                    "unknown generator '{generator}': the built-in one is 'car_sensor'"
-                )));
-            }
-            if kind == Kind::Table {
-                return Err(Error::Catalog(
+            Connector::Generator => {
+                let generator = &options["generator"];
+                if generator != "car_sensor" {
+                    return Err(Error::Catalog(format!(
+                        "unknown generator '{generator}': the built-in one is 'car_sensor'"
+                    )));
+                }
+                if kind == Kind::Table {
+                    return Err(Error::Catalog(
                     "the generator makes a stream: CREATE STREAM … WITH (generator='car_sensor')"
                         .into(),
                 ));
-            }
-            if !columns.is_empty() {
-                return Err(Error::Catalog(
+                }
+                if !columns.is_empty() {
+                    return Err(Error::Catalog(
                     "the generator's columns are fixed: remove the column list (DESCRIBE shows them)".into(),
                 ));
-            }
-            let number = |key: &str| -> Result<Option<f64>> {
-                options
-                    .get(key)
-                    .map(|v| {
-                        v.parse::<f64>().map_err(|_| {
-                            Error::Catalog(format!("{key} must be a number, found '{v}'"))
+                }
+                let number = |key: &str| -> Result<Option<f64>> {
+                    options
+                        .get(key)
+                        .map(|v| {
+                            v.parse::<f64>().map_err(|_| {
+                                Error::Catalog(format!("{key} must be a number, found '{v}'"))
+                            })
                         })
-                    })
-                    .transpose()
-            };
-            let config = GeneratorConfig {
-                seed: number("seed")?.map_or(42, |v| v as u64),
-                cars: number("cars")?.map_or(10, |v| v as u32),
-                rows: number("max_events")?.map_or(u64::MAX, |v| v as u64),
-                anomaly_rate: number("anomaly_rate")?.unwrap_or(0.02),
-                batch_size: 1024,
-                ..GeneratorConfig::default()
-            };
-            let rate = number("rate")?.filter(|r| *r > 0.0);
-            // About 20 ms of events per batch: small enough for latency, big enough to amortise.
-            let batch_size = rate.map_or(4096, |r| (r / 50.0).clamp(1.0, 4096.0) as usize);
-            Spec::Generator {
-                config: GeneratorConfig {
-                    batch_size,
-                    ..config
-                },
-                rate,
+                        .transpose()
+                };
+                let config = GeneratorConfig {
+                    seed: number("seed")?.map_or(42, |v| v as u64),
+                    cars: number("cars")?.map_or(10, |v| v as u32),
+                    rows: number("max_events")?.map_or(u64::MAX, |v| v as u64),
+                    anomaly_rate: number("anomaly_rate")?.unwrap_or(0.02),
+                    batch_size: 1024,
+                    ..GeneratorConfig::default()
+                };
+                let rate = number("rate")?.filter(|r| *r > 0.0);
+                // About 20 ms of events per batch: small enough for latency, big enough to amortise.
+                let batch_size = rate.map_or(4096, |r| (r / 50.0).clamp(1.0, 4096.0) as usize);
+                Spec::Generator {
+                    config: GeneratorConfig {
+                        batch_size,
+                        ..config
+                    },
+                    rate,
+                }
             }
-        } else {
-            Spec::Memory
+            Connector::Any => Spec::Memory,
         };
         let mut fields: Vec<Field> = if let Spec::Generator { .. } = spec {
             eddy_generator::schema()
@@ -324,14 +334,7 @@ pub(super) struct LogInserter {
 #[async_trait::async_trait]
 impl crate::provider::Inserter for LogInserter {
     async fn insert(&self, batch: RecordBatch) -> datafusion::error::Result<()> {
-        let fail = |e: crate::Error| datafusion::error::DataFusionError::Plan(e.to_string());
-        let batch = match (&self.pattern, self.timestamp) {
-            (Some(pattern), Some(column)) => {
-                crate::format::common::rowtime_from_text(&batch, column, pattern).map_err(fail)?
-            }
-            _ => batch,
-        };
-        let batch = crate::format::json::fill_rowtime(batch, self.timestamp)
+        let batch = crate::format::common::stamp(batch, self.timestamp, self.pattern.as_deref())
             .map_err(|e| datafusion::error::DataFusionError::Plan(e.to_string()))?;
         self.log.append(batch);
         Ok(())

@@ -126,3 +126,18 @@ pub(crate) fn rowtime_from_text(
     columns[last] = std::sync::Arc::new(times);
     Ok(RecordBatch::try_new(batch.schema(), columns)?)
 }
+
+/// Fills `rowtime` (the last column) where it is null, as rows inserted into a stream get it:
+/// from the `timestamp` column (read with the Java `pattern` when there is one), else the
+/// current time.
+pub(crate) fn stamp(
+    batch: RecordBatch,
+    timestamp: Option<usize>,
+    pattern: Option<&str>,
+) -> crate::Result<RecordBatch> {
+    let batch = match (pattern, timestamp) {
+        (Some(pattern), Some(column)) => rowtime_from_text(&batch, column, pattern)?,
+        _ => batch,
+    };
+    super::json::fill_rowtime(batch, timestamp)
+}
