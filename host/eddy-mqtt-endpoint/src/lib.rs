@@ -66,6 +66,7 @@ use tokio::time::Instant;
 
 mod mapping;
 mod protocol;
+mod throttle;
 
 /// The payload type [`Direct::write`] takes, re-exported so hosts need not depend on `bytes`.
 pub use bytes::Bytes;
@@ -370,6 +371,9 @@ pub struct Stats {
     pub keep_alive_timeouts: u64,
     /// CONNECTs refused for a missing or wrong user name or password.
     pub auth_failures: u64,
+    /// CONNECTs refused unchecked ("server unavailable"): their address had failed to log in
+    /// so often that its next turn was over 30 s away.
+    pub throttled_logins: u64,
     /// Connections closed for a PUBLISH whose topic holds a wildcard (`+`, `#`).
     pub invalid_topics: u64,
     /// Connections closed for a packet over [`EndpointConfig::max_packet_size`].
@@ -403,6 +407,7 @@ struct Counters {
     connect_timeouts: AtomicU64,
     keep_alive_timeouts: AtomicU64,
     auth_failures: AtomicU64,
+    throttled_logins: AtomicU64,
     invalid_topics: AtomicU64,
     too_large: AtomicU64,
     over_budget: AtomicU64,
@@ -437,6 +442,8 @@ struct Shared {
     max_keep_alive: u16,
     max_unfinished_bytes: usize,
     credentials: Option<Arc<Credentials>>,
+    /// Failed logins by address, which slow that address's next attempts.
+    throttle: throttle::LoginThrottle,
     tls: Option<tokio_rustls::TlsAcceptor>,
     broker: String,
 }
@@ -476,6 +483,7 @@ impl StatsReader {
             connect_timeouts: get(&c.connect_timeouts),
             keep_alive_timeouts: get(&c.keep_alive_timeouts),
             auth_failures: get(&c.auth_failures),
+            throttled_logins: get(&c.throttled_logins),
             invalid_topics: get(&c.invalid_topics),
             too_large: get(&c.too_large),
             over_budget: get(&c.over_budget),
@@ -590,6 +598,7 @@ impl Endpoint {
             max_keep_alive: config.max_keep_alive,
             max_unfinished_bytes: config.max_unfinished_bytes,
             credentials: config.credentials,
+            throttle: throttle::LoginThrottle::default(),
             tls: config.tls.map(|tls| tokio_rustls::TlsAcceptor::from(tls.0)),
             broker,
         });
@@ -680,7 +689,7 @@ async fn accept(listener: TcpListener, shared: Arc<Shared>, mut stopped: watch::
                     connections.spawn(async move {
                         // The TLS handshake counts against the time CONNECT must come in.
                         let deadline = Instant::now() + shared.connect_timeout;
-                        let mut connection = Connection::new(shared.clone());
+                        let mut connection = Connection::new(shared.clone(), peer.ip());
                         let served = match &shared.tls {
                             None => connection.serve(stream, deadline, stopped).await,
                             Some(acceptor) => {
@@ -833,6 +842,8 @@ enum Closed {
     Tls(String),
     #[error("bad user name or password (client id {0:?})")]
     BadLogin(String),
+    #[error("login refused unchecked after repeated failures from this address (client id {0:?})")]
+    Throttled(String),
     #[error("PUBLISH to a wildcard topic {0:?}")]
     InvalidTopic(String),
     #[error("packet of {0} bytes over the limit")]
@@ -843,6 +854,8 @@ enum Closed {
 
 struct Connection {
     shared: Arc<Shared>,
+    /// The client's address, whose failed logins are throttled.
+    peer: std::net::IpAddr,
     version: Version,
     pending: VecDeque<Pending>,
     /// QoS 2 packet ids received and not yet released (PUBREL).
@@ -856,9 +869,10 @@ struct Connection {
 }
 
 impl Connection {
-    fn new(shared: Arc<Shared>) -> Self {
+    fn new(shared: Arc<Shared>, peer: std::net::IpAddr) -> Self {
         Connection {
             shared,
+            peer,
             version: Version::V311,
             pending: VecDeque::new(),
             qos2: HashSet::new(),
@@ -1008,7 +1022,27 @@ impl Connection {
                     self.hold(buf.len())?;
                     tracing::debug!(client_id, keep_alive, clean, version = ?self.version, "mqtt endpoint: connect");
                     if let Some(credentials) = &self.shared.credentials {
-                        if !credentials.allows(login.as_ref()) {
+                        match self
+                            .shared
+                            .throttle
+                            .turn(self.peer, std::time::Instant::now())
+                        {
+                            throttle::Turn::At(at) => {
+                                tokio::time::sleep_until(at.into()).await;
+                            }
+                            throttle::Turn::Refused => {
+                                bump(&counters.throttled_logins);
+                                self.write(self.connack(ConnectCode::Unavailable, None))?;
+                                wr.write_all(&self.out).await?;
+                                return Err(Closed::Throttled(client_id));
+                            }
+                        }
+                        if credentials.allows(login.as_ref()) {
+                            self.shared.throttle.succeeded(self.peer);
+                        } else {
+                            self.shared
+                                .throttle
+                                .failed(self.peer, std::time::Instant::now());
                             let failures = counters.auth_failures.fetch_add(1, Ordering::Relaxed);
                             // The first and every 1000th: a password-guessing fleet cannot flood.
                             if failures.is_multiple_of(1000) {

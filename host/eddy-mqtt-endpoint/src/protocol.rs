@@ -103,6 +103,8 @@ pub(crate) enum ConnectCode {
     UnsupportedVersion,
     /// 3.1.1: 4, bad user name or password; 5: 0x86.
     BadLogin,
+    /// 3.1.1: 3, server unavailable; 5: 0x88 (a login refused unchecked, see `throttle`).
+    Unavailable,
 }
 
 /// Why the server ends an MQTT 5 connection.
@@ -256,6 +258,7 @@ impl Version {
                                 v4::ConnectReturnCode::RefusedProtocolVersion
                             }
                             ConnectCode::BadLogin => v4::ConnectReturnCode::BadUserNamePassword,
+                            ConnectCode::Unavailable => v4::ConnectReturnCode::ServiceUnavailable,
                         },
                         false,
                     )),
@@ -289,6 +292,7 @@ impl Version {
                                 v5::ConnectReturnCode::UnsupportedProtocolVersion
                             }
                             ConnectCode::BadLogin => v5::ConnectReturnCode::BadUserNamePassword,
+                            ConnectCode::Unavailable => v5::ConnectReturnCode::ServerUnavailable,
                         },
                         properties: Some(v5::ConnAckProperties {
                             receive_max: Some(receive_max),

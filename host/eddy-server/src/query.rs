@@ -503,7 +503,6 @@ impl Inserts {
                 continue;
             }
             let mut acks = String::new();
-            let mut engine = self.state.engine.lock().await;
             for line in &batch {
                 let seq = self.seq;
                 self.seq += 1;
@@ -511,8 +510,8 @@ impl Inserts {
                     .map_err(|_| "the row is not UTF-8".to_string())
                     .and_then(|line| insert_statement(&self.target, line));
                 let ack = match statement {
-                    Ok(sql) => match engine.execute(&sql).await {
-                        Ok(_) => json!({"status": "ok", "seq": seq}),
+                    Ok(sql) => match insert(&self.state, &sql).await {
+                        Ok(()) => json!({"status": "ok", "seq": seq}),
                         Err(e) => {
                             json!({"status": "error", "seq": seq, "error_code": code::BAD_STATEMENT, "message": e.to_string()})
                         }
@@ -524,7 +523,6 @@ impl Inserts {
                 acks.push_str(&ack.to_string());
                 acks.push('\n');
             }
-            drop(engine);
             return Some(Bytes::from(acks));
         }
         None
@@ -537,6 +535,16 @@ impl Inserts {
             json!({"status": "error", "seq": seq, "error_code": error_code, "message": message});
         format!("{ack}\n")
     }
+}
+
+/// Runs one INSERT. The engine is held only to plan it: the insert itself (which first waits
+/// for running queries to take in earlier rows, and may wait for a broker) runs without it.
+async fn insert(state: &AppState, sql: &str) -> eddy_stream::Result<()> {
+    let started = state.engine.lock().await.start(sql, None).await?;
+    if let Started::Pull(query) = started {
+        query.collect().await?;
+    }
+    Ok(())
 }
 
 /// A request body split into lines as its chunks arrive, each line capped at `limit` bytes.

@@ -19,7 +19,7 @@ pub use query::{Budget, Query};
 pub use session::{Output, Prepared, Session, WarmUp};
 pub use split::split_statements;
 pub use statement::{parse, parse_size, AlterAction, LimitOverrides, ShadowOptions, Statement};
-pub use udf_dir::{DirLoad, UdfDir};
+pub use udf_dir::{DirLoad, DueLoad, UdfDir};
 
 /// What can go wrong running a statement.
 #[derive(Debug, thiserror::Error)]

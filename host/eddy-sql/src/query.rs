@@ -15,8 +15,9 @@ use datafusion::error::DataFusionError;
 use datafusion::execution::disk_manager::{DiskManager, DiskManagerMode};
 use datafusion::execution::memory_pool::{GreedyMemoryPool, TrackConsumersPool};
 use datafusion::execution::{RecordBatchStream, SendableRecordBatchStream};
+use datafusion::logical_expr::LogicalPlan;
 use datafusion::physical_plan::execute_stream;
-use datafusion::prelude::SessionContext;
+use datafusion::prelude::{DataFrame, SessionContext};
 use futures::{Stream, StreamExt};
 use tokio::time::{Instant, Sleep};
 
@@ -69,12 +70,18 @@ impl Query {
     /// reading both count against the time budget: past it, the stream ends with an error.
     pub async fn stream(self) -> Result<SendableRecordBatchStream> {
         let Some(timeout) = self.budget.timeout else {
-            return self.start().await;
+            return self.start(None).await;
         };
         let deadline = Instant::now() + timeout;
-        let stream = tokio::time::timeout_at(deadline, self.start())
-            .await
-            .map_err(|_| Error::Budget(over_time(timeout)))??;
+        let stream = match tokio::time::timeout_at(deadline, self.start(Some(deadline))).await {
+            Ok(Ok(stream)) => stream,
+            // A UDF call that planning ran was stopped at the deadline: say which limit it was.
+            Ok(Err(_)) | Err(_) if Instant::now() >= deadline => {
+                return Err(Error::Budget(over_time(timeout)))
+            }
+            Ok(Err(e)) => return Err(e),
+            Err(_) => unreachable!("a timeout is past its deadline"),
+        };
         Ok(Box::pin(Deadline {
             inner: stream,
             sleep: Box::pin(tokio::time::sleep_until(deadline)),
@@ -97,11 +104,26 @@ impl Query {
         Ok(Output::Rows { schema, batches })
     }
 
-    async fn start(self) -> Result<SendableRecordBatchStream> {
-        let plan = self.ctx.state().create_logical_plan(&self.sql).await?;
+    async fn start(self, deadline: Option<Instant>) -> Result<SendableRecordBatchStream> {
+        let mut state = self.ctx.state();
+        if let Some(deadline) = deadline {
+            // The query's UDF calls stop at its deadline, not just at their own timeout.
+            let options = state.config_mut().options_mut();
+            options
+                .extensions
+                .insert(eddy_udf_host::QueryDeadline(deadline.into_std()));
+            state.mark_start_execution();
+        }
+        let plan = state.create_logical_plan(&self.sql).await?;
         self.access.check(&plan)?;
-        // DDL and SET take effect here; a query is only planned.
-        let frame = self.ctx.execute_logical_plan(plan).await?;
+        let frame = match plan {
+            // DDL and SET take effect on the shared session.
+            LogicalPlan::Ddl(_) | LogicalPlan::Statement(_) => {
+                self.ctx.execute_logical_plan(plan).await?
+            }
+            // A query (or INSERT, COPY) is planned with its own config, deadline included.
+            plan => DataFrame::new(state, plan),
+        };
         let mut task = frame.task_ctx();
         let physical = frame.create_physical_plan().await?;
         if let Some(bytes) = self.budget.memory {
@@ -169,6 +191,11 @@ impl Stream for Deadline {
         let next = self.inner.poll_next_unpin(cx);
         if matches!(next, Poll::Ready(None) | Poll::Ready(Some(Err(_)))) {
             self.done = true;
+        }
+        // A UDF call stopped at the deadline fails its batch: the query's limit is the news.
+        if matches!(next, Poll::Ready(Some(Err(_)))) && Instant::now() >= self.sleep.deadline() {
+            let message = over_time(self.timeout);
+            return Poll::Ready(Some(Err(DataFusionError::ResourcesExhausted(message))));
         }
         next
     }

@@ -21,7 +21,23 @@ pub struct UdfDir {
     started: bool,
 }
 
-/// One load attempted by [`UdfDir::sync`].
+/// A file [`UdfDir::due`] found new or changed: the statement that loads it.
+#[derive(Debug)]
+pub struct DueLoad {
+    function: String,
+    path: PathBuf,
+    stamp: Stamp,
+    sql: String,
+}
+
+impl DueLoad {
+    /// `CREATE OR REPLACE FUNCTION name FROM 'path'`.
+    pub fn sql(&self) -> &str {
+        &self.sql
+    }
+}
+
+/// One load attempted by [`UdfDir::load`].
 #[derive(Debug)]
 pub struct DirLoad {
     /// The function the file serves.
@@ -48,18 +64,27 @@ impl UdfDir {
         &self.dir
     }
 
-    /// Loads the components that are new or changed since the last call.
+    /// Loads the components that are new or changed since the last call: [`UdfDir::due`],
+    /// then [`UdfDir::load`].
+    pub async fn sync(&mut self, session: &mut Session) -> Result<Vec<DirLoad>, std::io::Error> {
+        let due = self.due()?;
+        Ok(self.load(due, session).await)
+    }
+
+    /// The components that are new or changed since the last call, as `CREATE OR REPLACE
+    /// FUNCTION` statements; reading the directory needs no session, so a server scans (and
+    /// compiles, with [`Session::warm_up`]) without holding its engine.
     ///
-    /// The first call loads every function's newest file at once. Later calls load a changed
+    /// The first call takes every function's newest file at once. Later calls take a changed
     /// file only once it has kept its size and modification time since the previous call, so a
     /// file still being copied in is not read half-written: call this every second or so.
-    /// A file that fails to load is reported and retried only when it changes again; a deleted
-    /// file changes nothing (`DROP FUNCTION` is explicit).
-    pub async fn sync(&mut self, session: &mut Session) -> Result<Vec<DirLoad>, std::io::Error> {
+    /// A file that fails to load is retried only when it changes again; a deleted file changes
+    /// nothing (`DROP FUNCTION` is explicit).
+    pub fn due(&mut self) -> Result<Vec<DueLoad>, std::io::Error> {
         let newest = self.scan()?;
         let first = !self.started;
         self.started = true;
-        let mut loads = Vec::new();
+        let mut due = Vec::new();
         for (function, (path, stamp)) in newest {
             if self
                 .loaded
@@ -78,6 +103,26 @@ impl UdfDir {
                 "CREATE OR REPLACE FUNCTION {function} FROM '{}'",
                 path.display().to_string().replace('\'', "''")
             );
+            due.push(DueLoad {
+                function,
+                path,
+                stamp,
+                sql,
+            });
+        }
+        Ok(due)
+    }
+
+    /// Runs the statements of [`UdfDir::due`]; each file is recorded as loaded (or refused).
+    pub async fn load(&mut self, due: Vec<DueLoad>, session: &mut Session) -> Vec<DirLoad> {
+        let mut loads = Vec::new();
+        for DueLoad {
+            function,
+            path,
+            stamp,
+            sql,
+        } in due
+        {
             let result = match session.execute(&sql).await {
                 Ok(Output::Message(m)) => Ok(m),
                 Ok(Output::Rows { .. }) => Ok(String::new()),
@@ -90,7 +135,7 @@ impl UdfDir {
                 result,
             });
         }
-        Ok(loads)
+        loads
     }
 
     /// Each function's newest `.wasm` file in the directory.

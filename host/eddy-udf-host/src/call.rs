@@ -56,6 +56,7 @@ pub(crate) fn call_counted(
     args: &[ArrayRef],
     rows: usize,
     stats: &FunctionStats,
+    deadline: Option<Instant>,
 ) -> Result<Called, CallError> {
     let mut columns = Vec::with_capacity(args.len());
     for (array, (param, ty)) in args.iter().zip(&function.params) {
@@ -68,7 +69,7 @@ pub(crate) fn call_counted(
     stats.calls.fetch_add(1, Ordering::Relaxed);
     stats.rows.fetch_add(rows as u64, Ordering::Relaxed);
     let started = Instant::now();
-    let result = component.call(&function.name, &columns, rows as u32);
+    let result = component.call(&function.name, &columns, rows as u32, deadline);
     stats.call_duration.observe(started.elapsed());
     let result = result.map_err(|failure| {
         let limit = match &failure {

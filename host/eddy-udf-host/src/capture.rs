@@ -489,7 +489,14 @@ pub fn replay(capture: &Capture, component: &Component) -> Result<Replay> {
         })?;
     let rows = capture.batch.num_rows();
     let stats = FunctionStats::default();
-    match call_counted(component, function, capture.batch.columns(), rows, &stats) {
+    match call_counted(
+        component,
+        function,
+        capture.batch.columns(),
+        rows,
+        &stats,
+        None,
+    ) {
         Ok(called) => Ok(Replay {
             outcome: Outcome::of_row_errors(&called.row_errors, rows, &function.name),
             result: Some(called.array),

@@ -265,7 +265,7 @@ impl Component {
             origin: source.to_string(),
             message: format!("{e:#}"),
         })?;
-        component.arm(&mut instance.store);
+        component.arm(&mut instance.store, None);
         let described = outside_async(|| {
             instance
                 .bindings
@@ -280,7 +280,12 @@ impl Component {
             origin: source.to_string(),
             message: format!(
                 "describe() {}",
-                component.explain_trap(&e, instance.store.data().limiter.hit.clone(), &output)
+                component.explain_trap(
+                    &e,
+                    instance.store.data().limiter.hit.clone(),
+                    &output,
+                    false
+                )
             ),
         })?;
         component.functions = described
@@ -336,19 +341,23 @@ impl Component {
         format!("{function}@{}", &self.hash[..12])
     }
 
-    fn deadline_ticks(&self) -> u64 {
+    /// Starts the time limit of the next call: the epoch deadline for running code, the
+    /// instant guest waits may not pass. The limit is the call's `timeout`, or less if the
+    /// query it runs in must end sooner; returns whether that query's deadline is the one.
+    fn arm(&self, store: &mut Store<State>, query_deadline: Option<std::time::Instant>) -> bool {
+        let now = std::time::Instant::now();
+        let (limit, by_query) = match query_deadline {
+            Some(d) if d.saturating_duration_since(now) < self.limits.timeout => {
+                (d.saturating_duration_since(now), true)
+            }
+            _ => (self.limits.timeout, false),
+        };
         // Clamped so an absurd `timeout` set in SQL cannot overflow the engine's epoch counter
         // (u32::MAX ticks is over 200 days).
-        let ticks =
-            (self.limits.timeout.as_micros() / EPOCH_TICK.as_micros()).clamp(1, u32::MAX.into());
-        ticks as u64 + 1
-    }
-
-    /// Starts the time limit of the next call: the epoch deadline for running code, the
-    /// instant guest waits may not pass.
-    fn arm(&self, store: &mut Store<State>) {
-        store.set_epoch_deadline(self.deadline_ticks());
-        store.data_mut().deadline = std::time::Instant::now().checked_add(self.limits.timeout);
+        let ticks = (limit.as_micros() / EPOCH_TICK.as_micros()).clamp(1, u32::MAX.into());
+        store.set_epoch_deadline(ticks as u64 + 1);
+        store.data_mut().deadline = now.checked_add(limit);
+        by_query
     }
 
     fn instantiate(&self) -> wasmtime::Result<Instance> {
@@ -358,7 +367,7 @@ impl Component {
         );
         store.limiter(|s| &mut s.limiter);
         store.epoch_deadline_trap();
-        self.arm(&mut store);
+        self.arm(&mut store, None);
         match self.pre.instantiate(&mut store) {
             Ok(bindings) => Ok(Instance { store, bindings }),
             // A limit hit while creating memories says more than wasmtime's generic error.
@@ -395,18 +404,20 @@ impl Component {
         }
     }
 
-    /// Runs `function` over one batch in a pooled instance.
+    /// Runs `function` over one batch in a pooled instance, stopped at its `timeout` or at
+    /// `query_deadline`, whichever comes first.
     pub(crate) fn call(
         &self,
         function: &str,
         args: &[wit::Column],
         rows: u32,
+        query_deadline: Option<std::time::Instant>,
     ) -> std::result::Result<wit::ScalarResult, CallFailure> {
         let mut instance = self.acquire().map_err(|e| CallFailure::Trap {
             message: format!("could not be instantiated: {e:#}"),
             limit: None,
         })?;
-        self.arm(&mut instance.store);
+        let by_query = self.arm(&mut instance.store, query_deadline);
         {
             let state = instance.store.data_mut();
             state.log_budget = self.limits.max_log_lines_per_call;
@@ -447,26 +458,34 @@ impl Component {
                 let hit = instance.store.data().limiter.hit.clone();
                 Err(CallFailure::Trap {
                     limit: LimitKind::of_failure(&e, hit.as_deref()),
-                    message: self.explain_trap(&e, hit, &output),
+                    message: self.explain_trap(&e, hit, &output, by_query),
                 })
             }
         }
     }
 
-    fn explain_trap(&self, e: &wasmtime::Error, limit: Option<String>, output: &str) -> String {
+    fn explain_trap(
+        &self,
+        e: &wasmtime::Error,
+        limit: Option<String>,
+        output: &str,
+        by_query: bool,
+    ) -> String {
+        let over_time = if by_query {
+            "was stopped at its query's time limit".to_string()
+        } else {
+            format!(
+                "exceeded its time limit of {:?} per batch",
+                self.limits.timeout
+            )
+        };
         let mut message = if let Some(limit) = limit {
             limit
         } else if let Some(sleep) = e.downcast_ref::<SleepPastDeadline>() {
-            format!(
-                "exceeded its time limit of {:?} per batch: {sleep}",
-                self.limits.timeout
-            )
+            format!("{over_time}: {sleep}")
         } else {
             match e.downcast_ref::<Trap>() {
-                Some(Trap::Interrupt) => format!(
-                    "exceeded its time limit of {:?} per batch",
-                    self.limits.timeout
-                ),
+                Some(Trap::Interrupt) => over_time,
                 Some(Trap::StackOverflow) => "exhausted its stack".to_string(),
                 Some(trap) => format!("trapped: {trap}"),
                 None => format!("failed: {e:#}"),

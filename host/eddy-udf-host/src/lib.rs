@@ -11,6 +11,7 @@ mod call;
 mod capture;
 mod component;
 mod convert;
+mod deadline;
 mod error;
 mod function_cache;
 mod output;
@@ -21,6 +22,7 @@ mod udf;
 
 pub use capture::{replay, Capture, CaptureConfig, CaptureStats, Outcome, Replay, Role};
 pub use component::{Component, FunctionSignature, LimitKind, SqlType};
+pub use deadline::QueryDeadline;
 pub use eddy_metrics::{Histogram, HistogramSnapshot, BUCKET_BOUNDS_NANOS};
 pub use error::{Error, Result};
 pub use runtime::{Limits, UdfRuntime};

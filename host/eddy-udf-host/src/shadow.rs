@@ -238,6 +238,7 @@ impl Shadow {
             &job.args,
             job.rows,
             &self.stats,
+            None,
         );
         let shadow = match result {
             Ok(called) => called.array,

@@ -398,7 +398,14 @@ impl WasmScalarUdf {
             .collect::<DfResult<Vec<_>>>()?;
         // Read the slot once: this whole batch runs on one version, and counts there.
         let Serving { component, stats } = self.serving();
-        let called = match call_counted(&component, &self.function, &arrays, rows, &stats) {
+        // A pull query's deadline bounds its calls too (see `QueryDeadline`).
+        let deadline = args
+            .config_options
+            .extensions
+            .get::<crate::QueryDeadline>()
+            .map(|d| d.0);
+        let called = match call_counted(&component, &self.function, &arrays, rows, &stats, deadline)
+        {
             Ok(called) => called,
             Err(e) => {
                 if !matches!(e, crate::call::CallError::Argument { .. }) {

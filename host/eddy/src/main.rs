@@ -3,6 +3,7 @@
 //! Benchmarks are a binary of their own: `cargo run --release -p eddy-bench -- <benchmark>`.
 
 mod mqtt_proxy;
+mod open_files;
 mod repl;
 mod replay;
 mod run;

@@ -145,8 +145,21 @@ pub(crate) async fn run(args: &MqttProxyArgs) -> Result<()> {
         .collect::<Result<Vec<_>, _>>()?;
     let mut config = EndpointConfig::new(args.listen.clone(), kafka, rules);
     config.max_inflight = args.max_inflight;
+    let asked = crate::open_files::Caps {
+        http: 0,
+        mqtt: args.max_connections,
+    };
+    let (caps, lowered) = crate::open_files::fit(asked)?;
+    if let Some(limit) = lowered {
+        tracing::warn!(
+            "`ulimit -n` allows {limit} open files, {} of them kept for the proxy itself: --max-connections lowered to {} (from {})",
+            crate::open_files::RESERVED,
+            caps.mqtt,
+            asked.mqtt
+        );
+    }
     Guard {
-        max_connections: args.max_connections,
+        max_connections: caps.mqtt,
         connect_timeout_secs: args.connect_timeout,
         max_keep_alive: args.max_keep_alive,
         max_unfinished_bytes: args.max_unfinished_bytes,

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::util::pretty::pretty_format_batches;
-use eddy_sql::{split_statements, Session, UdfDir};
+use eddy_sql::{split_statements, DueLoad, Session, UdfDir};
 use eddy_stream::{with_display_names, Engine, EngineConfig, KafkaSettings, Output, QueryInfo};
 use eddy_udf_host::UdfRuntime;
 
@@ -238,11 +238,20 @@ async fn watch(engine: &mut Engine, args: &RunArgs, mut udf_dir: Option<&mut Udf
 
 /// Loads what changed in the UDF directory, logging each load and each refusal.
 pub(crate) async fn sync_udf_dir(dir: &mut UdfDir, engine: &mut Engine) -> Result<()> {
-    let loads = dir
-        .sync(engine.session())
-        .await
-        .with_context(|| format!("reading the UDF directory {}", dir.dir().display()))?;
-    for load in loads {
+    let due = due_in_udf_dir(dir)?;
+    load_udf_dir(dir, due, engine).await;
+    Ok(())
+}
+
+/// What changed in the UDF directory, not loaded yet.
+pub(crate) fn due_in_udf_dir(dir: &mut UdfDir) -> Result<Vec<DueLoad>> {
+    dir.due()
+        .with_context(|| format!("reading the UDF directory {}", dir.dir().display()))
+}
+
+/// Loads what [`due_in_udf_dir`] found, logging each load and each refusal.
+pub(crate) async fn load_udf_dir(dir: &mut UdfDir, due: Vec<DueLoad>, engine: &mut Engine) {
+    for load in dir.load(due, engine.session()).await {
         match load.result {
             Ok(message) => tracing::info!(
                 target: "eddy::udf",
@@ -258,7 +267,6 @@ pub(crate) async fn sync_udf_dir(dir: &mut UdfDir, engine: &mut Engine) -> Resul
             ),
         }
     }
-    Ok(())
 }
 
 fn totals(queries: &[QueryInfo]) -> (u64, u64, u64, u64, u64) {

@@ -153,10 +153,35 @@ impl Direct for StreamTarget {
     }
 }
 
-/// Starts the MQTT endpoint `args` ask for, if any.
+/// The HTTP and MQTT connection caps, lowered (and said so) if `ulimit -n` cannot hold them.
+fn connection_caps(args: &ServerArgs) -> Result<crate::open_files::Caps> {
+    let asked = crate::open_files::Caps {
+        http: args.http_max_connections,
+        mqtt: if args.mqtt_listen.is_some() {
+            args.mqtt_max_connections
+        } else {
+            0
+        },
+    };
+    let (caps, lowered) = crate::open_files::fit(asked)?;
+    if let Some(limit) = lowered {
+        tracing::warn!(
+            "`ulimit -n` allows {limit} open files, {} of them kept for the server itself: connection caps lowered to {} HTTP and {} MQTT (from --http-max-connections {} and --mqtt-max-connections {})",
+            crate::open_files::RESERVED,
+            caps.http,
+            caps.mqtt,
+            asked.http,
+            asked.mqtt
+        );
+    }
+    Ok(caps)
+}
+
+/// Starts the MQTT endpoint `args` ask for, if any, taking at most `max_connections` at once.
 /// With `auth_token` (REST's), MQTT clients need it too, as their password.
 async fn start_mqtt(
     args: &ServerArgs,
+    max_connections: usize,
     engine: &tokio::sync::Mutex<Engine>,
     auth_token: Option<&str>,
 ) -> Result<Option<Endpoint>> {
@@ -194,7 +219,7 @@ async fn start_mqtt(
     };
     config.max_inflight = args.mqtt_max_inflight;
     crate::mqtt_proxy::Guard {
-        max_connections: args.mqtt_max_connections,
+        max_connections,
         connect_timeout_secs: args.mqtt_connect_timeout,
         max_keep_alive: args.mqtt_max_keep_alive,
         max_unfinished_bytes: args.mqtt_max_unfinished_bytes,
@@ -238,6 +263,7 @@ fn mqtt_metrics(stats: StatsReader, kafka: bool) -> eddy_server::MetricsSource {
             metric("eddy_mqtt_connect_timeouts_total", "MQTT connections closed for no CONNECT within --mqtt-connect-timeout.", Counter, s.connect_timeouts),
             metric("eddy_mqtt_keep_alive_timeouts_total", "MQTT connections closed for no packet within 1.5 keep-alive periods.", Counter, s.keep_alive_timeouts),
             metric("eddy_mqtt_auth_failures_total", "MQTT CONNECTs refused for a missing or wrong user name or password.", Counter, s.auth_failures),
+            metric("eddy_mqtt_throttled_logins_total", "MQTT CONNECTs refused unchecked (server unavailable) because their address had failed to log in too often.", Counter, s.throttled_logins),
             metric("eddy_mqtt_invalid_topics_total", "MQTT connections closed for a PUBLISH to a wildcard topic.", Counter, s.invalid_topics),
             metric("eddy_mqtt_too_large_total", "MQTT connections closed for a packet over --mqtt-max-packet-size.", Counter, s.too_large),
             metric("eddy_mqtt_over_budget_total", "MQTT connections closed because unfinished packets would exceed --mqtt-max-unfinished-bytes.", Counter, s.over_budget),
@@ -257,6 +283,7 @@ fn mqtt_metrics(stats: StatsReader, kafka: bool) -> eddy_server::MetricsSource {
 }
 
 pub(crate) async fn server(args: &ServerArgs, runtime: UdfRuntime) -> Result<()> {
+    let caps = connection_caps(args)?;
     let auth_token = match &args.auth_token_file {
         Some(file) => Some(crate::mqtt_proxy::read_token(file)?),
         None => None,
@@ -305,14 +332,28 @@ pub(crate) async fn server(args: &ServerArgs, runtime: UdfRuntime) -> Result<()>
             let mut tick = tokio::time::interval(Duration::from_secs(1));
             loop {
                 tick.tick().await;
-                let mut engine = engine.lock().await;
-                if let Err(e) = crate::run::sync_udf_dir(&mut dir, &mut engine).await {
-                    tracing::warn!("{e:#}");
+                // Scanned and compiled without the engine: a large component takes seconds to
+                // compile, and every client would wait. The statement then finds it compiled.
+                let due = match crate::run::due_in_udf_dir(&mut dir) {
+                    Ok(due) if due.is_empty() => continue,
+                    Ok(due) => due,
+                    Err(e) => {
+                        tracing::warn!("{e:#}");
+                        continue;
+                    }
+                };
+                for load in &due {
+                    let warm_up = engine.lock().await.session().warm_up(load.sql());
+                    if let Some(job) = warm_up {
+                        job.run().await;
+                    }
                 }
+                let mut engine = engine.lock().await;
+                crate::run::load_udf_dir(&mut dir, due, &mut engine).await;
             }
         });
     }
-    let mqtt = start_mqtt(args, &engine, auth_token.as_deref()).await?;
+    let mqtt = start_mqtt(args, caps.mqtt, &engine, auth_token.as_deref()).await?;
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("listening on {}", args.listen))?;
@@ -332,7 +373,7 @@ pub(crate) async fn server(args: &ServerArgs, runtime: UdfRuntime) -> Result<()>
             header_timeout: args.http_header_timeout,
             body_timeout: args.http_body_timeout,
             idle_timeout: args.http_idle_timeout,
-            max_connections: args.http_max_connections,
+            max_connections: caps.http,
             tls: tls.clone(),
         },
     );

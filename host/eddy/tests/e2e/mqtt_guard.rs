@@ -24,6 +24,10 @@ struct Mqtt {
 
 impl Mqtt {
     fn start(extra: &[&str], token: Option<&str>) -> Mqtt {
+        Mqtt::spawn(extra, token, None)
+    }
+
+    fn spawn(extra: &[&str], token: Option<&str>, open_files: Option<u64>) -> Mqtt {
         let token_file = token.map(|t| temp_file("token", t));
         let mut args = vec![
             "--mqtt-listen",
@@ -35,7 +39,10 @@ impl Mqtt {
             args.extend(["--auth-token-file", file.as_str()]);
         }
         args.extend(extra);
-        let mut http = crate::server::Server::start(&args);
+        let mut http = match open_files {
+            Some(n) => crate::server::Server::start_limited(&args, n),
+            None => crate::server::Server::start(&args),
+        };
         let line = http.read_line();
         let port = line
             .strip_prefix("eddy server: MQTT listening on ")
@@ -313,6 +320,60 @@ async fn silent_and_excess_connections_are_closed_and_counted() {
     server.http.terminate();
 }
 
+/// Under `ulimit -n 256`, the default caps (1,000 HTTP and 10,000 MQTT connections) would let
+/// idle clients take every descriptor, and then REST answers nobody. The server lowers the caps
+/// to fit: of the 128 descriptors left after the 128 it keeps for itself, 11 HTTP and 117 MQTT.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connection_caps_fit_under_the_open_file_limit() {
+    let server = Mqtt::spawn(&[], None, Some(256));
+    create_readings(&server).await;
+    // 300 sessions with keep-alive 0, as an attacker would hold them.
+    let mut held = Vec::new();
+    for _ in 0..300 {
+        let mut stream = server.tcp().await;
+        let _ = stream.write_all(&connect_v4(0, None)).await;
+        held.push(stream);
+    }
+    server
+        .expect_metric("eddy_mqtt_refused_connections_total", 183.0)
+        .await;
+    server.expect_metric("eddy_mqtt_connections", 117.0).await;
+    // REST still answers, and once one session ends a publish lands.
+    let query = server
+        .push("SELECT car_id FROM readings EMIT CHANGES LIMIT 1;")
+        .await;
+    // Each held session got its CONNACK (accepted, no session present); each refused one, the end.
+    let mut accepted = 0;
+    for stream in &mut held {
+        let mut first = [0u8; 4];
+        let read = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut first));
+        match read.await.expect("CONNACK or the end within 5 s") {
+            Ok(4) => {
+                assert_eq!(first, [0x20, 2, 0, 0]);
+                accepted += 1;
+            }
+            Ok(0) | Err(_) => {}
+            Ok(n) => panic!("{:02x?}", &first[..n]),
+        }
+    }
+    assert_eq!(accepted, 117);
+    held.clear();
+    server.expect_metric("eddy_mqtt_connections", 0.0).await;
+    let (ok, stderr) = server.pub_(&[
+        "-h",
+        "127.0.0.1",
+        "-q",
+        "1",
+        "-t",
+        "car/1",
+        "-m",
+        &reading(3),
+    ]);
+    assert!(ok, "{stderr}");
+    assert_eq!(rows(query).await, vec![json!([3])]);
+    server.http.terminate();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keep_alive_is_capped_and_idle_sessions_are_closed() {
     let server = Mqtt::start(&["--mqtt-max-keep-alive", "1"], None);
@@ -461,6 +522,60 @@ async fn logins_are_checked_with_the_exact_codes_and_counted() {
     }
     assert_eq!(rows(query).await, vec![json!([1]), json!([2]), json!([3])]);
     assert_eq!(server.metric("eddy_mqtt_auth_failures_total").await, 5.0);
+    server.http.terminate();
+}
+
+/// Each failed login from an address spaces that address's next attempts further apart (0.1 s
+/// after the first, doubling, at most 5 s), and an attempt whose turn is over 30 s away is
+/// refused unchecked: guessing costs time however many connections are opened.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_logins_slow_their_address_down() {
+    let passwords = temp_file("passwords", "alice:wonderland\n");
+    let server = Mqtt::start(&["--mqtt-password-file", passwords.as_str()], None);
+    let shared = &server;
+    let login = move |password: &'static str| async move {
+        let mut stream = shared.tcp().await;
+        stream
+            .write_all(&connect_v4(30, Some(("alice", password))))
+            .await
+            .unwrap();
+        let mut buf = BytesMut::new();
+        match read_v4(&mut stream, &mut buf).await {
+            v4::Packet::ConnAck(ack) => ack.code,
+            other => panic!("{other:?}"),
+        }
+    };
+    // Seven wrong guesses, one after another: about 6.3 s of waiting in all.
+    let started = Instant::now();
+    for _ in 0..7 {
+        assert_eq!(
+            login("guess").await,
+            v4::ConnectReturnCode::BadUserNamePassword
+        );
+    }
+    assert!(started.elapsed() >= Duration::from_millis(6300));
+    // Now 5 s apart: of ten guesses sent together, six get a turn within 30 s and four are
+    // refused at once, unchecked; the right password too is refused until the turns clear.
+    let mut held = Vec::new();
+    for _ in 0..10 {
+        let mut stream = server.tcp().await;
+        stream
+            .write_all(&connect_v4(30, Some(("alice", "guess"))))
+            .await
+            .unwrap();
+        held.push(stream);
+    }
+    server
+        .expect_metric("eddy_mqtt_throttled_logins_total", 4.0)
+        .await;
+    assert_eq!(
+        login("wonderland").await,
+        v4::ConnectReturnCode::ServiceUnavailable
+    );
+    server
+        .expect_metric("eddy_mqtt_throttled_logins_total", 5.0)
+        .await;
+    assert_eq!(server.metric("eddy_mqtt_auth_failures_total").await, 7.0);
     server.http.terminate();
 }
 

@@ -358,6 +358,31 @@ async fn a_constant_udf_call_runs_once_while_planning() {
     assert_eq!(udf_calls(&server, "spin").await, 1.0);
 }
 
+/// `--query-timeout` bounds a UDF call already running: the call stops at the query's deadline,
+/// not at its own (much longer) `timeout`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_udf_call_stops_at_its_querys_time_limit() {
+    let (dir, evil) = evil_only("query-deadline");
+    let server = Server::start(&["--udf-dir", dir.to_str().unwrap(), "--query-timeout", "2s"]);
+    server
+        .ksql(&format!(
+            "CREATE FUNCTION spin FROM '{}' WITH (timeout = '600s');\
+             CREATE STREAM s (x DOUBLE); INSERT INTO s (x) VALUES (1.0);",
+            evil.display()
+        ))
+        .await;
+    let (status, lines) = query_stream(&server, "SELECT spin(x) FROM s;", json!({})).await;
+    assert_eq!(status, 200, "{lines:?}");
+    assert_eq!(
+        lines.last().unwrap()["message"],
+        "Resources exhausted: the query ran past its time limit of 2s (--query-timeout) and was cancelled"
+    );
+    assert_eq!(udf_calls(&server, "spin").await, 1.0);
+    // The server goes on serving.
+    let shown = server.ksql("SHOW STREAMS;").await;
+    assert_eq!(shown[0]["streams"][0]["name"], "S");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_push_query_whose_client_left_is_gone_from_show_queries() {
     let server = Server::start(&[]);

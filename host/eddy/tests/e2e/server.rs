@@ -19,7 +19,33 @@ pub(crate) struct Server {
 
 impl Server {
     pub(crate) fn start(extra: &[&str]) -> Server {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_eddy"))
+        Server::spawn(extra, None)
+    }
+
+    /// Like [`Server::start`], under `ulimit -n open_files` (soft and hard).
+    pub(crate) fn start_limited(extra: &[&str], open_files: u64) -> Server {
+        Server::spawn(extra, Some(open_files))
+    }
+
+    fn spawn(extra: &[&str], open_files: Option<u64>) -> Server {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_eddy"));
+        if let Some(n) = open_files {
+            use std::os::unix::process::CommandExt;
+            let limit = libc::rlimit {
+                rlim_cur: n,
+                rlim_max: n,
+            };
+            // SAFETY: setrlimit is async-signal-safe and only reads the struct passed in.
+            unsafe {
+                command.pre_exec(move || {
+                    if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+        }
+        let mut child = command
             .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."))
             .env(
                 "EDDY_CACHE_DIR",
