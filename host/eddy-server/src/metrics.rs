@@ -335,6 +335,19 @@ fn rollout_metrics(
         .iter()
         .map(|(name, help)| counter(registry, name, help, &["function", "version"]))
         .collect::<prometheus::Result<Vec<_>>>()?;
+    let per_query = [
+        (
+            "eddy_udf_shadow_query_rows_compared_total",
+            "Rows of one continuous query a shadow version ran on and compared.",
+        ),
+        (
+            "eddy_udf_shadow_query_rows_differing_total",
+            "Compared rows of one continuous query whose shadow result differed.",
+        ),
+    ]
+    .iter()
+    .map(|(name, help)| counter(registry, name, help, &["function", "version", "query"]))
+    .collect::<prometheus::Result<Vec<_>>>()?;
     let mut durations = Vec::new();
     for (name, f) in functions {
         let Some(shadow) = f.shadow() else { continue };
@@ -352,6 +365,12 @@ fn rollout_metrics(
         for (vec, value) in vecs.iter().zip(values) {
             vec.with_label_values(&[name.as_str(), version.as_str()])
                 .inc_by(value);
+        }
+        for (query, compared) in &report.per_query {
+            for (vec, value) in per_query.iter().zip([compared.rows, compared.differing]) {
+                vec.with_label_values(&[name.as_str(), version.as_str(), query.as_str()])
+                    .inc_by(value);
+            }
         }
         let duration = stats.call_duration.snapshot();
         durations.push(Series {

@@ -53,6 +53,11 @@ pub(crate) fn versions(udf: &WasmScalarUdf) -> Value {
             "rowsDiffering": report.rows_differing,
             "rowsSkipped": report.rows_skipped,
             "rowsNotSampled": report.rows_not_sampled,
+            "queries": report.per_query.iter().map(|(id, c)| json!({
+                "queryId": id,
+                "rowsCompared": c.rows,
+                "rowsDiffering": c.differing,
+            })).collect::<Vec<_>>(),
             "lastError": report.last_error,
             "differences": report.differences.iter().map(|d| json!({
                 "arguments": d.arguments.iter().map(|(n, v)| (n.clone(), json!(v))).collect::<serde_json::Map<_, _>>(),

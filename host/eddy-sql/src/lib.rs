@@ -14,6 +14,8 @@ mod statement;
 mod udf_dir;
 
 pub use access::{Access, FileAccess};
+/// Set in a continuous query's config, so its UDF calls know the query (shadows count per query).
+pub use eddy_udf_host::QueryId;
 pub use functions::parse_timestamp;
 pub use query::{Budget, Query};
 pub use session::{Output, Prepared, Session, WarmUp};

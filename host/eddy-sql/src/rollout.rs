@@ -192,6 +192,17 @@ pub(crate) fn extended_rows(udf: &WasmScalarUdf) -> Vec<(String, String)> {
             report.rows_not_sampled.to_string(),
         ),
     ]);
+    // Per continuous query: `shadow_rows_compared CSAS_OUT_1` and its differing rows.
+    for (query, compared) in &report.per_query {
+        rows.push((
+            format!("shadow_rows_compared {query}"),
+            compared.rows.to_string(),
+        ));
+        rows.push((
+            format!("shadow_rows_differing {query}"),
+            compared.differing.to_string(),
+        ));
+    }
     rows.extend(counter_rows("shadow_", &shadow.stats()));
     rows.push((
         "shadow_last_error".into(),

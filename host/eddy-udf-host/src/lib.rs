@@ -11,10 +11,10 @@ mod call;
 mod capture;
 mod component;
 mod convert;
-mod deadline;
 mod error;
 mod function_cache;
 mod output;
+mod query_context;
 mod runtime;
 mod shadow;
 mod sleep;
@@ -22,11 +22,11 @@ mod udf;
 
 pub use capture::{replay, Capture, CaptureConfig, CaptureStats, Outcome, Replay, Role};
 pub use component::{Component, FunctionSignature, LimitKind, SqlType};
-pub use deadline::QueryDeadline;
 pub use eddy_metrics::{Histogram, HistogramSnapshot, BUCKET_BOUNDS_NANOS};
 pub use error::{Error, Result};
+pub use query_context::{QueryDeadline, QueryId};
 pub use runtime::{Limits, UdfRuntime};
-pub use shadow::{Difference, Shadow, ShadowConfig, ShadowReport, MAX_KEPT_DIFFERENCES};
+pub use shadow::{Compared, Difference, Shadow, ShadowConfig, ShadowReport, MAX_KEPT_DIFFERENCES};
 pub use udf::{FunctionStats, WasmScalarUdf};
 
 /// Where compiled components are cached: `explicit` (a `--cache-dir`), else `$EDDY_CACHE_DIR`,

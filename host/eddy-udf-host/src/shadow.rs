@@ -5,6 +5,7 @@
 //! failures stay off the query's path: a shadow that traps or loops until its time limit only
 //! makes the queue full, and batches that find it full are counted as skipped, not waited for.
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{sync_channel, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex, Weak};
@@ -74,6 +75,15 @@ impl Difference {
     }
 }
 
+/// Rows compared and rows that differed, in all or in one query.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Compared {
+    /// Rows both versions returned a result for, compared.
+    pub rows: u64,
+    /// Of those, rows whose results differ (beyond the tolerance).
+    pub differing: u64,
+}
+
 /// What a shadow has seen so far.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ShadowReport {
@@ -81,6 +91,8 @@ pub struct ShadowReport {
     pub rows_compared: u64,
     /// Of those, rows whose results differ (beyond the tolerance).
     pub rows_differing: u64,
+    /// The same, per continuous query (by id); rows of pull queries count in the totals only.
+    pub per_query: BTreeMap<String, Compared>,
     /// Batches sampled and run by the shadow.
     pub batches_run: u64,
     /// Rows of sampled batches skipped because the shadow was still busy with earlier ones.
@@ -98,6 +110,8 @@ struct Job {
     args: Vec<ArrayRef>,
     rows: usize,
     serving: ArrayRef,
+    /// The continuous query the batch came from.
+    query: Option<String>,
 }
 
 /// A shadow version of one function.
@@ -113,6 +127,7 @@ pub struct Shadow {
     stats: Arc<FunctionStats>,
     compared: AtomicU64,
     differing: AtomicU64,
+    per_query: Mutex<BTreeMap<String, Compared>>,
     batches: AtomicU64,
     skipped: AtomicU64,
     not_sampled: AtomicU64,
@@ -149,6 +164,7 @@ impl Shadow {
             stats,
             compared: AtomicU64::new(0),
             differing: AtomicU64::new(0),
+            per_query: Mutex::new(BTreeMap::new()),
             batches: AtomicU64::new(0),
             skipped: AtomicU64::new(0),
             not_sampled: AtomicU64::new(0),
@@ -183,7 +199,13 @@ impl Shadow {
     }
 
     /// Offers a batch the serving version answered; never waits.
-    pub(crate) fn offer(&self, args: &[ArrayRef], rows: usize, serving: &ArrayRef) {
+    pub(crate) fn offer(
+        &self,
+        args: &[ArrayRef],
+        rows: usize,
+        serving: &ArrayRef,
+        query: Option<&str>,
+    ) {
         let n = self.offered.fetch_add(1, Ordering::Relaxed) as f64;
         let sampled = ((n + 1.0) * self.config.sample).floor() > (n * self.config.sample).floor();
         if !sampled {
@@ -195,6 +217,7 @@ impl Shadow {
             args: args.to_vec(),
             rows,
             serving: serving.clone(),
+            query: query.map(str::to_string),
         };
         match self.queue.try_send(job) {
             Ok(()) => {}
@@ -222,6 +245,7 @@ impl Shadow {
         ShadowReport {
             rows_compared: self.compared.load(Ordering::Relaxed),
             rows_differing: self.differing.load(Ordering::Relaxed),
+            per_query: lock(&self.per_query).clone(),
             batches_run: self.batches.load(Ordering::Relaxed),
             rows_skipped: self.skipped.load(Ordering::Relaxed),
             rows_not_sampled: self.not_sampled.load(Ordering::Relaxed),
@@ -267,6 +291,12 @@ impl Shadow {
         self.compared.fetch_add(job.rows as u64, Ordering::Relaxed);
         self.differing
             .fetch_add(differing.len() as u64, Ordering::Relaxed);
+        if let Some(query) = &job.query {
+            let mut per_query = lock(&self.per_query);
+            let counts = per_query.entry(query.clone()).or_default();
+            counts.rows += job.rows as u64;
+            counts.differing += differing.len() as u64;
+        }
         let mut kept = lock(&self.differences);
         for row in differing {
             if kept.len() >= self.config.keep {

@@ -438,7 +438,8 @@ impl WasmScalarUdf {
             );
         }
         if let Some(shadow) = self.shadow() {
-            shadow.offer(&arrays, rows, &called.array);
+            let query = args.config_options.extensions.get::<crate::QueryId>();
+            shadow.offer(&arrays, rows, &called.array, query.map(|q| q.0.as_str()));
         }
         Ok(ColumnarValue::Array(called.array))
     }

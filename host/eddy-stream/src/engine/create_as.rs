@@ -91,7 +91,7 @@ impl Engine {
             }
         }
         let processor = Processor::plan(
-            &self.ctx(),
+            &self.query_ctx(id),
             &parsed,
             source.schema.clone(),
             other,

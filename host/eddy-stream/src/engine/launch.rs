@@ -239,7 +239,7 @@ impl Engine {
             table: launch.table,
             output: launch.output,
             dead: launch.dead,
-            ctx: self.ctx(),
+            ctx: self.query_ctx(&launch.id),
             stats: stats.clone(),
             stop: stop_rx,
             commit_interval: self.config.commit_interval,

@@ -234,6 +234,16 @@ impl Engine {
         self.session.context().clone()
     }
 
+    /// The session as continuous query `id` plans and runs in: its UDF calls know the query
+    /// (a shadow version counts per query). Tables, functions and settings stay shared.
+    fn query_ctx(&self, id: &str) -> SessionContext {
+        let mut state = self.session.context().state();
+        let options = state.config_mut().options_mut();
+        options.extensions.insert(eddy_sql::QueryId(id.to_string()));
+        state.mark_start_execution();
+        SessionContext::new_with_state(state)
+    }
+
     /// Runs one statement.
     pub async fn execute(&mut self, sql: &str) -> Result<Output> {
         match self.start(sql, None).await? {
