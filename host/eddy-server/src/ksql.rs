@@ -379,9 +379,9 @@ async fn describe(
     let queries = engine.queries();
     let reads = |q: &&QueryInfo| {
         q.sink.as_deref() != Some(relation.name.as_str())
-            && q.sql
-                .split(|c: char| !c.is_ascii_alphanumeric() && c != '_')
-                .any(|word| word.eq_ignore_ascii_case(&relation.name))
+            && q.reads
+                .iter()
+                .any(|r| r.eq_ignore_ascii_case(&relation.name))
     };
     let read_queries: Vec<Value> = queries.iter().filter(reads).map(query_summary).collect();
     let write_queries: Vec<Value> = queries

@@ -53,6 +53,8 @@ pub struct QueryInfo {
     pub sql: String,
     /// What it writes (`None` for push queries).
     pub sink: Option<String>,
+    /// The streams and tables it reads (its source, joined tables, both streams of a join).
+    pub reads: Vec<String>,
     /// Events read.
     pub events_in: u64,
     /// Rows written.

@@ -54,6 +54,7 @@ impl Engine {
                 id: id.clone(),
                 sql: q.sql.clone(),
                 sink: q.sink.clone(),
+                reads: q.reads.clone(),
                 events_in: q.stats.events_in.load(Ordering::Relaxed),
                 rows_out: q.stats.rows_out.load(Ordering::Relaxed),
                 bad_events: q.stats.bad_events.load(Ordering::Relaxed),
