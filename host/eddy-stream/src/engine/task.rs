@@ -271,7 +271,7 @@ impl Task {
             None => batch,
         };
         let batch = match self.output.event_time {
-            Some(column) => match crate::format::json::rowtime_from(batch, column) {
+            Some(column) => match crate::format::common::rowtime_from(batch, column) {
                 Ok(b) => b,
                 Err(e) => {
                     self.stats.error(format!("output: {e}"));
