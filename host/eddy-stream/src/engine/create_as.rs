@@ -12,6 +12,7 @@ use super::options;
 use super::task::{OnError, TaskOutput};
 use super::{Engine, Output, PushQuery};
 use crate::connectors;
+use crate::format::records::StreamRecords;
 use crate::format::{KeyFormat, ValueFormat};
 use crate::log::Log;
 use crate::pipeline::Processor;
@@ -311,7 +312,7 @@ impl Engine {
             table: None,
             output: TaskOutput {
                 strip_rowtime: false,
-                format,
+                encoding: StreamRecords::plain(format),
                 log: Some(log),
                 sink,
                 channel: None,
@@ -367,7 +368,6 @@ impl Engine {
                 strip_rowtime,
                 log: None,
                 sink: None,
-                format: ValueFormat::Json,
                 channel: Some(tx),
                 table: None,
                 records: None,

@@ -113,11 +113,12 @@ impl Engine {
             )));
         }
         let sink_schema = sink.schema.clone();
-        let (topic, records) = match &sink.spec {
-            Spec::Memory => (None, None),
+        // A stream in memory has no topic: its rows go to its log, not encoded.
+        let (topic, encoding) = match &sink.spec {
+            Spec::Memory => (None, StreamRecords::default()),
             Spec::Kafka { topic } => (
                 Some(topic.clone()),
-                Some(StreamRecords::of(&sink.options, &sink_schema, &sink.keys)?),
+                StreamRecords::of(&sink.options, &sink_schema, &sink.keys)?,
             ),
             Spec::Derived { .. } => {
                 if partitioned(&sink.sql) {
@@ -128,10 +129,7 @@ impl Engine {
                 }
                 (
                     sink.options.get("kafka_topic").cloned(),
-                    Some(StreamRecords {
-                        value: ValueFormat::from_options(&sink.options)?,
-                        key: None,
-                    }),
+                    StreamRecords::plain(ValueFormat::from_options(&sink.options)?),
                 )
             }
             Spec::Mqtt { .. } | Spec::Generator { .. } => {
@@ -207,7 +205,7 @@ impl Engine {
                 conform: Some(sink_schema),
                 log,
                 sink,
-                stream_records: records,
+                encoding,
                 ..TaskOutput::default()
             },
             dead,
