@@ -172,23 +172,12 @@ impl Engine {
                     Ok(settings) => connectors::kafka_sink(settings, topic).await,
                     Err(e) => Err(e),
                 };
-                match made {
-                    Ok(s) => Some(s),
-                    Err(e) => {
-                        self.drop_tables(&processor.tables);
-                        return Err(e);
-                    }
-                }
+                Some(self.unplan_on_error(&processor.tables, made)?)
             }
             None => None,
         };
-        let input = match self.query_input(&parsed, &id, None).await {
-            Ok(i) => i,
-            Err(e) => {
-                self.drop_tables(&processor.tables);
-                return Err(e);
-            }
-        };
+        let input = self.query_input(&parsed, &id, None).await;
+        let input = self.unplan_on_error(&processor.tables, input)?;
         let dead = self.dead_letters(&parsed.source).await?;
         let mut reads = parsed.relations();
         reads.push(target.to_string());
