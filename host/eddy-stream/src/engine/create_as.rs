@@ -12,6 +12,7 @@ use super::options;
 use super::task::{OnError, TaskOutput};
 use super::{Engine, Output, PushQuery};
 use crate::connectors;
+use crate::format::records::StreamRecords;
 use crate::format::{KeyFormat, ValueFormat};
 use crate::log::Log;
 use crate::pipeline::Processor;
@@ -110,6 +111,16 @@ impl Engine {
         Ok((parsed, processor))
     }
 
+    /// `result`, after dropping the tables a planned query registered (its processor's
+    /// `tables`) when it is an error: how a statement that fails after `plan` leaves the
+    /// session as it found it.
+    pub(super) fn unplan_on_error<T>(&self, tables: &[String], result: Result<T>) -> Result<T> {
+        if result.is_err() {
+            self.drop_tables(tables);
+        }
+        result
+    }
+
     pub(super) async fn create_as(
         &mut self,
         kind: Kind,
@@ -199,36 +210,20 @@ impl Engine {
         }
         let sink = match options.get("kafka_topic") {
             Some(topic) => {
-                let settings = match self.kafka(&format!("{} {name}", kind.as_str())) {
-                    Ok(s) => s.clone(),
-                    Err(e) => {
-                        self.drop_tables(&processor.tables);
-                        return Err(e);
-                    }
-                };
+                let settings = self.kafka(&format!("{} {name}", kind.as_str())).cloned();
+                let settings = self.unplan_on_error(&processor.tables, settings)?;
                 let partitions = options::partitions(&options)?.unwrap_or(1);
                 let sink = async {
                     connectors::ensure_topic(&settings, topic, partitions).await?;
                     connectors::kafka_sink(&settings, topic).await
                 }
                 .await;
-                match sink {
-                    Ok(s) => Some(s),
-                    Err(e) => {
-                        self.drop_tables(&processor.tables);
-                        return Err(e);
-                    }
-                }
+                Some(self.unplan_on_error(&processor.tables, sink)?)
             }
             None => None,
         };
-        let mut input = match self.query_input(&parsed, &id, None).await {
-            Ok(i) => i,
-            Err(e) => {
-                self.drop_tables(&processor.tables);
-                return Err(e);
-            }
-        };
+        let input = self.query_input(&parsed, &id, None).await;
+        let mut input = self.unplan_on_error(&processor.tables, input)?;
         let dead = self.dead_letters(&parsed.source).await?;
         let schema = processor.schema().clone();
         // A table's key columns, as DESCRIBE shows them: the selected GROUP BY columns, and the
@@ -250,7 +245,7 @@ impl Engine {
         // A table holds the latest row per key (and window); its log is the change stream.
         let table = (kind == Kind::Table).then(|| TableState::new(schema.clone(), Vec::new()));
         let mut processor = processor;
-        let durable = match self
+        let durable = self
             .restore(
                 &id,
                 (sql, &parsed.source),
@@ -258,14 +253,8 @@ impl Engine {
                 Some(&mut processor),
                 table.as_deref(),
             )
-            .await
-        {
-            Ok(d) => d,
-            Err(e) => {
-                self.drop_tables(&processor.tables);
-                return Err(e);
-            }
-        };
+            .await;
+        let durable = self.unplan_on_error(&processor.tables, durable)?;
         let provider: Arc<dyn datafusion::catalog::TableProvider> = match &table {
             Some(state) => Arc::new(TableProviderImpl {
                 state: state.clone(),
@@ -311,7 +300,7 @@ impl Engine {
             table: None,
             output: TaskOutput {
                 strip_rowtime: false,
-                format,
+                encoding: StreamRecords::plain(format),
                 log: Some(log),
                 sink,
                 channel: None,
@@ -340,13 +329,8 @@ impl Engine {
     ) -> Result<Output> {
         let id = self.new_id("TRANSIENT", "QUERY");
         let (parsed, processor) = self.plan(query_sql, &id, false).await?;
-        let input = match self.query_input(&parsed, &id, Some(earliest)).await {
-            Ok(i) => i,
-            Err(e) => {
-                self.drop_tables(&processor.tables);
-                return Err(e);
-            }
-        };
+        let input = self.query_input(&parsed, &id, Some(earliest)).await;
+        let input = self.unplan_on_error(&processor.tables, input)?;
         let strip_rowtime = processor.appended_rowtime();
         let mut schema = processor.schema().as_ref().clone();
         if strip_rowtime {
@@ -367,7 +351,6 @@ impl Engine {
                 strip_rowtime,
                 log: None,
                 sink: None,
-                format: ValueFormat::Json,
                 channel: Some(tx),
                 table: None,
                 records: None,

@@ -113,11 +113,12 @@ impl Engine {
             )));
         }
         let sink_schema = sink.schema.clone();
-        let (topic, records) = match &sink.spec {
-            Spec::Memory => (None, None),
+        // A stream in memory has no topic: its rows go to its log, not encoded.
+        let (topic, encoding) = match &sink.spec {
+            Spec::Memory => (None, StreamRecords::default()),
             Spec::Kafka { topic } => (
                 Some(topic.clone()),
-                Some(StreamRecords::of(&sink.options, &sink_schema, &sink.keys)?),
+                StreamRecords::of(&sink.options, &sink_schema, &sink.keys)?,
             ),
             Spec::Derived { .. } => {
                 if partitioned(&sink.sql) {
@@ -128,10 +129,7 @@ impl Engine {
                 }
                 (
                     sink.options.get("kafka_topic").cloned(),
-                    Some(StreamRecords {
-                        value: ValueFormat::from_options(&sink.options)?,
-                        key: None,
-                    }),
+                    StreamRecords::plain(ValueFormat::from_options(&sink.options)?),
                 )
             }
             Spec::Mqtt { .. } | Spec::Generator { .. } => {
@@ -174,23 +172,12 @@ impl Engine {
                     Ok(settings) => connectors::kafka_sink(settings, topic).await,
                     Err(e) => Err(e),
                 };
-                match made {
-                    Ok(s) => Some(s),
-                    Err(e) => {
-                        self.drop_tables(&processor.tables);
-                        return Err(e);
-                    }
-                }
+                Some(self.unplan_on_error(&processor.tables, made)?)
             }
             None => None,
         };
-        let input = match self.query_input(&parsed, &id, None).await {
-            Ok(i) => i,
-            Err(e) => {
-                self.drop_tables(&processor.tables);
-                return Err(e);
-            }
-        };
+        let input = self.query_input(&parsed, &id, None).await;
+        let input = self.unplan_on_error(&processor.tables, input)?;
         let dead = self.dead_letters(&parsed.source).await?;
         let mut reads = parsed.relations();
         reads.push(target.to_string());
@@ -207,7 +194,7 @@ impl Engine {
                 conform: Some(sink_schema),
                 log,
                 sink,
-                stream_records: records,
+                encoding,
                 ..TaskOutput::default()
             },
             dead,

@@ -13,7 +13,7 @@ use eddy_connector::Sink;
 use tokio::sync::{mpsc, watch};
 
 use crate::checkpoint::{Checkpoint, QueryState};
-use crate::format::ValueFormat;
+use crate::format::records::StreamRecords;
 use crate::input::Input;
 use crate::log::Log;
 use crate::pipeline::{Histogram, Processor};
@@ -90,16 +90,16 @@ pub(super) struct TaskOutput {
     pub(super) strip_rowtime: bool,
     pub(super) log: Option<Arc<Log>>,
     pub(super) sink: Option<Box<dyn Sink>>,
-    /// How `sink` gets its records.
-    pub(super) format: ValueFormat,
+    /// How rows are written to `sink`: in the value format, and keyed as the target stream is
+    /// when they go into an existing one (`INSERT INTO … SELECT`). The default, JSON without a
+    /// key, serves outputs without a sink.
+    pub(super) encoding: StreamRecords,
     pub(super) channel: Option<mpsc::Sender<RecordBatch>>,
     /// The table an aggregation keeps: the latest row per group.
     pub(super) table: Option<Arc<TableState>>,
-    /// How a table's changes are written to `sink`: keyed, with tombstones.
+    /// How a table's changes are written to `sink`: keyed, with tombstones, the values in
+    /// `encoding`'s value format.
     pub(super) records: Option<crate::changes::TableRecords>,
-    /// How rows are written to `sink` when they go into an existing stream (`INSERT INTO …
-    /// SELECT`): as that stream's records, keyed when it is; `format` alone otherwise.
-    pub(super) stream_records: Option<crate::format::records::StreamRecords>,
     /// The schema rows take before they are written: an existing stream's, whose column names
     /// the query's rows may spell differently.
     pub(super) conform: Option<SchemaRef>,
@@ -271,7 +271,7 @@ impl Task {
             None => batch,
         };
         let batch = match self.output.event_time {
-            Some(column) => match crate::format::json::rowtime_from(batch, column) {
+            Some(column) => match crate::format::common::rowtime_from(batch, column) {
                 Ok(b) => b,
                 Err(e) => {
                     self.stats.error(format!("output: {e}"));
@@ -301,7 +301,9 @@ impl Task {
                 }
             }
             let records = match (&self.output.sink, &self.output.records) {
-                (Some(_), Some(layout)) => Some(layout.encode(&changes, &self.output.format)),
+                (Some(_), Some(layout)) => {
+                    Some(layout.encode(&changes, &self.output.encoding.value))
+                }
                 _ => None,
             };
             match changes.standing() {
@@ -315,10 +317,7 @@ impl Task {
             (batch, None)
         };
         if let Some(sink) = &mut self.output.sink {
-            let records = records.unwrap_or_else(|| match &self.output.stream_records {
-                Some(layout) => layout.encode(&batch),
-                None => self.output.format.encode(&batch),
-            });
+            let records = records.unwrap_or_else(|| self.output.encoding.encode(&batch));
             match records {
                 Ok(records) => {
                     if let Err(e) = sink.send(records).await {

@@ -1,8 +1,9 @@
 //! What the value formats share: a decoded field, the record timestamp split off a batch,
-//! names and SQL type names as ksqlDB shows them, and the wall clock that stamps events without a time.
+//! names and SQL type names as ksqlDB shows them, and the event time a row gets: from a column,
+//! from text read with a pattern, or from the wall clock.
 
-use arrow::array::RecordBatch;
-use arrow::datatypes::DataType;
+use arrow::array::{Array, RecordBatch, TimestampMillisecondArray};
+use arrow::datatypes::{DataType, TimeUnit};
 
 /// One decoded field.
 #[derive(Debug, Clone, PartialEq)]
@@ -101,7 +102,7 @@ pub(crate) fn rowtime_from_text(
     column: usize,
     pattern: &str,
 ) -> crate::Result<RecordBatch> {
-    use arrow::array::{Array, StringArray, TimestampMillisecondArray};
+    use arrow::array::StringArray;
     let last = batch.num_columns() - 1;
     let texts = batch
         .column(column)
@@ -139,5 +140,60 @@ pub(crate) fn stamp(
         (Some(pattern), Some(column)) => rowtime_from_text(&batch, column, pattern)?,
         _ => batch,
     };
-    super::json::fill_rowtime(batch, timestamp)
+    fill_rowtime(batch, timestamp)
+}
+
+/// Sets `rowtime` (the last column) from column `timestamp` (BIGINT ms or TIMESTAMP), as a
+/// query's `WITH (timestamp=…)` asks; a row whose column is null gets the current time.
+pub(crate) fn rowtime_from(batch: RecordBatch, timestamp: usize) -> crate::Result<RecordBatch> {
+    let last = batch.num_columns() - 1;
+    let mut columns = batch.columns().to_vec();
+    columns[last] = arrow::array::new_null_array(columns[last].data_type(), batch.num_rows());
+    fill_rowtime(
+        RecordBatch::try_new(batch.schema(), columns)?,
+        Some(timestamp),
+    )
+}
+
+/// Fills `rowtime` (the last column) where it is null: from the event-time column when there
+/// is one, else with the current time.
+fn fill_rowtime(batch: RecordBatch, timestamp: Option<usize>) -> crate::Result<RecordBatch> {
+    let last = batch.num_columns() - 1;
+    let rowtime = batch.column(last);
+    if rowtime.null_count() == 0 {
+        return Ok(batch);
+    }
+    let given = rowtime
+        .as_any()
+        .downcast_ref::<TimestampMillisecondArray>()
+        .ok_or_else(|| crate::Error::Plan("rowtime must be a TIMESTAMP".into()))?;
+    let from_column = match timestamp {
+        Some(i) => Some(arrow::compute::cast(
+            batch.column(i),
+            &DataType::Timestamp(TimeUnit::Millisecond, None),
+        )?),
+        None => None,
+    };
+    let from_column = from_column.as_ref().map(|a| {
+        a.as_any()
+            .downcast_ref::<TimestampMillisecondArray>()
+            .expect("cast")
+    });
+    let now = now_ms();
+    let filled: TimestampMillisecondArray = (0..batch.num_rows())
+        .map(|i| {
+            if given.is_valid(i) {
+                Some(given.value(i))
+            } else {
+                Some(
+                    from_column
+                        .filter(|c| c.is_valid(i))
+                        .map_or(now, |c| c.value(i)),
+                )
+            }
+        })
+        .collect();
+    let mut columns = batch.columns().to_vec();
+    columns[last] = std::sync::Arc::new(filled);
+    Ok(RecordBatch::try_new(batch.schema(), columns)?)
 }

@@ -8,8 +8,9 @@ use eddy_connector::Record;
 use super::{KeyFormat, ValueFormat};
 use crate::Result;
 
-/// The record layout of one stream: which columns go to the key, in which format.
-#[derive(Debug, Clone)]
+/// The record layout of one stream: which columns go to the key, in which format. The default
+/// is JSON values without a key.
+#[derive(Debug, Clone, Default)]
 pub(crate) struct StreamRecords {
     /// The value format.
     pub value: ValueFormat,
@@ -18,6 +19,11 @@ pub(crate) struct StreamRecords {
 }
 
 impl StreamRecords {
+    /// Records without a key, every column in the value.
+    pub(crate) fn plain(value: ValueFormat) -> StreamRecords {
+        StreamRecords { value, key: None }
+    }
+
     /// Encodes rows of the stream's schema (`rowtime` last, which becomes the record
     /// timestamp).
     pub(crate) fn encode(&self, batch: &RecordBatch) -> Result<Vec<Record>> {

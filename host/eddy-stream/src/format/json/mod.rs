@@ -10,8 +10,7 @@ use std::sync::Arc;
 
 use arrow::array::{
     Array, ArrayBuilder, ArrayRef, BooleanBuilder, Float64Builder, Int32Builder, Int64Builder,
-    ListBuilder, RecordBatch, StringBuilder, TimestampMillisecondArray,
-    TimestampMillisecondBuilder,
+    ListBuilder, RecordBatch, StringBuilder, TimestampMillisecondBuilder,
 };
 use arrow::datatypes::{DataType, Field, SchemaRef, TimeUnit};
 use arrow::json::writer::LineDelimited;
@@ -140,61 +139,6 @@ impl Decoder {
             payload: message.payload.clone(),
         }
     }
-}
-
-/// Sets `rowtime` (the last column) from column `timestamp` (BIGINT ms or TIMESTAMP), as a
-/// query's `WITH (timestamp=…)` asks; a row whose column is null gets the current time.
-pub(crate) fn rowtime_from(batch: RecordBatch, timestamp: usize) -> Result<RecordBatch> {
-    let last = batch.num_columns() - 1;
-    let mut columns = batch.columns().to_vec();
-    columns[last] = arrow::array::new_null_array(columns[last].data_type(), batch.num_rows());
-    fill_rowtime(
-        RecordBatch::try_new(batch.schema(), columns)?,
-        Some(timestamp),
-    )
-}
-
-/// Fills `rowtime` (the last column) where it is null: from the event-time column when there
-/// is one, else with the current time.
-pub(crate) fn fill_rowtime(batch: RecordBatch, timestamp: Option<usize>) -> Result<RecordBatch> {
-    let last = batch.num_columns() - 1;
-    let rowtime = batch.column(last);
-    if rowtime.null_count() == 0 {
-        return Ok(batch);
-    }
-    let given = rowtime
-        .as_any()
-        .downcast_ref::<TimestampMillisecondArray>()
-        .ok_or_else(|| Error::Plan("rowtime must be a TIMESTAMP".into()))?;
-    let from_column = match timestamp {
-        Some(i) => Some(arrow::compute::cast(
-            batch.column(i),
-            &DataType::Timestamp(TimeUnit::Millisecond, None),
-        )?),
-        None => None,
-    };
-    let from_column = from_column.as_ref().map(|a| {
-        a.as_any()
-            .downcast_ref::<TimestampMillisecondArray>()
-            .expect("cast")
-    });
-    let now = now_ms();
-    let filled: TimestampMillisecondArray = (0..batch.num_rows())
-        .map(|i| {
-            if given.is_valid(i) {
-                Some(given.value(i))
-            } else {
-                Some(
-                    from_column
-                        .filter(|c| c.is_valid(i))
-                        .map_or(now, |c| c.value(i)),
-                )
-            }
-        })
-        .collect();
-    let mut columns = batch.columns().to_vec();
-    columns[last] = Arc::new(filled);
-    Ok(RecordBatch::try_new(batch.schema(), columns)?)
 }
 
 /// Encodes rows as JSON records; `rowtime` becomes the record's timestamp, not a field.
@@ -499,6 +443,7 @@ pub(crate) fn encode_unwrapped(batch: &RecordBatch) -> Result<Vec<Record>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use arrow::array::TimestampMillisecondArray;
     use arrow::datatypes::Schema;
     use eddy_connector::Position;
 
