@@ -212,7 +212,10 @@ impl Engine {
             Some(topic) => {
                 let settings = self.kafka(&format!("{} {name}", kind.as_str())).cloned();
                 let settings = self.unplan_on_error(&processor.tables, settings)?;
-                let partitions = options::partitions(&options)?.unwrap_or(1);
+                let partitions = options::partitions(&options);
+                let partitions = self
+                    .unplan_on_error(&processor.tables, partitions)?
+                    .unwrap_or(1);
                 let sink = async {
                     connectors::ensure_topic(&settings, topic, partitions).await?;
                     connectors::kafka_sink(&settings, topic).await
@@ -224,7 +227,8 @@ impl Engine {
         };
         let input = self.query_input(&parsed, &id, None).await;
         let mut input = self.unplan_on_error(&processor.tables, input)?;
-        let dead = self.dead_letters(&parsed.source).await?;
+        let dead = self.dead_letters(&parsed.source).await;
+        let dead = self.unplan_on_error(&processor.tables, dead)?;
         let schema = processor.schema().clone();
         // A table's key columns, as DESCRIBE shows them: the selected GROUP BY columns, and the
         // window bounds of a windowed table.

@@ -178,7 +178,8 @@ impl Engine {
         };
         let input = self.query_input(&parsed, &id, None).await;
         let input = self.unplan_on_error(&processor.tables, input)?;
-        let dead = self.dead_letters(&parsed.source).await?;
+        let dead = self.dead_letters(&parsed.source).await;
+        let dead = self.unplan_on_error(&processor.tables, dead)?;
         let mut reads = parsed.relations();
         reads.push(target.to_string());
         self.spawn(Launch {
