@@ -269,7 +269,15 @@ impl Engine {
                 name: name.to_string(),
                 log: Some(log.clone()),
                 external: None,
-                inserter: None,
+                // INSERT … VALUES appends to a stream kept in memory, as the query does; one
+                // written to Kafka would need the row on its topic too, which is not done yet.
+                inserter: (sink.is_none() && ends_in_rowtime(&schema)).then(|| {
+                    Arc::new(super::source::LogInserter {
+                        log: log.clone(),
+                        timestamp: event_time,
+                        pattern: None,
+                    }) as _
+                }),
                 schema: schema.clone(),
             }),
         };
@@ -375,6 +383,14 @@ impl Engine {
 
 /// The column of a stream query's output whose value becomes each row's `rowtime`, as ksqlDB's
 /// `WITH (timestamp=…)` on a query sets it: a BIGINT (ms) or TIMESTAMP column it selects.
+/// Whether rows of `schema` carry their event time as `rowtime`, the last column.
+fn ends_in_rowtime(schema: &arrow::datatypes::Schema) -> bool {
+    schema
+        .fields()
+        .last()
+        .is_some_and(|f| f.name() == "rowtime")
+}
+
 fn event_time_column(
     kind: Kind,
     parsed: &query::Parsed,
