@@ -179,6 +179,30 @@ pub(crate) fn parse(sql: &str) -> Result<Parsed> {
     })
 }
 
+/// A pull query's text, its unaliased expressions named as a continuous query names them
+/// (`KSQL_COL_0`, …, `FIELD` for `s->field`), as ksqlDB names both. Text that is not one SELECT
+/// or has nothing to name comes back as it is, for DataFusion to run (or report on) unchanged.
+pub(crate) fn ksql_names(sql: &str) -> std::borrow::Cow<'_, str> {
+    let Ok(mut statements) = Parser::parse_sql(&GenericDialect {}, sql) else {
+        return sql.into();
+    };
+    let [SqlStatement::Query(query)] = statements.as_mut_slice() else {
+        return sql.into();
+    };
+    let SetExpr::Select(select) = query.body.as_mut() else {
+        return sql.into();
+    };
+    let unnamed = |item: &SelectItem| {
+        matches!(item, SelectItem::UnnamedExpr(e)
+            if !matches!(e, Expr::Identifier(_) | Expr::CompoundIdentifier(_)))
+    };
+    if !select.projection.iter().any(unnamed) {
+        return sql.into();
+    }
+    name_expressions(&mut select.projection);
+    statements[0].to_string().into()
+}
+
 /// Names the unaliased expressions of a SELECT list as ksqlDB names them: a STRUCT field read
 /// with `->` by the field's name, anything else but a column `KSQL_COL_0`, `KSQL_COL_1`, … in
 /// order; names already in the list are not given twice.
@@ -874,6 +898,26 @@ pub(crate) fn duration(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pull_queries_name_unaliased_expressions_as_continuous_ones_do() {
+        assert_eq!(
+            ksql_names("SELECT car, speed * 2, COUNT(*) AS n, UPPER(car) FROM cars GROUP BY car"),
+            "SELECT car, speed * 2 AS ksql_col_0, COUNT(*) AS n, UPPER(car) AS ksql_col_1 FROM cars GROUP BY car"
+        );
+        assert_eq!(
+            ksql_names("SELECT pos['lat'] FROM cars"),
+            "SELECT pos['lat'] AS lat FROM cars"
+        );
+        // Nothing to name, or not one SELECT: the text as it came.
+        for unchanged in [
+            "SELECT car, speed FROM cars",
+            "SELECT * FROM cars",
+            "SELEC 1",
+        ] {
+            assert_eq!(ksql_names(unchanged), unchanged);
+        }
+    }
 
     #[test]
     fn strips_windows_and_emit() {

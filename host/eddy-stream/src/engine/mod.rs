@@ -349,10 +349,12 @@ impl Engine {
                 }
                 return self.run_sql(sql, show_functions).await;
             }
-            // The parsed text: `->` dereferences are rewritten for DataFusion.
-            Statement::Query(text) | Statement::Other(text) => {
-                return self.run_sql(&text, false).await;
+            // The parsed text: `->` dereferences are rewritten for DataFusion, and unaliased
+            // expressions named as ksqlDB names them.
+            Statement::Query(text) => {
+                return self.run_sql(&crate::query::ksql_names(&text), false).await;
             }
+            Statement::Other(text) => return self.run_sql(&text, false).await,
             Statement::Describe { .. } => return self.run_sql(sql, false).await,
         };
         output.map(Started::Done)
