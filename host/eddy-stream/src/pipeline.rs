@@ -166,6 +166,7 @@ impl Processor {
                 .map_err(plan_error)?
                 .into_unoptimized_plan();
             crate::type_check::check_plan(&plan)?;
+            let plan = crate::type_check::convert_in_lists(plan)?;
             if !aggregates(&plan) {
                 if parsed.emit == Some(Emit::Final) {
                     return Err(Error::Unsupported(
@@ -224,6 +225,7 @@ impl Processor {
             .map_err(plan_error)?
             .into_unoptimized_plan();
         crate::type_check::check_plan(&filter)?;
+        let filter = crate::type_check::convert_in_lists(filter)?;
         let filter_schema: SchemaRef = Arc::new(filter.schema().as_arrow().clone());
         let window = match parsed.window {
             Some(w) => Some(WindowState::new(w, &filter_schema, keys)?),
@@ -242,6 +244,7 @@ impl Processor {
             .map_err(plan_error)?
             .into_unoptimized_plan();
         crate::type_check::check_plan(&aggregate)?;
+        let aggregate = crate::type_check::convert_in_lists(aggregate)?;
         let emit = parsed.emit.unwrap_or(Emit::Changes);
         let aggregation = Aggregation::new(
             ctx,

@@ -7,7 +7,7 @@
 use std::ops::ControlFlow;
 
 use arrow::datatypes::DataType;
-use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
+use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
 use datafusion::common::{DFSchema, ScalarValue};
 use datafusion::logical_expr::{BinaryExpr, Expr, ExprSchemable, LogicalPlan, Operator};
 use datafusion::sql::sqlparser::ast::{self as sql, visit_expressions};
@@ -151,6 +151,61 @@ pub(crate) fn check_plan(plan: &LogicalPlan) -> Result<(), Box<TypeError>> {
         })
     });
     error.map_or(Ok(()), |e| Err(Box::new(e)))
+}
+
+/// Converts the literals of `IN` lists as ksqlDB does where DataFusion finds no common type: any
+/// literal in a list of strings becomes the string it prints as (`name IN ('a', 10)`), a string
+/// in a list of booleans the boolean it spells (`flag IN (true, 'false')`). For a plan
+/// [`check_plan`] accepted.
+pub(crate) fn convert_in_lists(plan: LogicalPlan) -> datafusion::error::Result<LogicalPlan> {
+    plan.transform_up_with_subqueries(|node| {
+        let schema = match node.inputs().as_slice() {
+            [one] => one.schema().clone(),
+            _ => node.schema().clone(),
+        };
+        let node = node.map_expressions(|e| {
+            e.transform_up(|e| {
+                let Expr::InList(mut list) = e else {
+                    return Ok(Transformed::no(e));
+                };
+                let Ok(target) = list.expr.get_type(&schema) else {
+                    return Ok(Transformed::no(Expr::InList(list)));
+                };
+                let mut changed = false;
+                for item in &mut list.list {
+                    if let Expr::Literal(v, metadata) = item {
+                        if let Some(new) = converted(v, &target) {
+                            *item = Expr::Literal(new, metadata.clone());
+                            changed = true;
+                        }
+                    }
+                }
+                Ok(if changed {
+                    Transformed::yes(Expr::InList(list))
+                } else {
+                    Transformed::no(Expr::InList(list))
+                })
+            })
+        })?;
+        if node.transformed {
+            node.map_data(|p| p.recompute_schema())
+        } else {
+            Ok(node)
+        }
+    })
+    .map(|t| t.data)
+}
+
+/// `v` as an element of an `IN` list whose value is of type `target`, where ksqlDB converts it.
+fn converted(v: &ScalarValue, target: &DataType) -> Option<ScalarValue> {
+    if v.is_null() {
+        return None;
+    }
+    match (family(target)?, family(&v.data_type())?) {
+        (Family::String, f) if f != Family::String => Some(ScalarValue::Utf8(Some(v.to_string()))),
+        (Family::Boolean, Family::String) => v.cast_to(&DataType::Boolean).ok(),
+        _ => None,
+    }
 }
 
 /// Whether `plan` is an aggregation (under projections or aliases): a filter over it is HAVING.
