@@ -2,7 +2,8 @@
 //! comparison or `IN` list across type families (`name = 5`, `SUM(x) > '100'`, `id IN (10,
 //! true)`) and an integer literal beyond BIGINT. Comparisons are read off a query's logical plan
 //! before DataFusion's type coercion, so each side still has the type it was written with. The
-//! messages are ksqlDB's.
+//! messages are ksqlDB's. `IN` list literals that ksqlDB converts and DataFusion cannot (`name
+//! IN ('a', 10)`) are converted here.
 
 use std::ops::ControlFlow;
 
@@ -116,9 +117,16 @@ pub(crate) fn check_literals(query: &sql::Query) -> Result<(), Box<TypeError>> {
     }
 }
 
+/// `plan` (a continuous query's, not yet type-coerced) as ksqlDB would run it: refused where
+/// [`check_plan`] refuses it, with its `IN` list literals converted ([`convert_in_lists`]).
+pub(crate) fn check(plan: LogicalPlan) -> crate::Result<LogicalPlan> {
+    check_plan(&plan)?;
+    Ok(convert_in_lists(plan)?)
+}
+
 /// Refuses a comparison or `IN` list in `plan` (not yet type-coerced) whose sides ksqlDB does
 /// not compare. Expressions whose type cannot be told are left to DataFusion.
-pub(crate) fn check_plan(plan: &LogicalPlan) -> Result<(), Box<TypeError>> {
+fn check_plan(plan: &LogicalPlan) -> Result<(), Box<TypeError>> {
     let mut error = None;
     let _ = plan.apply_with_subqueries(|node| {
         let inputs = node.inputs();
@@ -157,7 +165,7 @@ pub(crate) fn check_plan(plan: &LogicalPlan) -> Result<(), Box<TypeError>> {
 /// literal in a list of strings becomes the string it prints as (`name IN ('a', 10)`), a string
 /// in a list of booleans the boolean it spells (`flag IN (true, 'false')`). For a plan
 /// [`check_plan`] accepted.
-pub(crate) fn convert_in_lists(plan: LogicalPlan) -> datafusion::error::Result<LogicalPlan> {
+fn convert_in_lists(plan: LogicalPlan) -> datafusion::error::Result<LogicalPlan> {
     plan.transform_up_with_subqueries(|node| {
         let schema = match node.inputs().as_slice() {
             [one] => one.schema().clone(),
