@@ -268,6 +268,7 @@ pub(crate) async fn plan(
         .await
         .map_err(crate::pipeline::plan_error)?
         .into_unoptimized_plan();
+    let plan = crate::type_check::check(plan)?;
     // The pairs: ON and the time bounds, the right row's rowtime within [left - before,
     // left + after].
     let [l, r] = aliases.map(|a| quoted(&a));

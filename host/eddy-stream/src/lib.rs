@@ -19,6 +19,7 @@ mod query;
 #[cfg(test)]
 mod robustness;
 mod statement;
+mod type_check;
 mod window;
 
 pub use checkpoint::StateStore;
@@ -31,6 +32,7 @@ pub use format::common::display_name;
 pub use format::json::{encode, with_display_names, BadEvent, Decoder};
 pub use log::{Log, DEFAULT_RETAINED_ROWS};
 pub use statement::{parse, Column, Kind, Statement};
+pub use type_check::TypeError;
 
 /// What can go wrong running a statement or a query.
 #[derive(Debug, thiserror::Error)]
@@ -50,6 +52,9 @@ pub enum Error {
     /// Planning failed.
     #[error("{0}")]
     Plan(String),
+    /// ksqlDB refuses it for its types: a comparison across type families, say.
+    #[error(transparent)]
+    Type(Box<TypeError>),
     /// A function statement or DataFusion query failed in the SQL session.
     #[error(transparent)]
     Sql(#[from] eddy_sql::Error),
@@ -65,6 +70,12 @@ pub enum Error {
     /// Checkpointed state could not be written, read or restored.
     #[error("state: {0}")]
     State(String),
+}
+
+impl From<Box<TypeError>> for Error {
+    fn from(e: Box<TypeError>) -> Error {
+        Error::Type(e)
+    }
 }
 
 impl Error {

@@ -165,6 +165,7 @@ impl Processor {
                 .await
                 .map_err(plan_error)?
                 .into_unoptimized_plan();
+            let plan = crate::type_check::check(plan)?;
             if !aggregates(&plan) {
                 if parsed.emit == Some(Emit::Final) {
                     return Err(Error::Unsupported(
@@ -222,6 +223,7 @@ impl Processor {
             .await
             .map_err(plan_error)?
             .into_unoptimized_plan();
+        let filter = crate::type_check::check(filter)?;
         let filter_schema: SchemaRef = Arc::new(filter.schema().as_arrow().clone());
         let window = match parsed.window {
             Some(w) => Some(WindowState::new(w, &filter_schema, keys)?),
@@ -239,6 +241,7 @@ impl Processor {
             .await
             .map_err(plan_error)?
             .into_unoptimized_plan();
+        let aggregate = crate::type_check::check(aggregate)?;
         let emit = parsed.emit.unwrap_or(Emit::Changes);
         let aggregation = Aggregation::new(
             ctx,

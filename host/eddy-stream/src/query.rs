@@ -101,6 +101,7 @@ pub(crate) fn parse(sql: &str) -> Result<Parsed> {
     if let SetExpr::Select(select) = query.body.as_mut() {
         name_expressions(&mut select.projection);
     }
+    crate::type_check::check_literals(&query)?;
     if query.with.is_some() || query.order_by.is_some() || query.limit_clause.is_some() {
         return Err(Error::Unsupported(
             "WITH, ORDER BY and LIMIT in a continuous query (a stream has no end to sort or limit; \

@@ -1,0 +1,526 @@
+//! Statements ksqlDB refuses for their types, and DataFusion would coerce into running: a
+//! comparison or `IN` list across type families (`name = 5`, `SUM(x) > '100'`, `id IN (10,
+//! true)`) and an integer literal beyond BIGINT. Comparisons are read off a query's logical plan
+//! before DataFusion's type coercion, so each side still has the type it was written with. The
+//! messages are ksqlDB's. `IN` list literals that ksqlDB converts and DataFusion cannot (`name
+//! IN ('a', 10)`) are converted here.
+
+use std::ops::ControlFlow;
+
+use arrow::datatypes::DataType;
+use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
+use datafusion::common::{DFSchema, ScalarValue};
+use datafusion::logical_expr::{BinaryExpr, Expr, ExprSchemable, LogicalPlan, Operator};
+use datafusion::sql::sqlparser::ast::{self as sql, visit_expressions};
+
+use crate::format::common::display_name;
+
+/// A statement ksqlDB refuses for its types.
+#[derive(Debug, thiserror::Error)]
+pub enum TypeError {
+    /// Two sides of a comparison from type families ksqlDB does not compare.
+    #[error(
+        "{clause}Cannot compare {left} ({left_type}) to {right} ({right_type}) with {operator}."
+    )]
+    Compare {
+        /// `Error in WHERE expression: `, `Error in HAVING expression: ` or nothing.
+        clause: &'static str,
+        /// The left side as written.
+        left: String,
+        /// Its type.
+        left_type: String,
+        /// The right side as written.
+        right: String,
+        /// Its type.
+        right_type: String,
+        /// ksqlDB's name of the operator: `EQUAL`, `GREATER_THAN`, …
+        operator: &'static str,
+    },
+    /// An `IN` list element of a type the value cannot be compared with.
+    #[error(
+        "{clause}operator does not exist: {target} = {found} ({element}). Hint: You might need to \
+         add explicit type casts."
+    )]
+    InList {
+        /// `Invalid Predicate: ` in WHERE and HAVING, else nothing.
+        clause: &'static str,
+        /// The type the list's elements must have: the value's.
+        target: String,
+        /// The element's type.
+        found: String,
+        /// The element as written.
+        element: String,
+    },
+    /// A string literal in an `IN` list of numbers or booleans that is not one.
+    #[error("{clause}invalid input syntax for type {target}: \"{text}\".")]
+    InListSyntax {
+        /// `Invalid Predicate: ` in WHERE and HAVING, else nothing.
+        clause: &'static str,
+        /// The type the string should spell.
+        target: String,
+        /// The string.
+        text: String,
+    },
+    /// An integer literal beyond BIGINT.
+    #[error("Invalid numeric literal: {0}")]
+    NumericLiteral(String),
+    /// A floating-point literal beyond DOUBLE.
+    #[error("Number overflows DOUBLE: {0}")]
+    DoubleLiteral(String),
+}
+
+/// Refuses a numeric literal ksqlDB does not read: an integer beyond BIGINT (DataFusion would
+/// make it an unsigned or floating-point number), a floating-point number beyond DOUBLE.
+pub(crate) fn check_literals(query: &sql::Query) -> Result<(), Box<TypeError>> {
+    // A negated number is read with its sign (`-9223372036854775808` is a BIGINT), and the
+    // number under it is not read again.
+    let mut negated: *const sql::Expr = std::ptr::null();
+    let found = visit_expressions(query, |e| {
+        let (text, negative) = match e {
+            sql::Expr::UnaryOp {
+                op: sql::UnaryOperator::Minus,
+                expr,
+            } => match expr.as_ref() {
+                sql::Expr::Value(v) => match &v.value {
+                    sql::Value::Number(n, _) => {
+                        negated = expr.as_ref();
+                        (n, true)
+                    }
+                    _ => return ControlFlow::Continue(()),
+                },
+                _ => return ControlFlow::Continue(()),
+            },
+            sql::Expr::Value(_) if std::ptr::eq(e, negated) => return ControlFlow::Continue(()),
+            sql::Expr::Value(v) => match &v.value {
+                sql::Value::Number(n, _) => (n, false),
+                _ => return ControlFlow::Continue(()),
+            },
+            _ => return ControlFlow::Continue(()),
+        };
+        let written = if negative {
+            format!("-{text}")
+        } else {
+            text.clone()
+        };
+        if text.contains(['e', 'E']) {
+            if text.parse::<f64>().is_ok_and(f64::is_infinite) {
+                return ControlFlow::Break(TypeError::DoubleLiteral(written));
+            }
+        } else if !text.contains('.') && written.parse::<i64>().is_err() {
+            return ControlFlow::Break(TypeError::NumericLiteral(written));
+        }
+        ControlFlow::Continue(())
+    });
+    match found {
+        ControlFlow::Break(e) => Err(Box::new(e)),
+        ControlFlow::Continue(()) => Ok(()),
+    }
+}
+
+/// `plan` (a continuous query's, not yet type-coerced) as ksqlDB would run it: refused where
+/// [`check_plan`] refuses it, with its `IN` list literals converted ([`convert_in_lists`]).
+pub(crate) fn check(plan: LogicalPlan) -> crate::Result<LogicalPlan> {
+    check_plan(&plan)?;
+    Ok(convert_in_lists(plan)?)
+}
+
+/// Refuses a comparison or `IN` list in `plan` (not yet type-coerced) whose sides ksqlDB does
+/// not compare. Expressions whose type cannot be told are left to DataFusion.
+fn check_plan(plan: &LogicalPlan) -> Result<(), Box<TypeError>> {
+    let mut error = None;
+    let _ = plan.apply_with_subqueries(|node| {
+        let inputs = node.inputs();
+        let schema: &DFSchema = match inputs.as_slice() {
+            [one] => one.schema(),
+            _ => node.schema(),
+        };
+        let (compare_clause, list_clause) = match node {
+            LogicalPlan::Filter(f) if below_projections(&f.input) => {
+                ("Error in HAVING expression: ", "Invalid Predicate: ")
+            }
+            LogicalPlan::Filter(_) => ("Error in WHERE expression: ", "Invalid Predicate: "),
+            _ => ("", ""),
+        };
+        node.apply_expressions(|expr| {
+            expr.apply(|e| {
+                let found = match e {
+                    Expr::BinaryExpr(b) => compare(b, schema, compare_clause),
+                    Expr::InList(list) => in_list(&list.expr, &list.list, schema, list_clause),
+                    _ => None,
+                };
+                match found {
+                    Some(found) => {
+                        error = Some(found);
+                        Ok(TreeNodeRecursion::Stop)
+                    }
+                    None => Ok(TreeNodeRecursion::Continue),
+                }
+            })
+        })
+    });
+    error.map_or(Ok(()), |e| Err(Box::new(e)))
+}
+
+/// Converts the literals of `IN` lists as ksqlDB does where DataFusion finds no common type: any
+/// literal in a list of strings becomes the string it prints as (`name IN ('a', 10)`), a string
+/// in a list of booleans the boolean it spells (`flag IN (true, 'false')`). For a plan
+/// [`check_plan`] accepted.
+fn convert_in_lists(plan: LogicalPlan) -> datafusion::error::Result<LogicalPlan> {
+    plan.transform_up_with_subqueries(|node| {
+        let schema = match node.inputs().as_slice() {
+            [one] => one.schema().clone(),
+            _ => node.schema().clone(),
+        };
+        let node = node.map_expressions(|e| {
+            e.transform_up(|e| {
+                let Expr::InList(mut list) = e else {
+                    return Ok(Transformed::no(e));
+                };
+                let Ok(target) = list.expr.get_type(&schema) else {
+                    return Ok(Transformed::no(Expr::InList(list)));
+                };
+                let mut changed = false;
+                for item in &mut list.list {
+                    if let Expr::Literal(v, metadata) = item {
+                        if let Some(new) = converted(v, &target) {
+                            *item = Expr::Literal(new, metadata.clone());
+                            changed = true;
+                        }
+                    }
+                }
+                Ok(if changed {
+                    Transformed::yes(Expr::InList(list))
+                } else {
+                    Transformed::no(Expr::InList(list))
+                })
+            })
+        })?;
+        if node.transformed {
+            node.map_data(|p| p.recompute_schema())
+        } else {
+            Ok(node)
+        }
+    })
+    .map(|t| t.data)
+}
+
+/// `v` as an element of an `IN` list whose value is of type `target`, where ksqlDB converts it.
+fn converted(v: &ScalarValue, target: &DataType) -> Option<ScalarValue> {
+    if v.is_null() {
+        return None;
+    }
+    match (family(target)?, family(&v.data_type())?) {
+        (Family::String, f) if f != Family::String => Some(ScalarValue::Utf8(Some(v.to_string()))),
+        (Family::Boolean, Family::String) => v.cast_to(&DataType::Boolean).ok(),
+        _ => None,
+    }
+}
+
+/// Whether `plan` is an aggregation (under projections or aliases): a filter over it is HAVING.
+fn below_projections(plan: &LogicalPlan) -> bool {
+    match plan {
+        LogicalPlan::Aggregate(_) => true,
+        LogicalPlan::Projection(p) => below_projections(&p.input),
+        LogicalPlan::SubqueryAlias(a) => below_projections(&a.input),
+        _ => false,
+    }
+}
+
+/// ksqlDB's type families, by which it tells what compares with what.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Family {
+    Number,
+    String,
+    Boolean,
+    /// TIMESTAMP and DATE.
+    Moment,
+    Time,
+    Bytes,
+    Array,
+    Map,
+    Struct,
+}
+
+fn family(t: &DataType) -> Option<Family> {
+    use DataType::*;
+    Some(match t {
+        Int8 | Int16 | Int32 | Int64 | UInt8 | UInt16 | UInt32 | UInt64 | Float16 | Float32
+        | Float64 | Decimal32(..) | Decimal64(..) | Decimal128(..) | Decimal256(..) => {
+            Family::Number
+        }
+        Utf8 | LargeUtf8 | Utf8View => Family::String,
+        Boolean => Family::Boolean,
+        Timestamp(..) | Date32 | Date64 => Family::Moment,
+        Time32(_) | Time64(_) => Family::Time,
+        Binary | LargeBinary | BinaryView | FixedSizeBinary(_) => Family::Bytes,
+        List(_) | LargeList(_) | FixedSizeList(..) | ListView(_) | LargeListView(_) => {
+            Family::Array
+        }
+        Map(..) => Family::Map,
+        Struct(_) => Family::Struct,
+        Dictionary(_, value) => return family(value),
+        // NULL, intervals, durations, unions: DataFusion's to judge.
+        _ => return None,
+    })
+}
+
+/// ksqlDB's `ComparisonUtil.isValidComparison`: numbers with numbers, strings with strings and
+/// times, times with their kind and strings, the rest with their own kind, and BOOLEAN, ARRAY,
+/// MAP and STRUCT only for (in)equality.
+fn comparable(left: Family, right: Family, equality: bool) -> bool {
+    use Family::*;
+    match left {
+        Number => right == Number,
+        String => matches!(right, String | Moment | Time),
+        Moment => matches!(right, Moment | String),
+        Time => matches!(right, Time | String),
+        Bytes => right == Bytes,
+        Boolean | Array | Map | Struct => right == left && equality,
+    }
+}
+
+/// ksqlDB's name of a comparison operator, `None` for other operators.
+fn operator_name(op: &Operator) -> Option<(&'static str, bool)> {
+    Some(match op {
+        Operator::Eq => ("EQUAL", true),
+        Operator::NotEq => ("NOT_EQUAL", true),
+        Operator::IsDistinctFrom => ("IS_DISTINCT_FROM", true),
+        Operator::IsNotDistinctFrom => ("IS_NOT_DISTINCT_FROM", true),
+        Operator::Lt => ("LESS_THAN", false),
+        Operator::LtEq => ("LESS_THAN_OR_EQUAL", false),
+        Operator::Gt => ("GREATER_THAN", false),
+        Operator::GtEq => ("GREATER_THAN_OR_EQUAL", false),
+        _ => return None,
+    })
+}
+
+fn compare(b: &BinaryExpr, schema: &DFSchema, clause: &'static str) -> Option<TypeError> {
+    let (operator, equality) = operator_name(&b.op)?;
+    let left_type = b.left.get_type(schema).ok()?;
+    let right_type = b.right.get_type(schema).ok()?;
+    let (left, right) = (family(&left_type)?, family(&right_type)?);
+    if comparable(left, right, equality) {
+        return None;
+    }
+    Some(TypeError::Compare {
+        clause,
+        left: text(&b.left),
+        left_type: sql_type(&b.left, &left_type),
+        right: text(&b.right),
+        right_type: sql_type(&b.right, &right_type),
+        operator,
+    })
+}
+
+/// ksqlDB's `IN` coercion (`CoercionUtil.coerceUserList`): the value and the list's elements
+/// must share a family, the first one's; a literal converts to a string, and a string literal
+/// to the number or boolean it spells.
+fn in_list(
+    value: &Expr,
+    list: &[Expr],
+    schema: &DFSchema,
+    clause: &'static str,
+) -> Option<TypeError> {
+    let mut target: Option<(Family, DataType, &Expr)> = None;
+    for e in std::iter::once(value).chain(list) {
+        let t = e.get_type(schema).ok()?;
+        let Some(f) = family(&t) else {
+            if t == DataType::Null {
+                continue;
+            }
+            return None;
+        };
+        let Some((target_family, target_type, target_expr)) = &target else {
+            target = Some((f, t, e));
+            continue;
+        };
+        if f == *target_family {
+            continue;
+        }
+        let literal = match e {
+            Expr::Literal(v, _) => Some(v),
+            _ => None,
+        };
+        match (target_family, literal) {
+            (Family::String, Some(_)) => continue,
+            (Family::Number | Family::Boolean, Some(v)) if f == Family::String => {
+                let text = v.to_string();
+                let reads = match target_family {
+                    Family::Number => text.trim().parse::<f64>().is_ok(),
+                    _ => ScalarValue::Utf8(Some(text.clone()))
+                        .cast_to(&DataType::Boolean)
+                        .is_ok(),
+                };
+                if reads {
+                    continue;
+                }
+                return Some(TypeError::InListSyntax {
+                    clause,
+                    target: sql_type(target_expr, target_type),
+                    text,
+                });
+            }
+            _ => {
+                if matches!(
+                    (target_family, f),
+                    (Family::Moment | Family::Time, Family::String)
+                        | (Family::String, Family::Moment | Family::Time)
+                ) {
+                    continue;
+                }
+                return Some(TypeError::InList {
+                    clause,
+                    target: sql_type(target_expr, target_type),
+                    found: sql_type(e, &t),
+                    element: text(e),
+                });
+            }
+        }
+    }
+    None
+}
+
+/// An expression as ksqlDB shows it in a message: columns and functions upper-cased, string
+/// literals quoted.
+fn text(e: &Expr) -> String {
+    match e {
+        Expr::Column(c) => name(&c.name),
+        Expr::Literal(v, _) => match v {
+            ScalarValue::Utf8(Some(s))
+            | ScalarValue::LargeUtf8(Some(s))
+            | ScalarValue::Utf8View(Some(s)) => format!("'{}'", s.replace('\'', "''")),
+            other => other.to_string(),
+        },
+        Expr::Alias(a) => text(&a.expr),
+        other => name(&other.to_string()),
+    }
+}
+
+/// A column's or expression's name without table qualifiers (`sum(readings.n)` is `SUM(N)`),
+/// upper-cased where nothing is quoted.
+fn name(raw: &str) -> String {
+    let mut out = String::with_capacity(raw.len());
+    let mut word = String::new();
+    let mut chars = raw.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c.is_ascii_alphanumeric() || c == '_' {
+            word.push(c);
+            continue;
+        }
+        // `word.` before a name is a qualifier; before a digit it is a number's point.
+        let qualifier = c == '.'
+            && word.starts_with(|w: char| !w.is_ascii_digit())
+            && chars
+                .peek()
+                .is_some_and(|n| n.is_ascii_alphabetic() || *n == '_');
+        if !qualifier {
+            out.push_str(&word);
+            out.push(c);
+        }
+        word.clear();
+    }
+    out.push_str(&word);
+    if out.contains(['\'', '"']) {
+        out
+    } else {
+        display_name(&out)
+    }
+}
+
+/// A type as ksqlDB names it in messages (`INTEGER`, `STRING`); an integer literal within INT's
+/// range is an INTEGER, as ksqlDB reads it.
+fn sql_type(e: &Expr, t: &DataType) -> String {
+    if let Expr::Literal(ScalarValue::Int64(Some(n)), _) = e {
+        if i32::try_from(*n).is_ok() {
+            return "INTEGER".into();
+        }
+    }
+    type_name(t)
+}
+
+fn type_name(t: &DataType) -> String {
+    match t {
+        DataType::Int8 | DataType::Int16 | DataType::Int32 => "INTEGER".into(),
+        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => "STRING".into(),
+        DataType::List(item) | DataType::LargeList(item) => {
+            format!("ARRAY<{}>", type_name(item.data_type()))
+        }
+        DataType::Struct(fields) => format!(
+            "STRUCT<{}>",
+            fields
+                .iter()
+                .map(|f| format!("`{}` {}", display_name(f.name()), type_name(f.data_type())))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+        DataType::Map(entries, _) => match entries.data_type() {
+            DataType::Struct(kv) if kv.len() == 2 => format!(
+                "MAP<{}, {}>",
+                type_name(kv[0].data_type()),
+                type_name(kv[1].data_type())
+            ),
+            other => other.to_string(),
+        },
+        other => crate::format::common::type_name(other),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datafusion::sql::sqlparser::dialect::GenericDialect;
+    use datafusion::sql::sqlparser::parser::Parser;
+
+    fn literals(sql: &str) -> Result<(), Box<TypeError>> {
+        let statement = Parser::parse_sql(&GenericDialect {}, sql)
+            .unwrap()
+            .remove(0);
+        let sql::Statement::Query(query) = statement else {
+            panic!("a query")
+        };
+        check_literals(&query)
+    }
+
+    #[test]
+    fn integer_literals_beyond_bigint_are_refused() {
+        assert!(literals("SELECT 9223372036854775807, -9223372036854775808 FROM t").is_ok());
+        assert_eq!(
+            literals("SELECT 9223372036854775808 FROM t")
+                .unwrap_err()
+                .to_string(),
+            "Invalid numeric literal: 9223372036854775808"
+        );
+        assert_eq!(
+            literals("SELECT a FROM t WHERE a > -9223372036854775809")
+                .unwrap_err()
+                .to_string(),
+            "Invalid numeric literal: -9223372036854775809"
+        );
+        assert!(literals("SELECT 1.5, 1e300, 12345678901234567890.5 FROM t").is_ok());
+        assert_eq!(
+            literals("SELECT 1.8e308 FROM t").unwrap_err().to_string(),
+            "Number overflows DOUBLE: 1.8e308"
+        );
+    }
+
+    #[test]
+    fn names_lose_engine_qualifiers() {
+        assert_eq!(name("sum(__eddy_ctas_t_1_window.value)"), "SUM(VALUE)");
+        assert_eq!(name("sum(readings.n) + 1.5"), "SUM(N) + 1.5");
+        assert_eq!(name("__eddy_k0"), "__EDDY_K0");
+        assert_eq!(name("Quoted"), "Quoted");
+    }
+
+    #[test]
+    fn families_compare_as_in_ksqldb() {
+        use Family::*;
+        assert!(comparable(Number, Number, false));
+        assert!(comparable(Moment, String, false));
+        assert!(comparable(String, Moment, false));
+        assert!(!comparable(String, Number, true));
+        assert!(!comparable(Number, Boolean, true));
+        assert!(comparable(Boolean, Boolean, true));
+        assert!(!comparable(Boolean, Boolean, false));
+        assert!(!comparable(Array, Array, false));
+    }
+}
