@@ -107,7 +107,7 @@ pub(crate) fn ksql_type_name(sql: &str) -> String {
 
 /// The columns a client sees: a trailing `rowtime` is Eddy's, not the user's, unless asked for.
 pub(crate) fn visible_fields(schema: &Schema, sql: &str) -> Vec<usize> {
-    let wants_rowtime = sql.to_lowercase().contains("rowtime");
+    let wants_rowtime = names_rowtime(sql);
     (0..schema.fields().len())
         .filter(|&i| wants_rowtime || !schema.field(i).name().eq_ignore_ascii_case("rowtime"))
         .collect()
@@ -244,6 +244,15 @@ mod tests {
     use super::*;
 
     #[test]
+    fn rowtime_shows_only_when_named() {
+        assert!(names_rowtime("SELECT car, ROWTIME FROM s EMIT CHANGES"));
+        assert!(names_rowtime("SELECT \"rowtime\" FROM s"));
+        assert!(!names_rowtime("SELECT * FROM s"));
+        assert!(!names_rowtime("SELECT car FROM s WHERE note = 'rowtime'"));
+        assert!(!names_rowtime("SELECT my_rowtime_copy FROM s"));
+    }
+
+    #[test]
     fn structured_types_are_spelled_as_ksqldb_does() {
         assert_eq!(
             ksql_type_name("STRUCT<A INT, B VARCHAR, POINT ARRAY<INT>>"),
@@ -258,5 +267,19 @@ mod tests {
             .into(),
         );
         assert_eq!(ksql_type(&point), "STRUCT<X INTEGER, LABEL STRING>");
+    }
+}
+
+/// Whether `sql` names `rowtime` (as an identifier, quoted or not): a string literal or a
+/// longer name holding the word does not count.
+fn names_rowtime(sql: &str) -> bool {
+    use datafusion::sql::sqlparser::dialect::GenericDialect;
+    use datafusion::sql::sqlparser::tokenizer::{Token, Tokenizer};
+    match Tokenizer::new(&GenericDialect {}, sql).tokenize() {
+        Ok(tokens) => tokens
+            .iter()
+            .any(|t| matches!(t, Token::Word(w) if w.value.eq_ignore_ascii_case("rowtime"))),
+        // The statement ran, so it tokenizes; if not, keep the column rather than hide it.
+        Err(_) => true,
     }
 }
