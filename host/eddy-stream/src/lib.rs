@@ -6,7 +6,6 @@ mod aggregate;
 mod changes;
 mod checkpoint;
 mod connectors;
-mod dereference;
 mod direct;
 mod engine;
 mod format;
@@ -19,6 +18,7 @@ mod query;
 #[cfg(test)]
 mod robustness;
 mod statement;
+mod structs;
 mod type_check;
 mod window;
 

@@ -297,7 +297,7 @@ impl Tokens {
 
 /// Parses one statement.
 pub fn parse(sql: &str) -> Result<Statement> {
-    parse_text(&crate::dereference::rewrite(sql))
+    parse_text(&crate::structs::rewrite(sql))
 }
 
 fn parse_text(sql: &str) -> Result<Statement> {
