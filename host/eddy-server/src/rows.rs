@@ -239,6 +239,20 @@ fn column(array: &dyn Array) -> Vec<Value> {
     }
 }
 
+/// Whether `sql` names `rowtime` (as an identifier, quoted or not): a string literal or a
+/// longer name holding the word does not count.
+fn names_rowtime(sql: &str) -> bool {
+    use datafusion::sql::sqlparser::dialect::GenericDialect;
+    use datafusion::sql::sqlparser::tokenizer::{Token, Tokenizer};
+    match Tokenizer::new(&GenericDialect {}, sql).tokenize() {
+        Ok(tokens) => tokens
+            .iter()
+            .any(|t| matches!(t, Token::Word(w) if w.value.eq_ignore_ascii_case("rowtime"))),
+        // The statement ran, so it tokenizes; if not, keep the column rather than hide it.
+        Err(_) => true,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -267,19 +281,5 @@ mod tests {
             .into(),
         );
         assert_eq!(ksql_type(&point), "STRUCT<X INTEGER, LABEL STRING>");
-    }
-}
-
-/// Whether `sql` names `rowtime` (as an identifier, quoted or not): a string literal or a
-/// longer name holding the word does not count.
-fn names_rowtime(sql: &str) -> bool {
-    use datafusion::sql::sqlparser::dialect::GenericDialect;
-    use datafusion::sql::sqlparser::tokenizer::{Token, Tokenizer};
-    match Tokenizer::new(&GenericDialect {}, sql).tokenize() {
-        Ok(tokens) => tokens
-            .iter()
-            .any(|t| matches!(t, Token::Word(w) if w.value.eq_ignore_ascii_case("rowtime"))),
-        // The statement ran, so it tokenizes; if not, keep the column rather than hide it.
-        Err(_) => true,
     }
 }
