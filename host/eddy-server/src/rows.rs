@@ -7,45 +7,7 @@ use serde_json::{json, Value};
 
 /// ksqlDB's name for an Arrow type.
 pub(crate) fn ksql_type(t: &DataType) -> String {
-    match t {
-        DataType::Boolean => "BOOLEAN".into(),
-        DataType::Int8 | DataType::Int16 | DataType::Int32 => "INTEGER".into(),
-        DataType::Int64
-        | DataType::UInt8
-        | DataType::UInt16
-        | DataType::UInt32
-        | DataType::UInt64 => "BIGINT".into(),
-        DataType::Float32 | DataType::Float64 => "DOUBLE".into(),
-        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => "STRING".into(),
-        DataType::Timestamp(..) => "TIMESTAMP".into(),
-        DataType::Date32 | DataType::Date64 => "DATE".into(),
-        DataType::List(f) | DataType::LargeList(f) => {
-            format!("ARRAY<{}>", ksql_type(f.data_type()))
-        }
-        DataType::Decimal128(p, s) => format!("DECIMAL({p}, {s})"),
-        DataType::Struct(fields) => format!(
-            "STRUCT<{}>",
-            fields
-                .iter()
-                .map(|f| format!(
-                    "{} {}",
-                    eddy_stream::display_name(f.name()),
-                    ksql_type(f.data_type())
-                ))
-                .collect::<Vec<_>>()
-                .join(", ")
-        ),
-        DataType::Map(entries, _) => match entries.data_type() {
-            DataType::Struct(kv) if kv.len() == 2 => format!(
-                "MAP<{}, {}>",
-                ksql_type(kv[0].data_type()),
-                ksql_type(kv[1].data_type())
-            ),
-            other => other.to_string().to_uppercase(),
-        },
-        DataType::Binary | DataType::LargeBinary => "BYTES".into(),
-        other => other.to_string().to_uppercase(),
-    }
+    eddy_stream::type_name_in(t, eddy_stream::Spelling::Ksql)
 }
 
 /// ksqlDB's `SchemaInfo` of a column type, as DESCRIBE lists it: a STRUCT carries its fields, an

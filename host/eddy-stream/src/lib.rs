@@ -28,7 +28,7 @@ pub use engine::{
     Engine, EngineConfig, KafkaSettings, Output, PullQuery, PushQuery, QueryInfo, RelationInfo,
     Started,
 };
-pub use format::common::display_name;
+pub use format::common::{display_name, type_name_in, Spelling};
 pub use format::json::{encode, with_display_names, BadEvent, Decoder};
 pub use log::{Log, DEFAULT_RETAINED_ROWS};
 pub use statement::{parse, Column, Kind, Statement};

@@ -439,30 +439,7 @@ fn sql_type(e: &Expr, t: &DataType) -> String {
 }
 
 fn type_name(t: &DataType) -> String {
-    match t {
-        DataType::Int8 | DataType::Int16 | DataType::Int32 => "INTEGER".into(),
-        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => "STRING".into(),
-        DataType::List(item) | DataType::LargeList(item) => {
-            format!("ARRAY<{}>", type_name(item.data_type()))
-        }
-        DataType::Struct(fields) => format!(
-            "STRUCT<{}>",
-            fields
-                .iter()
-                .map(|f| format!("`{}` {}", display_name(f.name()), type_name(f.data_type())))
-                .collect::<Vec<_>>()
-                .join(", ")
-        ),
-        DataType::Map(entries, _) => match entries.data_type() {
-            DataType::Struct(kv) if kv.len() == 2 => format!(
-                "MAP<{}, {}>",
-                type_name(kv[0].data_type()),
-                type_name(kv[1].data_type())
-            ),
-            other => other.to_string(),
-        },
-        other => crate::format::common::type_name(other),
-    }
+    crate::format::common::type_name_in(t, crate::format::common::Spelling::KsqlMessage)
 }
 
 #[cfg(test)]

@@ -55,32 +55,68 @@ pub(crate) fn now_ms() -> i64 {
 
 /// A column type as SQL writes it (`DOUBLE`, `ARRAY<VARCHAR>`), for messages and listings.
 pub(crate) fn type_name(t: &DataType) -> String {
+    type_name_in(t, Spelling::Ddl)
+}
+
+/// How a type's name is spelled: one speller serves DDL listings, REST answers and messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Spelling {
+    /// As DDL, `SHOW` and `DESCRIBE` write it: `INT`, `VARCHAR`, `STRUCT<A INT>`.
+    Ddl,
+    /// As ksqlDB's REST answers do: `INTEGER`, `STRING`, `STRUCT<A INTEGER>`.
+    Ksql,
+    /// As ksqlDB's error messages do: like [`Spelling::Ksql`], with STRUCT fields in backticks.
+    KsqlMessage,
+}
+
+/// The name of type `t`, spelled as `spelling` says.
+pub fn type_name_in(t: &DataType, spelling: Spelling) -> String {
+    let ksql = spelling != Spelling::Ddl;
+    let inner = |t: &DataType| type_name_in(t, spelling);
     match t {
         DataType::Boolean => "BOOLEAN".into(),
+        DataType::Int8 | DataType::Int16 | DataType::Int32 if ksql => "INTEGER".into(),
         DataType::Int32 => "INT".into(),
         DataType::Int64 => "BIGINT".into(),
+        DataType::UInt8 | DataType::UInt16 | DataType::UInt32 | DataType::UInt64 if ksql => {
+            "BIGINT".into()
+        }
+        DataType::Float32 if ksql => "DOUBLE".into(),
         DataType::Float64 => "DOUBLE".into(),
+        DataType::LargeUtf8 | DataType::Utf8View if ksql => "STRING".into(),
+        DataType::Utf8 if ksql => "STRING".into(),
         DataType::Utf8 => "VARCHAR".into(),
         DataType::Timestamp(..) => "TIMESTAMP".into(),
-        DataType::List(item) => format!("ARRAY<{}>", type_name(item.data_type())),
+        DataType::Date32 | DataType::Date64 if ksql => "DATE".into(),
+        DataType::LargeList(item) if ksql => format!("ARRAY<{}>", inner(item.data_type())),
+        DataType::List(item) => format!("ARRAY<{}>", inner(item.data_type())),
         DataType::Decimal128(p, s) => format!("DECIMAL({p}, {s})"),
+        DataType::LargeBinary if ksql => "BYTES".into(),
         DataType::Binary => "BYTES".into(),
         DataType::Struct(fields) => format!(
             "STRUCT<{}>",
             fields
                 .iter()
-                .map(|f| format!("{} {}", display_name(f.name()), type_name(f.data_type())))
+                .map(|f| {
+                    let name = display_name(f.name());
+                    match spelling {
+                        Spelling::KsqlMessage => format!("`{name}` {}", inner(f.data_type())),
+                        _ => format!("{name} {}", inner(f.data_type())),
+                    }
+                })
                 .collect::<Vec<_>>()
                 .join(", ")
         ),
         DataType::Map(entries, _) => match entries.data_type() {
             DataType::Struct(kv) if kv.len() == 2 => format!(
                 "MAP<{}, {}>",
-                type_name(kv[0].data_type()),
-                type_name(kv[1].data_type())
+                inner(kv[0].data_type()),
+                inner(kv[1].data_type())
             ),
+            other if ksql => other.to_string().to_uppercase(),
             other => other.to_string(),
         },
+        other if ksql => other.to_string().to_uppercase(),
         other => other.to_string(),
     }
 }
