@@ -6,6 +6,8 @@
 
 use serde_json::{json, Map, Value};
 
+use eddy_stream::Statement;
+
 use crate::error::{code, ApiError};
 
 /// The variables of one request, in definition order (SHOW VARIABLES lists them so).
@@ -76,60 +78,45 @@ impl Variables {
 
     /// Handles `statement` if it is about variables; otherwise substitutes into it.
     pub(crate) fn step(&mut self, statement: &str, shown: &str) -> Result<Step, ApiError> {
-        let text = statement.trim().trim_end_matches(';').trim();
-        let bad = |message: String| ApiError::statement(code::BAD_STATEMENT, message, shown);
-        let (first, rest) = split_word(text);
-        if first.eq_ignore_ascii_case("DEFINE") {
-            let (name, rest) = rest
-                .split_once('=')
-                .ok_or_else(|| bad("expected DEFINE name = 'value'".into()))?;
-            let name = name.trim();
-            if !is_name(name) {
-                return Err(bad(format!(
-                    "'{name}' is not a variable name (a letter or _, then letters, digits or _)"
-                )));
+        // Substituted first: `${name}` may stand anywhere, even in a DEFINE's value. A statement
+        // that does not parse is left for the caller, who parses it again and reports why.
+        let text = self.substitute(statement, shown)?;
+        let Ok(parsed) = eddy_stream::parse(&text) else {
+            return Ok(Step::Run(text));
+        };
+        match parsed {
+            Statement::Define { name, value } => {
+                self.define(&name, value);
+                Ok(Step::Handled(None))
             }
-            let value = unquote(rest.trim()).ok_or_else(|| {
-                bad("a variable's value is a quoted string: DEFINE name = 'value'".into())
-            })?;
-            self.define(name, value);
-            return Ok(Step::Handled(None));
-        }
-        if first.eq_ignore_ascii_case("UNDEFINE") {
-            let name = rest.trim();
-            if !is_name(name) {
-                return Err(bad(format!("'{name}' is not a variable name")));
+            Statement::Undefine(name) => {
+                let before = self.defined.len();
+                self.defined.retain(|(n, _)| !n.eq_ignore_ascii_case(&name));
+                if self.defined.len() == before {
+                    return Ok(Step::Handled(Some(json!({
+                        "@type": "warning_entity",
+                        "statementText": shown,
+                        "message": format!("Cannot undefine variable '{name}' which was never defined"),
+                        "warnings": [],
+                    }))));
+                }
+                Ok(Step::Handled(None))
             }
-            let before = self.defined.len();
-            self.defined.retain(|(n, _)| !n.eq_ignore_ascii_case(name));
-            if self.defined.len() == before {
-                return Ok(Step::Handled(Some(json!({
-                    "@type": "warning_entity",
+            Statement::ShowVariables => {
+                let variables: Vec<Value> = self
+                    .defined
+                    .iter()
+                    .map(|(name, value)| json!({"name": name, "value": value}))
+                    .collect();
+                Ok(Step::Handled(Some(json!({
+                    "@type": "variables",
                     "statementText": shown,
-                    "message": format!("Cannot undefine variable '{name}' which was never defined"),
+                    "variables": variables,
                     "warnings": [],
-                }))));
+                }))))
             }
-            return Ok(Step::Handled(None));
+            _ => Ok(Step::Run(text)),
         }
-        let (second, after) = split_word(rest);
-        if (first.eq_ignore_ascii_case("SHOW") || first.eq_ignore_ascii_case("LIST"))
-            && second.eq_ignore_ascii_case("VARIABLES")
-            && after.trim().is_empty()
-        {
-            let variables: Vec<Value> = self
-                .defined
-                .iter()
-                .map(|(name, value)| json!({"name": name, "value": value}))
-                .collect();
-            return Ok(Step::Handled(Some(json!({
-                "@type": "variables",
-                "statementText": shown,
-                "variables": variables,
-                "warnings": [],
-            }))));
-        }
-        self.substitute(statement, shown).map(Step::Run)
     }
 
     /// `statement` with each `${name}` replaced by its value; an undefined name is an error.
@@ -161,33 +148,9 @@ impl Variables {
     }
 }
 
-/// The first word of `text` and the rest after it.
-fn split_word(text: &str) -> (&str, &str) {
-    let text = text.trim_start();
-    let end = text.find(char::is_whitespace).unwrap_or(text.len());
-    (&text[..end], &text[end..])
-}
-
 fn is_name(name: &str) -> bool {
     name.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
         && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
-}
-
-/// `'it''s'` → `it's`; `None` unless the whole text is one quoted string.
-fn unquote(text: &str) -> Option<String> {
-    let inner = text.strip_prefix('\'')?.strip_suffix('\'')?;
-    let mut out = String::new();
-    let mut chars = inner.chars().peekable();
-    while let Some(c) = chars.next() {
-        if c == '\'' {
-            // Inside, a quote only comes doubled.
-            if chars.next() != Some('\'') {
-                return None;
-            }
-        }
-        out.push(c);
-    }
-    Some(out)
 }
 
 #[cfg(test)]
@@ -225,11 +188,18 @@ mod tests {
         }
         assert_eq!(run(&mut v, "UNDEFINE topic;"), Ok(None));
         assert_eq!(run(&mut v, "SELECT '${topic}';"), Err(code::BAD_STATEMENT));
-        assert_eq!(
-            run(&mut v, "DEFINE x = unquoted;"),
-            Err(code::BAD_STATEMENT)
-        );
-        assert_eq!(run(&mut v, "DEFINE 1x = 'a';"), Err(code::BAD_STATEMENT));
+        // A malformed DEFINE runs as a statement, whose syntax error the parser reports.
+        for (bad, expected) in [
+            (
+                "DEFINE x = unquoted;",
+                "a variable's value in quotes (DEFINE name = 'value')",
+            ),
+            ("DEFINE 1x = 'a';", "a variable name"),
+        ] {
+            assert_eq!(run(&mut v, bad), Ok(Some(bad.into())));
+            let error = eddy_stream::parse(bad).unwrap_err().to_string();
+            assert!(error.contains(expected), "{error}");
+        }
         // No variable reference: the text is left exactly as it was.
         assert_eq!(
             run(&mut v, "SELECT '$' || '{' ;"),

@@ -129,6 +129,17 @@ pub enum Statement {
     Query(String),
     /// `SHOW|LIST PROPERTIES`.
     ShowProperties,
+    /// `DEFINE name = 'value'`: a session variable, substituted for `${name}` later.
+    Define {
+        /// Its name, as written.
+        name: String,
+        /// Its value.
+        value: String,
+    },
+    /// `UNDEFINE name`.
+    Undefine(String),
+    /// `SHOW|LIST VARIABLES`.
+    ShowVariables,
     /// `SHOW|LIST [ALL] TOPICS [EXTENDED]`: the broker's topics.
     ShowTopics {
         /// `ALL`: internal topics too.
@@ -228,6 +239,22 @@ impl Tokens {
                 Ok(name)
             }
             _ => Err(self.error(what)),
+        }
+    }
+
+    /// A session variable's name, as written: a letter or `_`, then letters, digits or `_`.
+    fn variable(&mut self) -> Result<String> {
+        match self.peek() {
+            Some(Token::Word(w))
+                if w.quote_style.is_none()
+                    && w.value
+                        .starts_with(|c: char| c.is_ascii_alphabetic() || c == '_') =>
+            {
+                let name = w.value.clone();
+                self.pos += 1;
+                Ok(name)
+            }
+            _ => Err(self.error("a variable name (a letter or _, then letters, digits or _)")),
         }
     }
 
@@ -378,6 +405,7 @@ fn parse_text(sql: &str) -> Result<Statement> {
                 Some("TABLES") => Statement::ShowTables,
                 Some("QUERIES") => Statement::ShowQueries,
                 Some("PROPERTIES") => Statement::ShowProperties,
+                Some("VARIABLES") => Statement::ShowVariables,
                 Some("TOPICS") => Statement::ShowTopics { all: false },
                 Some("ALL") if t.keyword(0).as_deref() == Some("TOPICS") => {
                     t.pos += 1;
@@ -388,6 +416,24 @@ fn parse_text(sql: &str) -> Result<Statement> {
             t.accept_keyword("EXTENDED");
             t.end()?;
             Ok(statement)
+        }
+        Some("DEFINE") => {
+            t.pos += 1;
+            let name = t.variable()?;
+            t.expect(Token::Eq)?;
+            let value = match t.peek() {
+                Some(Token::SingleQuotedString(s)) => s.clone(),
+                _ => return Err(t.error("a variable's value in quotes (DEFINE name = 'value')")),
+            };
+            t.pos += 1;
+            t.end()?;
+            Ok(Statement::Define { name, value })
+        }
+        Some("UNDEFINE") => {
+            t.pos += 1;
+            let name = t.variable()?;
+            t.end()?;
+            Ok(Statement::Undefine(name))
         }
         Some("PRINT") => {
             t.pos += 1;
@@ -736,6 +782,18 @@ mod tests {
             Statement::ShowTopics { all: true }
         );
         assert_eq!(parse("list properties").unwrap(), Statement::ShowProperties);
+        assert_eq!(
+            parse("define Topic = 'it''s';").unwrap(),
+            Statement::Define {
+                name: "Topic".into(),
+                value: "it's".into()
+            }
+        );
+        assert_eq!(
+            parse("UNDEFINE topic").unwrap(),
+            Statement::Undefine("topic".into())
+        );
+        assert_eq!(parse("show variables").unwrap(), Statement::ShowVariables);
         // Function statements are eddy_sql's, whole; their syntax errors have the same shape.
         assert_eq!(
             parse("DROP FUNCTION f FORCE").unwrap(),

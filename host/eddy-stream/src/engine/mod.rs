@@ -336,6 +336,13 @@ impl Engine {
                 Ok(Output::Message(format!("set '{key}' to '{value}'")))
             }
             Statement::ShowProperties => Ok(self.show_properties()),
+            Statement::Define { .. } | Statement::Undefine(_) | Statement::ShowVariables => {
+                Err(Error::Unsupported(
+                    "session variables (DEFINE, UNDEFINE, SHOW VARIABLES) live in one request to \
+                     `eddy server`"
+                        .into(),
+                ))
+            }
             Statement::ShowTopics { .. } => Err(Error::Unsupported(
                 "SHOW TOPICS lists a broker's topics: ask `eddy server` (GET it over /ksql)".into(),
             )),
