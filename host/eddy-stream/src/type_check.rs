@@ -725,6 +725,19 @@ mod tests {
     }
 
     #[test]
+    fn expressions_print_as_ksqldb_formats_them() {
+        use datafusion::logical_expr::{col, lit};
+        let e = col("n").gt(lit(10i64)).and(col("name").is_null());
+        assert_eq!(printed(&e), "((N > 10) AND (NAME IS NULL))");
+        assert_eq!(printed(&lit("it's")), "'it''s'");
+        assert_eq!(
+            base_type(&col("d"), &DataType::Decimal128(6, 2)),
+            "DECIMAL".to_string()
+        );
+        assert_eq!(base_type(&lit(ScalarValue::Null), &DataType::Null), "NULL");
+    }
+
+    #[test]
     fn families_compare_as_in_ksqldb() {
         use Family::*;
         assert!(comparable(Number, Number, false));
