@@ -180,6 +180,16 @@ pub(crate) fn check_literals(query: &sql::Query) -> Result<(), Box<TypeError>> {
     }
 }
 
+/// [`check_literals`] for a query's text (a pull query's); text that does not parse as one
+/// query is left to the session.
+pub(crate) fn check_query_literals(sql: &str) -> Result<(), Box<TypeError>> {
+    use datafusion::sql::sqlparser::{dialect::GenericDialect, parser::Parser};
+    match Parser::parse_sql(&GenericDialect {}, sql).as_deref() {
+        Ok([sql::Statement::Query(query)]) => check_literals(query),
+        _ => Ok(()),
+    }
+}
+
 /// `plan` (a continuous query's, not yet type-coerced) as ksqlDB would run it: refused where
 /// [`check_plan`] refuses it, with its `IN` list literals converted ([`convert_in_lists`]).
 pub(crate) fn check(plan: LogicalPlan) -> crate::Result<LogicalPlan> {

@@ -355,6 +355,7 @@ impl Engine {
             // is left to the session, for its message).
             Statement::Query(text) => {
                 let text = crate::query::ksql_names(&text);
+                crate::type_check::check_query_literals(&text)?;
                 let state = self.session.context().state();
                 if let Ok(plan) = state.create_logical_plan(&text).await {
                     crate::type_check::check_plan(&plan)?;
