@@ -401,8 +401,9 @@ fn compare(b: &BinaryExpr, schema: &DFSchema, clause: &'static str) -> Option<Ty
 }
 
 /// ksqlDB's join key check (`LogicalPlanner.verifyJoinConditionTypes`): the two sides of each
-/// `ON` equality have one type. Refused here only across type families (`o.name = u.id`); ksqlDB
-/// also refuses INT against BIGINT, which DataFusion's coercion joins.
+/// `ON` equality have one type. Refused here across type families (`o.name = u.id`) and between
+/// numbers of different types (INT with BIGINT); other types of one family (TIMESTAMP with DATE)
+/// are left to DataFusion's coercion.
 fn join_keys(join: &Join) -> Option<TypeError> {
     // Before optimization the equalities are still in the join's filter, as written.
     let written = join
@@ -428,7 +429,10 @@ fn join_keys(join: &Join) -> Option<TypeError> {
         let (Some(lf), Some(rf)) = (family(&lt), family(&rt)) else {
             continue;
         };
-        if lf != rf {
+        // Numbers must be of one type too (INT with BIGINT is refused, as in ksqlDB).
+        let numbers_differ =
+            lf == Family::Number && rf == Family::Number && sql_type(l, &lt) != sql_type(r, &rt);
+        if lf != rf || numbers_differ {
             return Some(TypeError::JoinKeys {
                 left: qualified(l),
                 left_type: sql_type(l, &lt),
