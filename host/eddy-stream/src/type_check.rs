@@ -457,8 +457,9 @@ fn qualified(e: &Expr) -> String {
 
 /// ksqlDB's `CASE` typing (`ExpressionTypeManager.visitSearchedCaseExpression`): the `THEN`
 /// results share a type, the `ELSE` result has it too, and not all are `NULL`. Results are
-/// refused here only across type families (`THEN 1 ELSE 'x'`); ksqlDB also refuses `THEN 1 ELSE
-/// 2.5`, which DataFusion's coercion runs.
+/// refused here across type families (`THEN 1 ELSE 'x'`) and between numbers of different types
+/// (`THEN n ELSE 0`, BIGINT with INTEGER); other types of one family are left to DataFusion's
+/// coercion. A literal such as `2.5` is a DOUBLE here, a DECIMAL in ksqlDB.
 fn case(c: &Case, schema: &DFSchema, clause: &'static str) -> Option<TypeError> {
     let mut previous: Option<(Family, String)> = None;
     for (when, then) in &c.when_then_expr {
@@ -469,7 +470,7 @@ fn case(c: &Case, schema: &DFSchema, clause: &'static str) -> Option<TypeError> 
         let f = family(&t)?;
         match &previous {
             None => previous = Some((f, sql_type(then, &t))),
-            Some((pf, previous)) if *pf != f => {
+            Some((pf, previous)) if differ(*pf, previous, f, &sql_type(then, &t)) => {
                 let condition = match &c.expr {
                     Some(operand) => format!("({} = {})", printed(operand), printed(when)),
                     None => printed(when),
@@ -493,13 +494,21 @@ fn case(c: &Case, schema: &DFSchema, clause: &'static str) -> Option<TypeError> 
     };
     match (previous, default) {
         (None, None) => Some(TypeError::CaseNull(clause)),
-        (Some((pf, then)), Some((e, t))) if family(&t)? != pf => Some(TypeError::CaseDefault {
-            clause,
-            then,
-            default: sql_type(e, &t),
-        }),
+        (Some((pf, then)), Some((e, t))) if differ(pf, &then, family(&t)?, &sql_type(e, &t)) => {
+            Some(TypeError::CaseDefault {
+                clause,
+                then,
+                default: sql_type(e, &t),
+            })
+        }
         _ => None,
     }
+}
+
+/// Whether two `CASE` results' types differ as ksqlDB tells: by family, and numbers by type
+/// (INTEGER, BIGINT, DOUBLE, DECIMAL(p, s)).
+fn differ(left: Family, left_type: &str, right: Family, right_type: &str) -> bool {
+    left != right || (left == Family::Number && left_type != right_type)
 }
 
 /// An expression as ksqlDB's formatter prints it inside a larger one: comparisons and
