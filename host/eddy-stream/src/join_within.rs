@@ -287,6 +287,8 @@ pub(crate) async fn plan(
         .await
         .map_err(crate::pipeline::plan_error)?
         .into_unoptimized_plan();
+    // The ON equalities are only in this plan.
+    crate::type_check::check_plan(&matching)?;
     let buffer = |schema: &SchemaRef| Buffer {
         rows: RecordBatch::new_empty(schema.clone()),
         times: Vec::new(),

@@ -1,6 +1,7 @@
 //! Statements ksqlDB refuses for their types, and DataFusion would coerce into running: a
 //! comparison or `IN` list across type families (`name = 5`, `SUM(x) > '100'`, `id IN (10,
-//! true)`) and an integer literal beyond BIGINT. Comparisons are read off a query's logical plan
+//! true)`), a comparison with NULL (`x = NULL`), a `CASE` whose results are of different type
+//! families, and an integer literal beyond BIGINT. Comparisons are read off a query's logical plan
 //! before DataFusion's type coercion, so each side still has the type it was written with. The
 //! messages are ksqlDB's. `IN` list literals that ksqlDB converts and DataFusion cannot (`name
 //! IN ('a', 10)`) are converted here.
@@ -10,7 +11,10 @@ use std::ops::ControlFlow;
 use arrow::datatypes::DataType;
 use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
 use datafusion::common::{DFSchema, ScalarValue};
-use datafusion::logical_expr::{BinaryExpr, Expr, ExprSchemable, LogicalPlan, Operator};
+use datafusion::logical_expr::utils::split_conjunction;
+use datafusion::logical_expr::{
+    BinaryExpr, Case, Expr, ExprSchemable, Join, LogicalPlan, Operator,
+};
 use datafusion::sql::sqlparser::ast::{self as sql, visit_expressions};
 
 use crate::format::common::display_name;
@@ -60,6 +64,65 @@ pub enum TypeError {
         target: String,
         /// The string.
         text: String,
+    },
+    /// A comparison with `NULL` (`x = NULL`), which is never true: ksqlDB asks for `IS NULL`.
+    #[error(
+        "{clause}Comparison with NULL not supported: {left} {operator} {right}\nUse 'IS NULL' or \
+         'IS NOT NULL' instead."
+    )]
+    NullCompare {
+        /// `Error in WHERE expression: `, `Error in HAVING expression: ` or nothing.
+        clause: &'static str,
+        /// The left side's base type (`BIGINT`, `DECIMAL`, `ARRAY`) or `NULL`.
+        left: String,
+        /// The operator as written: `=`, `<>`, `<`, …, `IS DISTINCT FROM`.
+        operator: &'static str,
+        /// The right side's base type or `NULL`.
+        right: String,
+    },
+    /// A `CASE` whose `THEN` results are of different type families.
+    #[error(
+        "{clause}Invalid Case expression. Type for all 'THEN' clauses should be the \
+         same.\nTHEN expression '{when}' has type: {found}.\nPrevious THEN expression(s) type: \
+         {previous}."
+    )]
+    CaseThen {
+        /// `Error in WHERE expression: `, `Error in HAVING expression: ` or nothing.
+        clause: &'static str,
+        /// The `WHEN … THEN …` clause, as ksqlDB prints it.
+        when: String,
+        /// Its result's type.
+        found: String,
+        /// The earlier results' type.
+        previous: String,
+    },
+    /// A `CASE` whose `ELSE` result is of another type family than its `THEN` results.
+    #[error(
+        "{clause}Invalid Case expression. Type for the default clause should be the same as for \
+         'THEN' clauses.\nTHEN type: {then}.\nDEFAULT type: {default}."
+    )]
+    CaseDefault {
+        /// `Error in WHERE expression: `, `Error in HAVING expression: ` or nothing.
+        clause: &'static str,
+        /// The `THEN` results' type.
+        then: String,
+        /// The `ELSE` result's type.
+        default: String,
+    },
+    /// A `CASE` all of whose results are `NULL`.
+    #[error("{0}Invalid Case expression. All case branches have NULL type")]
+    CaseNull(&'static str),
+    /// A join's `ON` equality between columns of different type families.
+    #[error("Invalid join condition: types don't match. Got {left}{{{left_type}}} = {right}{{{right_type}}}.")]
+    JoinKeys {
+        /// The left side, qualified by its source (`O.USER_ID`).
+        left: String,
+        /// Its type.
+        left_type: String,
+        /// The right side, qualified by its source.
+        right: String,
+        /// Its type.
+        right_type: String,
     },
     /// An integer literal beyond BIGINT.
     #[error("Invalid numeric literal: {0}")]
@@ -117,6 +180,16 @@ pub(crate) fn check_literals(query: &sql::Query) -> Result<(), Box<TypeError>> {
     }
 }
 
+/// [`check_literals`] for a query's text (a pull query's); text that does not parse as one
+/// query is left to the session.
+pub(crate) fn check_query_literals(sql: &str) -> Result<(), Box<TypeError>> {
+    use datafusion::sql::sqlparser::{dialect::GenericDialect, parser::Parser};
+    match Parser::parse_sql(&GenericDialect {}, sql).as_deref() {
+        Ok([sql::Statement::Query(query)]) => check_literals(query),
+        _ => Ok(()),
+    }
+}
+
 /// `plan` (a continuous query's, not yet type-coerced) as ksqlDB would run it: refused where
 /// [`check_plan`] refuses it, with its `IN` list literals converted ([`convert_in_lists`]).
 pub(crate) fn check(plan: LogicalPlan) -> crate::Result<LogicalPlan> {
@@ -126,7 +199,7 @@ pub(crate) fn check(plan: LogicalPlan) -> crate::Result<LogicalPlan> {
 
 /// Refuses a comparison or `IN` list in `plan` (not yet type-coerced) whose sides ksqlDB does
 /// not compare. Expressions whose type cannot be told are left to DataFusion.
-fn check_plan(plan: &LogicalPlan) -> Result<(), Box<TypeError>> {
+pub(crate) fn check_plan(plan: &LogicalPlan) -> Result<(), Box<TypeError>> {
     let mut error = None;
     let _ = plan.apply_with_subqueries(|node| {
         let inputs = node.inputs();
@@ -141,10 +214,17 @@ fn check_plan(plan: &LogicalPlan) -> Result<(), Box<TypeError>> {
             LogicalPlan::Filter(_) => ("Error in WHERE expression: ", "Invalid Predicate: "),
             _ => ("", ""),
         };
+        if let LogicalPlan::Join(join) = node {
+            if let Some(found) = join_keys(join) {
+                error = Some(found);
+                return Ok(TreeNodeRecursion::Stop);
+            }
+        }
         node.apply_expressions(|expr| {
             expr.apply(|e| {
                 let found = match e {
                     Expr::BinaryExpr(b) => compare(b, schema, compare_clause),
+                    Expr::Case(c) => case(c, schema, compare_clause),
                     Expr::InList(list) => in_list(&list.expr, &list.list, schema, list_clause),
                     _ => None,
                 };
@@ -279,25 +359,33 @@ fn comparable(left: Family, right: Family, equality: bool) -> bool {
     }
 }
 
-/// ksqlDB's name of a comparison operator, `None` for other operators.
-fn operator_name(op: &Operator) -> Option<(&'static str, bool)> {
+/// ksqlDB's name of a comparison operator and its symbol, `None` for other operators.
+fn operator_name(op: &Operator) -> Option<(&'static str, &'static str, bool)> {
     Some(match op {
-        Operator::Eq => ("EQUAL", true),
-        Operator::NotEq => ("NOT_EQUAL", true),
-        Operator::IsDistinctFrom => ("IS_DISTINCT_FROM", true),
-        Operator::IsNotDistinctFrom => ("IS_NOT_DISTINCT_FROM", true),
-        Operator::Lt => ("LESS_THAN", false),
-        Operator::LtEq => ("LESS_THAN_OR_EQUAL", false),
-        Operator::Gt => ("GREATER_THAN", false),
-        Operator::GtEq => ("GREATER_THAN_OR_EQUAL", false),
+        Operator::Eq => ("EQUAL", "=", true),
+        Operator::NotEq => ("NOT_EQUAL", "<>", true),
+        Operator::IsDistinctFrom => ("IS_DISTINCT_FROM", "IS DISTINCT FROM", true),
+        Operator::IsNotDistinctFrom => ("IS_NOT_DISTINCT_FROM", "IS NOT DISTINCT FROM", true),
+        Operator::Lt => ("LESS_THAN", "<", false),
+        Operator::LtEq => ("LESS_THAN_OR_EQUAL", "<=", false),
+        Operator::Gt => ("GREATER_THAN", ">", false),
+        Operator::GtEq => ("GREATER_THAN_OR_EQUAL", ">=", false),
         _ => return None,
     })
 }
 
 fn compare(b: &BinaryExpr, schema: &DFSchema, clause: &'static str) -> Option<TypeError> {
-    let (operator, equality) = operator_name(&b.op)?;
+    let (operator, symbol, equality) = operator_name(&b.op)?;
     let left_type = b.left.get_type(schema).ok()?;
     let right_type = b.right.get_type(schema).ok()?;
+    if left_type == DataType::Null || right_type == DataType::Null {
+        return Some(TypeError::NullCompare {
+            clause,
+            left: base_type(&b.left, &left_type),
+            operator: symbol,
+            right: base_type(&b.right, &right_type),
+        });
+    }
     let (left, right) = (family(&left_type)?, family(&right_type)?);
     if comparable(left, right, equality) {
         return None;
@@ -310,6 +398,154 @@ fn compare(b: &BinaryExpr, schema: &DFSchema, clause: &'static str) -> Option<Ty
         right_type: sql_type(&b.right, &right_type),
         operator,
     })
+}
+
+/// ksqlDB's join key check (`LogicalPlanner.verifyJoinConditionTypes`): the two sides of each
+/// `ON` equality have one type. Refused here across type families (`o.name = u.id`) and between
+/// numbers of different types (INT with BIGINT); other types of one family (TIMESTAMP with DATE)
+/// are left to DataFusion's coercion.
+fn join_keys(join: &Join) -> Option<TypeError> {
+    // Before optimization the equalities are still in the join's filter, as written.
+    let written = join
+        .filter
+        .iter()
+        .flat_map(split_conjunction)
+        .filter_map(|e| match e {
+            Expr::BinaryExpr(b) if b.op == Operator::Eq => match (&*b.left, &*b.right) {
+                (Expr::Column(l), Expr::Column(r))
+                    if join.left.schema().has_column(l) != join.left.schema().has_column(r) =>
+                {
+                    Some((b.left.as_ref(), b.right.as_ref()))
+                }
+                _ => None,
+            },
+            _ => None,
+        });
+    let schema = join.schema.as_ref();
+    for (l, r) in join.on.iter().map(|(l, r)| (l, r)).chain(written) {
+        let (Ok(lt), Ok(rt)) = (l.get_type(schema), r.get_type(schema)) else {
+            continue;
+        };
+        let (Some(lf), Some(rf)) = (family(&lt), family(&rt)) else {
+            continue;
+        };
+        // Numbers must be of one type too (INT with BIGINT is refused, as in ksqlDB).
+        let numbers_differ =
+            lf == Family::Number && rf == Family::Number && sql_type(l, &lt) != sql_type(r, &rt);
+        if lf != rf || numbers_differ {
+            return Some(TypeError::JoinKeys {
+                left: qualified(l),
+                left_type: sql_type(l, &lt),
+                right: qualified(r),
+                right_type: sql_type(r, &rt),
+            });
+        }
+    }
+    None
+}
+
+/// A column as ksqlDB prints a join's side: qualified by its source (`O.USER_ID`).
+fn qualified(e: &Expr) -> String {
+    match e {
+        Expr::Column(c) => match &c.relation {
+            Some(r) => format!("{}.{}", display_name(r.table()), display_name(&c.name)),
+            None => display_name(&c.name),
+        },
+        other => printed(other),
+    }
+}
+
+/// ksqlDB's `CASE` typing (`ExpressionTypeManager.visitSearchedCaseExpression`): the `THEN`
+/// results share a type, the `ELSE` result has it too, and not all are `NULL`. Results are
+/// refused here across type families (`THEN 1 ELSE 'x'`) and between numbers of different types
+/// (`THEN n ELSE 0`, BIGINT with INTEGER); other types of one family are left to DataFusion's
+/// coercion. A literal such as `2.5` is a DOUBLE here, a DECIMAL in ksqlDB.
+fn case(c: &Case, schema: &DFSchema, clause: &'static str) -> Option<TypeError> {
+    let mut previous: Option<(Family, String)> = None;
+    for (when, then) in &c.when_then_expr {
+        let t = then.get_type(schema).ok()?;
+        if t == DataType::Null {
+            continue;
+        }
+        let f = family(&t)?;
+        match &previous {
+            None => previous = Some((f, sql_type(then, &t))),
+            Some((pf, previous)) if differ(*pf, previous, f, &sql_type(then, &t)) => {
+                let condition = match &c.expr {
+                    Some(operand) => format!("({} = {})", printed(operand), printed(when)),
+                    None => printed(when),
+                };
+                return Some(TypeError::CaseThen {
+                    clause,
+                    when: format!("WHEN {condition} THEN {}", printed(then)),
+                    found: sql_type(then, &t),
+                    previous: previous.clone(),
+                });
+            }
+            Some(_) => {}
+        }
+    }
+    let default = match &c.else_expr {
+        Some(e) => {
+            let t = e.get_type(schema).ok()?;
+            (t != DataType::Null).then_some((e, t))
+        }
+        None => None,
+    };
+    match (previous, default) {
+        (None, None) => Some(TypeError::CaseNull(clause)),
+        (Some((pf, then)), Some((e, t))) if differ(pf, &then, family(&t)?, &sql_type(e, &t)) => {
+            Some(TypeError::CaseDefault {
+                clause,
+                then,
+                default: sql_type(e, &t),
+            })
+        }
+        _ => None,
+    }
+}
+
+/// Whether two `CASE` results' types differ as ksqlDB tells: by family, and numbers by type
+/// (INTEGER, BIGINT, DOUBLE, DECIMAL(p, s)).
+fn differ(left: Family, left_type: &str, right: Family, right_type: &str) -> bool {
+    left != right || (left == Family::Number && left_type != right_type)
+}
+
+/// An expression as ksqlDB's formatter prints it inside a larger one: comparisons and
+/// arithmetic in parentheses (`(N > 1)`), columns and functions upper-cased.
+fn printed(e: &Expr) -> String {
+    match e {
+        Expr::BinaryExpr(b) => {
+            let op = match operator_name(&b.op) {
+                Some((_, symbol, _)) => symbol.to_string(),
+                None => match b.op {
+                    Operator::And => "AND".into(),
+                    Operator::Or => "OR".into(),
+                    other => other.to_string(),
+                },
+            };
+            format!("({} {op} {})", printed(&b.left), printed(&b.right))
+        }
+        Expr::Cast(c) => format!(
+            "CAST({} AS {})",
+            printed(&c.expr),
+            type_name(c.field.data_type())
+        ),
+        Expr::Not(inner) => format!("(NOT {})", printed(inner)),
+        Expr::IsNull(inner) => format!("({} IS NULL)", printed(inner)),
+        Expr::IsNotNull(inner) => format!("({} IS NOT NULL)", printed(inner)),
+        other => text(other),
+    }
+}
+
+/// A type as ksqlDB names its base type (`ComparisonUtil`'s NULL message): `DECIMAL`, `ARRAY`,
+/// or `NULL` for an untyped NULL.
+fn base_type(e: &Expr, t: &DataType) -> String {
+    if *t == DataType::Null {
+        return "NULL".into();
+    }
+    let full = sql_type(e, t);
+    full.split(['(', '<']).next().unwrap_or(&full).to_string()
 }
 
 /// ksqlDB's `IN` coercion (`CoercionUtil.coerceUserList`): the value and the list's elements
@@ -486,6 +722,19 @@ mod tests {
         assert_eq!(name("sum(readings.n) + 1.5"), "SUM(N) + 1.5");
         assert_eq!(name("__eddy_k0"), "__EDDY_K0");
         assert_eq!(name("Quoted"), "Quoted");
+    }
+
+    #[test]
+    fn expressions_print_as_ksqldb_formats_them() {
+        use datafusion::logical_expr::{col, lit};
+        let e = col("n").gt(lit(10i64)).and(col("name").is_null());
+        assert_eq!(printed(&e), "((N > 10) AND (NAME IS NULL))");
+        assert_eq!(printed(&lit("it's")), "'it''s'");
+        assert_eq!(
+            base_type(&col("d"), &DataType::Decimal128(6, 2)),
+            "DECIMAL".to_string()
+        );
+        assert_eq!(base_type(&lit(ScalarValue::Null), &DataType::Null), "NULL");
     }
 
     #[test]

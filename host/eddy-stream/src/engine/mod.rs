@@ -358,8 +358,16 @@ impl Engine {
             }
             // The parsed text: `->` dereferences are rewritten for DataFusion, and unaliased
             // expressions named as ksqlDB names them.
+            // Refused for its types as a continuous query is (a query DataFusion cannot plan
+            // is left to the session, for its message).
             Statement::Query(text) => {
-                return self.run_sql(&crate::query::ksql_names(&text), false).await;
+                let text = crate::query::ksql_names(&text);
+                crate::type_check::check_query_literals(&text)?;
+                let state = self.session.context().state();
+                if let Ok(plan) = state.create_logical_plan(&text).await {
+                    crate::type_check::check_plan(&plan)?;
+                }
+                return self.run_sql(&text, false).await;
             }
             Statement::Other(text) => return self.run_sql(&text, false).await,
             Statement::Describe { .. } => return self.run_sql(sql, false).await,
