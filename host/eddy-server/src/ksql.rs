@@ -108,15 +108,15 @@ pub(crate) async fn ksql(
     let mut entities = Vec::new();
     for (_, statement) in statements {
         let shown = format!("{};", statement.trim().trim_end_matches(';'));
-        let statement = match variables.step(&statement, &shown)? {
+        // Parsed once, by the variables step; the engine parses the text once more when it
+        // runs it.
+        let (statement, parsed) = match variables.step(&statement, &shown)? {
             crate::variables::Step::Handled(entity) => {
                 entities.extend(entity);
                 continue;
             }
-            crate::variables::Step::Run(statement) => statement,
+            crate::variables::Step::Run { text, parsed } => (text, parsed),
         };
-        // Parsed once here; the engine parses the text once more when it runs it.
-        let parsed = eddy_stream::parse(&statement);
         if let Ok(Statement::ShowTopics { all }) = parsed {
             entities.push(crate::topics::list(&state.config, all, &shown).await?);
             continue;

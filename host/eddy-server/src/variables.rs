@@ -20,8 +20,14 @@ pub(crate) struct Variables {
 pub(crate) enum Step {
     /// DEFINE / UNDEFINE / SHOW VARIABLES, done here; the entity to answer, if any.
     Handled(Option<Value>),
-    /// Any other statement, its `${name}` references replaced, to run.
-    Run(String),
+    /// Any other statement, its `${name}` references replaced, to run, and what parsing it
+    /// gave (so the caller need not parse it again).
+    Run {
+        /// The statement's text.
+        text: String,
+        /// It parsed, or why not.
+        parsed: eddy_stream::Result<Statement>,
+    },
 }
 
 impl Variables {
@@ -79,17 +85,14 @@ impl Variables {
     /// Handles `statement` if it is about variables; otherwise substitutes into it.
     pub(crate) fn step(&mut self, statement: &str, shown: &str) -> Result<Step, ApiError> {
         // Substituted first: `${name}` may stand anywhere, even in a DEFINE's value. A statement
-        // that does not parse is left for the caller, who parses it again and reports why.
+        // that does not parse goes to the caller with its error, which it reports.
         let text = self.substitute(statement, shown)?;
-        let Ok(parsed) = eddy_stream::parse(&text) else {
-            return Ok(Step::Run(text));
-        };
-        match parsed {
-            Statement::Define { name, value } => {
+        match eddy_stream::parse(&text) {
+            Ok(Statement::Define { name, value }) => {
                 self.define(&name, value);
                 Ok(Step::Handled(None))
             }
-            Statement::Undefine(name) => {
+            Ok(Statement::Undefine(name)) => {
                 let before = self.defined.len();
                 self.defined.retain(|(n, _)| !n.eq_ignore_ascii_case(&name));
                 if self.defined.len() == before {
@@ -102,7 +105,7 @@ impl Variables {
                 }
                 Ok(Step::Handled(None))
             }
-            Statement::ShowVariables => {
+            Ok(Statement::ShowVariables) => {
                 let variables: Vec<Value> = self
                     .defined
                     .iter()
@@ -115,7 +118,7 @@ impl Variables {
                     "warnings": [],
                 }))))
             }
-            _ => Ok(Step::Run(text)),
+            parsed => Ok(Step::Run { text, parsed }),
         }
     }
 
@@ -159,7 +162,7 @@ mod tests {
 
     fn run(variables: &mut Variables, statement: &str) -> Result<Option<String>, u32> {
         match variables.step(statement, statement) {
-            Ok(Step::Run(text)) => Ok(Some(text)),
+            Ok(Step::Run { text, .. }) => Ok(Some(text)),
             Ok(Step::Handled(_)) => Ok(None),
             Err(e) => Err(e.code()),
         }

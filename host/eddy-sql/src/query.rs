@@ -75,12 +75,10 @@ impl Query {
         let deadline = Instant::now() + timeout;
         let stream = match tokio::time::timeout_at(deadline, self.start(Some(deadline))).await {
             Ok(Ok(stream)) => stream,
-            // A UDF call that planning ran was stopped at the deadline: say which limit it was.
-            Ok(Err(_)) | Err(_) if Instant::now() >= deadline => {
-                return Err(Error::Budget(over_time(timeout)))
-            }
-            Ok(Err(e)) => return Err(e),
-            Err(_) => unreachable!("a timeout is past its deadline"),
+            Ok(Err(e)) if Instant::now() < deadline => return Err(e),
+            // Past the deadline, planning timed out, or a UDF call it ran was stopped there:
+            // say which limit it was.
+            _ => return Err(Error::Budget(over_time(timeout))),
         };
         Ok(Box::pin(Deadline {
             inner: stream,
