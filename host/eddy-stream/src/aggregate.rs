@@ -13,6 +13,7 @@
 //! columns are null and whose hidden `__eddy_k…`/`__eddy_ws`/`__eddy_we` name the group.
 
 mod checkpoint;
+mod groups;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -25,34 +26,21 @@ use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use arrow::row::{RowConverter, SortField};
 use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
 use datafusion::common::ScalarValue;
-use datafusion::logical_expr::{Accumulator, LogicalPlan};
+use datafusion::logical_expr::{EmitTo, GroupsAccumulator, LogicalPlan};
 use datafusion::physical_expr::aggregate::AggregateFunctionExpr;
+use datafusion::physical_expr::GroupsAccumulatorAdapter;
 use datafusion::physical_plan::aggregates::{aggregate_expressions, AggregateExec, AggregateMode};
 use datafusion::physical_plan::{collect, ExecutionPlan, PhysicalExpr};
 use datafusion::prelude::SessionContext;
 
+use self::groups::{GroupId, Groups};
 use crate::provider::Slot;
 use crate::query::HIDDEN;
 use crate::window::{Closed, WindowId};
 use crate::{Error, Result};
 
-/// One group's key and accumulators in one window.
-struct Group {
-    /// The group expressions' values, in the `AggregateExec`'s order (window columns too, as
-    /// the rows named the window).
-    keys: Vec<ScalarValue>,
-    accumulators: Vec<Box<dyn Accumulator>>,
-    /// The window bounds of the row it last emitted as a change, while that row stands.
-    emitted: Option<(i64, i64)>,
-    /// Whether it changed since changes were last emitted.
-    changed: bool,
-}
-
 /// The name of the column that marks a tombstone row in an aggregation's output.
 pub(crate) const DELETED: &str = "__eddy_deleted";
-
-/// A group in a batch: its window, key bytes and first row.
-type Member = (WindowId, Vec<u8>, usize);
 
 /// A group as an output row names it: window bounds and key bytes.
 type Identity = ((i64, i64), Vec<u8>);
@@ -72,6 +60,8 @@ pub(crate) struct Aggregation {
     key_columns: Vec<usize>,
     converter: Option<RowConverter>,
     aggregates: Vec<Arc<AggregateFunctionExpr>>,
+    /// How many state fields each aggregate has.
+    widths: Vec<usize>,
     arguments: Vec<Vec<Arc<dyn PhysicalExpr>>>,
     /// The plan above the aggregate, reading emitted groups from `emitted`.
     upper: Arc<dyn ExecutionPlan>,
@@ -80,11 +70,11 @@ pub(crate) struct Aggregation {
     out_schema: SchemaRef,
     /// Where the hidden group columns start in the output.
     hidden: usize,
-    /// Groups by window, then by key.
-    groups: HashMap<WindowId, HashMap<Vec<u8>, Group>>,
+    /// The groups and their state.
+    groups: Groups,
     /// Groups changed since changes were last emitted, in first-changed order (only when
     /// emitting changes).
-    changed: Vec<(WindowId, Vec<u8>)>,
+    changed: Vec<GroupId>,
     /// Whether changes are emitted, so worth tracking.
     track_changes: bool,
     /// Rows to retract at the next emission: a group's key values and its emitted bounds.
@@ -201,6 +191,11 @@ impl Aggregation {
             .map(|f| f.as_ref().clone().with_nullable(true))
             .collect();
         fields.push(Field::new(DELETED, DataType::Boolean, false));
+        let widths = aggregates
+            .iter()
+            .map(|a| Ok(a.state_fields()?.len()))
+            .collect::<Result<Vec<_>>>()?;
+        let groups = Groups::new(state_schema(&emitted.schema(), named.len(), &aggregates)?);
         Ok(Aggregation {
             input: exec.input().clone(),
             rows,
@@ -209,20 +204,21 @@ impl Aggregation {
             key_columns,
             converter,
             aggregates,
+            widths,
             arguments,
             upper,
             emitted,
             out_schema: Arc::new(Schema::new(fields)),
             hidden,
-            groups: HashMap::new(),
+            groups,
             changed: Vec::new(),
             track_changes,
             retract: Vec::new(),
         })
     }
 
-    /// Folds window rows into their groups' accumulators, after moving the state of sessions
-    /// that merged.
+    /// Folds window rows into their groups' state, after merging the state of sessions that
+    /// merged.
     pub(crate) async fn add(
         &mut self,
         ctx: &SessionContext,
@@ -244,6 +240,27 @@ impl Aggregation {
         Ok(())
     }
 
+    /// A fresh accumulator for aggregate `j` over any number of groups.
+    fn accumulator(&self, j: usize) -> Result<Box<dyn GroupsAccumulator>> {
+        let a = &self.aggregates[j];
+        if a.groups_accumulator_supported() {
+            return Ok(a.create_groups_accumulator()?);
+        }
+        let a = a.clone();
+        Ok(Box::new(GroupsAccumulatorAdapter::new(move || {
+            a.create_accumulator()
+        })))
+    }
+
+    /// Where aggregate `j`'s state fields are in a state row.
+    fn state_range(&self, j: usize) -> std::ops::Range<usize> {
+        let start = self.group.len() + self.widths[..j].iter().sum::<usize>();
+        start..start + self.widths[j]
+    }
+
+    /// Updates the groups of `batch`'s rows: each group's prior state and its new rows go
+    /// through one fresh accumulator per aggregate, whose state becomes the group's new state
+    /// row.
     fn update(&mut self, batch: &RecordBatch) -> Result<()> {
         let n = batch.num_rows();
         if n == 0 {
@@ -269,107 +286,132 @@ impl Aggregation {
             }
             None => None,
         };
-        // Rows by group, in first-seen order; then each argument is taken once in that order
-        // and every group gets one contiguous slice.
+        // The batch's groups in first-seen order, each row's among them, and each one's first
+        // row (for its GROUP BY values).
         let mut local: HashMap<(WindowId, &[u8]), usize> = HashMap::new();
-        let mut members: Vec<(Member, Vec<u32>)> = Vec::new();
+        let mut members: Vec<(WindowId, &[u8])> = Vec::new();
+        let mut firsts: Vec<u32> = Vec::new();
+        let mut indices: Vec<usize> = Vec::with_capacity(n);
         for row in 0..n {
             let key: &[u8] = keys.as_ref().map_or(&[], |k| k.row(row).data());
             let window = bounds
                 .as_ref()
                 .map_or(NO_WINDOW, |(s, e)| (s.value(row), e.value(row)));
             let at = *local.entry((window, key)).or_insert_with(|| {
-                members.push(((window, key.to_vec(), row), Vec::new()));
+                members.push((window, key));
+                firsts.push(row as u32);
                 members.len() - 1
             });
-            members[at].1.push(row as u32);
+            indices.push(at);
         }
-        let order = UInt32Array::from_iter_values(members.iter().flat_map(|m| m.1.iter().copied()));
-        let arguments: Vec<Vec<ArrayRef>> = self
-            .arguments
+        let k = members.len();
+        let mut ids = Vec::with_capacity(k);
+        let (mut prior, mut prior_at) = (Vec::new(), Vec::new());
+        for (g, (window, key)) in members.iter().enumerate() {
+            match self.groups.lookup(*window, key) {
+                Some(id) => {
+                    prior.push(id);
+                    prior_at.push(g);
+                    ids.push(id);
+                }
+                None => ids.push(self.groups.insert(*window, key)),
+            }
+        }
+        let prior = if prior.is_empty() {
+            None
+        } else {
+            Some(self.groups.rows(&prior)?)
+        };
+        let firsts = UInt32Array::from(firsts);
+        let mut columns: Vec<ArrayRef> = values
             .iter()
-            .map(|exprs| {
-                exprs
-                    .iter()
-                    .map(|e| {
-                        let values = e.evaluate(batch)?.into_array(n)?;
-                        Ok(arrow::compute::take(&values, &order, None)?)
-                    })
-                    .collect::<datafusion::error::Result<Vec<_>>>()
-            })
-            .collect::<datafusion::error::Result<_>>()?;
-        let mut offset = 0;
-        for ((window, key, first), rows) in members {
-            let group = match self.groups.entry(window).or_default().entry(key.clone()) {
-                std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
-                std::collections::hash_map::Entry::Vacant(v) => v.insert(Group {
-                    keys: values
-                        .iter()
-                        .map(|a| ScalarValue::try_from_array(a, first))
-                        .collect::<datafusion::error::Result<_>>()?,
-                    accumulators: self
-                        .aggregates
-                        .iter()
-                        .map(|a| a.create_accumulator())
-                        .collect::<datafusion::error::Result<_>>()?,
-                    emitted: None,
-                    changed: false,
-                }),
-            };
-            if self.track_changes && !group.changed {
-                group.changed = true;
-                self.changed.push((window, key));
+            .map(|v| arrow::compute::take(v, &firsts, None))
+            .collect::<std::result::Result<_, _>>()?;
+        for j in 0..self.aggregates.len() {
+            let mut accumulator = self.accumulator(j)?;
+            // The prior state first: some aggregates (LATEST_BY_OFFSET, COLLECT_LIST) depend on
+            // the order they see rows in.
+            if let Some(prior) = &prior {
+                accumulator.merge_batch(&prior[self.state_range(j)], &prior_at, k)?;
             }
-            for (accumulator, args) in group.accumulators.iter_mut().zip(&arguments) {
-                let slices: Vec<ArrayRef> =
-                    args.iter().map(|a| a.slice(offset, rows.len())).collect();
-                accumulator.update_batch(&slices)?;
+            let arguments = self.arguments[j]
+                .iter()
+                .map(|e| e.evaluate(batch)?.into_array(n))
+                .collect::<datafusion::error::Result<Vec<_>>>()?;
+            accumulator.update_batch(&arguments, &indices, None, k)?;
+            columns.extend(accumulator.state(EmitTo::All)?);
+        }
+        let chunk = RecordBatch::try_new(self.groups.schema().clone(), columns)?;
+        self.groups.append(chunk, &ids)?;
+        if self.track_changes {
+            for id in ids {
+                let meta = self.groups.meta_mut(id).expect("just updated");
+                if !meta.changed {
+                    meta.changed = true;
+                    self.changed.push(id);
+                }
             }
-            offset += rows.len();
         }
         Ok(())
     }
 
-    /// Moves session `from`'s groups into session `into`, merging accumulators key by key.
+    /// Moves session `from`'s groups into session `into`, merging the state of keys in both.
     fn merge(&mut self, from: WindowId, into: WindowId) -> Result<()> {
-        let Some(moving) = self.groups.remove(&from) else {
-            return Ok(());
-        };
-        let target = self.groups.entry(into).or_default();
-        for (key, mut group) in moving {
-            if let Some(bounds) = group.emitted.take() {
-                self.retract
-                    .push((key_values(&self.key_columns, &group), bounds));
+        let moving = self.groups.take_window(from);
+        // (the group in `into`, the one from `from`) for keys in both.
+        let mut pairs: Vec<(GroupId, GroupId)> = Vec::new();
+        for id in moving {
+            if let Some(bounds) = self.groups.meta_mut(id).and_then(|m| m.emitted.take()) {
+                let values = self.key_values(id)?;
+                self.retract.push((values, bounds));
             }
-            match target.get_mut(&key) {
-                Some(existing) => {
-                    for (to, from) in existing
-                        .accumulators
-                        .iter_mut()
-                        .zip(&mut group.accumulators)
-                    {
-                        let state: Vec<ArrayRef> = from
-                            .state()?
-                            .into_iter()
-                            .map(|s| s.to_array())
-                            .collect::<datafusion::error::Result<_>>()?;
-                        to.merge_batch(&state)?;
-                    }
-                }
+            let key = self.groups.meta(id).expect("a live group").key.clone();
+            match self.groups.lookup(into, &key) {
+                Some(target) => pairs.push((target, id)),
                 None => {
-                    if let Some((s, e)) = self.window {
-                        group.keys[s] = window_value(into.0);
-                        group.keys[e] = window_value(into.1);
-                    }
+                    self.groups.rekey(id, into);
                     if self.track_changes {
-                        group.changed = true;
-                        self.changed.push((into, key.clone()));
+                        let meta = self.groups.meta_mut(id).expect("a live group");
+                        if !meta.changed {
+                            meta.changed = true;
+                            self.changed.push(id);
+                        }
                     }
-                    target.insert(key, group);
                 }
             }
         }
+        if pairs.is_empty() {
+            return Ok(());
+        }
+        let both: Vec<GroupId> = pairs.iter().flat_map(|&(t, f)| [t, f]).collect();
+        let at: Vec<usize> = (0..both.len()).map(|i| i / 2).collect();
+        let rows = self.groups.rows(&both)?;
+        let targets = UInt32Array::from_iter_values((0..pairs.len() as u32).map(|i| 2 * i));
+        let mut columns: Vec<ArrayRef> = rows[..self.group.len()]
+            .iter()
+            .map(|v| arrow::compute::take(v, &targets, None))
+            .collect::<std::result::Result<_, _>>()?;
+        for j in 0..self.aggregates.len() {
+            let mut accumulator = self.accumulator(j)?;
+            accumulator.merge_batch(&rows[self.state_range(j)], &at, pairs.len())?;
+            columns.extend(accumulator.state(EmitTo::All)?);
+        }
+        let chunk = RecordBatch::try_new(self.groups.schema().clone(), columns)?;
+        let (targets, froms): (Vec<GroupId>, Vec<GroupId>) = pairs.into_iter().unzip();
+        self.groups.append(chunk, &targets)?;
+        for id in froms {
+            self.groups.release(id);
+        }
         Ok(())
+    }
+
+    /// Group `id`'s GROUP BY values (its window bounds left out).
+    fn key_values(&self, id: GroupId) -> Result<Vec<ScalarValue>> {
+        let row = self.groups.rows(&[id])?;
+        self.key_columns
+            .iter()
+            .map(|&i| Ok(ScalarValue::try_from_array(&row[i], 0)?))
+            .collect()
     }
 
     /// Whether it holds no group.
@@ -387,6 +429,46 @@ impl Aggregation {
         self.hidden
     }
 
+    /// The aggregate's output rows of groups `ids` in windows `spans` (one each, for a windowed
+    /// aggregation): their GROUP BY values and their aggregates' current values.
+    fn evaluate(&self, ids: &[GroupId], spans: &[(i64, i64)]) -> Result<RecordBatch> {
+        let rows = self.groups.rows(ids)?;
+        let schema = self.emitted.schema();
+        let n = ids.len();
+        let mut columns = Vec::with_capacity(schema.fields().len());
+        for (i, values) in rows[..self.group.len()].iter().enumerate() {
+            let bound = match self.window {
+                Some((s, _)) if i == s => Some(0),
+                Some((_, e)) if i == e => Some(1),
+                _ => None,
+            };
+            columns.push(match bound {
+                Some(b) => Arc::new(TimestampMillisecondArray::from_iter_values(
+                    spans.iter().map(|s| if b == 0 { s.0 } else { s.1 }),
+                )) as ArrayRef,
+                None => values.clone(),
+            });
+        }
+        let at: Vec<usize> = (0..n).collect();
+        for j in 0..self.aggregates.len() {
+            let mut accumulator = self.accumulator(j)?;
+            accumulator.merge_batch(&rows[self.state_range(j)], &at, n)?;
+            columns.push(accumulator.evaluate(EmitTo::All)?);
+        }
+        let columns = columns
+            .into_iter()
+            .zip(schema.fields())
+            .map(|(c, f)| {
+                if c.data_type() == f.data_type() {
+                    Ok(c)
+                } else {
+                    Ok(arrow::compute::cast(&c, f.data_type())?)
+                }
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(RecordBatch::try_new(schema, columns)?)
+    }
+
     /// Emits every group that changed since the last call, with tombstones for the rows they
     /// retract; `bounds` gives an open window's current bounds.
     pub(crate) async fn emit_changes(
@@ -395,46 +477,38 @@ impl Aggregation {
         bounds: impl Fn(WindowId) -> (i64, i64),
     ) -> Result<Vec<RecordBatch>> {
         let changed = std::mem::take(&mut self.changed);
-        let mut columns = self.columns();
-        let mut order: Vec<(WindowId, Vec<u8>, (i64, i64))> = Vec::new();
-        for (window, key) in changed {
-            let Some(group) = self.groups.get_mut(&window).and_then(|g| g.get_mut(&key)) else {
+        let (mut ids, mut spans) = (Vec::new(), Vec::new());
+        for id in changed {
+            let Some(meta) = self.groups.meta_mut(id) else {
                 continue;
             };
-            if !group.changed {
+            if !meta.changed {
                 continue;
             }
-            group.changed = false;
-            let span = bounds(window);
-            if let Some((s, e)) = self.window {
-                group.keys[s] = window_value(span.0);
-                group.keys[e] = window_value(span.1);
-            }
-            push_group(&mut columns, group, self.group.len())?;
-            order.push((window, key, span));
+            meta.changed = false;
+            ids.push(id);
+            spans.push(bounds(meta.window));
         }
         let mut out = Vec::new();
-        let present = if order.is_empty() {
+        let present = if ids.is_empty() {
             std::collections::HashSet::new()
         } else {
-            let batches = self.run_upper(ctx, columns).await?;
+            let rows = self.evaluate(&ids, &spans)?;
+            let batches = self.run_upper(ctx, rows).await?;
             let present = self.identities(&batches)?;
             out.extend(batches);
             present
         };
-        for (window, key, span) in order {
-            let group = self
-                .groups
-                .get_mut(&window)
-                .and_then(|g| g.get_mut(&key))
-                .expect("emitted above");
-            let now = present.contains(&(span, key)).then_some(span);
-            if let Some(old) = group.emitted.filter(|old| Some(*old) != now) {
-                self.retract
-                    .push((key_values(&self.key_columns, group), old));
+        for (id, span) in ids.into_iter().zip(spans) {
+            let meta = self.groups.meta(id).expect("emitted above");
+            let now = present.contains(&(span, meta.key.to_vec())).then_some(span);
+            if let Some(old) = meta.emitted.filter(|old| Some(*old) != now) {
+                let values = self.key_values(id)?;
+                self.retract.push((values, old));
             }
-            group.emitted = now;
+            self.groups.meta_mut(id).expect("emitted above").emitted = now;
         }
+        self.groups.recycle();
         if !self.retract.is_empty() {
             // Retractions go first: a row that replaces one retracted here must win.
             out.insert(0, self.tombstones()?);
@@ -448,54 +522,45 @@ impl Aggregation {
         ctx: &SessionContext,
         closed: &[Closed],
     ) -> Result<Vec<RecordBatch>> {
-        let mut columns = self.columns();
+        let (mut ids, mut spans) = (Vec::new(), Vec::new());
         for window in closed {
-            let Some(groups) = self.groups.remove(&window.id) else {
-                continue;
-            };
-            for (_, mut group) in groups {
-                if let Some((s, e)) = self.window {
-                    group.keys[s] = window_value(window.start);
-                    group.keys[e] = window_value(window.end);
-                }
-                push_group(&mut columns, &mut group, self.group.len())?;
+            for id in self.groups.take_window(window.id) {
+                ids.push(id);
+                spans.push((window.start, window.end));
             }
         }
-        if columns[0].is_empty() {
+        if ids.is_empty() {
             return Ok(Vec::new());
         }
-        self.run_upper(ctx, columns).await
+        let rows = self.evaluate(&ids, &spans)?;
+        for id in ids {
+            self.groups.release(id);
+        }
+        self.groups.recycle();
+        self.run_upper(ctx, rows).await
     }
 
     /// Frees closed windows' state (their changes were emitted as they happened).
     pub(crate) fn forget(&mut self, closed: &[Closed]) {
         for window in closed {
-            self.groups.remove(&window.id);
+            for id in self.groups.take_window(window.id) {
+                self.groups.release(id);
+            }
         }
+        self.groups.recycle();
     }
 
-    fn columns(&self) -> Vec<Vec<ScalarValue>> {
-        vec![Vec::new(); self.group.len() + self.aggregates.len()]
-    }
-
-    /// Runs groups' values through the plan above the aggregate; the rows that pass come out
-    /// in the output schema, not deleted.
+    /// Runs groups' rows through the plan above the aggregate; the rows that pass come out in
+    /// the output schema, not deleted.
     async fn run_upper(
         &mut self,
         ctx: &SessionContext,
-        columns: Vec<Vec<ScalarValue>>,
+        rows: RecordBatch,
     ) -> Result<Vec<RecordBatch>> {
-        if columns.is_empty() || columns[0].is_empty() {
+        if rows.num_rows() == 0 {
             return Ok(Vec::new());
         }
-        let schema: SchemaRef = self.emitted.schema();
-        let arrays: Vec<ArrayRef> = columns
-            .into_iter()
-            .zip(schema.fields())
-            .map(|(values, field)| to_array(values, field.data_type()))
-            .collect::<Result<_>>()?;
-        let batch = RecordBatch::try_new(schema, arrays)?;
-        self.emitted.set(vec![batch]);
+        self.emitted.set(vec![rows]);
         let out = collect(self.upper.clone(), ctx.task_ctx()).await;
         self.emitted.set(Vec::new());
         out?.into_iter()
@@ -563,20 +628,32 @@ impl Aggregation {
     }
 }
 
-/// A group's GROUP BY values (its window bounds left out).
-fn key_values(key_columns: &[usize], group: &Group) -> Vec<ScalarValue> {
-    key_columns.iter().map(|&i| group.keys[i].clone()).collect()
-}
-
-/// Appends a group's key values and current aggregate values to `columns`.
-fn push_group(columns: &mut [Vec<ScalarValue>], group: &mut Group, keys: usize) -> Result<()> {
-    for (i, key) in group.keys.iter().enumerate() {
-        columns[i].push(key.clone());
+/// The schema of a group's state row: the GROUP BY values (named after the columns of
+/// `emitted`, the aggregate's output), then each aggregate's state fields.
+fn state_schema(
+    emitted: &Schema,
+    groups: usize,
+    aggregates: &[Arc<AggregateFunctionExpr>],
+) -> Result<SchemaRef> {
+    let mut fields = Vec::new();
+    for i in 0..groups {
+        let f = emitted.field(i);
+        fields.push(Field::new(
+            format!("group_{i}_{}", f.name()),
+            f.data_type().clone(),
+            true,
+        ));
     }
-    for (j, accumulator) in group.accumulators.iter_mut().enumerate() {
-        columns[keys + j].push(accumulator.evaluate()?);
+    for (j, a) in aggregates.iter().enumerate() {
+        for (k, f) in a.state_fields()?.iter().enumerate() {
+            fields.push(Field::new(
+                format!("state_{j}_{k}_{}", f.name()),
+                f.data_type().clone(),
+                true,
+            ));
+        }
     }
-    Ok(())
+    Ok(Arc::new(Schema::new(fields)))
 }
 
 /// An array of `values`, of type `to` (an aggregate's declared type wins over what a NULL
@@ -590,10 +667,6 @@ fn to_array(values: Vec<ScalarValue>, to: &DataType) -> Result<ArrayRef> {
         return Ok(arrow::compute::cast(&array, to)?);
     }
     Ok(array)
-}
-
-fn window_value(ms: i64) -> ScalarValue {
-    ScalarValue::TimestampMillisecond(Some(ms), None)
 }
 
 fn timestamps(array: &ArrayRef) -> Result<&TimestampMillisecondArray> {

@@ -1,6 +1,6 @@
 //! An aggregation's groups as a checkpoint section, and back: each group's window, key, the
-//! bounds it last emitted, its GROUP BY values and its accumulators' `state()`, which restore
-//! through `merge_batch` into fresh accumulators, as DataFusion merges partial aggregates.
+//! bounds it last emitted, then its state row (GROUP BY values and its aggregates' `state()`
+//! fields), which is restored as it is.
 
 use std::sync::Arc;
 
@@ -8,18 +8,18 @@ use arrow::array::{
     Array, ArrayRef, AsArray, BinaryBuilder, Int64Array, Int64Builder, RecordBatch,
 };
 use arrow::datatypes::{DataType, Field, Int64Type, Schema, SchemaRef};
-use datafusion::common::ScalarValue;
 
-use super::{to_array, Aggregation, Group};
+use super::groups::Groups;
+use super::Aggregation;
 use crate::{Error, Result};
 
-/// Columns before the group values: window id, key bytes, emitted bounds.
+/// Columns before the state rows: window id, key bytes, emitted bounds.
 const FIXED: usize = 5;
 
 impl Aggregation {
-    /// The schema of [`Aggregation::snapshot`]: fixed columns, GROUP BY values, then each
-    /// aggregate's state fields.
-    fn state_schema(&self) -> Result<SchemaRef> {
+    /// The schema of [`Aggregation::snapshot`]: fixed columns, then the groups' state rows
+    /// (GROUP BY values, then each aggregate's state fields).
+    fn checkpoint_schema(&self) -> SchemaRef {
         let mut fields = vec![
             Field::new("window_start", DataType::Int64, false),
             Field::new("window_end", DataType::Int64, false),
@@ -27,57 +27,33 @@ impl Aggregation {
             Field::new("emitted_start", DataType::Int64, true),
             Field::new("emitted_end", DataType::Int64, true),
         ];
-        let emitted = self.emitted.schema();
-        for i in 0..self.group.len() {
-            let f = emitted.field(i);
-            fields.push(Field::new(
-                format!("group_{i}_{}", f.name()),
-                f.data_type().clone(),
-                true,
-            ));
-        }
-        for (j, a) in self.aggregates.iter().enumerate() {
-            for (k, f) in a.state_fields()?.iter().enumerate() {
-                fields.push(Field::new(
-                    format!("state_{j}_{k}_{}", f.name()),
-                    f.data_type().clone(),
-                    true,
-                ));
-            }
-        }
-        Ok(Arc::new(Schema::new(fields)))
+        fields.extend(
+            self.groups
+                .schema()
+                .fields()
+                .iter()
+                .map(|f| f.as_ref().clone()),
+        );
+        Arc::new(Schema::new(fields))
     }
 
     /// Every group, one row each.
     pub(crate) fn snapshot(&mut self) -> Result<RecordBatch> {
-        let schema = self.state_schema()?;
-        let n: usize = self.groups.values().map(|g| g.len()).sum();
+        let schema = self.checkpoint_schema();
+        let ids = self.groups.ids();
+        let n = ids.len();
         let mut ws = Int64Builder::with_capacity(n);
         let mut we = Int64Builder::with_capacity(n);
         let mut keys = BinaryBuilder::new();
         let mut es = Int64Builder::with_capacity(n);
         let mut ee = Int64Builder::with_capacity(n);
-        let values = schema.fields().len() - FIXED;
-        let mut columns: Vec<Vec<ScalarValue>> = vec![Vec::with_capacity(n); values];
-        for (window, groups) in &mut self.groups {
-            for (key, group) in groups {
-                ws.append_value(window.0);
-                we.append_value(window.1);
-                keys.append_value(key);
-                es.append_option(group.emitted.map(|e| e.0));
-                ee.append_option(group.emitted.map(|e| e.1));
-                let mut c = 0;
-                for v in &group.keys {
-                    columns[c].push(v.clone());
-                    c += 1;
-                }
-                for a in &mut group.accumulators {
-                    for v in a.state()? {
-                        columns[c].push(v);
-                        c += 1;
-                    }
-                }
-            }
+        for &id in &ids {
+            let meta = self.groups.meta(id).expect("a live group");
+            ws.append_value(meta.window.0);
+            we.append_value(meta.window.1);
+            keys.append_value(&meta.key);
+            es.append_option(meta.emitted.map(|e| e.0));
+            ee.append_option(meta.emitted.map(|e| e.1));
         }
         let mut arrays: Vec<ArrayRef> = vec![
             Arc::new(ws.finish()),
@@ -86,16 +62,19 @@ impl Aggregation {
             Arc::new(es.finish()),
             Arc::new(ee.finish()),
         ];
-        for (values, field) in columns.into_iter().zip(&schema.fields()[FIXED..]) {
-            arrays.push(to_array(values, field.data_type())?);
-        }
-        Ok(RecordBatch::try_new(schema, arrays)?)
+        arrays.extend(self.groups.rows(&ids)?);
+        Ok(RecordBatch::try_new_with_options(
+            schema,
+            arrays,
+            &arrow::array::RecordBatchOptions::new().with_row_count(Some(n)),
+        )?)
     }
 
     /// Replaces the groups with those of `batch`, written by [`Aggregation::snapshot`] of the
-    /// same query; a checkpoint of another query shape is refused.
+    /// same query; a checkpoint of another query shape is refused. The state rows are taken
+    /// as they are: restoring costs no call per group.
     pub(crate) fn restore(&mut self, batch: &RecordBatch) -> Result<()> {
-        let schema = self.state_schema()?;
+        let schema = self.checkpoint_schema();
         if batch.schema().fields() != schema.fields() {
             return Err(Error::State(format!(
                 "the checkpoint holds groups of another query (its state has columns {}, this \
@@ -107,44 +86,23 @@ impl Aggregation {
         let int = |i: usize| -> &Int64Array { batch.column(i).as_primitive::<Int64Type>() };
         let (ws, we, es, ee) = (int(0), int(1), int(3), int(4));
         let keys = batch.column(2).as_binary::<i32>();
-        let groups = self.group.len();
-        let widths = self
-            .aggregates
-            .iter()
-            .map(|a| Ok(a.state_fields()?.len()))
-            .collect::<Result<Vec<_>>>()?;
-        self.groups.clear();
+        let mut groups = Groups::new(self.groups.schema().clone());
+        let mut ids = Vec::with_capacity(batch.num_rows());
+        for row in 0..batch.num_rows() {
+            let id = groups.insert((ws.value(row), we.value(row)), keys.value(row));
+            let meta = groups.meta_mut(id).expect("just inserted");
+            meta.emitted = (!es.is_null(row)).then(|| (es.value(row), ee.value(row)));
+            ids.push(id);
+        }
+        let rows = RecordBatch::try_new_with_options(
+            groups.schema().clone(),
+            batch.columns()[FIXED..].to_vec(),
+            &arrow::array::RecordBatchOptions::new().with_row_count(Some(batch.num_rows())),
+        )?;
+        groups.append(rows, &ids)?;
+        self.groups = groups;
         self.changed.clear();
         self.retract.clear();
-        for row in 0..batch.num_rows() {
-            let values = (0..groups)
-                .map(|i| ScalarValue::try_from_array(batch.column(FIXED + i), row))
-                .collect::<datafusion::error::Result<Vec<_>>>()?;
-            let mut at = FIXED + groups;
-            let mut accumulators = Vec::with_capacity(self.aggregates.len());
-            for (a, &width) in self.aggregates.iter().zip(&widths) {
-                let mut accumulator = a.create_accumulator()?;
-                let state: Vec<ArrayRef> = (at..at + width)
-                    .map(|c| batch.column(c).slice(row, 1))
-                    .collect();
-                accumulator.merge_batch(&state)?;
-                accumulators.push(accumulator);
-                at += width;
-            }
-            let emitted = (!es.is_null(row)).then(|| (es.value(row), ee.value(row)));
-            self.groups
-                .entry((ws.value(row), we.value(row)))
-                .or_default()
-                .insert(
-                    keys.value(row).to_vec(),
-                    Group {
-                        keys: values,
-                        accumulators,
-                        emitted,
-                        changed: false,
-                    },
-                );
-        }
         Ok(())
     }
 }
