@@ -19,6 +19,9 @@ pub(crate) struct StateBench {
     /// Events per workload.
     #[arg(long, default_value_t = 10_000_000)]
     events: u64,
+    /// Events a query reads per batch at most (`EngineConfig::max_batch`).
+    #[arg(long, default_value_t = EngineConfig::default().max_batch)]
+    max_batch: usize,
     /// Distinct cars, i.e. groups.
     #[arg(long, default_value_t = 10_000)]
     cars: u64,
@@ -60,9 +63,10 @@ pub(crate) async fn run(args: &StateBench, runtime: UdfRuntime, cache_dir: &Path
         return workload(args, sql, runtime).await;
     }
     println!(
-        "{} events, {} cars, one process per workload ({} build)",
+        "{} events, {} cars, batches of up to {} events, one process per workload ({} build)",
         args.events,
         args.cars,
+        args.max_batch,
         build_kind()
     );
     println!("| workload | events/s | ratio | RSS after half | RSS at the end | peak RSS |");
@@ -76,6 +80,7 @@ pub(crate) async fn run(args: &StateBench, runtime: UdfRuntime, cache_dir: &Path
             .args(["state", "--only", name])
             .args(["--events", &args.events.to_string()])
             .args(["--cars", &args.cars.to_string()])
+            .args(["--max-batch", &args.max_batch.to_string()])
             .output()?;
         if !output.status.success() {
             bail!(
@@ -105,7 +110,11 @@ pub(crate) async fn run(args: &StateBench, runtime: UdfRuntime, cache_dir: &Path
 
 /// One workload: prints events/s, RSS after half the events, RSS at the end, peak RSS.
 async fn workload(args: &StateBench, sql: &str, runtime: UdfRuntime) -> Result<()> {
-    let mut engine = Engine::new(Session::new(runtime), EngineConfig::default());
+    let config = EngineConfig {
+        max_batch: args.max_batch,
+        ..EngineConfig::default()
+    };
+    let mut engine = Engine::new(Session::new(runtime), config);
     engine
         .execute(&format!(
             "CREATE STREAM g WITH (generator='car_sensor', seed=4, cars={}, max_events={})",

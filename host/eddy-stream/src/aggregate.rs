@@ -15,7 +15,7 @@
 mod checkpoint;
 mod groups;
 
-use std::collections::HashMap;
+use foldhash::{HashMap, HashSet};
 use std::sync::Arc;
 
 use arrow::array::{
@@ -288,7 +288,7 @@ impl Aggregation {
         };
         // The batch's groups in first-seen order, each row's among them, and each one's first
         // row (for its GROUP BY values).
-        let mut local: HashMap<(WindowId, &[u8]), usize> = HashMap::new();
+        let mut local: HashMap<(WindowId, &[u8]), usize> = HashMap::default();
         let mut members: Vec<(WindowId, &[u8])> = Vec::new();
         let mut firsts: Vec<u32> = Vec::new();
         let mut indices: Vec<usize> = Vec::with_capacity(n);
@@ -490,18 +490,22 @@ impl Aggregation {
             spans.push(bounds(meta.window));
         }
         let mut out = Vec::new();
-        let present = if ids.is_empty() {
-            std::collections::HashSet::new()
-        } else {
+        // Which groups have a row now: all of them, unless HAVING dropped some.
+        let mut present = None;
+        if !ids.is_empty() {
             let rows = self.evaluate(&ids, &spans)?;
             let batches = self.run_upper(ctx, rows).await?;
-            let present = self.identities(&batches)?;
+            if batches.iter().map(RecordBatch::num_rows).sum::<usize>() < ids.len() {
+                present = Some(self.identities(&batches)?);
+            }
             out.extend(batches);
-            present
-        };
+        }
         for (id, span) in ids.into_iter().zip(spans) {
             let meta = self.groups.meta(id).expect("emitted above");
-            let now = present.contains(&(span, meta.key.to_vec())).then_some(span);
+            let now = present
+                .as_ref()
+                .is_none_or(|p| p.contains(&(span, meta.key.to_vec())))
+                .then_some(span);
             if let Some(old) = meta.emitted.filter(|old| Some(*old) != now) {
                 let values = self.key_values(id)?;
                 self.retract.push((values, old));
@@ -574,8 +578,8 @@ impl Aggregation {
     }
 
     /// The (window bounds, key bytes) of every row of `batches`, from their hidden columns.
-    fn identities(&self, batches: &[RecordBatch]) -> Result<std::collections::HashSet<Identity>> {
-        let mut out = std::collections::HashSet::new();
+    fn identities(&self, batches: &[RecordBatch]) -> Result<HashSet<Identity>> {
+        let mut out = HashSet::default();
         let keys = self.key_columns.len();
         for b in batches {
             let rows = match &self.converter {

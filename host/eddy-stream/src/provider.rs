@@ -1,7 +1,7 @@
 //! How streams and tables look to DataFusion: table providers over a log, a keyed state, or
 //! the batch a query is working on right now.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::{Arc, Mutex};
 
@@ -202,7 +202,7 @@ pub(crate) struct TableState {
 struct TableInner {
     /// Each key's row, as scalars (a slice of an input batch would keep all of it alive), and
     /// its place in scan order.
-    rows: HashMap<Vec<u8>, (u64, Vec<ScalarValue>)>,
+    rows: foldhash::HashMap<Vec<u8>, (u64, Vec<ScalarValue>)>,
     /// Keys in the order they were first inserted, so scans are stable.
     order: BTreeMap<u64, Vec<u8>>,
     next: u64,
@@ -211,6 +211,15 @@ struct TableInner {
 
 impl TableInner {
     fn put(&mut self, key: &[u8], batch: &RecordBatch, row: usize) -> Result<()> {
+        // A key's row is overwritten in place: an update allocates nothing but its values.
+        if let Some((_, old)) = self.rows.get_mut(key) {
+            if old.len() == batch.num_columns() {
+                for (value, column) in old.iter_mut().zip(batch.columns()) {
+                    *value = ScalarValue::try_from_array(column, row)?;
+                }
+                return Ok(());
+            }
+        }
         let values = batch
             .columns()
             .iter()

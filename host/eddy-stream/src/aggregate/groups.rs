@@ -4,7 +4,7 @@
 //! rows are compacted away later, so updating, emitting and checkpointing groups are column
 //! operations over the groups touched, not a call per group.
 
-use std::collections::HashMap;
+use foldhash::HashMap;
 
 use arrow::array::{Array, ArrayRef, RecordBatch, UInt32Array};
 use arrow::datatypes::SchemaRef;
@@ -57,11 +57,11 @@ impl Groups {
     pub(super) fn new(schema: SchemaRef) -> Groups {
         Groups {
             schema,
-            index: HashMap::new(),
+            index: HashMap::default(),
             metas: Vec::new(),
             free: Vec::new(),
             released: Vec::new(),
-            windows: HashMap::new(),
+            windows: HashMap::default(),
             chunks: Vec::new(),
             rows: 0,
             live: 0,
