@@ -343,16 +343,23 @@ impl Aggregation {
         }
         let chunk = RecordBatch::try_new(self.groups.schema().clone(), columns)?;
         self.groups.append(chunk, &ids)?;
-        if self.track_changes {
-            for id in ids {
-                let meta = self.groups.meta_mut(id).expect("just updated");
-                if !meta.changed {
-                    meta.changed = true;
-                    self.changed.push(id);
-                }
-            }
+        for id in ids {
+            self.mark_changed(id);
         }
         Ok(())
+    }
+
+    /// Notes that group `id` changed, once until changes are next emitted (when they are
+    /// emitted at all).
+    fn mark_changed(&mut self, id: GroupId) {
+        if !self.track_changes {
+            return;
+        }
+        let meta = self.groups.meta_mut(id).expect("a live group");
+        if !meta.changed {
+            meta.changed = true;
+            self.changed.push(id);
+        }
     }
 
     /// Moves session `from`'s groups into session `into`, merging the state of keys in both.
@@ -370,13 +377,7 @@ impl Aggregation {
                 Some(target) => pairs.push((target, id)),
                 None => {
                     self.groups.rekey(id, into);
-                    if self.track_changes {
-                        let meta = self.groups.meta_mut(id).expect("a live group");
-                        if !meta.changed {
-                            meta.changed = true;
-                            self.changed.push(id);
-                        }
-                    }
+                    self.mark_changed(id);
                 }
             }
         }

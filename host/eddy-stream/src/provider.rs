@@ -211,29 +211,28 @@ struct TableInner {
 
 impl TableInner {
     fn put(&mut self, key: &[u8], batch: &RecordBatch, row: usize) -> Result<()> {
-        // A key's row is overwritten in place: an update allocates nothing but its values.
+        let values = |batch: &RecordBatch| {
+            batch
+                .columns()
+                .iter()
+                .map(|c| ScalarValue::try_from_array(c, row))
+                .collect::<Result<Vec<_>>>()
+        };
         if let Some((_, old)) = self.rows.get_mut(key) {
+            // Overwritten in place: an update allocates nothing but its values.
             if old.len() == batch.num_columns() {
                 for (value, column) in old.iter_mut().zip(batch.columns()) {
                     *value = ScalarValue::try_from_array(column, row)?;
                 }
-                return Ok(());
+            } else {
+                *old = values(batch)?;
             }
+            return Ok(());
         }
-        let values = batch
-            .columns()
-            .iter()
-            .map(|c| ScalarValue::try_from_array(c, row))
-            .collect::<Result<Vec<_>>>()?;
-        match self.rows.get_mut(key) {
-            Some((_, old)) => *old = values,
-            None => {
-                let at = self.next;
-                self.next += 1;
-                self.order.insert(at, key.to_vec());
-                self.rows.insert(key.to_vec(), (at, values));
-            }
-        }
+        let at = self.next;
+        self.next += 1;
+        self.order.insert(at, key.to_vec());
+        self.rows.insert(key.to_vec(), (at, values(batch)?));
         Ok(())
     }
 
