@@ -30,12 +30,13 @@ use datafusion::logical_expr::{EmitTo, GroupsAccumulator, LogicalPlan};
 use datafusion::physical_expr::aggregate::AggregateFunctionExpr;
 use datafusion::physical_expr::GroupsAccumulatorAdapter;
 use datafusion::physical_plan::aggregates::{aggregate_expressions, AggregateExec, AggregateMode};
-use datafusion::physical_plan::{collect, ExecutionPlan, PhysicalExpr};
+use datafusion::physical_plan::{ExecutionPlan, PhysicalExpr};
 use datafusion::prelude::SessionContext;
 
 use self::groups::{GroupId, Groups};
 use crate::provider::Slot;
 use crate::query::HIDDEN;
+use crate::reused_plan::ReusedPlan;
 use crate::window::{Closed, WindowId};
 use crate::{Error, Result};
 
@@ -51,7 +52,7 @@ const NO_WINDOW: WindowId = (0, 0);
 /// The state and plans of one windowed aggregation.
 pub(crate) struct Aggregation {
     /// Window rows (set into `rows`) to aggregate input, as the plan below the aggregate has it.
-    input: Arc<dyn ExecutionPlan>,
+    input: ReusedPlan,
     rows: Arc<Slot>,
     /// The group expressions over aggregate input, and which of them are the window columns.
     group: Vec<Arc<dyn PhysicalExpr>>,
@@ -64,7 +65,7 @@ pub(crate) struct Aggregation {
     widths: Vec<usize>,
     arguments: Vec<Vec<Arc<dyn PhysicalExpr>>>,
     /// The plan above the aggregate, reading emitted groups from `emitted`.
-    upper: Arc<dyn ExecutionPlan>,
+    upper: ReusedPlan,
     emitted: Arc<Slot>,
     /// The output: the upper plan's columns, all nullable, then [`DELETED`].
     out_schema: SchemaRef,
@@ -197,7 +198,7 @@ impl Aggregation {
             .collect::<Result<Vec<_>>>()?;
         let groups = Groups::new(state_schema(&emitted.schema(), named.len(), &aggregates)?);
         Ok(Aggregation {
-            input: exec.input().clone(),
+            input: ReusedPlan::new(exec.input().clone()),
             rows,
             group: named.into_iter().map(|(e, _)| e).collect(),
             window,
@@ -206,7 +207,7 @@ impl Aggregation {
             aggregates,
             widths,
             arguments,
-            upper,
+            upper: ReusedPlan::new(upper),
             emitted,
             out_schema: Arc::new(Schema::new(fields)),
             hidden,
@@ -232,7 +233,7 @@ impl Aggregation {
             return Ok(());
         }
         self.rows.set(vec![rows]);
-        let input = collect(self.input.clone(), ctx.task_ctx()).await;
+        let input = self.input.collect(ctx.task_ctx()).await;
         self.rows.set(Vec::new());
         for batch in input? {
             self.update(&batch)?;
@@ -566,7 +567,7 @@ impl Aggregation {
             return Ok(Vec::new());
         }
         self.emitted.set(vec![rows]);
-        let out = collect(self.upper.clone(), ctx.task_ctx()).await;
+        let out = self.upper.collect(ctx.task_ctx()).await;
         self.emitted.set(Vec::new());
         out?.into_iter()
             .filter(|b| b.num_rows() > 0)

@@ -15,6 +15,7 @@ mod log;
 mod pipeline;
 mod provider;
 mod query;
+mod reused_plan;
 #[cfg(test)]
 mod robustness;
 mod statement;

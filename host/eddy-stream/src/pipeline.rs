@@ -7,7 +7,6 @@ use arrow::array::RecordBatch;
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use datafusion::common::tree_node::TreeNode;
 use datafusion::logical_expr::LogicalPlan;
-use datafusion::physical_plan::ExecutionPlan;
 use datafusion::prelude::SessionContext;
 
 use crate::aggregate::Aggregation;
@@ -17,6 +16,7 @@ use crate::format::KeyFormat;
 use crate::join_within::JoinWithin;
 use crate::provider::Slot;
 use crate::query::{Emit, Parsed, WindowKind, HIDDEN};
+use crate::reused_plan::ReusedPlan;
 use crate::window::WindowState;
 use crate::{Error, Result};
 
@@ -42,7 +42,7 @@ pub(crate) struct Processor {
     pub tables: Vec<String>,
     /// `plan`, optimised and planned once, for queries that read nothing but their input; a
     /// join plans each batch anew, as its table scans take the table as it is then.
-    physical: Option<Arc<dyn ExecutionPlan>>,
+    physical: Option<ReusedPlan>,
     /// Whether `physical` may be kept.
     reusable: bool,
     /// A stream–stream join's buffers and matching plan: batches go through it first.
@@ -481,11 +481,13 @@ impl Processor {
             // gains nothing and cannot run twice.
             let mut state = ctx.state();
             state.config_mut().options_mut().execution.target_partitions = 1;
-            self.physical = Some(state.create_physical_plan(&self.plan).await?);
+            self.physical = Some(ReusedPlan::new(
+                state.create_physical_plan(&self.plan).await?,
+            ));
         }
         self.input.set(vec![batch]);
-        let out = match &self.physical {
-            Some(plan) => datafusion::physical_plan::collect(plan.clone(), ctx.task_ctx()).await,
+        let out = match &mut self.physical {
+            Some(plan) => plan.collect(ctx.task_ctx()).await,
             None => {
                 ctx.execute_logical_plan(self.plan.clone())
                     .await?
