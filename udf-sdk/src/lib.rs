@@ -24,7 +24,7 @@ mod types;
 #[cfg(target_os = "wasi")]
 mod wasi_stub;
 
-pub use column::{Arg, Output, Ret, RetValue};
+pub use column::{Arg, NoDense, Output, Ret, RetValue};
 pub use eddy_udf_macros::udf;
 pub use types::{DataType, Volatility};
 
