@@ -12,6 +12,7 @@ use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::{DataType, Field, Schema};
 use datafusion::datasource::MemTable;
 use datafusion::execution::FunctionRegistry;
+use datafusion::logical_expr::ScalarUDF;
 use eddy_udf_host::UdfRuntime;
 
 use crate::common::{bench_session, best_of, celsius, component, invoke_all, native_udf, rate};
@@ -31,6 +32,9 @@ pub(crate) struct UdfBench {
     /// Timed runs per side; the best is reported.
     #[arg(long, default_value_t = 5)]
     runs: usize,
+    /// Skip the sweep over batch sizes that splits a call's cost into fixed and per row.
+    #[arg(long)]
+    no_sweep: bool,
 }
 
 /// Runs the benchmark and prints its table.
@@ -94,5 +98,77 @@ pub(crate) async fn run(args: &UdfBench, runtime: UdfRuntime) -> Result<()> {
     }
     let per_call = call_wasm.0.as_secs_f64() / arrays.len() as f64 * 1e6;
     println!("wasm: {per_call:.1} µs per {}-row call", args.batch);
+    if !args.no_sweep {
+        sweep(args, &native, &wasm)?;
+    }
     Ok(())
+}
+
+/// Batch sizes of the sweep that separates a call's fixed cost from its cost per row.
+const SWEEP: [usize; 6] = [64, 256, 1024, 4096, 16384, 65536];
+
+/// Times invocations over [`SWEEP`]'s batch sizes and fits `µs per call = fixed + per row ×
+/// rows` (least squares) for each side.
+fn sweep(args: &UdfBench, native: &ScalarUDF, wasm: &ScalarUDF) -> Result<()> {
+    println!();
+    println!(
+        "{:>12} {:>18} {:>18} {:>12}",
+        "batch rows", "native µs/call", "wasm µs/call", "wasm/native"
+    );
+    let mut points = [Vec::new(), Vec::new()];
+    for batch in SWEEP.into_iter().filter(|&b| b <= args.rows) {
+        let arrays = celsius(args.rows, batch);
+        let mut per_call = [0.0; 2];
+        for (i, udf) in [native, wasm].into_iter().enumerate() {
+            let (time, _) = best_of(args.runs, || invoke_all(udf, &arrays))?;
+            per_call[i] = time.as_secs_f64() * 1e6 / arrays.len() as f64;
+            points[i].push((batch as f64, per_call[i]));
+        }
+        println!(
+            "{batch:>12} {:>18.2} {:>18.2} {:>12.2}",
+            per_call[0],
+            per_call[1],
+            per_call[0] / per_call[1]
+        );
+    }
+    for (label, points) in ["native", "wasm"].iter().zip(&points) {
+        let (fixed, per_row) = fit(points);
+        println!(
+            "{label:<6} fixed {fixed:.2} µs per call + {:.3} ns per row",
+            per_row * 1e3
+        );
+    }
+    Ok(())
+}
+
+/// Least-squares line `y = a + b·x` through `points`: `(a, b)`.
+fn fit(points: &[(f64, f64)]) -> (f64, f64) {
+    let n = points.len() as f64;
+    let (sx, sy) = points
+        .iter()
+        .fold((0.0, 0.0), |(sx, sy), (x, y)| (sx + x, sy + y));
+    let (mx, my) = (sx / n, sy / n);
+    let (sxy, sxx) = points.iter().fold((0.0, 0.0), |(sxy, sxx), (x, y)| {
+        (sxy + (x - mx) * (y - my), sxx + (x - mx) * (x - mx))
+    });
+    let b = if sxx > 0.0 { sxy / sxx } else { 0.0 };
+    (my - b * mx, b)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fit;
+
+    #[test]
+    fn fit_recovers_a_line() {
+        let (a, b) = fit(&[
+            (64.0, 2.0 + 0.128),
+            (1024.0, 2.0 + 2.048),
+            (8192.0, 2.0 + 16.384),
+        ]);
+        assert!(
+            (a - 2.0).abs() < 1e-9 && (b - 0.002).abs() < 1e-12,
+            "{a} {b}"
+        );
+    }
 }

@@ -7,6 +7,7 @@ use std::time::Instant;
 use datafusion::arrow::array::ArrayRef;
 
 use crate::component::CallFailure;
+use crate::convert::Argument;
 use crate::{convert, Component, FunctionSignature, FunctionStats, LimitKind};
 
 /// A call's result column (failed rows are null) and the rows the guest said failed.
@@ -58,14 +59,15 @@ pub(crate) fn call_counted(
     stats: &FunctionStats,
     deadline: Option<Instant>,
 ) -> Result<Called, CallError> {
-    let mut columns = Vec::with_capacity(args.len());
+    let mut arguments = Vec::with_capacity(args.len());
     for (array, (param, ty)) in args.iter().zip(&function.params) {
-        let column = convert::to_wit(array, *ty).map_err(|message| CallError::Argument {
+        let argument = Argument::new(array, *ty).map_err(|message| CallError::Argument {
             param: param.clone(),
             message,
         })?;
-        columns.push(column);
+        arguments.push(argument);
     }
+    let columns: Vec<_> = arguments.iter().map(Argument::column).collect();
     stats.calls.fetch_add(1, Ordering::Relaxed);
     stats.rows.fetch_add(rows as u64, Ordering::Relaxed);
     let started = Instant::now();

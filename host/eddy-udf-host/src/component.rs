@@ -409,7 +409,7 @@ impl Component {
     pub(crate) fn call(
         &self,
         function: &str,
-        args: &[wit::Column],
+        args: &[wit::ColumnParam<'_>],
         rows: u32,
         query_deadline: Option<std::time::Instant>,
     ) -> std::result::Result<wit::ScalarResult, CallFailure> {
