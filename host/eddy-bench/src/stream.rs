@@ -117,6 +117,20 @@ pub(crate) async fn run(args: &StreamBench, runtime: UdfRuntime) -> Result<()> {
         first_event.as_secs_f64()
     );
 
+    // 2b. The limit: a bare rdkafka consume → produce pipe over the same input, same broker
+    // and partitions, each record passed on unchanged (no decoding, no query).
+    let piped = format!("bench-pipe-{stamp}");
+    ensure_topic(&config("admin"), &piped, 4).await?;
+    let pipe_rate = {
+        let (bootstrap, input, events) = (bootstrap.clone(), input.clone(), args.events);
+        tokio::task::spawn_blocking(move || bare_pipe(&bootstrap, &input, &piped, events)).await??
+    };
+    println!(
+        "kafka -> bare rdkafka consumer -> producer -> kafka: {:.0} events/s; eddy's query runs at {:.2}x of it",
+        pipe_rate,
+        kafka_rate / pipe_rate
+    );
+
     // 3. Latency through Kafka at a fixed rate: producer timestamp to the output's arrival.
     let (input, output) = (format!("lat-in-{stamp}"), format!("lat-out-{stamp}"));
     ensure_topic(&config("admin"), &input, 4).await?;
@@ -216,6 +230,78 @@ pub(crate) async fn run(args: &StreamBench, runtime: UdfRuntime) -> Result<()> {
         kafka_rate / 200_000.0
     );
     Ok(())
+}
+
+/// Copies `events` records from `input` to `output` with one plain consumer and one producer,
+/// the producer set up as Eddy's sink is (idempotent, `acks=all`, `linger.ms=5`); returns
+/// events/s from the first record read to the last.
+fn bare_pipe(bootstrap: &str, input: &str, output: &str, events: u64) -> Result<f64> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::message::Message;
+    use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+
+    let consumer: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", format!("bench-pipe-{}", std::process::id()))
+        .set("enable.auto.commit", "false")
+        .set("fetch.wait.max.ms", "5")
+        // As Eddy's source sets it: librdkafka's default stops fetching for a second whenever
+        // its local queue is full.
+        .set("fetch.queue.backoff.ms", "10")
+        .create()?;
+    let mut partitions = rdkafka::TopicPartitionList::new();
+    for p in 0..4 {
+        partitions.add_partition_offset(input, p, rdkafka::Offset::Beginning)?;
+    }
+    consumer.assign(&partitions)?;
+    let producer: ThreadedProducer<DefaultProducerContext> = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("linger.ms", "5")
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        .create()?;
+    let deadline = Instant::now() + Duration::from_secs(600);
+    let mut started = None;
+    let mut copied = 0;
+    while copied < events {
+        if Instant::now() > deadline {
+            bail!("the bare pipe copied {copied} of {events} events in 600 s");
+        }
+        let Some(message) = consumer.poll(Duration::from_millis(100)) else {
+            continue;
+        };
+        let message = message?;
+        started.get_or_insert_with(Instant::now);
+        let mut record = BaseRecord::to(output).payload(message.payload().unwrap_or_default());
+        if let Some(key) = message.key() {
+            record = record.key(key);
+        }
+        if let Some(ts) = message.timestamp().to_millis() {
+            record = record.timestamp(ts);
+        }
+        // A full queue waits for deliveries to make room, as a sink's backpressure would.
+        loop {
+            match producer.send(record) {
+                Ok(()) => break,
+                Err((e, back)) => {
+                    if !matches!(
+                        e.rdkafka_error_code(),
+                        Some(rdkafka::types::RDKafkaErrorCode::QueueFull)
+                    ) {
+                        bail!("bare pipe: {e}");
+                    }
+                    record = back;
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+            }
+        }
+        copied += 1;
+    }
+    // Timed like Eddy's run (`wait_for`): from the first record read to the last; the flush
+    // after it only proves the copies landed.
+    let elapsed = started.map_or(Duration::ZERO, |s| s.elapsed());
+    producer.flush(Duration::from_secs(60))?;
+    Ok(events as f64 / elapsed.as_secs_f64())
 }
 
 async fn sink_one(sink: &mut KafkaSink) -> Result<()> {
