@@ -326,10 +326,7 @@ fn expand(options: Vec<Meta>, func: &ItemFn) -> syn::Result<proc_macro2::TokenSt
             })
             .collect();
         let collect_fn = quote_spanned! {rs=> <#ret_item as ::eddy_udf::Ret>::collect_dense};
-        let call_args = spanned_parens(
-            quote!(rows, |row| self::#ident(#(#dense_reads),*)),
-            rs,
-        );
+        let call_args = spanned_parens(quote!(rows, |row| self::#ident(#(#dense_reads),*)), rs);
         let mut path = quote! {
             let #out = #collect_fn #call_args;
             return ::std::result::Result::Ok(#finish);
