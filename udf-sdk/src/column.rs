@@ -573,37 +573,30 @@ pub trait Ret {
     }
 }
 
+/// `Ret` for plain values; those after `;` also collect a dense batch in one loop.
 macro_rules! plain_ret {
-    ($($t:ty),*) => {$(
+    (@impl $t:ty { $($dense:item)? }) => {
         impl Ret for $t {
             type Value = $t;
             #[inline]
             fn push(self, out: &mut Output<$t>) {
                 out.push_value(self);
             }
+            $($dense)?
         }
-    )*};
-}
-
-plain_ret!(bool, String, Vec<f64>);
-
-macro_rules! primitive_plain_ret {
-    ($($t:ty),*) => {$(
-        impl Ret for $t {
-            type Value = $t;
+    };
+    ($($t:ty),*; $($d:ty),*) => {
+        $(plain_ret!(@impl $t {});)*
+        $(plain_ret!(@impl $d {
             #[inline]
-            fn push(self, out: &mut Output<$t>) {
-                out.push_value(self);
-            }
-            #[inline]
-            fn collect_dense(rows: usize, f: impl FnMut(usize) -> Self) -> Output<$t> {
+            fn collect_dense(rows: usize, f: impl FnMut(usize) -> Self) -> Output<$d> {
                 Output::from_values((0..rows).map(f).collect(), rows)
             }
-        }
-    )*};
+        });)*
+    };
 }
 
-primitive_plain_ret!(f64, i64);
+plain_ret!(bool, String, Vec<f64>; f64, i64);
 
 impl<T: RetValue> Ret for Option<T> {
     type Value = T;
