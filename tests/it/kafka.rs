@@ -1260,3 +1260,92 @@ async fn kafka_single_values_unwrapped() {
     let rows = collect(run(&mut engine, "SELECT speed FROM back EMIT CHANGES LIMIT 2").await).await;
     assert_eq!(rows, [["50.5"], ["70.0"]]);
 }
+
+/// The sum of column `n` of table `t`, once it reaches `expected` (or after 60 s).
+async fn counted(engine: &mut eddy_stream::Engine, expected: usize) -> usize {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let rows = pull(engine, "SELECT car, n FROM t").await;
+        let got: usize = rows.iter().map(|r| r[1].parse::<usize>().unwrap()).sum();
+        if got >= expected || Instant::now() > deadline {
+            return got;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// An aggregation's state counts what it read beyond its committed offsets. When the consumer
+/// group takes its partitions away (another member joins) and hands them back, they resume
+/// after what the state counted, not at the committed offset: every event is counted once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafka_partitions_handed_back_resume_where_the_state_is() {
+    const FIRST: usize = 2_000;
+    const MORE: usize = 1_000;
+    let broker = shared();
+    let admin = broker.config("admin");
+    let topic = unique("handback");
+    ensure_topic(&admin, &topic, 2).await.unwrap();
+    let service = unique("eddy");
+    let mut engine = eddy_stream::Engine::new(
+        eddy_tests::session(),
+        eddy_stream::EngineConfig {
+            kafka: Some(eddy_stream::KafkaSettings {
+                bootstrap_servers: admin.bootstrap_servers.clone(),
+                extra: admin.extra.clone(),
+            }),
+            service_id: service.clone(),
+            commit_interval: Duration::from_millis(200),
+            ..eddy_stream::EngineConfig::default()
+        },
+    );
+    run(
+        &mut engine,
+        &format!(
+            "CREATE STREAM s (i BIGINT, car VARCHAR, speed DOUBLE) \
+             WITH (kafka_topic='{topic}', value_format='JSON')"
+        ),
+    )
+    .await;
+    // Without a window or checkpoints, the query commits nothing past its first event: a
+    // partition resuming at the committed offset would count everything again.
+    run(
+        &mut engine,
+        "CREATE TABLE t AS SELECT car, COUNT(*) AS n FROM s GROUP BY car",
+    )
+    .await;
+    let all = records(FIRST + MORE);
+    produce(&admin, &topic, all[..FIRST].to_vec()).await;
+    assert_eq!(counted(&mut engine, FIRST).await, FIRST, "before");
+
+    // A second member of the query's group takes partitions, reads them from the committed
+    // offsets, and leaves without committing: the group hands them back.
+    let group = format!("{service}-{}", engine.queries()[0].id);
+    let mut intruder =
+        KafkaSource::subscribe(&broker.config(&group), &topic, OffsetReset::Earliest).unwrap();
+    let started = Instant::now();
+    let mut read = 0;
+    while read == 0 {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the second member read nothing"
+        );
+        read += intruder
+            .poll(FIRST, Duration::from_millis(100))
+            .await
+            .unwrap()
+            .unwrap()
+            .len();
+    }
+    drop(intruder);
+
+    produce(&admin, &topic, all[FIRST..].to_vec()).await;
+    assert_eq!(
+        counted(&mut engine, FIRST + MORE).await,
+        FIRST + MORE,
+        "after"
+    );
+    // Nothing comes twice later either.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(counted(&mut engine, 0).await, FIRST + MORE, "later");
+    engine.shutdown().await;
+}

@@ -80,11 +80,29 @@ pub trait Source: Send {
     /// offsets ignore it.
     fn resume_from(&mut self, _offsets: &BTreeMap<i32, i64>) {}
 
+    /// Tells `hook` whenever the source gains or loses partitions (a Kafka consumer group
+    /// moving them between processes). Sources whose partitions never move ignore it.
+    fn watch_partitions(&mut self, _hook: std::sync::Arc<dyn PartitionHook>) {}
+
     /// Messages waiting in the source beyond what was read, if the source can tell (Kafka's
     /// consumer lag); a cheap local estimate, called once per step.
     fn lag(&self) -> Option<u64> {
         None
     }
+}
+
+/// Told about partitions as they move to and from a [`Source`]; see
+/// [`Source::watch_partitions`]. Called on the source's fetching thread, before any message of
+/// a newly assigned partition is returned.
+pub trait PartitionHook: Send + Sync {
+    /// `partitions` (of `of` the topic has) were assigned. Returns where to start those it has
+    /// state for: the offset of the next message to read; the others start where the source
+    /// would resume by itself.
+    fn assigned(&self, partitions: &[i32], of: usize) -> BTreeMap<i32, i64>;
+
+    /// `partitions` were taken away. Messages of theirs fetched but not yet returned are
+    /// dropped: whoever reads the partition next reads them again.
+    fn revoked(&self, partitions: &[i32]);
 }
 
 /// A destination for records, written by one query.

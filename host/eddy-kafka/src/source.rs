@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use eddy_connector::{Error, Message, Position, Result, Source};
+use eddy_connector::{Error, Message, PartitionHook, Position, Result, Source};
 use rdkafka::client::ClientContext;
 use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
@@ -81,6 +81,8 @@ impl KafkaSource {
             topic: topic.to_string(),
             broker: broker.clone(),
             start: std::sync::Mutex::new(BTreeMap::new()),
+            hook: std::sync::Mutex::new(None),
+            revoked: std::sync::Mutex::new(Vec::new()),
         };
         let consumer: BaseConsumer<SourceContext> =
             client.create_with_context(context).map_err(|e| {
@@ -173,6 +175,10 @@ impl Source for KafkaSource {
         *self.consumer.context().start.lock().expect("start lock") = offsets.clone();
     }
 
+    fn watch_partitions(&mut self, hook: Arc<dyn PartitionHook>) {
+        *self.consumer.context().hook.lock().expect("hook lock") = Some(hook);
+    }
+
     fn lag(&self) -> Option<u64> {
         // Watermarks come cached from fetch responses and positions are local: no broker call.
         let positions = self.consumer.position().ok()?;
@@ -219,7 +225,9 @@ fn fetch(
     while out.is_empty() {
         let left = deadline.saturating_duration_since(Instant::now());
         // `None` also comes back early when the poll only served a rebalance: wait on.
-        match consumer.poll(left) {
+        let polled = consumer.poll(left);
+        forget_revoked(consumer, &mut out);
+        match polled {
             Some(Ok(m)) => out.push(convert(&m, topic)),
             Some(Err(e)) => consumer_error(e, topic, broker)?,
             None if left.is_zero() => return Ok(out),
@@ -227,13 +235,26 @@ fn fetch(
         }
     }
     while out.len() < max {
-        match consumer.poll(Duration::ZERO) {
+        let polled = consumer.poll(Duration::ZERO);
+        forget_revoked(consumer, &mut out);
+        match polled {
             Some(Ok(m)) => out.push(convert(&m, topic)),
             Some(Err(e)) => consumer_error(e, topic, broker)?,
             None => break,
         }
     }
     Ok(out)
+}
+
+/// Drops the messages in `out` of partitions revoked by the poll that just returned: they were
+/// fetched before the revocation, and whoever owns the partition now reads them again (a
+/// message that poll returned came after it, and is kept).
+fn forget_revoked(consumer: &BaseConsumer<SourceContext>, out: &mut Vec<Message>) {
+    let mut revoked = consumer.context().revoked.lock().expect("revoked lock");
+    if !revoked.is_empty() {
+        out.retain(|m| !revoked.contains(&m.position.partition));
+        revoked.clear();
+    }
 }
 
 fn convert(m: &BorrowedMessage<'_>, topic: &str) -> Message {
@@ -334,6 +355,27 @@ struct SourceContext {
     /// Partitions to start at these offsets when next assigned, rather than at the group's
     /// committed offset: where a restored checkpoint left off.
     start: std::sync::Mutex<BTreeMap<i32, i64>>,
+    /// Told of every assignment and revocation; it may set where assigned partitions start.
+    hook: std::sync::Mutex<Option<Arc<dyn PartitionHook>>>,
+    /// Partitions revoked since the fetch loop last looked, whose fetched messages it drops.
+    revoked: std::sync::Mutex<Vec<i32>>,
+}
+
+impl SourceContext {
+    /// How many partitions the topic has, from the broker; 0 if it cannot tell.
+    fn partition_count(&self, consumer: &BaseConsumer<Self>) -> usize {
+        match consumer.fetch_metadata(Some(&self.topic), Duration::from_secs(5)) {
+            Ok(metadata) => metadata
+                .topics()
+                .iter()
+                .find(|t| t.name() == self.topic)
+                .map_or(0, |t| t.partitions().len()),
+            Err(e) => {
+                tracing::warn!(topic = %self.topic, broker = %self.broker, "kafka: reading the topic's partition count: {e}");
+                0
+            }
+        }
+    }
 }
 
 impl ClientContext for SourceContext {
@@ -364,14 +406,20 @@ impl ConsumerContext for SourceContext {
         );
         let result = match err {
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
-                let mut start = self.start.lock().expect("start lock");
                 let assigned: Vec<i32> = tpl
                     .elements_for_topic(&self.topic)
                     .iter()
                     .map(|e| e.partition())
                     .collect();
+                let hook = self.hook.lock().expect("hook lock").clone();
+                let from_hook = match hook {
+                    Some(hook) => hook.assigned(&assigned, self.partition_count(consumer)),
+                    None => BTreeMap::new(),
+                };
+                let mut start = self.start.lock().expect("start lock");
                 for partition in assigned {
-                    if let Some(offset) = start.remove(&partition) {
+                    let restored = start.remove(&partition);
+                    if let Some(offset) = from_hook.get(&partition).copied().or(restored) {
                         tracing::info!(topic = %self.topic, partition, offset, "kafka: resuming from a checkpoint");
                         if let Err(e) =
                             tpl.set_partition_offset(&self.topic, partition, Offset::Offset(offset))
@@ -387,8 +435,21 @@ impl ConsumerContext for SourceContext {
                     consumer.assign(tpl)
                 }
             }
-            RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS if cooperative => {
-                consumer.incremental_unassign(tpl)
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
+                let revoked: Vec<i32> = tpl
+                    .elements_for_topic(&self.topic)
+                    .iter()
+                    .map(|e| e.partition())
+                    .collect();
+                if let Some(hook) = self.hook.lock().expect("hook lock").clone() {
+                    hook.revoked(&revoked);
+                }
+                self.revoked.lock().expect("revoked lock").extend(revoked);
+                if cooperative {
+                    consumer.incremental_unassign(tpl)
+                } else {
+                    consumer.unassign()
+                }
             }
             _ => consumer.unassign(),
         };

@@ -269,6 +269,13 @@ impl Input {
         }
     }
 
+    /// Has its source tell `hook` when partitions move (Kafka's consumer group).
+    pub(crate) fn watch_partitions(&mut self, hook: Arc<dyn eddy_connector::PartitionHook>) {
+        if let Input::Source { source, .. } = self {
+            source.watch_partitions(hook);
+        }
+    }
+
     /// Continues from `offsets` (a checkpoint's) rather than from the last commit.
     pub(crate) fn resume(&mut self, offsets: &BTreeMap<i32, i64>) {
         if let Input::Source { source, next, .. } = self {

@@ -13,6 +13,7 @@ mod input;
 mod join_within;
 mod log;
 mod pipeline;
+mod progress;
 mod provider;
 mod query;
 mod reused_plan;

@@ -230,10 +230,23 @@ impl Engine {
             .unwrap_or_default();
         let stats = Arc::new(Stats::default());
         let (stop, stop_rx) = watch::channel(false);
+        let mut input = launch.input;
+        // An aggregation's state is ahead of its committed offsets: partitions the group hands
+        // back resume after what the state has counted.
+        let progress = launch
+            .processor
+            .as_ref()
+            .is_some_and(|p| p.is_aggregate() && input.resumable())
+            .then(|| {
+                let progress = Arc::new(crate::progress::Progress::default());
+                progress.record(&input.offsets());
+                input.watch_partitions(progress.clone());
+                progress
+            });
         let task = Task {
             id: launch.id.clone(),
             on_error: launch.on_error,
-            input: launch.input,
+            input,
             input_schema,
             processor: launch.processor,
             table: launch.table,
@@ -246,6 +259,7 @@ impl Engine {
             max_batch: self.config.max_batch,
             limit: launch.limit,
             state: launch.state,
+            progress,
         };
         let handle = tokio::spawn(task.run());
         self.queries.insert(

@@ -124,6 +124,9 @@ pub(super) struct Task {
     pub(super) limit: Option<usize>,
     /// Where it checkpoints its state at each commit, if it does.
     pub(super) state: Option<QueryState>,
+    /// For an aggregation over Kafka: how far it has read, where partitions handed back by
+    /// the consumer group resume.
+    pub(super) progress: Option<Arc<crate::progress::Progress>>,
 }
 
 impl Task {
@@ -163,6 +166,9 @@ impl Task {
                     continue;
                 }
             };
+            if let Some(progress) = &self.progress {
+                progress.record(&self.input.offsets());
+            }
             self.stats
                 .lag
                 .store(self.input.lag().unwrap_or(u64::MAX), Ordering::Relaxed);
