@@ -209,6 +209,17 @@ pub(crate) struct QueryState {
 }
 
 impl QueryState {
+    /// The checkpoints of the query's state for input partition `partition` alone.
+    pub(crate) fn partition(&self, partition: i32) -> QueryState {
+        QueryState {
+            store: self.store.clone(),
+            prefix: self.prefix.clone().join(partition.to_string()),
+            location: format!("{}/{partition}", self.location),
+            statement: self.statement.clone(),
+            next: 0,
+        }
+    }
+
     /// Where its checkpoints are, for messages.
     pub(crate) fn location(&self) -> &str {
         &self.location

@@ -25,6 +25,8 @@ pub(crate) struct InputBatch {
     /// Which input of a stream–stream join it came from: 0 (left, and every other query's
     /// input) or 1 (right).
     pub side: usize,
+    /// The one partition all its messages came from, when the input is split by partition.
+    pub partition: Option<i32>,
 }
 
 impl InputBatch {
@@ -55,6 +57,10 @@ pub(crate) enum Input {
         /// an MQTT broker stops delivering once too many are unacknowledged, so there a
         /// window's events are acknowledged as soon as they are read.
         hold: bool,
+        /// Whether each step holds one partition's messages only (state kept per partition).
+        split: bool,
+        /// Messages fetched for later steps of a split input, by partition in fetch order.
+        later: Vec<eddy_connector::Message>,
     },
     /// The built-in car-sensor generator.
     Generator {
@@ -97,6 +103,7 @@ impl Input {
             bad: Vec::new(),
             first: BTreeMap::new(),
             side: 0,
+            partition: None,
         };
         match self {
             Input::Memory { log, next } => {
@@ -121,17 +128,35 @@ impl Input {
                     bad: Vec::new(),
                     first: BTreeMap::new(),
                     side: 0,
+                    partition: None,
                 }))
             }
             Input::Source {
                 source,
                 decoder,
                 next,
+                split,
+                later,
                 ..
             } => {
-                let Some(messages) = source.poll(max, wait).await? else {
-                    return Ok(None);
+                let messages = if later.is_empty() {
+                    let Some(mut messages) = source.poll(max, wait).await? else {
+                        return Ok(None);
+                    };
+                    if *split {
+                        // Stable: each partition's messages keep their order.
+                        messages.sort_by_key(|m| m.position.partition);
+                        *later = messages;
+                        one_partition(later)
+                    } else {
+                        messages
+                    }
+                } else {
+                    one_partition(later)
                 };
+                let partition = (*split)
+                    .then(|| messages.first().map(|m| m.position.partition))
+                    .flatten();
                 let mut first = BTreeMap::new();
                 for m in &messages {
                     first
@@ -145,6 +170,7 @@ impl Input {
                     bad,
                     first,
                     side: 0,
+                    partition,
                 }))
             }
             Input::Join {
@@ -218,6 +244,7 @@ impl Input {
                     bad: Vec::new(),
                     first: BTreeMap::new(),
                     side: 0,
+                    partition: None,
                 }))
             }
         }
@@ -276,6 +303,28 @@ impl Input {
         }
     }
 
+    /// Makes each step hold one partition's messages, so a query can keep state per partition.
+    pub(crate) fn split_partitions(&mut self) {
+        if let Input::Source { split, .. } = self {
+            *split = true;
+        }
+    }
+
+    /// Forgets partition `p`, which the query no longer owns: its offset is not committed.
+    pub(crate) fn forget_partition(&mut self, p: i32) {
+        if let Input::Source { next, later, .. } = self {
+            next.remove(&p);
+            later.retain(|m| m.position.partition != p);
+        }
+    }
+
+    /// Sets where partition `p` was read up to: the offset of its next message.
+    pub(crate) fn set_offset(&mut self, p: i32, offset: i64) {
+        if let Input::Source { next, .. } = self {
+            next.insert(p, offset);
+        }
+    }
+
     /// Continues from `offsets` (a checkpoint's) rather than from the last commit.
     pub(crate) fn resume(&mut self, offsets: &BTreeMap<i32, i64>) {
         if let Input::Source { source, next, .. } = self {
@@ -313,5 +362,44 @@ impl Input {
             Input::Join { sides, .. } => sides.iter().flat_map(|s| s.memory_logs()).collect(),
             _ => Vec::new(),
         }
+    }
+}
+
+/// The leading run of `messages` from one partition, taken out of it.
+fn one_partition(messages: &mut Vec<eddy_connector::Message>) -> Vec<eddy_connector::Message> {
+    let Some(first) = messages.first().map(|m| m.position.partition) else {
+        return Vec::new();
+    };
+    let n = messages
+        .iter()
+        .take_while(|m| m.position.partition == first)
+        .count();
+    messages.drain(..n).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use eddy_connector::{Message, Position};
+
+    #[test]
+    fn a_split_input_serves_one_partition_at_a_time_in_order() {
+        let message = |partition, offset| Message {
+            key: None,
+            payload: Vec::new(),
+            timestamp_ms: None,
+            position: Position { partition, offset },
+            origin: String::new(),
+        };
+        let mut fetched = vec![message(1, 5), message(0, 7), message(1, 6), message(0, 8)];
+        fetched.sort_by_key(|m| m.position.partition);
+        let taken = |ms: Vec<Message>| -> Vec<(i32, i64)> {
+            ms.iter()
+                .map(|m| (m.position.partition, m.position.offset))
+                .collect()
+        };
+        assert_eq!(taken(one_partition(&mut fetched)), [(0, 7), (0, 8)]);
+        assert_eq!(taken(one_partition(&mut fetched)), [(1, 5), (1, 6)]);
+        assert!(one_partition(&mut fetched).is_empty());
     }
 }

@@ -300,11 +300,20 @@ impl TableState {
 
     /// Deletes the rows `expired` says are past their retention.
     pub(crate) fn retain(&self, expired: impl Fn(&[ScalarValue]) -> bool) {
+        self.retain_keys(|_| true, expired)
+    }
+
+    /// Deletes the rows of keys `of` picks that `expired` says are past their retention.
+    pub(crate) fn retain_keys(
+        &self,
+        of: impl Fn(&[u8]) -> bool,
+        expired: impl Fn(&[ScalarValue]) -> bool,
+    ) {
         let mut inner = self.inner.lock().expect("table lock");
         let gone: Vec<Vec<u8>> = inner
             .rows
             .iter()
-            .filter(|(_, (_, row))| expired(row))
+            .filter(|(k, (_, row))| of(k) && expired(row))
             .map(|(k, _)| k.clone())
             .collect();
         if gone.is_empty() {
@@ -379,12 +388,89 @@ impl TableState {
         Ok(())
     }
 
+    /// Like [`TableState::save`], only the rows whose keys are in `keys`; keys no longer in
+    /// the table (deleted, expired) leave `keys`.
+    pub(crate) fn save_keys(
+        &self,
+        name: &str,
+        checkpoint: &mut crate::checkpoint::Checkpoint,
+        keys: &mut foldhash::HashSet<Vec<u8>>,
+    ) -> crate::Result<()> {
+        let (saved, columns) = {
+            let inner = self.inner.lock().expect("table lock");
+            keys.retain(|k| inner.rows.contains_key(k));
+            let rows: Vec<(&Vec<u8>, &Vec<ScalarValue>)> = inner
+                .order
+                .values()
+                .filter(|k| keys.contains(*k))
+                .map(|k| (k, &inner.rows[k].1))
+                .collect();
+            let saved = arrow::array::BinaryArray::from_iter_values(rows.iter().map(|(k, _)| k));
+            let columns = self
+                .schema
+                .fields()
+                .iter()
+                .enumerate()
+                .map(|(c, field)| {
+                    if rows.is_empty() {
+                        return Ok(arrow::array::new_empty_array(field.data_type()));
+                    }
+                    let array = ScalarValue::iter_to_array(rows.iter().map(|(_, r)| r[c].clone()))?;
+                    if array.data_type() != field.data_type() {
+                        return Ok(arrow::compute::cast(&array, field.data_type())?);
+                    }
+                    Ok(array)
+                })
+                .collect::<Result<Vec<_>>>()?;
+            (saved, columns)
+        };
+        let mut fields = vec![Arc::new(arrow::datatypes::Field::new(
+            "__key",
+            arrow::datatypes::DataType::Binary,
+            false,
+        ))];
+        fields.extend(self.schema.fields().iter().cloned());
+        let mut all: Vec<arrow::array::ArrayRef> = vec![Arc::new(saved)];
+        all.extend(columns);
+        let batch = RecordBatch::try_new(Arc::new(arrow::datatypes::Schema::new(fields)), all)?;
+        checkpoint.sections.insert(name.into(), batch);
+        Ok(())
+    }
+
+    /// Adds the rows of section `name` of `checkpoint` (written by [`TableState::save_keys`])
+    /// to those it has, returning their keys.
+    pub(crate) fn restore_keys(
+        &self,
+        name: &str,
+        checkpoint: &crate::checkpoint::Checkpoint,
+    ) -> crate::Result<foldhash::HashSet<Vec<u8>>> {
+        self.load(name, checkpoint, false)
+    }
+
+    /// Deletes the rows of `keys`.
+    pub(crate) fn remove_keys(&self, keys: &foldhash::HashSet<Vec<u8>>) {
+        let mut inner = self.inner.lock().expect("table lock");
+        inner.snapshot = None;
+        for key in keys {
+            inner.remove(key);
+        }
+    }
+
     /// Replaces its rows with section `name` of `checkpoint`, written by [`TableState::save`].
     pub(crate) fn restore(
         &self,
         name: &str,
         checkpoint: &crate::checkpoint::Checkpoint,
     ) -> crate::Result<()> {
+        self.load(name, checkpoint, true).map(drop)
+    }
+
+    fn load(
+        &self,
+        name: &str,
+        checkpoint: &crate::checkpoint::Checkpoint,
+        replace: bool,
+    ) -> crate::Result<foldhash::HashSet<Vec<u8>>> {
         use arrow::array::AsArray;
         let batch = checkpoint.section(name)?;
         let ours = self.schema.fields();
@@ -404,11 +490,16 @@ impl TableState {
         let keys = batch.column(0).as_binary::<i32>();
         let rows = batch.project(&(1..batch.num_columns()).collect::<Vec<_>>())?;
         let mut inner = self.inner.lock().expect("table lock");
-        *inner = TableInner::default();
+        if replace {
+            *inner = TableInner::default();
+        }
+        inner.snapshot = None;
+        let mut loaded = foldhash::HashSet::default();
         for i in 0..rows.num_rows() {
             inner.put(keys.value(i), &rows, i)?;
+            loaded.insert(keys.value(i).to_vec());
         }
-        Ok(())
+        Ok(loaded)
     }
 }
 

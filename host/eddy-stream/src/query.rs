@@ -393,6 +393,32 @@ impl Parsed {
             .collect()
     }
 
+    /// Whether it reads its source directly (no subquery, no join) and groups by each of
+    /// `columns` as it is: then all rows of a group come from one partition of a topic keyed by
+    /// those columns.
+    pub(crate) fn groups_by_columns(&self, columns: &[String]) -> bool {
+        let SetExpr::Select(select) = self.query.body.as_ref() else {
+            return false;
+        };
+        let direct = self.joined.is_empty()
+            && select.from.len() == 1
+            && select.from[0].joins.is_empty()
+            && matches!(select.from[0].relation, TableFactor::Table { .. });
+        let GroupByExpr::Expressions(keys, _) = &select.group_by else {
+            return false;
+        };
+        let names = |c: &String| {
+            keys.iter().any(|k| match k {
+                Expr::Identifier(i) => ident(i).eq_ignore_ascii_case(c),
+                Expr::CompoundIdentifier(parts) => parts
+                    .last()
+                    .is_some_and(|i| ident(i).eq_ignore_ascii_case(c)),
+                _ => false,
+            })
+        };
+        direct && !columns.is_empty() && columns.iter().all(names)
+    }
+
     /// The query with its source renamed to `table` (keeping the name rows go by).
     fn reading(&self, table: &str) -> Box<Query> {
         let mut query = self.query.clone();

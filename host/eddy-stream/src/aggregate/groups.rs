@@ -149,6 +149,16 @@ impl Groups {
 
     /// The state rows of `ids`, in that order, as columns of [`Groups::schema`].
     pub(super) fn rows(&self, ids: &[GroupId]) -> Result<Vec<ArrayRef>> {
+        if self.chunks.is_empty() {
+            // No group yet (a partition that has seen no event): empty columns.
+            debug_assert!(ids.is_empty());
+            return Ok(self
+                .schema
+                .fields()
+                .iter()
+                .map(|f| arrow::array::new_empty_array(f.data_type()))
+                .collect());
+        }
         if let [only] = &self.chunks[..] {
             let rows = UInt32Array::from_iter_values(ids.iter().map(|&id| self.at(id).1 as u32));
             return Ok(arrow::compute::take_arrays(only.columns(), &rows, None)?);

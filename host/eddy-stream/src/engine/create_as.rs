@@ -9,6 +9,7 @@ use tokio::sync::mpsc;
 use super::catalog::{Relation, Spec};
 use super::launch::Launch;
 use super::options;
+use super::partitioned::Partitioned;
 use super::task::{OnError, TaskOutput};
 use super::{Engine, Output, PushQuery};
 use crate::connectors;
@@ -249,15 +250,43 @@ impl Engine {
         // A table holds the latest row per key (and window); its log is the change stream.
         let table = (kind == Kind::Table).then(|| TableState::new(schema.clone(), Vec::new()));
         let mut processor = processor;
-        let durable = self
-            .restore(
-                &id,
-                (sql, &parsed.source),
-                &mut input,
-                Some(&mut processor),
-                table.as_deref(),
-            )
-            .await;
+        let source = &self.relations[&parsed.source];
+        // An aggregation over a topic keyed by its GROUP BY columns finds each group's events
+        // in one partition: it keeps its state per partition, so partitions can move between
+        // processes with it.
+        let per_partition = match &self.config.state {
+            Some(store)
+                if processor.is_aggregate()
+                    && matches!(source.spec, Spec::Kafka { .. })
+                    && parsed.groups_by_columns(&source.keys) =>
+            {
+                let base = store.query(&id, &format!("{sql} {}", source.sql));
+                let parts = Partitioned::new(
+                    base,
+                    parsed.clone(),
+                    source.schema.clone(),
+                    &id,
+                    kind == Kind::Table,
+                );
+                input.watch_partitions(parts.handover());
+                input.split_partitions();
+                Some(parts)
+            }
+            _ => None,
+        };
+        let durable = match per_partition {
+            Some(_) => Ok(None),
+            None => {
+                self.restore(
+                    &id,
+                    (sql, &parsed.source),
+                    &mut input,
+                    Some(&mut processor),
+                    table.as_deref(),
+                )
+                .await
+            }
+        };
         let durable = self.unplan_on_error(&processor.tables, durable)?;
         let provider: Arc<dyn datafusion::catalog::TableProvider> = match &table {
             Some(state) => Arc::new(TableProviderImpl {
@@ -325,6 +354,7 @@ impl Engine {
             limit: None,
             on_error,
             state: durable,
+            partitioned: per_partition,
         });
         Ok(Output::Message(format!(
             "{} {name} created; query {id} is running",
@@ -372,6 +402,7 @@ impl Engine {
             limit,
             on_error: OnError::Skip,
             state: None,
+            partitioned: None,
         });
         Ok(Output::Push(PushQuery {
             id,

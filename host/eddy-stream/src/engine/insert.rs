@@ -202,6 +202,7 @@ impl Engine {
             limit: None,
             on_error: OnError::Skip,
             state: None,
+            partitioned: None,
         });
         Ok(Output::Message(format!(
             "inserting into {target}; query {id} is running"

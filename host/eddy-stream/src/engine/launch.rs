@@ -79,6 +79,8 @@ impl Engine {
                     .with_timestamp_format(r.timestamp, &r.options),
                     next: BTreeMap::new(),
                     hold: true,
+                    split: false,
+                    later: Vec::new(),
                 }
             }
             Spec::Mqtt { filters } => {
@@ -94,6 +96,8 @@ impl Engine {
                     .with_timestamp_format(r.timestamp, &r.options),
                     next: BTreeMap::new(),
                     hold: matches!(r.spec, Spec::Kafka { .. }),
+                    split: false,
+                    later: Vec::new(),
                 }
             }
         })
@@ -213,6 +217,7 @@ impl Engine {
             limit: None,
             on_error: OnError::Skip,
             state: durable,
+            partitioned: None,
         });
         Ok(())
     }
@@ -233,16 +238,16 @@ impl Engine {
         let mut input = launch.input;
         // An aggregation's state is ahead of its committed offsets: partitions the group hands
         // back resume after what the state has counted.
-        let progress = launch
+        let aggregates = launch
             .processor
             .as_ref()
-            .is_some_and(|p| p.is_aggregate() && input.resumable())
-            .then(|| {
-                let progress = Arc::new(crate::progress::Progress::default());
-                progress.record(&input.offsets());
-                input.watch_partitions(progress.clone());
-                progress
-            });
+            .is_some_and(|p| p.is_aggregate() && input.resumable());
+        let progress = (aggregates && launch.partitioned.is_none()).then(|| {
+            let progress = Arc::new(crate::progress::Progress::default());
+            progress.record(&input.offsets());
+            input.watch_partitions(progress.clone());
+            progress
+        });
         let task = Task {
             id: launch.id.clone(),
             on_error: launch.on_error,
@@ -260,6 +265,7 @@ impl Engine {
             limit: launch.limit,
             state: launch.state,
             progress,
+            partitioned: launch.partitioned,
         };
         let handle = tokio::spawn(task.run());
         self.queries.insert(
@@ -300,4 +306,6 @@ pub(super) struct Launch {
     pub(super) on_error: OnError,
     /// Its checkpoints, when its state is durable.
     pub(super) state: Option<QueryState>,
+    /// Its processors and checkpoints per input partition, when it keeps state that way.
+    pub(super) partitioned: Option<super::partitioned::Partitioned>,
 }

@@ -12,6 +12,7 @@ mod functions;
 mod insert;
 mod launch;
 mod options;
+mod partitioned;
 mod print;
 mod show;
 mod source;

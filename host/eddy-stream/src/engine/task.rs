@@ -127,6 +127,9 @@ pub(super) struct Task {
     /// For an aggregation over Kafka: how far it has read, where partitions handed back by
     /// the consumer group resume.
     pub(super) progress: Option<Arc<crate::progress::Progress>>,
+    /// For an aggregation keeping its state per input partition: the partitions' processors
+    /// and checkpoints.
+    pub(super) partitioned: Option<super::partitioned::Partitioned>,
 }
 
 impl Task {
@@ -169,6 +172,27 @@ impl Task {
             if let Some(progress) = &self.progress {
                 progress.record(&self.input.offsets());
             }
+            if let Some(parts) = &mut self.partitioned {
+                let synced = parts
+                    .sync(
+                        &mut self.processor,
+                        &mut self.input,
+                        self.output.table.as_deref(),
+                        &self.ctx,
+                    )
+                    .await;
+                if let Err(e) = synced {
+                    tracing::error!(query = %self.id, "query stopped: {e}");
+                    self.stats.error(format!("query stopped: {e}"));
+                    break;
+                }
+                if let Some(p) = step.partition {
+                    if !parts.activate(p, &mut self.processor) {
+                        tracing::warn!(query = %self.id, partition = p, "messages of a partition the query does not hold, skipped");
+                        continue;
+                    }
+                }
+            }
             self.stats
                 .lag
                 .store(self.input.lag().unwrap_or(u64::MAX), Ordering::Relaxed);
@@ -206,9 +230,12 @@ impl Task {
                 )
                 .await;
                 self.stats.batch_duration.observe(started.elapsed());
-                self.stats
-                    .late_events
-                    .store(processor.late(), Ordering::Relaxed);
+                let late = processor.late()
+                    + self
+                        .partitioned
+                        .as_ref()
+                        .map_or(0, |parts| parts.late_parked());
+                self.stats.late_events.store(late, Ordering::Relaxed);
                 let expired = processor.take_expired();
                 if !failed.is_empty() {
                     self.failed_rows(failed).await;
@@ -221,10 +248,15 @@ impl Task {
                 }
                 if let (Some(cutoff), Some(table)) = (expired, &self.output.table) {
                     if let Ok(end) = table.schema().index_of("windowend") {
-                        table.retain(|row| match &row[end] {
+                        let expired = |row: &[ScalarValue]| match &row[end] {
                             ScalarValue::TimestampMillisecond(Some(t), _) => *t <= cutoff,
                             _ => false,
-                        });
+                        };
+                        match &self.partitioned {
+                            // Only this partition's windows have closed.
+                            Some(parts) => table.retain_keys(|k| parts.owns(k), expired),
+                            None => table.retain(expired),
+                        }
                     }
                 }
                 let mut done = false;
@@ -255,6 +287,9 @@ impl Task {
         }
         if dirty {
             self.commit().await;
+        }
+        if let Some(parts) = self.partitioned.take() {
+            parts.close(&self.ctx, &self.processor);
         }
         self.stats.finished.store(true, Ordering::SeqCst);
     }
@@ -305,6 +340,9 @@ impl Task {
                 if let Err(e) = table.apply(&changes) {
                     self.stats.error(format!("table: {e}"));
                 }
+                if let Some(parts) = &mut self.partitioned {
+                    parts.track(&changes);
+                }
             }
             let records = match (&self.output.sink, &self.output.records) {
                 (Some(_), Some(layout)) => {
@@ -352,6 +390,15 @@ impl Task {
 
     /// Writes the query's state, with the input offsets it reflects, as its newest checkpoint.
     pub(super) async fn checkpoint(&mut self) -> Result<()> {
+        if let Some(parts) = &mut self.partitioned {
+            return parts
+                .checkpoint(
+                    &mut self.processor,
+                    self.input.offsets(),
+                    self.output.table.as_deref(),
+                )
+                .await;
+        }
         let Some(state) = &mut self.state else {
             return Ok(());
         };
@@ -391,7 +438,7 @@ impl Task {
         tracing::debug!(query = %self.id, elapsed = ?flush_started.elapsed(), "flushed");
         // With its state checkpointed, a query commits everything it read: a restart restores
         // the state and resumes there. Without, the commit stays behind open windows' events.
-        let hold = if self.state.is_some() {
+        let hold = if self.state.is_some() || self.partitioned.is_some() {
             if let Err(e) = self.checkpoint().await {
                 tracing::warn!(query = %self.id, "checkpoint failed, not committing: {e}");
                 self.stats.error(e.to_string());

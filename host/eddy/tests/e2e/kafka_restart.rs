@@ -12,13 +12,13 @@ use eddy_tests::kafka::{shared, unique};
 const N: i64 = 40_000;
 /// Events produced per second while the query runs.
 const RATE: i64 = 10_000;
-const COMMIT_MS: i64 = 200;
+pub(crate) const COMMIT_MS: i64 = 200;
 
 fn start_eddy(sql: &std::path::Path, service: &str) -> Child {
     start_eddy_with(sql, service, &["--no-state"])
 }
 
-fn start_eddy_with(sql: &std::path::Path, service: &str, extra: &[&str]) -> Child {
+pub(crate) fn start_eddy_with(sql: &std::path::Path, service: &str, extra: &[&str]) -> Child {
     let broker = shared();
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_eddy"));
     cmd.current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."))
@@ -197,7 +197,7 @@ async fn killed_and_restarted_eddy_loses_no_event() {
 /// Produces `events` (key, JSON value) to `topic` at `rate` per second, publishing how many are
 /// out in `produced`. After the first `rate / 20` events it waits for `go`, so a slow start-up
 /// cannot let the stream end before the process under test is up.
-fn produce_at(
+pub(crate) fn produce_at(
     topic: String,
     events: Vec<(String, String)>,
     rate: usize,
@@ -236,7 +236,7 @@ fn produce_at(
 
 /// The latest value of each key of a table's topic (what a compacted topic keeps), read until
 /// `done` says the values are complete or 90 s pass.
-async fn latest_per_key(
+pub(crate) async fn latest_per_key(
     topic: &str,
     done: impl Fn(&BTreeMap<Vec<u8>, serde_json::Value>) -> bool,
 ) -> BTreeMap<Vec<u8>, serde_json::Value> {

@@ -1,0 +1,176 @@
+//! State that moves with its partitions: processes of one `--service-id` split a topic, a third
+//! joins, one is killed; every partition's state goes where the group sends it.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use eddy_kafka::ensure_topic;
+use eddy_tests::kafka::{shared, unique};
+
+use crate::kafka_restart::{latest_per_key, produce_at, start_eddy_with, COMMIT_MS};
+
+/// Two `eddy run` processes share a 4-partition topic under one service id; a third joins a
+/// third of the way through the stream and the first is killed (`kill -9`) two thirds of the way.
+/// The aggregations are keyed as the topic is, so each partition's groups and windows live in
+/// its own checkpoints and move with it: the final counts and sums of every key, windowed and
+/// not, equal the events produced, exactly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn state_moves_with_partitions_between_processes() {
+    const EVENTS: usize = 30_000;
+    const CARS: usize = 40;
+    let broker = shared();
+    let admin = broker.config("admin");
+    let (input, totals, minutes) = (unique("move-in"), unique("move-totals"), unique("move-min"));
+    ensure_topic(&admin, &input, 4).await.unwrap();
+    let dir = std::env::temp_dir().join(unique("eddy-move"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let state_dir = dir.join("state");
+    let sql = dir.join("aggregations.sql");
+    std::fs::write(
+        &sql,
+        format!(
+            "CREATE STREAM readings (car VARCHAR KEY, v BIGINT, ts BIGINT) WITH (kafka_topic='{input}', key_format='KAFKA', value_format='JSON', timestamp='ts');\n\
+             CREATE TABLE totals WITH (kafka_topic='{totals}') AS SELECT car, COUNT(*) AS n, SUM(v) AS s FROM readings GROUP BY car;\n\
+             CREATE TABLE minutes WITH (kafka_topic='{minutes}') AS SELECT car, COUNT(*) AS n, SUM(v) AS s FROM readings WINDOW TUMBLING (SIZE 60 SECONDS, GRACE PERIOD 20 MINUTES) GROUP BY car;\n"
+        ),
+    )
+    .unwrap();
+    // Event i: car i % CARS, value i % 7, 20 ms of event time apart.
+    let events: Vec<(String, String)> = (0..EVENTS)
+        .map(|i| {
+            let value = format!(r#"{{"v":{},"ts":{}}}"#, i % 7, i * 20);
+            (format!("car{}", i % CARS), value)
+        })
+        .collect();
+    let mut expected_totals: BTreeMap<Vec<u8>, (i64, i64)> = BTreeMap::new();
+    let mut expected_minutes: BTreeMap<Vec<u8>, (i64, i64)> = BTreeMap::new();
+    for i in 0..EVENTS {
+        let car = format!("car{}", i % CARS).into_bytes();
+        let t = expected_totals.entry(car.clone()).or_default();
+        t.0 += 1;
+        t.1 += (i % 7) as i64;
+        let mut windowed = car;
+        windowed.extend_from_slice(&((i as i64 * 20) / 60_000 * 60_000).to_be_bytes());
+        let m = expected_minutes.entry(windowed).or_default();
+        m.0 += 1;
+        m.1 += (i % 7) as i64;
+    }
+
+    let produced = Arc::new(AtomicUsize::new(0));
+    let go = Arc::new(tokio::sync::Notify::new());
+    let producer = produce_at(input.clone(), events, 3_000, produced.clone(), go.clone());
+    let service = unique("svc");
+    let state_arg = state_dir.display().to_string();
+    let extra = ["--state-dir", state_arg.as_str()];
+    let mut a = start_eddy_with(&sql, &service, &extra);
+    let b = start_eddy_with(&sql, &service, &extra);
+    // Each query checkpoints each partition it holds under its own directory.
+    let partitions_checkpointed = || -> usize {
+        std::fs::read_dir(state_dir.join(&service))
+            .map(|queries| {
+                queries
+                    .map(|q| {
+                        std::fs::read_dir(q.unwrap().path())
+                            .unwrap()
+                            .filter(|p| {
+                                let p = p.as_ref().unwrap().path();
+                                p.is_dir() && std::fs::read_dir(p).unwrap().count() > 0
+                            })
+                            .count()
+                    })
+                    .sum()
+            })
+            .unwrap_or(0)
+    };
+    let started = Instant::now();
+    while partitions_checkpointed() < 8 {
+        if started.elapsed() > Duration::from_secs(60) {
+            a.kill().unwrap();
+            let out = a.wait_with_output().unwrap();
+            panic!(
+                "{} of 8 partitions checkpointed within 60 s; eddy stderr:\n{}",
+                partitions_checkpointed(),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    go.notify_one();
+    let wait_for = |n: usize| {
+        let produced = produced.clone();
+        async move {
+            while produced.load(Ordering::SeqCst) < n {
+                assert!(
+                    started.elapsed() < Duration::from_secs(90),
+                    "the producer stalled"
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    };
+    wait_for(EVENTS / 3).await;
+    let c = start_eddy_with(&sql, &service, &extra);
+    wait_for(2 * EVENTS / 3).await;
+    tokio::time::sleep(Duration::from_millis(3 * COMMIT_MS as u64)).await;
+    a.kill().unwrap();
+    a.wait().unwrap();
+    assert!(
+        produced.load(Ordering::SeqCst) < EVENTS,
+        "the kill must land mid-stream"
+    );
+    producer.await.unwrap();
+
+    let complete = |expected: &BTreeMap<Vec<u8>, (i64, i64)>| {
+        let expected = expected.clone();
+        move |latest: &BTreeMap<Vec<u8>, serde_json::Value>| {
+            expected
+                .iter()
+                .all(|(k, (n, _))| latest.get(k).and_then(|v| v["N"].as_i64()) == Some(*n))
+        }
+    };
+    let got_totals = latest_per_key(&totals, complete(&expected_totals)).await;
+    let got_minutes = latest_per_key(&minutes, complete(&expected_minutes)).await;
+    let mut stderr = String::new();
+    for mut p in [b, c] {
+        p.kill().unwrap();
+        let out = p.wait_with_output().unwrap();
+        stderr.push_str(&String::from_utf8_lossy(&out.stderr));
+    }
+    let as_counts = |got: &BTreeMap<Vec<u8>, serde_json::Value>| -> BTreeMap<Vec<u8>, (i64, i64)> {
+        got.iter()
+            .map(|(k, v)| {
+                (
+                    k.clone(),
+                    (v["N"].as_i64().unwrap_or(-1), v["S"].as_i64().unwrap_or(-1)),
+                )
+            })
+            .collect()
+    };
+    for (what, got, expected) in [
+        ("totals", as_counts(&got_totals), &expected_totals),
+        ("per minute", as_counts(&got_minutes), &expected_minutes),
+    ] {
+        let wrong: Vec<String> = expected
+            .iter()
+            .filter(|(k, v)| got.get(*k) != Some(*v))
+            .map(|(k, v)| {
+                format!(
+                    "{}: got {:?}, expected {v:?}",
+                    String::from_utf8_lossy(k),
+                    got.get(k)
+                )
+            })
+            .collect();
+        assert!(
+            wrong.is_empty() && got.len() == expected.len(),
+            "{what}: {} of {} keys wrong ({} keys out):\n{}\neddy stderr:\n{stderr}",
+            wrong.len(),
+            expected.len(),
+            got.len(),
+            wrong.join("\n")
+        );
+    }
+    std::fs::remove_dir_all(&dir).ok();
+}
