@@ -409,19 +409,7 @@ async fn kafka_source_on_a_missing_topic_says_so() {
 }
 
 fn engine() -> eddy_stream::Engine {
-    let config = shared().config("unused");
-    eddy_stream::Engine::new(
-        eddy_tests::session(),
-        eddy_stream::EngineConfig {
-            kafka: Some(eddy_stream::KafkaSettings {
-                bootstrap_servers: config.bootstrap_servers,
-                extra: config.extra,
-            }),
-            service_id: unique("eddy"),
-            commit_interval: Duration::from_millis(200),
-            ..eddy_stream::EngineConfig::default()
-        },
-    )
+    engine_of(&unique("eddy"))
 }
 
 async fn run(engine: &mut eddy_stream::Engine, sql: &str) -> eddy_stream::Output {
@@ -1286,18 +1274,7 @@ async fn kafka_partitions_handed_back_resume_where_the_state_is() {
     let topic = unique("handback");
     ensure_topic(&admin, &topic, 2).await.unwrap();
     let service = unique("eddy");
-    let mut engine = eddy_stream::Engine::new(
-        eddy_tests::session(),
-        eddy_stream::EngineConfig {
-            kafka: Some(eddy_stream::KafkaSettings {
-                bootstrap_servers: admin.bootstrap_servers.clone(),
-                extra: admin.extra.clone(),
-            }),
-            service_id: service.clone(),
-            commit_interval: Duration::from_millis(200),
-            ..eddy_stream::EngineConfig::default()
-        },
-    );
+    let mut engine = engine_of(&service);
     run(
         &mut engine,
         &format!(
@@ -1348,4 +1325,89 @@ async fn kafka_partitions_handed_back_resume_where_the_state_is() {
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(counted(&mut engine, 0).await, FIRST + MORE, "later");
     engine.shutdown().await;
+}
+
+/// An engine of `service` on the shared broker, committing every 200 ms.
+fn engine_of(service: &str) -> eddy_stream::Engine {
+    let config = shared().config("unused");
+    eddy_stream::Engine::new(
+        eddy_tests::session(),
+        eddy_stream::EngineConfig {
+            kafka: Some(eddy_stream::KafkaSettings {
+                bootstrap_servers: config.bootstrap_servers,
+                extra: config.extra,
+            }),
+            service_id: service.to_string(),
+            commit_interval: Duration::from_millis(200),
+            ..eddy_stream::EngineConfig::default()
+        },
+    )
+}
+
+/// An aggregation whose GROUP BY is not its source's key keeps one state for all partitions.
+/// A second process of the same service id starting it gets only some partitions: its query
+/// stops with an error that says why, and the first goes on counting every event once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafka_an_aggregation_not_by_key_refuses_to_share_its_partitions() {
+    const FIRST: usize = 2_000;
+    const MORE: usize = 1_000;
+    let broker = shared();
+    let admin = broker.config("admin");
+    let topic = unique("whole");
+    ensure_topic(&admin, &topic, 2).await.unwrap();
+    let service = unique("eddy");
+    let statements = [
+        format!(
+            "CREATE STREAM s (i BIGINT, car VARCHAR, speed DOUBLE) \
+             WITH (kafka_topic='{topic}', value_format='JSON')"
+        ),
+        "CREATE TABLE t AS SELECT car, COUNT(*) AS n FROM s GROUP BY car".to_string(),
+    ];
+    let mut first = engine_of(&service);
+    for sql in &statements {
+        run(&mut first, sql).await;
+    }
+    let all = records(FIRST + MORE);
+    produce(&admin, &topic, all[..FIRST].to_vec()).await;
+    assert_eq!(counted(&mut first, FIRST).await, FIRST, "before");
+
+    let mut second = engine_of(&service);
+    for sql in &statements {
+        run(&mut second, sql).await;
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let error = loop {
+        let query = &second.queries()[0];
+        if let Some(e) = &query.last_error {
+            break e.clone();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the second process's query ran on"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(
+        error.starts_with(
+            "query stopped: another process of this service id runs query CTAS_T_0 and holds \
+             the other partitions of its topic (this one got ["
+        ) && error.ends_with(
+            "] of 2). Its GROUP BY is not its source's KEY, so its state cannot be split by \
+             partition: run it in one process per service id, or aggregate a stream keyed by \
+             the GROUP BY columns"
+        ),
+        "{error}"
+    );
+    assert_eq!(second.queries()[0].events_in, 0, "it counted nothing");
+    second.shutdown().await;
+
+    produce(&admin, &topic, all[FIRST..].to_vec()).await;
+    assert_eq!(
+        counted(&mut first, FIRST + MORE).await,
+        FIRST + MORE,
+        "after"
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(counted(&mut first, 0).await, FIRST + MORE, "later");
+    first.shutdown().await;
 }

@@ -251,6 +251,7 @@ impl Engine {
         let table = (kind == Kind::Table).then(|| TableState::new(schema.clone(), Vec::new()));
         let mut processor = processor;
         let source = &self.relations[&parsed.source];
+        let by_key = parsed.groups_by_columns(&source.keys);
         // An aggregation over a topic keyed by its GROUP BY columns finds each group's events
         // in one partition: it keeps its state per partition, so partitions can move between
         // processes with it.
@@ -258,7 +259,7 @@ impl Engine {
             Some(store)
                 if processor.is_aggregate()
                     && matches!(source.spec, Spec::Kafka { .. })
-                    && parsed.groups_by_columns(&source.keys) =>
+                    && by_key =>
             {
                 let base = store.query(&id, &format!("{sql} {}", source.sql));
                 let parts = Partitioned::new(
@@ -355,6 +356,7 @@ impl Engine {
             on_error,
             state: durable,
             partitioned: per_partition,
+            whole: aggregate && !by_key,
         });
         Ok(Output::Message(format!(
             "{} {name} created; query {id} is running",
@@ -403,6 +405,7 @@ impl Engine {
             on_error: OnError::Skip,
             state: None,
             partitioned: None,
+            whole: false,
         });
         Ok(Output::Push(PushQuery {
             id,

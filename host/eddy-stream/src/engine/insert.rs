@@ -203,6 +203,7 @@ impl Engine {
             on_error: OnError::Skip,
             state: None,
             partitioned: None,
+            whole: false,
         });
         Ok(Output::Message(format!(
             "inserting into {target}; query {id} is running"

@@ -218,6 +218,7 @@ impl Engine {
             on_error: OnError::Skip,
             state: durable,
             partitioned: None,
+            whole: false,
         });
         Ok(())
     }
@@ -243,7 +244,10 @@ impl Engine {
             .as_ref()
             .is_some_and(|p| p.is_aggregate() && input.resumable());
         let progress = (aggregates && launch.partitioned.is_none()).then(|| {
-            let progress = Arc::new(crate::progress::Progress::default());
+            let progress = Arc::new(match launch.whole {
+                true => crate::progress::Progress::whole(),
+                false => crate::progress::Progress::default(),
+            });
             progress.record(&input.offsets());
             input.watch_partitions(progress.clone());
             progress
@@ -308,4 +312,7 @@ pub(super) struct Launch {
     pub(super) state: Option<QueryState>,
     /// Its processors and checkpoints per input partition, when it keeps state that way.
     pub(super) partitioned: Option<super::partitioned::Partitioned>,
+    /// Whether it is an aggregation whose state cannot be split by partition, so must not run
+    /// in two processes at once.
+    pub(super) whole: bool,
 }

@@ -171,6 +171,19 @@ impl Task {
             };
             if let Some(progress) = &self.progress {
                 progress.record(&self.input.offsets());
+                if let Some(shared) = progress.shared() {
+                    let e = format!(
+                        "another process of this service id runs query {} and holds the other \
+                         partitions of its topic (this one got {:?} of {}). Its GROUP BY is not \
+                         its source's KEY, so its state cannot be split by partition: run it in \
+                         one process per service id, or aggregate a stream keyed by the GROUP BY \
+                         columns",
+                        self.id, shared.got, shared.of
+                    );
+                    tracing::error!(query = %self.id, "query stopped: {e}");
+                    self.stats.error(format!("query stopped: {e}"));
+                    break;
+                }
             }
             if let Some(parts) = &mut self.partitioned {
                 let synced = parts
