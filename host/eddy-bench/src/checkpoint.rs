@@ -25,6 +25,10 @@ pub(crate) struct CheckpointBench {
     /// Kafka to use instead of a tansu started for the run.
     #[arg(long)]
     bootstrap_servers: Option<String>,
+    /// Declare `k` the stream's KEY, so the query keeps its state (and checkpoints) per
+    /// partition.
+    #[arg(long)]
+    keyed: bool,
 }
 
 /// Runs the benchmark and prints its table.
@@ -34,9 +38,14 @@ pub(crate) async fn run(args: &CheckpointBench, runtime: UdfRuntime) -> Result<(
     let stamp = std::process::id();
     let state_dir = std::env::temp_dir().join(format!("eddy-bench-state-{stamp}"));
     println!(
-        "GROUP BY k with COUNT and SUM over 4 partitions, {} events per key, checkpoint every 1 s \
-         ({} build)",
+        "GROUP BY k with COUNT and SUM over 4 partitions, {} events per key, checkpoint every 1 s, \
+         state {} ({} build)",
         args.events_per_key,
+        if args.keyed {
+            "per partition (k is the KEY)"
+        } else {
+            "one for all partitions"
+        },
         build_kind()
     );
     println!(
@@ -59,9 +68,14 @@ pub(crate) async fn run(args: &CheckpointBench, runtime: UdfRuntime) -> Result<(
             sink.send(records).await?;
         }
         sink.flush().await?;
+        let key = if args.keyed {
+            " KEY) WITH (key_format='KAFKA', "
+        } else {
+            ") WITH ("
+        };
         let statements = [
             format!(
-                "CREATE STREAM s (k VARCHAR, v BIGINT) WITH (kafka_topic='{topic}', value_format='JSON')"
+                "CREATE STREAM s (v BIGINT, k VARCHAR{key}kafka_topic='{topic}', value_format='JSON')"
             ),
             "CREATE TABLE agg AS SELECT k, COUNT(*) AS n, SUM(v) AS total FROM s GROUP BY k"
                 .to_string(),
@@ -93,10 +107,15 @@ pub(crate) async fn run(args: &CheckpointBench, runtime: UdfRuntime) -> Result<(
             engine.shutdown().await;
             rates.push(events as f64 / elapsed.as_secs_f64());
         }
-        // The last checkpoint, and a restart restoring it.
+        // The last checkpoint (all partitions' when they have one each), and a restart
+        // restoring it: from the CREATE until the table holds every key again (a query with
+        // state per partition restores each as the consumer group assigns it).
         let service = format!("bench-{stamp}-{keys}-true");
         let dir = state_dir.join(&service);
-        let bytes: u64 = walk(&dir).iter().map(|f| f.len()).max().unwrap_or(0);
+        let mut sizes: Vec<std::fs::Metadata> = walk(&dir);
+        sizes.sort_by_key(|m| m.modified().ok());
+        let files = if args.keyed { 4 } else { 1 };
+        let bytes: u64 = sizes.iter().rev().take(files).map(|f| f.len()).sum();
         let state = StateStore::local(&state_dir, &service)?;
         let mut engine = Engine::new(
             Session::new(runtime.clone()),
@@ -105,6 +124,13 @@ pub(crate) async fn run(args: &CheckpointBench, runtime: UdfRuntime) -> Result<(
         engine.execute(&statements[0]).await?;
         let started = Instant::now();
         engine.execute(&statements[1]).await?;
+        while held(&mut engine).await? < keys {
+            anyhow::ensure!(
+                started.elapsed() < Duration::from_secs(600),
+                "the table was not restored in 600 s"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
         let restore = started.elapsed();
         engine.shutdown().await;
         println!(
@@ -118,6 +144,20 @@ pub(crate) async fn run(args: &CheckpointBench, runtime: UdfRuntime) -> Result<(
     }
     std::fs::remove_dir_all(&state_dir).ok();
     Ok(())
+}
+
+/// How many rows table `agg` holds.
+async fn held(engine: &mut Engine) -> Result<u64> {
+    use datafusion::arrow::array::AsArray;
+    use datafusion::arrow::datatypes::Int64Type;
+    let eddy_stream::Output::Rows { batches, .. } =
+        engine.execute("SELECT COUNT(*) AS n FROM agg").await?
+    else {
+        anyhow::bail!("a pull query returned no rows");
+    };
+    Ok(batches
+        .first()
+        .map_or(0, |b| b.column(0).as_primitive::<Int64Type>().value(0)) as u64)
 }
 
 /// Metadata of every file under `dir`.
