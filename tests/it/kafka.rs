@@ -1133,6 +1133,58 @@ async fn kafka_insert_into_relations_read_from_topics() {
     .await;
     assert_eq!(rows, [["c1", "50.5"], ["e1", "90.0"], ["e2", "130.0"]]);
 
+    // Into a stream a query writes to Kafka: the row goes to its topic and its log, beside the
+    // query's rows; one whose query keys its records with PARTITION BY is refused.
+    let fast = unique("insert-fast");
+    run(
+        &mut engine,
+        &format!(
+            "CREATE STREAM fast WITH (kafka_topic='{fast}', partitions=1) AS \
+             SELECT car, speed FROM eu WHERE speed > 50"
+        ),
+    )
+    .await;
+    run(
+        &mut engine,
+        "INSERT INTO fast (car, speed, rowtime) VALUES ('f1', 99.5, 5000)",
+    )
+    .await;
+    let mut written = read_timed(&fast, 2).await;
+    written.sort();
+    assert_eq!(
+        written,
+        [
+            (None, bytes(r#"{"CAR":"e2","SPEED":65.0}"#), Some(3000)),
+            (None, bytes(r#"{"CAR":"f1","SPEED":99.5}"#), Some(5000)),
+        ]
+    );
+    pull_until(
+        &mut engine,
+        "SELECT car, speed FROM fast",
+        &[["e2", "65.0"], ["f1", "99.5"]],
+    )
+    .await;
+    run(
+        &mut engine,
+        &format!(
+            "CREATE STREAM keyed WITH (kafka_topic='{fast}-keyed', partitions=1) AS \
+             SELECT car, speed FROM eu PARTITION BY car"
+        ),
+    )
+    .await;
+    let refused = engine
+        .execute("INSERT INTO keyed (car, speed) VALUES ('k', 1.0)")
+        .await
+        .err()
+        .map(|e| e.to_string());
+    assert_eq!(
+        refused.as_deref(),
+        Some(
+            "Error during planning: 'keyed' is written by a query with PARTITION BY, which \
+             keys its records: insert into its source instead"
+        )
+    );
+
     run(
         &mut engine,
         &format!(

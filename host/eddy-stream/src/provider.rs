@@ -177,10 +177,17 @@ impl TableProvider for StreamProvider {
             )));
         }
         let Some(inserter) = &self.inserter else {
-            return Err(DataFusionError::Plan(format!(
-                "'{}' is written by a query; INSERT INTO goes to source streams and tables",
-                self.name
-            )));
+            return Err(DataFusionError::Plan(match &self.external {
+                Some(external) => format!(
+                    "'{}' reads {external}: INSERT INTO goes to streams on Kafka or in memory",
+                    self.name
+                ),
+                None => format!(
+                    "'{}' is written by a query with PARTITION BY, which keys its records: \
+                     insert into its source instead",
+                    self.name
+                ),
+            }));
         };
         let sink = InsertSink {
             schema: self.schema.clone(),

@@ -289,6 +289,37 @@ impl Engine {
             }
         };
         let durable = self.unplan_on_error(&processor.tables, durable)?;
+        // INSERT … VALUES appends to the stream as the query does: to its log, and to its
+        // topic when it writes one (not when it keys its records with PARTITION BY).
+        let inserter = match (ends_in_rowtime(&schema), options.get("kafka_topic")) {
+            (false, _) => None,
+            (true, topic) => {
+                let log = Arc::new(super::source::LogInserter {
+                    log: log.clone(),
+                    timestamp: event_time,
+                    pattern: None,
+                });
+                match topic {
+                    None => Some(log as Arc<dyn crate::provider::Inserter>),
+                    Some(_) if parsed.partition_by.is_some() => None,
+                    Some(topic) => {
+                        let settings = self.kafka("INSERT INTO a Kafka topic");
+                        let settings = self.unplan_on_error(&processor.tables, settings)?;
+                        Some(Arc::new(super::insert::TeeInserter {
+                            log,
+                            topic: super::insert::TopicInserter {
+                                settings: settings.clone(),
+                                topic: topic.clone(),
+                                records: StreamRecords::plain(format),
+                                timestamp: Some(event_time),
+                                pattern: None,
+                                sink: tokio::sync::Mutex::new(None),
+                            },
+                        }) as _)
+                    }
+                }
+            }
+        };
         let provider: Arc<dyn datafusion::catalog::TableProvider> = match &table {
             Some(state) => Arc::new(TableProviderImpl {
                 state: state.clone(),
@@ -299,15 +330,7 @@ impl Engine {
                 name: name.to_string(),
                 log: Some(log.clone()),
                 external: None,
-                // INSERT … VALUES appends to a stream kept in memory, as the query does; one
-                // written to Kafka would need the row on its topic too, which is not done yet.
-                inserter: (sink.is_none() && ends_in_rowtime(&schema)).then(|| {
-                    Arc::new(super::source::LogInserter {
-                        log: log.clone(),
-                        timestamp: event_time,
-                        pattern: None,
-                    }) as _
-                }),
+                inserter,
                 schema: schema.clone(),
             }),
         };

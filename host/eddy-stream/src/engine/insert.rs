@@ -73,6 +73,30 @@ impl Inserter for TopicInserter {
     }
 }
 
+/// `INSERT INTO … VALUES` into a stream a query writes to Kafka: the rows go to its topic, as
+/// the query's do, and into its log, where queries and pull queries read it.
+pub(super) struct TeeInserter {
+    pub(super) log: Arc<super::source::LogInserter>,
+    pub(super) topic: TopicInserter,
+}
+
+impl fmt::Debug for TeeInserter {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "TeeInserter({})", self.topic.topic)
+    }
+}
+
+#[async_trait::async_trait]
+impl Inserter for TeeInserter {
+    async fn insert(&self, batch: RecordBatch) -> datafusion::error::Result<()> {
+        // Stamped once, so the record and the row carry the same time.
+        let batch = crate::format::common::stamp(batch, self.log.timestamp, None)
+            .map_err(|e| DataFusionError::Execution(e.to_string()))?;
+        self.topic.insert(batch.clone()).await?;
+        self.log.insert(batch).await
+    }
+}
+
 impl Engine {
     /// What `INSERT INTO … VALUES` does with a relation read from `topic`.
     pub(super) fn topic_inserter(
