@@ -85,6 +85,7 @@ impl Session {
             .with_default_features();
         crate::functions::register(&mut state);
         let ctx = SessionContext::new_with_state(state.build());
+        crate::functions::register_lambdas(&ctx);
         ctx.register_udtf("car_sensor", Arc::new(CarSensorFunction));
         Session {
             ctx,

@@ -324,7 +324,7 @@ impl Tokens {
 
 /// Parses one statement.
 pub fn parse(sql: &str) -> Result<Statement> {
-    parse_text(&crate::structs::rewrite(sql))
+    parse_text(&eddy_sql::rewrite_lambdas(&crate::structs::rewrite(sql)))
 }
 
 fn parse_text(sql: &str) -> Result<Statement> {

@@ -5,11 +5,13 @@
 //! and replaces it by name.
 
 mod aggregate;
+mod lambda;
 mod math;
 mod scalar;
 mod string;
 mod time;
 
+pub use lambda::rewrite as rewrite_lambdas;
 pub use time::parse_timestamp;
 
 use std::sync::Arc;
@@ -29,6 +31,13 @@ pub(crate) fn register(builder: &mut SessionStateBuilder) {
     // `substr`, bypassing the registry: plan it first.
     let planners = builder.expr_planners().get_or_insert_with(Vec::new);
     planners.insert(0, Arc::new(SubstringPlanner));
+}
+
+/// Adds ksqlDB's lambda functions to `ctx`: they plan their lambdas with its functions.
+pub(crate) fn register_lambdas(ctx: &datafusion::prelude::SessionContext) {
+    for f in lambda::all(ctx.state_weak_ref()) {
+        ctx.register_udf(ScalarUDF::new_from_impl(f));
+    }
 }
 
 /// The scalar functions, each a [`ScalarUDF`].
