@@ -1379,21 +1379,23 @@ async fn kafka_partitions_handed_back_resume_where_the_state_is() {
     engine.shutdown().await;
 }
 
+/// The config of an engine of `service` on the shared broker, committing every 200 ms.
+fn config_of(service: &str) -> eddy_stream::EngineConfig {
+    let config = shared().config("unused");
+    eddy_stream::EngineConfig {
+        kafka: Some(eddy_stream::KafkaSettings {
+            bootstrap_servers: config.bootstrap_servers,
+            extra: config.extra,
+        }),
+        service_id: service.to_string(),
+        commit_interval: Duration::from_millis(200),
+        ..eddy_stream::EngineConfig::default()
+    }
+}
+
 /// An engine of `service` on the shared broker, committing every 200 ms.
 fn engine_of(service: &str) -> eddy_stream::Engine {
-    let config = shared().config("unused");
-    eddy_stream::Engine::new(
-        eddy_tests::session(),
-        eddy_stream::EngineConfig {
-            kafka: Some(eddy_stream::KafkaSettings {
-                bootstrap_servers: config.bootstrap_servers,
-                extra: config.extra,
-            }),
-            service_id: service.to_string(),
-            commit_interval: Duration::from_millis(200),
-            ..eddy_stream::EngineConfig::default()
-        },
-    )
+    eddy_stream::Engine::new(eddy_tests::session(), config_of(service))
 }
 
 /// An aggregation whose GROUP BY is not its source's key keeps one state for all partitions.
@@ -1462,4 +1464,91 @@ async fn kafka_an_aggregation_not_by_key_refuses_to_share_its_partitions() {
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(counted(&mut first, 0).await, FIRST + MORE, "later");
     first.shutdown().await;
+}
+
+/// A stream–stream join's buffered rows are part of its checkpoints: an order read before a
+/// restart (its offset committed) still joins a shipment that comes after it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafka_a_join_keeps_its_buffers_across_a_restart() {
+    let broker = shared();
+    let admin = broker.config("admin");
+    let (orders, shipments) = (unique("join-orders"), unique("join-shipments"));
+    ensure_topic(&admin, &orders, 1).await.unwrap();
+    ensure_topic(&admin, &shipments, 1).await.unwrap();
+    let service = unique("eddy");
+    let state_dir = std::env::temp_dir().join(unique("eddy-join-state"));
+    let engine_with_state = || {
+        eddy_stream::Engine::new(
+            eddy_tests::session(),
+            eddy_stream::EngineConfig {
+                state: Some(eddy_stream::StateStore::local(&state_dir, &service).unwrap()),
+                ..config_of(&service)
+            },
+        )
+    };
+    let statements = [
+        format!(
+            "CREATE STREAM orders (id VARCHAR KEY, item VARCHAR, ts BIGINT) WITH \
+             (kafka_topic='{orders}', key_format='KAFKA', timestamp='ts')"
+        ),
+        format!(
+            "CREATE STREAM shipments (order_id VARCHAR KEY, warehouse VARCHAR, ts BIGINT) WITH \
+             (kafka_topic='{shipments}', key_format='KAFKA', timestamp='ts')"
+        ),
+        "CREATE STREAM shipped AS SELECT o.id, o.item, s.warehouse FROM orders o \
+         JOIN shipments s WITHIN 1 HOUR ON o.id = s.order_id"
+            .to_string(),
+    ];
+    let record = |key: &str, value: &str| Record {
+        key: Some(key.as_bytes().to_vec()),
+        payload: Some(value.as_bytes().to_vec()),
+        timestamp_ms: None,
+    };
+    let mut engine = engine_with_state();
+    for sql in &statements {
+        run(&mut engine, sql).await;
+    }
+    produce(
+        &admin,
+        &orders,
+        vec![
+            record("o1", r#"{"ITEM":"book","TS":1000}"#),
+            record("o2", r#"{"ITEM":"pen","TS":2000}"#),
+        ],
+    )
+    .await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while engine.queries()[0].events_in < 2 {
+        assert!(Instant::now() < deadline, "the orders were not read");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // A clean stop checkpoints the buffers and commits past the orders.
+    engine.shutdown().await;
+
+    let mut engine = engine_with_state();
+    for sql in &statements {
+        run(&mut engine, sql).await;
+    }
+    produce(
+        &admin,
+        &shipments,
+        vec![
+            record("o1", r#"{"WAREHOUSE":"w1","TS":3000}"#),
+            record("o2", r#"{"WAREHOUSE":"w2","TS":4000}"#),
+        ],
+    )
+    .await;
+    pull_until(
+        &mut engine,
+        "SELECT id, item, warehouse FROM shipped",
+        &[["o1", "book", "w1"], ["o2", "pen", "w2"]],
+    )
+    .await;
+    assert_eq!(
+        engine.queries()[0].events_in,
+        2,
+        "the orders were not read again"
+    );
+    engine.shutdown().await;
+    std::fs::remove_dir_all(&state_dir).ok();
 }

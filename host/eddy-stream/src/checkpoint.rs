@@ -46,6 +46,23 @@ pub(crate) struct Checkpoint {
 }
 
 impl Checkpoint {
+    /// Records a stream–stream join's right-side offsets (`offsets` holds the left side's).
+    pub(crate) fn set_right_offsets(&mut self, right: &BTreeMap<i32, i64>) {
+        let map: Map<String, Value> = right
+            .iter()
+            .map(|(p, o)| (p.to_string(), json!(o)))
+            .collect();
+        self.meta.insert("right_offsets".into(), Value::Object(map));
+    }
+
+    /// A stream–stream join's right-side offsets, if it has them.
+    pub(crate) fn right_offsets(&self) -> Option<BTreeMap<i32, i64>> {
+        let map = self.meta.get("right_offsets")?.as_object()?;
+        map.iter()
+            .map(|(p, o)| Some((p.parse().ok()?, o.as_i64()?)))
+            .collect()
+    }
+
     /// Its bytes, checksummed.
     pub(crate) fn encode(&self) -> Result<Vec<u8>> {
         let mut body = Vec::new();

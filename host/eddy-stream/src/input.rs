@@ -285,7 +285,37 @@ impl Input {
     /// Whether it reads a source with offsets to resume from (Kafka, MQTT): the inputs whose
     /// state a checkpoint can carry over a restart.
     pub(crate) fn resumable(&self) -> bool {
-        matches!(self, Input::Source { .. })
+        match self {
+            Input::Source { .. } => true,
+            Input::Join { sides, .. } => sides.iter().all(Input::resumable),
+            _ => false,
+        }
+    }
+
+    /// Per partition, the offset after the last message read: for a stream–stream join, the
+    /// left side's, then the right side's.
+    pub(crate) fn checkpoint_offsets(&self) -> (BTreeMap<i32, i64>, Option<BTreeMap<i32, i64>>) {
+        match self {
+            Input::Join { sides, .. } => (sides[0].offsets(), Some(sides[1].offsets())),
+            _ => (self.offsets(), None),
+        }
+    }
+
+    /// Continues from a checkpoint's offsets ([`Input::checkpoint_offsets`]).
+    pub(crate) fn resume_sides(
+        &mut self,
+        offsets: &BTreeMap<i32, i64>,
+        right: Option<&BTreeMap<i32, i64>>,
+    ) {
+        match self {
+            Input::Join { sides, .. } => {
+                sides[0].resume(offsets);
+                if let Some(right) = right {
+                    sides[1].resume(right);
+                }
+            }
+            _ => self.resume(offsets),
+        }
     }
 
     /// Per partition, the offset after the last message read.

@@ -325,7 +325,68 @@ fn numbered(batch: &RecordBatch, schema: &SchemaRef, pairs: Vec<i64>) -> Result<
     Ok(RecordBatch::try_new(schema.clone(), columns)?)
 }
 
+/// The names of a join's buffers in a checkpoint, by side.
+const BUFFERS: [&str; 2] = ["join_left", "join_right"];
+
 impl JoinWithin {
+    /// Adds both sides' buffered rows (with their times and whether each was paired or
+    /// emitted) and the stream time to `checkpoint`.
+    pub(crate) fn save(&self, checkpoint: &mut crate::checkpoint::Checkpoint) -> Result<()> {
+        for (side, b) in self.buffers.iter().enumerate() {
+            let mut fields: Vec<Field> = b
+                .rows
+                .schema()
+                .fields()
+                .iter()
+                .map(|f| f.as_ref().clone())
+                .collect();
+            fields.push(Field::new("__eddy_time", DataType::Int64, false));
+            fields.push(Field::new("__eddy_done", DataType::Boolean, false));
+            let mut columns = b.rows.columns().to_vec();
+            columns.push(Arc::new(Int64Array::from(b.times.clone())));
+            columns.push(Arc::new(BooleanArray::from(b.done.clone())));
+            let batch = RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)?;
+            checkpoint.sections.insert(BUFFERS[side].into(), batch);
+        }
+        checkpoint.meta.insert(
+            "join".into(),
+            serde_json::json!({"stream_time": self.stream_time, "late": self.late}),
+        );
+        Ok(())
+    }
+
+    /// Refills the buffers [`JoinWithin::save`] wrote.
+    pub(crate) fn restore(&mut self, checkpoint: &crate::checkpoint::Checkpoint) -> Result<()> {
+        let bad = || Error::State("the checkpoint's join buffers are malformed".into());
+        for (side, b) in self.buffers.iter_mut().enumerate() {
+            let batch = checkpoint.section(BUFFERS[side])?;
+            let n = batch.num_columns();
+            if n != b.rows.num_columns() + 2 {
+                return Err(bad());
+            }
+            let rows = batch.project(&(0..n - 2).collect::<Vec<_>>())?;
+            let rows = RecordBatch::try_new(b.rows.schema(), rows.columns().to_vec())
+                .map_err(|_| bad())?;
+            let times = batch
+                .column(n - 2)
+                .as_any()
+                .downcast_ref::<Int64Array>()
+                .ok_or_else(bad)?;
+            let done = batch
+                .column(n - 1)
+                .as_any()
+                .downcast_ref::<BooleanArray>()
+                .ok_or_else(bad)?;
+            b.times = times.values().to_vec();
+            b.done = (0..done.len()).map(|i| done.value(i)).collect();
+            b.rows = rows;
+        }
+        let meta = &checkpoint.meta["join"];
+        self.stream_time = meta["stream_time"].as_i64();
+        self.late = meta["late"].as_u64().ok_or_else(bad)?;
+        Ok(())
+    }
+
     /// The slots both its plans read, left then right.
     pub(crate) fn slots(&self) -> &[Arc<Slot>; 2] {
         &self.slots

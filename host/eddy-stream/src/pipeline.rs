@@ -408,11 +408,14 @@ impl Processor {
         }
     }
 
-    /// Adds an aggregation's state (groups, open windows) to `checkpoint`; false for a
-    /// stateless query, which has none.
+    /// Adds an aggregation's state (groups, open windows) or a stream–stream join's buffers to
+    /// `checkpoint`; false for a stateless query, which has none.
     pub(crate) fn save(&mut self, checkpoint: &mut Checkpoint) -> Result<bool> {
+        if let Some(join) = &self.within {
+            join.save(checkpoint)?;
+        }
         let Some(a) = &mut self.aggregate else {
-            return Ok(false);
+            return Ok(self.within.is_some());
         };
         checkpoint
             .sections
@@ -425,6 +428,9 @@ impl Processor {
 
     /// Restores the state [`Processor::save`] wrote.
     pub(crate) fn restore(&mut self, checkpoint: &Checkpoint) -> Result<()> {
+        if let Some(join) = &mut self.within {
+            join.restore(checkpoint)?;
+        }
         let Some(a) = &mut self.aggregate else {
             return Ok(());
         };

@@ -143,8 +143,8 @@ impl Engine {
         let Some(store) = &self.config.state else {
             return Ok(None);
         };
-        let aggregates = processor.as_ref().is_some_and(|p| p.is_aggregate());
-        if !input.resumable() || !(aggregates || table.is_some()) {
+        let stateful = processor.as_ref().is_some_and(|p| p.is_stateful());
+        if !input.resumable() || !(stateful || table.is_some()) {
             return Ok(None);
         }
         let source = self.relations.get(source).map_or("", |r| r.sql.as_str());
@@ -167,7 +167,7 @@ impl Engine {
                     state.location()
                 )));
             }
-            input.resume(&checkpoint.offsets);
+            input.resume_sides(&checkpoint.offsets, checkpoint.right_offsets().as_ref());
             tracing::info!(
                 query = id,
                 location = state.location(),

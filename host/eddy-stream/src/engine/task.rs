@@ -416,10 +416,14 @@ impl Task {
             return Ok(());
         };
         let started = Instant::now();
+        let (offsets, right) = self.input.checkpoint_offsets();
         let mut checkpoint = Checkpoint {
-            offsets: self.input.offsets(),
+            offsets,
             ..Checkpoint::default()
         };
+        if let Some(right) = right {
+            checkpoint.set_right_offsets(&right);
+        }
         if let Some(p) = &mut self.processor {
             p.save(&mut checkpoint)?;
         }
