@@ -344,6 +344,13 @@ impl TableState {
             return Ok(s.clone());
         }
         let rows: Vec<&Vec<ScalarValue>> = inner.order.values().map(|k| &inner.rows[k].1).collect();
+        let batch = self.batch_of(&rows)?;
+        inner.snapshot = Some(batch.clone());
+        Ok(batch)
+    }
+
+    /// `rows` (in the table's schema) as one batch.
+    fn batch_of(&self, rows: &[&Vec<ScalarValue>]) -> Result<RecordBatch> {
         let columns = self
             .schema
             .fields()
@@ -360,13 +367,11 @@ impl TableState {
                 Ok(array)
             })
             .collect::<Result<Vec<_>>>()?;
-        let batch = RecordBatch::try_new_with_options(
+        Ok(RecordBatch::try_new_with_options(
             self.schema.clone(),
             columns,
             &arrow::array::RecordBatchOptions::new().with_row_count(Some(rows.len())),
-        )?;
-        inner.snapshot = Some(batch.clone());
-        Ok(batch)
+        )?)
     }
 }
 
@@ -377,22 +382,7 @@ impl TableState {
         name: &str,
         checkpoint: &mut crate::checkpoint::Checkpoint,
     ) -> crate::Result<()> {
-        let rows = self.snapshot()?;
-        let keys = {
-            let inner = self.inner.lock().expect("table lock");
-            arrow::array::BinaryArray::from_iter_values(inner.order.values())
-        };
-        let mut fields = vec![Arc::new(arrow::datatypes::Field::new(
-            "__key",
-            arrow::datatypes::DataType::Binary,
-            false,
-        ))];
-        fields.extend(rows.schema().fields().iter().cloned());
-        let mut columns: Vec<arrow::array::ArrayRef> = vec![Arc::new(keys)];
-        columns.extend(rows.columns().iter().cloned());
-        let batch = RecordBatch::try_new(Arc::new(arrow::datatypes::Schema::new(fields)), columns)?;
-        checkpoint.sections.insert(name.into(), batch);
-        Ok(())
+        self.save_where(name, checkpoint, |_| true)
     }
 
     /// Like [`TableState::save`], only the rows whose keys are in `keys`; keys no longer in
@@ -403,43 +393,42 @@ impl TableState {
         checkpoint: &mut crate::checkpoint::Checkpoint,
         keys: &mut foldhash::HashSet<Vec<u8>>,
     ) -> crate::Result<()> {
-        let (saved, columns) = {
+        {
             let inner = self.inner.lock().expect("table lock");
             keys.retain(|k| inner.rows.contains_key(k));
-            let rows: Vec<(&Vec<u8>, &Vec<ScalarValue>)> = inner
+        }
+        self.save_where(name, checkpoint, |k| keys.contains(k))
+    }
+
+    /// Adds the rows whose keys `keep` picks to `checkpoint` as section `name`, in scan
+    /// order, each with its key bytes first.
+    fn save_where(
+        &self,
+        name: &str,
+        checkpoint: &mut crate::checkpoint::Checkpoint,
+        keep: impl Fn(&Vec<u8>) -> bool,
+    ) -> crate::Result<()> {
+        let (keys, rows) = {
+            let inner = self.inner.lock().expect("table lock");
+            let picked: Vec<(&Vec<u8>, &Vec<ScalarValue>)> = inner
                 .order
                 .values()
-                .filter(|k| keys.contains(*k))
+                .filter(|k| keep(k))
                 .map(|k| (k, &inner.rows[k].1))
                 .collect();
-            let saved = arrow::array::BinaryArray::from_iter_values(rows.iter().map(|(k, _)| k));
-            let columns = self
-                .schema
-                .fields()
-                .iter()
-                .enumerate()
-                .map(|(c, field)| {
-                    if rows.is_empty() {
-                        return Ok(arrow::array::new_empty_array(field.data_type()));
-                    }
-                    let array = ScalarValue::iter_to_array(rows.iter().map(|(_, r)| r[c].clone()))?;
-                    if array.data_type() != field.data_type() {
-                        return Ok(arrow::compute::cast(&array, field.data_type())?);
-                    }
-                    Ok(array)
-                })
-                .collect::<Result<Vec<_>>>()?;
-            (saved, columns)
+            let keys = arrow::array::BinaryArray::from_iter_values(picked.iter().map(|(k, _)| k));
+            let values: Vec<&Vec<ScalarValue>> = picked.iter().map(|(_, r)| *r).collect();
+            (keys, self.batch_of(&values)?)
         };
         let mut fields = vec![Arc::new(arrow::datatypes::Field::new(
             "__key",
             arrow::datatypes::DataType::Binary,
             false,
         ))];
-        fields.extend(self.schema.fields().iter().cloned());
-        let mut all: Vec<arrow::array::ArrayRef> = vec![Arc::new(saved)];
-        all.extend(columns);
-        let batch = RecordBatch::try_new(Arc::new(arrow::datatypes::Schema::new(fields)), all)?;
+        fields.extend(rows.schema().fields().iter().cloned());
+        let mut columns: Vec<arrow::array::ArrayRef> = vec![Arc::new(keys)];
+        columns.extend(rows.columns().iter().cloned());
+        let batch = RecordBatch::try_new(Arc::new(arrow::datatypes::Schema::new(fields)), columns)?;
         checkpoint.sections.insert(name.into(), batch);
         Ok(())
     }

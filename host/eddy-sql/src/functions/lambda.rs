@@ -155,13 +155,16 @@ impl LambdaFunction {
         Ok(planned)
     }
 
-    /// The parameter types of the lambda, from the argument types.
-    fn parameters(&self, args: &[DataType]) -> Result<Vec<DataType>> {
-        let item = element(&args[0], self.name())?;
-        Ok(match self.kind {
+    /// The lambda `text` planned for arguments of types `fields`, with the types of its
+    /// parameters.
+    fn body(&self, text: &str, fields: &[FieldRef]) -> Result<(Vec<DataType>, Planned)> {
+        let item = element(fields[0].data_type(), self.name())?;
+        let parameters = match self.kind {
             Kind::Transform | Kind::Filter => vec![item.data_type().clone()],
-            Kind::Reduce => vec![args[1].clone(), item.data_type().clone()],
-        })
+            Kind::Reduce => vec![fields[1].data_type().clone(), item.data_type().clone()],
+        };
+        let planned = self.plan(text, &parameters)?;
+        Ok((parameters, planned))
     }
 }
 
@@ -184,13 +187,7 @@ impl ScalarUDFImpl for LambdaFunction {
 
     fn return_field_from_args(&self, args: ReturnFieldArgs) -> Result<FieldRef> {
         let text = self.lambda(args.scalar_arguments)?;
-        let types: Vec<DataType> = args
-            .arg_fields
-            .iter()
-            .map(|f| f.data_type().clone())
-            .collect();
-        let parameters = self.parameters(&types)?;
-        let (body, schema) = self.plan(text, &parameters)?;
+        let (_, (body, schema)) = self.body(text, args.arg_fields)?;
         let out = body.data_type(&schema)?;
         let t = match self.kind {
             Kind::Transform => DataType::new_list(out, true),
@@ -200,9 +197,9 @@ impl ScalarUDFImpl for LambdaFunction {
                         "the lambda of FILTER must return a BOOLEAN, not {out}: {text}"
                     );
                 }
-                types[0].clone()
+                args.arg_fields[0].data_type().clone()
             }
-            Kind::Reduce => types[1].clone(),
+            Kind::Reduce => args.arg_fields[1].data_type().clone(),
         };
         Ok(Arc::new(Field::new(self.name(), t, true)))
     }
@@ -224,13 +221,7 @@ impl ScalarUDFImpl for LambdaFunction {
             &DataType::List(element(list.data_type(), self.name())?),
         )?;
         let list = list.as_list::<i32>();
-        let types: Vec<DataType> = args
-            .arg_fields
-            .iter()
-            .map(|f| f.data_type().clone())
-            .collect();
-        let parameters = self.parameters(&types)?;
-        let body = self.plan(text, &parameters)?;
+        let (parameters, body) = self.body(text, &args.arg_fields)?;
         let out = match self.kind {
             Kind::Transform => transform(list, &body)?,
             Kind::Filter => keep(list, &body)?,

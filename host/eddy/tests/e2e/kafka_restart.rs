@@ -272,6 +272,87 @@ async fn latest_per_key_within(
     latest
 }
 
+/// Per key, a count and a sum.
+pub(crate) type Counts = BTreeMap<Vec<u8>, (i64, i64)>;
+
+/// Per key, the count and sum of events `0..events` (car `i % cars`, value `i % 7`, 20 ms
+/// apart): over all time, and per minute (the key followed by the window start, as a windowed
+/// table's record key is).
+pub(crate) fn expected_counts(events: usize, cars: usize) -> (Counts, Counts) {
+    let (mut totals, mut minutes) = (Counts::new(), Counts::new());
+    for i in 0..events {
+        let car = format!("car{}", i % cars).into_bytes();
+        let t = totals.entry(car.clone()).or_default();
+        t.0 += 1;
+        t.1 += (i % 7) as i64;
+        let mut windowed = car;
+        windowed.extend_from_slice(&((i as i64 * 20) / 60_000 * 60_000).to_be_bytes());
+        let m = minutes.entry(windowed).or_default();
+        m.0 += 1;
+        m.1 += (i % 7) as i64;
+    }
+    (totals, minutes)
+}
+
+/// Whether a table's latest values (`latest_per_key`) hold `expected`'s counts: what
+/// [`latest_per_key`] waits for.
+pub(crate) fn complete(
+    expected: &Counts,
+) -> impl Fn(&BTreeMap<Vec<u8>, serde_json::Value>) -> bool {
+    let expected = expected.clone();
+    move |latest| {
+        expected
+            .iter()
+            .all(|(k, (n, _))| latest.get(k).and_then(|v| v["N"].as_i64()) == Some(*n))
+    }
+}
+
+/// Asserts that the latest `N` and `S` of every key are `expected`'s, and no other key came;
+/// the message lists the keys that differ (a windowed key shown as `car@start`).
+pub(crate) fn assert_counts(
+    what: &str,
+    got: &BTreeMap<Vec<u8>, serde_json::Value>,
+    expected: &Counts,
+    stderr: &str,
+) {
+    let got: Counts = got
+        .iter()
+        .map(|(k, v)| {
+            (
+                k.clone(),
+                (v["N"].as_i64().unwrap_or(-1), v["S"].as_i64().unwrap_or(-1)),
+            )
+        })
+        .collect();
+    // A window start's high bytes are zero; a car's name has none.
+    let windowed = expected.keys().any(|k| k.contains(&0));
+    let show = |k: &Vec<u8>| match k.len().checked_sub(8) {
+        Some(at) if windowed => format!(
+            "{}@{}",
+            String::from_utf8_lossy(&k[..at]),
+            i64::from_be_bytes(k[at..].try_into().unwrap())
+        ),
+        _ => String::from_utf8_lossy(k).into_owned(),
+    };
+    let wrong: Vec<String> = expected
+        .iter()
+        .filter(|(k, v)| got.get(*k) != Some(*v))
+        .map(|(k, v)| format!("{}: got {:?}, expected {v:?}", show(k), got.get(k)))
+        .chain(
+            got.keys()
+                .filter(|k| !expected.contains_key(*k))
+                .map(|k| format!("{}: unexpected", show(k))),
+        )
+        .collect();
+    assert!(
+        wrong.is_empty(),
+        "{what}: {} of {} keys wrong:\n{}\neddy stderr:\n{stderr}",
+        wrong.len(),
+        expected.len(),
+        wrong.join("\n")
+    );
+}
+
 /// Exact state across `kill -9`: two aggregations (one windowed) checkpoint their state with
 /// the offsets it reflects; the restarted process restores both and resumes at those offsets,
 /// so the final counts and sums equal an uninterrupted run's, key by key.
@@ -306,19 +387,7 @@ async fn killed_aggregations_restore_their_state_exactly() {
             (car, value)
         })
         .collect();
-    let mut expected_totals: BTreeMap<Vec<u8>, (i64, i64)> = BTreeMap::new();
-    let mut expected_minutes: BTreeMap<Vec<u8>, (i64, i64)> = BTreeMap::new();
-    for i in 0..EVENTS {
-        let car = format!("car{}", i % CARS).into_bytes();
-        let t = expected_totals.entry(car.clone()).or_default();
-        t.0 += 1;
-        t.1 += (i % 7) as i64;
-        let mut windowed = car;
-        windowed.extend_from_slice(&((i as i64 * 20) / 60_000 * 60_000).to_be_bytes());
-        let m = expected_minutes.entry(windowed).or_default();
-        m.0 += 1;
-        m.1 += (i % 7) as i64;
-    }
+    let (expected_totals, expected_minutes) = expected_counts(EVENTS, CARS);
 
     let produced = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let go = std::sync::Arc::new(tokio::sync::Notify::new());
@@ -367,60 +436,13 @@ async fn killed_aggregations_restore_their_state_exactly() {
 
     let mut eddy = start_eddy_with(&sql, &service, &extra);
     producer.await.unwrap();
-    let complete = |expected: &BTreeMap<Vec<u8>, (i64, i64)>| {
-        let expected = expected.clone();
-        move |latest: &BTreeMap<Vec<u8>, serde_json::Value>| {
-            expected
-                .iter()
-                .all(|(k, (n, _))| latest.get(k).and_then(|v| v["N"].as_i64()) == Some(*n))
-        }
-    };
     let got_totals = latest_per_key(&totals, complete(&expected_totals)).await;
     let got_minutes = latest_per_key(&minutes, complete(&expected_minutes)).await;
     eddy.kill().unwrap();
     let out = eddy.wait_with_output().unwrap();
-    let as_counts = |got: &BTreeMap<Vec<u8>, serde_json::Value>| -> BTreeMap<Vec<u8>, (i64, i64)> {
-        got.iter()
-            .map(|(k, v)| {
-                (
-                    k.clone(),
-                    (v["N"].as_i64().unwrap_or(-1), v["S"].as_i64().unwrap_or(-1)),
-                )
-            })
-            .collect()
-    };
     let stderr = String::from_utf8_lossy(&out.stderr);
-    for (what, got, expected) in [
-        ("totals", as_counts(&got_totals), &expected_totals),
-        ("per minute", as_counts(&got_minutes), &expected_minutes),
-    ] {
-        // Only the keys that differ, readable: a windowed key ends in its window start.
-        let show = |k: &Vec<u8>| match k.len().checked_sub(8) {
-            Some(at) if what == "per minute" => format!(
-                "{}@{}",
-                String::from_utf8_lossy(&k[..at]),
-                i64::from_be_bytes(k[at..].try_into().unwrap())
-            ),
-            _ => String::from_utf8_lossy(k).into_owned(),
-        };
-        let wrong: Vec<String> = expected
-            .iter()
-            .filter(|(k, v)| got.get(*k) != Some(*v))
-            .map(|(k, v)| format!("{}: got {:?}, expected {v:?}", show(k), got.get(k)))
-            .chain(
-                got.keys()
-                    .filter(|k| !expected.contains_key(*k))
-                    .map(|k| format!("{}: unexpected", show(k))),
-            )
-            .collect();
-        assert!(
-            wrong.is_empty(),
-            "{what}: {} of {} keys wrong:\n{}\neddy stderr:\n{stderr}",
-            wrong.len(),
-            expected.len(),
-            wrong.join("\n")
-        );
-    }
+    assert_counts("totals", &got_totals, &expected_totals, &stderr);
+    assert_counts("per minute", &got_minutes, &expected_minutes, &stderr);
     // The restart resumed from checkpointed offsets, not from a replay: the query's consumer
     // group committed past what it read (without checkpoints an aggregation's commits stay at
     // the first event its state needs, here the very first).

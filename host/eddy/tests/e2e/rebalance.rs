@@ -1,7 +1,6 @@
 //! State that moves with its partitions: processes of one `--service-id` split a topic, a third
 //! joins, one is killed; every partition's state goes where the group sends it.
 
-use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -9,7 +8,10 @@ use std::time::{Duration, Instant};
 use eddy_kafka::ensure_topic;
 use eddy_tests::kafka::{shared, unique};
 
-use crate::kafka_restart::{latest_per_key, produce_at, start_eddy_with, COMMIT_MS};
+use crate::kafka_restart::{
+    assert_counts, complete, expected_counts, latest_per_key, produce_at, start_eddy_with,
+    COMMIT_MS,
+};
 
 /// Two `eddy run` processes share a 4-partition topic under one service id; a third joins a
 /// third of the way through the stream and the first is killed (`kill -9`) two thirds of the way.
@@ -44,19 +46,7 @@ async fn state_moves_with_partitions_between_processes() {
             (format!("car{}", i % CARS), value)
         })
         .collect();
-    let mut expected_totals: BTreeMap<Vec<u8>, (i64, i64)> = BTreeMap::new();
-    let mut expected_minutes: BTreeMap<Vec<u8>, (i64, i64)> = BTreeMap::new();
-    for i in 0..EVENTS {
-        let car = format!("car{}", i % CARS).into_bytes();
-        let t = expected_totals.entry(car.clone()).or_default();
-        t.0 += 1;
-        t.1 += (i % 7) as i64;
-        let mut windowed = car;
-        windowed.extend_from_slice(&((i as i64 * 20) / 60_000 * 60_000).to_be_bytes());
-        let m = expected_minutes.entry(windowed).or_default();
-        m.0 += 1;
-        m.1 += (i % 7) as i64;
-    }
+    let (expected_totals, expected_minutes) = expected_counts(EVENTS, CARS);
 
     let produced = Arc::new(AtomicUsize::new(0));
     let go = Arc::new(tokio::sync::Notify::new());
@@ -122,14 +112,6 @@ async fn state_moves_with_partitions_between_processes() {
     );
     producer.await.unwrap();
 
-    let complete = |expected: &BTreeMap<Vec<u8>, (i64, i64)>| {
-        let expected = expected.clone();
-        move |latest: &BTreeMap<Vec<u8>, serde_json::Value>| {
-            expected
-                .iter()
-                .all(|(k, (n, _))| latest.get(k).and_then(|v| v["N"].as_i64()) == Some(*n))
-        }
-    };
     let got_totals = latest_per_key(&totals, complete(&expected_totals)).await;
     let got_minutes = latest_per_key(&minutes, complete(&expected_minutes)).await;
     let mut stderr = String::new();
@@ -138,39 +120,7 @@ async fn state_moves_with_partitions_between_processes() {
         let out = p.wait_with_output().unwrap();
         stderr.push_str(&String::from_utf8_lossy(&out.stderr));
     }
-    let as_counts = |got: &BTreeMap<Vec<u8>, serde_json::Value>| -> BTreeMap<Vec<u8>, (i64, i64)> {
-        got.iter()
-            .map(|(k, v)| {
-                (
-                    k.clone(),
-                    (v["N"].as_i64().unwrap_or(-1), v["S"].as_i64().unwrap_or(-1)),
-                )
-            })
-            .collect()
-    };
-    for (what, got, expected) in [
-        ("totals", as_counts(&got_totals), &expected_totals),
-        ("per minute", as_counts(&got_minutes), &expected_minutes),
-    ] {
-        let wrong: Vec<String> = expected
-            .iter()
-            .filter(|(k, v)| got.get(*k) != Some(*v))
-            .map(|(k, v)| {
-                format!(
-                    "{}: got {:?}, expected {v:?}",
-                    String::from_utf8_lossy(k),
-                    got.get(k)
-                )
-            })
-            .collect();
-        assert!(
-            wrong.is_empty() && got.len() == expected.len(),
-            "{what}: {} of {} keys wrong ({} keys out):\n{}\neddy stderr:\n{stderr}",
-            wrong.len(),
-            expected.len(),
-            got.len(),
-            wrong.join("\n")
-        );
-    }
+    assert_counts("totals", &got_totals, &expected_totals, &stderr);
+    assert_counts("per minute", &got_minutes, &expected_minutes, &stderr);
     std::fs::remove_dir_all(&dir).ok();
 }
