@@ -1552,3 +1552,70 @@ async fn kafka_a_join_keeps_its_buffers_across_a_restart() {
     engine.shutdown().await;
     std::fs::remove_dir_all(&state_dir).ok();
 }
+
+/// A stream–stream join keeps one state over both streams, each read by its own consumer group:
+/// a second process of the same service id starting it stops its copy, saying why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafka_a_join_refuses_to_share_its_partitions() {
+    let broker = shared();
+    let admin = broker.config("admin");
+    let (left, right) = (unique("share-left"), unique("share-right"));
+    ensure_topic(&admin, &left, 2).await.unwrap();
+    ensure_topic(&admin, &right, 2).await.unwrap();
+    let service = unique("eddy");
+    let statements = [
+        format!("CREATE STREAM l (id VARCHAR KEY, v INT) WITH (kafka_topic='{left}', key_format='KAFKA')"),
+        format!("CREATE STREAM r (id VARCHAR KEY, w INT) WITH (kafka_topic='{right}', key_format='KAFKA')"),
+        "CREATE STREAM both_sides AS SELECT l.id, l.v, r.w FROM l JOIN r WITHIN 1 HOUR ON l.id = r.id"
+            .to_string(),
+    ];
+    let mut first = engine_of(&service);
+    for sql in &statements {
+        run(&mut first, sql).await;
+    }
+    // The first holds every partition of both streams once it has read from them.
+    produce(
+        &admin,
+        &left,
+        (0..20)
+            .map(|i| Record {
+                key: Some(format!("k{i}").into_bytes()),
+                payload: Some(format!(r#"{{"V":{i}}}"#).into_bytes()),
+                timestamp_ms: None,
+            })
+            .collect(),
+    )
+    .await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while first.queries()[0].events_in < 20 {
+        assert!(Instant::now() < deadline, "the first process read nothing");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut second = engine_of(&service);
+    for sql in &statements {
+        run(&mut second, sql).await;
+    }
+    let error = loop {
+        if let Some(e) = &second.queries()[0].last_error {
+            break e.clone();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the second process's join ran on"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(
+        error.starts_with(
+            "query stopped: another process of this service id runs query CSAS_BOTH_SIDES_0 \
+             and holds the other partitions of its topic (this one got ["
+        ) && error.ends_with(
+            "] of 2). A stream–stream join keeps one state over both streams: run it in one \
+             process per service id"
+        ),
+        "{error}"
+    );
+    assert!(first.queries()[0].last_error.is_none());
+    second.shutdown().await;
+    first.shutdown().await;
+}

@@ -333,6 +333,34 @@ impl Input {
         }
     }
 
+    /// Per source it reads (one, or a stream–stream join's two), the offset after the last
+    /// message read of each partition.
+    pub(crate) fn offsets_each(&self) -> Vec<BTreeMap<i32, i64>> {
+        match self {
+            Input::Source { next, .. } => vec![next.clone()],
+            Input::Join { sides, .. } => sides.iter().flat_map(|s| s.offsets_each()).collect(),
+            _ => Vec::new(),
+        }
+    }
+
+    /// Has each source it reads tell the matching one of `hooks` (as [`Input::offsets_each`]
+    /// orders them) when partitions move.
+    pub(crate) fn watch_each(&mut self, hooks: &[Arc<crate::progress::Progress>]) {
+        match self {
+            Input::Source { source, .. } => {
+                if let Some(hook) = hooks.first() {
+                    source.watch_partitions(hook.clone());
+                }
+            }
+            Input::Join { sides, .. } => {
+                for (side, hook) in sides.iter_mut().zip(hooks) {
+                    side.watch_partitions(hook.clone());
+                }
+            }
+            _ => {}
+        }
+    }
+
     /// Makes each step hold one partition's messages, so a query can keep state per partition.
     pub(crate) fn split_partitions(&mut self) {
         if let Input::Source { split, .. } = self {

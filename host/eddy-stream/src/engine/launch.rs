@@ -237,21 +237,33 @@ impl Engine {
         let stats = Arc::new(Stats::default());
         let (stop, stop_rx) = watch::channel(false);
         let mut input = launch.input;
-        // An aggregation's state is ahead of its committed offsets: partitions the group hands
-        // back resume after what the state has counted.
-        let aggregates = launch
+        // A stateful query's state is ahead of its committed offsets: partitions the group
+        // hands back resume after what the state has counted. A join keeps one state over both
+        // streams, read by two consumer groups, so it must hold every partition of each.
+        let stateful = launch
             .processor
             .as_ref()
-            .is_some_and(|p| p.is_aggregate() && input.resumable());
-        let progress = (aggregates && launch.partitioned.is_none()).then(|| {
-            let progress = Arc::new(match launch.whole {
-                true => crate::progress::Progress::whole(),
-                false => crate::progress::Progress::default(),
-            });
-            progress.record(&input.offsets());
-            input.watch_partitions(progress.clone());
-            progress
-        });
+            .filter(|p| p.is_stateful() && input.resumable() && launch.partitioned.is_none());
+        let progress: Vec<Arc<crate::progress::Progress>> = match stateful {
+            None => Vec::new(),
+            Some(p) => {
+                let whole = launch.whole || !p.is_aggregate();
+                let progress: Vec<_> = input
+                    .offsets_each()
+                    .iter()
+                    .map(|offsets| {
+                        let progress = match whole {
+                            true => crate::progress::Progress::whole(),
+                            false => crate::progress::Progress::default(),
+                        };
+                        progress.record(offsets);
+                        Arc::new(progress)
+                    })
+                    .collect();
+                input.watch_each(&progress);
+                progress
+            }
+        };
         let task = Task {
             id: launch.id.clone(),
             on_error: launch.on_error,

@@ -126,7 +126,7 @@ pub(super) struct Task {
     pub(super) state: Option<QueryState>,
     /// For an aggregation over Kafka: how far it has read, where partitions handed back by
     /// the consumer group resume.
-    pub(super) progress: Option<Arc<crate::progress::Progress>>,
+    pub(super) progress: Vec<Arc<crate::progress::Progress>>,
     /// For an aggregation keeping its state per input partition: the partitions' processors
     /// and checkpoints.
     pub(super) partitioned: Option<super::partitioned::Partitioned>,
@@ -169,21 +169,32 @@ impl Task {
                     continue;
                 }
             };
-            if let Some(progress) = &self.progress {
-                progress.record(&self.input.offsets());
-                if let Some(shared) = progress.shared() {
-                    let e = format!(
-                        "another process of this service id runs query {} and holds the other \
-                         partitions of its topic (this one got {:?} of {}). Its GROUP BY is not \
-                         its source's KEY, so its state cannot be split by partition: run it in \
-                         one process per service id, or aggregate a stream keyed by the GROUP BY \
-                         columns",
-                        self.id, shared.got, shared.of
-                    );
-                    tracing::error!(query = %self.id, "query stopped: {e}");
-                    self.stats.error(format!("query stopped: {e}"));
-                    break;
-                }
+            let offsets = self.input.offsets_each();
+            let shared = self
+                .progress
+                .iter()
+                .zip(&offsets)
+                .find_map(|(progress, next)| {
+                    progress.record(next);
+                    progress.shared()
+                });
+            if let Some(shared) = shared {
+                let why = if self.processor.as_ref().is_some_and(|p| p.is_aggregate()) {
+                    "Its GROUP BY is not its source's KEY, so its state cannot be split by \
+                     partition: run it in one process per service id, or aggregate a stream \
+                     keyed by the GROUP BY columns"
+                } else {
+                    "A stream–stream join keeps one state over both streams: run it in one \
+                     process per service id"
+                };
+                let e = format!(
+                    "another process of this service id runs query {} and holds the other \
+                     partitions of its topic (this one got {:?} of {}). {why}",
+                    self.id, shared.got, shared.of
+                );
+                tracing::error!(query = %self.id, "query stopped: {e}");
+                self.stats.error(format!("query stopped: {e}"));
+                break;
             }
             if let Some(parts) = &mut self.partitioned {
                 let synced = parts

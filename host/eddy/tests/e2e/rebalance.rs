@@ -54,8 +54,8 @@ async fn state_moves_with_partitions_between_processes() {
     let service = unique("svc");
     let state_arg = state_dir.display().to_string();
     let extra = ["--state-dir", state_arg.as_str()];
-    let mut a = start_eddy_with(&sql, &service, &extra);
-    let b = start_eddy_with(&sql, &service, &extra);
+    let mut a = Stopped(Some(start_eddy_with(&sql, &service, &extra)));
+    let mut b = Stopped(Some(start_eddy_with(&sql, &service, &extra)));
     // Each query checkpoints each partition it holds under its own directory.
     let partitions_checkpointed = || -> usize {
         std::fs::read_dir(state_dir.join(&service))
@@ -77,8 +77,7 @@ async fn state_moves_with_partitions_between_processes() {
     let started = Instant::now();
     while partitions_checkpointed() < 8 {
         if started.elapsed() > Duration::from_secs(60) {
-            a.kill().unwrap();
-            let out = a.wait_with_output().unwrap();
+            let out = a.output();
             panic!(
                 "{} of 8 partitions checkpointed within 60 s; eddy stderr:\n{}",
                 partitions_checkpointed(),
@@ -101,11 +100,10 @@ async fn state_moves_with_partitions_between_processes() {
         }
     };
     wait_for(EVENTS / 3).await;
-    let c = start_eddy_with(&sql, &service, &extra);
+    let mut c = Stopped(Some(start_eddy_with(&sql, &service, &extra)));
     wait_for(2 * EVENTS / 3).await;
     tokio::time::sleep(Duration::from_millis(3 * COMMIT_MS as u64)).await;
-    a.kill().unwrap();
-    a.wait().unwrap();
+    a.output();
     assert!(
         produced.load(Ordering::SeqCst) < EVENTS,
         "the kill must land mid-stream"
@@ -115,12 +113,32 @@ async fn state_moves_with_partitions_between_processes() {
     let got_totals = latest_per_key(&totals, complete(&expected_totals)).await;
     let got_minutes = latest_per_key(&minutes, complete(&expected_minutes)).await;
     let mut stderr = String::new();
-    for mut p in [b, c] {
-        p.kill().unwrap();
-        let out = p.wait_with_output().unwrap();
+    for p in [&mut b, &mut c] {
+        let out = p.output();
         stderr.push_str(&String::from_utf8_lossy(&out.stderr));
     }
     assert_counts("totals", &got_totals, &expected_totals, &stderr);
     assert_counts("per minute", &got_minutes, &expected_minutes, &stderr);
     std::fs::remove_dir_all(&dir).ok();
+}
+
+/// A process of the test, killed when dropped: a failing assertion leaves none behind.
+struct Stopped(Option<std::process::Child>);
+
+impl Stopped {
+    /// Kills the process (`kill -9`) and returns what it wrote.
+    fn output(&mut self) -> std::process::Output {
+        let mut child = self.0.take().expect("still running");
+        child.kill().unwrap();
+        child.wait_with_output().unwrap()
+    }
+}
+
+impl Drop for Stopped {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.0.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
 }
