@@ -124,8 +124,8 @@ pub(super) struct Task {
     pub(super) limit: Option<usize>,
     /// Where it checkpoints its state at each commit, if it does.
     pub(super) state: Option<QueryState>,
-    /// For an aggregation over Kafka: how far it has read, where partitions handed back by
-    /// the consumer group resume.
+    /// For a stateful query over Kafka (an aggregation, a stream–stream join): per source, how
+    /// far it has read, where partitions the consumer group hands back resume.
     pub(super) progress: Vec<Arc<crate::progress::Progress>>,
     /// For an aggregation keeping its state per input partition: the partitions' processors
     /// and checkpoints.
@@ -212,8 +212,12 @@ impl Task {
                 }
                 if let Some(p) = step.partition {
                     if !parts.activate(p, &mut self.processor) {
-                        tracing::warn!(query = %self.id, partition = p, "messages of a partition the query does not hold, skipped");
-                        continue;
+                        // Every assignment is restored before its messages come: stop rather
+                        // than commit past events no state counted.
+                        let e = format!("messages of partition {p}, whose state is not here");
+                        tracing::error!(query = %self.id, "query stopped: {e}");
+                        self.stats.error(format!("query stopped: {e}"));
+                        break;
                     }
                 }
             }
