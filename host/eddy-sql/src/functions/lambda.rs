@@ -1,5 +1,6 @@
-//! ksqlDB's lambda functions over arrays: `TRANSFORM(a, x => …)`, `FILTER(a, x => …)` and
-//! `REDUCE(a, start, (s, x) => …)`.
+//! ksqlDB's lambda functions over arrays and maps: `TRANSFORM(a, x => …)`, `FILTER(a, x => …)`
+//! and `REDUCE(a, start, (s, x) => …)`, and over a map `TRANSFORM(m, (k, v) => new key, (k, v)
+//! => new value)`, `FILTER(m, (k, v) => …)` and `REDUCE(m, start, (s, k, v) => …)`.
 //!
 //! The statement text carries each lambda as a string literal (`'x => x * 2'`: [`rewrite`]
 //! turns ksqlDB's syntax into that before parsing, as DataFusion's parser has no lambdas, and
@@ -63,15 +64,25 @@ impl Hash for LambdaFunction {
 
 /// The three functions, for the session whose state `session` is.
 pub(crate) fn all(session: Weak<RwLock<SessionState>>) -> Vec<LambdaFunction> {
-    [(Kind::Transform, 2), (Kind::Filter, 2), (Kind::Reduce, 3)]
-        .into_iter()
-        .map(|(kind, arity)| LambdaFunction {
-            kind,
-            signature: Signature::any(arity, Volatility::Immutable),
-            session: session.clone(),
-            planned: Mutex::new(HashMap::new()),
-        })
-        .collect()
+    [
+        (Kind::Transform, vec![2, 3]),
+        (Kind::Filter, vec![2]),
+        (Kind::Reduce, vec![3]),
+    ]
+    .into_iter()
+    .map(|(kind, arities)| LambdaFunction {
+        kind,
+        signature: Signature::one_of(
+            arities
+                .into_iter()
+                .map(datafusion::logical_expr::TypeSignature::Any)
+                .collect(),
+            Volatility::Immutable,
+        ),
+        session: session.clone(),
+        planned: Mutex::new(HashMap::new()),
+    })
+    .collect()
 }
 
 /// A lambda's parameters and body, from its text (`x => …` or `(s, x) => …`).
@@ -96,14 +107,39 @@ fn element(t: &DataType, function: &str) -> Result<FieldRef> {
     match t {
         DataType::List(f) | DataType::LargeList(f) => Ok(f.clone()),
         DataType::Null => Ok(Arc::new(Field::new("item", DataType::Null, true))),
-        other => plan_err!("{function} takes an ARRAY first, not {other}"),
+        other => plan_err!("{function} takes an ARRAY or a MAP first, not {other}"),
+    }
+}
+
+/// What a lambda over a collection of type `t` takes per item: an element, or a map's key and
+/// value.
+fn item_types(t: &DataType, function: &str) -> Result<Vec<DataType>> {
+    match t {
+        DataType::Map(entries, _) => match entries.data_type() {
+            DataType::Struct(fields) if fields.len() == 2 => {
+                Ok(fields.iter().map(|f| f.data_type().clone()).collect())
+            }
+            other => plan_err!("unexpected map entries {other}"),
+        },
+        other => Ok(vec![element(other, function)?.data_type().clone()]),
     }
 }
 
 impl LambdaFunction {
-    fn lambda<'a>(&self, args: &'a [Option<&'a ScalarValue>]) -> Result<&'a str> {
-        match args.last().copied().flatten() {
-            Some(ScalarValue::Utf8(Some(text))) => Ok(text),
+    /// The lambdas among the arguments: all after the collection (and REDUCE's start).
+    fn lambdas<'a>(&self, args: &'a [Option<&'a ScalarValue>]) -> Result<Vec<&'a str>> {
+        let first = if self.kind == Kind::Reduce { 2 } else { 1 };
+        let texts: Option<Vec<&str>> = args
+            .get(first..)
+            .unwrap_or_default()
+            .iter()
+            .map(|a| match a {
+                Some(ScalarValue::Utf8(Some(text))) => Some(text.as_str()),
+                _ => None,
+            })
+            .collect();
+        match texts {
+            Some(texts) if !texts.is_empty() => Ok(texts),
             _ => plan_err!(
                 "{} takes a lambda last, as in {}",
                 self.name().to_uppercase(),
@@ -155,15 +191,36 @@ impl LambdaFunction {
         Ok(planned)
     }
 
-    /// The lambda `text` planned for arguments of types `fields`, with the types of its
+    /// The lambdas `texts` planned for arguments of types `fields`, with the types of their
     /// parameters.
-    fn body(&self, text: &str, fields: &[FieldRef]) -> Result<(Vec<DataType>, Planned)> {
-        let item = element(fields[0].data_type(), self.name())?;
-        let parameters = match self.kind {
-            Kind::Transform | Kind::Filter => vec![item.data_type().clone()],
-            Kind::Reduce => vec![fields[1].data_type().clone(), item.data_type().clone()],
+    fn bodies(&self, texts: &[&str], fields: &[FieldRef]) -> Result<(Vec<DataType>, Vec<Planned>)> {
+        let items = item_types(fields[0].data_type(), self.name())?;
+        let wanted = if self.kind == Kind::Transform {
+            items.len()
+        } else {
+            1
         };
-        let planned = self.plan(text, &parameters)?;
+        if texts.len() != wanted {
+            return plan_err!(
+                "{} over {} takes {wanted} lambda{}, not {}",
+                self.name().to_uppercase(),
+                if items.len() == 2 {
+                    "a MAP"
+                } else {
+                    "an ARRAY"
+                },
+                if wanted == 1 { "" } else { "s" },
+                texts.len()
+            );
+        }
+        let mut parameters = items;
+        if self.kind == Kind::Reduce {
+            parameters.insert(0, fields[1].data_type().clone());
+        }
+        let planned = texts
+            .iter()
+            .map(|text| self.plan(text, &parameters))
+            .collect::<Result<Vec<_>>>()?;
         Ok((parameters, planned))
     }
 }
@@ -186,10 +243,16 @@ impl ScalarUDFImpl for LambdaFunction {
     }
 
     fn return_field_from_args(&self, args: ReturnFieldArgs) -> Result<FieldRef> {
-        let text = self.lambda(args.scalar_arguments)?;
-        let (_, (body, schema)) = self.body(text, args.arg_fields)?;
-        let out = body.data_type(&schema)?;
+        let texts = self.lambdas(args.scalar_arguments)?;
+        let text = texts[0];
+        let (_, bodies) = self.bodies(&texts, args.arg_fields)?;
+        let outs = bodies
+            .iter()
+            .map(|(body, schema)| body.data_type(schema))
+            .collect::<Result<Vec<_>>>()?;
+        let out = outs[0].clone();
         let t = match self.kind {
+            Kind::Transform if outs.len() == 2 => map_type(&outs[0], &outs[1]),
             Kind::Transform => DataType::new_list(out, true),
             Kind::Filter => {
                 if out != DataType::Boolean {
@@ -206,45 +269,144 @@ impl ScalarUDFImpl for LambdaFunction {
 
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
         let n = args.number_rows;
-        let ColumnarValue::Scalar(ScalarValue::Utf8(Some(text))) = &args.args[args.args.len() - 1]
-        else {
-            return exec_err!("{}: the lambda is not a literal", self.name());
-        };
-        let list = args.args[0].to_array(n)?;
-        if list.data_type() == &DataType::Null {
+        let first = if self.kind == Kind::Reduce { 2 } else { 1 };
+        let texts = args.args[first..]
+            .iter()
+            .map(|a| match a {
+                ColumnarValue::Scalar(ScalarValue::Utf8(Some(text))) => Ok(text.as_str()),
+                _ => exec_err!("{}: the lambda is not a literal", self.name()),
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let collection = args.args[0].to_array(n)?;
+        if collection.data_type() == &DataType::Null {
             return Ok(ColumnarValue::Array(
                 datafusion::arrow::array::new_null_array(args.return_field.data_type(), n),
             ));
         }
-        let list = cast(
-            &list,
-            &DataType::List(element(list.data_type(), self.name())?),
-        )?;
-        let list = list.as_list::<i32>();
-        let (parameters, body) = self.body(text, &args.arg_fields)?;
+        let items = Items::of(&collection, self.name())?;
+        let (parameters, bodies) = self.bodies(&texts, &args.arg_fields)?;
         let out = match self.kind {
-            Kind::Transform => transform(list, &body)?,
-            Kind::Filter => keep(list, &body)?,
+            Kind::Transform => transform(&items, &bodies)?,
+            Kind::Filter => keep(&items, &bodies[0])?,
             Kind::Reduce => {
                 let start = cast(&args.args[1].to_array(n)?, &parameters[0])?;
-                reduce(list, start, &body)?
+                reduce(&items, start, &bodies[0])?
             }
         };
         Ok(ColumnarValue::Array(out))
     }
 }
 
-/// The elements of `list` as one array (its rows' elements, in order), and each row's range.
-fn elements(list: &GenericListArray<i32>) -> (ArrayRef, Vec<(usize, usize)>) {
-    let offsets = list.value_offsets();
-    let first = offsets[0] as usize;
-    let last = offsets[offsets.len() - 1] as usize;
-    let values = list.values().slice(first, last - first);
-    let ranges = offsets
-        .windows(2)
-        .map(|w| (w[0] as usize - first, w[1] as usize - first))
-        .collect();
-    (values, ranges)
+/// A map type with entries of `key` and `value`.
+fn map_type(key: &DataType, value: &DataType) -> DataType {
+    let entries = Field::new(
+        "entries",
+        DataType::Struct(
+            vec![
+                Field::new("key", key.clone(), false),
+                Field::new("value", value.clone(), true),
+            ]
+            .into(),
+        ),
+        false,
+    );
+    DataType::Map(Arc::new(entries), false)
+}
+
+/// An ARRAY or MAP column taken apart: every row's items in one array (a map's entries as a
+/// struct), each row's range in it, and the rows' nulls.
+struct Items {
+    items: ArrayRef,
+    ranges: Vec<(usize, usize)>,
+    nulls: Option<datafusion::arrow::buffer::NullBuffer>,
+    /// For a list, its element field; `None` for a map.
+    element: Option<FieldRef>,
+}
+
+impl Items {
+    fn of(collection: &ArrayRef, function: &str) -> Result<Items> {
+        let (offsets, items, nulls, element) = match collection.data_type() {
+            DataType::Map(_, _) => {
+                let map = collection.as_map();
+                let entries: ArrayRef = Arc::new(map.entries().clone());
+                (
+                    map.value_offsets().to_vec(),
+                    entries,
+                    map.nulls().cloned(),
+                    None,
+                )
+            }
+            t => {
+                let field = element(t, function)?;
+                let list = cast(collection, &DataType::List(field.clone()))?;
+                let list = list.as_list::<i32>();
+                (
+                    list.value_offsets().to_vec(),
+                    list.values().clone(),
+                    list.nulls().cloned(),
+                    Some(field),
+                )
+            }
+        };
+        let first = offsets[0] as usize;
+        let last = offsets[offsets.len() - 1] as usize;
+        let ranges = offsets
+            .windows(2)
+            .map(|w| (w[0] as usize - first, w[1] as usize - first))
+            .collect();
+        Ok(Items {
+            items: items.slice(first, last - first),
+            ranges,
+            nulls,
+            element,
+        })
+    }
+
+    /// The lambda's per-item arguments for `items`: the element, or a map's key and value.
+    fn arguments(&self, items: &ArrayRef) -> Vec<ArrayRef> {
+        match self.element {
+            Some(_) => vec![items.clone()],
+            None => items.as_struct().columns().to_vec(),
+        }
+    }
+
+    fn is_valid(&self, row: usize) -> bool {
+        self.nulls.as_ref().is_none_or(|n| n.is_valid(row))
+    }
+
+    /// A column of the same kind, its rows' items `items` at `offsets`.
+    fn rebuild(&self, items: ArrayRef, offsets: Vec<i32>) -> Result<ArrayRef> {
+        let offsets = OffsetBuffer::new(ScalarBuffer::from(offsets));
+        match &self.element {
+            Some(element) => {
+                let field = Arc::new(Field::new(element.name(), items.data_type().clone(), true));
+                Ok(Arc::new(GenericListArray::<i32>::try_new(
+                    field,
+                    offsets,
+                    items,
+                    self.nulls.clone(),
+                )?))
+            }
+            None => {
+                let entries = items.as_struct().clone();
+                let field = Arc::new(Field::new("entries", entries.data_type().clone(), false));
+                Ok(Arc::new(datafusion::arrow::array::MapArray::try_new(
+                    field,
+                    offsets,
+                    entries,
+                    self.nulls.clone(),
+                    false,
+                )?))
+            }
+        }
+    }
+
+    /// Each row's end offset, for items kept whole.
+    fn offsets(&self) -> Vec<i32> {
+        std::iter::once(0)
+            .chain(self.ranges.iter().map(|r| r.1 as i32))
+            .collect()
+    }
 }
 
 fn evaluate((body, schema): &Planned, columns: Vec<ArrayRef>) -> Result<ArrayRef> {
@@ -257,54 +419,49 @@ fn evaluate((body, schema): &Planned, columns: Vec<ArrayRef>) -> Result<ArrayRef
     body.evaluate(&batch)?.into_array(rows)
 }
 
-fn transform(list: &GenericListArray<i32>, body: &Planned) -> Result<ArrayRef> {
-    let (values, ranges) = elements(list);
-    let mapped = evaluate(body, vec![values])?;
-    let offsets = OffsetBuffer::new(ScalarBuffer::from(
-        std::iter::once(0)
-            .chain(ranges.iter().map(|r| r.1 as i32))
-            .collect::<Vec<i32>>(),
-    ));
-    let field = Arc::new(Field::new("item", mapped.data_type().clone(), true));
-    Ok(Arc::new(GenericListArray::<i32>::try_new(
-        field,
-        offsets,
-        mapped,
-        list.nulls().cloned(),
-    )?))
+fn transform(items: &Items, bodies: &[Planned]) -> Result<ArrayRef> {
+    let arguments = items.arguments(&items.items);
+    let mapped = bodies
+        .iter()
+        .map(|body| evaluate(body, arguments.clone()))
+        .collect::<Result<Vec<_>>>()?;
+    let new_items: ArrayRef = match mapped.as_slice() {
+        [value] => value.clone(),
+        [key, value] => Arc::new(datafusion::arrow::array::StructArray::try_new(
+            vec![
+                Field::new("key", key.data_type().clone(), false),
+                Field::new("value", value.data_type().clone(), true),
+            ]
+            .into(),
+            vec![key.clone(), value.clone()],
+            None,
+        )?),
+        _ => return exec_err!("TRANSFORM takes one lambda per item part"),
+    };
+    items.rebuild(new_items, items.offsets())
 }
 
-fn keep(list: &GenericListArray<i32>, body: &Planned) -> Result<ArrayRef> {
-    let (values, ranges) = elements(list);
-    let verdict = evaluate(body, vec![values.clone()])?;
-    // A null verdict drops the element, as WHERE drops a row.
+fn keep(items: &Items, body: &Planned) -> Result<ArrayRef> {
+    let verdict = evaluate(body, items.arguments(&items.items))?;
+    // A null verdict drops the item, as WHERE drops a row.
     let verdict: BooleanArray = verdict
         .as_boolean()
         .iter()
         .map(|v| Some(v == Some(true)))
         .collect();
-    let kept = filter(&values, &verdict)?;
-    let mut offsets = Vec::with_capacity(ranges.len() + 1);
+    let kept = filter(&items.items, &verdict)?;
+    let mut offsets = Vec::with_capacity(items.ranges.len() + 1);
     offsets.push(0i32);
     let mut at = 0;
-    for (start, end) in &ranges {
+    for (start, end) in &items.ranges {
         at += (*start..*end).filter(|i| verdict.value(*i)).count() as i32;
         offsets.push(at);
     }
-    let field = match list.data_type() {
-        DataType::List(f) => f.clone(),
-        _ => unreachable!("cast to a list"),
-    };
-    Ok(Arc::new(GenericListArray::<i32>::try_new(
-        field,
-        OffsetBuffer::new(ScalarBuffer::from(offsets)),
-        kept,
-        list.nulls().cloned(),
-    )?))
+    items.rebuild(kept, offsets)
 }
 
-fn reduce(list: &GenericListArray<i32>, start: ArrayRef, body: &Planned) -> Result<ArrayRef> {
-    let (values, ranges) = elements(list);
+fn reduce(items: &Items, start: ArrayRef, body: &Planned) -> Result<ArrayRef> {
+    let ranges = &items.ranges;
     let state_type = start.data_type().clone();
     let mut state = start;
     let longest = ranges.iter().map(|(s, e)| e - s).max().unwrap_or(0);
@@ -313,7 +470,7 @@ fn reduce(list: &GenericListArray<i32>, start: ArrayRef, body: &Planned) -> Resu
         let rows: Vec<u32> = (0..ranges.len() as u32)
             .filter(|&r| {
                 let (s, e) = ranges[r as usize];
-                list.is_valid(r as usize) && e - s > n
+                items.is_valid(r as usize) && e - s > n
             })
             .collect();
         let at: UInt32Array = rows
@@ -321,10 +478,9 @@ fn reduce(list: &GenericListArray<i32>, start: ArrayRef, body: &Planned) -> Resu
             .map(|&r| (ranges[r as usize].0 + n) as u32)
             .collect();
         let rows_index = UInt32Array::from(rows.clone());
-        let folded = evaluate(
-            body,
-            vec![take(&state, &rows_index, None)?, take(&values, &at, None)?],
-        )?;
+        let mut arguments = vec![take(&state, &rows_index, None)?];
+        arguments.extend(items.arguments(&take(&items.items, &at, None)?));
+        let folded = evaluate(body, arguments)?;
         let folded = cast(&folded, &state_type)?;
         // Each row's new state: folded where it had an n-th element, unchanged elsewhere.
         let mut next = rows.iter().peekable();
@@ -343,7 +499,7 @@ fn reduce(list: &GenericListArray<i32>, start: ArrayRef, body: &Planned) -> Resu
         state = interleave(&[state.as_ref(), folded.as_ref()], &picks)?;
     }
     // A null array reduces to null.
-    match list.nulls() {
+    match &items.nulls {
         Some(nulls) if nulls.null_count() > 0 => {
             let both = datafusion::arrow::buffer::NullBuffer::union(Some(nulls), state.nulls());
             let data = state.to_data().into_builder().nulls(both).build()?;
