@@ -23,6 +23,8 @@ fn records(n: usize) -> Vec<Record> {
                 .into_bytes(),
             ),
             timestamp_ms: Some(1_700_000_000_000 + i as i64),
+            partition: None,
+            upstream: None,
         })
         .collect()
 }
@@ -479,6 +481,8 @@ async fn kafka_delimited_and_kafka_value_formats() {
             key: None,
             payload: Some(line.to_vec()),
             timestamp_ms: Some(1_700_000_000_000 + i as i64),
+            partition: None,
+            upstream: None,
         })
         .collect();
     produce(&config, &input, records).await;
@@ -670,6 +674,8 @@ async fn keyed_delimited_stream_with_cast_over_a_udf_where_print_and_dead_letter
             key: key.map(<[u8]>::to_vec),
             payload: Some(payload.to_vec()),
             timestamp_ms: Some(1_700_000_000_000 + i as i64),
+            partition: None,
+            upstream: None,
         })
         .collect();
     produce(&config, &input, records).await;
@@ -1398,8 +1404,8 @@ fn engine_of(service: &str) -> eddy_stream::Engine {
     eddy_stream::Engine::new(eddy_tests::session(), config_of(service))
 }
 
-/// An aggregation whose GROUP BY is not its source's key keeps one state for all partitions.
-/// A second process of the same service id starting it gets only some partitions: its query
+/// Without durable state, an aggregation whose GROUP BY is not its source's key is not
+/// repartitioned and keeps one state for all partitions. A second process of the same service id starting it gets only some partitions: its query
 /// stops with an error that says why, and the first goes on counting every event once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kafka_an_aggregation_not_by_key_refuses_to_share_its_partitions() {
@@ -1446,9 +1452,10 @@ async fn kafka_an_aggregation_not_by_key_refuses_to_share_its_partitions() {
             "query stopped: another process of this service id runs query CTAS_T_0 and holds \
              the other partitions of its topic (this one got ["
         ) && error.ends_with(
-            "] of 2). Its GROUP BY is not its source's KEY, so its state cannot be split by \
-             partition: run it in one process per service id, or aggregate a stream keyed by \
-             the GROUP BY columns"
+            "] of 2). Its GROUP BY is not its source's KEY and it is not repartitioned, so its \
+             state cannot be split by partition: run it in one process per service id, or give \
+             it durable state (--state-dir), with which an aggregation over its source's own \
+             columns is repartitioned"
         ),
         "{error}"
     );
@@ -1464,6 +1471,126 @@ async fn kafka_an_aggregation_not_by_key_refuses_to_share_its_partitions() {
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(counted(&mut first, 0).await, FIRST + MORE, "later");
     first.shutdown().await;
+}
+
+/// With durable state, an aggregation whose GROUP BY (here an expression) is not its source's
+/// key reads its rows through a repartition topic, keyed by group: two processes of one
+/// service id then split its partitions, each group is counted in one of them, and every event
+/// once. The internal topic's records are the source's, unchanged, each carrying where it was
+/// first read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafka_an_aggregation_not_by_key_is_repartitioned_and_shared() {
+    const FIRST: usize = 2_000;
+    const MORE: usize = 1_000;
+    let broker = shared();
+    let admin = broker.config("admin");
+    let topic = unique("regroup");
+    ensure_topic(&admin, &topic, 2).await.unwrap();
+    let service = unique("eddy");
+    let state_dir = std::env::temp_dir().join(unique("eddy-regroup-state"));
+    let engine_with_state = || {
+        eddy_stream::Engine::new(
+            eddy_tests::session(),
+            eddy_stream::EngineConfig {
+                state: Some(eddy_stream::StateStore::local(&state_dir, &service).unwrap()),
+                ..config_of(&service)
+            },
+        )
+    };
+    let statements = [
+        format!(
+            "CREATE STREAM s (i BIGINT, car VARCHAR, speed DOUBLE) \
+             WITH (kafka_topic='{topic}', value_format='JSON')"
+        ),
+        "CREATE TABLE t AS SELECT UPPER(car) AS car, COUNT(*) AS n FROM s GROUP BY UPPER(car)"
+            .to_string(),
+    ];
+    let mut first = engine_with_state();
+    for sql in &statements {
+        run(&mut first, sql).await;
+    }
+    let all = records(FIRST + MORE);
+    produce(&admin, &topic, all[..FIRST].to_vec()).await;
+    assert_eq!(counted(&mut first, FIRST).await, FIRST, "before");
+
+    let mut second = engine_with_state();
+    for sql in &statements {
+        run(&mut second, sql).await;
+    }
+    produce(&admin, &topic, all[FIRST..].to_vec()).await;
+    let cars = |rows: Vec<Vec<String>>| -> BTreeMap<String, usize> {
+        rows.into_iter()
+            .map(|r| (r[0].clone(), r[1].parse().unwrap()))
+            .collect()
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let (a, b) = loop {
+        let a = cars(pull(&mut first, "SELECT car, n FROM t").await);
+        let b = cars(pull(&mut second, "SELECT car, n FROM t").await);
+        let total: usize = a.values().chain(b.values()).sum();
+        if (total == FIRST + MORE && !b.is_empty()) || Instant::now() > deadline {
+            break (a, b);
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert!(
+        second.queries()[0].last_error.is_none(),
+        "{:?}",
+        second.queries()[0].last_error
+    );
+    assert!(
+        !a.is_empty() && !b.is_empty(),
+        "each process holds some groups"
+    );
+    assert!(
+        a.keys().all(|car| !b.contains_key(car)),
+        "a group in both processes"
+    );
+    let mut both = a;
+    both.extend(b);
+    let expected: BTreeMap<String, usize> = (0..1000)
+        .map(|c| (format!("CAR-{c:04}"), (FIRST + MORE) / 1000))
+        .collect();
+    assert_eq!(both, expected);
+    first.shutdown().await;
+    second.shutdown().await;
+
+    let internal = format!("_eddy-{service}-CTAS_T_0-repartition");
+    let mut reader = KafkaSource::subscribe(
+        &broker.config(&unique("peek")),
+        &internal,
+        OffsetReset::Earliest,
+    )
+    .unwrap();
+    let mut seen = BTreeSet::new();
+    let mut partitions_of: BTreeMap<Vec<u8>, BTreeSet<i32>> = BTreeMap::new();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while seen.len() < FIRST + MORE && Instant::now() < deadline {
+        for m in reader
+            .poll(10_000, Duration::from_millis(200))
+            .await
+            .unwrap()
+            .unwrap()
+        {
+            assert!(
+                m.upstream.is_some(),
+                "a forwarded record says where it was read"
+            );
+            let key = m.key.clone().expect("the source's key, unchanged");
+            assert_eq!(key, format!("car-{:04}", index(&m) % 1000).into_bytes());
+            partitions_of
+                .entry(key)
+                .or_default()
+                .insert(m.position.partition);
+            seen.insert(index(&m));
+        }
+    }
+    assert_eq!(seen.len(), FIRST + MORE, "every event forwarded");
+    assert!(
+        partitions_of.values().all(|p| p.len() == 1),
+        "each group's records in one partition"
+    );
+    std::fs::remove_dir_all(&state_dir).ok();
 }
 
 /// A stream–stream join's buffered rows are part of its checkpoints: an order read before a
@@ -1503,6 +1630,8 @@ async fn kafka_a_join_keeps_its_buffers_across_a_restart() {
         key: Some(key.as_bytes().to_vec()),
         payload: Some(value.as_bytes().to_vec()),
         timestamp_ms: None,
+        partition: None,
+        upstream: None,
     };
     let mut engine = engine_with_state();
     for sql in &statements {
@@ -1582,6 +1711,8 @@ async fn kafka_a_join_refuses_to_share_its_partitions() {
                 key: Some(format!("k{i}").into_bytes()),
                 payload: Some(format!(r#"{{"V":{i}}}"#).into_bytes()),
                 timestamp_ms: None,
+                partition: None,
+                upstream: None,
             })
             .collect(),
     )

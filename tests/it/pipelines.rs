@@ -84,6 +84,8 @@ async fn kafka_in_udf_kafka_out_exactly_n_rows_and_bad_events_dead_lettered() {
                 .into_bytes(),
             ),
             timestamp_ms: None,
+            partition: None,
+            upstream: None,
         })
         .collect();
     // Three bad events among the good ones: wrong type, not JSON, a missing field.
@@ -93,6 +95,8 @@ async fn kafka_in_udf_kafka_out_exactly_n_rows_and_bad_events_dead_lettered() {
             key: None,
             payload: Some(br#"{"id":"ten","car":"x","temp":1.0,"ts":1}"#.to_vec()),
             timestamp_ms: None,
+            partition: None,
+            upstream: None,
         },
     );
     records.insert(
@@ -101,6 +105,8 @@ async fn kafka_in_udf_kafka_out_exactly_n_rows_and_bad_events_dead_lettered() {
             key: None,
             payload: Some(b"not json".to_vec()),
             timestamp_ms: None,
+            partition: None,
+            upstream: None,
         },
     );
     records.insert(
@@ -109,6 +115,8 @@ async fn kafka_in_udf_kafka_out_exactly_n_rows_and_bad_events_dead_lettered() {
             key: None,
             payload: Some(br#"{"id":1,"car":"x","ts":1}"#.to_vec()),
             timestamp_ms: None,
+            partition: None,
+            upstream: None,
         },
     );
     let mut sink = KafkaSink::new(&admin, &input).unwrap();
@@ -358,6 +366,8 @@ async fn two_engines_with_one_service_id_split_the_partitions() {
             key: Some(i.to_string().into_bytes()),
             payload: Some(format!(r#"{{"id":{i}}}"#).into_bytes()),
             timestamp_ms: None,
+            partition: None,
+            upstream: None,
         })
         .collect();
     let mut sink = KafkaSink::new(&admin, &input).unwrap();
@@ -412,6 +422,8 @@ async fn a_table_read_from_kafka_joins_the_stream() {
         key: Some(id.as_bytes().to_vec()),
         payload: Some(format!(r#"{{"user_id":"{id}","name":"{name}"}}"#).into_bytes()),
         timestamp_ms: None,
+        partition: None,
+        upstream: None,
     };
     sink.send(vec![
         user("u1", "Ada"),

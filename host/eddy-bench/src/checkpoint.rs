@@ -63,6 +63,8 @@ pub(crate) async fn run(args: &CheckpointBench, runtime: UdfRuntime) -> Result<(
                     key: Some(format!("k{}", i % keys).into_bytes()),
                     payload: Some(format!(r#"{{"k":"k{}","v":{}}}"#, i % keys, i % 7).into_bytes()),
                     timestamp_ms: None,
+                    partition: None,
+                    upstream: None,
                 })
                 .collect();
             sink.send(records).await?;

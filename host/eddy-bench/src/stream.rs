@@ -402,6 +402,8 @@ async fn sink_one(sink: &mut KafkaSink) -> Result<()> {
         key: None,
         payload: Some(br#"{"car":"warmup","speed":50.0,"coolant_temp":90.0}"#.to_vec()),
         timestamp_ms: None,
+        partition: None,
+        upstream: None,
     }])
     .await?;
     sink.flush().await?;
@@ -446,6 +448,8 @@ fn event(i: u64, timestamp: Option<i64>) -> Record {
             .into_bytes(),
         ),
         timestamp_ms: timestamp,
+        partition: None,
+        upstream: None,
     }
 }
 
@@ -460,6 +464,8 @@ fn features_event(i: u64) -> Record {
         key: Some(format!("{}", i % 100).into_bytes()),
         payload: Some(format!("{{{}}}", fields.join(",")).into_bytes()),
         timestamp_ms: None,
+        partition: None,
+        upstream: None,
     }
 }
 

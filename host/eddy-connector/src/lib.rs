@@ -46,6 +46,9 @@ pub struct Message {
     pub position: Position,
     /// A human-readable origin for errors and dead letters, e.g. `cars[2]@1041` or an MQTT topic.
     pub origin: String,
+    /// Where it was first read, when a query forwarded it unchanged to another partition (a
+    /// repartition topic): how duplicates of a forward that ran twice are recognised.
+    pub upstream: Option<Position>,
 }
 
 /// A record to write to a sink.
@@ -57,6 +60,10 @@ pub struct Record {
     pub payload: Option<Vec<u8>>,
     /// Event time to attach, in ms since the Unix epoch.
     pub timestamp_ms: Option<i64>,
+    /// The partition to write it to; `None` lets the destination choose (by key).
+    pub partition: Option<i32>,
+    /// Where a forwarded message was first read (see [`Message::upstream`]).
+    pub upstream: Option<Position>,
 }
 
 /// Options from a statement's `WITH (…)`, keys lower-cased.

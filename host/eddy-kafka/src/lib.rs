@@ -164,6 +164,51 @@ pub async fn ensure_topic(config: &KafkaConfig, topic: &str, partitions: i32) ->
     Ok(())
 }
 
+/// How many partitions `topic` has, from the broker.
+pub async fn partition_count(config: &KafkaConfig, topic: &str) -> Result<i32> {
+    let broker = &config.bootstrap_servers;
+    let admin: AdminClient<LogContext> = config
+        .producer_config(&[], &[])?
+        .create_with_context(LogContext)
+        .map_err(|e| config_error(broker, &format!("creating an admin client: {e}")))?;
+    let (topic, broker) = (topic.to_string(), broker.clone());
+    // librdkafka's metadata call blocks.
+    tokio::task::spawn_blocking(move || {
+        let metadata = admin
+            .inner()
+            .fetch_metadata(Some(&topic), Duration::from_secs(10))
+            .map_err(|e| io_error(&broker, &format!("reading the metadata of {topic}: {e}")))?;
+        match metadata.topics().iter().find(|t| t.name() == topic) {
+            Some(t) if !t.partitions().is_empty() => Ok(t.partitions().len() as i32),
+            _ => Err(Error::Config(format!(
+                "kafka {broker}: topic {topic} does not exist"
+            ))),
+        }
+    })
+    .await
+    .map_err(|e| Error::Io(format!("reading a topic's partition count: {e}")))?
+}
+
+/// The record header that carries [`eddy_connector::Message::upstream`].
+pub(crate) const UPSTREAM_HEADER: &str = "eddy-upstream";
+
+/// An upstream position as its header holds it: partition then offset, big-endian.
+pub(crate) fn encode_upstream(p: &eddy_connector::Position) -> [u8; 12] {
+    let mut bytes = [0; 12];
+    bytes[..4].copy_from_slice(&p.partition.to_be_bytes());
+    bytes[4..].copy_from_slice(&p.offset.to_be_bytes());
+    bytes
+}
+
+/// The position [`encode_upstream`] wrote; `None` for anything else.
+pub(crate) fn decode_upstream(bytes: &[u8]) -> Option<eddy_connector::Position> {
+    let bytes: &[u8; 12] = bytes.try_into().ok()?;
+    Some(eddy_connector::Position {
+        partition: i32::from_be_bytes(bytes[..4].try_into().ok()?),
+        offset: i64::from_be_bytes(bytes[4..].try_into().ok()?),
+    })
+}
+
 fn io_error(broker: &str, what: &str) -> Error {
     Error::Io(format!("kafka {broker}: {what}"))
 }

@@ -10,6 +10,7 @@ use rdkafka::client::ClientContext;
 use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{DeliveryResult, Message as _};
+use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, ProducerContext, ThreadedProducer};
 use tokio::sync::Notify;
 
@@ -103,6 +104,15 @@ impl Sink for KafkaSink {
                 }
                 if let Some(timestamp) = record.timestamp_ms {
                     base = base.timestamp(timestamp);
+                }
+                if let Some(partition) = record.partition {
+                    base = base.partition(partition);
+                }
+                if let Some(upstream) = &record.upstream {
+                    base = base.headers(OwnedHeaders::new().insert(Header {
+                        key: crate::UPSTREAM_HEADER,
+                        value: Some(&crate::encode_upstream(upstream)[..]),
+                    }));
                 }
                 // Counted before the send: the delivery report may run before `send` returns.
                 self.deliveries.outstanding.fetch_add(1, Ordering::SeqCst);

@@ -9,6 +9,7 @@ use rdkafka::client::ClientContext;
 use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::Headers;
 use rdkafka::message::{BorrowedMessage, Message as _};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use tokio::task::JoinHandle;
@@ -265,6 +266,12 @@ fn convert(m: &BorrowedMessage<'_>, topic: &str) -> Message {
         timestamp_ms: m.timestamp().to_millis(),
         position: Position { partition, offset },
         origin: format!("{topic}[{partition}]@{offset}"),
+        upstream: m.headers().and_then(|headers| {
+            (0..headers.count())
+                .map(|i| headers.get(i))
+                .find(|h| h.key == crate::UPSTREAM_HEADER)
+                .and_then(|h| crate::decode_upstream(h.value?))
+        }),
     }
 }
 

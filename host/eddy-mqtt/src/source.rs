@@ -268,6 +268,7 @@ impl Source for MqttSource {
                     offset: seq,
                 },
                 origin: format!("mqtt:{}", publish.topic),
+                upstream: None,
             });
         }
         Ok(Some(messages))

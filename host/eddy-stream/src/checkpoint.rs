@@ -48,16 +48,35 @@ pub(crate) struct Checkpoint {
 impl Checkpoint {
     /// Records a stream–stream join's right-side offsets (`offsets` holds the left side's).
     pub(crate) fn set_right_offsets(&mut self, right: &BTreeMap<i32, i64>) {
-        let map: Map<String, Value> = right
-            .iter()
-            .map(|(p, o)| (p.to_string(), json!(o)))
-            .collect();
-        self.meta.insert("right_offsets".into(), Value::Object(map));
+        self.set_offsets_named("right_offsets", right);
     }
 
     /// A stream–stream join's right-side offsets, if it has them.
     pub(crate) fn right_offsets(&self) -> Option<BTreeMap<i32, i64>> {
-        let map = self.meta.get("right_offsets")?.as_object()?;
+        self.offsets_named("right_offsets")
+    }
+
+    /// Records, for a query reading a repartition topic, what its state has counted of each
+    /// partition of the topic the rows were first read from.
+    pub(crate) fn set_upstream_offsets(&mut self, upstream: &BTreeMap<i32, i64>) {
+        self.set_offsets_named("upstream_offsets", upstream);
+    }
+
+    /// What [`Checkpoint::set_upstream_offsets`] recorded; empty if nothing.
+    pub(crate) fn upstream_offsets(&self) -> BTreeMap<i32, i64> {
+        self.offsets_named("upstream_offsets").unwrap_or_default()
+    }
+
+    fn set_offsets_named(&mut self, name: &str, offsets: &BTreeMap<i32, i64>) {
+        let map: Map<String, Value> = offsets
+            .iter()
+            .map(|(p, o)| (p.to_string(), json!(o)))
+            .collect();
+        self.meta.insert(name.into(), Value::Object(map));
+    }
+
+    fn offsets_named(&self, name: &str) -> Option<BTreeMap<i32, i64>> {
+        let map = self.meta.get(name)?.as_object()?;
         map.iter()
             .map(|(p, o)| Some((p.parse().ok()?, o.as_i64()?)))
             .collect()

@@ -50,6 +50,11 @@ pub(crate) async fn ensure_topic(
     Ok(eddy_kafka::ensure_topic(&config(settings, "eddy-admin"), topic, partitions).await?)
 }
 
+/// How many partitions `topic` has.
+pub(crate) async fn partition_count(settings: &KafkaSettings, topic: &str) -> Result<i32> {
+    Ok(eddy_kafka::partition_count(&config(settings, "eddy-admin"), topic).await?)
+}
+
 /// A subscriber to MQTT topic filters, with a client id stable across restarts.
 pub(crate) async fn mqtt_source(
     options: &Options,

@@ -100,6 +100,7 @@ impl StreamWriters {
                 offset: 0,
             },
             origin: origin.to_string(),
+            upstream: None,
         };
         let (batch, bad) = decoder.decode(std::slice::from_ref(&message));
         if let Some(bad) = bad.into_iter().next() {

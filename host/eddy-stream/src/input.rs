@@ -61,6 +61,8 @@ pub(crate) enum Input {
         split: bool,
         /// Messages fetched for later steps of a split input, by partition in fetch order.
         later: Vec<eddy_connector::Message>,
+        /// When the source is a repartition topic: what fills it, and what was counted.
+        repartition: Option<Box<crate::repartition::Repartition>>,
     },
     /// The built-in car-sensor generator.
     Generator {
@@ -137,8 +139,12 @@ impl Input {
                 next,
                 split,
                 later,
+                repartition,
                 ..
             } => {
+                if let Some(r) = repartition {
+                    r.step(max).await?;
+                }
                 let messages = if later.is_empty() {
                     let Some(mut messages) = source.poll(max, wait).await? else {
                         return Ok(None);
@@ -163,6 +169,10 @@ impl Input {
                         .entry(m.position.partition)
                         .or_insert(m.position.offset);
                     next.insert(m.position.partition, m.position.offset + 1);
+                }
+                let mut messages = messages;
+                if let Some(r) = repartition {
+                    r.retain(&mut messages);
                 }
                 let (batch, bad) = decoder.decode(&messages);
                 Ok(Some(InputBatch {
@@ -263,9 +273,13 @@ impl Input {
             source,
             next,
             hold: may_hold,
+            repartition,
             ..
         } = self
         {
+            if let Some(r) = repartition {
+                r.commit().await?;
+            }
             if next.is_empty() {
                 return Ok(());
             }
@@ -361,6 +375,17 @@ impl Input {
         }
     }
 
+    /// What a repartitioned input's state has counted, shared with that state.
+    pub(crate) fn dedupe(&self) -> Option<Arc<crate::repartition::Dedupe>> {
+        match self {
+            Input::Source {
+                repartition: Some(r),
+                ..
+            } => Some(r.dedupe.clone()),
+            _ => None,
+        }
+    }
+
     /// Makes each step hold one partition's messages, so a query can keep state per partition.
     pub(crate) fn split_partitions(&mut self) {
         if let Input::Source { split, .. } = self {
@@ -448,6 +473,7 @@ mod tests {
             timestamp_ms: None,
             position: Position { partition, offset },
             origin: String::new(),
+            upstream: None,
         };
         let mut fetched = vec![message(1, 5), message(0, 7), message(1, 6), message(0, 8)];
         fetched.sort_by_key(|m| m.position.partition);

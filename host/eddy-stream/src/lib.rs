@@ -16,6 +16,7 @@ mod pipeline;
 mod progress;
 mod provider;
 mod query;
+mod repartition;
 mod reused_plan;
 #[cfg(test)]
 mod robustness;

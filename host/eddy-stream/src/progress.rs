@@ -6,7 +6,7 @@
 //! that came back and resumed at the committed offset would be counted twice from there.
 //!
 //! It also notices a query whose state cannot be split by partition (its GROUP BY is not its
-//! source's key) starting while another process of its service id runs it: the two would each
+//! source's key, and it is not repartitioned) starting while another process of its service id runs it: the two would each
 //! aggregate part of every group.
 
 use std::collections::BTreeMap;

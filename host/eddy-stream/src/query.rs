@@ -393,6 +393,17 @@ impl Parsed {
             .collect()
     }
 
+    /// Its `GROUP BY` expressions, as SQL text; empty without one.
+    pub(crate) fn group_exprs(&self) -> Vec<String> {
+        match self.query.body.as_ref() {
+            SetExpr::Select(select) => match &select.group_by {
+                GroupByExpr::Expressions(keys, _) => keys.iter().map(Expr::to_string).collect(),
+                GroupByExpr::All(_) => Vec::new(),
+            },
+            _ => Vec::new(),
+        }
+    }
+
     /// Whether it reads its source directly (no subquery, no join) and groups by each of
     /// `columns` as it is: then all rows of a group come from one partition of a topic keyed by
     /// those columns.

@@ -104,6 +104,7 @@ fn messages() -> impl Strategy<Value = Vec<Message>> {
                     offset: i as i64,
                 },
                 origin: format!("t[0]@{i}"),
+                upstream: None,
             })
             .collect()
     })

@@ -226,8 +226,21 @@ impl Engine {
             }
             None => None,
         };
-        let input = self.query_input(&parsed, &id, None).await;
+        let by_key = parsed.groups_by_columns(&self.relations[&parsed.source].keys);
+        // With durable state, an aggregation not grouped by its topic's key reads its rows
+        // re-keyed through a repartition topic, so that its state too is kept per partition.
+        let repartitioned = match self.config.state {
+            Some(_) if aggregate && !by_key && parsed.joined.is_empty() => {
+                self.repartitioned_input(&parsed, &id).await
+            }
+            _ => Ok(None),
+        };
+        let input = match self.unplan_on_error(&processor.tables, repartitioned)? {
+            Some(input) => Ok(input),
+            None => self.query_input(&parsed, &id, None).await,
+        };
         let mut input = self.unplan_on_error(&processor.tables, input)?;
+        let dedupe = input.dedupe();
         let dead = self.dead_letters(&parsed.source).await;
         let dead = self.unplan_on_error(&processor.tables, dead)?;
         let schema = processor.schema().clone();
@@ -251,19 +264,19 @@ impl Engine {
         let table = (kind == Kind::Table).then(|| TableState::new(schema.clone(), Vec::new()));
         let mut processor = processor;
         let source = &self.relations[&parsed.source];
-        let by_key = parsed.groups_by_columns(&source.keys);
-        // An aggregation over a topic keyed by its GROUP BY columns finds each group's events
-        // in one partition: it keeps its state per partition, so partitions can move between
-        // processes with it.
+        // An aggregation over a topic keyed by its GROUP BY columns (or over its repartition
+        // topic) finds each group's events in one partition: it keeps its state per partition,
+        // so partitions can move between processes with it.
         let per_partition = match &self.config.state {
             Some(store)
                 if processor.is_aggregate()
                     && matches!(source.spec, Spec::Kafka { .. })
-                    && by_key =>
+                    && (by_key || dedupe.is_some()) =>
             {
                 let base = store.query(&id, &format!("{sql} {}", source.sql));
                 let parts = Partitioned::new(
                     base,
+                    dedupe.clone(),
                     parsed.clone(),
                     source.schema.clone(),
                     &id,
@@ -379,7 +392,7 @@ impl Engine {
             on_error,
             state: durable,
             partitioned: per_partition,
-            whole: aggregate && !by_key,
+            whole: aggregate && !by_key && dedupe.is_none(),
         });
         Ok(Output::Message(format!(
             "{} {name} created; query {id} is running",

@@ -31,6 +31,8 @@ impl Task {
                         .expect("JSON encodes"),
                     ),
                     timestamp_ms: Some(crate::format::common::now_ms()),
+                    partition: None,
+                    upstream: None,
                 })
                 .collect();
             if let Err(e) = dead.send(records).await {
@@ -66,6 +68,8 @@ impl Task {
                             .expect("JSON encodes"),
                         ),
                         timestamp_ms: row.timestamp_ms,
+                        partition: None,
+                        upstream: None,
                     });
                 }
             }

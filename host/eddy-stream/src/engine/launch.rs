@@ -18,6 +18,7 @@ use crate::format::{KeyFormat, KeyWindow, ValueDecoder, ValueFormat};
 use crate::input::Input;
 use crate::pipeline::Processor;
 use crate::provider::TableState;
+use crate::repartition::{Forward, Repartition, Router};
 use crate::{Error, Result};
 
 impl Engine {
@@ -81,6 +82,7 @@ impl Engine {
                     hold: true,
                     split: false,
                     later: Vec::new(),
+                    repartition: None,
                 }
             }
             Spec::Mqtt { filters } => {
@@ -98,6 +100,7 @@ impl Engine {
                     hold: matches!(r.spec, Spec::Kafka { .. }),
                     split: false,
                     later: Vec::new(),
+                    repartition: None,
                 }
             }
         })
@@ -127,6 +130,63 @@ impl Engine {
             turn: 0,
             ended: [false; 2],
         })
+    }
+
+    /// For an aggregation over a Kafka topic that is not grouped by the topic's key: an input
+    /// that forwards the topic's messages to an internal topic of as many partitions, each to
+    /// the partition its group hashes to (`_eddy-<service id>-<query id>-repartition`), and
+    /// reads that topic. `None` when the source is not a Kafka topic, or a group cannot be
+    /// computed from the source's columns alone (an expression over a joined table).
+    pub(super) async fn repartitioned_input(
+        &self,
+        parsed: &crate::query::Parsed,
+        id: &str,
+    ) -> Result<Option<Input>> {
+        let relation = &self.relations[&parsed.source];
+        let Spec::Kafka { topic } = &relation.spec else {
+            return Ok(None);
+        };
+        let settings = self.kafka("a repartition topic")?;
+        let partitions = connectors::partition_count(settings, topic).await?;
+        let schema = decoded_schema(relation);
+        let qualifier = parsed.alias.as_deref().unwrap_or(&parsed.source);
+        let router = match Router::new(
+            &self.query_ctx(id),
+            &schema,
+            qualifier,
+            &parsed.group_exprs(),
+            partitions,
+        ) {
+            Ok(router) => router,
+            Err(e) => {
+                tracing::info!(query = id, "not repartitioned: {e}");
+                return Ok(None);
+            }
+        };
+        let Input::Source {
+            source, decoder, ..
+        } = self.input(&parsed.source, id, None).await?
+        else {
+            unreachable!("a Kafka relation is read from a source");
+        };
+        let service = &self.config.service_id;
+        let internal = format!("_eddy-{service}-{id}-repartition");
+        connectors::ensure_topic(settings, &internal, partitions).await?;
+        let sink = connectors::kafka_sink(settings, &internal).await?;
+        let group = format!("{service}-{id}-repartition");
+        let reader = connectors::kafka_source(settings, &group, &internal, true).await?;
+        Ok(Some(Input::Source {
+            source: reader,
+            decoder: decoder.clone(),
+            next: BTreeMap::new(),
+            hold: true,
+            split: false,
+            later: Vec::new(),
+            repartition: Some(Box::new(Repartition {
+                forward: Forward::new(source, decoder, router, sink),
+                dedupe: Arc::default(),
+            })),
+        }))
     }
 
     /// For a stateful query over a source with offsets, when state is durable: its

@@ -19,6 +19,7 @@ use crate::input::Input;
 use crate::pipeline::Processor;
 use crate::provider::TableState;
 use crate::query::Parsed;
+use crate::repartition::Dedupe;
 use crate::{Error, Result};
 
 /// A partition that arrived: its checkpoints, and the newest one, loaded.
@@ -29,6 +30,8 @@ type Arrival = (i32, QueryState, Result<Option<Checkpoint>>);
 pub(crate) struct Handover {
     /// The query's checkpoints; each partition has its own below them.
     base: QueryState,
+    /// For a query over a repartition topic, what each partition's state has counted.
+    dedupe: Option<Arc<Dedupe>>,
     inner: Mutex<Inner>,
 }
 
@@ -45,9 +48,10 @@ struct Inner {
 }
 
 impl Handover {
-    pub(crate) fn new(base: QueryState) -> Handover {
+    pub(crate) fn new(base: QueryState, dedupe: Option<Arc<Dedupe>>) -> Handover {
         Handover {
             base,
+            dedupe,
             inner: Mutex::new(Inner::default()),
         }
     }
@@ -78,6 +82,14 @@ impl PartitionHook for Handover {
                 if let Some(offset) = checkpoint.offsets.get(&p) {
                     start.insert(p, *offset);
                 }
+            }
+            if let Some(dedupe) = &self.dedupe {
+                // Before the partition's first message is read, which it filters.
+                let counted = match &loaded {
+                    Ok(Some(checkpoint)) => checkpoint.upstream_offsets(),
+                    _ => BTreeMap::new(),
+                };
+                dedupe.set(p, counted);
             }
             inner.held.insert(p);
             inner.arrived.push((p, state, loaded));
@@ -110,16 +122,18 @@ pub(crate) struct Partitioned {
 }
 
 impl Partitioned {
-    /// For query `id` running `parsed` over rows of `input`, with checkpoints under `base`.
+    /// For query `id` running `parsed` over rows of `input`, with checkpoints under `base`;
+    /// `dedupe` when the input is a repartition topic.
     pub(crate) fn new(
         base: QueryState,
+        dedupe: Option<Arc<Dedupe>>,
         parsed: Parsed,
         input: SchemaRef,
         id: &str,
         expose_window: bool,
     ) -> Partitioned {
         Partitioned {
-            handover: Arc::new(Handover::new(base)),
+            handover: Arc::new(Handover::new(base, dedupe)),
             parsed,
             input,
             id: id.to_string(),
@@ -172,6 +186,9 @@ impl Partitioned {
                 table.remove_keys(&keys);
             }
             self.states.remove(&p);
+            if let Some(dedupe) = &self.handover.dedupe {
+                dedupe.forget(p);
+            }
             input.forget_partition(p);
             tracing::info!(query = %self.id, partition = p, "partition left, with its state");
         }
@@ -291,6 +308,9 @@ impl Partitioned {
                 ..Checkpoint::default()
             };
             processor.save(&mut checkpoint)?;
+            if let Some(dedupe) = &self.handover.dedupe {
+                checkpoint.set_upstream_offsets(&dedupe.of(*p));
+            }
             if let (Some(table), Some(keys)) = (table, self.keys.get_mut(p)) {
                 table.save_keys("table", &mut checkpoint, keys)?;
             }

@@ -178,6 +178,7 @@ pub(super) fn print_log(
                             offset,
                         },
                         origin: String::new(),
+                        upstream: None,
                     })
                     .collect();
                 sent += take;

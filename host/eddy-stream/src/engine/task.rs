@@ -180,9 +180,10 @@ impl Task {
                 });
             if let Some(shared) = shared {
                 let why = if self.processor.as_ref().is_some_and(|p| p.is_aggregate()) {
-                    "Its GROUP BY is not its source's KEY, so its state cannot be split by \
-                     partition: run it in one process per service id, or aggregate a stream \
-                     keyed by the GROUP BY columns"
+                    "Its GROUP BY is not its source's KEY and it is not repartitioned, so its \
+                     state cannot be split by partition: run it in one process per service id, \
+                     or give it durable state (--state-dir), with which an aggregation over its \
+                     source's own columns is repartitioned"
                 } else {
                     "A stream–stream join keeps one state over both streams: run it in one \
                      process per service id"

@@ -137,6 +137,8 @@ pub(crate) fn encode(batch: &RecordBatch, delimiter: u8) -> Result<Vec<Record>> 
             key: None,
             payload: Some(line),
             timestamp_ms,
+            partition: None,
+            upstream: None,
         });
     }
     Ok(records)
@@ -181,6 +183,7 @@ mod tests {
                 offset: i,
             },
             origin: format!("t[0]@{i}"),
+            upstream: None,
         }
     }
 

@@ -114,6 +114,8 @@ pub(crate) fn encode(batch: &RecordBatch) -> Result<Vec<Record>> {
             key: None,
             payload: Some(payload),
             timestamp_ms,
+            partition: None,
+            upstream: None,
         })
         .collect())
 }
@@ -139,6 +141,7 @@ mod tests {
                 offset: i,
             },
             origin: format!("t[0]@{i}"),
+            upstream: None,
         }
     }
 

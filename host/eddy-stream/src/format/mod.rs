@@ -866,6 +866,7 @@ mod tests {
                 offset,
             },
             origin: format!("t[0]@{offset}"),
+            upstream: None,
         }
     }
 

@@ -102,6 +102,8 @@ async fn killed_and_restarted_eddy_loses_no_event() {
                         key: Some(i.to_string().into_bytes()),
                         payload: Some(format!(r#"{{"id":{i},"temp":{}.0}}"#, i % 100).into_bytes()),
                         timestamp_ms: None,
+                        partition: None,
+                        upstream: None,
                     })
                     .collect();
                 sink.send(records).await.unwrap();
@@ -220,6 +222,8 @@ pub(crate) fn produce_at(
                     key: Some(k.clone().into_bytes()),
                     payload: Some(v.clone().into_bytes()),
                     timestamp_ms: None,
+                    partition: None,
+                    upstream: None,
                 })
                 .collect();
             sink.send(records).await.unwrap();
@@ -425,9 +429,10 @@ async fn killed_aggregations_restore_their_state_exactly() {
     tokio::time::sleep(Duration::from_millis(3 * COMMIT_MS as u64)).await;
     eddy.kill().unwrap();
     eddy.wait().unwrap();
-    // One directory of checkpoints per query, each holding the newest two.
+    // One directory of checkpoints per query; `car` is not the topic's key, so each query reads
+    // a repartition topic of the input's 3 partitions, with a directory per partition.
     let queries = checkpointed(&state_dir);
-    assert_eq!(queries, [2, 2], "checkpoints kept before the kill");
+    assert_eq!(queries, [3, 3], "checkpoints kept before the kill");
 
     assert!(
         produced.load(std::sync::atomic::Ordering::SeqCst) < EVENTS,
@@ -486,6 +491,8 @@ async fn a_table_read_from_a_topic_survives_a_restart() {
             key: Some(key.as_bytes().to_vec()),
             payload: Some(format!(r#"{{"NAME":"{name}"}}"#).into_bytes()),
             timestamp_ms: None,
+            partition: None,
+            upstream: None,
         })
         .collect();
     sink.send(records).await.unwrap();
@@ -556,6 +563,8 @@ async fn a_table_read_from_a_topic_survives_a_restart() {
         key: Some(b"u4".to_vec()),
         payload: Some(br#"{"NAME":"Dee"}"#.to_vec()),
         timestamp_ms: None,
+        partition: None,
+        upstream: None,
     }])
     .await
     .unwrap();

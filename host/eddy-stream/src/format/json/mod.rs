@@ -173,6 +173,8 @@ pub fn encode(batch: &RecordBatch) -> Result<Vec<Record>> {
             key: None,
             payload: Some(line.to_vec()),
             timestamp_ms: times[i],
+            partition: None,
+            upstream: None,
         })
         .collect())
 }
@@ -457,6 +459,7 @@ mod tests {
                 offset: i,
             },
             origin: format!("t[0]@{i}"),
+            upstream: None,
         }
     }
 

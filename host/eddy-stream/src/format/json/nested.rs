@@ -334,6 +334,7 @@ mod tests {
                 offset: 0,
             },
             origin: "t[0]@0".into(),
+            upstream: None,
         };
         let decoder = super::super::Decoder::new(schema, None);
         let (batch, bad) = decoder.decode(&[

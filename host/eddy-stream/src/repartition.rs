@@ -1,0 +1,317 @@
+//! Repartitioning, as ksqlDB's `…-GroupBy-repartition` topics do it. An aggregation whose
+//! `GROUP BY` is not its topic's key first forwards each message, unchanged, to the partition of
+//! an internal topic that its group hashes to, then aggregates that topic: there each partition
+//! holds whole groups, so the query keeps its state per partition and partitions move between
+//! processes with their state.
+//!
+//! Forwarding is at-least-once: after a crash or a rebalance, messages forwarded but not yet
+//! committed upstream are forwarded again. Each forwarded record carries where it was first read
+//! ([`eddy_connector::Message::upstream`]), and the aggregation drops those its state has counted
+//! already, so the state stays exact.
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use arrow::array::{ArrayRef, RecordBatch};
+use arrow::datatypes::SchemaRef;
+use arrow::row::{RowConverter, SortField};
+use datafusion::common::DFSchema;
+use datafusion::physical_expr::PhysicalExpr;
+use datafusion::prelude::SessionContext;
+use eddy_connector::{Message, Record, Sink, Source};
+
+use crate::format::ValueDecoder;
+use crate::Result;
+
+/// Which partition of the repartition topic each row's group goes to.
+pub(crate) struct Router {
+    exprs: Vec<Arc<dyn PhysicalExpr>>,
+    rows: RowConverter,
+    partitions: i32,
+}
+
+impl Router {
+    /// For `GROUP BY exprs` over rows of `schema` (which the query calls `qualifier`), into a
+    /// topic of `partitions` partitions.
+    pub(crate) fn new(
+        ctx: &SessionContext,
+        schema: &SchemaRef,
+        qualifier: &str,
+        exprs: &[String],
+        partitions: i32,
+    ) -> Result<Router> {
+        let df_schema = DFSchema::try_from_qualified_schema(qualifier, schema)?;
+        let exprs = exprs
+            .iter()
+            .map(|e| {
+                let logical = ctx.parse_sql_expr(e, &df_schema)?;
+                ctx.create_physical_expr(logical, &df_schema)
+            })
+            .collect::<datafusion::error::Result<Vec<_>>>()?;
+        let fields = exprs
+            .iter()
+            .map(|e| Ok(SortField::new(e.data_type(schema)?)))
+            .collect::<datafusion::error::Result<Vec<_>>>()?;
+        Ok(Router {
+            exprs,
+            rows: RowConverter::new(fields)?,
+            partitions: partitions.max(1),
+        })
+    }
+
+    /// Each row's partition: a hash of its group's values that every process computes alike.
+    fn route(&self, batch: &RecordBatch) -> Result<Vec<i32>> {
+        let columns = self
+            .exprs
+            .iter()
+            .map(|e| e.evaluate(batch)?.into_array(batch.num_rows()))
+            .collect::<datafusion::error::Result<Vec<ArrayRef>>>()?;
+        let rows = self.rows.convert_columns(&columns)?;
+        Ok(rows
+            .iter()
+            .map(|row| (fnv1a(row.as_ref()) % self.partitions as u64) as i32)
+            .collect())
+    }
+}
+
+/// FNV-1a: stable across processes and builds, unlike a seeded hasher.
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
+/// Reads the query's source and forwards each message to the partition of its group.
+pub(crate) struct Forward {
+    source: Box<dyn Source>,
+    decoder: ValueDecoder,
+    router: Router,
+    sink: Box<dyn Sink>,
+    /// Per source partition, the offset after the last message forwarded.
+    next: BTreeMap<i32, i64>,
+}
+
+impl Forward {
+    /// Forwards what `source` (read with `decoder`) has to `sink` as `router` says.
+    pub(crate) fn new(
+        source: Box<dyn Source>,
+        decoder: ValueDecoder,
+        router: Router,
+        sink: Box<dyn Sink>,
+    ) -> Forward {
+        Forward {
+            source,
+            decoder,
+            router,
+            sink,
+            next: BTreeMap::new(),
+        }
+    }
+
+    /// Forwards up to `max` messages that the source has now, without waiting.
+    async fn step(&mut self, max: usize) -> Result<()> {
+        let Some(messages) = self.source.poll(max, Duration::ZERO).await? else {
+            return Ok(());
+        };
+        if messages.is_empty() {
+            return Ok(());
+        }
+        for m in &messages {
+            self.next
+                .insert(m.position.partition, m.position.offset + 1);
+        }
+        let partitions = self.partitions(&messages);
+        let records = messages
+            .into_iter()
+            .zip(partitions)
+            .map(|(m, partition)| Record {
+                key: m.key,
+                payload: Some(m.payload),
+                timestamp_ms: m.timestamp_ms,
+                partition: Some(partition),
+                upstream: Some(m.position),
+            })
+            .collect();
+        self.sink.send(records).await?;
+        Ok(())
+    }
+
+    /// Each message's partition. One that does not decode, or whose group cannot be computed,
+    /// goes to the partition of its source partition's number: the aggregation reports it as
+    /// it would have without repartitioning.
+    fn partitions(&self, messages: &[Message]) -> Vec<i32> {
+        let fallback = |m: &Message| m.position.partition.rem_euclid(self.router.partitions);
+        let (batch, bad) = self.decoder.decode(messages);
+        let bad: HashSet<&str> = bad.iter().map(|b| b.origin.as_str()).collect();
+        let good: Vec<usize> = (0..messages.len())
+            .filter(|&i| !bad.contains(messages[i].origin.as_str()))
+            .collect();
+        let mut out: Vec<i32> = messages.iter().map(fallback).collect();
+        if good.len() != batch.num_rows() {
+            return out;
+        }
+        match self.router.route(&batch) {
+            Ok(routes) => {
+                for (i, partition) in good.into_iter().zip(routes) {
+                    out[i] = partition;
+                }
+            }
+            // One row may be at fault (a UDF that traps): route the rest one by one.
+            Err(_) => {
+                for (row, i) in good.into_iter().enumerate() {
+                    if let Ok(route) = self.router.route(&batch.slice(row, 1)) {
+                        out[i] = route[0];
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// Commits the source up to what the repartition topic now durably holds.
+    async fn commit(&mut self) -> Result<()> {
+        if self.next.is_empty() {
+            return Ok(());
+        }
+        self.sink.flush().await?;
+        self.source.commit(&self.next).await?;
+        Ok(())
+    }
+}
+
+/// Per partition of the repartition topic, per source partition, the offset after the last
+/// source message its state has counted.
+#[derive(Default)]
+pub(crate) struct Dedupe {
+    seen: Mutex<BTreeMap<i32, BTreeMap<i32, i64>>>,
+}
+
+impl Dedupe {
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<i32, BTreeMap<i32, i64>>> {
+        self.seen.lock().expect("dedupe lock")
+    }
+
+    /// Drops the messages counted already; notes the rest as counted.
+    fn retain(&self, messages: &mut Vec<Message>) {
+        let mut seen = self.lock();
+        let before = messages.len();
+        messages.retain(|m| {
+            let Some(upstream) = m.upstream else {
+                return true;
+            };
+            let next = seen
+                .entry(m.position.partition)
+                .or_default()
+                .entry(upstream.partition)
+                .or_insert(0);
+            if upstream.offset < *next {
+                return false;
+            }
+            *next = upstream.offset + 1;
+            true
+        });
+        if messages.len() < before {
+            tracing::debug!(
+                dropped = before - messages.len(),
+                "repartition: dropped messages forwarded twice"
+            );
+        }
+    }
+
+    /// What partition `p`'s state has counted, for its checkpoint.
+    pub(crate) fn of(&self, p: i32) -> BTreeMap<i32, i64> {
+        self.lock().get(&p).cloned().unwrap_or_default()
+    }
+
+    /// Partition `p`'s state, restored, has counted `counted`.
+    pub(crate) fn set(&self, p: i32, counted: BTreeMap<i32, i64>) {
+        self.lock().insert(p, counted);
+    }
+
+    /// Partition `p`'s state left this process.
+    pub(crate) fn forget(&self, p: i32) {
+        self.lock().remove(&p);
+    }
+}
+
+/// What an input reading a repartition topic adds: the forward that fills it, and the record
+/// of what was counted.
+pub(crate) struct Repartition {
+    /// Fills the repartition topic from the query's source.
+    pub forward: Forward,
+    /// Shared with the query's per-partition state, which checkpoints and restores it.
+    pub dedupe: Arc<Dedupe>,
+}
+
+impl Repartition {
+    /// Forwards what the source has, before the input reads the repartition topic.
+    pub(crate) async fn step(&mut self, max: usize) -> Result<()> {
+        self.forward.step(max).await
+    }
+
+    /// Drops messages of `messages` counted already.
+    pub(crate) fn retain(&self, messages: &mut Vec<Message>) {
+        self.dedupe.retain(messages);
+    }
+
+    /// Commits the source, once what was forwarded is durable.
+    pub(crate) async fn commit(&mut self) -> Result<()> {
+        self.forward.commit().await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use eddy_connector::Position;
+
+    fn forwarded(partition: i32, upstream: (i32, i64)) -> Message {
+        Message {
+            key: None,
+            payload: Vec::new(),
+            timestamp_ms: None,
+            position: Position {
+                partition,
+                offset: 0,
+            },
+            origin: String::new(),
+            upstream: Some(Position {
+                partition: upstream.0,
+                offset: upstream.1,
+            }),
+        }
+    }
+
+    #[test]
+    fn messages_forwarded_twice_are_counted_once() {
+        let dedupe = Dedupe::default();
+        let mut first = vec![
+            forwarded(0, (1, 5)),
+            forwarded(0, (2, 9)),
+            forwarded(0, (1, 6)),
+        ];
+        dedupe.retain(&mut first);
+        assert_eq!(first.len(), 3);
+        // The forward ran again from offset 5 of partition 1, after a crash.
+        let mut again = vec![
+            forwarded(0, (1, 5)),
+            forwarded(0, (1, 6)),
+            forwarded(0, (1, 7)),
+        ];
+        dedupe.retain(&mut again);
+        let kept: Vec<_> = again.iter().map(|m| m.upstream.unwrap().offset).collect();
+        assert_eq!(kept, [7]);
+        assert_eq!(dedupe.of(0), BTreeMap::from([(1, 8), (2, 10)]));
+        // Another partition's record of what it counted is its own.
+        let mut other = vec![forwarded(3, (1, 5))];
+        dedupe.retain(&mut other);
+        assert_eq!(other.len(), 1);
+    }
+
+    #[test]
+    fn a_group_hashes_to_the_same_partition_in_every_process() {
+        assert_eq!(fnv1a(b""), 0xcbf2_9ce4_8422_2325);
+        assert_eq!(fnv1a(b"a"), 0xaf63_dc4c_8601_ec8c);
+    }
+}
