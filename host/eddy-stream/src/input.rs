@@ -142,8 +142,10 @@ impl Input {
                 repartition,
                 ..
             } => {
-                if let Some(r) = repartition {
-                    r.step(max).await?;
+                if let Some(failure) = repartition.as_ref().and_then(|r| r.failure()) {
+                    return Err(crate::Error::Connector(eddy_connector::Error::Io(format!(
+                        "forwarding to the repartition topic: {failure}"
+                    ))));
                 }
                 let messages = if later.is_empty() {
                     let Some(mut messages) = source.poll(max, wait).await? else {
@@ -273,13 +275,9 @@ impl Input {
             source,
             next,
             hold: may_hold,
-            repartition,
             ..
         } = self
         {
-            if let Some(r) = repartition {
-                r.commit().await?;
-            }
             if next.is_empty() {
                 return Ok(());
             }

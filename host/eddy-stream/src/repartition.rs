@@ -109,9 +109,37 @@ impl Forward {
         }
     }
 
-    /// Forwards up to `max` messages that the source has now, without waiting.
+    /// Forwards messages, `max` at a time, until dropped; commits the source every `interval`
+    /// once what it forwarded is durable. A failure (the broker gone) is put in `failed` for
+    /// the query to report, and the forward tries again.
+    async fn run(mut self, max: usize, interval: Duration, failed: Arc<Mutex<Option<String>>>) {
+        let mut last_commit = tokio::time::Instant::now();
+        loop {
+            let step = async {
+                self.step(max).await?;
+                if last_commit.elapsed() >= interval {
+                    last_commit = tokio::time::Instant::now();
+                    self.commit().await?;
+                }
+                Ok::<_, crate::Error>(())
+            };
+            if let Err(e) = step.await {
+                tracing::warn!("repartition: forwarding: {e}");
+                *failed.lock().expect("forward failure lock") = Some(e.to_string());
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        }
+    }
+
+    /// Forwards up to `max` messages, waiting a little for the first.
     async fn step(&mut self, max: usize) -> Result<()> {
-        let Some(messages) = self.source.poll(max, Duration::ZERO).await? else {
+        let Some(messages) = self
+            .source
+            .poll(max, eddy_connector::DEFAULT_POLL_WAIT)
+            .await?
+        else {
+            // The source ended (Kafka's do not); there is nothing more to forward.
+            tokio::time::sleep(eddy_connector::DEFAULT_POLL_WAIT).await;
             return Ok(());
         };
         if messages.is_empty() {
@@ -235,29 +263,43 @@ impl Dedupe {
     }
 }
 
-/// What an input reading a repartition topic adds: the forward that fills it, and the record
-/// of what was counted.
+/// What an input reading a repartition topic adds: the forward that fills it, running beside
+/// the query, and the record of what was counted.
 pub(crate) struct Repartition {
-    /// Fills the repartition topic from the query's source.
-    pub forward: Forward,
+    forward: tokio::task::JoinHandle<()>,
+    failed: Arc<Mutex<Option<String>>>,
     /// Shared with the query's per-partition state, which checkpoints and restores it.
     pub dedupe: Arc<Dedupe>,
 }
 
 impl Repartition {
-    /// Forwards what the source has, before the input reads the repartition topic.
-    pub(crate) async fn step(&mut self, max: usize) -> Result<()> {
-        self.forward.step(max).await
+    /// Starts `forward` in a task of its own (forwarding `max` messages at a time, committing
+    /// every `interval`), so that it and the aggregation run side by side.
+    pub(crate) fn start(forward: Forward, max: usize, interval: Duration) -> Repartition {
+        let failed = Arc::new(Mutex::new(None));
+        Repartition {
+            forward: tokio::spawn(forward.run(max, interval, failed.clone())),
+            failed,
+            dedupe: Arc::default(),
+        }
+    }
+
+    /// The forward's last failure since asked, if any: the query reports it.
+    pub(crate) fn failure(&self) -> Option<String> {
+        self.failed.lock().expect("forward failure lock").take()
     }
 
     /// Drops messages of `messages` counted already.
     pub(crate) fn retain(&self, messages: &mut Vec<Message>) {
         self.dedupe.retain(messages);
     }
+}
 
-    /// Commits the source, once what was forwarded is durable.
-    pub(crate) async fn commit(&mut self) -> Result<()> {
-        self.forward.commit().await
+impl Drop for Repartition {
+    /// Stops the forward with the query. What it forwarded since its last commit is forwarded
+    /// again by whoever reads the source next, and dropped as counted already.
+    fn drop(&mut self) {
+        self.forward.abort();
     }
 }
 

@@ -182,10 +182,11 @@ impl Engine {
             hold: true,
             split: false,
             later: Vec::new(),
-            repartition: Some(Box::new(Repartition {
-                forward: Forward::new(source, decoder, router, sink),
-                dedupe: Arc::default(),
-            })),
+            repartition: Some(Box::new(Repartition::start(
+                Forward::new(source, decoder, router, sink),
+                self.config.max_batch,
+                self.config.commit_interval,
+            ))),
         }))
     }
 
