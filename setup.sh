@@ -52,6 +52,13 @@ if ! "$tools/venv/bin/python" -c 'import ksql, h2, httpx; assert httpx.__version
 fi
 echo "setup: ksql-python-ng ready ($("$tools/venv/bin/pip" show ksql-python-ng 2>/dev/null | grep -m1 '^Version'))"
 
+# An S3-compatible server for the test of checkpoints in S3 (`--state-dir s3://…`): moto's, pinned,
+# in the same venv.
+if ! "$tools/venv/bin/pip" show moto 2>/dev/null | grep -qx 'Version: 5.1.18' || [ ! -x "$tools/venv/bin/moto_server" ]; then
+  "$tools/venv/bin/pip" install -q --disable-pip-version-check 'moto[server]==5.1.18'
+fi
+echo "setup: moto_server ready ($("$tools/venv/bin/pip" show moto 2>/dev/null | grep -m1 '^Version'))"
+
 # The anomaly model's training requirements (numpy, onnx), in the same venv: a test retrains the
 # model and checks it matches the committed .onnx byte for byte.
 if ! "$tools/venv/bin/python" -c 'import numpy, onnx' >/dev/null 2>&1; then

@@ -191,6 +191,37 @@ pub struct StateStore {
 }
 
 impl StateStore {
+    /// Checkpoints at `location`, for `service`: a local directory, or the URL
+    /// `s3://bucket/prefix` of an S3-compatible store, set up from the environment as AWS's own
+    /// tools are (`AWS_ENDPOINT`, `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_REGION`;
+    /// `AWS_ALLOW_HTTP=true` for an endpoint without TLS).
+    pub fn open(location: &str, service: &str) -> Result<StateStore> {
+        match location.split_once("://") {
+            None => Self::local(Path::new(location), service),
+            Some(("file", path)) => Self::local(Path::new(path), service),
+            Some(("s3", rest)) => {
+                let store = object_store::aws::AmazonS3Builder::from_env()
+                    .with_url(location)
+                    .build()
+                    .map_err(|e| Error::State(format!("the state location {location}: {e}")))?;
+                let prefix = rest
+                    .split_once('/')
+                    .map_or("", |(_, p)| p)
+                    .trim_matches('/');
+                Ok(StateStore {
+                    store: Arc::new(store),
+                    root: StorePath::from(prefix),
+                    location: location.trim_end_matches('/').to_string(),
+                    service: service.to_string(),
+                })
+            }
+            Some((scheme, _)) => Err(Error::State(format!(
+                "the state location {location}: {scheme}:// is not supported; give a local \
+                 directory or an s3://bucket/prefix URL"
+            ))),
+        }
+    }
+
     /// Checkpoints under the local directory `dir`, for `service`. Nothing is created until a
     /// query checkpoints, so a process without stateful queries leaves no directory behind.
     pub fn local(dir: &Path, service: &str) -> Result<StateStore> {
@@ -362,6 +393,21 @@ mod tests {
     use super::*;
     use arrow::array::{Int64Array, StringArray};
     use arrow::datatypes::{DataType, Field, Schema};
+
+    #[test]
+    fn state_locations_are_directories_or_s3_urls() {
+        let e = StateStore::open("gs://b", "svc").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "state: the state location gs://b: gs:// is not supported; give a local directory \
+             or an s3://bucket/prefix URL"
+        );
+        let s3 = StateStore::open("s3://bucket/pre/fix/", "svc").unwrap();
+        assert_eq!(s3.root.as_ref(), "pre/fix");
+        assert_eq!(s3.query("Q", "x").location(), "s3://bucket/pre/fix/svc/Q");
+        let local = StateStore::open("file:///tmp/eddy-x/../state", "svc").unwrap();
+        assert_eq!(local.root.as_ref(), "tmp/state");
+    }
 
     fn sample() -> Checkpoint {
         let schema = Arc::new(Schema::new(vec![

@@ -19,6 +19,16 @@ fn start_eddy(sql: &std::path::Path, service: &str) -> Child {
 }
 
 pub(crate) fn start_eddy_with(sql: &std::path::Path, service: &str, extra: &[&str]) -> Child {
+    start_eddy_in(sql, service, extra, &[])
+}
+
+/// [`start_eddy_with`], with `env` set for the process.
+fn start_eddy_in(
+    sql: &std::path::Path,
+    service: &str,
+    extra: &[&str],
+    env: &[(&str, String)],
+) -> Child {
     let broker = shared();
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_eddy"));
     cmd.current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."))
@@ -41,6 +51,7 @@ pub(crate) fn start_eddy_with(sql: &std::path::Path, service: &str, extra: &[&st
             "RUST_LOG",
             std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()),
         )
+        .envs(env.iter().map(|(k, v)| (k, v)))
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
     for (k, v) in &broker.config("x").extra {
@@ -357,11 +368,87 @@ pub(crate) fn assert_counts(
     );
 }
 
+/// Where a test's `eddy` keeps its checkpoints.
+enum StateAt {
+    /// A local directory.
+    Dir(std::path::PathBuf),
+    /// A bucket of an S3-compatible server, under a prefix.
+    S3(crate::s3::Moto),
+}
+
+impl StateAt {
+    /// `--state-dir`'s value.
+    fn arg(&self) -> String {
+        match self {
+            StateAt::Dir(dir) => dir.display().to_string(),
+            StateAt::S3(moto) => format!("s3://{}/checkpoints", moto.bucket),
+        }
+    }
+
+    /// The environment `eddy` needs to reach it.
+    fn env(&self) -> Vec<(&'static str, String)> {
+        match self {
+            StateAt::Dir(_) => Vec::new(),
+            StateAt::S3(moto) => moto.env(),
+        }
+    }
+
+    /// Per query of `service`, how many partitions have checkpoints.
+    async fn checkpointed(&self, service: &str) -> Vec<usize> {
+        match self {
+            StateAt::Dir(dir) => std::fs::read_dir(dir.join(service))
+                .map(|d| {
+                    d.map(|q| std::fs::read_dir(q.unwrap().path()).unwrap().count())
+                        .collect()
+                })
+                .unwrap_or_default(),
+            StateAt::S3(moto) => {
+                use futures::TryStreamExt;
+                use object_store::ObjectStore;
+                let prefix = object_store::path::Path::from(format!("checkpoints/{service}"));
+                let listed: Vec<_> = moto
+                    .store()
+                    .list(Some(&prefix))
+                    .try_collect()
+                    .await
+                    .unwrap();
+                // checkpoints/<service>/<query>/<partition>/<n>.ckpt
+                let mut partitions: BTreeMap<String, std::collections::BTreeSet<String>> =
+                    BTreeMap::new();
+                for object in listed {
+                    let parts: Vec<String> = object
+                        .location
+                        .parts()
+                        .map(|p| p.as_ref().to_string())
+                        .collect();
+                    partitions
+                        .entry(parts[2].clone())
+                        .or_default()
+                        .insert(parts[3].clone());
+                }
+                partitions.values().map(|p| p.len()).collect()
+            }
+        }
+    }
+}
+
 /// Exact state across `kill -9`: two aggregations (one windowed) checkpoint their state with
 /// the offsets it reflects; the restarted process restores both and resumes at those offsets,
 /// so the final counts and sums equal an uninterrupted run's, key by key.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_aggregations_restore_their_state_exactly() {
+    let dir = std::env::temp_dir().join(unique("eddy-ckpt-state"));
+    killed_aggregations_restore_exactly(StateAt::Dir(dir.clone())).await;
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// The same with the checkpoints in an S3-compatible store (`--state-dir s3://…`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_aggregations_restore_their_state_from_s3_exactly() {
+    killed_aggregations_restore_exactly(StateAt::S3(crate::s3::Moto::start("eddy-state"))).await;
+}
+
+async fn killed_aggregations_restore_exactly(state: StateAt) {
     const EVENTS: usize = 30_000;
     const CARS: usize = 20;
     let broker = shared();
@@ -370,7 +457,6 @@ async fn killed_aggregations_restore_their_state_exactly() {
     ensure_topic(&admin, &input, 3).await.unwrap();
     let dir = std::env::temp_dir().join(unique("eddy-ckpt"));
     std::fs::create_dir_all(&dir).unwrap();
-    let state_dir = dir.join("state");
     let sql = dir.join("aggregations.sql");
     std::fs::write(
         &sql,
@@ -397,21 +483,21 @@ async fn killed_aggregations_restore_their_state_exactly() {
     let go = std::sync::Arc::new(tokio::sync::Notify::new());
     let producer = produce_at(input.clone(), events, 5_000, produced.clone(), go.clone());
     let service = unique("svc");
-    let state_arg = state_dir.display().to_string();
+    let state_arg = state.arg();
     let extra = ["--state-dir", state_arg.as_str()];
-    let mut eddy = start_eddy_with(&sql, &service, &extra);
+    let env = state.env();
+    let mut eddy = start_eddy_in(&sql, &service, &extra, &env);
     // The stream goes on once both queries have checkpointed; kill eddy once a third of the
     // events are out and it has checkpointed a few more times.
-    let checkpointed = |state_dir: &std::path::Path| -> Vec<usize> {
-        std::fs::read_dir(state_dir.join(&service))
-            .map(|d| {
-                d.map(|q| std::fs::read_dir(q.unwrap().path()).unwrap().count())
-                    .collect()
-            })
-            .unwrap_or_default()
-    };
     let started = Instant::now();
-    while checkpointed(&state_dir).iter().filter(|&&n| n > 0).count() < 2 {
+    while state
+        .checkpointed(&service)
+        .await
+        .iter()
+        .filter(|&&n| n > 0)
+        .count()
+        < 2
+    {
         assert!(
             started.elapsed() < Duration::from_secs(60),
             "no checkpoints within 60 s"
@@ -431,7 +517,7 @@ async fn killed_aggregations_restore_their_state_exactly() {
     eddy.wait().unwrap();
     // One directory of checkpoints per query; `car` is not the topic's key, so each query reads
     // a repartition topic of the input's 3 partitions, with a directory per partition.
-    let queries = checkpointed(&state_dir);
+    let queries = state.checkpointed(&service).await;
     assert_eq!(queries, [3, 3], "checkpoints kept before the kill");
 
     assert!(
@@ -439,7 +525,7 @@ async fn killed_aggregations_restore_their_state_exactly() {
         "the kill must land mid-stream"
     );
 
-    let mut eddy = start_eddy_with(&sql, &service, &extra);
+    let mut eddy = start_eddy_in(&sql, &service, &extra, &env);
     producer.await.unwrap();
     let got_totals = latest_per_key(&totals, complete(&expected_totals)).await;
     let got_minutes = latest_per_key(&minutes, complete(&expected_minutes)).await;

@@ -8,6 +8,7 @@ mod mqtt_guard;
 mod mqtt_proxy;
 mod mqtt_scale;
 mod rebalance;
+mod s3;
 // `eddy sql`'s prompt helpers, tested here: the `eddy` bin has no test binary of its own.
 #[allow(dead_code)]
 #[path = "../../src/repl.rs"]
