@@ -1593,6 +1593,52 @@ async fn kafka_an_aggregation_not_by_key_is_repartitioned_and_shared() {
     std::fs::remove_dir_all(&state_dir).ok();
 }
 
+/// A query that is repartitioned now, but whose state an earlier Eddy kept whole, is refused
+/// with what to do: starting it without that state would silently lose what it counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafka_whole_state_of_a_query_now_repartitioned_is_not_dropped_silently() {
+    let broker = shared();
+    let topic = unique("was-whole");
+    ensure_topic(&broker.config("admin"), &topic, 2)
+        .await
+        .unwrap();
+    let service = unique("eddy");
+    let state_dir = std::env::temp_dir().join(unique("eddy-was-whole"));
+    let query_dir = state_dir.join(&service).join("CTAS_T_0");
+    std::fs::create_dir_all(&query_dir).unwrap();
+    std::fs::write(query_dir.join("00000000000000000007.ckpt"), b"whole").unwrap();
+    let mut engine = eddy_stream::Engine::new(
+        eddy_tests::session(),
+        eddy_stream::EngineConfig {
+            state: Some(eddy_stream::StateStore::local(&state_dir, &service).unwrap()),
+            ..config_of(&service)
+        },
+    );
+    run(
+        &mut engine,
+        &format!("CREATE STREAM s (car VARCHAR) WITH (kafka_topic='{topic}', value_format='JSON')"),
+    )
+    .await;
+    let Err(error) = engine
+        .execute("CREATE TABLE t AS SELECT car, COUNT(*) AS n FROM s GROUP BY car")
+        .await
+    else {
+        panic!("the CREATE was accepted");
+    };
+    assert_eq!(
+        error.to_string(),
+        format!(
+            "state: the checkpoints in {}/{service}/CTAS_T_0 hold this query's state for all \
+             partitions in one, as Eddy kept it before it repartitioned such queries; move them \
+             away to start this query over from its committed offsets",
+            state_dir.display()
+        )
+    );
+    assert!(engine.queries().is_empty());
+    engine.shutdown().await;
+    std::fs::remove_dir_all(&state_dir).ok();
+}
+
 /// A stream–stream join's buffered rows are part of its checkpoints: an order read before a
 /// restart (its offset committed) still joins a shipment that comes after it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -287,6 +287,20 @@ impl QueryState {
         }
     }
 
+    /// Whether checkpoints lie directly here, not in the directories of partitions: the state
+    /// of all partitions in one, as a query keeps it that is not split by partition.
+    pub(crate) async fn holds_whole_state(&self) -> Result<bool> {
+        let listed = self
+            .store
+            .list_with_delimiter(Some(&self.prefix))
+            .await
+            .map_err(|e| self.error("listing", e))?;
+        Ok(listed
+            .objects
+            .iter()
+            .any(|m| m.location.filename().is_some_and(|f| f.ends_with(".ckpt"))))
+    }
+
     /// Where its checkpoints are, for messages.
     pub(crate) fn location(&self) -> &str {
         &self.location

@@ -274,6 +274,24 @@ impl Engine {
                     && (by_key || dedupe.is_some()) =>
             {
                 let base = store.query(&id, &format!("{sql} {}", source.sql));
+                // State an earlier Eddy kept whole for this query is not split by partition:
+                // starting without it would silently lose what it counted.
+                if dedupe.is_some() {
+                    let whole = base.holds_whole_state().await.and_then(|whole| {
+                        if whole {
+                            Err(Error::State(format!(
+                                "the checkpoints in {} hold this query's state for all \
+                                 partitions in one, as Eddy kept it before it repartitioned \
+                                 such queries; move them away to start this query over from its \
+                                 committed offsets",
+                                base.location()
+                            )))
+                        } else {
+                            Ok(())
+                        }
+                    });
+                    self.unplan_on_error(&processor.tables, whole)?;
+                }
                 let parts = Partitioned::new(
                     base,
                     dedupe.clone(),

@@ -147,7 +147,16 @@ impl Engine {
             return Ok(None);
         };
         let settings = self.kafka("a repartition topic")?;
-        let partitions = connectors::partition_count(settings, topic).await?;
+        let service = &self.config.service_id;
+        let internal = format!("_eddy-{service}-{id}-repartition");
+        connectors::ensure_topic(
+            settings,
+            &internal,
+            connectors::partition_count(settings, topic).await?,
+        )
+        .await?;
+        // The topic's own count: it may have been made before the source grew.
+        let partitions = connectors::partition_count(settings, &internal).await?;
         let schema = decoded_schema(relation);
         let qualifier = parsed.alias.as_deref().unwrap_or(&parsed.source);
         let router = match Router::new(
@@ -169,9 +178,6 @@ impl Engine {
         else {
             unreachable!("a Kafka relation is read from a source");
         };
-        let service = &self.config.service_id;
-        let internal = format!("_eddy-{service}-{id}-repartition");
-        connectors::ensure_topic(settings, &internal, partitions).await?;
         let sink = connectors::kafka_sink(settings, &internal).await?;
         let group = format!("{service}-{id}-repartition");
         let reader = connectors::kafka_source(settings, &group, &internal, true).await?;
