@@ -7,6 +7,7 @@ mod mqtt_direct;
 mod mqtt_guard;
 mod mqtt_proxy;
 mod mqtt_scale;
+mod reaped;
 mod rebalance;
 mod s3;
 // `eddy sql`'s prompt helpers, tested here: the `eddy` bin has no test binary of its own.

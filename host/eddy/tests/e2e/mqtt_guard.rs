@@ -788,7 +788,7 @@ async fn mqtt_proxy_checks_logins_caps_connections_and_counts_both_in_its_stats_
 
     let passwords = temp_file("proxy-passwords", "dev:pw\n");
     let port = eddy_tests::kafka::free_port();
-    let mut proxy = Killed(
+    let mut proxy = crate::reaped::Reaped::new(
         Command::new(env!("CARGO_BIN_EXE_eddy"))
             .args(["mqtt-proxy", "--listen", &format!("127.0.0.1:{port}")])
             .args([
@@ -803,7 +803,7 @@ async fn mqtt_proxy_checks_logins_caps_connections_and_counts_both_in_its_stats_
             .spawn()
             .expect("starting eddy mqtt-proxy"),
     );
-    let proxy = &mut proxy.0;
+    let proxy = &mut *proxy;
     let mut line = String::new();
     BufReader::new(proxy.stdout.take().unwrap())
         .read_line(&mut line)
@@ -855,15 +855,5 @@ async fn mqtt_proxy_checks_logins_caps_connections_and_counts_both_in_its_stats_
             started.elapsed() < Duration::from_secs(30),
             "no stats line counted the refusal; last: {line}"
         );
-    }
-}
-
-/// Kills and reaps a child process when dropped, so a failed assertion leaves nothing behind.
-struct Killed(std::process::Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
     }
 }

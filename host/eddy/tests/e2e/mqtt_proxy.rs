@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use eddy_connector::Source;
@@ -11,15 +11,7 @@ use eddy_kafka::{ensure_topic, KafkaSource, OffsetReset};
 use eddy_mqtt_endpoint::{Endpoint, EndpointConfig, TopicRule};
 use eddy_tests::kafka::{free_port, shared, test_config, unique};
 
-/// Kills and reaps a child process when dropped, so a failed assertion leaves nothing behind.
-struct Reaped(Child);
-
-impl Drop for Reaped {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+use crate::reaped::Reaped;
 
 /// Starts `mosquitto_pub` sending one message per line of `lines` to `topic` on `port`.
 fn mosquitto_pub(port: u16, topic: &str, qos: u8, version: &str, lines: &[String]) -> Reaped {
@@ -37,16 +29,16 @@ fn mosquitto_pub(port: u16, topic: &str, qos: u8, version: &str, lines: &[String
     std::thread::spawn(move || {
         let _ = stdin.write_all(text.as_bytes());
     });
-    Reaped(child)
+    Reaped::new(child)
 }
 
 /// Waits for a client to exit successfully within `limit`.
 fn wait_ok(client: &mut Reaped, limit: Duration, what: &str) {
     let start = Instant::now();
     loop {
-        if let Some(status) = client.0.try_wait().unwrap() {
+        if let Some(status) = client.try_wait().unwrap() {
             let mut stderr = String::new();
-            if let Some(mut e) = client.0.stderr.take() {
+            if let Some(mut e) = client.stderr.take() {
                 let _ = std::io::Read::read_to_string(&mut e, &mut stderr);
             }
             assert!(status.success(), "{what}: mosquitto_pub {status}: {stderr}");
@@ -113,7 +105,7 @@ async fn mosquitto_pub_at_qos_0_1_2_lands_exactly_n_records_in_order() {
         .await
         .unwrap();
     let port = free_port();
-    let mut eddy = Reaped(
+    let mut eddy = Reaped::new(
         Command::new(env!("CARGO_BIN_EXE_eddy"))
             .args(["mqtt-proxy", "--listen", &format!("127.0.0.1:{port}")])
             .args(["--bootstrap-servers", &broker.bootstrap()])
@@ -126,7 +118,7 @@ async fn mosquitto_pub_at_qos_0_1_2_lands_exactly_n_records_in_order() {
             .expect("starting eddy mqtt-proxy"),
     );
     let mut line = String::new();
-    BufReader::new(eddy.0.stdout.take().unwrap())
+    BufReader::new(eddy.stdout.take().unwrap())
         .read_line(&mut line)
         .unwrap();
     assert!(line.contains("listening on"), "{line:?}");
@@ -202,7 +194,7 @@ async fn kafka_away_means_no_ack_and_nothing_lost_once_it_is_back() {
     tokio::time::sleep(Duration::from_secs(3)).await;
     let stats = endpoint.stats();
     assert!(
-        client.0.try_wait().unwrap().is_none(),
+        client.try_wait().unwrap().is_none(),
         "mosquitto_pub finished although Kafka was away"
     );
     assert_eq!(stats.forwarded, 0, "{stats:?}");

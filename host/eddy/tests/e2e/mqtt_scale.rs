@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -16,20 +16,12 @@ use rdkafka::message::Message;
 use rumqttc::{AsyncClient, Event, MqttOptions, Outgoing, Packet, QoS};
 use tokio::sync::watch;
 
+use crate::reaped::Reaped;
+
 const CLIENTS: usize = 1_000;
 /// Publishes per client, each to the client's own MQTT topic.
 const PER_CLIENT: usize = 5;
 const PARTITIONS: i32 = 3;
-
-/// Kills and reaps the proxy when dropped, so a failed assertion leaves nothing behind.
-struct Reaped(Child);
-
-impl Drop for Reaped {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 /// What the clients are told to do next.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -239,7 +231,7 @@ async fn a_thousand_connections_publish_exactly_once_in_bounded_memory() {
             .unwrap();
     }
     let port = free_port();
-    let mut proxy = Reaped(
+    let mut proxy = Reaped::new(
         Command::new(env!("CARGO_BIN_EXE_eddy"))
             .args(["mqtt-proxy", "--listen", &format!("127.0.0.1:{port}")])
             .args(["--bootstrap-servers", &broker.bootstrap()])
@@ -252,9 +244,9 @@ async fn a_thousand_connections_publish_exactly_once_in_bounded_memory() {
             .spawn()
             .expect("starting eddy mqtt-proxy"),
     );
-    let pid = proxy.0.id();
+    let pid = proxy.id();
     let mut line = String::new();
-    BufReader::new(proxy.0.stdout.take().unwrap())
+    BufReader::new(proxy.stdout.take().unwrap())
         .read_line(&mut line)
         .unwrap();
     assert!(line.contains("listening on"), "{line:?}");
@@ -262,7 +254,7 @@ async fn a_thousand_connections_publish_exactly_once_in_bounded_memory() {
     let stats = Arc::new(Mutex::new(String::new()));
     {
         let stats = stats.clone();
-        let stderr = BufReader::new(proxy.0.stderr.take().unwrap());
+        let stderr = BufReader::new(proxy.stderr.take().unwrap());
         std::thread::spawn(move || {
             for line in stderr.lines().map_while(Result::ok) {
                 if line.contains("connections: ") {

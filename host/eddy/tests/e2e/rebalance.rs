@@ -12,6 +12,7 @@ use crate::kafka_restart::{
     assert_counts, complete, expected_counts, latest_per_key, produce_at, start_eddy_with,
     COMMIT_MS,
 };
+use crate::reaped::Reaped;
 
 /// Two `eddy run` processes share a 4-partition topic under one service id; a third joins a
 /// third of the way through the stream and the first is killed (`kill -9`) two thirds of the way.
@@ -66,8 +67,8 @@ async fn state_moves_with_partitions_between_processes() {
     let service = unique("svc");
     let state_arg = state_dir.display().to_string();
     let extra = ["--state-dir", state_arg.as_str()];
-    let mut a = Stopped(Some(start_eddy_with(&sql, &service, &extra)));
-    let mut b = Stopped(Some(start_eddy_with(&sql, &service, &extra)));
+    let mut a = Reaped::new(start_eddy_with(&sql, &service, &extra));
+    let mut b = Reaped::new(start_eddy_with(&sql, &service, &extra));
     // Each query checkpoints each partition it holds under its own directory.
     let partitions_checkpointed = || -> usize {
         std::fs::read_dir(state_dir.join(&service))
@@ -112,7 +113,7 @@ async fn state_moves_with_partitions_between_processes() {
         }
     };
     wait_for(EVENTS / 3).await;
-    let mut c = Stopped(Some(start_eddy_with(&sql, &service, &extra)));
+    let mut c = Reaped::new(start_eddy_with(&sql, &service, &extra));
     wait_for(2 * EVENTS / 3).await;
     tokio::time::sleep(Duration::from_millis(3 * COMMIT_MS as u64)).await;
     a.output();
@@ -139,25 +140,4 @@ async fn state_moves_with_partitions_between_processes() {
         &stderr,
     );
     std::fs::remove_dir_all(&dir).ok();
-}
-
-/// A process of the test, killed when dropped: a failing assertion leaves none behind.
-struct Stopped(Option<std::process::Child>);
-
-impl Stopped {
-    /// Kills the process (`kill -9`) and returns what it wrote.
-    fn output(&mut self) -> std::process::Output {
-        let mut child = self.0.take().expect("still running");
-        child.kill().unwrap();
-        child.wait_with_output().unwrap()
-    }
-}
-
-impl Drop for Stopped {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.0.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
 }

@@ -2,14 +2,16 @@
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use object_store::aws::{AmazonS3, AmazonS3Builder};
 
+use crate::reaped::Reaped;
+
 /// A moto server on a free port with one bucket, killed when dropped.
 pub(crate) struct Moto {
-    child: Child,
+    _server: Reaped,
     /// `http://127.0.0.1:<port>`.
     pub endpoint: String,
     /// The bucket it was started with.
@@ -36,7 +38,7 @@ impl Moto {
             .spawn()
             .expect("starting moto_server");
         let moto = Moto {
-            child,
+            _server: Reaped::new(child),
             endpoint: format!("http://127.0.0.1:{port}"),
             bucket: bucket.to_string(),
         };
@@ -88,12 +90,5 @@ impl Moto {
             .with_region("us-east-1")
             .build()
             .unwrap()
-    }
-}
-
-impl Drop for Moto {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
