@@ -1485,7 +1485,9 @@ async fn kafka_an_aggregation_not_by_key_is_repartitioned_and_shared() {
     let broker = shared();
     let admin = broker.config("admin");
     let topic = unique("regroup");
+    let dead = unique("regroup-dead");
     ensure_topic(&admin, &topic, 2).await.unwrap();
+    ensure_topic(&admin, &dead, 1).await.unwrap();
     let service = unique("eddy");
     let state_dir = std::env::temp_dir().join(unique("eddy-regroup-state"));
     let engine_with_state = || {
@@ -1500,7 +1502,7 @@ async fn kafka_an_aggregation_not_by_key_is_repartitioned_and_shared() {
     let statements = [
         format!(
             "CREATE STREAM s (i BIGINT, car VARCHAR, speed DOUBLE) \
-             WITH (kafka_topic='{topic}', value_format='JSON')"
+             WITH (kafka_topic='{topic}', value_format='JSON', dead_letter_topic='{dead}')"
         ),
         "CREATE TABLE t AS SELECT UPPER(car) AS car, COUNT(*) AS n FROM s GROUP BY UPPER(car)"
             .to_string(),
@@ -1552,6 +1554,24 @@ async fn kafka_an_aggregation_not_by_key_is_repartitioned_and_shared() {
         .map(|c| (format!("CAR-{c:04}"), (FIRST + MORE) / 1000))
         .collect();
     assert_eq!(both, expected);
+    // A bad record goes through the repartition topic too, and is dead-lettered with its
+    // place in the source topic.
+    let mut bad = records(1);
+    bad[0].payload = Some(b"{\"i\":".to_vec());
+    bad[0].partition = Some(1);
+    produce(&admin, &topic, bad).await;
+    let mut letters = KafkaSource::subscribe(
+        &broker.config(&unique("regroup-dl")),
+        &dead,
+        OffsetReset::Earliest,
+    )
+    .unwrap();
+    let letter = read(&mut letters, 1, Duration::from_secs(30)).await;
+    let letter: serde_json::Value = serde_json::from_slice(&letter[0].payload).unwrap();
+    let origin = letter["origin"].as_str().unwrap();
+    let offset = origin.strip_prefix(&format!("{topic}[1]@"));
+    assert!(offset.is_some_and(|o| o.parse::<i64>().is_ok()), "{origin}");
+    assert_eq!(letter["payload"], "{\"i\":");
     first.shutdown().await;
     second.shutdown().await;
 
@@ -1576,6 +1596,9 @@ async fn kafka_an_aggregation_not_by_key_is_repartitioned_and_shared() {
                 m.upstream.is_some(),
                 "a forwarded record says where it was read"
             );
+            if m.payload == b"{\"i\":" {
+                continue; // the bad record, forwarded as it is
+            }
             let key = m.key.clone().expect("the source's key, unchanged");
             assert_eq!(key, format!("car-{:04}", index(&m) % 1000).into_bytes());
             partitions_of

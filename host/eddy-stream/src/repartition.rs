@@ -208,6 +208,15 @@ impl Forward {
     }
 }
 
+/// Names each forwarded message's origin after its place in `topic`, where it was first read.
+fn name_origins(topic: &str, messages: &mut [Message]) {
+    for m in messages {
+        if let Some(up) = m.upstream {
+            m.origin = format!("{topic}[{}]@{}", up.partition, up.offset);
+        }
+    }
+}
+
 /// Per partition of the repartition topic, per source partition, the offset after the last
 /// source message its state has counted.
 #[derive(Default)]
@@ -266,6 +275,8 @@ impl Dedupe {
 /// What an input reading a repartition topic adds: the forward that fills it, running beside
 /// the query, and the record of what was counted.
 pub(crate) struct Repartition {
+    /// The topic the forward reads: where bad events are said to come from.
+    source_topic: String,
     forward: tokio::task::JoinHandle<()>,
     failed: Arc<Mutex<Option<String>>>,
     /// Shared with the query's per-partition state, which checkpoints and restores it.
@@ -273,11 +284,17 @@ pub(crate) struct Repartition {
 }
 
 impl Repartition {
-    /// Starts `forward` in a task of its own (forwarding `max` messages at a time, committing
-    /// every `interval`), so that it and the aggregation run side by side.
-    pub(crate) fn start(forward: Forward, max: usize, interval: Duration) -> Repartition {
+    /// Starts `forward` of `source_topic` in a task of its own (forwarding `max` messages at a
+    /// time, committing every `interval`), so that it and the aggregation run side by side.
+    pub(crate) fn start(
+        forward: Forward,
+        source_topic: &str,
+        max: usize,
+        interval: Duration,
+    ) -> Repartition {
         let failed = Arc::new(Mutex::new(None));
         Repartition {
+            source_topic: source_topic.to_string(),
             forward: tokio::spawn(forward.run(max, interval, failed.clone())),
             failed,
             dedupe: Arc::default(),
@@ -289,9 +306,11 @@ impl Repartition {
         self.failed.lock().expect("forward failure lock").take()
     }
 
-    /// Drops messages of `messages` counted already.
+    /// Drops messages of `messages` counted already; the others are said to come from where
+    /// they were first read, so a bad event is reported with its place in the source.
     pub(crate) fn retain(&self, messages: &mut Vec<Message>) {
         self.dedupe.retain(messages);
+        name_origins(&self.source_topic, messages);
     }
 }
 
@@ -349,6 +368,13 @@ mod tests {
         let mut other = vec![forwarded(3, (1, 5))];
         dedupe.retain(&mut other);
         assert_eq!(other.len(), 1);
+    }
+
+    #[test]
+    fn a_forwarded_message_is_said_to_come_from_its_source() {
+        let mut messages = vec![forwarded(2, (1, 41))];
+        name_origins("cars", &mut messages);
+        assert_eq!(messages[0].origin, "cars[1]@41");
     }
 
     #[test]

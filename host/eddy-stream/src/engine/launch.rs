@@ -190,6 +190,7 @@ impl Engine {
             later: Vec::new(),
             repartition: Some(Box::new(Repartition::start(
                 Forward::new(source, decoder, router, sink),
+                topic,
                 self.config.max_batch,
                 self.config.commit_interval,
             ))),
