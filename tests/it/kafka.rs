@@ -1404,6 +1404,17 @@ fn engine_of(service: &str) -> eddy_stream::Engine {
     eddy_stream::Engine::new(eddy_tests::session(), config_of(service))
 }
 
+/// [`engine_of`], checkpointing its state under `state_dir`.
+fn engine_with_state_in(service: &str, state_dir: &std::path::Path) -> eddy_stream::Engine {
+    eddy_stream::Engine::new(
+        eddy_tests::session(),
+        eddy_stream::EngineConfig {
+            state: Some(eddy_stream::StateStore::local(state_dir, service).unwrap()),
+            ..config_of(service)
+        },
+    )
+}
+
 /// Without durable state, an aggregation whose GROUP BY is not its source's key is not
 /// repartitioned and keeps one state for all partitions. A second process of the same service id starting it gets only some partitions: its query
 /// stops with an error that says why, and the first goes on counting every event once.
@@ -1490,15 +1501,7 @@ async fn kafka_an_aggregation_not_by_key_is_repartitioned_and_shared() {
     ensure_topic(&admin, &dead, 1).await.unwrap();
     let service = unique("eddy");
     let state_dir = std::env::temp_dir().join(unique("eddy-regroup-state"));
-    let engine_with_state = || {
-        eddy_stream::Engine::new(
-            eddy_tests::session(),
-            eddy_stream::EngineConfig {
-                state: Some(eddy_stream::StateStore::local(&state_dir, &service).unwrap()),
-                ..config_of(&service)
-            },
-        )
-    };
+    let engine_with_state = || engine_with_state_in(&service, &state_dir);
     let statements = [
         format!(
             "CREATE STREAM s (i BIGINT, car VARCHAR, speed DOUBLE) \
@@ -1630,13 +1633,7 @@ async fn kafka_whole_state_of_a_query_now_repartitioned_is_not_dropped_silently(
     let query_dir = state_dir.join(&service).join("CTAS_T_0");
     std::fs::create_dir_all(&query_dir).unwrap();
     std::fs::write(query_dir.join("00000000000000000007.ckpt"), b"whole").unwrap();
-    let mut engine = eddy_stream::Engine::new(
-        eddy_tests::session(),
-        eddy_stream::EngineConfig {
-            state: Some(eddy_stream::StateStore::local(&state_dir, &service).unwrap()),
-            ..config_of(&service)
-        },
-    );
+    let mut engine = engine_with_state_in(&service, &state_dir);
     run(
         &mut engine,
         &format!("CREATE STREAM s (car VARCHAR) WITH (kafka_topic='{topic}', value_format='JSON')"),
@@ -1673,15 +1670,7 @@ async fn kafka_a_join_keeps_its_buffers_across_a_restart() {
     ensure_topic(&admin, &shipments, 1).await.unwrap();
     let service = unique("eddy");
     let state_dir = std::env::temp_dir().join(unique("eddy-join-state"));
-    let engine_with_state = || {
-        eddy_stream::Engine::new(
-            eddy_tests::session(),
-            eddy_stream::EngineConfig {
-                state: Some(eddy_stream::StateStore::local(&state_dir, &service).unwrap()),
-                ..config_of(&service)
-            },
-        )
-    };
+    let engine_with_state = || engine_with_state_in(&service, &state_dir);
     let statements = [
         format!(
             "CREATE STREAM orders (id VARCHAR KEY, item VARCHAR, ts BIGINT) WITH \
