@@ -40,7 +40,7 @@ fn index(message: &Message) -> usize {
         .expect("a number")
 }
 
-async fn produce(config: &eddy_kafka::KafkaConfig, topic: &str, records: Vec<Record>) {
+pub(crate) async fn produce(config: &eddy_kafka::KafkaConfig, topic: &str, records: Vec<Record>) {
     let mut sink = KafkaSink::new(config, topic).unwrap();
     for chunk in records.chunks(1000) {
         sink.send(chunk.to_vec()).await.unwrap();
@@ -410,11 +410,11 @@ async fn kafka_source_on_a_missing_topic_says_so() {
     );
 }
 
-fn engine() -> eddy_stream::Engine {
+pub(crate) fn engine() -> eddy_stream::Engine {
     engine_of(&unique("eddy"))
 }
 
-async fn run(engine: &mut eddy_stream::Engine, sql: &str) -> eddy_stream::Output {
+pub(crate) async fn run(engine: &mut eddy_stream::Engine, sql: &str) -> eddy_stream::Output {
     match engine.execute(sql).await {
         Ok(output) => output,
         Err(e) => panic!("{sql}\n  failed: {e}"),
@@ -422,7 +422,7 @@ async fn run(engine: &mut eddy_stream::Engine, sql: &str) -> eddy_stream::Output
 }
 
 /// Each row of `batch`, its columns as text.
-fn text_rows(batch: &datafusion::arrow::array::RecordBatch) -> Vec<Vec<String>> {
+pub(crate) fn text_rows(batch: &datafusion::arrow::array::RecordBatch) -> Vec<Vec<String>> {
     let options = datafusion::arrow::util::display::FormatOptions::default();
     let columns: Vec<_> = batch
         .columns()
@@ -437,7 +437,7 @@ fn text_rows(batch: &datafusion::arrow::array::RecordBatch) -> Vec<Vec<String>> 
 }
 
 /// The rows of a push query (or PRINT) until it ends, each row's columns as text.
-async fn collect(output: eddy_stream::Output) -> Vec<Vec<String>> {
+pub(crate) async fn collect(output: eddy_stream::Output) -> Vec<Vec<String>> {
     let eddy_stream::Output::Push(mut push) = output else {
         panic!("not a push query")
     };
@@ -801,7 +801,7 @@ async fn keyed_delimited_stream_with_cast_over_a_udf_where_print_and_dead_letter
 }
 
 /// The rows of a pull query, each row's columns as text.
-async fn pull(engine: &mut eddy_stream::Engine, sql: &str) -> Vec<Vec<String>> {
+pub(crate) async fn pull(engine: &mut eddy_stream::Engine, sql: &str) -> Vec<Vec<String>> {
     let eddy_stream::Output::Rows { batches, .. } = run(engine, sql).await else {
         panic!("{sql}: not rows")
     };
@@ -810,7 +810,7 @@ async fn pull(engine: &mut eddy_stream::Engine, sql: &str) -> Vec<Vec<String>> {
 
 /// Pulls `sql` until its rows, sorted, are `expected` (a table over a topic catches up as its
 /// own query reads the topic); fails after 30 s with what it last held.
-async fn pull_until<E>(engine: &mut eddy_stream::Engine, sql: &str, expected: &[E])
+pub(crate) async fn pull_until<E>(engine: &mut eddy_stream::Engine, sql: &str, expected: &[E])
 where
     Vec<String>: PartialEq<E>,
 {
@@ -828,7 +828,7 @@ where
 
 /// Every record of `topic` from the start, as a plain consumer sees it: (key, value), a
 /// tombstone's value `None`. Waits until `n` arrived.
-async fn read_raw(topic: &str, n: usize) -> Vec<(Option<Vec<u8>>, Option<Vec<u8>>)> {
+pub(crate) async fn read_raw(topic: &str, n: usize) -> Vec<(Option<Vec<u8>>, Option<Vec<u8>>)> {
     read_timed(topic, n)
         .await
         .into_iter()
@@ -1405,7 +1405,10 @@ fn engine_of(service: &str) -> eddy_stream::Engine {
 }
 
 /// [`engine_of`], checkpointing its state under `state_dir`.
-fn engine_with_state_in(service: &str, state_dir: &std::path::Path) -> eddy_stream::Engine {
+pub(crate) fn engine_with_state_in(
+    service: &str,
+    state_dir: &std::path::Path,
+) -> eddy_stream::Engine {
     eddy_stream::Engine::new(
         eddy_tests::session(),
         eddy_stream::EngineConfig {

@@ -45,6 +45,16 @@ pub(crate) fn split(batch: &RecordBatch, visible: usize) -> Result<Changes> {
     })
 }
 
+/// `batch` (visible columns, group columns, tombstone flag) without its tombstones.
+pub(crate) fn without_deletions(batch: RecordBatch) -> Result<RecordBatch> {
+    let deleted = batch.column(batch.num_columns() - 1).as_boolean().clone();
+    if deleted.true_count() == 0 {
+        return Ok(batch);
+    }
+    let keep = arrow::compute::not(&deleted)?;
+    Ok(arrow::compute::filter_record_batch(&batch, &keep)?)
+}
+
 impl Changes {
     /// The visible rows that are not tombstones.
     pub(crate) fn standing(&self) -> Result<RecordBatch> {

@@ -14,8 +14,8 @@ use crate::changes::{TableRecords, WindowKey};
 use crate::checkpoint::Checkpoint;
 use crate::format::KeyFormat;
 use crate::join_within::JoinWithin;
-use crate::provider::Slot;
-use crate::query::{Emit, Parsed, WindowKind, HIDDEN};
+use crate::provider::{Slot, TableState};
+use crate::query::{Emit, Parsed, WindowKind, HIDDEN, SIGN};
 use crate::reused_plan::ReusedPlan;
 use crate::window::WindowState;
 use crate::{Error, Result};
@@ -47,6 +47,9 @@ pub(crate) struct Processor {
     reusable: bool,
     /// A stream–stream join's buffers and matching plan: batches go through it first.
     within: Option<Box<JoinWithin>>,
+    /// For an aggregation over a table's changes, the table's rows: each change retracts the
+    /// row it replaces before it adds its own (see [`crate::query::SIGN`]).
+    retract: Option<Arc<TableState>>,
 }
 
 /// The column that numbers a batch's events, where a join would lose their order.
@@ -111,6 +114,7 @@ impl Processor {
                 // A hash join's physical plan keeps its first build side: plan each batch.
                 reusable: false,
                 within: Some(Box::new(planned.join)),
+                retract: None,
             });
         }
         let in_table = format!("__eddy_{}_in", id.to_lowercase());
@@ -125,6 +129,33 @@ impl Processor {
         } else {
             input
         };
+        // An aggregation over a table's changes reads them signed: see `query::SIGN`.
+        let retract = match &parsed.changelog {
+            Some(changelog) if parsed.grouped || parsed.window.is_some() => {
+                if parsed.window.is_some() {
+                    return Err(Error::Unsupported(format!(
+                        "a WINDOW over table '{}': windows group a stream's events by time; \
+                         aggregate the table without one",
+                        parsed.source
+                    )));
+                }
+                let keys = changelog
+                    .keys
+                    .iter()
+                    .map(|k| input.index_of(k))
+                    .collect::<std::result::Result<Vec<_>, _>>()?;
+                let rows = TableState::new(input.clone(), keys);
+                let mut fields: Vec<Field> =
+                    input.fields().iter().map(|f| f.as_ref().clone()).collect();
+                fields.push(Field::new(SIGN, DataType::Int64, false));
+                Some((rows, Arc::new(Schema::new(fields))))
+            }
+            _ => None,
+        };
+        let (retract, input) = match retract {
+            Some((rows, signed)) => (Some(rows), signed),
+            None => (None, input),
+        };
         let slot = Slot::new(input);
         ctx.register_table(in_table.as_str(), slot.clone())?;
         let mut tables = vec![in_table.clone()];
@@ -135,7 +166,53 @@ impl Processor {
                 let _ = ctx.deregister_table(t.as_str());
             }
         }
-        result
+        let mut processor = result?;
+        if let Some(rows) = retract {
+            processor.refuse_unretractable(&parsed.source)?;
+            processor.retract = Some(rows);
+        }
+        Ok(processor)
+    }
+
+    /// Refuses an aggregation over a table's changes that calls an aggregate it cannot
+    /// retract (all but `COUNT`, `SUM` and `AVG`, rewritten to sums), with ksqlDB's message.
+    fn refuse_unretractable(&self, source: &str) -> Result<()> {
+        let mut names: Vec<String> = Vec::new();
+        if let Some(a) = &self.aggregate {
+            let _ = a.plan.apply(|node| {
+                if let LogicalPlan::Aggregate(agg) = node {
+                    for e in &agg.aggr_expr {
+                        let _ = e.apply(|e| {
+                            if let datafusion::logical_expr::Expr::AggregateFunction(f) = e {
+                                let name = f.func.name().to_uppercase();
+                                // The output's rowtime, the latest event time, needs no retraction.
+                                let rowtime = matches!(
+                                    f.params.args.as_slice(),
+                                    [datafusion::logical_expr::Expr::Column(c)] if c.name == "rowtime"
+                                );
+                                if name != "SUM" && !rowtime && !names.contains(&name) {
+                                    names.push(name);
+                                }
+                            }
+                            Ok(datafusion::common::tree_node::TreeNodeRecursion::Continue)
+                        });
+                    }
+                }
+                Ok(datafusion::common::tree_node::TreeNodeRecursion::Continue)
+            });
+        }
+        let Some((last, first)) = names.split_last() else {
+            return Ok(());
+        };
+        let listed = match first {
+            [] => format!("function {last}"),
+            _ => format!("functions {} and {last}", first.join(", ")),
+        };
+        Err(Error::Plan(format!(
+            "The aggregation {listed} cannot be applied to a table source, only to a stream \
+             source. ('{source}' is a table: its rows change, and only COUNT, SUM and AVG can \
+             take a changed row back out of its group.)"
+        )))
     }
 
     async fn plan_inner(
@@ -158,6 +235,12 @@ impl Processor {
                 .sql(&parsed.plain_sql(in_table))
                 .await
                 .is_ok_and(|df| aggregates(df.logical_plan()));
+        if global && parsed.changelog.is_some() {
+            return Err(Error::Unsupported(format!(
+                "an aggregation over table '{}' without GROUP BY: group its rows by a column",
+                parsed.source
+            )));
+        }
         if parsed.window.is_none() && !parsed.grouped && !global {
             let (sql, appended_rowtime) = parsed.stateless_sql(in_table);
             let plan = ctx
@@ -186,6 +269,7 @@ impl Processor {
                     physical: None,
                     reusable: parsed.joined.is_empty(),
                     within: None,
+                    retract: None,
                 });
             }
         }
@@ -280,6 +364,7 @@ impl Processor {
             physical: None,
             reusable: parsed.joined.is_empty(),
             within: None,
+            retract: None,
         })
     }
 
@@ -301,10 +386,13 @@ impl Processor {
                 continue;
             }
             let Some(at) = at else {
+                let what = match parsed.changelog {
+                    Some(_) => "its source's key column",
+                    None => "its GROUP BY expression",
+                };
                 return Err(Error::Plan(format!(
                     "Key missing from projection: the query writing {name} to Kafka must select \
-                     its GROUP BY expression {expr}, which becomes the record key (e.g. SELECT \
-                     {expr}, …)"
+                     {what} {expr}, which becomes the record key (e.g. SELECT {expr}, …)"
                 )));
             };
             keys.push(at);
@@ -325,7 +413,11 @@ impl Processor {
             (None, 0) => KeyFormat::None,
             (None, _) => KeyFormat::Kafka,
         };
-        let what = if stream { "PARTITION BY" } else { "GROUP BY" };
+        let what = match (stream, &parsed.changelog) {
+            (true, _) => "PARTITION BY",
+            (false, Some(_)) => "PRIMARY KEY",
+            (false, None) => "GROUP BY",
+        };
         key_format.check(
             &format!("the {what} of {name}"),
             &key_fields.iter().collect::<Vec<_>>(),
@@ -420,6 +512,9 @@ impl Processor {
         checkpoint
             .sections
             .insert("groups".into(), a.aggregation.snapshot()?);
+        if let Some(rows) = &self.retract {
+            rows.save("source", checkpoint)?;
+        }
         if let Some(w) = &a.window {
             w.save(checkpoint)?;
         }
@@ -435,6 +530,9 @@ impl Processor {
             return Ok(());
         };
         a.aggregation.restore(checkpoint.section("groups")?)?;
+        if let Some(rows) = &self.retract {
+            rows.restore("source", checkpoint)?;
+        }
         if let Some(w) = &mut a.window {
             w.restore(checkpoint)?;
         }
@@ -491,6 +589,10 @@ impl Processor {
                 state.create_physical_plan(&self.plan).await?,
             ));
         }
+        let batch = match &self.retract {
+            Some(rows) => rows.changes(&batch, &self.input.schema())?,
+            None => batch,
+        };
         self.input.set(vec![batch]);
         let out = match &mut self.physical {
             Some(plan) => plan.collect(ctx.task_ctx()).await,

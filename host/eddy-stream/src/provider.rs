@@ -291,6 +291,68 @@ impl TableState {
         Ok(())
     }
 
+    /// Upserts `batch` (a table's rows with their `rowtime`, all kept) as
+    /// [`TableState::upsert`] does, and returns what each row changed, as
+    /// rows of `signed` (the batch's columns, then an Int64 sign): the row its key had before
+    /// (sign -1), if any, then the row itself (sign 1) unless it is a tombstone. Rows without a
+    /// key change nothing.
+    pub(crate) fn changes(&self, batch: &RecordBatch, signed: &SchemaRef) -> Result<RecordBatch> {
+        let fields = self
+            .keys
+            .iter()
+            .map(|&i| SortField::new(self.schema.field(i).data_type().clone()))
+            .collect();
+        let converter = RowConverter::new(fields)?;
+        let key_columns: Vec<_> = self.keys.iter().map(|&i| batch.column(i).clone()).collect();
+        let keys = converter.convert_columns(&key_columns)?;
+        let rowtime = batch.schema().index_of("rowtime").unwrap_or(usize::MAX);
+        let mut rows: Vec<Vec<ScalarValue>> = Vec::with_capacity(batch.num_rows());
+        let mut signs: Vec<i64> = Vec::with_capacity(batch.num_rows());
+        let mut inner = self.inner.lock().expect("table lock");
+        inner.snapshot = None;
+        for i in 0..batch.num_rows() {
+            if self.keys.iter().any(|&k| batch.column(k).is_null(i)) {
+                continue;
+            }
+            let key = keys.row(i);
+            if let Some((_, old)) = inner.rows.get(key.as_ref()) {
+                rows.push(old.clone());
+                signs.push(-1);
+            }
+            // Its rowtime (kept, as the row's event time) is not part of its value.
+            let tombstone = (0..batch.num_columns())
+                .filter(|&c| !self.keys.contains(&c) && c != rowtime)
+                .all(|c| batch.column(c).is_null(i));
+            if tombstone {
+                inner.remove(key.as_ref());
+            } else {
+                inner.put(key.as_ref(), batch, i)?;
+                rows.push(inner.rows[key.as_ref()].1.clone());
+                signs.push(1);
+            }
+        }
+        drop(inner);
+        let mut columns = Vec::with_capacity(signed.fields().len());
+        for (c, field) in batch.schema().fields().iter().enumerate() {
+            columns.push(if rows.is_empty() {
+                arrow::array::new_empty_array(field.data_type())
+            } else {
+                let array = ScalarValue::iter_to_array(rows.iter().map(|r| r[c].clone()))?;
+                if array.data_type() == field.data_type() {
+                    array
+                } else {
+                    arrow::compute::cast(&array, field.data_type())?
+                }
+            });
+        }
+        columns.push(Arc::new(arrow::array::Int64Array::from(signs)));
+        Ok(RecordBatch::try_new_with_options(
+            signed.clone(),
+            columns,
+            &arrow::array::RecordBatchOptions::new().with_row_count(Some(rows.len())),
+        )?)
+    }
+
     /// Applies an aggregation's changes: each row replaces its group's, a tombstone deletes it.
     pub(crate) fn apply(&self, changes: &crate::changes::Changes) -> Result<()> {
         let mut inner = self.inner.lock().expect("table lock");

@@ -80,6 +80,71 @@ pub(crate) struct Parsed {
     pub emit: Option<Emit>,
     /// Its `PARTITION BY` expression: the record key of what it writes.
     pub partition_by: Option<Expr>,
+    /// For a query over a table read from Kafka, that table's columns: its rows are then
+    /// changes to the output table, keyed as the source is.
+    pub changelog: Option<Changelog>,
+}
+
+/// The columns of a table whose records a query reads as changes: each record upserts its
+/// key's row, and a record without a value (all value columns NULL) deletes it.
+#[derive(Debug, Clone)]
+pub(crate) struct Changelog {
+    /// The `PRIMARY KEY` columns.
+    pub keys: Vec<String>,
+    /// The other columns, `rowtime` excluded.
+    pub values: Vec<String>,
+}
+
+/// The column that says whether a row of a table's changes adds it to its group (1) or
+/// retracts it, as the row its key had before (-1).
+pub(crate) const SIGN: &str = "__eddy_sign";
+
+/// Rewrites the aggregates of `select` to run over signed rows (see [`SIGN`]), so that a row
+/// that changes or leaves a table leaves its group's aggregates too: `COUNT` becomes a sum of
+/// signs, `SUM(x)` a sum of `x × sign`, `AVG(x)` their quotient. Other aggregates are left as
+/// they are, for the planner to refuse, as ksqlDB refuses them over a table.
+fn retracting(select: &mut datafusion::sql::sqlparser::ast::Select) {
+    use datafusion::sql::sqlparser::ast::{
+        DuplicateTreatment, FunctionArg, FunctionArgExpr, FunctionArguments,
+    };
+    let rewrite = |e: &mut Expr| {
+        let Expr::Function(f) = &*e else {
+            return std::ops::ControlFlow::<()>::Continue(());
+        };
+        let name = f.name.to_string().to_lowercase();
+        let FunctionArguments::List(list) = &f.args else {
+            return std::ops::ControlFlow::Continue(());
+        };
+        let plain = f.filter.is_none()
+            && f.over.is_none()
+            && list.clauses.is_empty()
+            && !matches!(list.duplicate_treatment, Some(DuplicateTreatment::Distinct));
+        let arg = match list.args.as_slice() {
+            [] => None,
+            [FunctionArg::Unnamed(FunctionArgExpr::Wildcard)] => None,
+            [FunctionArg::Unnamed(FunctionArgExpr::Expr(a))] => Some(a.to_string()),
+            _ => return std::ops::ControlFlow::Continue(()),
+        };
+        let counted = |a: &str| format!("sum(\"{SIGN}\" * CAST(({a}) IS NOT NULL AS BIGINT))");
+        let sql = match (name.as_str(), arg) {
+            _ if !plain => return std::ops::ControlFlow::Continue(()),
+            ("count", None) => format!("sum(\"{SIGN}\")"),
+            ("count", Some(a)) => counted(&a),
+            ("sum", Some(a)) => format!("sum(({a}) * \"{SIGN}\")"),
+            ("avg", Some(a)) => format!(
+                "CAST(sum(({a}) * \"{SIGN}\") AS DOUBLE) / NULLIF({}, 0)",
+                counted(&a)
+            ),
+            _ => return std::ops::ControlFlow::Continue(()),
+        };
+        *e = Parser::new(&GenericDialect {})
+            .try_with_sql(&sql)
+            .and_then(|mut p| p.parse_expr())
+            .expect("a retracting aggregate parses");
+        std::ops::ControlFlow::Continue(())
+    };
+    let _ = datafusion::sql::sqlparser::ast::visit_expressions_mut(&mut select.projection, rewrite);
+    let _ = datafusion::sql::sqlparser::ast::visit_expressions_mut(&mut select.having, rewrite);
 }
 
 /// Takes the WINDOW clause and any trailing `EMIT CHANGES|FINAL` out of `sql`, then parses it.
@@ -177,6 +242,7 @@ pub(crate) fn parse(sql: &str) -> Result<Parsed> {
         grouped,
         emit,
         partition_by,
+        changelog: None,
     })
 }
 
@@ -368,10 +434,19 @@ impl Parsed {
         let SetExpr::Select(select) = self.query.body.as_ref() else {
             return Vec::new();
         };
-        let keys = match (&self.partition_by, &select.group_by) {
-            (Some(key), _) => std::slice::from_ref(key),
-            (None, GroupByExpr::Expressions(keys, _)) => keys.as_slice(),
-            (None, GroupByExpr::All(_)) => return Vec::new(),
+        let primary: Vec<Expr>;
+        let keys = match (&self.partition_by, &select.group_by, &self.changelog) {
+            (Some(key), _, _) => std::slice::from_ref(key),
+            (None, GroupByExpr::Expressions(keys, _), Some(changelog)) if keys.is_empty() => {
+                primary = changelog
+                    .keys
+                    .iter()
+                    .map(|k| Expr::Identifier(Ident::with_quote('"', k)))
+                    .collect();
+                primary.as_slice()
+            }
+            (None, GroupByExpr::Expressions(keys, _), _) => keys.as_slice(),
+            (None, GroupByExpr::All(_), _) => return Vec::new(),
         };
         let last = |e: &Expr| match e {
             Expr::Identifier(i) => Some(ident(i)),
@@ -484,7 +559,9 @@ impl Parsed {
                 alias: Ident::new("rowtime"),
             });
         }
-        if let Some(key) = &self.partition_by {
+        if let Some(changelog) = &self.changelog {
+            self.changes_of(select, changelog);
+        } else if let Some(key) = &self.partition_by {
             select.projection.push(SelectItem::ExprWithAlias {
                 expr: key.clone(),
                 alias: Ident::with_quote('"', format!("{HIDDEN}k0")),
@@ -495,6 +572,62 @@ impl Parsed {
             });
         }
         (query.to_string(), !has_rowtime)
+    }
+
+    /// Makes `select`, over a table's records, emit a change per record: its key columns as
+    /// `__eddy_k0…`, and `__eddy_deleted` for a record that deletes its key (no value) or
+    /// does not pass WHERE, as ksqlDB forwards a tombstone for each. Records without a key are
+    /// dropped, as ksqlDB drops them.
+    fn changes_of(
+        &self,
+        select: &mut datafusion::sql::sqlparser::ast::Select,
+        changelog: &Changelog,
+    ) {
+        let relation = self.alias.clone().unwrap_or_else(|| self.source.clone());
+        let column = |c: &str| {
+            format!(
+                "\"{}\".\"{}\"",
+                relation.replace('"', "\"\""),
+                c.replace('"', "\"\"")
+            )
+        };
+        let parse = |sql: &str| {
+            Parser::new(&GenericDialect {})
+                .try_with_sql(sql)
+                .and_then(|mut p| p.parse_expr())
+                .expect("generated SQL parses")
+        };
+        for (i, key) in changelog.keys.iter().enumerate() {
+            select.projection.push(SelectItem::ExprWithAlias {
+                expr: parse(&column(key)),
+                alias: Ident::with_quote('"', format!("{HIDDEN}k{i}")),
+            });
+        }
+        let no_value = if changelog.values.is_empty() {
+            "false".to_string()
+        } else {
+            changelog
+                .values
+                .iter()
+                .map(|v| format!("{} IS NULL", column(v)))
+                .collect::<Vec<_>>()
+                .join(" AND ")
+        };
+        let deleted = match select.selection.take() {
+            Some(filter) => format!("NOT COALESCE(({filter}), false) OR ({no_value})"),
+            None => no_value,
+        };
+        select.projection.push(SelectItem::ExprWithAlias {
+            expr: parse(&deleted),
+            alias: Ident::with_quote('"', format!("{HIDDEN}deleted")),
+        });
+        let keyed = changelog
+            .keys
+            .iter()
+            .map(|k| format!("{} IS NOT NULL", column(k)))
+            .collect::<Vec<_>>()
+            .join(" AND ");
+        select.selection = (!keyed.is_empty()).then(|| parse(&keyed));
     }
 
     /// SQL of a windowed query's first step: the source's rows that pass WHERE, with the
@@ -587,6 +720,9 @@ impl Parsed {
                 std::ops::ControlFlow::<()>::Continue(())
             };
             let _ = datafusion::sql::sqlparser::ast::visit_expressions_mut(select, rewrite);
+        }
+        if self.changelog.is_some() {
+            retracting(select);
         }
         let keys = match &mut select.group_by {
             GroupByExpr::Expressions(exprs, _) => {

@@ -31,20 +31,40 @@ impl Engine {
         id: &str,
         table: bool,
     ) -> Result<(query::Parsed, Processor)> {
-        let parsed = query::parse(query_sql)?;
+        let mut parsed = query::parse(query_sql)?;
         let Some(source) = self.relations.get(&parsed.source) else {
             return Err(Error::NotFound(format!(
                 "stream '{}' does not exist (SHOW STREAMS lists them)",
                 parsed.source
             )));
         };
-        // A table written by a query has a change stream to follow; other tables do not.
+        // A table written by a query has a change stream to follow, and a table read from
+        // Kafka its topic's records; a table in memory has neither.
         let changes_of_table = source.kind == Kind::Table;
-        if changes_of_table && !matches!(source.spec, Spec::Derived { .. }) {
-            return Err(Error::Unsupported(format!(
-                "a continuous query over table '{}': read a stream, and JOIN the table to it",
-                parsed.source
-            )));
+        let mut input_schema = source.schema.clone();
+        match &source.spec {
+            _ if !changes_of_table => {}
+            Spec::Derived { .. } => {}
+            Spec::Kafka { .. } | Spec::Memory => {
+                input_schema = super::catalog::decoded_schema(source);
+                parsed.changelog = Some(query::Changelog {
+                    keys: source.keys.clone(),
+                    values: source
+                        .schema
+                        .fields()
+                        .iter()
+                        .map(|f| f.name().clone())
+                        .filter(|n| !source.keys.contains(n))
+                        .collect(),
+                });
+            }
+            _ => {
+                return Err(Error::Unsupported(format!(
+                    "a continuous query over table '{}', which has no changes to follow: read a \
+                     stream, and JOIN the table to it",
+                    parsed.source
+                )))
+            }
         }
         let mut other = None;
         for j in &parsed.joined {
@@ -92,16 +112,10 @@ impl Engine {
                 }
             }
         }
-        let processor = Processor::plan(
-            &self.query_ctx(id),
-            &parsed,
-            source.schema.clone(),
-            other,
-            id,
-            table,
-        )
-        .await?;
-        if changes_of_table && (processor.is_aggregate() || !parsed.joined.is_empty()) {
+        let processor =
+            Processor::plan(&self.query_ctx(id), &parsed, input_schema, other, id, table).await?;
+        let followed = parsed.changelog.is_none() && processor.is_aggregate();
+        if changes_of_table && (followed || !parsed.joined.is_empty()) {
             self.drop_tables(&processor.tables);
             return Err(Error::Unsupported(format!(
                 "aggregating or joining the changes of table '{}': a query over a table \
@@ -163,7 +177,19 @@ impl Engine {
                 "your SELECT query produces a TABLE (it aggregates): use CREATE TABLE … AS SELECT",
             );
         }
-        if kind == Kind::Table && !aggregate {
+        let over_table = parsed.changelog.is_some();
+        if kind == Kind::Stream && over_table {
+            return fail(
+                self,
+                &processor,
+                &format!(
+                    "Invalid result type. Your SELECT query produces a TABLE (it reads table \
+                     '{}'). Please use CREATE TABLE AS SELECT statement instead.",
+                    parsed.source
+                ),
+            );
+        }
+        if kind == Kind::Table && !aggregate && !over_table {
             return fail(self, &processor, "your SELECT query produces a STREAM: use CREATE STREAM … AS SELECT (tables come from aggregations: GROUP BY, or a WINDOW)");
         }
         let event_time = match options.get("timestamp") {
@@ -226,11 +252,13 @@ impl Engine {
             }
             None => None,
         };
-        let by_key = parsed.groups_by_columns(&self.relations[&parsed.source].keys);
+        // An aggregation over a table's changes is not split by partition: a row's retraction
+        // belongs to its old group, which may hash elsewhere than its new one.
+        let by_key = !over_table && parsed.groups_by_columns(&self.relations[&parsed.source].keys);
         // With durable state, an aggregation not grouped by its topic's key reads its rows
         // re-keyed through a repartition topic, so that its state too is kept per partition.
         let repartitioned = match self.config.state {
-            Some(_) if aggregate && !by_key && parsed.joined.is_empty() => {
+            Some(_) if aggregate && !by_key && !over_table && parsed.joined.is_empty() => {
                 self.repartitioned_input(&parsed, &id).await
             }
             _ => Ok(None),

@@ -279,8 +279,30 @@ impl Engine {
             Kind::Table => {
                 let schema = Arc::new(Schema::new(fields));
                 let state = TableState::new(schema.clone(), keys);
+                // A table in memory logs what is inserted, stamped with its rowtime: the
+                // changes that queries over it follow, as they follow a topic's records.
+                let log = matches!(spec, Spec::Memory).then(|| {
+                    let mut stamped: Vec<Field> =
+                        schema.fields().iter().map(|f| f.as_ref().clone()).collect();
+                    stamped.push(Field::new(
+                        "rowtime",
+                        DataType::Timestamp(TimeUnit::Millisecond, None),
+                        true,
+                    ));
+                    Arc::new(Log::new(
+                        Arc::new(Schema::new(stamped)),
+                        self.config.retained_rows,
+                    ))
+                });
                 let inserter: Option<Arc<dyn crate::provider::Inserter>> = match &spec {
-                    Spec::Memory => Some(state.clone()),
+                    Spec::Memory => Some(Arc::new(TableLogInserter {
+                        state: state.clone(),
+                        log: LogInserter {
+                            log: log.clone().expect("a table in memory has a log"),
+                            timestamp,
+                            pattern: pattern.cloned(),
+                        },
+                    })),
                     Spec::Kafka { topic } => {
                         Some(self.topic_inserter(topic, &options, &schema, &key_names, None)?)
                     }
@@ -294,7 +316,7 @@ impl Engine {
                         name: name.to_string(),
                     }),
                 )?;
-                (schema, None, Some(state))
+                (schema, log, Some(state))
             }
         };
         let relation = Relation {
@@ -329,6 +351,28 @@ pub(super) struct LogInserter {
     pub(super) timestamp: Option<usize>,
     /// The Java pattern a VARCHAR `timestamp` column is read with (`timestamp_format`).
     pub(super) pattern: Option<String>,
+}
+
+/// Inserts into a table in memory: upserts its rows, and logs them as its changes.
+#[derive(Debug)]
+pub(super) struct TableLogInserter {
+    pub(super) state: Arc<TableState>,
+    pub(super) log: LogInserter,
+}
+
+#[async_trait::async_trait]
+impl crate::provider::Inserter for TableLogInserter {
+    async fn insert(&self, batch: RecordBatch) -> datafusion::error::Result<()> {
+        self.state.upsert(&batch)?;
+        // The table's rows have no rowtime; the log's do, stamped as a stream's are.
+        let mut columns = batch.columns().to_vec();
+        columns.push(arrow::array::new_null_array(
+            &DataType::Timestamp(TimeUnit::Millisecond, None),
+            batch.num_rows(),
+        ));
+        let batch = RecordBatch::try_new(self.log.log.schema().clone(), columns)?;
+        self.log.insert(batch).await
+    }
 }
 
 #[async_trait::async_trait]

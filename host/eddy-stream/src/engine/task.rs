@@ -289,7 +289,22 @@ impl Task {
                     }
                 }
                 let mut done = false;
+                let visible = self
+                    .processor
+                    .as_ref()
+                    .map_or(usize::MAX, |p| p.schema().fields().len());
                 for mut batch in out {
+                    // A push query shows a table's upserts, not its deletions: LIMIT counts
+                    // what it shows.
+                    if self.limit.is_some() && visible < batch.num_columns() {
+                        match crate::changes::without_deletions(batch) {
+                            Ok(b) => batch = b,
+                            Err(e) => {
+                                self.stats.error(format!("output: {e}"));
+                                continue;
+                            }
+                        }
+                    }
                     if let Some(limit) = self.limit {
                         let left = limit - sent;
                         if batch.num_rows() >= left {

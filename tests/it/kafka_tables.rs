@@ -1,0 +1,235 @@
+//! Queries over tables read from Kafka, against a real broker: each record of the source
+//! table's topic is a change (an upsert, or a tombstone) that the query turns into a change of
+//! its own table, keyed as the source is.
+
+use eddy_connector::Record;
+use eddy_tests::kafka::{shared, unique};
+
+use crate::kafka::{collect, engine, produce, pull, read_raw, run};
+
+/// A record of `topic`'s table: `key` (none for a record without one) and a JSON value (none
+/// for a tombstone).
+fn change(key: Option<&str>, value: Option<&str>) -> Record {
+    Record {
+        key: key.map(|k| k.as_bytes().to_vec()),
+        payload: value.map(|v| v.as_bytes().to_vec()),
+        timestamp_ms: Some(1_000),
+        partition: None,
+        upstream: None,
+    }
+}
+
+/// `CREATE TABLE … AS SELECT … FROM table` with a WHERE, as ksqlDB runs it: an upsert for a
+/// record that passes, a tombstone for one that does not or that deletes its key, nothing for a
+/// record without a key; the output topic is keyed by the source's PRIMARY KEY.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafka_a_table_query_follows_its_source_tables_changes() {
+    let source = unique("tq-cars");
+    let out = unique("tq-dear");
+    let mut engine = engine();
+    run(
+        &mut engine,
+        &format!(
+            "CREATE TABLE cars (id VARCHAR PRIMARY KEY, owner VARCHAR, price INT) \
+             WITH (kafka_topic='{source}', partitions=1, key_format='KAFKA')"
+        ),
+    )
+    .await;
+    run(
+        &mut engine,
+        &format!(
+            "CREATE TABLE dear WITH (kafka_topic='{out}', partitions=1) AS \
+             SELECT id, owner, price * 2 AS doubled FROM cars WHERE price > 100"
+        ),
+    )
+    .await;
+    let refused = engine
+        .execute("CREATE STREAM s AS SELECT id, owner FROM cars")
+        .await
+        .err()
+        .expect("refused");
+    assert_eq!(
+        refused.to_string(),
+        "Invalid result type. Your SELECT query produces a TABLE (it reads table 'cars'). \
+         Please use CREATE TABLE AS SELECT statement instead."
+    );
+    let refused = engine
+        .execute(&format!(
+            "CREATE TABLE owners WITH (kafka_topic='{out}-owners') AS SELECT owner FROM cars"
+        ))
+        .await
+        .err()
+        .expect("refused");
+    assert_eq!(
+        refused.to_string(),
+        "Key missing from projection: the query writing owners to Kafka must select its \
+         source's key column \"id\", which becomes the record key (e.g. SELECT \"id\", …)"
+    );
+    produce(
+        &shared().config(&unique("tq-producer")),
+        &source,
+        vec![
+            change(Some("a"), Some(r#"{"OWNER":"ann","PRICE":150}"#)),
+            change(Some("b"), Some(r#"{"OWNER":"bob","PRICE":50}"#)),
+            change(Some("a"), Some(r#"{"OWNER":"ann","PRICE":90}"#)),
+            change(Some("c"), Some(r#"{"OWNER":"cy","PRICE":300}"#)),
+            change(None, Some(r#"{"OWNER":"x","PRICE":500}"#)),
+            change(Some("c"), None),
+            change(Some("b"), Some(r#"{"OWNER":"bob","PRICE":200}"#)),
+        ],
+    )
+    .await;
+    let json = |s: &str| Some(s.as_bytes().to_vec());
+    assert_eq!(
+        read_raw(&out, 6).await,
+        [
+            (json("a"), json(r#"{"OWNER":"ann","DOUBLED":300}"#)),
+            (json("b"), None),
+            (json("a"), None),
+            (json("c"), json(r#"{"OWNER":"cy","DOUBLED":600}"#)),
+            (json("c"), None),
+            (json("b"), json(r#"{"OWNER":"bob","DOUBLED":400}"#)),
+        ]
+    );
+    assert_eq!(
+        pull(&mut engine, "SELECT id, owner, doubled FROM dear").await,
+        [["b", "bob", "400"]]
+    );
+    // A push query over the table streams its rows as they change, deletions left out.
+    run(&mut engine, "SET 'auto.offset.reset' = 'earliest'").await;
+    let rows = collect(
+        run(
+            &mut engine,
+            "SELECT id, price FROM cars WHERE price < 250 EMIT CHANGES LIMIT 4",
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(rows, [["a", "150"], ["b", "50"], ["a", "90"], ["b", "200"]]);
+    engine.shutdown().await;
+}
+
+/// A change to produce (key, value), and the records it makes each output write (key, value).
+type Step<'a> = (
+    Option<&'a str>,
+    Option<&'a str>,
+    &'a [(&'a str, &'a str)],
+    &'a [(&'a str, Option<&'a str>)],
+);
+
+/// An aggregation over a table, as ksqlDB runs one: a row that changes leaves its old group
+/// before it joins its new one, a deleted row leaves its group, and a group that loses all its
+/// rows stays, counting 0 (HAVING can delete it). Aggregates that cannot take a row back are
+/// refused, with ksqlDB's message.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafka_an_aggregation_over_a_table_retracts_changed_rows() {
+    let source = unique("tq-people");
+    let cities = unique("tq-cities");
+    let crowded = unique("tq-crowded");
+    let mut engine = engine();
+    run(
+        &mut engine,
+        &format!(
+            "CREATE TABLE people (id VARCHAR PRIMARY KEY, city VARCHAR, age INT) \
+             WITH (kafka_topic='{source}', partitions=1, key_format='KAFKA')"
+        ),
+    )
+    .await;
+    run(
+        &mut engine,
+        &format!(
+            "CREATE TABLE cities WITH (kafka_topic='{cities}', partitions=1) AS \
+             SELECT city, COUNT(*) AS n, SUM(age) AS ages, AVG(age) AS mean \
+             FROM people GROUP BY city"
+        ),
+    )
+    .await;
+    run(
+        &mut engine,
+        &format!(
+            "CREATE TABLE crowded WITH (kafka_topic='{crowded}', partitions=1) AS \
+             SELECT city, COUNT(*) AS n FROM people GROUP BY city HAVING COUNT(*) > 1"
+        ),
+    )
+    .await;
+    let refused = engine
+        .execute("CREATE TABLE ages AS SELECT city, MIN(age) AS lo, MAX(age) AS hi FROM people GROUP BY city")
+        .await
+        .err()
+        .expect("refused");
+    assert_eq!(
+        refused.to_string(),
+        "The aggregation functions MIN and MAX cannot be applied to a table source, only to a \
+         stream source. ('people' is a table: its rows change, and only COUNT, SUM and AVG can \
+         take a changed row back out of its group.)"
+    );
+    let config = shared().config(&unique("tq-producer"));
+    let json = |s: &str| Some(s.as_bytes().to_vec());
+    let mut expected = Vec::new();
+    let mut expected_crowded = Vec::new();
+    // One change at a time, each read back before the next, so that each is a batch of its own
+    // and every change of every group is written.
+    let steps: [Step; 6] = [
+        (
+            Some("a"),
+            Some(r#"{"CITY":"paris","AGE":30}"#),
+            &[("paris", r#"{"N":1,"AGES":30,"MEAN":30.0}"#)],
+            &[],
+        ),
+        (
+            Some("b"),
+            Some(r#"{"CITY":"paris","AGE":40}"#),
+            &[("paris", r#"{"N":2,"AGES":70,"MEAN":35.0}"#)],
+            &[("paris", Some(r#"{"N":2}"#))],
+        ),
+        (
+            Some("c"),
+            Some(r#"{"CITY":"rome","AGE":20}"#),
+            &[("rome", r#"{"N":1,"AGES":20,"MEAN":20.0}"#)],
+            &[],
+        ),
+        // b moves to rome: it leaves paris, then joins rome.
+        (
+            Some("b"),
+            Some(r#"{"CITY":"rome","AGE":50}"#),
+            &[
+                ("paris", r#"{"N":1,"AGES":30,"MEAN":30.0}"#),
+                ("rome", r#"{"N":2,"AGES":70,"MEAN":35.0}"#),
+            ],
+            &[("paris", None), ("rome", Some(r#"{"N":2}"#))],
+        ),
+        // A record without a key changes nothing; a's tombstone takes it out of paris.
+        (None, Some(r#"{"CITY":"rome","AGE":99}"#), &[], &[]),
+        (
+            Some("a"),
+            None,
+            &[("paris", r#"{"N":0,"AGES":0,"MEAN":null}"#)],
+            &[],
+        ),
+    ];
+    for (key, value, written, written_crowded) in steps {
+        produce(&config, &source, vec![change(key, value)]).await;
+        expected.extend(written.iter().map(|(k, v)| (json(k), json(v))));
+        expected_crowded.extend(
+            written_crowded
+                .iter()
+                .map(|(k, v)| (json(k), v.and_then(json))),
+        );
+        if written.is_empty() {
+            continue;
+        }
+        assert_eq!(read_raw(&cities, expected.len()).await, expected);
+        assert_eq!(
+            read_raw(&crowded, expected_crowded.len()).await,
+            expected_crowded
+        );
+    }
+    let mut rows = pull(&mut engine, "SELECT city, n, ages, mean FROM cities").await;
+    rows.sort();
+    assert_eq!(rows, [["paris", "0", "0", ""], ["rome", "2", "70", "35.0"]]);
+    assert_eq!(
+        pull(&mut engine, "SELECT city, n FROM crowded").await,
+        [["rome", "2"]]
+    );
+    engine.shutdown().await;
+}
