@@ -5,7 +5,7 @@
 use eddy_connector::Record;
 use eddy_tests::kafka::{shared, unique};
 
-use crate::kafka::{collect, engine, produce, pull, read_raw, run};
+use crate::kafka::{collect, engine, engine_with_state_in, produce, pull, read_raw, run};
 
 /// A record of `topic`'s table: `key` (none for a record without one) and a JSON value (none
 /// for a tombstone).
@@ -232,4 +232,64 @@ async fn kafka_an_aggregation_over_a_table_retracts_changed_rows() {
         [["rome", "2"]]
     );
     engine.shutdown().await;
+}
+
+/// With durable state, an aggregation over a table checkpoints the table's rows beside its
+/// groups: after a restart, a row that changes still leaves the group it was counted in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafka_an_aggregation_over_a_table_remembers_its_rows_across_a_restart() {
+    let source = unique("tq-restart-people");
+    let cities = unique("tq-restart-cities");
+    let service = unique("eddy");
+    let state_dir = std::env::temp_dir().join(unique("eddy-table-state"));
+    let statements = [
+        format!(
+            "CREATE TABLE people (id VARCHAR PRIMARY KEY, city VARCHAR, age INT) \
+             WITH (kafka_topic='{source}', partitions=1, key_format='KAFKA')"
+        ),
+        format!(
+            "CREATE TABLE cities WITH (kafka_topic='{cities}', partitions=1) AS \
+             SELECT city, COUNT(*) AS n FROM people GROUP BY city"
+        ),
+    ];
+    let config = shared().config(&unique("tq-producer"));
+    let json = |s: &str| Some(s.as_bytes().to_vec());
+    let mut engine = engine_with_state_in(&service, &state_dir);
+    for sql in &statements {
+        run(&mut engine, sql).await;
+    }
+    for (id, count) in [("a", 1), ("b", 2)] {
+        let value = r#"{"CITY":"paris","AGE":30}"#;
+        produce(&config, &source, vec![change(Some(id), Some(value))]).await;
+        let written = read_raw(&cities, count).await;
+        assert_eq!(
+            written.last(),
+            Some(&(json("paris"), json(&format!(r#"{{"N":{count}}}"#))))
+        );
+    }
+    // A clean stop checkpoints the groups and the table's rows, and commits past them.
+    engine.shutdown().await;
+
+    let mut engine = engine_with_state_in(&service, &state_dir);
+    for sql in &statements {
+        run(&mut engine, sql).await;
+    }
+    produce(
+        &config,
+        &source,
+        vec![change(Some("b"), Some(r#"{"CITY":"rome","AGE":31}"#))],
+    )
+    .await;
+    assert_eq!(
+        read_raw(&cities, 4).await[2..],
+        [
+            (json("paris"), json(r#"{"N":1}"#)),
+            (json("rome"), json(r#"{"N":1}"#)),
+        ]
+    );
+    let mut rows = pull(&mut engine, "SELECT city, n FROM cities").await;
+    rows.sort();
+    assert_eq!(rows, [["paris", "1"], ["rome", "1"]]);
+    engine.shutdown().await;
+    std::fs::remove_dir_all(&state_dir).ok();
 }
