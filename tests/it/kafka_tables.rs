@@ -293,3 +293,124 @@ async fn kafka_an_aggregation_over_a_table_remembers_its_rows_across_a_restart()
     engine.shutdown().await;
     std::fs::remove_dir_all(&state_dir).ok();
 }
+
+/// A change to one of two joined tables (0: the source, 1: the joined table; key, value), and
+/// the records it makes the inner and the full outer join write (key, value).
+type JoinStep<'a> = (
+    usize,
+    &'a str,
+    Option<&'a str>,
+    &'a [(&'a str, Option<&'a str>)],
+    &'a [(&'a str, Option<&'a str>)],
+);
+
+/// Table–table joins on their PRIMARY KEYs, as Kafka Streams joins tables for ksqlDB: a change
+/// of either table joins its key again and writes the result, or a tombstone when the key's
+/// row leaves the join; an inner join writes nothing for a key the other table lacks.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafka_tables_join_on_their_keys() {
+    let topics = [unique("tj-people"), unique("tj-badges")];
+    let (both, either) = (unique("tj-both"), unique("tj-either"));
+    let mut engine = engine();
+    for (name, columns, topic) in [
+        ("people", "city VARCHAR", &topics[0]),
+        ("badges", "badge VARCHAR", &topics[1]),
+    ] {
+        run(
+            &mut engine,
+            &format!(
+                "CREATE TABLE {name} (id VARCHAR PRIMARY KEY, {columns}) \
+                 WITH (kafka_topic='{topic}', partitions=1, key_format='KAFKA')"
+            ),
+        )
+        .await;
+    }
+    for (name, join, topic) in [
+        ("both", "JOIN", &both),
+        ("either", "FULL OUTER JOIN", &either),
+    ] {
+        run(
+            &mut engine,
+            &format!(
+                "CREATE TABLE {name} WITH (kafka_topic='{topic}', partitions=1) AS \
+                 SELECT p.id, p.city, b.badge FROM people p {join} badges b ON p.id = b.id"
+            ),
+        )
+        .await;
+    }
+    let config = shared().config(&unique("tj-producer"));
+    let json = |s: &str| Some(s.as_bytes().to_vec());
+    let steps: [JoinStep; 7] = [
+        (
+            0,
+            "a",
+            Some(r#"{"CITY":"paris"}"#),
+            &[],
+            &[("a", Some(r#"{"CITY":"paris","BADGE":null}"#))],
+        ),
+        (
+            1,
+            "b",
+            Some(r#"{"BADGE":"gold"}"#),
+            &[],
+            &[("b", Some(r#"{"CITY":null,"BADGE":"gold"}"#))],
+        ),
+        (
+            1,
+            "a",
+            Some(r#"{"BADGE":"tin"}"#),
+            &[("a", Some(r#"{"CITY":"paris","BADGE":"tin"}"#))],
+            &[("a", Some(r#"{"CITY":"paris","BADGE":"tin"}"#))],
+        ),
+        (
+            0,
+            "a",
+            None,
+            &[("a", None)],
+            &[("a", Some(r#"{"CITY":null,"BADGE":"tin"}"#))],
+        ),
+        (1, "a", None, &[], &[("a", None)]),
+        (
+            1,
+            "c",
+            Some(r#"{"BADGE":"iron"}"#),
+            &[],
+            &[("c", Some(r#"{"CITY":null,"BADGE":"iron"}"#))],
+        ),
+        (
+            0,
+            "c",
+            Some(r#"{"CITY":"rome"}"#),
+            &[("c", Some(r#"{"CITY":"rome","BADGE":"iron"}"#))],
+            &[("c", Some(r#"{"CITY":"rome","BADGE":"iron"}"#))],
+        ),
+    ];
+    let (mut expected_both, mut expected_either) = (Vec::new(), Vec::new());
+    for (table, key, value, written_both, written_either) in steps {
+        produce(&config, &topics[table], vec![change(Some(key), value)]).await;
+        expected_both.extend(
+            written_both
+                .iter()
+                .map(|(k, v)| (json(k), v.and_then(json))),
+        );
+        expected_either.extend(
+            written_either
+                .iter()
+                .map(|(k, v)| (json(k), v.and_then(json))),
+        );
+        // Each change is read back before the next, so that each is a batch of its own.
+        assert_eq!(
+            read_raw(&either, expected_either.len()).await,
+            expected_either
+        );
+        assert_eq!(read_raw(&both, expected_both.len()).await, expected_both);
+    }
+    assert_eq!(
+        pull(&mut engine, "SELECT id, city, badge FROM both").await,
+        [["c", "rome", "iron"]]
+    );
+    let mut rows = pull(&mut engine, "SELECT city, badge FROM either").await;
+    rows.sort();
+    assert_eq!(rows, [["", "gold"], ["rome", "iron"]]);
+    engine.shutdown().await;
+}

@@ -22,6 +22,7 @@ mod reused_plan;
 mod robustness;
 mod statement;
 mod structs;
+mod table_join;
 mod type_check;
 mod window;
 

@@ -17,6 +17,7 @@ use crate::join_within::JoinWithin;
 use crate::provider::{Slot, TableState};
 use crate::query::{Emit, Parsed, WindowKind, HIDDEN, SIGN};
 use crate::reused_plan::ReusedPlan;
+use crate::table_join::TableJoin;
 use crate::window::WindowState;
 use crate::{Error, Result};
 
@@ -50,6 +51,8 @@ pub(crate) struct Processor {
     /// For an aggregation over a table's changes, the table's rows: each change retracts the
     /// row it replaces before it adds its own (see [`crate::query::SIGN`]).
     retract: Option<Arc<TableState>>,
+    /// A table–table join's tables: batches of either change them, then run the join.
+    table_join: Option<Box<TableJoin>>,
 }
 
 /// The column that numbers a batch's events, where a join would lose their order.
@@ -83,6 +86,42 @@ impl Processor {
         id: &str,
         expose_window: bool,
     ) -> Result<Processor> {
+        if let (Some(other), Some(_)) = (&other, &parsed.joined_changelog) {
+            let mut tables = Vec::new();
+            let planned =
+                crate::table_join::plan(ctx, parsed, [input, other.clone()], id, &mut tables)
+                    .await
+                    .and_then(|p| {
+                        let (order, full, schema) = output_order(&p.plan)?;
+                        Ok((p, order, full, schema))
+                    });
+            let (planned, order, full, schema) = match planned {
+                Ok(p) => p,
+                Err(e) => {
+                    for t in &tables {
+                        let _ = ctx.deregister_table(t.as_str());
+                    }
+                    return Err(e);
+                }
+            };
+            return Ok(Processor {
+                input: Slot::new(Arc::new(Schema::empty())),
+                plan: planned.plan,
+                aggregate: None,
+                order,
+                full,
+                exposed: Vec::new(),
+                schema,
+                appended_rowtime: planned.appended_rowtime,
+                tables,
+                physical: None,
+                // The slots hold other rows at each batch: plan each anew.
+                reusable: false,
+                within: None,
+                retract: None,
+                table_join: Some(Box::new(planned.join)),
+            });
+        }
         if let Some(other) = other {
             let mut tables = Vec::new();
             let planned = crate::join_within::plan(ctx, parsed, [input, other], id, &mut tables)
@@ -115,6 +154,7 @@ impl Processor {
                 reusable: false,
                 within: Some(Box::new(planned.join)),
                 retract: None,
+                table_join: None,
             });
         }
         let in_table = format!("__eddy_{}_in", id.to_lowercase());
@@ -270,6 +310,7 @@ impl Processor {
                     reusable: parsed.joined.is_empty(),
                     within: None,
                     retract: None,
+                    table_join: None,
                 });
             }
         }
@@ -365,6 +406,7 @@ impl Processor {
             reusable: parsed.joined.is_empty(),
             within: None,
             retract: None,
+            table_join: None,
         })
     }
 
@@ -480,7 +522,7 @@ impl Processor {
     /// Whether it keeps state a failed batch may already have changed (an aggregation, a
     /// stream–stream join), so the batch cannot be split and run again.
     pub(crate) fn is_stateful(&self) -> bool {
-        self.aggregate.is_some() || self.within.is_some()
+        self.aggregate.is_some() || self.within.is_some() || self.table_join.is_some()
     }
 
     /// Rows dropped as late so far.
@@ -506,6 +548,10 @@ impl Processor {
         if let Some(join) = &self.within {
             join.save(checkpoint)?;
         }
+        if let Some(join) = &self.table_join {
+            join.save(checkpoint)?;
+            return Ok(true);
+        }
         let Some(a) = &mut self.aggregate else {
             return Ok(self.within.is_some());
         };
@@ -524,6 +570,9 @@ impl Processor {
     /// Restores the state [`Processor::save`] wrote.
     pub(crate) fn restore(&mut self, checkpoint: &Checkpoint) -> Result<()> {
         if let Some(join) = &mut self.within {
+            join.restore(checkpoint)?;
+        }
+        if let Some(join) = &self.table_join {
             join.restore(checkpoint)?;
         }
         let Some(a) = &mut self.aggregate else {
@@ -549,6 +598,23 @@ impl Processor {
         side: usize,
         first: &BTreeMap<i32, i64>,
     ) -> Result<Vec<RecordBatch>> {
+        if let Some(join) = &self.table_join {
+            let changed = join.apply(&batch, side)?;
+            let out = async {
+                ctx.execute_logical_plan(self.plan.clone())
+                    .await?
+                    .collect()
+                    .await
+            }
+            .await;
+            join.clear();
+            let mut out = out?
+                .iter()
+                .map(|b| reorder(b, &self.order, &self.full))
+                .collect::<Result<Vec<_>>>()?;
+            out.extend(join.deleted(&out, &changed, &self.full)?);
+            return Ok(out);
+        }
         if let Some(join) = &mut self.within {
             let Some([left, right]) = join.step(ctx, batch, side).await? else {
                 return Ok(Vec::new());

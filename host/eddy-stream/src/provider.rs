@@ -278,17 +278,64 @@ impl TableState {
                 continue;
             }
             let key = rows.row(i);
-            // The table's own columns: a decoded batch also carries its rowtime.
-            let tombstone = (0..self.schema.fields().len().min(batch.num_columns()))
-                .filter(|c| !self.keys.contains(c))
-                .all(|c| batch.column(c).is_null(i));
-            if tombstone {
+            if self.is_tombstone(batch, i) {
                 inner.remove(key.as_ref());
             } else {
                 inner.put(key.as_ref(), batch, i)?;
             }
         }
         Ok(())
+    }
+
+    /// Whether row `i` of `batch` deletes its key: all its columns but the key and its
+    /// `rowtime` (a decoded record's event time, not part of its value) are null, as a Kafka
+    /// record with a key and no value decodes.
+    fn is_tombstone(&self, batch: &RecordBatch, i: usize) -> bool {
+        let schema = batch.schema();
+        (0..batch.num_columns())
+            .filter(|c| !self.keys.contains(c) && schema.field(*c).name() != "rowtime")
+            .all(|c| batch.column(c).is_null(i))
+    }
+
+    /// The rows of `keys` (encoded as this table encodes its keys) that it holds, in that
+    /// order.
+    pub(crate) fn rows_of<'k>(
+        &self,
+        keys: impl IntoIterator<Item = &'k [u8]>,
+    ) -> Result<RecordBatch> {
+        let inner = self.inner.lock().expect("table lock");
+        let rows: Vec<&Vec<ScalarValue>> = keys
+            .into_iter()
+            .filter_map(|k| inner.rows.get(k).map(|(_, row)| row))
+            .collect();
+        self.batch_of(&rows)
+    }
+
+    /// Whether it holds a row for `key` (encoded as this table encodes its keys).
+    pub(crate) fn contains(&self, key: &[u8]) -> bool {
+        self.inner
+            .lock()
+            .expect("table lock")
+            .rows
+            .contains_key(key)
+    }
+
+    /// Its keys encoded, one per row of `batch` (`None` for a row with a NULL key).
+    pub(crate) fn keys_of(&self, batch: &RecordBatch) -> Result<Vec<Option<Vec<u8>>>> {
+        let fields = self
+            .keys
+            .iter()
+            .map(|&i| SortField::new(self.schema.field(i).data_type().clone()))
+            .collect();
+        let converter = RowConverter::new(fields)?;
+        let key_columns: Vec<_> = self.keys.iter().map(|&i| batch.column(i).clone()).collect();
+        let rows = converter.convert_columns(&key_columns)?;
+        Ok((0..batch.num_rows())
+            .map(|i| {
+                (!self.keys.iter().any(|&k| batch.column(k).is_null(i)))
+                    .then(|| rows.row(i).as_ref().to_vec())
+            })
+            .collect())
     }
 
     /// Upserts `batch` (a table's rows with their `rowtime`, all kept) as
@@ -305,7 +352,6 @@ impl TableState {
         let converter = RowConverter::new(fields)?;
         let key_columns: Vec<_> = self.keys.iter().map(|&i| batch.column(i).clone()).collect();
         let keys = converter.convert_columns(&key_columns)?;
-        let rowtime = batch.schema().index_of("rowtime").unwrap_or(usize::MAX);
         let mut rows: Vec<Vec<ScalarValue>> = Vec::with_capacity(batch.num_rows());
         let mut signs: Vec<i64> = Vec::with_capacity(batch.num_rows());
         let mut inner = self.inner.lock().expect("table lock");
@@ -319,11 +365,7 @@ impl TableState {
                 rows.push(old.clone());
                 signs.push(-1);
             }
-            // Its rowtime (kept, as the row's event time) is not part of its value.
-            let tombstone = (0..batch.num_columns())
-                .filter(|&c| !self.keys.contains(&c) && c != rowtime)
-                .all(|c| batch.column(c).is_null(i));
-            if tombstone {
+            if self.is_tombstone(batch, i) {
                 inner.remove(key.as_ref());
             } else {
                 inner.put(key.as_ref(), batch, i)?;

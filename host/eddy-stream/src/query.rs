@@ -83,6 +83,8 @@ pub(crate) struct Parsed {
     /// For a query over a table read from Kafka, that table's columns: its rows are then
     /// changes to the output table, keyed as the source is.
     pub changelog: Option<Changelog>,
+    /// For a join of two such tables, the joined table's columns.
+    pub joined_changelog: Option<Changelog>,
 }
 
 /// The columns of a table whose records a query reads as changes: each record upserts its
@@ -243,6 +245,7 @@ pub(crate) fn parse(sql: &str) -> Result<Parsed> {
         emit,
         partition_by,
         changelog: None,
+        joined_changelog: None,
     })
 }
 
@@ -572,6 +575,67 @@ impl Parsed {
             });
         }
         (query.to_string(), !has_rowtime)
+    }
+
+    /// SQL of a join of two tables' rows, `left` and `right` read for the source and the
+    /// joined table: the user's query, with its rowtime (the later of the two rows') and the
+    /// join key as `__eddy_k0` (either side's, for rows one side lacks), never deleted: keys
+    /// that changed and are missing from its result are the deleted ones.
+    pub(crate) fn table_join_sql(&self, left: &str, right: &str) -> Result<(String, bool)> {
+        let (Some(l), Some(r)) = (&self.changelog, &self.joined_changelog) else {
+            return Err(Error::Plan(
+                "a table–table join needs both tables' keys".into(),
+            ));
+        };
+        let quoted = |relation: &str, column: &str| {
+            format!(
+                "\"{}\".\"{}\"",
+                relation.replace('"', "\"\""),
+                column.replace('"', "\"\"")
+            )
+        };
+        let aliases = [
+            self.alias.clone().unwrap_or_else(|| self.source.clone()),
+            self.joined_aliases[0].clone(),
+        ];
+        let mut query = self.reading(left);
+        let select = Self::select_mut(&mut query);
+        rename(&mut select.from[0].joins[0].relation, right);
+        let selected_rowtime = select.projection.iter().any(|item| match item {
+            SelectItem::Wildcard(_) | SelectItem::QualifiedWildcard(..) => true,
+            SelectItem::UnnamedExpr(Expr::Identifier(i)) => i.value.eq_ignore_ascii_case("rowtime"),
+            SelectItem::ExprWithAlias { alias, .. } => alias.value.eq_ignore_ascii_case("rowtime"),
+            _ => false,
+        });
+        let parse = |sql: &str| {
+            Parser::new(&GenericDialect {})
+                .try_with_sql(sql)
+                .and_then(|mut p| p.parse_expr())
+                .expect("generated SQL parses")
+        };
+        if !selected_rowtime {
+            select.projection.push(SelectItem::ExprWithAlias {
+                expr: parse(&format!(
+                    "greatest({}, {})",
+                    quoted(&aliases[0], "rowtime"),
+                    quoted(&aliases[1], "rowtime")
+                )),
+                alias: Ident::new("rowtime"),
+            });
+        }
+        select.projection.push(SelectItem::ExprWithAlias {
+            expr: parse(&format!(
+                "COALESCE({}, {})",
+                quoted(&aliases[0], &l.keys[0]),
+                quoted(&aliases[1], &r.keys[0])
+            )),
+            alias: Ident::with_quote('"', format!("{HIDDEN}k0")),
+        });
+        select.projection.push(SelectItem::ExprWithAlias {
+            expr: Expr::Value(datafusion::sql::sqlparser::ast::Value::Boolean(false).into()),
+            alias: Ident::with_quote('"', format!("{HIDDEN}deleted")),
+        });
+        Ok((query.to_string(), !selected_rowtime))
     }
 
     /// Makes `select`, over a table's records, emit a change per record: its key columns as

@@ -275,6 +275,22 @@ impl Engine {
 }
 
 /// The schema a source's events decode into: the relation's (streams end in `rowtime`).
+impl crate::query::Changelog {
+    /// The columns of table `r`, whose rows a query reads as changes.
+    pub(super) fn of(r: &Relation) -> crate::query::Changelog {
+        crate::query::Changelog {
+            keys: r.keys.clone(),
+            values: r
+                .schema
+                .fields()
+                .iter()
+                .map(|f| f.name().clone())
+                .filter(|n| !r.keys.contains(n))
+                .collect(),
+        }
+    }
+}
+
 pub(super) fn decoded_schema(r: &Relation) -> SchemaRef {
     // A table written by a query has its rowtime already.
     if r.kind == Kind::Table && !matches!(r.spec, Spec::Derived { .. }) {

@@ -47,16 +47,7 @@ impl Engine {
             Spec::Derived { .. } => {}
             Spec::Kafka { .. } | Spec::Memory => {
                 input_schema = super::catalog::decoded_schema(source);
-                parsed.changelog = Some(query::Changelog {
-                    keys: source.keys.clone(),
-                    values: source
-                        .schema
-                        .fields()
-                        .iter()
-                        .map(|f| f.name().clone())
-                        .filter(|n| !source.keys.contains(n))
-                        .collect(),
-                });
+                parsed.changelog = Some(query::Changelog::of(source));
             }
             _ => {
                 return Err(Error::Unsupported(format!(
@@ -67,8 +58,18 @@ impl Engine {
             }
         }
         let mut other = None;
-        for j in &parsed.joined {
+        let joined = parsed.joined.clone();
+        for j in &joined {
             match self.relations.get(j) {
+                // Two tables with changes to follow: a table–table join.
+                Some(r)
+                    if parsed.changelog.is_some()
+                        && r.kind == Kind::Table
+                        && matches!(r.spec, Spec::Kafka { .. } | Spec::Memory) =>
+                {
+                    parsed.joined_changelog = Some(query::Changelog::of(r));
+                    other = Some(super::catalog::decoded_schema(r));
+                }
                 Some(r) if r.kind == Kind::Table && r.table.is_some() => {
                     if parsed.within.is_some() {
                         return Err(Error::Plan(format!(
@@ -115,7 +116,8 @@ impl Engine {
         let processor =
             Processor::plan(&self.query_ctx(id), &parsed, input_schema, other, id, table).await?;
         let followed = parsed.changelog.is_none() && processor.is_aggregate();
-        if changes_of_table && (followed || !parsed.joined.is_empty()) {
+        let stream_joined = !parsed.joined.is_empty() && parsed.joined_changelog.is_none();
+        if changes_of_table && (followed || stream_joined) {
             self.drop_tables(&processor.tables);
             return Err(Error::Unsupported(format!(
                 "aggregating or joining the changes of table '{}': a query over a table \

@@ -115,7 +115,8 @@ impl Engine {
         transient: Option<bool>,
     ) -> Result<Input> {
         let left = self.input(&parsed.source, id, transient).await?;
-        if parsed.within.is_none() {
+        // Both streams of a stream–stream join, both tables of a table–table join.
+        if parsed.within.is_none() && parsed.joined_changelog.is_none() {
             return Ok(left);
         }
         let other = &parsed.joined[0];
