@@ -65,6 +65,22 @@ impl Changes {
         Ok(arrow::compute::filter_record_batch(&self.rows, &keep)?)
     }
 
+    /// The visible rows as a table's log holds them: a tombstone becomes a row with only its
+    /// key, each `(visible, group)` column of `keys` showing its group column.
+    pub(crate) fn logged(&self, keys: &[(usize, usize)]) -> Result<RecordBatch> {
+        if self.deleted.true_count() == 0 {
+            return Ok(self.rows.clone());
+        }
+        let mut columns = self.rows.columns().to_vec();
+        for &(visible, group) in keys {
+            let field = self.rows.schema().field(visible).clone();
+            let shown = arrow::compute::cast(&self.group[group], field.data_type())?;
+            columns[visible] =
+                arrow::compute::kernels::zip::zip(&self.deleted, &shown, &columns[visible])?;
+        }
+        Ok(RecordBatch::try_new(self.rows.schema(), columns)?)
+    }
+
     /// Whether row `i` is a tombstone.
     pub(crate) fn is_deleted(&self, i: usize) -> bool {
         self.deleted.is_valid(i) && self.deleted.value(i)

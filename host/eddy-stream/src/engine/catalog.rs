@@ -105,6 +105,9 @@ pub(super) struct Relation {
     pub(super) sql: String,
     /// Whether it is a table of windows (keyed by key and window).
     pub(super) windowed: bool,
+    /// For a table a query writes: whether its log carries deletions (rows with only their
+    /// key), so that queries can follow its changes as a topic's.
+    pub(super) logs_deletions: bool,
 }
 
 pub(super) struct Running {
@@ -285,7 +288,8 @@ impl crate::query::Changelog {
                 .fields()
                 .iter()
                 .map(|f| f.name().clone())
-                .filter(|n| !r.keys.contains(n))
+                // A table written by a query has its rowtime, which is not part of its value.
+                .filter(|n| !r.keys.contains(n) && n != "rowtime")
                 .collect(),
         }
     }

@@ -44,8 +44,8 @@ impl Engine {
         let mut input_schema = source.schema.clone();
         match &source.spec {
             _ if !changes_of_table => {}
-            Spec::Derived { .. } => {}
-            Spec::Kafka { .. } | Spec::Memory => {
+            Spec::Derived { .. } if !source.logs_deletions => {}
+            Spec::Kafka { .. } | Spec::Memory | Spec::Derived { .. } => {
                 input_schema = super::catalog::decoded_schema(source);
                 parsed.changelog = Some(query::Changelog::of(source));
             }
@@ -65,7 +65,8 @@ impl Engine {
                 Some(r)
                     if parsed.changelog.is_some()
                         && r.kind == Kind::Table
-                        && matches!(r.spec, Spec::Kafka { .. } | Spec::Memory) =>
+                        && (matches!(r.spec, Spec::Kafka { .. } | Spec::Memory)
+                            || r.logs_deletions) =>
                 {
                     parsed.joined_changelog = Some(query::Changelog::of(r));
                     other = Some(super::catalog::decoded_schema(r));
@@ -288,6 +289,25 @@ impl Engine {
             )
             .filter(|name| schema.index_of(name).is_ok())
             .collect();
+        // When every key column is selected, a table's log carries its deletions too, as rows
+        // with only their key (each visible key column, and the group column it shows), so
+        // that queries over it follow it as they follow a topic's records.
+        let key_names = parsed.key_names();
+        let group_columns = key_names.iter().map(|(_, name)| name.clone()).chain(
+            windowed
+                .then(|| ["windowstart".to_string(), "windowend".to_string()])
+                .into_iter()
+                .flatten()
+                .map(Some),
+        );
+        let log_keys: Option<Vec<(usize, usize)>> = (kind == Kind::Table && !key_names.is_empty())
+            .then(|| {
+                group_columns
+                    .enumerate()
+                    .map(|(group, name)| Some((schema.index_of(&name?).ok()?, group)))
+                    .collect()
+            })
+            .flatten();
         let log = Arc::new(Log::new(schema.clone(), self.config.retained_rows));
         self.forget(name)?;
         // A table holds the latest row per key (and window); its log is the change stream.
@@ -412,6 +432,7 @@ impl Engine {
                 timestamp: None,
                 sql: sql.to_string(),
                 windowed,
+                logs_deletions: log_keys.is_some(),
             },
         );
         self.sync_writers();
@@ -433,6 +454,7 @@ impl Engine {
                 table,
                 records,
                 event_time,
+                log_keys: log_keys.unwrap_or_default(),
                 ..TaskOutput::default()
             },
             dead,

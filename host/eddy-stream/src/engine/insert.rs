@@ -171,7 +171,8 @@ impl Engine {
             this.drop_tables(&processor.tables);
             Err(Error::Plan(message))
         };
-        if processor.is_aggregate() {
+        // Over a table, its rows are a table's too, as ksqlDB says.
+        if processor.is_aggregate() || parsed.changelog.is_some() {
             return refuse(
                 self,
                 format!(

@@ -330,6 +330,7 @@ impl Engine {
             timestamp,
             sql: sql.to_string(),
             windowed: false,
+            logs_deletions: false,
         };
         self.relations.insert(name.to_string(), relation);
         self.sync_writers();

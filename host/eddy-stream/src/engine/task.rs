@@ -105,6 +105,9 @@ pub(super) struct TaskOutput {
     pub(super) conform: Option<SchemaRef>,
     /// The column whose value becomes each row's `rowtime` (`WITH (timestamp=…)` on a query).
     pub(super) event_time: Option<usize>,
+    /// For a table whose log carries deletions: each visible key column, and the group column
+    /// it shows (see [`crate::changes::Changes::logged`]).
+    pub(super) log_keys: Vec<(usize, usize)>,
 }
 
 pub(super) struct Task {
@@ -394,6 +397,14 @@ impl Task {
                 }
                 _ => None,
             };
+            if !self.output.log_keys.is_empty() {
+                if let Some(log) = &self.output.log {
+                    match changes.logged(&self.output.log_keys) {
+                        Ok(b) => log.append(b),
+                        Err(e) => self.stats.error(format!("output: {e}")),
+                    }
+                }
+            }
             match changes.standing() {
                 Ok(b) => (b, records),
                 Err(e) => {
@@ -419,7 +430,7 @@ impl Task {
         if batch.num_rows() == 0 {
             return true;
         }
-        if let Some(log) = &self.output.log {
+        if let (Some(log), true) = (&self.output.log, self.output.log_keys.is_empty()) {
             log.append(batch.clone());
         }
         if let Some(channel) = &self.output.channel {
