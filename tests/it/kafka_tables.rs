@@ -457,22 +457,7 @@ async fn kafka_a_table_join_remembers_both_tables_across_a_restart() {
         )
         .await;
     }
-    // Both rows have been read once the query holds them: a pull on its source tables tells
-    // when the topics are read; the query's own progress shows in its events count.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    while engine
-        .queries()
-        .iter()
-        .find(|q| q.id.starts_with("CTAS_BADGED"))
-        .map_or(0, |q| q.events_in)
-        < 2
-    {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the rows were not read"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
+    consumed(&engine, "CTAS_BADGED", 2).await;
     engine.shutdown().await;
 
     let mut engine = engine_with_state_in(&service, &state_dir);
@@ -505,4 +490,111 @@ async fn kafka_a_table_join_remembers_both_tables_across_a_restart() {
     assert_eq!(rows, [["a", "paris", "tin"], ["b", "rome", "gold"]]);
     engine.shutdown().await;
     std::fs::remove_dir_all(&state_dir).ok();
+}
+
+/// A foreign-key join, as ksqlDB's: each order names its customer; the output is keyed by the
+/// order, an order whose customer is missing gets a tombstone (inner join), and a customer's
+/// change joins again every order that names it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafka_a_foreign_key_join_follows_both_tables() {
+    let topics = [unique("fk-orders"), unique("fk-customers")];
+    let out = unique("fk-out");
+    let mut engine = engine();
+    for (name, columns, topic) in [
+        ("orders", "customer VARCHAR, amount INT", &topics[0]),
+        ("customers", "name VARCHAR", &topics[1]),
+    ] {
+        run(
+            &mut engine,
+            &format!(
+                "CREATE TABLE {name} (id VARCHAR PRIMARY KEY, {columns}) \
+                 WITH (kafka_topic='{topic}', partitions=1, key_format='KAFKA')"
+            ),
+        )
+        .await;
+    }
+    run(
+        &mut engine,
+        &format!(
+            "CREATE TABLE named WITH (kafka_topic='{out}', partitions=1) AS \
+             SELECT o.id, o.amount, c.name FROM orders o JOIN customers c ON o.customer = c.id"
+        ),
+    )
+    .await;
+    let config = shared().config(&unique("fk-producer"));
+    let json = |s: &str| Some(s.as_bytes().to_vec());
+    let steps: [Step; 6] = [
+        (Some("c1"), Some(r#"{"NAME":"ann"}"#), &[], &[]),
+        (
+            Some("o1"),
+            Some(r#"{"CUSTOMER":"c1","AMOUNT":5}"#),
+            &[("o1", r#"{"AMOUNT":5,"NAME":"ann"}"#)],
+            &[],
+        ),
+        (
+            Some("o2"),
+            Some(r#"{"CUSTOMER":"c2","AMOUNT":7}"#),
+            &[],
+            &[("o2", None)],
+        ),
+        (
+            Some("c1"),
+            Some(r#"{"NAME":"bea"}"#),
+            &[("o1", r#"{"AMOUNT":5,"NAME":"bea"}"#)],
+            &[],
+        ),
+        (
+            Some("o1"),
+            Some(r#"{"CUSTOMER":"c2","AMOUNT":9}"#),
+            &[],
+            &[("o1", None)],
+        ),
+        (
+            Some("c2"),
+            Some(r#"{"NAME":"cy"}"#),
+            &[
+                ("o1", r#"{"AMOUNT":9,"NAME":"cy"}"#),
+                ("o2", r#"{"AMOUNT":7,"NAME":"cy"}"#),
+            ],
+            &[],
+        ),
+    ];
+    // Orders' and customers' records alternate by key prefix; each step's upserts and
+    // tombstones are written in that step, read back before the next.
+    let mut expected = Vec::new();
+    for (produced, (key, value, upserts, tombstones)) in steps.into_iter().enumerate() {
+        let key = key.expect("keyed");
+        let table = usize::from(key.starts_with('c'));
+        produce(&config, &topics[table], vec![change(Some(key), value)]).await;
+        // The two topics are read side by side: wait until this change is in before the
+        // next, which may be of the other table.
+        consumed(&engine, "CTAS_NAMED", produced as u64 + 1).await;
+        expected.extend(tombstones.iter().map(|(k, _)| (json(k), None)));
+        expected.extend(upserts.iter().map(|(k, v)| (json(k), json(v))));
+        assert_eq!(read_raw(&out, expected.len()).await, expected);
+    }
+    let mut rows = pull(&mut engine, "SELECT id, amount, name FROM named").await;
+    rows.sort();
+    assert_eq!(rows, [["o1", "9", "cy"], ["o2", "7", "cy"]]);
+    engine.shutdown().await;
+}
+
+/// Waits until the query whose id starts with `id` has read `n` events; fails after 30 s.
+async fn consumed(engine: &eddy_stream::Engine, id: &str, n: u64) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let read = engine
+            .queries()
+            .iter()
+            .find(|q| q.id.starts_with(id))
+            .map_or(0, |q| q.events_in);
+        if read >= n {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{id} read {read} of {n} events"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
 }

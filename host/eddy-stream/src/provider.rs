@@ -320,6 +320,18 @@ impl TableState {
             .contains_key(key)
     }
 
+    /// `column`'s values encoded as this table (of one key column) encodes its keys: how a
+    /// foreign key finds the row it names (`None` for NULL).
+    pub(crate) fn encode(&self, column: &arrow::array::ArrayRef) -> Result<Vec<Option<Vec<u8>>>> {
+        let key_type = self.schema.field(self.keys[0]).data_type();
+        let converter = RowConverter::new(vec![SortField::new(key_type.clone())])?;
+        let column = arrow::compute::cast(column, key_type)?;
+        let rows = converter.convert_columns(std::slice::from_ref(&column))?;
+        Ok((0..column.len())
+            .map(|i| (!column.is_null(i)).then(|| rows.row(i).as_ref().to_vec()))
+            .collect())
+    }
+
     /// Its keys encoded, one per row of `batch` (`None` for a row with a NULL key).
     pub(crate) fn keys_of(&self, batch: &RecordBatch) -> Result<Vec<Option<Vec<u8>>>> {
         let fields = self

@@ -578,10 +578,16 @@ impl Parsed {
     }
 
     /// SQL of a join of two tables' rows, `left` and `right` read for the source and the
-    /// joined table: the user's query, with its rowtime (the later of the two rows') and the
-    /// join key as `__eddy_k0` (either side's, for rows one side lacks), never deleted: keys
-    /// that changed and are missing from its result are the deleted ones.
-    pub(crate) fn table_join_sql(&self, left: &str, right: &str) -> Result<(String, bool)> {
+    /// joined table: the user's query, with its rowtime (the later of the two rows') and its
+    /// key as `__eddy_k0` (the source's key for a `foreign`-key join, else the join key,
+    /// either side's for rows one side lacks), never deleted: keys that changed and are
+    /// missing from its result are the deleted ones.
+    pub(crate) fn table_join_sql(
+        &self,
+        left: &str,
+        right: &str,
+        foreign: bool,
+    ) -> Result<(String, bool)> {
         let (Some(l), Some(r)) = (&self.changelog, &self.joined_changelog) else {
             return Err(Error::Plan(
                 "a table–table join needs both tables' keys".into(),
@@ -623,12 +629,18 @@ impl Parsed {
                 alias: Ident::new("rowtime"),
             });
         }
-        select.projection.push(SelectItem::ExprWithAlias {
-            expr: parse(&format!(
+        // A foreign-key join is keyed by the source's key; a primary-key join by the key
+        // both share (either side's, in a full outer join).
+        let key = match foreign {
+            true => quoted(&aliases[0], &l.keys[0]),
+            false => format!(
                 "COALESCE({}, {})",
                 quoted(&aliases[0], &l.keys[0]),
                 quoted(&aliases[1], &r.keys[0])
-            )),
+            ),
+        };
+        select.projection.push(SelectItem::ExprWithAlias {
+            expr: parse(&key),
             alias: Ident::with_quote('"', format!("{HIDDEN}k0")),
         });
         select.projection.push(SelectItem::ExprWithAlias {

@@ -30,6 +30,10 @@ pub(crate) struct TableJoin {
     keys: [usize; 2],
     /// Which rows the join keeps.
     kind: Kind,
+    /// For a foreign-key join, the source's column that holds the joined table's key: the
+    /// output is keyed by the source's key, and a change of the joined table joins again every
+    /// source row that names it.
+    foreign: Option<usize>,
 }
 
 /// The kinds of table–table join.
@@ -84,13 +88,6 @@ pub(crate) async fn plan(
         schemas[1].index_of(&right.keys[0])?,
     ];
     let types = [0, 1].map(|s| schemas[s].field(keys[s]).data_type().clone());
-    if types[0] != types[1] {
-        return Err(Error::Plan(format!(
-            "Invalid join condition: the PRIMARY KEYs of '{}' ({}) and '{joined}' ({}) have \
-             different types",
-            parsed.source, types[0], types[1]
-        )));
-    }
     let names = [
         format!("__eddy_{}_left", id.to_lowercase()),
         format!("__eddy_{}_right", id.to_lowercase()),
@@ -100,8 +97,38 @@ pub(crate) async fn plan(
         ctx.register_table(name.as_str(), slot.clone())?;
         tables.push(name.clone());
     }
-    let (sql, appended_rowtime) = parsed.table_join_sql(&names[0], &names[1])?;
-    let kind = check_join(&sql, parsed, [&left.keys[0], &right.keys[0]])?;
+    let (sql, _) = parsed.table_join_sql(&names[0], &names[1], false)?;
+    let (kind, foreign) = check_join(&sql, parsed, [&left.keys[0], &right.keys[0]])?;
+    let foreign = match foreign {
+        None if types[0] != types[1] => {
+            return Err(Error::Plan(format!(
+                "Invalid join condition: the PRIMARY KEYs of '{}' ({}) and '{joined}' ({}) have \
+                 different types",
+                parsed.source, types[0], types[1]
+            )))
+        }
+        None => None,
+        Some(column) => {
+            let at = schemas[0]
+                .fields()
+                .iter()
+                .position(|f| f.name().to_lowercase() == column)
+                .ok_or_else(|| {
+                    Error::Plan(format!("'{column}' is not a column of '{}'", parsed.source))
+                })?;
+            let found = schemas[0].field(at).data_type();
+            if *found != types[1] {
+                return Err(Error::Plan(format!(
+                    "Invalid join condition: foreign-key table-table joins are not supported \
+                     when the foreign key ('{column}', {found}) and the joined table's PRIMARY \
+                     KEY ({}) have different types",
+                    types[1]
+                )));
+            }
+            Some(at)
+        }
+    };
+    let (sql, appended_rowtime) = parsed.table_join_sql(&names[0], &names[1], foreign.is_some())?;
     let plan = ctx
         .sql(&sql)
         .await
@@ -117,6 +144,7 @@ pub(crate) async fn plan(
             slots,
             keys,
             kind,
+            foreign,
         },
         plan,
         appended_rowtime,
@@ -125,7 +153,7 @@ pub(crate) async fn plan(
 
 /// Refuses joins other than `[INNER] | LEFT [OUTER] | FULL [OUTER] JOIN … ON a.key = b.key`
 /// over the two tables' keys, as ksqlDB's primary-key joins.
-fn check_join(sql: &str, parsed: &Parsed, keys: [&String; 2]) -> Result<Kind> {
+fn check_join(sql: &str, parsed: &Parsed, keys: [&String; 2]) -> Result<(Kind, Option<String>)> {
     let statements = Parser::parse_sql(&GenericDialect {}, sql)
         .map_err(|e| Error::Plan(format!("rewriting the join: {e}")))?;
     let Some(SqlStatement::Query(query)) = statements.first() else {
@@ -147,37 +175,63 @@ fn check_join(sql: &str, parsed: &Parsed, keys: [&String; 2]) -> Result<Kind> {
             ))
         }
     };
+    // Each side of the equality as (relation, column), lower case.
+    let aliases = [
+        parsed
+            .alias
+            .clone()
+            .unwrap_or_else(|| parsed.source.clone())
+            .to_lowercase(),
+        parsed.joined_aliases[0].to_lowercase(),
+    ];
     let column = |e: &Expr| match e {
-        Expr::CompoundIdentifier(parts) => parts.last().map(|i| i.value.to_lowercase()),
-        Expr::Identifier(i) => Some(i.value.to_lowercase()),
+        Expr::CompoundIdentifier(parts) => match parts.as_slice() {
+            [relation, column] => {
+                let relation = relation.value.to_lowercase();
+                let side = aliases.iter().position(|a| *a == relation)?;
+                Some((side, column.value.to_lowercase()))
+            }
+            _ => None,
+        },
         _ => None,
     };
-    let on_keys = match on {
+    let sides = match on {
         JoinConstraint::On(Expr::BinaryOp {
             left,
             op: BinaryOperator::Eq,
             right,
-        }) => {
-            let pair = [column(left), column(right)];
-            let wanted = keys.map(|k| Some(k.to_lowercase()));
-            pair == wanted || pair == [wanted[1].clone(), wanted[0].clone()]
-        }
-        _ => false,
+        }) => match (column(left), column(right)) {
+            (Some(a), Some(b)) if a.0 == 0 && b.0 == 1 => Some((a.1, b.1)),
+            (Some(a), Some(b)) if a.0 == 1 && b.0 == 0 => Some((b.1, a.1)),
+            _ => None,
+        },
+        _ => None,
     };
-    if !on_keys {
-        return Err(Error::Unsupported(format!(
-            "this table–table join condition: join '{}' and '{}' on their PRIMARY KEYs \
-             (ON a.{} = b.{}); joins on other columns (foreign-key joins) are not supported yet",
-            parsed.source, parsed.joined[0], keys[0], keys[1]
-        )));
+    let keys = keys.map(|k| k.to_lowercase());
+    match sides {
+        Some((l, r)) if l == keys[0] && r == keys[1] => Ok((kind, None)),
+        // A foreign-key join: a column of the source names the joined table's key.
+        Some((l, r)) if r == keys[1] && kind != Kind::Full => Ok((kind, Some(l))),
+        Some((_, r)) if r == keys[1] => Err(Error::Unsupported(
+            "a FULL OUTER foreign-key join: foreign-key joins are INNER or LEFT, as in ksqlDB"
+                .into(),
+        )),
+        _ => Err(Error::Unsupported(format!(
+            "this table–table join condition: join '{}' and '{}' on '{}''s PRIMARY KEY, with \
+             a.{} = b.{} (a primary-key join) or a.column = b.{} (a foreign-key join), a and b \
+             the two tables' names or aliases",
+            parsed.source, parsed.joined[0], parsed.joined[0], keys[0], keys[1], keys[1]
+        ))),
     }
-    Ok(kind)
 }
 
 impl TableJoin {
     /// Applies `batch`, changes of table `side`, and fills the slots with both tables' rows of
     /// the keys it changed. Returns those keys, each once, with the row each first appears in.
     pub(crate) fn apply(&self, batch: &RecordBatch, side: usize) -> Result<Changed> {
+        if let Some(fk) = self.foreign {
+            return self.apply_foreign(batch, side, fk);
+        }
         let mut seen = foldhash::HashSet::default();
         let mut keys = Vec::new();
         let mut rows = Vec::new();
@@ -207,6 +261,54 @@ impl TableJoin {
             None,
         )?;
         Ok(Changed { keys, values })
+    }
+
+    /// [`TableJoin::apply`] for a foreign-key join on the source's column `fk`. A change of
+    /// the source joins its rows again; a change of the joined table joins again the source's
+    /// rows that name the keys it changed. Either way the output keys are the source's.
+    fn apply_foreign(&self, batch: &RecordBatch, side: usize, fk: usize) -> Result<Changed> {
+        let [source, joined] = &self.sides;
+        let (rows, changed) = if side == 0 {
+            // Every key the batch changed, deleted ones included: their rows may leave.
+            let mut seen = foldhash::HashSet::default();
+            let mut keys = Vec::new();
+            let mut first = Vec::new();
+            for (i, key) in source.keys_of(batch)?.into_iter().enumerate() {
+                if let Some(key) = key {
+                    if seen.insert(key.clone()) {
+                        keys.push(key);
+                        first.push(i as u32);
+                    }
+                }
+            }
+            source.upsert(batch)?;
+            let values =
+                arrow::compute::take(batch.column(self.keys[0]), &UInt32Array::from(first), None)?;
+            let rows = source.rows_of(keys.iter().map(Vec::as_slice))?;
+            (rows, Changed { keys, values })
+        } else {
+            let changed: foldhash::HashSet<Vec<u8>> =
+                joined.keys_of(batch)?.into_iter().flatten().collect();
+            joined.upsert(batch)?;
+            let all = source.snapshot()?;
+            let naming: BooleanArray = joined
+                .encode(all.column(fk))?
+                .iter()
+                .map(|k| Some(k.as_ref().is_some_and(|k| changed.contains(k))))
+                .collect();
+            let rows = arrow::compute::filter_record_batch(&all, &naming)?;
+            let keys = source.keys_of(&rows)?.into_iter().flatten().collect();
+            let values = rows.column(self.keys[0]).clone();
+            (rows, Changed { keys, values })
+        };
+        let named: Vec<Vec<u8>> = joined
+            .encode(rows.column(fk))?
+            .into_iter()
+            .flatten()
+            .collect();
+        self.slots[1].set(vec![joined.rows_of(named.iter().map(Vec::as_slice))?]);
+        self.slots[0].set(vec![rows]);
+        Ok(changed)
     }
 
     /// Empties the slots once the plan has run.
