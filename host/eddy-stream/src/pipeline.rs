@@ -208,14 +208,20 @@ impl Processor {
         }
         let mut processor = result?;
         if let Some(rows) = retract {
-            processor.refuse_unretractable(&parsed.source)?;
+            if let Err(e) = processor.refuse_unretractable(&parsed.source) {
+                for t in &processor.tables {
+                    let _ = ctx.deregister_table(t.as_str());
+                }
+                return Err(e);
+            }
             processor.retract = Some(rows);
         }
         Ok(processor)
     }
 
     /// Refuses an aggregation over a table's changes that calls an aggregate it cannot
-    /// retract (all but `COUNT`, `SUM` and `AVG`, rewritten to sums), with ksqlDB's message.
+    /// retract (all but plain `COUNT`, `SUM` and `AVG`, rewritten to sums over the sign), with
+    /// ksqlDB's message.
     fn refuse_unretractable(&self, source: &str) -> Result<()> {
         let mut names: Vec<String> = Vec::new();
         if let Some(a) = &self.aggregate {
@@ -230,7 +236,11 @@ impl Processor {
                                     f.params.args.as_slice(),
                                     [datafusion::logical_expr::Expr::Column(c)] if c.name == "rowtime"
                                 );
-                                if name != "SUM" && !rowtime && !names.contains(&name) {
+                                // Rewritten aggregates read the sign; the others cannot retract.
+                                let signed = f.params.args.iter().any(|a| {
+                                    a.column_refs().iter().any(|c| c.name == SIGN)
+                                });
+                                if !signed && !rowtime && !names.contains(&name) {
                                     names.push(name);
                                 }
                             }

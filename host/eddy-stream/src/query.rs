@@ -80,8 +80,8 @@ pub(crate) struct Parsed {
     pub emit: Option<Emit>,
     /// Its `PARTITION BY` expression: the record key of what it writes.
     pub partition_by: Option<Expr>,
-    /// For a query over a table read from Kafka, that table's columns: its rows are then
-    /// changes to the output table, keyed as the source is.
+    /// For a query over a table (read from Kafka, kept in memory, or written by a query that
+    /// selects its keys), that table's columns: its rows are then changes to follow.
     pub changelog: Option<Changelog>,
     /// For a join of two such tables, the joined table's columns.
     pub joined_changelog: Option<Changelog>,

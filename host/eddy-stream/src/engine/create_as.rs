@@ -38,8 +38,8 @@ impl Engine {
                 parsed.source
             )));
         };
-        // A table written by a query has a change stream to follow, and a table read from
-        // Kafka its topic's records; a table in memory has neither.
+        // A table's changes: its topic's records, what is inserted into it in memory, or the
+        // log of the query that writes it (with deletions when the query selects its keys).
         let changes_of_table = source.kind == Kind::Table;
         let mut input_schema = source.schema.clone();
         match &source.spec {
@@ -121,8 +121,9 @@ impl Engine {
         if changes_of_table && (followed || stream_joined) {
             self.drop_tables(&processor.tables);
             return Err(Error::Unsupported(format!(
-                "aggregating or joining the changes of table '{}': a query over a table \
-                 follows its changes row by row",
+                "aggregating or joining table '{}', whose query does not select all its key \
+                 columns (its GROUP BY columns, and windowstart and windowend for a windowed \
+                 table): select them, so that its rows have keys to follow",
                 parsed.source
             )));
         }
@@ -277,34 +278,35 @@ impl Engine {
         let schema = processor.schema().clone();
         // A table's key columns, as DESCRIBE shows them: the selected GROUP BY columns, and the
         // window bounds of a windowed table.
-        let processor_keys: Vec<String> = parsed
-            .key_names()
-            .into_iter()
-            .filter_map(|(_, name)| name)
+        // Each group column (the GROUP BY values, then a windowed table's bounds) and the
+        // visible column that shows it, if the query selects one.
+        let key_names = parsed.key_names();
+        let shown: Vec<Option<usize>> = key_names
+            .iter()
+            .map(|(_, name)| name.clone())
             .chain(
                 windowed
                     .then(|| ["windowstart".to_string(), "windowend".to_string()])
                     .into_iter()
-                    .flatten(),
+                    .flatten()
+                    .map(Some),
             )
-            .filter(|name| schema.index_of(name).is_ok())
+            .map(|name| name.and_then(|n| schema.index_of(&n).ok()))
+            .collect();
+        let processor_keys: Vec<String> = shown
+            .iter()
+            .flatten()
+            .map(|&i| schema.field(i).name().clone())
             .collect();
         // When every key column is selected, a table's log carries its deletions too, as rows
-        // with only their key (each visible key column, and the group column it shows), so
-        // that queries over it follow it as they follow a topic's records.
-        let key_names = parsed.key_names();
-        let group_columns = key_names.iter().map(|(_, name)| name.clone()).chain(
-            windowed
-                .then(|| ["windowstart".to_string(), "windowend".to_string()])
-                .into_iter()
-                .flatten()
-                .map(Some),
-        );
+        // with only their key, so that queries over it follow it as they follow a topic's
+        // records.
         let log_keys: Option<Vec<(usize, usize)>> = (kind == Kind::Table && !key_names.is_empty())
             .then(|| {
-                group_columns
+                shown
+                    .iter()
                     .enumerate()
-                    .map(|(group, name)| Some((schema.index_of(&name?).ok()?, group)))
+                    .map(|(group, visible)| Some(((*visible)?, group)))
                     .collect()
             })
             .flatten();
