@@ -390,14 +390,13 @@ impl Engine {
                         let settings = self.unplan_on_error(&processor.tables, settings)?;
                         Some(Arc::new(super::insert::TeeInserter {
                             log,
-                            topic: super::insert::TopicInserter {
-                                settings: settings.clone(),
-                                topic: topic.clone(),
-                                records: StreamRecords::plain(format),
-                                timestamp: Some(event_time),
-                                pattern: None,
-                                sink: tokio::sync::Mutex::new(None),
-                            },
+                            topic: super::insert::TopicInserter::new(
+                                settings,
+                                topic,
+                                StreamRecords::plain(format),
+                                Some(event_time),
+                                None,
+                            ),
                         }) as _)
                     }
                 }

@@ -36,6 +36,27 @@ pub(super) struct TopicInserter {
     pub(super) sink: tokio::sync::Mutex<Option<Box<dyn Sink>>>,
 }
 
+impl TopicInserter {
+    /// Produces rows to `topic` as `records` encodes them, each row's `rowtime` taken as
+    /// `timestamp` and `pattern` say; the producer is made at the first insert.
+    pub(super) fn new(
+        settings: &KafkaSettings,
+        topic: &str,
+        records: StreamRecords,
+        timestamp: Option<Option<usize>>,
+        pattern: Option<String>,
+    ) -> TopicInserter {
+        TopicInserter {
+            settings: settings.clone(),
+            topic: topic.to_string(),
+            records,
+            timestamp,
+            pattern,
+            sink: tokio::sync::Mutex::new(None),
+        }
+    }
+}
+
 impl fmt::Debug for TopicInserter {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "TopicInserter({})", self.topic)
@@ -107,14 +128,13 @@ impl Engine {
         keys: &[String],
         timestamp: Option<Option<usize>>,
     ) -> Result<Arc<dyn Inserter>> {
-        Ok(Arc::new(TopicInserter {
-            settings: self.kafka("INSERT INTO a Kafka topic")?.clone(),
-            topic: topic.to_string(),
-            records: StreamRecords::of(options, schema, keys)?,
+        Ok(Arc::new(TopicInserter::new(
+            self.kafka("INSERT INTO a Kafka topic")?,
+            topic,
+            StreamRecords::of(options, schema, keys)?,
             timestamp,
-            pattern: options.get("timestamp_format").cloned(),
-            sink: tokio::sync::Mutex::new(None),
-        }))
+            options.get("timestamp_format").cloned(),
+        )))
     }
 
     /// `INSERT INTO target SELECT …`: a persistent query appending to an existing stream,
