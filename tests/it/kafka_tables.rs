@@ -598,3 +598,70 @@ async fn consumed(engine: &eddy_stream::Engine, id: &str, n: u64) {
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
 }
+
+/// After a restart, a foreign-key join still finds the source rows that name a changed key:
+/// its index of who names what is rebuilt from the restored rows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafka_a_foreign_key_join_finds_its_rows_after_a_restart() {
+    let topics = [unique("fk-restart-orders"), unique("fk-restart-customers")];
+    let out = unique("fk-restart-out");
+    let service = unique("eddy");
+    let state_dir = std::env::temp_dir().join(unique("eddy-fk-state"));
+    let statements = [
+        format!(
+            "CREATE TABLE orders (id VARCHAR PRIMARY KEY, customer VARCHAR, amount INT) \
+             WITH (kafka_topic='{}', partitions=1, key_format='KAFKA')",
+            topics[0]
+        ),
+        format!(
+            "CREATE TABLE customers (id VARCHAR PRIMARY KEY, name VARCHAR) \
+             WITH (kafka_topic='{}', partitions=1, key_format='KAFKA')",
+            topics[1]
+        ),
+        format!(
+            "CREATE TABLE named WITH (kafka_topic='{out}', partitions=1) AS \
+             SELECT o.id, o.amount, c.name FROM orders o JOIN customers c ON o.customer = c.id"
+        ),
+    ];
+    let config = shared().config(&unique("fk-producer"));
+    let json = |s: &str| Some(s.as_bytes().to_vec());
+    let mut engine = engine_with_state_in(&service, &state_dir);
+    for sql in &statements {
+        run(&mut engine, sql).await;
+    }
+    produce(
+        &config,
+        &topics[1],
+        vec![change(Some("c1"), Some(r#"{"NAME":"ann"}"#))],
+    )
+    .await;
+    consumed(&engine, "CTAS_NAMED", 1).await;
+    produce(
+        &config,
+        &topics[0],
+        vec![change(Some("o1"), Some(r#"{"CUSTOMER":"c1","AMOUNT":5}"#))],
+    )
+    .await;
+    assert_eq!(
+        read_raw(&out, 1).await,
+        [(json("o1"), json(r#"{"AMOUNT":5,"NAME":"ann"}"#))]
+    );
+    engine.shutdown().await;
+
+    let mut engine = engine_with_state_in(&service, &state_dir);
+    for sql in &statements {
+        run(&mut engine, sql).await;
+    }
+    produce(
+        &config,
+        &topics[1],
+        vec![change(Some("c1"), Some(r#"{"NAME":"bea"}"#))],
+    )
+    .await;
+    assert_eq!(
+        read_raw(&out, 2).await[1..],
+        [(json("o1"), json(r#"{"AMOUNT":5,"NAME":"bea"}"#))]
+    );
+    engine.shutdown().await;
+    std::fs::remove_dir_all(&state_dir).ok();
+}

@@ -34,6 +34,9 @@ pub(crate) struct TableJoin {
     /// output is keyed by the source's key, and a change of the joined table joins again every
     /// source row that names it.
     foreign: Option<usize>,
+    /// For a foreign-key join: per joined-table key (encoded), the keys of the source rows
+    /// that name it, so that a change of the joined table finds them without a scan.
+    named_by: std::sync::Mutex<foldhash::HashMap<Vec<u8>, foldhash::HashSet<Vec<u8>>>>,
 }
 
 /// The kinds of table–table join.
@@ -145,6 +148,7 @@ pub(crate) async fn plan(
             keys,
             kind,
             foreign,
+            named_by: Default::default(),
         },
         plan,
         appended_rowtime,
@@ -265,7 +269,8 @@ impl TableJoin {
 
     /// [`TableJoin::apply`] for a foreign-key join on the source's column `fk`. A change of
     /// the source joins its rows again; a change of the joined table joins again the source's
-    /// rows that name the keys it changed. Either way the output keys are the source's.
+    /// rows that name the keys it changed, found in `named_by`. Either way the output keys are
+    /// the source's.
     fn apply_foreign(&self, batch: &RecordBatch, side: usize, fk: usize) -> Result<Changed> {
         let [source, joined] = &self.sides;
         let (rows, changed) = if side == 0 {
@@ -281,22 +286,28 @@ impl TableJoin {
                     }
                 }
             }
+            let before = source.rows_of(keys.iter().map(Vec::as_slice))?;
+            self.index(&before, fk, false)?;
             source.upsert(batch)?;
             let values =
                 arrow::compute::take(batch.column(self.keys[0]), &UInt32Array::from(first), None)?;
             let rows = source.rows_of(keys.iter().map(Vec::as_slice))?;
+            self.index(&rows, fk, true)?;
             (rows, Changed { keys, values })
         } else {
-            let changed: foldhash::HashSet<Vec<u8>> =
-                joined.keys_of(batch)?.into_iter().flatten().collect();
+            let changed: Vec<Vec<u8>> = joined.keys_of(batch)?.into_iter().flatten().collect();
             joined.upsert(batch)?;
-            let all = source.snapshot()?;
-            let naming: BooleanArray = joined
-                .encode(all.column(fk))?
-                .iter()
-                .map(|k| Some(k.as_ref().is_some_and(|k| changed.contains(k))))
-                .collect();
-            let rows = arrow::compute::filter_record_batch(&all, &naming)?;
+            // In key order, so that the output's order does not depend on hashing.
+            let naming: std::collections::BTreeSet<Vec<u8>> = {
+                let named_by = self.named_by.lock().expect("index lock");
+                changed
+                    .iter()
+                    .filter_map(|k| named_by.get(k))
+                    .flatten()
+                    .cloned()
+                    .collect()
+            };
+            let rows = source.rows_of(naming.iter().map(Vec::as_slice))?;
             let keys = source.keys_of(&rows)?.into_iter().flatten().collect();
             let values = rows.column(self.keys[0]).clone();
             (rows, Changed { keys, values })
@@ -309,6 +320,28 @@ impl TableJoin {
         self.slots[1].set(vec![joined.rows_of(named.iter().map(Vec::as_slice))?]);
         self.slots[0].set(vec![rows]);
         Ok(changed)
+    }
+
+    /// Adds (`add`) or removes the source `rows` to or from the index of the keys their
+    /// column `fk` names.
+    fn index(&self, rows: &RecordBatch, fk: usize, add: bool) -> Result<()> {
+        let named = self.sides[1].encode(rows.column(fk))?;
+        let keys = self.sides[0].keys_of(rows)?;
+        let mut named_by = self.named_by.lock().expect("index lock");
+        for (named, key) in named.into_iter().zip(keys) {
+            let (Some(named), Some(key)) = (named, key) else {
+                continue;
+            };
+            if add {
+                named_by.entry(named).or_default().insert(key);
+            } else if let Some(keys) = named_by.get_mut(&named) {
+                keys.remove(&key);
+                if keys.is_empty() {
+                    named_by.remove(&named);
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Empties the slots once the plan has run.
@@ -373,7 +406,12 @@ impl TableJoin {
     /// Restores what [`TableJoin::save`] wrote.
     pub(crate) fn restore(&self, checkpoint: &Checkpoint) -> Result<()> {
         self.sides[0].restore("left", checkpoint)?;
-        self.sides[1].restore("right", checkpoint)
+        self.sides[1].restore("right", checkpoint)?;
+        if let Some(fk) = self.foreign {
+            self.named_by.lock().expect("index lock").clear();
+            self.index(&self.sides[0].snapshot()?, fk, true)?;
+        }
+        Ok(())
     }
 }
 
