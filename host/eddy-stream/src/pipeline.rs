@@ -91,19 +91,8 @@ impl Processor {
             let planned =
                 crate::table_join::plan(ctx, parsed, [input, other.clone()], id, &mut tables)
                     .await
-                    .and_then(|p| {
-                        let (order, full, schema) = output_order(&p.plan)?;
-                        Ok((p, order, full, schema))
-                    });
-            let (planned, order, full, schema) = match planned {
-                Ok(p) => p,
-                Err(e) => {
-                    for t in &tables {
-                        let _ = ctx.deregister_table(t.as_str());
-                    }
-                    return Err(e);
-                }
-            };
+                    .and_then(|p| Ok((output_order(&p.plan)?, p)));
+            let ((order, full, schema), planned) = unregister_on_error(ctx, &tables, planned)?;
             return Ok(Processor {
                 input: Slot::new(Arc::new(Schema::empty())),
                 plan: planned.plan,
@@ -126,19 +115,8 @@ impl Processor {
             let mut tables = Vec::new();
             let planned = crate::join_within::plan(ctx, parsed, [input, other], id, &mut tables)
                 .await
-                .and_then(|p| {
-                    let (order, full, schema) = output_order(&p.plan)?;
-                    Ok((p, order, full, schema))
-                });
-            let (planned, order, full, schema) = match planned {
-                Ok(p) => p,
-                Err(e) => {
-                    for t in &tables {
-                        let _ = ctx.deregister_table(t.as_str());
-                    }
-                    return Err(e);
-                }
-            };
+                .and_then(|p| Ok((output_order(&p.plan)?, p)));
+            let ((order, full, schema), planned) = unregister_on_error(ctx, &tables, planned)?;
             return Ok(Processor {
                 input: planned.join.slots()[0].clone(),
                 plan: planned.plan,
@@ -201,19 +179,10 @@ impl Processor {
         let mut tables = vec![in_table.clone()];
         let result =
             Self::plan_inner(ctx, parsed, &in_table, slot, id, &mut tables, expose_window).await;
-        if result.is_err() {
-            for t in &tables {
-                let _ = ctx.deregister_table(t.as_str());
-            }
-        }
-        let mut processor = result?;
+        let mut processor = unregister_on_error(ctx, &tables, result)?;
         if let Some(rows) = retract {
-            if let Err(e) = processor.refuse_unretractable(&parsed.source) {
-                for t in &processor.tables {
-                    let _ = ctx.deregister_table(t.as_str());
-                }
-                return Err(e);
-            }
+            let refused = processor.refuse_unretractable(&parsed.source);
+            unregister_on_error(ctx, &processor.tables, refused)?;
             processor.retract = Some(rows);
         }
         Ok(processor)
@@ -747,6 +716,16 @@ impl Aggregating {
             None => self.aggregation.is_empty(),
         }
     }
+}
+
+/// `result`, after deregistering `tables` (those a plan registered) when it is an error.
+fn unregister_on_error<T>(ctx: &SessionContext, tables: &[String], result: Result<T>) -> Result<T> {
+    if result.is_err() {
+        for t in tables {
+            let _ = ctx.deregister_table(t.as_str());
+        }
+    }
+    result
 }
 
 /// DataFusion's planning errors, with the `Error during planning:` prefix and similar noise off.

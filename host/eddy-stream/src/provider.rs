@@ -263,14 +263,7 @@ impl TableState {
     /// Upserts every row of `batch`, in order; a row whose other columns are all null deletes
     /// its key (a tombstone: a Kafka record with a key and no value decodes to one).
     pub(crate) fn upsert(&self, batch: &RecordBatch) -> Result<()> {
-        let fields = self
-            .keys
-            .iter()
-            .map(|&i| SortField::new(self.schema.field(i).data_type().clone()))
-            .collect();
-        let converter = RowConverter::new(fields)?;
-        let key_columns: Vec<_> = self.keys.iter().map(|&i| batch.column(i).clone()).collect();
-        let rows = converter.convert_columns(&key_columns)?;
+        let rows = self.key_rows(batch)?;
         let mut inner = self.inner.lock().expect("table lock");
         inner.snapshot = None;
         for i in 0..batch.num_rows() {
@@ -285,6 +278,18 @@ impl TableState {
             }
         }
         Ok(())
+    }
+
+    /// The key columns of `batch`, encoded as this table encodes its keys.
+    fn key_rows(&self, batch: &RecordBatch) -> Result<arrow::row::Rows> {
+        let fields = self
+            .keys
+            .iter()
+            .map(|&i| SortField::new(self.schema.field(i).data_type().clone()))
+            .collect();
+        let converter = RowConverter::new(fields)?;
+        let key_columns: Vec<_> = self.keys.iter().map(|&i| batch.column(i).clone()).collect();
+        Ok(converter.convert_columns(&key_columns)?)
     }
 
     /// Whether row `i` of `batch` deletes its key: all its columns but the key and its
@@ -334,14 +339,7 @@ impl TableState {
 
     /// Its keys encoded, one per row of `batch` (`None` for a row with a NULL key).
     pub(crate) fn keys_of(&self, batch: &RecordBatch) -> Result<Vec<Option<Vec<u8>>>> {
-        let fields = self
-            .keys
-            .iter()
-            .map(|&i| SortField::new(self.schema.field(i).data_type().clone()))
-            .collect();
-        let converter = RowConverter::new(fields)?;
-        let key_columns: Vec<_> = self.keys.iter().map(|&i| batch.column(i).clone()).collect();
-        let rows = converter.convert_columns(&key_columns)?;
+        let rows = self.key_rows(batch)?;
         Ok((0..batch.num_rows())
             .map(|i| {
                 (!self.keys.iter().any(|&k| batch.column(k).is_null(i)))
@@ -356,14 +354,7 @@ impl TableState {
     /// (sign -1), if any, then the row itself (sign 1) unless it is a tombstone. Rows without a
     /// key change nothing.
     pub(crate) fn changes(&self, batch: &RecordBatch, signed: &SchemaRef) -> Result<RecordBatch> {
-        let fields = self
-            .keys
-            .iter()
-            .map(|&i| SortField::new(self.schema.field(i).data_type().clone()))
-            .collect();
-        let converter = RowConverter::new(fields)?;
-        let key_columns: Vec<_> = self.keys.iter().map(|&i| batch.column(i).clone()).collect();
-        let keys = converter.convert_columns(&key_columns)?;
+        let keys = self.key_rows(batch)?;
         let mut rows: Vec<Vec<ScalarValue>> = Vec::with_capacity(batch.num_rows());
         let mut signs: Vec<i64> = Vec::with_capacity(batch.num_rows());
         let mut inner = self.inner.lock().expect("table lock");
