@@ -837,7 +837,10 @@ pub(crate) async fn read_raw(topic: &str, n: usize) -> Vec<(Option<Vec<u8>>, Opt
 }
 
 /// The first `n` records of partition 0 of `topic`: key, value and timestamp (ms).
-async fn read_timed(topic: &str, n: usize) -> Vec<(Option<Vec<u8>>, Option<Vec<u8>>, Option<i64>)> {
+pub(crate) async fn read_timed(
+    topic: &str,
+    n: usize,
+) -> Vec<(Option<Vec<u8>>, Option<Vec<u8>>, Option<i64>)> {
     use rdkafka::consumer::{Consumer, StreamConsumer};
     use rdkafka::Message as _;
     let mut config = rdkafka::ClientConfig::new();

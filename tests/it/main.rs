@@ -6,6 +6,7 @@ mod components;
 mod functions;
 mod hot_swap;
 mod kafka;
+mod kafka_streams;
 mod kafka_tables;
 mod mqtt;
 mod pipelines;

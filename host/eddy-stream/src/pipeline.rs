@@ -399,8 +399,9 @@ impl Processor {
         key_format: Option<KeyFormat>,
     ) -> Result<TableRecords> {
         let mut keys = Vec::new();
-        let stream = parsed.partition_by.is_some();
-        for (expr, column) in parsed.key_names() {
+        let stream = !parsed.partition_by.is_empty();
+        let key_names = parsed.key_names();
+        for (expr, column) in key_names.iter().cloned() {
             let at = column.and_then(|c| self.schema.index_of(&c).ok());
             if stream {
                 keys.extend(at);
@@ -420,12 +421,16 @@ impl Processor {
         }
         let fields = self.schema.fields();
         let key_fields: Vec<Field> = if stream {
-            let k = self.full.index_of(&format!("{HIDDEN}k0"))?;
-            vec![self
-                .full
-                .field(k)
-                .clone()
-                .with_name(parsed.key_names()[0].0.clone())]
+            // A selected key is named as its column; another after its expression.
+            key_names
+                .iter()
+                .enumerate()
+                .map(|(i, (expr, column))| {
+                    let k = self.full.index_of(&format!("{HIDDEN}k{i}"))?;
+                    let name = column.clone().unwrap_or_else(|| expr.clone());
+                    Ok(self.full.field(k).clone().with_name(name))
+                })
+                .collect::<Result<_>>()?
         } else {
             keys.iter().map(|&i| fields[i].as_ref().clone()).collect()
         };

@@ -78,8 +78,8 @@ pub(crate) struct Parsed {
     pub grouped: bool,
     /// Its `EMIT` clause; `None` when it has none.
     pub emit: Option<Emit>,
-    /// Its `PARTITION BY` expression: the record key of what it writes.
-    pub partition_by: Option<Expr>,
+    /// Its `PARTITION BY` expressions: the record key of what it writes. Empty without one.
+    pub partition_by: Vec<Expr>,
     /// For a query over a table (read from Kafka, kept in memory, or written by a query that
     /// selects its keys), that table's columns: its rows are then changes to follow.
     pub changelog: Option<Changelog>,
@@ -209,7 +209,7 @@ pub(crate) fn parse(sql: &str) -> Result<Parsed> {
             ))
         }
     };
-    if partition_by.is_some() && (grouped || window.is_some()) {
+    if !partition_by.is_empty() && (grouped || window.is_some()) {
         return Err(Error::Unsupported(
             "PARTITION BY in an aggregation: a table's key is its GROUP BY".into(),
         ));
@@ -439,8 +439,8 @@ impl Parsed {
         };
         let primary: Vec<Expr>;
         let keys = match (&self.partition_by, &select.group_by, &self.changelog) {
-            (Some(key), _, _) => std::slice::from_ref(key),
-            (None, GroupByExpr::Expressions(keys, _), Some(changelog)) if keys.is_empty() => {
+            (keys, _, _) if !keys.is_empty() => keys.as_slice(),
+            (_, GroupByExpr::Expressions(keys, _), Some(changelog)) if keys.is_empty() => {
                 primary = changelog
                     .keys
                     .iter()
@@ -448,8 +448,8 @@ impl Parsed {
                     .collect();
                 primary.as_slice()
             }
-            (None, GroupByExpr::Expressions(keys, _), _) => keys.as_slice(),
-            (None, GroupByExpr::All(_), _) => return Vec::new(),
+            (_, GroupByExpr::Expressions(keys, _), _) => keys.as_slice(),
+            (_, GroupByExpr::All(_), _) => return Vec::new(),
         };
         let last = |e: &Expr| match e {
             Expr::Identifier(i) => Some(ident(i)),
@@ -457,16 +457,75 @@ impl Parsed {
             _ => None,
         };
         let same = |a: &Expr, b: &Expr| a == b || (last(a).is_some() && last(a) == last(b));
+        let wildcard = select.projection.iter().any(|item| {
+            matches!(
+                item,
+                SelectItem::Wildcard(_) | SelectItem::QualifiedWildcard(..)
+            )
+        });
         keys.iter()
             .map(|key| {
-                let name = select.projection.iter().find_map(|item| match item {
-                    SelectItem::UnnamedExpr(e) if same(e, key) => last(e),
-                    SelectItem::ExprWithAlias { expr, alias } if same(expr, key) => {
-                        Some(ident(alias))
-                    }
-                    _ => None,
-                });
+                let name = select
+                    .projection
+                    .iter()
+                    .find_map(|item| match item {
+                        SelectItem::UnnamedExpr(e) if same(e, key) => last(e),
+                        SelectItem::ExprWithAlias { expr, alias } if same(expr, key) => {
+                            Some(ident(alias))
+                        }
+                        _ => None,
+                    })
+                    // `*` selects a column under its own name.
+                    .or_else(|| wildcard.then(|| last(key)).flatten());
                 (key.to_string(), name)
+            })
+            .collect()
+    }
+
+    /// Whether it only projects and filters its source's rows one by one: no aggregation
+    /// clause, join or `PARTITION BY`.
+    pub(crate) fn is_projection(&self) -> bool {
+        self.partition_by.is_empty()
+            && !self.grouped
+            && self.window.is_none()
+            && self.within.is_none()
+            && self.joined.is_empty()
+            && self.changelog.is_none()
+    }
+
+    /// For each of `columns` (its source's), the names of the output columns that select it
+    /// as it is: by name, under an alias, or through `*`.
+    pub(crate) fn selections_of(&self, columns: &[String]) -> Vec<Vec<String>> {
+        let SetExpr::Select(select) = self.query.body.as_ref() else {
+            return vec![Vec::new(); columns.len()];
+        };
+        let names = |e: &Expr, c: &str| match e {
+            Expr::Identifier(i) => ident(i).eq_ignore_ascii_case(c),
+            Expr::CompoundIdentifier(parts) => {
+                parts.len() == 2
+                    && parts
+                        .last()
+                        .is_some_and(|i| ident(i).eq_ignore_ascii_case(c))
+            }
+            _ => false,
+        };
+        columns
+            .iter()
+            .map(|c| {
+                select
+                    .projection
+                    .iter()
+                    .filter_map(|item| match item {
+                        SelectItem::UnnamedExpr(e) if names(e, c) => Some(c.clone()),
+                        SelectItem::ExprWithAlias { expr, alias } if names(expr, c) => {
+                            Some(ident(alias))
+                        }
+                        SelectItem::Wildcard(_) | SelectItem::QualifiedWildcard(..) => {
+                            Some(c.clone())
+                        }
+                        _ => None,
+                    })
+                    .collect()
             })
             .collect()
     }
@@ -564,11 +623,13 @@ impl Parsed {
         }
         if let Some(changelog) = &self.changelog {
             self.changes_of(select, changelog);
-        } else if let Some(key) = &self.partition_by {
-            select.projection.push(SelectItem::ExprWithAlias {
-                expr: key.clone(),
-                alias: Ident::with_quote('"', format!("{HIDDEN}k0")),
-            });
+        } else if !self.partition_by.is_empty() {
+            for (i, key) in self.partition_by.iter().enumerate() {
+                select.projection.push(SelectItem::ExprWithAlias {
+                    expr: key.clone(),
+                    alias: Ident::with_quote('"', format!("{HIDDEN}k{i}")),
+                });
+            }
             select.projection.push(SelectItem::ExprWithAlias {
                 expr: Expr::Value(datafusion::sql::sqlparser::ast::Value::Boolean(false).into()),
                 alias: Ident::with_quote('"', format!("{HIDDEN}deleted")),
@@ -864,8 +925,8 @@ fn keyword(
     }
 }
 
-/// Removes a trailing `PARTITION BY expr` (the statement's last clause once EMIT is gone).
-fn strip_partition_by(sql: &str) -> Result<(String, Option<Expr>)> {
+/// Removes a trailing `PARTITION BY expr, …` (the statement's last clause once EMIT is gone).
+fn strip_partition_by(sql: &str) -> Result<(String, Vec<Expr>)> {
     let tokens = tokenize(sql)?;
     let word = |i: usize| keyword(&tokens, i);
     let mut depth = 0i32;
@@ -890,23 +951,23 @@ fn strip_partition_by(sql: &str) -> Result<(String, Option<Expr>)> {
             .iter()
             .map(|t| t.token.to_string())
             .collect();
-        let expr = Parser::new(&GenericDialect {})
+        let exprs = Parser::new(&GenericDialect {})
             .try_with_sql(tail.trim())
             .and_then(|mut p| {
-                let e = p.parse_expr()?;
+                let e = p.parse_comma_separated(|p| p.parse_expr())?;
                 p.expect_token(&Token::EOF)?;
                 Ok(e)
             })
             .map_err(|_| {
                 Error::Syntax(format!(
-                    "PARTITION BY takes one expression and ends the query (before EMIT), found \
-                     'PARTITION BY {}'",
+                    "PARTITION BY takes expressions separated by commas and ends the query \
+                     (before EMIT), found 'PARTITION BY {}'",
                     tail.trim()
                 ))
             })?;
-        return Ok((head.trim().to_string(), Some(expr)));
+        return Ok((head.trim().to_string(), exprs));
     }
-    Ok((sql.to_string(), None))
+    Ok((sql.to_string(), Vec::new()))
 }
 
 /// What [`strip_window`] takes out of a query.
@@ -1228,20 +1289,24 @@ mod tests {
     fn partition_by_is_the_last_clause_and_becomes_a_hidden_key() {
         let p = parse("SELECT usr, page FROM pv WHERE ms > 1 PARTITION BY UPPER(usr) EMIT CHANGES")
             .unwrap();
-        assert_eq!(
-            p.partition_by.as_ref().map(|e| e.to_string()).as_deref(),
-            Some("UPPER(usr)")
-        );
+        let keys: Vec<String> = p.partition_by.iter().map(|e| e.to_string()).collect();
+        assert_eq!(keys, ["UPPER(usr)"]);
         assert_eq!(
             p.stateless_sql("__in").0,
             "SELECT usr, page, \"pv\".rowtime AS rowtime, UPPER(usr) AS \"__eddy_k0\", false AS \
              \"__eddy_deleted\" FROM \"__in\" AS \"pv\" WHERE ms > 1"
         );
-        let e = parse("SELECT a FROM s PARTITION BY a, b").unwrap_err();
+        let two = parse("SELECT a, b, c FROM s PARTITION BY a, b").unwrap();
+        assert_eq!(
+            two.stateless_sql("__in").0,
+            "SELECT a, b, c, \"s\".rowtime AS rowtime, a AS \"__eddy_k0\", b AS \"__eddy_k1\", \
+             false AS \"__eddy_deleted\" FROM \"__in\" AS \"s\""
+        );
+        let e = parse("SELECT a FROM s PARTITION BY a, b WHERE a > 1").unwrap_err();
         assert_eq!(
             e.to_string(),
-            "syntax error: PARTITION BY takes one expression and ends the query (before EMIT), \
-             found 'PARTITION BY a, b'"
+            "syntax error: PARTITION BY takes expressions separated by commas and ends the query \
+             (before EMIT), found 'PARTITION BY a, b WHERE a > 1'"
         );
         let e = parse("SELECT a, COUNT(*) FROM s GROUP BY a PARTITION BY a").unwrap_err();
         assert_eq!(

@@ -31,7 +31,16 @@ impl Engine {
         id: &str,
         table: bool,
     ) -> Result<(query::Parsed, Processor)> {
-        let mut parsed = query::parse(query_sql)?;
+        self.plan_parsed(query::parse(query_sql)?, id, table).await
+    }
+
+    /// [`Engine::plan`], for a query parsed already.
+    async fn plan_parsed(
+        &self,
+        mut parsed: query::Parsed,
+        id: &str,
+        table: bool,
+    ) -> Result<(query::Parsed, Processor)> {
         let Some(source) = self.relations.get(&parsed.source) else {
             return Err(Error::NotFound(format!(
                 "stream '{}' does not exist (SHOW STREAMS lists them)",
@@ -140,6 +149,64 @@ impl Engine {
         result
     }
 
+    /// The key columns a stream query keeps as its record key, as ksqlDB keys a stream it
+    /// writes: when it writes `name` to Kafka and only projects and filters a stream with
+    /// `KEY` columns, those columns, which it must select once each (ksqlDB's messages
+    /// otherwise). `None` for every other query.
+    fn key_columns_kept(
+        &self,
+        kind: Kind,
+        parsed: &query::Parsed,
+        aggregate: bool,
+        name: &str,
+        options: &Options,
+    ) -> std::result::Result<Option<Vec<String>>, String> {
+        let source = &self.relations[&parsed.source];
+        if kind != Kind::Stream
+            || aggregate
+            || !parsed.is_projection()
+            || !options.contains_key("kafka_topic")
+            || source.kind != Kind::Stream
+            || source.keys.is_empty()
+        {
+            return Ok(None);
+        }
+        let selections = parsed.selections_of(&source.keys);
+        let missing: Vec<String> = source
+            .keys
+            .iter()
+            .zip(&selections)
+            .filter(|(_, s)| s.is_empty())
+            .map(|(k, _)| k.to_uppercase())
+            .collect();
+        if !missing.is_empty() {
+            let (what, listed) = match missing.as_slice() {
+                [one] => ("key column", one.clone()),
+                [init @ .., last] => ("key columns", format!("{} and {last}", init.join(", "))),
+                [] => unreachable!("not empty"),
+            };
+            return Err(format!(
+                "The query used to build `{name}` must include the {what} {listed} in its \
+                 projection (eg, SELECT {}...).",
+                missing.join(", ")
+            ));
+        }
+        for (key, names) in source.keys.iter().zip(&selections) {
+            if names.len() > 1 {
+                let shown: Vec<String> = names.iter().map(|n| n.to_uppercase()).collect();
+                let (init, last) = shown.split_at(shown.len() - 1);
+                return Err(format!(
+                    "The projection contains a key column (`{}`) more than once, aliased as: \
+                     {} and {}.",
+                    key.to_uppercase(),
+                    init.join(", "),
+                    last[0]
+                ));
+            }
+        }
+        Ok(Some(source.keys.clone()))
+    }
+
     pub(super) async fn create_as(
         &mut self,
         kind: Kind,
@@ -196,20 +263,47 @@ impl Engine {
         if kind == Kind::Table && !aggregate && !over_table {
             return fail(self, &processor, "your SELECT query produces a STREAM: use CREATE STREAM … AS SELECT (tables come from aggregations: GROUP BY, or a WINDOW)");
         }
+        // A projection of a keyed stream written to Kafka is keyed as ksqlDB keys it: by the
+        // source's key columns, which it must select, each once; planned again with them as
+        // its PARTITION BY, so that they move from the value to the record key.
+        let key_columns = match self.key_columns_kept(kind, &parsed, aggregate, name, &options) {
+            Ok(columns) => columns,
+            Err(e) => return fail(self, &processor, &e),
+        };
+        let (parsed, processor, source_key_format) = match key_columns {
+            None => (parsed, processor, None),
+            Some(columns) => {
+                self.drop_tables(&processor.tables);
+                let mut parsed = parsed;
+                parsed.partition_by = columns
+                    .iter()
+                    .map(|c| {
+                        datafusion::sql::sqlparser::ast::Expr::Identifier(
+                            datafusion::sql::sqlparser::ast::Ident::with_quote('"', c),
+                        )
+                    })
+                    .collect();
+                let source = &self.relations[&parsed.source];
+                let format = KeyFormat::from_options(&source.options)?.unwrap_or(KeyFormat::Kafka);
+                let (parsed, processor) = self.plan_parsed(parsed, &id, false).await?;
+                (parsed, processor, Some(format))
+            }
+        };
         let event_time = match options.get("timestamp") {
             None => None,
-            Some(column) => match event_time_column(kind, &parsed, processor.schema(), column) {
+            Some(column) => match event_time_column(kind, processor.schema(), column) {
                 Ok(i) => Some(i),
                 Err(e) => return fail(self, &processor, &e),
             },
         };
         // A table written to Kafka is keyed by its GROUP BY, a stream by its PARTITION BY; the
         // value holds the rest.
-        let keyed = kind == Kind::Table || parsed.partition_by.is_some();
+        let keyed = kind == Kind::Table || !parsed.partition_by.is_empty();
         let records = match (keyed, options.contains_key("kafka_topic")) {
             (true, true) => {
-                let layout = KeyFormat::from_options(&options)
-                    .and_then(|key_format| processor.table_records(&parsed, name, key_format));
+                let layout = KeyFormat::from_options(&options).and_then(|key_format| {
+                    processor.table_records(&parsed, name, key_format.or(source_key_format))
+                });
                 match layout {
                     Ok(layout) => Some(layout),
                     Err(e) => return fail(self, &processor, &e.to_string()),
@@ -221,7 +315,8 @@ impl Engine {
                         self,
                         &processor,
                         "key_format applies to records with a key written to Kafka \
-                         (kafka_topic): a table's, or a stream's with PARTITION BY",
+                         (kafka_topic): a table's, a stream's with PARTITION BY, or one that \
+                         keeps its source's KEY columns",
                     );
                 }
                 None
@@ -235,6 +330,33 @@ impl Engine {
                 .map(|&i| fields[i].as_ref().clone())
                 .collect(),
             None => fields.iter().map(|f| f.as_ref().clone()).collect(),
+        };
+        if source_key_format.is_some() && value_fields.iter().all(|f| f.name() == "rowtime") {
+            return fail(
+                self,
+                &processor,
+                "The projection contains no value columns.",
+            );
+        }
+        // A stream keyed as its source records its key columns and key format, so that what is
+        // inserted into it, and queries over it, are keyed alike.
+        let mut options = options;
+        let stream_keys: Vec<String> = match (&records, source_key_format) {
+            (Some(layout), Some(_)) => {
+                let source = &self.relations[&parsed.source];
+                for option in ["key_format", "key_delimiter"] {
+                    if let (false, Some(v)) =
+                        (options.contains_key(option), source.options.get(option))
+                    {
+                        options.insert(option.to_string(), v.clone());
+                    }
+                }
+                options
+                    .entry("key_format".to_string())
+                    .or_insert_with(|| "KAFKA".to_string());
+                layout.key_names.clone()
+            }
+            _ => Vec::new(),
         };
         if let Err(e) = format.check(name, &value_fields) {
             return fail(self, &processor, &e.to_string());
@@ -384,16 +506,18 @@ impl Engine {
                 });
                 match topic {
                     None => Some(log as Arc<dyn crate::provider::Inserter>),
-                    Some(_) if parsed.partition_by.is_some() => None,
+                    Some(_) if !parsed.partition_by.is_empty() && stream_keys.is_empty() => None,
                     Some(topic) => {
                         let settings = self.kafka("INSERT INTO a Kafka topic");
                         let settings = self.unplan_on_error(&processor.tables, settings)?;
+                        let records = StreamRecords::of(&options, &schema, &stream_keys);
+                        let records = self.unplan_on_error(&processor.tables, records)?;
                         Some(Arc::new(super::insert::TeeInserter {
                             log,
                             topic: super::insert::TopicInserter::new(
                                 settings,
                                 topic,
-                                StreamRecords::plain(format),
+                                records,
                                 Some(event_time),
                                 None,
                             ),
@@ -423,7 +547,7 @@ impl Engine {
                 kind,
                 keys: match kind {
                     Kind::Table => processor_keys,
-                    Kind::Stream => Vec::new(),
+                    Kind::Stream => stream_keys,
                 },
                 schema: schema.clone(),
                 spec: Spec::Derived { query: id.clone() },
@@ -534,7 +658,6 @@ fn ends_in_rowtime(schema: &arrow::datatypes::Schema) -> bool {
 
 fn event_time_column(
     kind: Kind,
-    parsed: &query::Parsed,
     schema: &arrow::datatypes::SchemaRef,
     column: &str,
 ) -> std::result::Result<usize, String> {
@@ -544,9 +667,6 @@ fn event_time_column(
                     window end, or the latest event time that changed the row"
                 .into(),
         );
-    }
-    if parsed.partition_by.is_some() {
-        return Err("option 'timestamp' together with PARTITION BY is not supported yet".into());
     }
     let fields = schema.fields();
     let Some(i) = fields

@@ -202,7 +202,7 @@ impl Engine {
                 ),
             );
         }
-        if parsed.partition_by.is_some() {
+        if !parsed.partition_by.is_empty() {
             return refuse(
                 self,
                 "PARTITION BY in INSERT INTO: the records take the target stream's key".into(),
@@ -260,7 +260,7 @@ impl Engine {
 fn partitioned(sql: &str) -> bool {
     match crate::statement::parse(sql) {
         Ok(Statement::CreateAs { query, .. }) => {
-            crate::query::parse(&query).is_ok_and(|p| p.partition_by.is_some())
+            crate::query::parse(&query).is_ok_and(|p| !p.partition_by.is_empty())
         }
         _ => false,
     }

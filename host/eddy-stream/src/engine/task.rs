@@ -84,6 +84,23 @@ pub(super) async fn process_isolating(
     (out, failed, None)
 }
 
+/// `batch` with the `rowtime` of its `visible` columns (the last of them) taken from column
+/// `timestamp`; the hidden key columns after them stay as they are.
+fn rowtime_from_column(
+    batch: RecordBatch,
+    visible: usize,
+    timestamp: usize,
+) -> crate::Result<RecordBatch> {
+    if visible >= batch.num_columns() {
+        return crate::format::common::rowtime_from(batch, timestamp);
+    }
+    let shown = batch.project(&(0..visible).collect::<Vec<_>>())?;
+    let shown = crate::format::common::rowtime_from(shown, timestamp)?;
+    let mut columns = shown.columns().to_vec();
+    columns.extend_from_slice(&batch.columns()[visible..]);
+    Ok(RecordBatch::try_new(batch.schema(), columns)?)
+}
+
 #[derive(Default)]
 pub(super) struct TaskOutput {
     /// Push queries show `rowtime` only when the query selected it.
@@ -358,8 +375,12 @@ impl Task {
             },
             None => batch,
         };
+        let visible = self
+            .processor
+            .as_ref()
+            .map_or(batch.num_columns(), |p| p.schema().fields().len());
         let batch = match self.output.event_time {
-            Some(column) => match crate::format::common::rowtime_from(batch, column) {
+            Some(column) => match rowtime_from_column(batch, visible, column) {
                 Ok(b) => b,
                 Err(e) => {
                     self.stats.error(format!("output: {e}"));
@@ -371,10 +392,6 @@ impl Task {
         self.stats
             .rows_out
             .fetch_add(batch.num_rows() as u64, Ordering::Relaxed);
-        let visible = self
-            .processor
-            .as_ref()
-            .map_or(batch.num_columns(), |p| p.schema().fields().len());
         let (batch, records) = if visible < batch.num_columns() {
             let changes = match crate::changes::split(&batch, visible) {
                 Ok(c) => c,

@@ -1,0 +1,147 @@
+//! Streams that queries write to Kafka, keyed as ksqlDB keys them, against a real broker: a
+//! query that projects and filters a keyed stream keeps its source's key, and reads from a
+//! plain consumer show the record key and value byte for byte.
+
+use eddy_connector::Record;
+use eddy_tests::kafka::{shared, unique};
+
+use crate::kafka::{engine, produce, read_raw, read_timed, run};
+
+/// A record with a KAFKA INT key (4 bytes big-endian) and a JSON value (none: a null value).
+fn keyed(id: i32, value: Option<&str>) -> Record {
+    Record {
+        key: Some(id.to_be_bytes().to_vec()),
+        payload: value.map(|v| v.as_bytes().to_vec()),
+        timestamp_ms: Some(1_000),
+        partition: None,
+        upstream: None,
+    }
+}
+
+/// A record as a plain consumer reads it: key and value, `None` when absent.
+type Raw = (Option<Vec<u8>>, Option<Vec<u8>>);
+
+/// Pairs of (key, value) as they are expected in a topic.
+fn expected(pairs: &[(Option<&[u8]>, Option<&str>)]) -> Vec<Raw> {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.map(<[u8]>::to_vec), v.map(|v| v.as_bytes().to_vec())))
+        .collect()
+}
+
+/// `CREATE STREAM … AS SELECT` over a stream with a `KEY` column writes that column as the
+/// record key, in the source's key format unless `key_format` says otherwise, and the value holds
+/// the other columns: selected under its name or an alias, or through `*`, with or without
+/// `WHERE`, and with `timestamp` naming the record timestamp. As in ksqlDB, the key must be selected, once, beside at least one value column.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafka_a_stream_query_keeps_its_sources_key() {
+    let input = unique("keys-in");
+    let (filtered, renamed, json) = (
+        unique("keys-filtered"),
+        unique("keys-renamed"),
+        unique("keys-json"),
+    );
+    let mut engine = engine();
+    run(
+        &mut engine,
+        &format!(
+            "CREATE STREAM input (id INT KEY, name VARCHAR, n BIGINT) WITH \
+             (kafka_topic='{input}', partitions=1, key_format='KAFKA', value_format='JSON')"
+        ),
+    )
+    .await;
+    run(
+        &mut engine,
+        &format!(
+            "CREATE STREAM filtered WITH (kafka_topic='{filtered}', timestamp='n') AS \
+             SELECT id, name, n FROM input WHERE n > 1"
+        ),
+    )
+    .await;
+    run(
+        &mut engine,
+        &format!(
+            "CREATE STREAM renamed WITH (kafka_topic='{renamed}', value_format='DELIMITED') AS \
+             SELECT name, id AS new_key FROM input"
+        ),
+    )
+    .await;
+    run(
+        &mut engine,
+        &format!(
+            "CREATE STREAM json_keyed WITH (kafka_topic='{json}', key_format='JSON') AS \
+             SELECT * FROM input"
+        ),
+    )
+    .await;
+    for (sql, message) in [
+        (
+            "SELECT name FROM input",
+            "The query used to build `lost` must include the key column ID in its projection \
+             (eg, SELECT ID...).",
+        ),
+        (
+            "SELECT id, id AS id2, name FROM input",
+            "The projection contains a key column (`ID`) more than once, aliased as: ID and ID2.",
+        ),
+        (
+            "SELECT id FROM input",
+            "The projection contains no value columns.",
+        ),
+    ] {
+        let refused = engine
+            .execute(&format!(
+                "CREATE STREAM lost WITH (kafka_topic='{input}-lost') AS {sql}"
+            ))
+            .await
+            .err()
+            .unwrap_or_else(|| panic!("{sql} must be refused"));
+        assert_eq!(refused.to_string(), message, "{sql}");
+    }
+
+    let broker = shared();
+    produce(
+        &broker.config("keys-producer"),
+        &input,
+        vec![
+            keyed(1, Some(r#"{"NAME":"Nick","N":2}"#)),
+            keyed(2, Some(r#"{"NAME":"Ann","N":1}"#)),
+            keyed(3, Some(r#"{"NAME":"Bo","N":5}"#)),
+        ],
+    )
+    .await;
+    let one = 1i32.to_be_bytes();
+    let (two, three) = (2i32.to_be_bytes(), 3i32.to_be_bytes());
+    // `timestamp='n'` makes `n` each record's timestamp.
+    let timed = read_timed(&filtered, 2).await;
+    assert_eq!(
+        timed
+            .iter()
+            .map(|(k, v, _)| (k.clone(), v.clone()))
+            .collect::<Vec<_>>(),
+        expected(&[
+            (Some(&one), Some(r#"{"NAME":"Nick","N":2}"#)),
+            (Some(&three), Some(r#"{"NAME":"Bo","N":5}"#)),
+        ])
+    );
+    assert_eq!(
+        timed.iter().map(|(_, _, t)| *t).collect::<Vec<_>>(),
+        [Some(2), Some(5)]
+    );
+    assert_eq!(
+        read_raw(&renamed, 3).await,
+        expected(&[
+            (Some(&one), Some("Nick")),
+            (Some(&two), Some("Ann")),
+            (Some(&three), Some("Bo")),
+        ])
+    );
+    assert_eq!(
+        read_raw(&json, 3).await,
+        expected(&[
+            (Some(b"1"), Some(r#"{"NAME":"Nick","N":2}"#)),
+            (Some(b"2"), Some(r#"{"NAME":"Ann","N":1}"#)),
+            (Some(b"3"), Some(r#"{"NAME":"Bo","N":5}"#)),
+        ])
+    );
+}
