@@ -81,6 +81,9 @@ impl PartitionHook for Handover {
             if let Ok(Some(checkpoint)) = &loaded {
                 if let Some(offset) = checkpoint.offsets.get(&p) {
                     start.insert(p, *offset);
+                    // Should the group move it again before the task takes it, it starts here
+                    // again, not at the group's older commit.
+                    inner.progress.insert(p, *offset);
                 }
             }
             if let Some(dedupe) = &self.dedupe {
@@ -162,11 +165,21 @@ impl Partitioned {
     ) -> Result<()> {
         let (revoked, arrived) = {
             let mut inner = self.handover.lock();
-            inner.progress = input.offsets();
+            // A partition that arrived but has not been read yet keeps the offset it starts at.
+            let mut progress = input.offsets();
+            for (p, offset) in std::mem::take(&mut inner.progress) {
+                progress.entry(p).or_insert(offset);
+            }
+            inner.progress = progress;
             let revoked = std::mem::take(&mut inner.revoked);
             for p in &revoked {
                 inner.held.remove(p);
                 inner.progress.remove(p);
+                // Under the lock: a new assignment of `p` may set what it counted the moment
+                // the lock is released, and that must not be forgotten.
+                if let Some(dedupe) = &self.handover.dedupe {
+                    dedupe.forget(*p);
+                }
             }
             (revoked, std::mem::take(&mut inner.arrived))
         };
@@ -186,9 +199,6 @@ impl Partitioned {
                 table.remove_keys(&keys);
             }
             self.states.remove(&p);
-            if let Some(dedupe) = &self.handover.dedupe {
-                dedupe.forget(p);
-            }
             input.forget_partition(p);
             tracing::info!(query = %self.id, partition = p, "partition left, with its state");
         }
