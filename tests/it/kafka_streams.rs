@@ -145,3 +145,80 @@ async fn kafka_a_stream_query_keeps_its_sources_key() {
         ])
     );
 }
+
+/// A record without a value (Kafka's null value) in a stream, as ksqlDB treats one: a
+/// projection passes it on as a record without a value under its key (also through
+/// `PARTITION BY`, whose key it computes from the record's key alone), while a filter and an
+/// aggregation drop it, even one that keeps NULLs (`WHERE name IS NULL`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafka_a_record_without_a_value_passes_a_projection_only() {
+    let input = unique("nulls-in");
+    let (copied, filtered, by_name, counted) = (
+        unique("nulls-copied"),
+        unique("nulls-filtered"),
+        unique("nulls-by-name"),
+        unique("nulls-counted"),
+    );
+    let mut engine = engine();
+    run(
+        &mut engine,
+        &format!(
+            "CREATE STREAM input (id INT KEY, name VARCHAR) WITH \
+             (kafka_topic='{input}', partitions=1, key_format='KAFKA', value_format='JSON')"
+        ),
+    )
+    .await;
+    for sql in [
+        format!("CREATE STREAM copied WITH (kafka_topic='{copied}') AS SELECT * FROM input"),
+        format!(
+            "CREATE STREAM filtered WITH (kafka_topic='{filtered}') AS \
+             SELECT * FROM input WHERE name IS NULL"
+        ),
+        format!(
+            "CREATE STREAM by_name WITH (kafka_topic='{by_name}') AS \
+             SELECT * FROM input PARTITION BY name"
+        ),
+        format!(
+            "CREATE TABLE counted WITH (kafka_topic='{counted}') AS \
+             SELECT name, COUNT(*) AS n FROM input GROUP BY name"
+        ),
+    ] {
+        run(&mut engine, &sql).await;
+    }
+    let broker = shared();
+    produce(
+        &broker.config("nulls-producer"),
+        &input,
+        vec![
+            keyed(1, None),
+            keyed(2, Some(r#"{"NAME":null}"#)),
+            keyed(3, Some(r#"{"NAME":"n"}"#)),
+        ],
+    )
+    .await;
+    let (one, two, three) = (1i32.to_be_bytes(), 2i32.to_be_bytes(), 3i32.to_be_bytes());
+    assert_eq!(
+        read_raw(&copied, 3).await,
+        expected(&[
+            (Some(&one), None),
+            (Some(&two), Some(r#"{"NAME":null}"#)),
+            (Some(&three), Some(r#"{"NAME":"n"}"#)),
+        ])
+    );
+    assert_eq!(
+        read_raw(&filtered, 1).await,
+        expected(&[(Some(&two), Some(r#"{"NAME":null}"#))])
+    );
+    assert_eq!(
+        read_raw(&by_name, 3).await,
+        expected(&[
+            (None, None),
+            (None, Some(r#"{"ID":2}"#)),
+            (Some(b"n"), Some(r#"{"ID":3}"#)),
+        ])
+    );
+    assert_eq!(
+        read_raw(&counted, 1).await,
+        expected(&[(Some(b"n"), Some(r#"{"N":1}"#))])
+    );
+}

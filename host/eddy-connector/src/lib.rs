@@ -38,8 +38,11 @@ pub struct Position {
 pub struct Message {
     /// The message key, if it has one.
     pub key: Option<Vec<u8>>,
-    /// The payload, still encoded (JSON for now).
+    /// The payload, still encoded in the relation's value format; empty when it has none.
     pub payload: Vec<u8>,
+    /// Whether the record had no value at all (Kafka's null value, a table's tombstone), not
+    /// an empty one.
+    pub no_value: bool,
     /// The time the system attached to the message, in ms since the Unix epoch.
     pub timestamp_ms: Option<i64>,
     /// Where it came from; what [`Source::commit`] takes back.

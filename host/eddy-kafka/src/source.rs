@@ -263,6 +263,7 @@ fn convert(m: &BorrowedMessage<'_>, topic: &str) -> Message {
     Message {
         key: m.key().map(<[u8]>::to_vec),
         payload: m.payload().map(<[u8]>::to_vec).unwrap_or_default(),
+        no_value: m.payload().is_none(),
         timestamp_ms: m.timestamp().to_millis(),
         position: Position { partition, offset },
         origin: format!("{topic}[{partition}]@{offset}"),

@@ -262,6 +262,7 @@ impl Source for MqttSource {
             messages.push(Message {
                 key: Some(publish.topic.as_bytes().to_vec()),
                 payload: publish.payload.to_vec(),
+                no_value: false,
                 timestamp_ms: Some(arrived_ms),
                 position: Position {
                     partition: 0,

@@ -272,6 +272,14 @@ impl Aggregation {
             .iter()
             .map(|e| e.evaluate(batch)?.into_array(n))
             .collect::<datafusion::error::Result<_>>()?;
+        // As in ksqlDB, a row with a NULL GROUP BY value is left out of every group.
+        if self.key_columns.iter().any(|&i| values[i].null_count() > 0) {
+            let mut keep = arrow::array::BooleanArray::from(vec![true; n]);
+            for &i in &self.key_columns {
+                keep = arrow::compute::and(&keep, &arrow::compute::is_not_null(&values[i])?)?;
+            }
+            return self.update(&arrow::compute::filter_record_batch(batch, &keep)?);
+        }
         let bounds = match self.window {
             Some((s, e)) => Some((timestamps(&values[s])?, timestamps(&values[e])?)),
             None => None,

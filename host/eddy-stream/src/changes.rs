@@ -153,10 +153,13 @@ impl TableRecords {
                 std::sync::Arc::new(arrow::datatypes::Schema::new(fields)),
                 changes.group[..self.keys].to_vec(),
             )?;
+            // A key whose columns are all NULL is no key at all, as ksqlDB writes it.
+            let groups = &changes.group[..self.keys];
             self.key_format
                 .encode(&batch)?
                 .into_iter()
-                .map(Some)
+                .enumerate()
+                .map(|(i, key)| groups.iter().any(|g| g.is_valid(i)).then_some(key))
                 .collect()
         };
         if let Some(window) = self.window {

@@ -94,6 +94,7 @@ impl StreamWriters {
         let message = Message {
             key: None,
             payload: payload.to_vec(),
+            no_value: false,
             timestamp_ms: None,
             position: Position {
                 partition: 0,

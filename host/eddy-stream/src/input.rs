@@ -1,6 +1,6 @@
 //! What a running query reads: a log in memory, a connector's messages, or the generator.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -27,13 +27,60 @@ pub(crate) struct InputBatch {
     pub side: usize,
     /// The one partition all its messages came from, when the input is split by partition.
     pub partition: Option<i32>,
+    /// A stream's records without a value (Kafka's null value), kept out of `batch`.
+    pub nulls: Option<NullValues>,
+}
+
+/// A stream's records without a value, decoded as rows of their key (if the stream has key
+/// columns) and NULLs. ksqlDB drops them from filters, aggregations and joins, and a projection
+/// passes each on as a record without a value.
+pub(crate) struct NullValues {
+    /// The rows, in the stream's schema.
+    pub rows: RecordBatch,
+    /// For each row, how many rows of the step's `batch` came before it.
+    pub at: Vec<usize>,
 }
 
 impl InputBatch {
     /// Whether nothing at all arrived.
     pub(crate) fn is_idle(&self) -> bool {
-        self.batch.num_rows() == 0 && self.bad.is_empty()
+        self.batch.num_rows() == 0 && self.bad.is_empty() && self.nulls.is_none()
     }
+}
+
+/// Decodes a stream's `messages`, those without a value apart (see [`NullValues`]).
+fn decode_apart(
+    decoder: &ValueDecoder,
+    messages: Vec<eddy_connector::Message>,
+) -> (RecordBatch, Vec<BadEvent>, Option<NullValues>) {
+    if messages.iter().all(|m| !m.no_value) {
+        let (batch, bad) = decoder.decode(&messages);
+        return (batch, bad, None);
+    }
+    let order: Vec<bool> = messages.iter().map(|m| m.no_value).collect();
+    let (nulls, values): (Vec<_>, Vec<_>) = messages.into_iter().partition(|m| m.no_value);
+    let (batch, mut bad) = decoder.decode(&values);
+    let (rows, null_bad) = decoder.decode_null_values(&nulls);
+    // Where each null goes among the rows: after the values before it that decoded.
+    let failed: HashSet<&str> = bad.iter().map(|b| b.origin.as_str()).collect();
+    let null_failed: HashSet<&str> = null_bad.iter().map(|b| b.origin.as_str()).collect();
+    let (mut values_seen, mut nulls_seen, mut good) = (0, 0, 0);
+    let mut at = Vec::with_capacity(rows.num_rows());
+    for is_null in order {
+        if is_null {
+            if !null_failed.contains(nulls[nulls_seen].origin.as_str()) {
+                at.push(good);
+            }
+            nulls_seen += 1;
+        } else {
+            if !failed.contains(values[values_seen].origin.as_str()) {
+                good += 1;
+            }
+            values_seen += 1;
+        }
+    }
+    bad.extend(null_bad);
+    (batch, bad, Some(NullValues { rows, at }))
 }
 
 /// A query's input.
@@ -63,6 +110,9 @@ pub(crate) enum Input {
         later: Vec<eddy_connector::Message>,
         /// When the source is a repartition topic: what fills it, and what was counted.
         repartition: Option<Box<crate::repartition::Repartition>>,
+        /// Whether records without a value are a stream's (kept apart, see [`NullValues`]),
+        /// not a table's deletions.
+        nulls_apart: bool,
     },
     /// The built-in car-sensor generator.
     Generator {
@@ -106,6 +156,7 @@ impl Input {
             first: BTreeMap::new(),
             side: 0,
             partition: None,
+            nulls: None,
         };
         match self {
             Input::Memory { log, next } => {
@@ -131,6 +182,7 @@ impl Input {
                     first: BTreeMap::new(),
                     side: 0,
                     partition: None,
+                    nulls: None,
                 }))
             }
             Input::Source {
@@ -140,6 +192,7 @@ impl Input {
                 split,
                 later,
                 repartition,
+                nulls_apart,
                 ..
             } => {
                 if let Some(failure) = repartition.as_ref().and_then(|r| r.failure()) {
@@ -176,13 +229,19 @@ impl Input {
                 if let Some(r) = repartition {
                     r.retain(&mut messages);
                 }
-                let (batch, bad) = decoder.decode(&messages);
+                let (batch, bad, nulls) = if *nulls_apart {
+                    decode_apart(decoder, messages)
+                } else {
+                    let (batch, bad) = decoder.decode(&messages);
+                    (batch, bad, None)
+                };
                 Ok(Some(InputBatch {
                     batch,
                     bad,
                     first,
                     side: 0,
                     partition,
+                    nulls,
                 }))
             }
             Input::Join {
@@ -257,6 +316,7 @@ impl Input {
                     first: BTreeMap::new(),
                     side: 0,
                     partition: None,
+                    nulls: None,
                 }))
             }
         }
@@ -468,6 +528,7 @@ mod tests {
         let message = |partition, offset| Message {
             key: None,
             payload: Vec::new(),
+            no_value: false,
             timestamp_ms: None,
             position: Position { partition, offset },
             origin: String::new(),

@@ -493,6 +493,21 @@ impl Parsed {
             && self.changelog.is_none()
     }
 
+    /// Whether a stream's record without a value comes out of it as one without a value, as
+    /// ksqlDB passes one through a projection and `PARTITION BY`; a filter, an aggregation or
+    /// a join drops it.
+    pub(crate) fn passes_null_values(&self) -> bool {
+        let SetExpr::Select(select) = self.query.body.as_ref() else {
+            return false;
+        };
+        select.selection.is_none()
+            && !self.grouped
+            && self.window.is_none()
+            && self.within.is_none()
+            && self.joined.is_empty()
+            && self.changelog.is_none()
+    }
+
     /// For each of `columns` (its source's), the names of the output columns that select it
     /// as it is: by name, under an alias, or through `*`.
     pub(crate) fn selections_of(&self, columns: &[String]) -> Vec<Vec<String>> {

@@ -155,7 +155,7 @@ impl Forward {
             .zip(partitions)
             .map(|(m, partition)| Record {
                 key: m.key,
-                payload: Some(m.payload),
+                payload: (!m.no_value).then_some(m.payload),
                 timestamp_ms: m.timestamp_ms,
                 partition: Some(partition),
                 upstream: Some(m.position),
@@ -331,6 +331,7 @@ mod tests {
         Message {
             key: None,
             payload: Vec::new(),
+            no_value: false,
             timestamp_ms: None,
             position: Position {
                 partition,

@@ -98,6 +98,7 @@ fn messages() -> impl Strategy<Value = Vec<Message>> {
             .map(|(i, (key, payload))| Message {
                 key,
                 payload,
+                no_value: false,
                 timestamp_ms: Some(i as i64),
                 position: Position {
                     partition: 0,

@@ -561,6 +561,7 @@ impl Engine {
             },
         );
         self.sync_writers();
+        let null_values = kind == Kind::Stream && parsed.passes_null_values();
         self.spawn(Launch {
             id: id.clone(),
             sql: sql.to_string(),
@@ -580,6 +581,7 @@ impl Engine {
                 records,
                 event_time,
                 log_keys: log_keys.unwrap_or_default(),
+                null_values,
                 ..TaskOutput::default()
             },
             dead,

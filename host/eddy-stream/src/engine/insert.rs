@@ -225,6 +225,7 @@ impl Engine {
         let input = self.unplan_on_error(&processor.tables, input)?;
         let dead = self.dead_letters(&parsed.source).await;
         let dead = self.unplan_on_error(&processor.tables, dead)?;
+        let null_values = parsed.passes_null_values();
         let mut reads = parsed.relations();
         reads.push(target.to_string());
         self.spawn(Launch {
@@ -241,6 +242,7 @@ impl Engine {
                 log,
                 sink,
                 encoding,
+                null_values,
                 ..TaskOutput::default()
             },
             dead,

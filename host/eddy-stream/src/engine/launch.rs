@@ -83,6 +83,7 @@ impl Engine {
                     split: false,
                     later: Vec::new(),
                     repartition: None,
+                    nulls_apart: r.kind == crate::statement::Kind::Stream,
                 }
             }
             Spec::Mqtt { filters } => {
@@ -101,6 +102,7 @@ impl Engine {
                     split: false,
                     later: Vec::new(),
                     repartition: None,
+                    nulls_apart: false,
                 }
             }
         })
@@ -174,7 +176,10 @@ impl Engine {
             }
         };
         let Input::Source {
-            source, decoder, ..
+            source,
+            decoder,
+            nulls_apart,
+            ..
         } = self.input(&parsed.source, id, None).await?
         else {
             unreachable!("a Kafka relation is read from a source");
@@ -195,6 +200,7 @@ impl Engine {
                 self.config.max_batch,
                 self.config.commit_interval,
             ))),
+            nulls_apart,
         }))
     }
 

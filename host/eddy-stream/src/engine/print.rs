@@ -172,6 +172,7 @@ pub(super) fn print_log(
                     .map(|(r, offset)| Message {
                         key: r.key,
                         payload: r.payload.unwrap_or_default(),
+                        no_value: false,
                         timestamp_ms: r.timestamp_ms,
                         position: Position {
                             partition: 0,

@@ -84,6 +84,17 @@ pub(super) async fn process_isolating(
     (out, failed, None)
 }
 
+/// `batch` (visible columns, key columns, tombstone flag) with every row a tombstone.
+fn all_deleted(batch: RecordBatch) -> crate::Result<RecordBatch> {
+    let mut columns = batch.columns().to_vec();
+    let last = columns.len() - 1;
+    columns[last] = Arc::new(arrow::array::BooleanArray::from(vec![
+        true;
+        batch.num_rows()
+    ]));
+    Ok(RecordBatch::try_new(batch.schema(), columns)?)
+}
+
 /// `batch` with the `rowtime` of its `visible` columns (the last of them) taken from column
 /// `timestamp`; the hidden key columns after them stay as they are.
 fn rowtime_from_column(
@@ -122,6 +133,9 @@ pub(super) struct TaskOutput {
     pub(super) conform: Option<SchemaRef>,
     /// The column whose value becomes each row's `rowtime` (`WITH (timestamp=…)` on a query).
     pub(super) event_time: Option<usize>,
+    /// Whether a stream's records without a value become records without a value in `sink`,
+    /// as a ksqlDB projection writes them (see [`crate::input::NullValues`]).
+    pub(super) null_values: bool,
     /// For a table whose log carries deletions: each visible key column, and the group column
     /// it shows (see [`crate::changes::Changes::logged`]).
     pub(super) log_keys: Vec<(usize, usize)>,
@@ -253,7 +267,8 @@ impl Task {
                 continue;
             }
             dirty = true;
-            let events = step.batch.num_rows() + step.bad.len();
+            let nulls = step.nulls.as_ref().map_or(0, |n| n.rows.num_rows());
+            let events = step.batch.num_rows() + step.bad.len() + nulls;
             tracing::trace!(query = %self.id, events, "step");
             self.stats
                 .events_in
@@ -268,79 +283,18 @@ impl Task {
                 self.stats
                     .rows_out
                     .fetch_add(step.batch.num_rows() as u64, Ordering::Relaxed);
-            } else if let Some(processor) = &mut self.processor {
-                let started = Instant::now();
-                let (out, failed, fatal) = process_isolating(
-                    processor,
-                    &self.ctx,
-                    (step.batch, step.side),
-                    &step.first,
-                    self.on_error,
-                )
-                .await;
-                self.stats.batch_duration.observe(started.elapsed());
-                let late = processor.late()
-                    + self
-                        .partitioned
-                        .as_ref()
-                        .map_or(0, |parts| parts.late_parked());
-                self.stats.late_events.store(late, Ordering::Relaxed);
-                let expired = processor.take_expired();
-                if !failed.is_empty() {
-                    self.failed_rows(failed).await;
-                }
-                if let Some(e) = fatal {
-                    tracing::error!(query = %self.id, "query failed (on_error='fail'): {e}");
-                    self.stats
-                        .error(format!("query stopped (on_error='fail'): {e}"));
-                    break;
-                }
-                if let (Some(cutoff), Some(table)) = (expired, &self.output.table) {
-                    if let Ok(end) = table.schema().index_of("windowend") {
-                        let expired = |row: &[ScalarValue]| match &row[end] {
-                            ScalarValue::TimestampMillisecond(Some(t), _) => *t <= cutoff,
-                            _ => false,
-                        };
-                        match &self.partitioned {
-                            // Only this partition's windows have closed.
-                            Some(parts) => table.retain_keys(|k| parts.owns(k), expired),
-                            None => table.retain(expired),
-                        }
-                    }
-                }
-                let mut done = false;
-                let visible = self
-                    .processor
-                    .as_ref()
-                    .map_or(usize::MAX, |p| p.schema().fields().len());
-                for mut batch in out {
-                    // A push query shows a table's upserts, not its deletions: LIMIT counts
-                    // what it shows.
-                    if self.limit.is_some() && visible < batch.num_columns() {
-                        match crate::changes::without_deletions(batch) {
-                            Ok(b) => batch = b,
-                            Err(e) => {
-                                self.stats.error(format!("output: {e}"));
-                                continue;
-                            }
-                        }
-                    }
-                    if let Some(limit) = self.limit {
-                        let left = limit - sent;
-                        if batch.num_rows() >= left {
-                            batch = batch.slice(0, left);
-                            done = true;
-                        }
-                    }
-                    sent += batch.num_rows();
-                    if !self.write(batch).await {
-                        done = true;
-                    }
-                    if done {
+            } else if self.processor.is_some() {
+                let mut stopped = false;
+                for (batch, tombstones) in self.pieces(step.batch, step.nulls) {
+                    let going = self
+                        .process(batch, step.side, &step.first, tombstones, &mut sent)
+                        .await;
+                    if !going {
+                        stopped = true;
                         break;
                     }
                 }
-                if done {
+                if stopped {
                     break;
                 }
             }
@@ -358,10 +312,126 @@ impl Task {
         self.stats.finished.store(true, Ordering::SeqCst);
     }
 
+    /// The step's rows in their order, cut where a stream's records without a value came
+    /// between them; the pieces of those are flagged. As in ksqlDB, only a projection passes
+    /// them on (`output.null_values`): filters, aggregations and joins drop them.
+    fn pieces(
+        &self,
+        batch: RecordBatch,
+        nulls: Option<crate::input::NullValues>,
+    ) -> Vec<(RecordBatch, bool)> {
+        let passes =
+            self.output.null_values && self.processor.as_ref().is_some_and(|p| !p.is_aggregate());
+        let Some(nulls) = nulls.filter(|_| passes) else {
+            return vec![(batch, false)];
+        };
+        let mut pieces = Vec::new();
+        let (mut from, mut i) = (0, 0);
+        while i < nulls.at.len() {
+            let at = nulls.at[i];
+            if at > from {
+                pieces.push((batch.slice(from, at - from), false));
+                from = at;
+            }
+            let run = nulls.at[i..].iter().take_while(|&&a| a == at).count();
+            pieces.push((nulls.rows.slice(i, run), true));
+            i += run;
+        }
+        if from < batch.num_rows() {
+            pieces.push((batch.slice(from, batch.num_rows() - from), false));
+        }
+        pieces
+    }
+
+    /// Runs one piece of a step through the query and writes what comes out; `tombstones` when
+    /// the piece is a stream's records without a value, whose output rows are written as
+    /// records without a value. False when the query must stop (`on_error='fail'`, or a push
+    /// query past its `LIMIT` or without its reader).
+    async fn process(
+        &mut self,
+        batch: RecordBatch,
+        side: usize,
+        first: &BTreeMap<i32, i64>,
+        tombstones: bool,
+        sent: &mut usize,
+    ) -> bool {
+        let started = Instant::now();
+        let Some(processor) = &mut self.processor else {
+            return true;
+        };
+        let (out, failed, fatal) =
+            process_isolating(processor, &self.ctx, (batch, side), first, self.on_error).await;
+        self.stats.batch_duration.observe(started.elapsed());
+        let late = processor.late()
+            + self
+                .partitioned
+                .as_ref()
+                .map_or(0, |parts| parts.late_parked());
+        self.stats.late_events.store(late, Ordering::Relaxed);
+        let expired = processor.take_expired();
+        if !failed.is_empty() {
+            self.failed_rows(failed).await;
+        }
+        if let Some(e) = fatal {
+            tracing::error!(query = %self.id, "query failed (on_error='fail'): {e}");
+            self.stats
+                .error(format!("query stopped (on_error='fail'): {e}"));
+            return false;
+        }
+        if let (Some(cutoff), Some(table)) = (expired, &self.output.table) {
+            if let Ok(end) = table.schema().index_of("windowend") {
+                let expired = |row: &[ScalarValue]| match &row[end] {
+                    ScalarValue::TimestampMillisecond(Some(t), _) => *t <= cutoff,
+                    _ => false,
+                };
+                match &self.partitioned {
+                    // Only this partition's windows have closed.
+                    Some(parts) => table.retain_keys(|k| parts.owns(k), expired),
+                    None => table.retain(expired),
+                }
+            }
+        }
+        let mut done = false;
+        let visible = self
+            .processor
+            .as_ref()
+            .map_or(usize::MAX, |p| p.schema().fields().len());
+        for mut batch in out {
+            // A push query shows a table's upserts, not its deletions: LIMIT counts
+            // what it shows.
+            if self.limit.is_some() && visible < batch.num_columns() {
+                match crate::changes::without_deletions(batch) {
+                    Ok(b) => batch = b,
+                    Err(e) => {
+                        self.stats.error(format!("output: {e}"));
+                        continue;
+                    }
+                }
+            }
+            if let Some(limit) = self.limit {
+                let left = limit - *sent;
+                if batch.num_rows() >= left {
+                    batch = batch.slice(0, left);
+                    done = true;
+                }
+            }
+            *sent += batch.num_rows();
+            if !self.write(batch, tombstones).await {
+                done = true;
+            }
+            if done {
+                return false;
+            }
+        }
+        true
+    }
+
     /// Writes one output batch; false when the reader of a push query has gone. An
     /// aggregation's batch carries its group columns and tombstone flag after the visible ones:
-    /// the table is upserted by group, and the other outputs get the rows that stand.
-    async fn write(&mut self, batch: RecordBatch) -> bool {
+    /// the table is upserted by group, and the other outputs get the rows that stand. With
+    /// `tombstones`, every row is written to the sink as a record without a value (its key
+    /// kept), and nowhere else.
+    async fn write(&mut self, batch: RecordBatch, tombstones: bool) -> bool {
         if batch.num_rows() == 0 {
             return true;
         }
@@ -388,6 +458,16 @@ impl Task {
                 }
             },
             None => batch,
+        };
+        let batch = match tombstones && visible < batch.num_columns() {
+            true => match all_deleted(batch) {
+                Ok(b) => b,
+                Err(e) => {
+                    self.stats.error(format!("output: {e}"));
+                    return true;
+                }
+            },
+            false => batch,
         };
         self.stats
             .rows_out
@@ -433,7 +513,12 @@ impl Task {
             (batch, None)
         };
         if let Some(sink) = &mut self.output.sink {
-            let records = records.unwrap_or_else(|| self.output.encoding.encode(&batch));
+            let mut records = records.unwrap_or_else(|| self.output.encoding.encode(&batch));
+            if let (true, Ok(records)) = (tombstones, &mut records) {
+                for record in records {
+                    record.payload = None;
+                }
+            }
             match records {
                 Ok(records) => {
                     if let Err(e) = sink.send(records).await {
@@ -444,7 +529,8 @@ impl Task {
                 Err(e) => self.stats.error(format!("encoding: {e}")),
             }
         }
-        if batch.num_rows() == 0 {
+        // A stream in memory has no record without a value to hold.
+        if batch.num_rows() == 0 || tombstones {
             return true;
         }
         if let (Some(log), true) = (&self.output.log, self.output.log_keys.is_empty()) {

@@ -177,6 +177,7 @@ mod tests {
         Message {
             key: None,
             payload: payload.to_vec(),
+            no_value: false,
             timestamp_ms: Some(1000 + i),
             position: Position {
                 partition: 0,

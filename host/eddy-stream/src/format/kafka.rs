@@ -135,6 +135,7 @@ mod tests {
         Message {
             key: None,
             payload,
+            no_value: false,
             timestamp_ms: Some(7),
             position: Position {
                 partition: 0,

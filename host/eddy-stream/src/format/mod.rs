@@ -529,6 +529,17 @@ impl ValueDecoder {
         }
     }
 
+    /// Rows for a stream's records without a value: their key columns (when the stream has
+    /// some, a bad key making a bad event) and NULLs, the record's time as `rowtime`.
+    pub(crate) fn decode_null_values(&self, messages: &[Message]) -> (RecordBatch, Vec<BadEvent>) {
+        if let Some(split) = &self.key {
+            return self.decode_keyed(split, messages);
+        }
+        let schema = self.decode_values(&[]).0.schema();
+        let columns = schema.fields().len() - 1;
+        decode_rows(&schema, None, messages, |_| Ok(vec![Val::Null; columns]))
+    }
+
     fn decode_values(&self, messages: &[Message]) -> (RecordBatch, Vec<BadEvent>) {
         match &self.inner {
             Inner::Json(d) => d.decode(messages),
@@ -860,6 +871,7 @@ mod tests {
         Message {
             key: key.map(<[u8]>::to_vec),
             payload: payload.as_bytes().to_vec(),
+            no_value: false,
             timestamp_ms: Some(1000 + offset),
             position: eddy_connector::Position {
                 partition: 0,

@@ -453,6 +453,7 @@ mod tests {
         Message {
             key: None,
             payload: payload.as_bytes().to_vec(),
+            no_value: false,
             timestamp_ms: Some(5),
             position: Position {
                 partition: 0,

@@ -328,6 +328,7 @@ mod tests {
         let message = |payload: &str| Message {
             key: None,
             payload: payload.as_bytes().to_vec(),
+            no_value: false,
             timestamp_ms: Some(7),
             position: Position {
                 partition: 0,
