@@ -222,3 +222,62 @@ async fn kafka_a_record_without_a_value_passes_a_projection_only() {
         expected(&[(Some(b"n"), Some(r#"{"N":1}"#))])
     );
 }
+
+/// A stream–table join written to Kafka is keyed by its join column, as in ksqlDB: the
+/// stream's side of `ON` (or the table's), whichever it selects, in the stream's key format.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafka_a_stream_table_join_is_keyed_by_its_join_column() {
+    let (clicks, enriched) = (unique("join-clicks"), unique("join-enriched"));
+    let mut engine = engine();
+    for sql in [
+        "CREATE TABLE users (id INT PRIMARY KEY, name VARCHAR)".to_string(),
+        "INSERT INTO users (id, name) VALUES (1, 'Ada'), (2, 'Bo')".to_string(),
+        format!(
+            "CREATE STREAM clicks (k VARCHAR KEY, user_id INT, page VARCHAR) WITH \
+             (kafka_topic='{clicks}', partitions=1, key_format='KAFKA', value_format='JSON')"
+        ),
+        format!(
+            "CREATE STREAM enriched WITH (kafka_topic='{enriched}') AS \
+             SELECT c.user_id, u.name, c.page FROM clicks c JOIN users u ON c.user_id = u.id"
+        ),
+    ] {
+        run(&mut engine, &sql).await;
+    }
+    let refused = engine
+        .execute(&format!(
+            "CREATE STREAM lost WITH (kafka_topic='{enriched}-lost') AS \
+             SELECT u.name, c.page FROM clicks c JOIN users u ON c.user_id = u.id"
+        ))
+        .await
+        .err()
+        .expect("refused");
+    assert_eq!(
+        refused.to_string(),
+        "The query used to build `lost` must include the join expression C.USER_ID or U.ID in \
+         its projection (eg, SELECT C.USER_ID...)."
+    );
+    let click = |key: &str, value: &str| Record {
+        key: Some(key.as_bytes().to_vec()),
+        payload: Some(value.as_bytes().to_vec()),
+        timestamp_ms: Some(1_000),
+        partition: None,
+        upstream: None,
+    };
+    produce(
+        &shared().config("join-producer"),
+        &clicks,
+        vec![
+            click("a", r#"{"USER_ID":2,"PAGE":"home"}"#),
+            click("b", r#"{"USER_ID":1,"PAGE":"cart"}"#),
+        ],
+    )
+    .await;
+    let (one, two) = (1i32.to_be_bytes(), 2i32.to_be_bytes());
+    assert_eq!(
+        read_raw(&enriched, 2).await,
+        expected(&[
+            (Some(&two), Some(r#"{"NAME":"Bo","PAGE":"home"}"#)),
+            (Some(&one), Some(r#"{"NAME":"Ada","PAGE":"cart"}"#)),
+        ])
+    );
+}

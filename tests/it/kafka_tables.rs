@@ -333,7 +333,7 @@ async fn kafka_tables_join_on_their_keys() {
             &mut engine,
             &format!(
                 "CREATE TABLE {name} WITH (kafka_topic='{topic}', partitions=1) AS \
-                 SELECT p.id, p.city, b.badge FROM people p {join} badges b ON p.id = b.id"
+                 SELECT p.id AS id, p.city, b.badge FROM people p {join} badges b ON p.id = b.id"
             ),
         )
         .await;
@@ -436,7 +436,7 @@ async fn kafka_a_table_join_remembers_both_tables_across_a_restart() {
         ),
         format!(
             "CREATE TABLE badged WITH (kafka_topic='{out}', partitions=1) AS \
-             SELECT p.id, p.city, b.badge FROM people p JOIN badges b ON p.id = b.id"
+             SELECT p.id AS id, p.city, b.badge FROM people p JOIN badges b ON p.id = b.id"
         ),
     ];
     let config = shared().config(&unique("tj-producer"));
@@ -517,7 +517,7 @@ async fn kafka_a_foreign_key_join_follows_both_tables() {
         &mut engine,
         &format!(
             "CREATE TABLE named WITH (kafka_topic='{out}', partitions=1) AS \
-             SELECT o.id, o.amount, c.name FROM orders o JOIN customers c ON o.customer = c.id"
+             SELECT o.id AS id, o.amount, c.name FROM orders o JOIN customers c ON o.customer = c.id"
         ),
     )
     .await;
@@ -620,7 +620,7 @@ async fn kafka_a_foreign_key_join_finds_its_rows_after_a_restart() {
         ),
         format!(
             "CREATE TABLE named WITH (kafka_topic='{out}', partitions=1) AS \
-             SELECT o.id, o.amount, c.name FROM orders o JOIN customers c ON o.customer = c.id"
+             SELECT o.id AS id, o.amount, c.name FROM orders o JOIN customers c ON o.customer = c.id"
         ),
     ];
     let config = shared().config(&unique("fk-producer"));

@@ -395,6 +395,18 @@ pub(crate) fn rename(relation: &mut TableFactor, table: &str) {
     }
 }
 
+/// Whether `a` and `b` are the same expression, column references compared by the names
+/// DataFusion resolves them to (`o.id` is `"o"."id"`).
+fn same_reference(a: &Expr, b: &Expr) -> bool {
+    match (a, b) {
+        (Expr::Identifier(x), Expr::Identifier(y)) => ident(x) == ident(y),
+        (Expr::CompoundIdentifier(x), Expr::CompoundIdentifier(y)) => {
+            x.len() == y.len() && x.iter().zip(y).all(|(x, y)| ident(x) == ident(y))
+        }
+        _ => a == b,
+    }
+}
+
 /// An identifier as DataFusion names it: lower-cased unless quoted.
 fn ident(i: &Ident) -> String {
     if i.quote_style.is_none() {
@@ -491,6 +503,100 @@ impl Parsed {
             && self.within.is_none()
             && self.joined.is_empty()
             && self.changelog.is_none()
+    }
+
+    /// The two sides of its one join's `ON a = b`, when that is its condition.
+    pub(crate) fn join_equality(&self) -> Option<(Expr, Expr)> {
+        use datafusion::sql::sqlparser::ast::{BinaryOperator, JoinConstraint, JoinOperator};
+        let SetExpr::Select(select) = self.query.body.as_ref() else {
+            return None;
+        };
+        let [join] = select.from.first()?.joins.as_slice() else {
+            return None;
+        };
+        let (JoinOperator::Join(JoinConstraint::On(on))
+        | JoinOperator::Inner(JoinConstraint::On(on))
+        | JoinOperator::Left(JoinConstraint::On(on))
+        | JoinOperator::LeftOuter(JoinConstraint::On(on))) = &join.join_operator
+        else {
+            return None;
+        };
+        match on {
+            Expr::BinaryOp {
+                left,
+                op: BinaryOperator::Eq,
+                right,
+            } => Some(((**left).clone(), (**right).clone())),
+            _ => None,
+        }
+    }
+
+    /// Whether an output column selects `expr` as it is (by itself, or under an alias).
+    pub(crate) fn selects(&self, expr: &Expr) -> bool {
+        let SetExpr::Select(select) = self.query.body.as_ref() else {
+            return false;
+        };
+        select.projection.iter().any(|item| match item {
+            SelectItem::UnnamedExpr(e) | SelectItem::ExprWithAlias { expr: e, .. } => {
+                same_reference(e, expr)
+            }
+            _ => false,
+        })
+    }
+
+    /// Names a join's columns as ksqlDB does: a reference `a.col` to a column that more than
+    /// one of the joined relations has is named `a_col` (unless aliased), and `*` (or `a.*`)
+    /// stands for each relation's columns, each named `alias_col`, `rowtime` left out.
+    /// `columns` holds each relation's alias and columns, in FROM order.
+    pub(crate) fn name_join_columns(&mut self, columns: &[(String, Vec<String>)]) {
+        let shared = |c: &str| {
+            columns
+                .iter()
+                .filter(|(_, cols)| cols.iter().any(|x| x.eq_ignore_ascii_case(c)))
+                .count()
+                > 1
+        };
+        let prefixed = |alias: &str, column: &str| SelectItem::ExprWithAlias {
+            expr: Expr::CompoundIdentifier(vec![
+                Ident::with_quote('"', alias),
+                Ident::with_quote('"', column),
+            ]),
+            alias: Ident::with_quote('"', format!("{alias}_{column}")),
+        };
+        let every = |only: Option<&str>| -> Vec<SelectItem> {
+            columns
+                .iter()
+                .filter(|(alias, _)| only.is_none_or(|o| o.eq_ignore_ascii_case(alias)))
+                .flat_map(|(alias, cols)| {
+                    cols.iter()
+                        .filter(|c| c.as_str() != "rowtime")
+                        .map(|c| prefixed(alias, c))
+                })
+                .collect()
+        };
+        let select = Self::select_mut(&mut self.query);
+        let items = std::mem::take(&mut select.projection);
+        for item in items {
+            match item {
+                SelectItem::Wildcard(_) => select.projection.extend(every(None)),
+                SelectItem::QualifiedWildcard(
+                    datafusion::sql::sqlparser::ast::SelectItemQualifiedWildcardKind::ObjectName(
+                        name,
+                    ),
+                    _,
+                ) => select.projection.extend(every(Some(&object_name(&name)))),
+                SelectItem::UnnamedExpr(Expr::CompoundIdentifier(parts))
+                    if parts.len() == 2 && shared(&ident(&parts[1])) =>
+                {
+                    let alias = format!("{}_{}", ident(&parts[0]), ident(&parts[1]));
+                    select.projection.push(SelectItem::ExprWithAlias {
+                        expr: Expr::CompoundIdentifier(parts),
+                        alias: Ident::with_quote('"', alias),
+                    });
+                }
+                other => select.projection.push(other),
+            }
+        }
     }
 
     /// Whether a stream's record without a value comes out of it as one without a value, as

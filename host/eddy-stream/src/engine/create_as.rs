@@ -21,6 +21,7 @@ use crate::provider::{StreamProvider, TableProviderImpl, TableState};
 use crate::query;
 use crate::statement::Kind;
 use crate::{Error, Result};
+use datafusion::sql::sqlparser::ast::Expr;
 
 impl Engine {
     /// Plans a continuous query; `table` when its output is a table (which shows the window
@@ -65,6 +66,24 @@ impl Engine {
                     parsed.source
                 )))
             }
+        }
+        if !parsed.joined.is_empty() {
+            let names = |relation: &str| -> Vec<String> {
+                self.relations.get(relation).map_or_else(Vec::new, |r| {
+                    r.schema.fields().iter().map(|f| f.name().clone()).collect()
+                })
+            };
+            let mut columns = vec![(
+                parsed
+                    .alias
+                    .clone()
+                    .unwrap_or_else(|| parsed.source.clone()),
+                names(&parsed.source),
+            )];
+            for (relation, alias) in parsed.joined.iter().zip(&parsed.joined_aliases) {
+                columns.push((alias.clone(), names(relation)));
+            }
+            parsed.name_join_columns(&columns);
         }
         let mut other = None;
         let joined = parsed.joined.clone();
@@ -149,26 +168,60 @@ impl Engine {
         result
     }
 
-    /// The key columns a stream query keeps as its record key, as ksqlDB keys a stream it
-    /// writes: when it writes `name` to Kafka and only projects and filters a stream with
-    /// `KEY` columns, those columns, which it must select once each (ksqlDB's messages
-    /// otherwise). `None` for every other query.
-    fn key_columns_kept(
+    /// The record key of a stream query that writes `name` to Kafka, as ksqlDB keys it, with
+    /// the key format of its source: a projection (and filter) of a stream with `KEY` columns
+    /// keeps those columns, which it must select once each; a stream–table join `ON a = b` is
+    /// keyed by `a` or `b`, whichever it selects. ksqlDB's messages otherwise. `None` for
+    /// every other query.
+    fn record_key(
         &self,
         kind: Kind,
         parsed: &query::Parsed,
         aggregate: bool,
         name: &str,
         options: &Options,
-    ) -> std::result::Result<Option<Vec<String>>, String> {
+    ) -> std::result::Result<Option<(Vec<Expr>, KeyFormat)>, String> {
         let source = &self.relations[&parsed.source];
         if kind != Kind::Stream
             || aggregate
-            || !parsed.is_projection()
             || !options.contains_key("kafka_topic")
             || source.kind != Kind::Stream
-            || source.keys.is_empty()
         {
+            return Ok(None);
+        }
+        let format = KeyFormat::from_options(&source.options)
+            .map_err(|e| e.to_string())?
+            .filter(|f| *f != KeyFormat::None)
+            .unwrap_or(KeyFormat::Kafka);
+        let stream_table = parsed.joined.len() == 1
+            && parsed.within.is_none()
+            && parsed.changelog.is_none()
+            && !parsed.grouped
+            && parsed.window.is_none()
+            && parsed.partition_by.is_empty()
+            && self
+                .relations
+                .get(&parsed.joined[0])
+                .is_some_and(|r| r.kind == Kind::Table);
+        if stream_table {
+            let Some((left, right)) = parsed.join_equality() else {
+                return Ok(None);
+            };
+            return match [&left, &right].into_iter().find(|e| parsed.selects(e)) {
+                Some(key) => Ok(Some((vec![key.clone()], format))),
+                None => {
+                    let (l, r) = (
+                        left.to_string().to_uppercase(),
+                        right.to_string().to_uppercase(),
+                    );
+                    Err(format!(
+                        "The query used to build `{name}` must include the join expression {l} \
+                         or {r} in its projection (eg, SELECT {l}...)."
+                    ))
+                }
+            };
+        }
+        if !parsed.is_projection() || source.keys.is_empty() {
             return Ok(None);
         }
         let selections = parsed.selections_of(&source.keys);
@@ -204,7 +257,12 @@ impl Engine {
                 ));
             }
         }
-        Ok(Some(source.keys.clone()))
+        let keys = source
+            .keys
+            .iter()
+            .map(|c| Expr::Identifier(datafusion::sql::sqlparser::ast::Ident::with_quote('"', c)))
+            .collect();
+        Ok(Some((keys, format)))
     }
 
     pub(super) async fn create_as(
@@ -263,28 +321,19 @@ impl Engine {
         if kind == Kind::Table && !aggregate && !over_table {
             return fail(self, &processor, "your SELECT query produces a STREAM: use CREATE STREAM … AS SELECT (tables come from aggregations: GROUP BY, or a WINDOW)");
         }
-        // A projection of a keyed stream written to Kafka is keyed as ksqlDB keys it: by the
-        // source's key columns, which it must select, each once; planned again with them as
-        // its PARTITION BY, so that they move from the value to the record key.
-        let key_columns = match self.key_columns_kept(kind, &parsed, aggregate, name, &options) {
-            Ok(columns) => columns,
+        // A stream written to Kafka is keyed as ksqlDB keys it (see `record_key`): planned
+        // again with its key as its PARTITION BY, so that the key moves from the value to the
+        // record key.
+        let key = match self.record_key(kind, &parsed, aggregate, name, &options) {
+            Ok(key) => key,
             Err(e) => return fail(self, &processor, &e),
         };
-        let (parsed, processor, source_key_format) = match key_columns {
+        let (parsed, processor, source_key_format) = match key {
             None => (parsed, processor, None),
-            Some(columns) => {
+            Some((exprs, format)) => {
                 self.drop_tables(&processor.tables);
                 let mut parsed = parsed;
-                parsed.partition_by = columns
-                    .iter()
-                    .map(|c| {
-                        datafusion::sql::sqlparser::ast::Expr::Identifier(
-                            datafusion::sql::sqlparser::ast::Ident::with_quote('"', c),
-                        )
-                    })
-                    .collect();
-                let source = &self.relations[&parsed.source];
-                let format = KeyFormat::from_options(&source.options)?.unwrap_or(KeyFormat::Kafka);
+                parsed.partition_by = exprs;
                 let (parsed, processor) = self.plan_parsed(parsed, &id, false).await?;
                 (parsed, processor, Some(format))
             }
