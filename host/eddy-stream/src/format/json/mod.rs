@@ -6,6 +6,7 @@
 
 pub(crate) mod nested;
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use arrow::array::{
@@ -159,24 +160,48 @@ pub fn encode(batch: &RecordBatch) -> Result<Vec<Record>> {
         .map(|(f, c)| f.as_ref().clone().with_data_type(c.data_type().clone()))
         .collect();
     let payload = RecordBatch::try_new(Arc::new(arrow::datatypes::Schema::new(fields)), columns)?;
+    // The writer has no number for NaN and the infinities: ksqlDB writes them as strings.
+    let patches = non_finite_fields(&payload);
     let mut writer = WriterBuilder::new()
         .with_explicit_nulls(true)
         .build::<_, LineDelimited>(Vec::new());
     writer.write(&payload)?;
     writer.finish()?;
     let text = writer.into_inner();
-    Ok(text
-        .split(|b| *b == b'\n')
+    text.split(|b| *b == b'\n')
         .filter(|line| !line.is_empty())
         .enumerate()
-        .map(|(i, line)| Record {
-            key: None,
-            payload: Some(line.to_vec()),
-            timestamp_ms: times[i],
-            partition: None,
-            upstream: None,
+        .map(|(i, line)| {
+            let payload = match patches.get(&i) {
+                None => line.to_vec(),
+                Some(fields) => {
+                    let mut row: Map<String, Value> = serde_json::from_slice(line)
+                        .map_err(|e| Error::Plan(format!("encoding JSON: {e}")))?;
+                    for (name, text) in fields {
+                        row.insert(name.clone(), Value::String((*text).to_string()));
+                    }
+                    // In the columns' order, which a map of serde_json's does not keep.
+                    let members: Vec<String> = payload
+                        .schema()
+                        .fields()
+                        .iter()
+                        .filter_map(|f| {
+                            let value = row.get(f.name())?;
+                            Some(format!("{}:{value}", Value::String(f.name().clone())))
+                        })
+                        .collect();
+                    format!("{{{}}}", members.join(",")).into_bytes()
+                }
+            };
+            Ok(Record {
+                key: None,
+                payload: Some(payload),
+                timestamp_ms: times[i],
+                partition: None,
+                upstream: None,
+            })
         })
-        .collect())
+        .collect()
 }
 
 /// `batch` with its column names as [`display_name`] shows them.
@@ -202,6 +227,53 @@ pub(crate) fn lookup<'a>(map: &'a Map<String, Value>, name: &str) -> Option<&'a 
             .find(|(k, _)| k.eq_ignore_ascii_case(name))
             .map(|(_, v)| v)
     })
+}
+
+/// A DOUBLE as JSON holds one: a number, or NaN and the infinities as the strings ksqlDB
+/// (Jackson) writes for them.
+fn double(v: &Value) -> Option<f64> {
+    match v {
+        Value::String(s) => match s.as_str() {
+            "NaN" => Some(f64::NAN),
+            "Infinity" => Some(f64::INFINITY),
+            "-Infinity" => Some(f64::NEG_INFINITY),
+            _ => None,
+        },
+        other => other.as_f64(),
+    }
+}
+
+/// The string ksqlDB writes for a DOUBLE JSON has no number for; `None` for a finite one.
+fn non_finite(x: f64) -> Option<&'static str> {
+    if x.is_nan() {
+        Some("NaN")
+    } else if x == f64::INFINITY {
+        Some("Infinity")
+    } else if x == f64::NEG_INFINITY {
+        Some("-Infinity")
+    } else {
+        None
+    }
+}
+
+/// Per row, the top-level DOUBLE fields of `batch` whose values JSON has no number for: the
+/// field's name and the string to write instead.
+fn non_finite_fields(batch: &RecordBatch) -> BTreeMap<usize, Vec<(String, &'static str)>> {
+    let mut found: BTreeMap<usize, Vec<(String, &'static str)>> = BTreeMap::new();
+    for (field, column) in batch.schema().fields().iter().zip(batch.columns()) {
+        let Some(doubles) = column.as_any().downcast_ref::<arrow::array::Float64Array>() else {
+            continue;
+        };
+        for (row, x) in doubles.iter().enumerate() {
+            if let Some(text) = x.and_then(non_finite) {
+                found
+                    .entry(row)
+                    .or_default()
+                    .push((field.name().clone(), text));
+            }
+        }
+    }
+    found
 }
 
 fn kind(v: &Value) -> &'static str {
@@ -254,7 +326,7 @@ fn check(field: &Field, value: &Value) -> std::result::Result<(), String> {
         DataType::Boolean => value.is_boolean(),
         DataType::Int32 => value.as_i64().is_some_and(|v| i32::try_from(v).is_ok()),
         DataType::Int64 => value.is_i64(),
-        DataType::Float64 => value.is_number(),
+        DataType::Float64 => double(value).is_some(),
         DataType::Timestamp(..) => timestamp_ms(value).is_some(),
         DataType::List(item) => value
             .as_array()
@@ -319,7 +391,7 @@ fn append(builder: &mut dyn ArrayBuilder, data_type: &DataType, value: &Value) {
         DataType::Float64 => any
             .downcast_mut::<Float64Builder>()
             .expect("builder")
-            .append_option(value.as_f64()),
+            .append_option(double(value)),
         DataType::Timestamp(..) => any
             .downcast_mut::<TimestampMillisecondBuilder>()
             .expect("builder")
@@ -394,7 +466,7 @@ fn key_value(v: &Value, column: &Field) -> std::result::Result<Val, String> {
             n.as_i64().and_then(|n| i32::try_from(n).ok()).map(Val::Int)
         }
         (Value::Number(n), DataType::Int64) => n.as_i64().map(Val::BigInt),
-        (Value::Number(n), DataType::Float64) => n.as_f64().map(Val::Double),
+        (Value::Number(_) | Value::String(_), DataType::Float64) => double(v).map(Val::Double),
         (Value::String(s), DataType::Utf8) => Some(Val::Str(s.clone())),
         (_, DataType::Timestamp(..)) => timestamp_ms(v).map(Val::Timestamp),
         _ => None,
@@ -511,5 +583,41 @@ mod tests {
             r#"{"CAR":"e","SPEED":null,"TS":3000}"#
         );
         assert_eq!(records[1].timestamp_ms, Some(3000));
+    }
+
+    #[test]
+    fn nan_and_the_infinities_are_the_strings_ksqldb_writes() {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("car", DataType::Utf8, true),
+            Field::new("speed", DataType::Float64, true),
+            Field::new(
+                "rowtime",
+                DataType::Timestamp(TimeUnit::Millisecond, None),
+                true,
+            ),
+        ]));
+        let decoder = Decoder::new(schema, None);
+        let (batch, bad) = decoder.decode(&[
+            message(0, r#"{"car":"a","speed":"NaN"}"#),
+            message(1, r#"{"car":"b","speed":"Infinity"}"#),
+            message(2, r#"{"car":"c","speed":"-Infinity"}"#),
+            message(3, r#"{"car":"d","speed":1.5}"#),
+            message(4, r#"{"car":"e","speed":"nan"}"#),
+        ]);
+        assert_eq!(bad.len(), 1, "only ksqlDB's spellings are read");
+        let payloads: Vec<String> = encode(&batch)
+            .unwrap()
+            .into_iter()
+            .map(|r| String::from_utf8(r.payload.unwrap()).unwrap())
+            .collect();
+        assert_eq!(
+            payloads,
+            [
+                r#"{"CAR":"a","SPEED":"NaN"}"#,
+                r#"{"CAR":"b","SPEED":"Infinity"}"#,
+                r#"{"CAR":"c","SPEED":"-Infinity"}"#,
+                r#"{"CAR":"d","SPEED":1.5}"#,
+            ]
+        );
     }
 }
