@@ -170,8 +170,8 @@ impl Engine {
 
     /// The record key of a stream query that writes `name` to Kafka, as ksqlDB keys it, with
     /// the key format of its source: a projection (and filter) of a stream with `KEY` columns
-    /// keeps those columns, which it must select once each; a stream–table join `ON a = b` is
-    /// keyed by `a` or `b`, whichever it selects. ksqlDB's messages otherwise. `None` for
+    /// keeps those columns, which it must select once each; a stream–table or stream–stream
+    /// join `ON a = b` is keyed by `a` or `b`, whichever it selects. ksqlDB's messages otherwise. `None` for
     /// every other query.
     fn record_key(
         &self,
@@ -193,17 +193,17 @@ impl Engine {
             .map_err(|e| e.to_string())?
             .filter(|f| *f != KeyFormat::None)
             .unwrap_or(KeyFormat::Kafka);
-        let stream_table = parsed.joined.len() == 1
-            && parsed.within.is_none()
+        let joined_stream_or_table = parsed.joined.len() == 1
             && parsed.changelog.is_none()
             && !parsed.grouped
             && parsed.window.is_none()
             && parsed.partition_by.is_empty()
-            && self
-                .relations
-                .get(&parsed.joined[0])
-                .is_some_and(|r| r.kind == Kind::Table);
-        if stream_table {
+            && (parsed.within.is_some()
+                || self
+                    .relations
+                    .get(&parsed.joined[0])
+                    .is_some_and(|r| r.kind == Kind::Table));
+        if joined_stream_or_table {
             let Some((left, right)) = parsed.join_equality() else {
                 return Ok(None);
             };
