@@ -108,8 +108,16 @@ fn compact(text: &str) -> String {
 pub(crate) fn encode(batch: &RecordBatch, delimiter: u8) -> Result<Vec<Record>> {
     let (payload, times) = split_rowtime(batch);
     let options = FormatOptions::default().with_null("");
-    let formatters = payload
+    // ksqlDB writes a TIMESTAMP as its milliseconds since the epoch.
+    let columns = payload
         .columns()
+        .iter()
+        .map(|c| match c.data_type() {
+            DataType::Timestamp(..) => arrow::compute::cast(c, &DataType::Int64),
+            _ => Ok(c.clone()),
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let formatters = columns
         .iter()
         .map(|c| ArrayFormatter::try_new(c.as_ref(), &options))
         .collect::<Result<Vec<_>, _>>()?;

@@ -586,6 +586,31 @@ mod tests {
     }
 
     #[test]
+    fn a_timestamp_is_written_as_its_milliseconds() {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new(
+                "seen",
+                DataType::Timestamp(TimeUnit::Millisecond, None),
+                true,
+            ),
+            Field::new(
+                "rowtime",
+                DataType::Timestamp(TimeUnit::Millisecond, None),
+                true,
+            ),
+        ]));
+        let seen = TimestampMillisecondArray::from(vec![Some(1500), None]);
+        let batch =
+            RecordBatch::try_new(schema, vec![Arc::new(seen.clone()), Arc::new(seen)]).unwrap();
+        let payloads: Vec<String> = encode(&batch)
+            .unwrap()
+            .into_iter()
+            .map(|r| String::from_utf8(r.payload.unwrap()).unwrap())
+            .collect();
+        assert_eq!(payloads, [r#"{"SEEN":1500}"#, r#"{"SEEN":null}"#]);
+    }
+
+    #[test]
     fn nan_and_the_infinities_are_the_strings_ksqldb_writes() {
         let schema = Arc::new(Schema::new(vec![
             Field::new("car", DataType::Utf8, true),

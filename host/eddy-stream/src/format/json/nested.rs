@@ -185,6 +185,8 @@ impl ArrayBuilder for ScalarColumn {
 /// their display names, at any depth.
 pub(crate) fn for_json(column: &ArrayRef) -> Result<ArrayRef, arrow::error::ArrowError> {
     Ok(match column.data_type() {
+        // ksqlDB writes a TIMESTAMP as its milliseconds since the epoch.
+        DataType::Timestamp(..) => arrow::compute::cast(column, &DataType::Int64)?,
         DataType::Binary => {
             let bytes = column.as_binary::<i32>();
             Arc::new(
