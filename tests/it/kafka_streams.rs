@@ -36,10 +36,11 @@ fn expected(pairs: &[(Option<&[u8]>, Option<&str>)]) -> Vec<Raw> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kafka_a_stream_query_keeps_its_sources_key() {
     let input = unique("keys-in");
-    let (filtered, renamed, json) = (
+    let (filtered, renamed, json, pairs) = (
         unique("keys-filtered"),
         unique("keys-renamed"),
         unique("keys-json"),
+        unique("keys-two"),
     );
     let mut engine = engine();
     run(
@@ -71,6 +72,15 @@ async fn kafka_a_stream_query_keeps_its_sources_key() {
         &format!(
             "CREATE STREAM json_keyed WITH (kafka_topic='{json}', key_format='JSON') AS \
              SELECT * FROM input"
+        ),
+    )
+    .await;
+    // PARTITION BY two columns: a JSON object key, and the old key back in the value.
+    run(
+        &mut engine,
+        &format!(
+            "CREATE STREAM by_two WITH (kafka_topic='{pairs}', key_format='JSON') AS \
+             SELECT * FROM input PARTITION BY name, n"
         ),
     )
     .await;
@@ -143,6 +153,10 @@ async fn kafka_a_stream_query_keeps_its_sources_key() {
             (Some(b"2"), Some(r#"{"NAME":"Ann","N":1}"#)),
             (Some(b"3"), Some(r#"{"NAME":"Bo","N":5}"#)),
         ])
+    );
+    assert_eq!(
+        read_raw(&pairs, 1).await,
+        expected(&[(Some(br#"{"NAME":"Nick","N":2}"#), Some(r#"{"ID":1}"#))])
     );
 }
 
