@@ -321,3 +321,52 @@ async fn kafka_a_stream_stream_join_is_keyed_by_its_join_column() {
         expected(&[(Some(b"o2"), Some(r#"{"ITEM":"pen","WAREHOUSE":"w2"}"#))])
     );
 }
+
+/// ksqlDB's `format` sets the key and the value format at once, of a source and of a query.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafka_format_sets_both_key_and_value_formats() {
+    let (lines, as_json) = (unique("format-lines"), unique("format-json"));
+    let mut engine = engine();
+    for sql in [
+        format!(
+            "CREATE STREAM lines (id VARCHAR KEY, name VARCHAR, n INT) WITH \
+             (kafka_topic='{lines}', partitions=1, format='DELIMITED')"
+        ),
+        format!(
+            "CREATE STREAM as_json WITH (kafka_topic='{as_json}', format='JSON') AS \
+             SELECT * FROM lines"
+        ),
+    ] {
+        run(&mut engine, &sql).await;
+    }
+    let refused = engine
+        .execute(&format!(
+            "CREATE STREAM both_ways WITH (kafka_topic='{as_json}-x', format='JSON', \
+             value_format='JSON') AS SELECT * FROM lines"
+        ))
+        .await
+        .err()
+        .expect("refused");
+    assert_eq!(
+        refused.to_string(),
+        "Cannot supply both 'VALUE_FORMAT' and 'FORMAT' properties, as 'FORMAT' sets both key \
+         and value formats. Either use just 'FORMAT', or use 'KEY_FORMAT' and 'VALUE_FORMAT'."
+    );
+    produce(
+        &shared().config("format-producer"),
+        &lines,
+        vec![Record {
+            key: Some(b"ab".to_vec()),
+            payload: Some(b"Nick,2".to_vec()),
+            timestamp_ms: Some(1_000),
+            partition: None,
+            upstream: None,
+        }],
+    )
+    .await;
+    assert_eq!(
+        read_raw(&as_json, 1).await,
+        // The DELIMITED key `ab` is the JSON string `"ab"`.
+        expected(&[(Some(br#""ab""#), Some(r#"{"NAME":"Nick","N":2}"#))])
+    );
+}

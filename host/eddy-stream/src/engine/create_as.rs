@@ -275,6 +275,10 @@ impl Engine {
         sql: &str,
     ) -> Result<Output> {
         self.check_new_name(name, or_replace)?;
+        // `format` sets the key format only of a relation with a key, known once planned.
+        let mut options = options;
+        let both_formats = options.get("format").cloned();
+        options::split_format(&mut options, false)?;
         options::check_query(&options)?;
         let format = ValueFormat::from_options(&options)?;
         let on_error = match options.get("on_error").map(|v| v.to_lowercase()).as_deref() {
@@ -348,6 +352,9 @@ impl Engine {
         // A table written to Kafka is keyed by its GROUP BY, a stream by its PARTITION BY; the
         // value holds the rest.
         let keyed = kind == Kind::Table || !parsed.partition_by.is_empty();
+        if let (true, Some(format)) = (keyed, &both_formats) {
+            options.insert("key_format".into(), format.clone());
+        }
         let records = match (keyed, options.contains_key("kafka_topic")) {
             (true, true) => {
                 let layout = KeyFormat::from_options(&options).and_then(|key_format| {
@@ -389,7 +396,6 @@ impl Engine {
         }
         // A stream keyed as its source records its key columns and key format, so that what is
         // inserted into it, and queries over it, are keyed alike.
-        let mut options = options;
         let stream_keys: Vec<String> = match (&records, source_key_format) {
             (Some(layout), Some(_)) => {
                 let source = &self.relations[&parsed.source];

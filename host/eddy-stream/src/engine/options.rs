@@ -32,6 +32,7 @@ impl Connector {
 }
 
 /// The keys `CREATE STREAM|TABLE name (columns) WITH (…)` takes, with what they belong to.
+/// `format` is taken apart first (see [`split_format`]).
 pub(super) const SOURCE_KEYS: &[(&str, Connector)] = &[
     ("value_format", Connector::Any),
     ("value_delimiter", Connector::Any),
@@ -58,7 +59,7 @@ pub(super) const SOURCE_KEYS: &[(&str, Connector)] = &[
     ("anomaly_rate", Connector::Generator),
 ];
 
-/// The keys `CREATE STREAM|TABLE name WITH (…) AS SELECT …` takes.
+/// The keys `CREATE STREAM|TABLE name WITH (…) AS SELECT …` takes, `format` taken apart.
 pub(super) const QUERY_KEYS: &[&str] = &[
     "kafka_topic",
     "partitions",
@@ -70,6 +71,31 @@ pub(super) const QUERY_KEYS: &[&str] = &[
     "timestamp",
     "on_error",
 ];
+
+/// Takes ksqlDB's `format` apart into `value_format` and, when `keyed` (the relation has key
+/// columns), `key_format`; refused beside either, with ksqlDB's message.
+pub(super) fn split_format(options: &mut Options, keyed: bool) -> Result<()> {
+    let Some(format) = options.remove("format") else {
+        return Ok(());
+    };
+    for (given, name) in [
+        ("key_format", "KEY_FORMAT"),
+        ("value_format", "VALUE_FORMAT"),
+    ] {
+        if options.contains_key(given) {
+            return Err(Error::Catalog(format!(
+                "Cannot supply both '{name}' and 'FORMAT' properties, as 'FORMAT' sets both key \
+                 and value formats. Either use just 'FORMAT', or use 'KEY_FORMAT' and \
+                 'VALUE_FORMAT'."
+            )));
+        }
+    }
+    if keyed {
+        options.insert("key_format".into(), format.clone());
+    }
+    options.insert("value_format".into(), format);
+    Ok(())
+}
 
 /// Which connector a source's options choose; refuses unknown keys, keys of another connector
 /// and more than one connector.

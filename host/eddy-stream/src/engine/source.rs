@@ -29,6 +29,9 @@ impl Engine {
         sql: &str,
     ) -> Result<Output> {
         self.check_new_name(name, or_replace)?;
+        let mut options = options;
+        let keyed = options.contains_key("kafka_topic") && columns.iter().any(|c| c.key);
+        options::split_format(&mut options, keyed)?;
         // The options table decides which connector this is; each arm reads that one's keys.
         let connector = options::source_connector(&options)?;
         let partitions = options::partitions(&options)?;
