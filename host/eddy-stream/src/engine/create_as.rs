@@ -171,8 +171,8 @@ impl Engine {
     /// The record key of a stream query that writes `name` to Kafka, as ksqlDB keys it, with
     /// the key format of its source: a projection (and filter) of a stream with `KEY` columns
     /// keeps those columns, which it must select once each; a stream–table or stream–stream
-    /// join `ON a = b` is keyed by `a` or `b`, whichever it selects. ksqlDB's messages otherwise. `None` for
-    /// every other query.
+    /// join `ON a = b` is keyed by `a` or `b`, whichever it selects. ksqlDB's messages
+    /// otherwise. `None` for every other query.
     fn record_key(
         &self,
         kind: Kind,
