@@ -497,8 +497,13 @@ impl Parsed {
     /// Whether it only projects and filters its source's rows one by one: no aggregation
     /// clause, join or `PARTITION BY`.
     pub(crate) fn is_projection(&self) -> bool {
-        self.partition_by.is_empty()
-            && !self.grouped
+        self.partition_by.is_empty() && self.row_by_row()
+    }
+
+    /// Whether each of its output rows comes from one row of one stream: no aggregation
+    /// clause, join, or table's changes.
+    fn row_by_row(&self) -> bool {
+        !self.grouped
             && self.window.is_none()
             && self.within.is_none()
             && self.joined.is_empty()
@@ -606,12 +611,7 @@ impl Parsed {
         let SetExpr::Select(select) = self.query.body.as_ref() else {
             return false;
         };
-        select.selection.is_none()
-            && !self.grouped
-            && self.window.is_none()
-            && self.within.is_none()
-            && self.joined.is_empty()
-            && self.changelog.is_none()
+        select.selection.is_none() && self.row_by_row()
     }
 
     /// For each of `columns` (its source's), the names of the output columns that select it
