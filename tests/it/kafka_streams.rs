@@ -370,3 +370,73 @@ async fn kafka_format_sets_both_key_and_value_formats() {
         expected(&[(Some(br#""ab""#), Some(r#"{"NAME":"Nick","N":2}"#))])
     );
 }
+
+/// As in ksqlDB, the `KEY` columns of a stream over a topic are read from the record key, in the
+/// KAFKA format when no `key_format` is given; and a query's output takes its source's key
+/// format unless it names one: a GROUP BY of two columns over a JSON-keyed stream writes a JSON
+/// object key, over a KAFKA-keyed one it is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafka_keys_default_to_kafka_and_outputs_take_their_sources_key_format() {
+    let (plain, copied) = (unique("default-key-in"), unique("default-key-copied"));
+    let (json_in, counted) = (unique("json-key-in"), unique("json-key-counted"));
+    let mut engine = engine();
+    for sql in [
+        format!(
+            "CREATE STREAM plain (id INT KEY, name VARCHAR, n INT) WITH \
+             (kafka_topic='{plain}', partitions=1, value_format='JSON')"
+        ),
+        format!("CREATE STREAM copied WITH (kafka_topic='{copied}') AS SELECT * FROM plain"),
+        format!(
+            "CREATE STREAM json_in (id INT KEY, name VARCHAR, n INT) WITH \
+             (kafka_topic='{json_in}', partitions=1, format='JSON')"
+        ),
+        format!(
+            "CREATE TABLE counted WITH (kafka_topic='{counted}') AS \
+             SELECT name, n, COUNT(*) AS c FROM json_in GROUP BY name, n"
+        ),
+    ] {
+        run(&mut engine, &sql).await;
+    }
+    for (sql, message) in [
+        (
+            format!("CREATE STREAM two (a INT KEY, b INT KEY, v INT) WITH (kafka_topic='{plain}')"),
+            "key_format 'KAFKA' holds a single primitive key, so two needs exactly one KEY \
+             column, not 2 (a, b): use key_format 'DELIMITED' for more",
+        ),
+        (
+            format!(
+                "CREATE TABLE by_two WITH (kafka_topic='{plain}-by-two') AS \
+                 SELECT name, n, COUNT(*) AS c FROM plain GROUP BY name, n"
+            ),
+            "key_format 'KAFKA' holds a single primitive key, so the GROUP BY of by_two needs \
+             exactly one KEY column, not 2 (name, n): use key_format 'DELIMITED' for more",
+        ),
+    ] {
+        let refused = engine.execute(&sql).await.err().expect("refused");
+        assert_eq!(refused.to_string(), message, "{sql}");
+    }
+    let broker = shared();
+    produce(
+        &broker.config("default-key-producer"),
+        &plain,
+        vec![keyed(7, Some(r#"{"NAME":"Ann","N":1}"#))],
+    )
+    .await;
+    produce(
+        &broker.config("json-key-producer"),
+        &json_in,
+        vec![Record {
+            key: Some(b"7".to_vec()),
+            ..keyed(7, Some(r#"{"NAME":"Ann","N":1}"#))
+        }],
+    )
+    .await;
+    assert_eq!(
+        read_raw(&copied, 1).await,
+        expected(&[(Some(&7i32.to_be_bytes()), Some(r#"{"NAME":"Ann","N":1}"#))])
+    );
+    assert_eq!(
+        read_raw(&counted, 1).await,
+        expected(&[(Some(br#"{"NAME":"Ann","N":1}"#), Some(r#"{"C":1}"#))])
+    );
+}

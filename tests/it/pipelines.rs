@@ -420,7 +420,7 @@ async fn a_table_read_from_kafka_joins_the_stream() {
     let mut sink = KafkaSink::new(&admin, &users).unwrap();
     let user = |id: &str, name: &str| Record {
         key: Some(id.as_bytes().to_vec()),
-        payload: Some(format!(r#"{{"user_id":"{id}","name":"{name}"}}"#).into_bytes()),
+        payload: Some(format!(r#"{{"name":"{name}"}}"#).into_bytes()),
         timestamp_ms: None,
         partition: None,
         upstream: None,

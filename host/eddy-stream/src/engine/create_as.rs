@@ -357,8 +357,18 @@ impl Engine {
         }
         let records = match (keyed, options.contains_key("kafka_topic")) {
             (true, true) => {
+                // As in ksqlDB, an output's key takes its source's key format unless the query
+                // names one.
+                let inherited = KeyFormat::from_options(&self.relations[&parsed.source].options)
+                    .ok()
+                    .flatten()
+                    .filter(|f| *f != KeyFormat::None);
                 let layout = KeyFormat::from_options(&options).and_then(|key_format| {
-                    processor.table_records(&parsed, name, key_format.or(source_key_format))
+                    processor.table_records(
+                        &parsed,
+                        name,
+                        key_format.or(source_key_format).or(inherited),
+                    )
                 });
                 match layout {
                     Ok(layout) => Some(layout),

@@ -32,6 +32,11 @@ impl Engine {
         let mut options = options;
         let keyed = options.contains_key("kafka_topic") && columns.iter().any(|c| c.key);
         options::split_format(&mut options, keyed)?;
+        // As in ksqlDB, the KEY columns of a relation over a topic are read from the record key,
+        // in the KAFKA format unless key_format (or format) names another.
+        if keyed && !options.contains_key("key_format") {
+            options.insert("key_format".into(), "KAFKA".into());
+        }
         // The options table decides which connector this is; each arm reads that one's keys.
         let connector = options::source_connector(&options)?;
         let partitions = options::partitions(&options)?;
