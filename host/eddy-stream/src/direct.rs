@@ -27,7 +27,7 @@ pub enum WriteError {
     /// generator or a query (the message says which).
     #[error("{0}")]
     NotWritable(String),
-    /// The payload does not decode as an event of the stream (malformed, a missing field, a
+    /// The payload does not decode as an event of the stream (malformed, a
     /// wrong type, a wrong field count); the reason names what was wrong.
     #[error("{0}")]
     BadEvent(String),

@@ -1,9 +1,10 @@
 //! JSON values in and out: one event per message, one record per row.
 //!
 //! Decoding is per message so that one bad event is reported and skipped while its neighbours
-//! go through; a missing field is an error (ksqlDB would read null — Eddy says so instead), an
-//! explicit `null` is a null.
+//! go through. As in ksqlDB, a missing field is a null, and a value is coerced to its column's
+//! type where ksqlDB coerces it (see [`coerce`]).
 
+pub(crate) mod coerce;
 pub(crate) mod nested;
 
 use std::collections::BTreeMap;
@@ -90,21 +91,10 @@ impl Decoder {
                     continue;
                 }
             };
-            let mut values: Vec<&Value> = Vec::with_capacity(columns);
-            let mut missing = None;
-            for field in &self.schema.fields()[..columns] {
-                match lookup(&parsed, field.name()) {
-                    Some(v) => values.push(v),
-                    None => {
-                        missing = Some(field.name());
-                        break;
-                    }
-                }
-            }
-            if let Some(name) = missing {
-                bad.push(self.bad(message, format!("missing field '{name}'")));
-                continue;
-            }
+            let values: Vec<&Value> = self.schema.fields()[..columns]
+                .iter()
+                .map(|field| lookup(&parsed, field.name()).unwrap_or(&Value::Null))
+                .collect();
             // Check every value before appending any, so a bad event leaves no partial row.
             if let Some(reason) = self.schema.fields()[..columns]
                 .iter()
@@ -229,20 +219,6 @@ pub(crate) fn lookup<'a>(map: &'a Map<String, Value>, name: &str) -> Option<&'a 
     })
 }
 
-/// A DOUBLE as JSON holds one: a number, or NaN and the infinities as the strings ksqlDB
-/// (Jackson) writes for them.
-fn double(v: &Value) -> Option<f64> {
-    match v {
-        Value::String(s) => match s.as_str() {
-            "NaN" => Some(f64::NAN),
-            "Infinity" => Some(f64::INFINITY),
-            "-Infinity" => Some(f64::NEG_INFINITY),
-            _ => None,
-        },
-        other => other.as_f64(),
-    }
-}
-
 /// The string ksqlDB writes for a DOUBLE JSON has no number for; `None` for a finite one.
 fn non_finite(x: f64) -> Option<&'static str> {
     if x.is_nan() {
@@ -324,14 +300,14 @@ fn check(field: &Field, value: &Value) -> std::result::Result<(), String> {
     let ok = match field.data_type() {
         t if nested::handles(t) => nested::to_scalar(value, t).is_some(),
         DataType::Boolean => value.is_boolean(),
-        DataType::Int32 => value.as_i64().is_some_and(|v| i32::try_from(v).is_ok()),
-        DataType::Int64 => value.is_i64(),
-        DataType::Float64 => double(value).is_some(),
+        DataType::Int32 => coerce::to_i32(value).is_some(),
+        DataType::Int64 => coerce::to_i64(value).is_some(),
+        DataType::Float64 => coerce::to_f64(value).is_some(),
         DataType::Timestamp(..) => timestamp_ms(value).is_some(),
         DataType::List(item) => value
             .as_array()
             .is_some_and(|items| items.iter().all(|v| check(item, v).is_ok())),
-        _ => value.is_string(),
+        _ => coerce::to_text(value).is_some(),
     };
     if ok {
         Ok(())
@@ -383,15 +359,15 @@ fn append(builder: &mut dyn ArrayBuilder, data_type: &DataType, value: &Value) {
         DataType::Int32 => any
             .downcast_mut::<Int32Builder>()
             .expect("builder")
-            .append_option(value.as_i64().map(|v| v as i32)),
+            .append_option(coerce::to_i32(value)),
         DataType::Int64 => any
             .downcast_mut::<Int64Builder>()
             .expect("builder")
-            .append_option(value.as_i64()),
+            .append_option(coerce::to_i64(value)),
         DataType::Float64 => any
             .downcast_mut::<Float64Builder>()
             .expect("builder")
-            .append_option(double(value)),
+            .append_option(coerce::to_f64(value)),
         DataType::Timestamp(..) => any
             .downcast_mut::<TimestampMillisecondBuilder>()
             .expect("builder")
@@ -413,17 +389,17 @@ fn append(builder: &mut dyn ArrayBuilder, data_type: &DataType, value: &Value) {
                 }};
             }
             match item.data_type() {
-                DataType::Float64 => list!(Float64Builder, |v: &Value| v.as_f64()),
-                DataType::Int64 => list!(Int64Builder, |v: &Value| v.as_i64()),
-                DataType::Int32 => list!(Int32Builder, |v: &Value| v.as_i64().map(|x| x as i32)),
+                DataType::Float64 => list!(Float64Builder, coerce::to_f64),
+                DataType::Int64 => list!(Int64Builder, coerce::to_i64),
+                DataType::Int32 => list!(Int32Builder, coerce::to_i32),
                 DataType::Boolean => list!(BooleanBuilder, |v: &Value| v.as_bool()),
-                _ => list!(StringBuilder, |v: &Value| v.as_str().map(str::to_owned)),
+                _ => list!(StringBuilder, coerce::to_text),
             }
         }
         _ => any
             .downcast_mut::<StringBuilder>()
             .expect("builder")
-            .append_option(value.as_str()),
+            .append_option(coerce::to_text(value)),
     }
 }
 
@@ -453,7 +429,7 @@ pub(crate) fn parse_key(
         .iter()
         .map(|column| match lookup(map, column.name()) {
             Some(v) => key_value(v, column),
-            None => Err(format!("key column {} is missing", column.name())),
+            None => Ok(Val::Null),
         })
         .collect()
 }
@@ -462,12 +438,10 @@ fn key_value(v: &Value, column: &Field) -> std::result::Result<Val, String> {
     let value = match (v, column.data_type()) {
         (Value::Null, _) => Some(Val::Null),
         (Value::Bool(b), DataType::Boolean) => Some(Val::Bool(*b)),
-        (Value::Number(n), DataType::Int32) => {
-            n.as_i64().and_then(|n| i32::try_from(n).ok()).map(Val::Int)
-        }
-        (Value::Number(n), DataType::Int64) => n.as_i64().map(Val::BigInt),
-        (Value::Number(_) | Value::String(_), DataType::Float64) => double(v).map(Val::Double),
-        (Value::String(s), DataType::Utf8) => Some(Val::Str(s.clone())),
+        (_, DataType::Int32) => coerce::to_i32(v).map(Val::Int),
+        (_, DataType::Int64) => coerce::to_i64(v).map(Val::BigInt),
+        (_, DataType::Float64) => coerce::to_f64(v).map(Val::Double),
+        (_, DataType::Utf8) => coerce::to_text(v).map(Val::Str),
         (_, DataType::Timestamp(..)) => timestamp_ms(v).map(Val::Timestamp),
         _ => None,
     };
@@ -552,7 +526,7 @@ mod tests {
         let (batch, bad) = decoder.decode(&[
             message(0, r#"{"car":"a","speed":1.5,"ts":1000}"#),
             message(1, r#"{"car":"b","speed":"fast","ts":1}"#),
-            message(2, r#"{"car":"c","ts":2}"#),
+            message(2, r#"{"car":"c","ts":2,"speed":true}"#),
             message(3, r#"{"car":"d""#),
             message(4, r#"{"CAR":"e","speed":null,"ts":3000,"extra":1}"#),
         ]);
@@ -565,7 +539,10 @@ mod tests {
             reasons[0],
             ("t[0]@1", "field 'speed' should be DOUBLE, found \"fast\"")
         );
-        assert_eq!(reasons[1], ("t[0]@2", "missing field 'speed'"));
+        assert_eq!(
+            reasons[1],
+            ("t[0]@2", "field 'speed' should be DOUBLE, found true")
+        );
         assert!(
             reasons[2].1.starts_with("malformed JSON: EOF"),
             "{}",
@@ -608,6 +585,42 @@ mod tests {
             .map(|r| String::from_utf8(r.payload.unwrap()).unwrap())
             .collect();
         assert_eq!(payloads, [r#"{"SEEN":1500}"#, r#"{"SEEN":null}"#]);
+    }
+
+    #[test]
+    fn a_missing_field_is_null_and_values_convert_as_in_ksqldb() {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("car", DataType::Utf8, true),
+            Field::new("n", DataType::Int32, true),
+            Field::new("speed", DataType::Float64, true),
+            Field::new(
+                "rowtime",
+                DataType::Timestamp(TimeUnit::Millisecond, None),
+                true,
+            ),
+        ]));
+        let decoder = Decoder::new(schema, None);
+        let (batch, bad) = decoder.decode(&[
+            message(0, r#"{"car":"a"}"#),
+            message(1, r#"{"CAR":7,"n":"12","speed":"2.5"}"#),
+            message(2, r#"{"car":{"x":[1]},"n":3.9,"speed":4}"#),
+            message(3, r#"{"car":"d","n":"3.9"}"#),
+        ]);
+        let reasons: Vec<&str> = bad.iter().map(|b| b.reason.as_str()).collect();
+        assert_eq!(reasons, ["field 'n' should be INT, found \"3.9\""]);
+        let payloads: Vec<String> = encode(&batch)
+            .unwrap()
+            .into_iter()
+            .map(|r| String::from_utf8(r.payload.unwrap()).unwrap())
+            .collect();
+        assert_eq!(
+            payloads,
+            [
+                r#"{"CAR":"a","N":null,"SPEED":null}"#,
+                r#"{"CAR":"7","N":12,"SPEED":2.5}"#,
+                r#"{"CAR":"{\"x\":[1]}","N":3,"SPEED":4.0}"#,
+            ]
+        );
     }
 
     #[test]

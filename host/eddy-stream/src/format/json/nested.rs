@@ -18,7 +18,7 @@ use base64::Engine as _;
 use datafusion::common::ScalarValue;
 use serde_json::Value;
 
-use super::{lookup, timestamp_ms};
+use super::{coerce, lookup, timestamp_ms};
 use crate::format::common::display_name;
 
 /// Whether values of `t` take this module's path rather than a typed builder's.
@@ -47,10 +47,10 @@ pub(crate) fn to_scalar(value: &Value, t: &DataType) -> Option<ScalarValue> {
     }
     Some(match t {
         DataType::Boolean => ScalarValue::Boolean(Some(value.as_bool()?)),
-        DataType::Int32 => ScalarValue::Int32(Some(i32::try_from(value.as_i64()?).ok()?)),
-        DataType::Int64 => ScalarValue::Int64(Some(value.as_i64()?)),
-        DataType::Float64 => ScalarValue::Float64(Some(value.as_f64()?)),
-        DataType::Utf8 => ScalarValue::Utf8(Some(value.as_str()?.to_owned())),
+        DataType::Int32 => ScalarValue::Int32(Some(coerce::to_i32(value)?)),
+        DataType::Int64 => ScalarValue::Int64(Some(coerce::to_i64(value)?)),
+        DataType::Float64 => ScalarValue::Float64(Some(coerce::to_f64(value)?)),
+        DataType::Utf8 => ScalarValue::Utf8(Some(coerce::to_text(value)?)),
         DataType::Timestamp(TimeUnit::Millisecond, None) => {
             ScalarValue::TimestampMillisecond(Some(timestamp_ms(value)?), None)
         }
