@@ -265,6 +265,8 @@ impl Engine {
         Ok(Some((keys, format)))
     }
 
+    // The statement's parts, as parsed, and how its properties say to emit.
+    #[allow(clippy::too_many_arguments)]
     pub(super) async fn create_as(
         &mut self,
         kind: Kind,
@@ -273,6 +275,7 @@ impl Engine {
         options: Options,
         query_sql: &str,
         sql: &str,
+        each_record: bool,
     ) -> Result<Output> {
         self.check_new_name(name, or_replace)?;
         // `format` sets the key format only of a relation with a key, known once planned.
@@ -647,6 +650,7 @@ impl Engine {
                 event_time,
                 log_keys: log_keys.unwrap_or_default(),
                 null_values,
+                each_record,
                 ..TaskOutput::default()
             },
             dead,
@@ -668,6 +672,7 @@ impl Engine {
         limit: Option<usize>,
         sql: &str,
         earliest: bool,
+        each_record: bool,
     ) -> Result<Output> {
         let id = self.new_id("TRANSIENT", "QUERY");
         let (parsed, processor) = self.plan(query_sql, &id, false).await?;
@@ -696,6 +701,7 @@ impl Engine {
                 channel: Some(tx),
                 table: None,
                 records: None,
+                each_record,
                 ..TaskOutput::default()
             },
             dead: None,

@@ -267,6 +267,7 @@ impl Engine {
             .unwrap_or(&self.properties)
             .get("auto.offset.reset")
             .is_some_and(|v| v.eq_ignore_ascii_case("earliest"));
+        let each_record = emits_each_record(properties.unwrap_or(&self.properties));
         let output = match parse(sql)? {
             Statement::CreateSource {
                 kind,
@@ -294,7 +295,7 @@ impl Engine {
             } => {
                 let next_id = self.next_id;
                 let result = self
-                    .create_as(kind, &name, or_replace, options, &query, sql)
+                    .create_as(kind, &name, or_replace, options, &query, sql, each_record)
                     .await;
                 if result.is_err() {
                     // Failed statements do not use up query ids.
@@ -312,7 +313,7 @@ impl Engine {
             }
             Statement::Push { query, limit } => {
                 let next_id = self.next_id;
-                let result = self.push(&query, limit, sql, earliest).await;
+                let result = self.push(&query, limit, sql, earliest, each_record).await;
                 if result.is_err() {
                     self.next_id = next_id;
                 }
@@ -441,4 +442,15 @@ impl Drop for Engine {
             q.handle.abort();
         }
     }
+}
+
+/// Whether `properties` turn ksqlDB's record cache off (`cache.max.bytes.buffering` 0, also
+/// under its `ksql.streams.` name), so that an aggregation writes a change for every record.
+fn emits_each_record(properties: &BTreeMap<String, String>) -> bool {
+    [
+        "cache.max.bytes.buffering",
+        "ksql.streams.cache.max.bytes.buffering",
+    ]
+    .iter()
+    .any(|key| properties.get(*key).is_some_and(|v| v.trim() == "0"))
 }

@@ -136,6 +136,9 @@ pub(super) struct TaskOutput {
     /// Whether a stream's records without a value become records without a value in `sink`,
     /// as a ksqlDB projection writes them (see [`crate::input::NullValues`]).
     pub(super) null_values: bool,
+    /// Whether an aggregation writes its changes after each input record rather than once per
+    /// key per step: ksqlDB's `cache.max.bytes.buffering` set to 0.
+    pub(super) each_record: bool,
     /// For a table whose log carries deletions: each visible key column, and the group column
     /// it shows (see [`crate::changes::Changes::logged`]).
     pub(super) log_keys: Vec<(usize, usize)>,
@@ -320,8 +323,13 @@ impl Task {
         batch: RecordBatch,
         nulls: Option<crate::input::NullValues>,
     ) -> Vec<(RecordBatch, bool)> {
-        let passes =
-            self.output.null_values && self.processor.as_ref().is_some_and(|p| !p.is_aggregate());
+        let aggregate = self.processor.as_ref().is_some_and(|p| p.is_aggregate());
+        if aggregate && self.output.each_record {
+            return (0..batch.num_rows())
+                .map(|i| (batch.slice(i, 1), false))
+                .collect();
+        }
+        let passes = self.output.null_values && !aggregate;
         let Some(nulls) = nulls.filter(|_| passes) else {
             return vec![(batch, false)];
         };
