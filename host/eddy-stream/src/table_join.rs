@@ -101,7 +101,7 @@ pub(crate) async fn plan(
         tables.push(name.clone());
     }
     let (sql, _) = parsed.table_join_sql(&names[0], &names[1], false)?;
-    let (kind, foreign) = check_join(&sql, parsed, [&left.keys[0], &right.keys[0]])?;
+    let (kind, foreign) = check_join(&sql, parsed, [&left.keys[0], &right.keys[0]], &schemas)?;
     let foreign = match foreign {
         None if types[0] != types[1] => {
             return Err(Error::Plan(format!(
@@ -156,8 +156,14 @@ pub(crate) async fn plan(
 }
 
 /// Refuses joins other than `[INNER] | LEFT [OUTER] | FULL [OUTER] JOIN … ON a.key = b.key`
-/// over the two tables' keys, as ksqlDB's primary-key joins.
-fn check_join(sql: &str, parsed: &Parsed, keys: [&String; 2]) -> Result<(Kind, Option<String>)> {
+/// over the two tables' keys, as ksqlDB's primary-key joins. A column named without its table
+/// is the column of whichever table (of `schemas`) alone has it, as in ksqlDB.
+fn check_join(
+    sql: &str,
+    parsed: &Parsed,
+    keys: [&String; 2],
+    schemas: &[SchemaRef; 2],
+) -> Result<(Kind, Option<String>)> {
     let statements = Parser::parse_sql(&GenericDialect {}, sql)
         .map_err(|e| Error::Plan(format!("rewriting the join: {e}")))?;
     let Some(SqlStatement::Query(query)) = statements.first() else {
@@ -197,6 +203,20 @@ fn check_join(sql: &str, parsed: &Parsed, keys: [&String; 2]) -> Result<(Kind, O
             }
             _ => None,
         },
+        Expr::Identifier(ident) => {
+            let name = ident.value.to_lowercase();
+            let has = |s: usize| {
+                schemas[s]
+                    .fields()
+                    .iter()
+                    .any(|f| f.name() != "rowtime" && f.name().to_lowercase() == name)
+            };
+            match (has(0), has(1)) {
+                (true, false) => Some((0, name)),
+                (false, true) => Some((1, name)),
+                _ => None,
+            }
+        }
         _ => None,
     };
     let sides = match on {
