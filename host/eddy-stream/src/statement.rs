@@ -602,7 +602,7 @@ fn column(t: &mut Tokens, kind: Kind) -> Result<Column> {
 
 /// What [`data_type`] accepts, for its error.
 const TYPES: &str = "a type (BOOLEAN, INT, BIGINT, DOUBLE, DECIMAL(p, s), VARCHAR, BYTES, \
-                     TIMESTAMP, ARRAY<…>, MAP<VARCHAR, …> or STRUCT<…>)";
+                     TIMESTAMP, DATE, TIME, ARRAY<…>, MAP<VARCHAR, …> or STRUCT<…>)";
 
 /// ksqlDB's column types, as Arrow types.
 fn data_type(t: &mut Tokens) -> Result<DataType> {
@@ -618,6 +618,8 @@ fn data_type(t: &mut Tokens) -> Result<DataType> {
         "VARCHAR" | "STRING" => DataType::Utf8,
         "BYTES" => DataType::Binary,
         "TIMESTAMP" => DataType::Timestamp(TimeUnit::Millisecond, None),
+        "DATE" => DataType::Date32,
+        "TIME" => DataType::Time32(TimeUnit::Millisecond),
         "DECIMAL" => {
             t.expect(Token::LParen)?;
             let precision = t.number("a DECIMAL precision (1 to 38)", 1, 38)?;
@@ -844,8 +846,8 @@ mod tests {
         assert_eq!(
             e.to_string(),
             "syntax error at line 1, column 20: expected a type (BOOLEAN, INT, BIGINT, DOUBLE, \
-             DECIMAL(p, s), VARCHAR, BYTES, TIMESTAMP, ARRAY<…>, MAP<VARCHAR, …> or STRUCT<…>), \
-             found 'NUMBER'"
+             DECIMAL(p, s), VARCHAR, BYTES, TIMESTAMP, DATE, TIME, ARRAY<…>, MAP<VARCHAR, …> or \
+             STRUCT<…>), found 'NUMBER'"
         );
         let e = parse("CREATE TABLE t (a INT KEY)").unwrap_err();
         assert!(e.to_string().contains("PRIMARY KEY"), "{e}");

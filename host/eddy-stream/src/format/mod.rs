@@ -115,14 +115,19 @@ impl ValueFormat {
                     f.name(),
                     type_name(f.data_type())
                 ))),
-                None => match columns
-                    .iter()
-                    .find(|f| matches!(f.data_type(), DataType::Decimal128(..) | DataType::Binary))
-                {
+                None => match columns.iter().find(|f| {
+                    matches!(
+                        f.data_type(),
+                        DataType::Decimal128(..)
+                            | DataType::Binary
+                            | DataType::Date32
+                            | DataType::Time32(_)
+                    )
+                }) {
                     // ksqlDB reads these from text; Eddy's DELIMITED decoder does not yet.
                     Some(f) => Err(Error::Catalog(format!(
-                        "value_format 'DELIMITED' does not hold DECIMAL or BYTES columns in Eddy \
-                         yet: column {} of {relation} is {}; use JSON",
+                        "value_format 'DELIMITED' does not hold DECIMAL, BYTES, DATE or TIME \
+                         columns in Eddy yet: column {} of {relation} is {}; use JSON",
                         f.name(),
                         type_name(f.data_type())
                     ))),

@@ -624,6 +624,40 @@ mod tests {
     }
 
     #[test]
+    fn dates_and_times_are_numbers_as_ksqldb_writes_them() {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("day", DataType::Date32, true),
+            Field::new("at", DataType::Time32(TimeUnit::Millisecond), true),
+            Field::new(
+                "rowtime",
+                DataType::Timestamp(TimeUnit::Millisecond, None),
+                true,
+            ),
+        ]));
+        let decoder = Decoder::new(schema, None);
+        let (batch, bad) = decoder.decode(&[
+            message(0, r#"{"day":18263,"at":48600000}"#),
+            message(1, r#"{"day":"1","at":null}"#),
+            message(2, r#"{"day":1,"at":86400000}"#),
+        ]);
+        let reasons: Vec<&str> = bad.iter().map(|b| b.reason.as_str()).collect();
+        assert_eq!(reasons, ["field 'at' should be TIME, found 86400000"]);
+        let shown = arrow::util::pretty::pretty_format_columns("day", &[batch.column(0).clone()])
+            .unwrap()
+            .to_string();
+        assert!(shown.contains("2020-01-02"), "{shown}");
+        let payloads: Vec<String> = encode(&batch)
+            .unwrap()
+            .into_iter()
+            .map(|r| String::from_utf8(r.payload.unwrap()).unwrap())
+            .collect();
+        assert_eq!(
+            payloads,
+            [r#"{"DAY":18263,"AT":48600000}"#, r#"{"DAY":1,"AT":null}"#]
+        );
+    }
+
+    #[test]
     fn nan_and_the_infinities_are_the_strings_ksqldb_writes() {
         let schema = Arc::new(Schema::new(vec![
             Field::new("car", DataType::Utf8, true),

@@ -24,9 +24,12 @@ use crate::format::common::display_name;
 /// Whether values of `t` take this module's path rather than a typed builder's.
 pub(crate) fn handles(t: &DataType) -> bool {
     match t {
-        DataType::Struct(_) | DataType::Map(..) | DataType::Decimal128(..) | DataType::Binary => {
-            true
-        }
+        DataType::Struct(_)
+        | DataType::Map(..)
+        | DataType::Decimal128(..)
+        | DataType::Binary
+        | DataType::Date32
+        | DataType::Time32(_) => true,
         DataType::List(item) => !matches!(
             item.data_type(),
             DataType::Float64
@@ -53,6 +56,16 @@ pub(crate) fn to_scalar(value: &Value, t: &DataType) -> Option<ScalarValue> {
         DataType::Utf8 => ScalarValue::Utf8(Some(coerce::to_text(value)?)),
         DataType::Timestamp(TimeUnit::Millisecond, None) => {
             ScalarValue::TimestampMillisecond(Some(timestamp_ms(value)?), None)
+        }
+        // As ksqlDB writes them: a DATE is its days since the epoch, a TIME its milliseconds
+        // since midnight.
+        DataType::Date32 => ScalarValue::Date32(Some(coerce::to_i32(value)?)),
+        DataType::Time32(TimeUnit::Millisecond) => {
+            let ms = coerce::to_i32(value)?;
+            if !(0..86_400_000).contains(&ms) {
+                return None;
+            }
+            ScalarValue::Time32Millisecond(Some(ms))
         }
         DataType::Decimal128(precision, scale) => {
             let text = match value {
@@ -181,12 +194,14 @@ impl ArrayBuilder for ScalarColumn {
     }
 }
 
-/// `column` as ksqlDB writes it in JSON: `BYTES` as base64 strings, `STRUCT` fields under
-/// their display names, at any depth.
+/// `column` as ksqlDB writes it in JSON: `BYTES` as base64 strings, times as numbers, `STRUCT`
+/// fields under their display names, at any depth.
 pub(crate) fn for_json(column: &ArrayRef) -> Result<ArrayRef, arrow::error::ArrowError> {
     Ok(match column.data_type() {
         // ksqlDB writes a TIMESTAMP as its milliseconds since the epoch.
         DataType::Timestamp(..) => arrow::compute::cast(column, &DataType::Int64)?,
+        // A DATE as its days since the epoch, a TIME as its milliseconds since midnight.
+        DataType::Date32 | DataType::Time32(_) => arrow::compute::cast(column, &DataType::Int32)?,
         DataType::Binary => {
             let bytes = column.as_binary::<i32>();
             Arc::new(
