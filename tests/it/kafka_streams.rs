@@ -322,10 +322,12 @@ async fn kafka_a_stream_stream_join_is_keyed_by_its_join_column() {
     );
 }
 
-/// ksqlDB's `format` sets the key and the value format at once, of a source and of a query.
+/// ksqlDB's `format` sets the key and the value format at once, of a source and of a query; a
+/// query that names neither writes in its source's formats, as in ksqlDB.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kafka_format_sets_both_key_and_value_formats() {
     let (lines, as_json) = (unique("format-lines"), unique("format-json"));
+    let copied = unique("format-copied");
     let mut engine = engine();
     for sql in [
         format!(
@@ -336,6 +338,7 @@ async fn kafka_format_sets_both_key_and_value_formats() {
             "CREATE STREAM as_json WITH (kafka_topic='{as_json}', format='JSON') AS \
              SELECT * FROM lines"
         ),
+        format!("CREATE STREAM copied WITH (kafka_topic='{copied}') AS SELECT * FROM lines"),
     ] {
         run(&mut engine, &sql).await;
     }
@@ -368,6 +371,10 @@ async fn kafka_format_sets_both_key_and_value_formats() {
         read_raw(&as_json, 1).await,
         // The DELIMITED key `ab` is the JSON string `"ab"`.
         expected(&[(Some(br#""ab""#), Some(r#"{"NAME":"Nick","N":2}"#))])
+    );
+    assert_eq!(
+        read_raw(&copied, 1).await,
+        expected(&[(Some(b"ab"), Some("Nick,2"))])
     );
 }
 

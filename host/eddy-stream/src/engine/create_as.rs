@@ -283,7 +283,7 @@ impl Engine {
         let both_formats = options.get("format").cloned();
         options::split_format(&mut options, false)?;
         options::check_query(&options)?;
-        let format = ValueFormat::from_options(&options)?;
+        ValueFormat::from_options(&options)?;
         let on_error = match options.get("on_error").map(|v| v.to_lowercase()).as_deref() {
             None | Some("skip") => OnError::Skip,
             Some("fail") => OnError::Fail,
@@ -305,6 +305,21 @@ impl Engine {
         let fail = |this: &Self, processor: &Processor, message: &str| {
             this.drop_tables(&processor.tables);
             Err(Error::Plan(message.to_string()))
+        };
+        // As in ksqlDB, what a query writes to Kafka is in its source's value format unless it
+        // names one.
+        if options.contains_key("kafka_topic") && !options.contains_key("value_format") {
+            for option in ["value_format", "value_delimiter"] {
+                if let Some(v) = self.relations[&parsed.source].options.get(option) {
+                    options
+                        .entry(option.to_string())
+                        .or_insert_with(|| v.clone());
+                }
+            }
+        }
+        let format = match ValueFormat::from_options(&options) {
+            Ok(format) => format,
+            Err(e) => return fail(self, &processor, &e.to_string()),
         };
         if kind == Kind::Stream && aggregate {
             return fail(
