@@ -239,9 +239,11 @@ async fn kafka_a_record_without_a_value_passes_a_projection_only() {
 
 /// A stream–table join written to Kafka is keyed by its join column, as in ksqlDB: the
 /// stream's side of `ON` (or the table's), whichever it selects, in the stream's key format.
+/// So is a join of a stream with two tables on one key.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kafka_a_stream_table_join_is_keyed_by_its_join_column() {
     let (clicks, enriched) = (unique("join-clicks"), unique("join-enriched"));
+    let ranked = unique("join-ranked");
     let mut engine = engine();
     for sql in [
         "CREATE TABLE users (id INT PRIMARY KEY, name VARCHAR)".to_string(),
@@ -254,9 +256,30 @@ async fn kafka_a_stream_table_join_is_keyed_by_its_join_column() {
             "CREATE STREAM enriched WITH (kafka_topic='{enriched}') AS \
              SELECT c.user_id, u.name, c.page FROM clicks c JOIN users u ON c.user_id = u.id"
         ),
+        "CREATE TABLE tiers (id INT PRIMARY KEY, tier VARCHAR)".to_string(),
+        "INSERT INTO tiers (id, tier) VALUES (1, 'gold'), (2, 'iron')".to_string(),
+        format!(
+            "CREATE STREAM ranked WITH (kafka_topic='{ranked}') AS \
+             SELECT u.id, u.name, t.tier FROM clicks c JOIN users u ON c.user_id = u.id \
+             JOIN tiers t ON c.user_id = t.id"
+        ),
     ] {
         run(&mut engine, &sql).await;
     }
+    let refused = engine
+        .execute(&format!(
+            "CREATE STREAM lost WITH (kafka_topic='{ranked}-lost') AS \
+             SELECT u.name, t.tier FROM clicks c JOIN users u ON c.user_id = u.id \
+             JOIN tiers t ON c.user_id = t.id"
+        ))
+        .await
+        .err()
+        .expect("refused");
+    assert_eq!(
+        refused.to_string(),
+        "The query used to build `lost` must include the join expression C.USER_ID, U.ID or \
+         T.ID in its projection (eg, SELECT C.USER_ID...)."
+    );
     let refused = engine
         .execute(&format!(
             "CREATE STREAM lost WITH (kafka_topic='{enriched}-lost') AS \
@@ -292,6 +315,13 @@ async fn kafka_a_stream_table_join_is_keyed_by_its_join_column() {
         expected(&[
             (Some(&two), Some(r#"{"NAME":"Bo","PAGE":"home"}"#)),
             (Some(&one), Some(r#"{"NAME":"Ada","PAGE":"cart"}"#)),
+        ])
+    );
+    assert_eq!(
+        read_raw(&ranked, 2).await,
+        expected(&[
+            (Some(&two), Some(r#"{"NAME":"Bo","TIER":"iron"}"#)),
+            (Some(&one), Some(r#"{"NAME":"Ada","TIER":"gold"}"#)),
         ])
     );
 }

@@ -510,30 +510,42 @@ impl Parsed {
             && self.changelog.is_none()
     }
 
-    /// The two sides of its one join's `ON a = b`, when that is its condition.
-    pub(crate) fn join_equality(&self) -> Option<(Expr, Expr)> {
+    /// The expressions its joins' `ON a = b` conditions make equal, when every join has such a
+    /// condition and each joins on the key those before it share (`a.id = b.id`, then
+    /// `a.id = c.id`).
+    pub(crate) fn join_keys(&self) -> Option<Vec<Expr>> {
         use datafusion::sql::sqlparser::ast::{BinaryOperator, JoinConstraint, JoinOperator};
         let SetExpr::Select(select) = self.query.body.as_ref() else {
             return None;
         };
-        let [join] = select.from.first()?.joins.as_slice() else {
-            return None;
-        };
-        let (JoinOperator::Join(JoinConstraint::On(on))
-        | JoinOperator::Inner(JoinConstraint::On(on))
-        | JoinOperator::Left(JoinConstraint::On(on))
-        | JoinOperator::LeftOuter(JoinConstraint::On(on))) = &join.join_operator
-        else {
-            return None;
-        };
-        match on {
-            Expr::BinaryOp {
+        let mut keys: Vec<Expr> = Vec::new();
+        for join in &select.from.first()?.joins {
+            let (JoinOperator::Join(JoinConstraint::On(on))
+            | JoinOperator::Inner(JoinConstraint::On(on))
+            | JoinOperator::Left(JoinConstraint::On(on))
+            | JoinOperator::LeftOuter(JoinConstraint::On(on))) = &join.join_operator
+            else {
+                return None;
+            };
+            let Expr::BinaryOp {
                 left,
                 op: BinaryOperator::Eq,
                 right,
-            } => Some(((**left).clone(), (**right).clone())),
-            _ => None,
+            } = on
+            else {
+                return None;
+            };
+            let known = |e: &Expr| keys.iter().any(|k| same_reference(k, e));
+            // Each later join must join on the key the ones before it share.
+            match (keys.is_empty(), known(left), known(right)) {
+                (true, ..) => keys.extend([(**left).clone(), (**right).clone()]),
+                (false, true, true) => {}
+                (false, true, false) => keys.push((**right).clone()),
+                (false, false, true) => keys.push((**left).clone()),
+                (false, false, false) => return None,
+            }
         }
+        (!keys.is_empty()).then_some(keys)
     }
 
     /// Whether an output column selects `expr` as it is (by itself, or under an alias).

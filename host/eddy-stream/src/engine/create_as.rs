@@ -193,30 +193,33 @@ impl Engine {
             .map_err(|e| e.to_string())?
             .filter(|f| *f != KeyFormat::None)
             .unwrap_or(KeyFormat::Kafka);
-        let joined_stream_or_table = parsed.joined.len() == 1
+        let joined_stream_or_table = !parsed.joined.is_empty()
             && parsed.changelog.is_none()
             && !parsed.grouped
             && parsed.window.is_none()
             && parsed.partition_by.is_empty()
             && (parsed.within.is_some()
-                || self
-                    .relations
-                    .get(&parsed.joined[0])
-                    .is_some_and(|r| r.kind == Kind::Table));
+                || parsed.joined.iter().all(|joined| {
+                    self.relations
+                        .get(joined)
+                        .is_some_and(|r| r.kind == Kind::Table)
+                }));
         if joined_stream_or_table {
-            let Some((left, right)) = parsed.join_equality() else {
+            let Some(keys) = parsed.join_keys() else {
                 return Ok(None);
             };
-            return match [&left, &right].into_iter().find(|e| parsed.selects(e)) {
+            return match keys.iter().find(|e| parsed.selects(e)) {
                 Some(key) => Ok(Some((vec![key.clone()], format))),
                 None => {
-                    let (l, r) = (
-                        left.to_string().to_uppercase(),
-                        right.to_string().to_uppercase(),
-                    );
+                    let names: Vec<String> =
+                        keys.iter().map(|k| k.to_string().to_uppercase()).collect();
+                    let (init, last) = names.split_at(names.len() - 1);
                     Err(format!(
-                        "The query used to build `{name}` must include the join expression {l} \
-                         or {r} in its projection (eg, SELECT {l}...)."
+                        "The query used to build `{name}` must include the join expression {} \
+                         or {} in its projection (eg, SELECT {}...).",
+                        init.join(", "),
+                        last[0],
+                        names[0]
                     ))
                 }
             };
