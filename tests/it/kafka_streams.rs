@@ -277,7 +277,7 @@ async fn kafka_a_stream_table_join_is_keyed_by_its_join_column() {
         .expect("refused");
     assert_eq!(
         refused.to_string(),
-        "The query used to build `lost` must include the join expression C.USER_ID, U.ID or \
+        "The query used to build `lost` must include the join expressions C.USER_ID, U.ID or \
          T.ID in its projection (eg, SELECT C.USER_ID...)."
     );
     let refused = engine

@@ -510,15 +510,15 @@ impl Parsed {
             && self.changelog.is_none()
     }
 
-    /// The expressions its joins' `ON a = b` conditions make equal, when every join has such a
-    /// condition and each joins on the key those before it share (`a.id = b.id`, then
-    /// `a.id = c.id`).
+    /// What its joins are keyed by, as ksqlDB keys them, when every join is `ON a = b`: both
+    /// sides of a single join; for several, the columns of the last join's condition and every
+    /// column an earlier join makes equal to one of them, in the order they are written.
     pub(crate) fn join_keys(&self) -> Option<Vec<Expr>> {
         use datafusion::sql::sqlparser::ast::{BinaryOperator, JoinConstraint, JoinOperator};
         let SetExpr::Select(select) = self.query.body.as_ref() else {
             return None;
         };
-        let mut keys: Vec<Expr> = Vec::new();
+        let mut equalities: Vec<[Expr; 2]> = Vec::new();
         for join in &select.from.first()?.joins {
             let (JoinOperator::Join(JoinConstraint::On(on))
             | JoinOperator::Inner(JoinConstraint::On(on))
@@ -535,17 +535,38 @@ impl Parsed {
             else {
                 return None;
             };
-            let known = |e: &Expr| keys.iter().any(|k| same_reference(k, e));
-            // Each later join must join on the key the ones before it share.
-            match (keys.is_empty(), known(left), known(right)) {
-                (true, ..) => keys.extend([(**left).clone(), (**right).clone()]),
-                (false, true, true) => {}
-                (false, true, false) => keys.push((**right).clone()),
-                (false, false, true) => keys.push((**left).clone()),
-                (false, false, false) => return None,
+            equalities.push([(**left).clone(), (**right).clone()]);
+        }
+        let (last, earlier) = equalities.split_last()?;
+        if earlier.is_empty() {
+            return Some(last.to_vec());
+        }
+        let column = |e: &Expr| matches!(e, Expr::Identifier(_) | Expr::CompoundIdentifier(_));
+        let mut keys: Vec<Expr> = last.iter().filter(|e| column(e)).cloned().collect();
+        // Widen to what earlier joins make equal to a key, until nothing more comes.
+        let mut grown = true;
+        while grown {
+            grown = false;
+            for [a, b] in earlier {
+                for (x, y) in [(a, b), (b, a)] {
+                    let known = |e: &Expr| keys.iter().any(|k| same_reference(k, e));
+                    if known(x) && column(y) && !known(y) {
+                        keys.push(y.clone());
+                        grown = true;
+                    }
+                }
             }
         }
-        (!keys.is_empty()).then_some(keys)
+        // In the order the conditions write them.
+        let written: Vec<Expr> = equalities.iter().flatten().cloned().collect();
+        let mut ordered: Vec<Expr> = Vec::new();
+        for e in &written {
+            let key = keys.iter().any(|k| same_reference(k, e));
+            if key && !ordered.iter().any(|o| same_reference(o, e)) {
+                ordered.push(e.clone());
+            }
+        }
+        (!ordered.is_empty()).then_some(ordered)
     }
 
     /// Whether an output column selects `expr` as it is (by itself, or under an alias).

@@ -213,12 +213,20 @@ impl Engine {
                 None => {
                     let names: Vec<String> =
                         keys.iter().map(|k| k.to_string().to_uppercase()).collect();
-                    let (init, last) = names.split_at(names.len() - 1);
+                    let listed = match names.split_last() {
+                        Some((last, [])) => last.clone(),
+                        Some((last, init)) => format!("{} or {last}", init.join(", ")),
+                        None => String::new(),
+                    };
+                    // ksqlDB's wording: plural for several candidates of several joins.
+                    let noun = if parsed.joined.len() > 1 && names.len() > 1 {
+                        "expressions"
+                    } else {
+                        "expression"
+                    };
                     Err(format!(
-                        "The query used to build `{name}` must include the join expression {} \
-                         or {} in its projection (eg, SELECT {}...).",
-                        init.join(", "),
-                        last[0],
+                        "The query used to build `{name}` must include the join {noun} \
+                         {listed} in its projection (eg, SELECT {}...).",
                         names[0]
                     ))
                 }
