@@ -448,6 +448,13 @@ async fn kafka_keys_default_to_kafka_and_outputs_take_their_sources_key_format()
             "key_format 'KAFKA' holds a single primitive key, so the GROUP BY of by_two needs \
              exactly one KEY column, not 2 (name, n): use key_format 'DELIMITED' for more",
         ),
+        (
+            format!(
+                "CREATE TABLE only_keys WITH (kafka_topic='{plain}-only-keys') AS \
+                 SELECT name, n FROM json_in GROUP BY name, n"
+            ),
+            "The projection contains no value columns.",
+        ),
     ] {
         let refused = engine.execute(&sql).await.err().expect("refused");
         assert_eq!(refused.to_string(), message, "{sql}");

@@ -426,7 +426,8 @@ impl Engine {
                 .collect(),
             None => fields.iter().map(|f| f.as_ref().clone()).collect(),
         };
-        if source_key_format.is_some() && value_fields.iter().all(|f| f.name() == "rowtime") {
+        // As in ksqlDB, a keyed output needs a value beside its key.
+        if records.is_some() && value_fields.iter().all(|f| f.name() == "rowtime") {
             return fail(
                 self,
                 &processor,
