@@ -15,6 +15,12 @@ pub(crate) enum Val {
     Double(f64),
     /// ms since the epoch
     Timestamp(i64),
+    /// days since the epoch
+    Date(i32),
+    /// ms since midnight
+    Time(i32),
+    /// a DECIMAL's unscaled value
+    Decimal(i128),
     Str(String),
 }
 

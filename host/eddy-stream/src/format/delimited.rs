@@ -67,6 +67,25 @@ fn field(column: &Field, text: &str) -> std::result::Result<Val, String> {
         DataType::Int64 => t.parse().ok().map(Val::BigInt),
         DataType::Float64 => t.parse().ok().map(Val::Double),
         DataType::Timestamp(..) => timestamp_ms(t).map(Val::Timestamp),
+        // As ksqlDB writes them: days since the epoch, milliseconds since midnight.
+        DataType::Date32 => t.parse().ok().map(Val::Date),
+        DataType::Time32(_) => t
+            .parse()
+            .ok()
+            .filter(|ms| (0..86_400_000).contains(ms))
+            .map(Val::Time),
+        DataType::Decimal128(precision, scale) => {
+            arrow::compute::kernels::cast_utils::parse_decimal::<arrow::datatypes::Decimal128Type>(
+                t, *precision, *scale,
+            )
+            .ok()
+            .filter(|v| {
+                <arrow::datatypes::Decimal128Type as arrow::datatypes::DecimalType>::
+                    validate_decimal_precision(*v, *precision, *scale)
+                    .is_ok()
+            })
+            .map(Val::Decimal)
+        }
         _ => Some(Val::Str(text.to_string())),
     };
     value.ok_or_else(|| {
@@ -114,6 +133,8 @@ pub(crate) fn encode(batch: &RecordBatch, delimiter: u8) -> Result<Vec<Record>> 
         .iter()
         .map(|c| match c.data_type() {
             DataType::Timestamp(..) => arrow::compute::cast(c, &DataType::Int64),
+            // A DATE as its days since the epoch, a TIME as its milliseconds since midnight.
+            DataType::Date32 | DataType::Time32(_) => arrow::compute::cast(c, &DataType::Int32),
             _ => Ok(c.clone()),
         })
         .collect::<Result<Vec<_>, _>>()?;
@@ -218,6 +239,36 @@ mod tests {
             .downcast_ref::<StringArray>()
             .unwrap();
         a.iter().map(|s| s.map(str::to_string)).collect()
+    }
+
+    #[test]
+    fn decimals_dates_and_times_as_ksqldb_writes_them() {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("price", DataType::Decimal128(6, 2), true),
+            Field::new("day", DataType::Date32, true),
+            Field::new("at", DataType::Time32(TimeUnit::Millisecond), true),
+            Field::new(
+                "rowtime",
+                DataType::Timestamp(TimeUnit::Millisecond, None),
+                true,
+            ),
+        ]));
+        let decoder =
+            ValueDecoder::new(ValueFormat::Delimited { delimiter: b',' }, schema, None).unwrap();
+        let messages: Vec<Message> = [&b"12.5,18263,48600000"[..], b"12345.1,1,2", b",,"]
+            .iter()
+            .enumerate()
+            .map(|(i, l)| message(i as i64, l))
+            .collect();
+        let (batch, bad) = decoder.decode(&messages);
+        let reasons: Vec<String> = bad.into_iter().map(|b| b.reason).collect();
+        assert_eq!(reasons, ["column price: '12345.1' is not a DECIMAL(6, 2)"]);
+        let lines: Vec<String> = encode(&batch, b',')
+            .unwrap()
+            .into_iter()
+            .map(|r| String::from_utf8(r.payload.unwrap()).unwrap())
+            .collect();
+        assert_eq!(lines, ["12.50,18263,48600000", ",,"]);
     }
 
     #[test]

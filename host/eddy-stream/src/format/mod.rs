@@ -14,8 +14,9 @@ pub(crate) mod records;
 use std::sync::Arc;
 
 use arrow::array::{
-    ArrayRef, BooleanBuilder, Float64Builder, Int32Builder, Int64Builder, RecordBatch,
-    StringBuilder, TimestampMillisecondBuilder,
+    ArrayRef, BooleanBuilder, Date32Builder, Decimal128Builder, Float64Builder, Int32Builder,
+    Int64Builder, RecordBatch, StringBuilder, Time32MillisecondBuilder,
+    TimestampMillisecondBuilder,
 };
 use arrow::datatypes::{DataType, Field, FieldRef, SchemaRef, TimeUnit};
 use eddy_connector::{Message, Options, Record};
@@ -115,19 +116,14 @@ impl ValueFormat {
                     f.name(),
                     type_name(f.data_type())
                 ))),
-                None => match columns.iter().find(|f| {
-                    matches!(
-                        f.data_type(),
-                        DataType::Decimal128(..)
-                            | DataType::Binary
-                            | DataType::Date32
-                            | DataType::Time32(_)
-                    )
-                }) {
-                    // ksqlDB reads these from text; Eddy's DELIMITED decoder does not yet.
+                None => match columns
+                    .iter()
+                    .find(|f| matches!(f.data_type(), DataType::Binary))
+                {
+                    // ksqlDB reads these from base64 text; Eddy's DELIMITED decoder does not yet.
                     Some(f) => Err(Error::Catalog(format!(
-                        "value_format 'DELIMITED' does not hold DECIMAL, BYTES, DATE or TIME \
-                         columns in Eddy yet: column {} of {relation} is {}; use JSON",
+                        "value_format 'DELIMITED' does not hold BYTES columns in Eddy yet: \
+                         column {} of {relation} is {}; use JSON",
                         f.name(),
                         type_name(f.data_type())
                     ))),
@@ -736,6 +732,9 @@ enum Builder {
     BigInt(Int64Builder),
     Double(Float64Builder),
     Timestamp(TimestampMillisecondBuilder),
+    Date(Date32Builder),
+    Time(Time32MillisecondBuilder),
+    Decimal(Decimal128Builder),
     Str(StringBuilder),
 }
 
@@ -749,6 +748,15 @@ impl Builder {
             DataType::Timestamp(TimeUnit::Millisecond, None) => {
                 Builder::Timestamp(TimestampMillisecondBuilder::with_capacity(capacity))
             }
+            DataType::Date32 => Builder::Date(Date32Builder::with_capacity(capacity)),
+            DataType::Time32(TimeUnit::Millisecond) => {
+                Builder::Time(Time32MillisecondBuilder::with_capacity(capacity))
+            }
+            DataType::Decimal128(precision, scale) => Builder::Decimal(
+                Decimal128Builder::with_capacity(capacity)
+                    .with_precision_and_scale(*precision, *scale)
+                    .expect("the parser checked the DECIMAL's precision and scale"),
+            ),
             _ => Builder::Str(StringBuilder::with_capacity(capacity, capacity * 8)),
         }
     }
@@ -761,12 +769,18 @@ impl Builder {
             (Builder::BigInt(b), Val::BigInt(v)) => b.append_value(v),
             (Builder::Double(b), Val::Double(v)) => b.append_value(v),
             (Builder::Timestamp(b), Val::Timestamp(v)) => b.append_value(v),
+            (Builder::Date(b), Val::Date(v)) => b.append_value(v),
+            (Builder::Time(b), Val::Time(v)) => b.append_value(v),
+            (Builder::Decimal(b), Val::Decimal(v)) => b.append_value(v),
             (Builder::Str(b), Val::Str(v)) => b.append_value(v),
             (Builder::Bool(b), _) => b.append_null(),
             (Builder::Int(b), _) => b.append_null(),
             (Builder::BigInt(b), _) => b.append_null(),
             (Builder::Double(b), _) => b.append_null(),
             (Builder::Timestamp(b), _) => b.append_null(),
+            (Builder::Date(b), _) => b.append_null(),
+            (Builder::Time(b), _) => b.append_null(),
+            (Builder::Decimal(b), _) => b.append_null(),
             (Builder::Str(b), _) => b.append_null(),
         }
     }
@@ -778,6 +792,9 @@ impl Builder {
             Builder::BigInt(mut b) => Arc::new(b.finish()),
             Builder::Double(mut b) => Arc::new(b.finish()),
             Builder::Timestamp(mut b) => Arc::new(b.finish()),
+            Builder::Date(mut b) => Arc::new(b.finish()),
+            Builder::Time(mut b) => Arc::new(b.finish()),
+            Builder::Decimal(mut b) => Arc::new(b.finish()),
             Builder::Str(mut b) => Arc::new(b.finish()),
         }
     }
