@@ -1,10 +1,12 @@
 //! ksqlDB's function library under ksqlDB's names and semantics, beside DataFusion's own.
 //!
 //! Where DataFusion has a function of the same name with other semantics (`substring`, `instr`,
-//! `lpad`, `rpad`, `round`, `array_length`), ksqlDB's wins: it is registered after DataFusion's
+//! `lpad`, `rpad`, `round`, `array_length`, `encode`), ksqlDB's wins: it is registered after DataFusion's
 //! and replaces it by name.
 
 mod aggregate;
+mod bytes;
+mod json;
 mod lambda;
 mod math;
 mod scalar;
@@ -46,6 +48,8 @@ fn scalar_functions() -> Vec<Arc<ScalarUDF>> {
         .into_iter()
         .chain(math::all())
         .chain(time::all())
+        .chain(json::all())
+        .chain(bytes::all())
         .map(|f| Arc::new(ScalarUDF::new_from_impl(f)))
         .collect()
 }
