@@ -197,7 +197,7 @@ pub(super) fn all() -> Vec<Ksql> {
 }
 
 /// `JSON_RECORDS`' type: a `MAP<STRING, STRING>` as [`MapBuilder`] builds it.
-fn records_type() -> DataType {
+pub(super) fn records_type() -> DataType {
     let entries = Field::new_struct(
         "entries",
         vec![Field::new("keys", S, false), Field::new("values", S, true)],

@@ -6,6 +6,7 @@
 
 mod aggregate;
 mod bytes;
+mod collection;
 mod json;
 mod lambda;
 mod math;
@@ -50,6 +51,7 @@ fn scalar_functions() -> Vec<Arc<ScalarUDF>> {
         .chain(time::all())
         .chain(json::all())
         .chain(bytes::all())
+        .chain(collection::all())
         .map(|f| Arc::new(ScalarUDF::new_from_impl(f)))
         .collect()
 }
