@@ -13,6 +13,7 @@ mod math;
 mod scalar;
 mod string;
 mod time;
+mod url;
 
 pub use lambda::rewrite as rewrite_lambdas;
 pub use time::parse_timestamp;
@@ -52,6 +53,7 @@ fn scalar_functions() -> Vec<Arc<ScalarUDF>> {
         .chain(json::all())
         .chain(bytes::all())
         .chain(collection::all())
+        .chain(url::all())
         .map(|f| Arc::new(ScalarUDF::new_from_impl(f)))
         .collect()
 }
