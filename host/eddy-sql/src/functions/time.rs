@@ -1,12 +1,16 @@
 //! Date and time functions with Java (`DateTimeFormatter`) patterns, as ksqlDB takes them:
-//! `PARSE_TIMESTAMP`, `FORMAT_TIMESTAMP`, `PARSE_DATE`, `FORMAT_DATE`, `UNIX_TIMESTAMP`.
+//! `PARSE_TIMESTAMP`, `FORMAT_TIMESTAMP`, `PARSE_DATE`, `FORMAT_DATE`, `UNIX_TIMESTAMP`, and
+//! ksqlDB's older forms over numbers: `STRINGTOTIMESTAMP` and `TIMESTAMPTOSTRING` (milliseconds
+//! since the epoch as a `BIGINT`), `STRINGTODATE` and `DATETOSTRING` (days as an `INTEGER`);
+//! `UNIX_DATE` and `FROM_DAYS` go between days and `DATE`.
 //! Times are UTC; a value that does not match its pattern is null (ksqlDB logs it, and nulls it).
 
 use std::sync::Arc;
 
 use chrono::{DateTime, NaiveDate, NaiveDateTime};
 use datafusion::arrow::array::{
-    Array, ArrayRef, AsArray, Date32Array, Int64Array, StringArray, TimestampMillisecondArray,
+    Array, ArrayRef, AsArray, Date32Array, Int32Array, Int64Array, StringArray,
+    TimestampMillisecondArray,
 };
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{DataType, Date32Type, TimeUnit, TimestampMillisecondType};
@@ -14,7 +18,7 @@ use datafusion::common::Result;
 use datafusion::logical_expr::{Signature, TypeSignature, Volatility};
 
 use super::scalar::{returns, Ksql};
-use super::string::strings;
+use super::string::{ints, strings};
 
 const S: DataType = DataType::Utf8;
 const TS: DataType = DataType::Timestamp(TimeUnit::Millisecond, None);
@@ -72,6 +76,90 @@ pub(super) fn all() -> Vec<Ksql> {
                 .collect();
             Ok(Arc::new(out))
         }),
+        Ksql::new(
+            "stringtotimestamp",
+            vec![vec![S, S]],
+            returns!(DataType::Int64),
+            |a, _| {
+                let out: Int64Array = per_row(a, parse_timestamp)?.into_iter().collect();
+                Ok(Arc::new(out))
+            },
+        ),
+        Ksql::new(
+            "timestamptostring",
+            vec![vec![DataType::Int64, S], vec![DataType::Int32, S]],
+            returns!(S),
+            |a, _| {
+                let millis = ints(&a[0])?;
+                let patterns = strings(&a[1])?;
+                let out: StringArray = (0..millis.len())
+                    .map(|i| {
+                        if millis.is_null(i) || patterns.is_null(i) {
+                            return None;
+                        }
+                        let t = DateTime::from_timestamp_millis(millis.value(i))?;
+                        format(t.naive_utc().format(&chrono_format(patterns.value(i))))
+                    })
+                    .collect();
+                Ok(Arc::new(out))
+            },
+        ),
+        Ksql::new(
+            "stringtodate",
+            vec![vec![S, S]],
+            returns!(DataType::Int32),
+            |a, _| {
+                let out: Int32Array = per_row(a, |text, pattern| {
+                    NaiveDate::parse_from_str(text, &chrono_format(pattern))
+                        .ok()
+                        .map(Date32Type::from_naive_date)
+                })?
+                .into_iter()
+                .collect();
+                Ok(Arc::new(out))
+            },
+        ),
+        Ksql::new(
+            "datetostring",
+            vec![vec![DataType::Int32, S], vec![DataType::Int64, S]],
+            returns!(S),
+            |a, _| {
+                let days = cast(&cast(&a[0], &DataType::Int32)?, &DATE)?;
+                let days = days.as_primitive::<Date32Type>();
+                let patterns = strings(&a[1])?;
+                let out: StringArray = (0..days.len())
+                    .map(|i| {
+                        if days.is_null(i) || patterns.is_null(i) {
+                            return None;
+                        }
+                        let d = Date32Type::to_naive_date_opt(days.value(i))?;
+                        format(d.format(&chrono_format(patterns.value(i))))
+                    })
+                    .collect();
+                Ok(Arc::new(out))
+            },
+        ),
+        Ksql::with_signature(
+            "unix_date",
+            Signature::one_of(
+                vec![TypeSignature::Nullary, TypeSignature::Exact(vec![DATE])],
+                Volatility::Volatile,
+            ),
+            returns!(DataType::Int32),
+            |a, rows| {
+                let Some(dates) = a.first() else {
+                    let today = Date32Type::from_naive_date(chrono::Utc::now().date_naive());
+                    return Ok(Arc::new(Int32Array::from(vec![today; rows])));
+                };
+                Ok(cast(&cast(dates, &DATE)?, &DataType::Int32)?)
+            },
+        ),
+        Ksql::new(
+            "from_days",
+            vec![vec![DataType::Int32], vec![DataType::Int64]],
+            returns!(DATE),
+            |a, _| Ok(cast(&cast(&a[0], &DataType::Int32)?, &DATE)?),
+        ),
         Ksql::with_signature(
             "unix_timestamp",
             Signature::one_of(
