@@ -11,6 +11,7 @@ mod json;
 mod lambda;
 mod math;
 mod scalar;
+mod stats;
 mod string;
 mod time;
 mod url;
@@ -31,6 +32,7 @@ pub(crate) fn register(builder: &mut SessionStateBuilder) {
     scalars.extend(scalar_functions());
     let aggregates = builder.aggregate_functions().get_or_insert_with(Vec::new);
     aggregates.extend(aggregate::all().into_iter().map(Arc::new));
+    aggregates.extend(stats::all().into_iter().map(Arc::new));
     // `SUBSTRING(…)` is parsed as a special form that DataFusion's planners turn into its own
     // `substr`, bypassing the registry: plan it first.
     let planners = builder.expr_planners().get_or_insert_with(Vec::new);
