@@ -1,11 +1,15 @@
-//! ksqlDB's statistical aggregates: `CORRELATION(x, y)` and `STDDEV_SAMPLE(x)` (also
-//! `STDDEV_SAMP`). Both keep running moments (Welford's), which merge exactly enough (Chan's),
+//! ksqlDB's statistical aggregates: `HISTOGRAM(s)`, `CORRELATION(x, y)` and `STDDEV_SAMPLE(x)`
+//! (also `STDDEV_SAMP`). `HISTOGRAM` counts each string, NULLs aside, in a MAP in order of first
+//! arrival. Both keep running moments (Welford's), which merge exactly enough (Chan's),
 //! and answer as ksqlDB does: a correlation of fewer than two points is NaN, a deviation of one
 //! value is 0, of none NULL. Rows with a NULL input are skipped.
 
 use std::sync::Arc;
 
-use datafusion::arrow::array::{Array, ArrayRef, AsArray};
+use datafusion::arrow::array::{
+    Array, ArrayRef, AsArray, Int64Array, Int64Builder, ListArray, MapBuilder, StringArray,
+    StringBuilder,
+};
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{DataType, Field, FieldRef, Float64Type};
 use datafusion::common::{plan_err, Result, ScalarValue};
@@ -35,6 +39,9 @@ struct KsqlStat {
 /// This family's functions.
 pub(super) fn all() -> Vec<AggregateUDF> {
     vec![
+        AggregateUDF::new_from_impl(Histogram {
+            signature: Signature::exact(vec![DataType::Utf8], Volatility::Immutable),
+        }),
         AggregateUDF::new_from_impl(KsqlStat {
             name: "correlation",
             aliases: &[],
@@ -221,6 +228,127 @@ impl Accumulator for Moments {
     }
 }
 
+/// ksqlDB's `HISTOGRAM`: how many times each string arrived.
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct Histogram {
+    signature: Signature,
+}
+
+/// `HISTOGRAM`'s type: a `MAP<STRING, BIGINT>` as [`MapBuilder`] builds it.
+fn histogram_type() -> DataType {
+    let entries = Field::new_struct(
+        "entries",
+        vec![
+            Field::new("keys", DataType::Utf8, false),
+            Field::new("values", DataType::Int64, true),
+        ],
+        false,
+    );
+    DataType::Map(Arc::new(entries), false)
+}
+
+impl AggregateUDFImpl for Histogram {
+    fn name(&self) -> &str {
+        "histogram"
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, _: &[DataType]) -> Result<DataType> {
+        Ok(histogram_type())
+    }
+
+    fn accumulator(&self, _args: AccumulatorArgs) -> Result<Box<dyn Accumulator>> {
+        Ok(Box::new(Counts::default()))
+    }
+
+    fn state_fields(&self, args: StateFieldsArgs) -> Result<Vec<FieldRef>> {
+        Ok(vec![
+            Arc::new(Field::new(
+                format_state_name(args.name, "keys"),
+                DataType::new_list(DataType::Utf8, true),
+                true,
+            )),
+            Arc::new(Field::new(
+                format_state_name(args.name, "counts"),
+                DataType::new_list(DataType::Int64, true),
+                true,
+            )),
+        ])
+    }
+}
+
+/// Each string and its count, in order of first arrival.
+#[derive(Debug, Default)]
+struct Counts(Vec<(String, i64)>);
+
+impl Counts {
+    fn add(&mut self, key: &str, n: i64) {
+        match self.0.iter_mut().find(|(k, _)| k == key) {
+            Some(entry) => entry.1 += n,
+            None => self.0.push((key.to_string(), n)),
+        }
+    }
+}
+
+impl Accumulator for Counts {
+    fn update_batch(&mut self, values: &[ArrayRef]) -> Result<()> {
+        let values = cast(&values[0], &DataType::Utf8)?;
+        for v in values.as_string::<i32>().iter().flatten() {
+            self.add(v, 1);
+        }
+        Ok(())
+    }
+
+    fn merge_batch(&mut self, states: &[ArrayRef]) -> Result<()> {
+        let (keys, counts) = (states[0].as_list::<i32>(), states[1].as_list::<i32>());
+        for i in 0..keys.len() {
+            if keys.is_null(i) || counts.is_null(i) {
+                continue;
+            }
+            let (k, c) = (keys.value(i), counts.value(i));
+            let k = k.as_string::<i32>();
+            let c = c.as_primitive::<datafusion::arrow::datatypes::Int64Type>();
+            for (k, c) in k.iter().zip(c.iter()) {
+                if let (Some(k), Some(c)) = (k, c) {
+                    self.add(k, c);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn state(&mut self) -> Result<Vec<ScalarValue>> {
+        let keys: StringArray = self.0.iter().map(|(k, _)| Some(k.as_str())).collect();
+        let counts: Int64Array = self.0.iter().map(|(_, c)| Some(*c)).collect();
+        let list = |a: ArrayRef| ScalarValue::List(Arc::new(one_row_list(a)));
+        Ok(vec![list(Arc::new(keys)), list(Arc::new(counts))])
+    }
+
+    fn evaluate(&mut self) -> Result<ScalarValue> {
+        let mut out = MapBuilder::new(None, StringBuilder::new(), Int64Builder::new());
+        for (k, c) in &self.0 {
+            out.keys().append_value(k);
+            out.values().append_value(*c);
+        }
+        out.append(true)?;
+        ScalarValue::try_from_array(&out.finish(), 0)
+    }
+
+    fn size(&self) -> usize {
+        size_of_val(self) + self.0.iter().map(|(k, _)| k.capacity() + 32).sum::<usize>()
+    }
+}
+
+/// A one-row list array holding `values`.
+fn one_row_list(values: ArrayRef) -> ListArray {
+    let field = Arc::new(Field::new_list_field(values.data_type().clone(), true));
+    let offsets = datafusion::arrow::buffer::OffsetBuffer::from_lengths([values.len()]);
+    ListArray::new(field, offsets, values, None)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -255,6 +383,29 @@ mod tests {
             Some(0.0)
         );
         assert_eq!(value(run(Stat::StddevSample, &[], &[])), None);
+    }
+
+    #[test]
+    fn histogram_state_merges_back() {
+        let mut whole = Counts::default();
+        let input: ArrayRef = Arc::new(StringArray::from(vec![
+            Some("a"),
+            None,
+            Some("b"),
+            Some("a"),
+        ]));
+        whole.update_batch(&[input]).unwrap();
+        let state: Vec<ArrayRef> = whole
+            .state()
+            .unwrap()
+            .iter()
+            .map(|v| v.to_array().unwrap())
+            .collect();
+        let mut merged = Counts::default();
+        merged.merge_batch(&state).unwrap();
+        merged.merge_batch(&state).unwrap();
+        assert_eq!(merged.0, vec![("a".to_string(), 4), ("b".to_string(), 2)]);
+        assert_eq!(whole.evaluate().unwrap().to_string(), "[{a:2,b:1}]");
     }
 
     #[test]
