@@ -1,16 +1,17 @@
 //! Regular expressions and collections: `REGEXP_EXTRACT`, `REGEXP_EXTRACT_ALL`,
-//! `REGEXP_SPLIT_TO_ARRAY`, `SLICE`, `ELT`, `FIELD`, `SPLIT_TO_MAP`. Regular expressions are
+//! `REGEXP_SPLIT_TO_ARRAY`, `SLICE`, `ELT`, `FIELD`, `SPLIT_TO_MAP`, `AS_MAP`, `MAP_UNION`,
+//! `ENTRIES`. Regular expressions are
 //! Rust's `regex` syntax, which covers Java's save for look-around and back-references.
 
 use std::sync::Arc;
 
 use datafusion::arrow::array::{
-    Array, ArrayRef, AsArray, Int32Array, ListArray, ListBuilder, MapBuilder, StringArray,
-    StringBuilder, UInt32Array,
+    new_null_array, Array, ArrayRef, AsArray, Int32Array, ListArray, ListBuilder, MapArray,
+    MapBuilder, StringArray, StringBuilder, StructArray, UInt32Array,
 };
 use datafusion::arrow::buffer::OffsetBuffer;
-use datafusion::arrow::compute::take;
-use datafusion::arrow::datatypes::{DataType, Field};
+use datafusion::arrow::compute::{interleave, sort_to_indices, take};
+use datafusion::arrow::datatypes::{DataType, Field, Fields};
 use datafusion::common::{exec_err, plan_err, Result};
 use datafusion::logical_expr::{Signature, Volatility};
 use regex::Regex;
@@ -174,7 +175,243 @@ pub(super) fn all() -> Vec<Ksql> {
             returns!(records_type()),
             split_to_map,
         ),
+        Ksql::with_signature(
+            "as_map",
+            Signature::any(2, Volatility::Immutable),
+            |t| match (&t[0], &t[1]) {
+                (DataType::List(k), DataType::List(v)) if k.data_type() == &S => {
+                    Ok(map_type(v.data_type().clone()))
+                }
+                (k, v) => plan_err!("AS_MAP takes an ARRAY<STRING> and an ARRAY, not {k}, {v}"),
+            },
+            as_map,
+        ),
+        Ksql::with_signature(
+            "map_union",
+            Signature::any(2, Volatility::Immutable),
+            |t| match (&t[0], &t[1]) {
+                (DataType::Map(..), b) if b == &t[0] => Ok(t[0].clone()),
+                (a, b) => plan_err!("MAP_UNION takes two MAPs of one type, not {a}, {b}"),
+            },
+            map_union,
+        ),
+        Ksql::with_signature(
+            "entries",
+            Signature::any(2, Volatility::Immutable),
+            |t| match (&t[0], &t[1]) {
+                (DataType::Map(entries, _), DataType::Boolean) => {
+                    Ok(DataType::new_list(entry_struct(map_parts(entries)?), true))
+                }
+                (m, b) => plan_err!("ENTRIES takes a MAP and a BOOLEAN, not {m}, {b}"),
+            },
+            entries,
+        ),
     ]
+}
+
+/// A MAP type with string keys, as [`MapBuilder`] spells it.
+fn map_type(value: DataType) -> DataType {
+    let entries = Field::new_struct(
+        "entries",
+        vec![
+            Field::new("keys", S, false),
+            Field::new("values", value, true),
+        ],
+        false,
+    );
+    DataType::Map(Arc::new(entries), false)
+}
+
+/// The key and value fields of a MAP's entries.
+fn map_parts(entries: &Field) -> Result<(Field, Field)> {
+    match entries.data_type() {
+        DataType::Struct(fields) if fields.len() == 2 => {
+            Ok((Field::clone(&fields[0]), Field::clone(&fields[1])))
+        }
+        other => plan_err!("not a MAP's entries: {other}"),
+    }
+}
+
+/// `ENTRIES`' element: ksqlDB's `STRUCT<K, V>`.
+fn entry_struct((key, value): (Field, Field)) -> DataType {
+    DataType::Struct(Fields::from(vec![
+        key.with_name("K").with_nullable(true),
+        value.with_name("V").with_nullable(true),
+    ]))
+}
+
+/// Where an entry's key and value come from: (source array, index) of each.
+type EntryAt = ((usize, usize), (usize, usize));
+
+/// A MAP of `rows`, each NULL or where its entries' keys and values come from.
+fn build_map(
+    ty: &DataType,
+    keys: &[&dyn Array],
+    values: &[&dyn Array],
+    rows: Vec<Option<Vec<EntryAt>>>,
+) -> Result<ArrayRef> {
+    let DataType::Map(entries, sorted) = ty else {
+        return exec_err!("not a MAP: {ty}");
+    };
+    let DataType::Struct(fields) = entries.data_type() else {
+        return exec_err!("not a MAP's entries: {}", entries.data_type());
+    };
+    let flat: Vec<EntryAt> = rows.iter().flatten().flatten().copied().collect();
+    let key_at: Vec<(usize, usize)> = flat.iter().map(|(k, _)| *k).collect();
+    let value_at: Vec<(usize, usize)> = flat.iter().map(|(_, v)| *v).collect();
+    let lengths = rows.iter().map(|r| r.as_ref().map_or(0, Vec::len));
+    let valid: Vec<bool> = rows.iter().map(Option::is_some).collect();
+    let struct_array = StructArray::try_new(
+        fields.clone(),
+        vec![interleave(keys, &key_at)?, interleave(values, &value_at)?],
+        None,
+    )?;
+    Ok(Arc::new(MapArray::try_new(
+        entries.clone(),
+        OffsetBuffer::from_lengths(lengths),
+        struct_array,
+        Some(valid.into()),
+        *sorted,
+    )?))
+}
+
+/// Adds an entry under `key`: a later key replaces an earlier one, in its place, as a Java
+/// map's `put` does.
+fn put(entries: &mut Vec<(String, EntryAt)>, key: &str, at: EntryAt) {
+    match entries.iter_mut().find(|(k, _)| k == key) {
+        Some(entry) => entry.1 = at,
+        None => entries.push((key.to_string(), at)),
+    }
+}
+
+/// The entries' sources, in order, without their keys.
+fn places(entries: Vec<(String, EntryAt)>) -> Vec<EntryAt> {
+    entries.into_iter().map(|(_, at)| at).collect()
+}
+
+/// ksqlDB's `AS_MAP(keys, values)`: the n-th key maps to the n-th value, or to NULL when the
+/// values run out; a later key wins; NULL keys are skipped; NULL when either array is.
+fn as_map(a: &[ArrayRef], rows: usize) -> Result<ArrayRef> {
+    let (keys, values) = (a[0].as_list::<i32>(), a[1].as_list::<i32>());
+    let DataType::List(value_field) = a[1].data_type() else {
+        return exec_err!("AS_MAP takes an ARRAY of values");
+    };
+    let key_strings = strings(keys.values())?;
+    let no_value = new_null_array(value_field.data_type(), 1);
+    let mut out = Vec::with_capacity(rows);
+    for i in 0..rows {
+        if keys.is_null(i) || values.is_null(i) {
+            out.push(None);
+            continue;
+        }
+        let k0 = keys.value_offsets()[i] as usize;
+        let v0 = values.value_offsets()[i] as usize;
+        let v_len = values.value_length(i) as usize;
+        let mut entries = Vec::new();
+        for n in 0..keys.value_length(i) as usize {
+            if key_strings.is_null(k0 + n) {
+                continue;
+            }
+            let value = if n < v_len { (0, v0 + n) } else { (1, 0) };
+            put(
+                &mut entries,
+                key_strings.value(k0 + n),
+                ((0, k0 + n), value),
+            );
+        }
+        out.push(Some(places(entries)));
+    }
+    build_map(
+        &map_type(value_field.data_type().clone()),
+        &[&key_strings],
+        &[values.values().as_ref(), no_value.as_ref()],
+        out,
+    )
+}
+
+/// ksqlDB's `MAP_UNION(a, b)`: the entries of both, `b`'s winning; a NULL map counts as empty,
+/// and two give NULL.
+fn map_union(a: &[ArrayRef], rows: usize) -> Result<ArrayRef> {
+    let maps = [a[0].as_map(), a[1].as_map()];
+    let keys: Vec<StringArray> = maps
+        .iter()
+        .map(|m| strings(m.keys()))
+        .collect::<Result<_>>()?;
+    let mut out = Vec::with_capacity(rows);
+    for i in 0..rows {
+        if maps.iter().all(|m| m.is_null(i)) {
+            out.push(None);
+            continue;
+        }
+        let mut entries = Vec::new();
+        for (source, m) in maps.iter().enumerate() {
+            if m.is_null(i) {
+                continue;
+            }
+            let offsets = m.value_offsets();
+            for j in offsets[i] as usize..offsets[i + 1] as usize {
+                put(
+                    &mut entries,
+                    keys[source].value(j),
+                    ((source, j), (source, j)),
+                );
+            }
+        }
+        out.push(Some(places(entries)));
+    }
+    let key_arrays: Vec<&dyn Array> = maps.iter().map(|m| m.keys().as_ref()).collect();
+    let value_arrays: Vec<&dyn Array> = maps.iter().map(|m| m.values().as_ref()).collect();
+    build_map(a[0].data_type(), &key_arrays, &value_arrays, out)
+}
+
+/// ksqlDB's `ENTRIES(map, sorted)`: the entries as `STRUCT<K, V>`s, by key when `sorted`.
+fn entries(a: &[ArrayRef], rows: usize) -> Result<ArrayRef> {
+    let DataType::Map(entries_field, _) = a[0].data_type() else {
+        return exec_err!("ENTRIES takes a MAP, not {}", a[0].data_type());
+    };
+    let DataType::Struct(fields) = entry_struct(map_parts(entries_field)?) else {
+        return exec_err!("ENTRIES: no struct type");
+    };
+    let map = a[0].as_map();
+    let sorted = a[1].as_boolean();
+    let mut indices: Vec<u32> = Vec::new();
+    let mut lengths = Vec::with_capacity(rows);
+    let mut valid = Vec::with_capacity(rows);
+    for i in 0..rows {
+        if map.is_null(i) {
+            lengths.push(0);
+            valid.push(false);
+            continue;
+        }
+        let (start, end) = (
+            map.value_offsets()[i] as usize,
+            map.value_offsets()[i + 1] as usize,
+        );
+        let mut row: Vec<u32> = (start as u32..end as u32).collect();
+        if sorted.is_valid(i) && sorted.value(i) {
+            let keys = map.keys().slice(start, end - start);
+            let order = sort_to_indices(&keys, None, None)?;
+            row = order.values().iter().map(|o| start as u32 + o).collect();
+        }
+        lengths.push(row.len());
+        indices.extend(row);
+        valid.push(true);
+    }
+    let indices = UInt32Array::from(indices);
+    let items = StructArray::try_new(
+        fields.clone(),
+        vec![
+            take(map.keys(), &indices, None)?,
+            take(map.values(), &indices, None)?,
+        ],
+        None,
+    )?;
+    Ok(Arc::new(ListArray::try_new(
+        Arc::new(Field::new_list_field(DataType::Struct(fields), true)),
+        OffsetBuffer::from_lengths(lengths),
+        Arc::new(items),
+        Some(valid.into()),
+    )?))
 }
 
 /// The compiled patterns of one batch, by text: a column of patterns is usually one literal.
