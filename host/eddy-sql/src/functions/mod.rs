@@ -17,7 +17,7 @@ mod time;
 mod url;
 
 pub use lambda::rewrite as rewrite_lambdas;
-pub use time::parse_timestamp;
+pub use time::{parse_timestamp, quote_time_units};
 
 use std::sync::Arc;
 
