@@ -1,8 +1,8 @@
 //! ksqlDB's function library under ksqlDB's names and semantics, beside DataFusion's own.
 //!
 //! Where DataFusion has a function of the same name with other semantics (`substring`, `instr`,
-//! `lpad`, `rpad`, `round`, `array_length`, `encode`), ksqlDB's wins: it is registered after DataFusion's
-//! and replaces it by name.
+//! `lpad`, `rpad`, `round`, `array_length`, `encode`, `stddev_samp`), ksqlDB's wins: it is
+//! registered after DataFusion's and replaces it by name.
 
 mod aggregate;
 mod bytes;
