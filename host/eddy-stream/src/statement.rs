@@ -324,7 +324,9 @@ impl Tokens {
 
 /// Parses one statement.
 pub fn parse(sql: &str) -> Result<Statement> {
-    parse_text(&eddy_sql::rewrite_lambdas(&crate::structs::rewrite(sql)))
+    parse_text(&eddy_sql::quote_time_units(&eddy_sql::rewrite_lambdas(
+        &crate::structs::rewrite(sql),
+    )))
 }
 
 fn parse_text(sql: &str) -> Result<Statement> {

@@ -1,6 +1,10 @@
 //! ksqlDB's aggregates: `TOPK`, `TOPKDISTINCT`, `COLLECT_LIST`, `COLLECT_SET`,
 //! `EARLIEST_BY_OFFSET`, `LATEST_BY_OFFSET`. Each keeps its values as a list, which is also its
 //! state, so a checkpointed `state()` merges back exactly.
+//!
+//! `EARLIEST_BY_OFFSET`/`LATEST_BY_OFFSET` take ksqlDB's four forms: `(col)`, `(col,
+//! ignoreNulls)`, `(col, n)` and `(col, n, ignoreNulls)`; with `n` the result is an ARRAY of up to
+//! `n` values, oldest first, and `ignoreNulls` is true unless given.
 
 use std::cmp::Ordering;
 use std::sync::Arc;
@@ -14,6 +18,7 @@ use datafusion::logical_expr::{
     Accumulator, AggregateUDF, AggregateUDFImpl, Signature, TypeSignature, Volatility,
 };
 use datafusion::physical_expr::expressions::Literal;
+use datafusion::physical_expr::PhysicalExpr;
 
 /// What an aggregate keeps of its input.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -24,9 +29,9 @@ enum Kind {
     List,
     /// Every distinct value, nulls too, in order of first arrival.
     Set,
-    /// The first non-null value.
+    /// The first `k` values (the first one, for the forms without `n`).
     Earliest,
-    /// The last non-null value.
+    /// The last `k` values, oldest first.
     Latest,
 }
 
@@ -42,13 +47,19 @@ struct KsqlAggregate {
 pub(super) fn all() -> Vec<AggregateUDF> {
     let one = || Signature::any(1, Volatility::Immutable);
     let with_k = || Signature::one_of(vec![TypeSignature::Any(2)], Volatility::Immutable);
+    let by_offset = || {
+        Signature::one_of(
+            (1..=3).map(TypeSignature::Any).collect(),
+            Volatility::Immutable,
+        )
+    };
     [
         ("topk", Kind::TopK { distinct: false }, with_k()),
         ("topkdistinct", Kind::TopK { distinct: true }, with_k()),
         ("collect_list", Kind::List, one()),
         ("collect_set", Kind::Set, one()),
-        ("earliest_by_offset", Kind::Earliest, one()),
-        ("latest_by_offset", Kind::Latest, one()),
+        ("earliest_by_offset", Kind::Earliest, by_offset()),
+        ("latest_by_offset", Kind::Latest, by_offset()),
     ]
     .into_iter()
     .map(|(name, kind, signature)| {
@@ -62,9 +73,57 @@ pub(super) fn all() -> Vec<AggregateUDF> {
 }
 
 impl KsqlAggregate {
-    /// Whether the result is a list (else the value itself).
-    fn returns_list(&self) -> bool {
-        !matches!(self.kind, Kind::Earliest | Kind::Latest)
+    /// Whether the result is a list (else the value itself), from the argument types: for
+    /// `EARLIEST_BY_OFFSET`/`LATEST_BY_OFFSET`, whether `n` is given.
+    fn returns_list(&self, arg_types: &[DataType]) -> Result<bool> {
+        if !matches!(self.kind, Kind::Earliest | Kind::Latest) {
+            return Ok(true);
+        }
+        let rest: Vec<&DataType> = arg_types[1..].iter().collect();
+        match rest.as_slice() {
+            [] => Ok(false),
+            [DataType::Boolean] => Ok(false),
+            [n] if n.is_integer() => Ok(true),
+            [n, DataType::Boolean] if n.is_integer() => Ok(true),
+            _ => plan_err!(
+                "{} takes (col), (col, ignoreNulls), (col, n) or (col, n, ignoreNulls), not ({})",
+                self.name.to_uppercase(),
+                arg_types
+                    .iter()
+                    .map(|t| t.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        }
+    }
+
+    /// The positive integer literal `expr` is, or a plan error naming `what` it should be.
+    fn positive_literal(&self, expr: &Arc<dyn PhysicalExpr>, what: &str) -> Result<usize> {
+        let k = expr
+            .downcast_ref::<Literal>()
+            .and_then(|l| l.value().cast_to(&DataType::Int64).ok())
+            .and_then(|v| match v {
+                ScalarValue::Int64(Some(k)) if k > 0 => Some(k as usize),
+                _ => None,
+            });
+        match k {
+            Some(k) => Ok(k),
+            None => plan_err!(
+                "{}: {what} must be a positive integer literal, not {expr}",
+                self.name.to_uppercase()
+            ),
+        }
+    }
+
+    /// The boolean literal `expr` is, or a plan error.
+    fn boolean_literal(&self, expr: &Arc<dyn PhysicalExpr>) -> Result<bool> {
+        match expr.downcast_ref::<Literal>().map(|l| l.value()) {
+            Some(ScalarValue::Boolean(Some(b))) => Ok(*b),
+            _ => plan_err!(
+                "{}: ignoreNulls must be TRUE or FALSE, not {expr}",
+                self.name.to_uppercase()
+            ),
+        }
     }
 }
 
@@ -87,7 +146,7 @@ impl AggregateUDFImpl for KsqlAggregate {
                 );
             }
         }
-        Ok(if self.returns_list() {
+        Ok(if self.returns_list(arg_types)? {
             DataType::new_list(arg_types[0].clone(), true)
         } else {
             arg_types[0].clone()
@@ -96,31 +155,35 @@ impl AggregateUDFImpl for KsqlAggregate {
 
     fn accumulator(&self, args: AccumulatorArgs) -> Result<Box<dyn Accumulator>> {
         let item = args.expr_fields[0].data_type().clone();
-        let k = match self.kind {
-            Kind::TopK { .. } => {
-                let k = args.exprs[1]
-                    .downcast_ref::<Literal>()
-                    .and_then(|l| l.value().cast_to(&DataType::Int64).ok())
-                    .and_then(|v| match v {
-                        ScalarValue::Int64(Some(k)) if k > 0 => Some(k as usize),
-                        _ => None,
-                    });
-                match k {
-                    Some(k) => k,
-                    None => {
-                        return plan_err!(
-                            "{}: k must be a positive integer literal, not {}",
-                            self.name.to_uppercase(),
-                            args.exprs[1]
-                        )
+        let types: Vec<DataType> = args
+            .expr_fields
+            .iter()
+            .map(|f| f.data_type().clone())
+            .collect();
+        let list = self.returns_list(&types)?;
+        let (k, ignore_nulls) = match self.kind {
+            Kind::TopK { .. } => (self.positive_literal(&args.exprs[1], "k")?, true),
+            Kind::Earliest | Kind::Latest => {
+                let k = if list {
+                    self.positive_literal(&args.exprs[1], "n")?
+                } else {
+                    1
+                };
+                let ignore_nulls = match types.last() {
+                    Some(DataType::Boolean) if types.len() > 1 => {
+                        self.boolean_literal(&args.exprs[types.len() - 1])?
                     }
-                }
+                    _ => true,
+                };
+                (k, ignore_nulls)
             }
-            _ => usize::MAX,
+            Kind::List | Kind::Set => (usize::MAX, false),
         };
         Ok(Box::new(Collected {
             kind: self.kind,
             k,
+            ignore_nulls,
+            list,
             item,
             values: Vec::new(),
         }))
@@ -140,7 +203,12 @@ impl AggregateUDFImpl for KsqlAggregate {
 #[derive(Debug)]
 struct Collected {
     kind: Kind,
+    /// How many values `TopK`, `Earliest` and `Latest` keep.
     k: usize,
+    /// Whether `Earliest` and `Latest` skip NULLs.
+    ignore_nulls: bool,
+    /// Whether the result is the list of values (else its only value, or NULL).
+    list: bool,
     item: DataType,
     values: Vec<ScalarValue>,
 }
@@ -154,14 +222,16 @@ impl Collected {
                     self.values.push(value)
                 }
             }
+            Kind::Earliest | Kind::Latest if self.ignore_nulls && value.is_null() => {}
             Kind::Earliest => {
-                if self.values.is_empty() && !value.is_null() {
+                if self.values.len() < self.k {
                     self.values.push(value)
                 }
             }
             Kind::Latest => {
-                if !value.is_null() {
-                    self.values = vec![value]
+                self.values.push(value);
+                if self.values.len() > self.k {
+                    self.values.remove(0);
                 }
             }
             Kind::TopK { distinct } => {
@@ -212,12 +282,12 @@ impl Accumulator for Collected {
     }
 
     fn evaluate(&mut self) -> Result<ScalarValue> {
-        match self.kind {
-            Kind::Earliest | Kind::Latest => match self.values.first() {
-                Some(v) => Ok(v.clone()),
-                None => ScalarValue::try_from(&self.item),
-            },
-            _ => Ok(self.list()),
+        if self.list {
+            return Ok(self.list());
+        }
+        match self.values.first() {
+            Some(v) => Ok(v.clone()),
+            None => ScalarValue::try_from(&self.item),
         }
     }
 
@@ -235,8 +305,18 @@ mod tests {
         Collected {
             kind,
             k,
+            ignore_nulls: !matches!(kind, Kind::List | Kind::Set),
+            list: true,
             item: DataType::Int64,
             values: Vec::new(),
+        }
+    }
+
+    fn single(kind: Kind, ignore_nulls: bool) -> Collected {
+        Collected {
+            ignore_nulls,
+            list: false,
+            ..collected(kind, 1)
         }
     }
 
@@ -288,7 +368,24 @@ mod tests {
         assert_eq!(result(Kind::TopK { distinct: true }, 3), "[5, 3, 1]");
         assert_eq!(result(Kind::List, 0), "[3, , 5, 5, 1]");
         assert_eq!(result(Kind::Set, 0), "[3, , 5, 1]");
-        assert_eq!(result(Kind::Earliest, 0), "3");
-        assert_eq!(result(Kind::Latest, 0), "1");
+        assert_eq!(result(Kind::Earliest, 2), "[3, 5]");
+        assert_eq!(result(Kind::Latest, 2), "[5, 1]");
+    }
+
+    #[test]
+    fn by_offset_keeps_nulls_when_told() {
+        let input = ints(&[None, Some(3), None]);
+        let result = |mut c: Collected| {
+            c.update_batch(std::slice::from_ref(&input)).unwrap();
+            c.evaluate().unwrap().to_string()
+        };
+        assert_eq!(result(single(Kind::Earliest, true)), "3");
+        assert_eq!(result(single(Kind::Earliest, false)), "NULL");
+        assert_eq!(result(single(Kind::Latest, true)), "3");
+        assert_eq!(result(single(Kind::Latest, false)), "NULL");
+        let mut keep_nulls = collected(Kind::Latest, 2);
+        keep_nulls.ignore_nulls = false;
+        assert_eq!(result(keep_nulls), "[3, ]");
+        assert_eq!(result(collected(Kind::Earliest, 5)), "[3]");
     }
 }

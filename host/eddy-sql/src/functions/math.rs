@@ -1,6 +1,6 @@
 //! Numeric functions where ksqlDB's differ from DataFusion's: `SIGN` (an `INTEGER`) and `ROUND`
-//! (halves go towards positive infinity; one argument gives a `BIGINT`). `ABS`, `CEIL` and
-//! `FLOOR` are DataFusion's.
+//! (halves go towards positive infinity; one argument gives a `BIGINT`), and ksqlDB's
+//! `GEO_DISTANCE`. `ABS`, `CEIL` and `FLOOR` are DataFusion's.
 
 use std::sync::Arc;
 
@@ -10,7 +10,7 @@ use datafusion::arrow::datatypes::{DataType, Float64Type};
 use datafusion::common::Result;
 
 use super::scalar::{returns, Ksql};
-use super::string::ints;
+use super::string::{ints, strings};
 
 const D: DataType = DataType::Float64;
 const I: DataType = DataType::Int64;
@@ -41,7 +41,57 @@ pub(super) fn all() -> Vec<Ksql> {
             |t| Ok(if t.len() == 2 { D } else { I }),
             round,
         ),
+        Ksql::new(
+            "geo_distance",
+            vec![vec![D, D, D, D], vec![D, D, D, D, DataType::Utf8]],
+            returns!(D),
+            geo_distance,
+        ),
     ]
+}
+
+/// ksqlDB's `GEO_DISTANCE(lat1, lon1, lat2, lon2[, unit])`: the great-circle distance, by the
+/// haversine formula, in kilometres (`'KM'`, the default, or a NULL unit) or miles (`'MI'`).
+/// NULL for a latitude or longitude out of range or another unit (ksqlDB fails the row).
+fn geo_distance(a: &[ArrayRef], rows: usize) -> Result<ArrayRef> {
+    let coords = a[..4].iter().map(doubles).collect::<Result<Vec<_>>>()?;
+    let units = a.get(4).map(strings).transpose()?;
+    let out: Float64Array = (0..rows)
+        .map(|i| {
+            if coords.iter().any(|c| c.is_null(i)) {
+                return None;
+            }
+            let radius = match &units {
+                Some(u) if u.is_valid(i) => earth_radius(u.value(i))?,
+                _ => earth_radius("KM")?,
+            };
+            let [lat1, lon1, lat2, lon2] = [0, 1, 2, 3].map(|c| coords[c].value(i));
+            haversine(lat1, lon1, lat2, lon2, radius)
+        })
+        .collect();
+    Ok(Arc::new(out))
+}
+
+/// The earth's radius in `unit`, as ksqlDB takes it.
+fn earth_radius(unit: &str) -> Option<f64> {
+    match unit.trim().to_ascii_uppercase().as_str() {
+        "KM" | "KILOMETER" | "KILOMETERS" | "KILOMETRE" | "KILOMETRES" => Some(6371.0),
+        "MI" | "MILE" | "MILES" => Some(3959.0),
+        _ => None,
+    }
+}
+
+fn haversine(lat1: f64, lon1: f64, lat2: f64, lon2: f64, radius: f64) -> Option<f64> {
+    let lat_ok = |l: f64| (-90.0..=90.0).contains(&l);
+    let lon_ok = |l: f64| (-180.0..=180.0).contains(&l);
+    if !(lat_ok(lat1) && lat_ok(lat2) && lon_ok(lon1) && lon_ok(lon2)) {
+        return None;
+    }
+    let d_lat = (lat2 - lat1).to_radians();
+    let d_lon = (lon2 - lon1).to_radians();
+    let h = (d_lat / 2.0).sin().powi(2)
+        + (d_lon / 2.0).sin().powi(2) * lat1.to_radians().cos() * lat2.to_radians().cos();
+    Some(2.0 * h.sqrt().asin() * radius)
 }
 
 fn round(a: &[ArrayRef], _: usize) -> Result<ArrayRef> {
@@ -109,7 +159,15 @@ fn doubles(a: &ArrayRef) -> Result<Float64Array> {
 
 #[cfg(test)]
 mod tests {
-    use super::round_to;
+    use super::{haversine, round_to};
+
+    #[test]
+    fn geo_distance_matches_ksqldb() {
+        let (lat1, lon1, lat2, lon2) = (37.4439, -122.1663, 51.5257, -0.1122);
+        let km = haversine(lat1, lon1, lat2, lon2, 6371.0).unwrap();
+        assert!((km - 8634.6598).abs() < 1e-3, "{km}");
+        assert_eq!(haversine(91.0, 0.0, 0.0, 0.0, 6371.0), None);
+    }
 
     #[test]
     fn rounds_halves_up_on_the_written_digits() {

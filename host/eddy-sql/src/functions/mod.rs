@@ -1,18 +1,23 @@
 //! ksqlDB's function library under ksqlDB's names and semantics, beside DataFusion's own.
 //!
 //! Where DataFusion has a function of the same name with other semantics (`substring`, `instr`,
-//! `lpad`, `rpad`, `round`, `array_length`), ksqlDB's wins: it is registered after DataFusion's
-//! and replaces it by name.
+//! `lpad`, `rpad`, `round`, `array_length`, `encode`, `stddev_samp`), ksqlDB's wins: it is
+//! registered after DataFusion's and replaces it by name.
 
 mod aggregate;
+mod bytes;
+mod collection;
+mod json;
 mod lambda;
 mod math;
 mod scalar;
+mod stats;
 mod string;
 mod time;
+mod url;
 
 pub use lambda::rewrite as rewrite_lambdas;
-pub use time::parse_timestamp;
+pub use time::{parse_timestamp, quote_time_units};
 
 use std::sync::Arc;
 
@@ -27,6 +32,7 @@ pub(crate) fn register(builder: &mut SessionStateBuilder) {
     scalars.extend(scalar_functions());
     let aggregates = builder.aggregate_functions().get_or_insert_with(Vec::new);
     aggregates.extend(aggregate::all().into_iter().map(Arc::new));
+    aggregates.extend(stats::all().into_iter().map(Arc::new));
     // `SUBSTRING(…)` is parsed as a special form that DataFusion's planners turn into its own
     // `substr`, bypassing the registry: plan it first.
     let planners = builder.expr_planners().get_or_insert_with(Vec::new);
@@ -46,6 +52,10 @@ fn scalar_functions() -> Vec<Arc<ScalarUDF>> {
         .into_iter()
         .chain(math::all())
         .chain(time::all())
+        .chain(json::all())
+        .chain(bytes::all())
+        .chain(collection::all())
+        .chain(url::all())
         .map(|f| Arc::new(ScalarUDF::new_from_impl(f)))
         .collect()
 }

@@ -1,12 +1,18 @@
 //! Date and time functions with Java (`DateTimeFormatter`) patterns, as ksqlDB takes them:
-//! `PARSE_TIMESTAMP`, `FORMAT_TIMESTAMP`, `PARSE_DATE`, `FORMAT_DATE`, `UNIX_TIMESTAMP`.
+//! `PARSE_TIMESTAMP`, `FORMAT_TIMESTAMP`, `PARSE_DATE`, `FORMAT_DATE`, `UNIX_TIMESTAMP`, and
+//! ksqlDB's older forms over numbers: `STRINGTOTIMESTAMP` and `TIMESTAMPTOSTRING` (milliseconds
+//! since the epoch as a `BIGINT`), `STRINGTODATE` and `DATETOSTRING` (days as an `INTEGER`);
+//! `UNIX_DATE` and `FROM_DAYS` go between days and `DATE`; `TIMESTAMPADD(unit, n, ts)` and
+//! `TIMESTAMPSUB(unit, n, ts)` move a `TIMESTAMP` (the unit a keyword, quoted by
+//! [`quote_time_units`] before parsing).
 //! Times are UTC; a value that does not match its pattern is null (ksqlDB logs it, and nulls it).
 
 use std::sync::Arc;
 
 use chrono::{DateTime, NaiveDate, NaiveDateTime};
 use datafusion::arrow::array::{
-    Array, ArrayRef, AsArray, Date32Array, Int64Array, StringArray, TimestampMillisecondArray,
+    Array, ArrayRef, AsArray, Date32Array, Int32Array, Int64Array, StringArray,
+    TimestampMillisecondArray,
 };
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{DataType, Date32Type, TimeUnit, TimestampMillisecondType};
@@ -14,7 +20,7 @@ use datafusion::common::Result;
 use datafusion::logical_expr::{Signature, TypeSignature, Volatility};
 
 use super::scalar::{returns, Ksql};
-use super::string::strings;
+use super::string::{ints, strings};
 
 const S: DataType = DataType::Utf8;
 const TS: DataType = DataType::Timestamp(TimeUnit::Millisecond, None);
@@ -72,6 +78,102 @@ pub(super) fn all() -> Vec<Ksql> {
                 .collect();
             Ok(Arc::new(out))
         }),
+        Ksql::new(
+            "stringtotimestamp",
+            vec![vec![S, S]],
+            returns!(DataType::Int64),
+            |a, _| {
+                let out: Int64Array = per_row(a, parse_timestamp)?.into_iter().collect();
+                Ok(Arc::new(out))
+            },
+        ),
+        Ksql::new(
+            "timestamptostring",
+            vec![vec![DataType::Int64, S], vec![DataType::Int32, S]],
+            returns!(S),
+            |a, _| {
+                let millis = ints(&a[0])?;
+                let patterns = strings(&a[1])?;
+                let out: StringArray = (0..millis.len())
+                    .map(|i| {
+                        if millis.is_null(i) || patterns.is_null(i) {
+                            return None;
+                        }
+                        let t = DateTime::from_timestamp_millis(millis.value(i))?;
+                        format(t.naive_utc().format(&chrono_format(patterns.value(i))))
+                    })
+                    .collect();
+                Ok(Arc::new(out))
+            },
+        ),
+        Ksql::new(
+            "stringtodate",
+            vec![vec![S, S]],
+            returns!(DataType::Int32),
+            |a, _| {
+                let out: Int32Array = per_row(a, |text, pattern| {
+                    NaiveDate::parse_from_str(text, &chrono_format(pattern))
+                        .ok()
+                        .map(Date32Type::from_naive_date)
+                })?
+                .into_iter()
+                .collect();
+                Ok(Arc::new(out))
+            },
+        ),
+        Ksql::new(
+            "datetostring",
+            vec![vec![DataType::Int32, S], vec![DataType::Int64, S]],
+            returns!(S),
+            |a, _| {
+                let days = cast(&cast(&a[0], &DataType::Int32)?, &DATE)?;
+                let days = days.as_primitive::<Date32Type>();
+                let patterns = strings(&a[1])?;
+                let out: StringArray = (0..days.len())
+                    .map(|i| {
+                        if days.is_null(i) || patterns.is_null(i) {
+                            return None;
+                        }
+                        let d = Date32Type::to_naive_date_opt(days.value(i))?;
+                        format(d.format(&chrono_format(patterns.value(i))))
+                    })
+                    .collect();
+                Ok(Arc::new(out))
+            },
+        ),
+        Ksql::with_signature(
+            "unix_date",
+            Signature::one_of(
+                vec![TypeSignature::Nullary, TypeSignature::Exact(vec![DATE])],
+                Volatility::Volatile,
+            ),
+            returns!(DataType::Int32),
+            |a, rows| {
+                let Some(dates) = a.first() else {
+                    let today = Date32Type::from_naive_date(chrono::Utc::now().date_naive());
+                    return Ok(Arc::new(Int32Array::from(vec![today; rows])));
+                };
+                Ok(cast(&cast(dates, &DATE)?, &DataType::Int32)?)
+            },
+        ),
+        Ksql::new(
+            "from_days",
+            vec![vec![DataType::Int32], vec![DataType::Int64]],
+            returns!(DATE),
+            |a, _| Ok(cast(&cast(&a[0], &DataType::Int32)?, &DATE)?),
+        ),
+        Ksql::new(
+            "timestampadd",
+            with_each_unit_after(&[S, DataType::Int64]),
+            returns!(TS),
+            |a, _| shift(a, 1),
+        ),
+        Ksql::new(
+            "timestampsub",
+            with_each_unit_after(&[S, DataType::Int64]),
+            returns!(TS),
+            |a, _| shift(a, -1),
+        ),
         Ksql::with_signature(
             "unix_timestamp",
             Signature::one_of(
@@ -108,6 +210,110 @@ fn with_each_unit(rest: &[DataType]) -> Vec<Vec<DataType>> {
             .collect()
     })
     .collect()
+}
+
+/// `first`, then a timestamp of each unit: the argument lists of a function taking a
+/// timestamp last.
+fn with_each_unit_after(first: &[DataType]) -> Vec<Vec<DataType>> {
+    with_each_unit(&[])
+        .into_iter()
+        .map(|ts| first.iter().cloned().chain(ts).collect())
+        .collect()
+}
+
+/// `TIMESTAMPADD`/`TIMESTAMPSUB` (`sign` -1): the timestamp moved by n units; NULL when any
+/// argument is, or the unit is not one of ksqlDB's.
+fn shift(a: &[ArrayRef], sign: i64) -> Result<ArrayRef> {
+    let units = strings(&a[0])?;
+    let counts = ints(&a[1])?;
+    let times = cast(&a[2], &TS)?;
+    let times = times.as_primitive::<TimestampMillisecondType>();
+    let out: TimestampMillisecondArray = (0..times.len())
+        .map(|i| {
+            if units.is_null(i) || counts.is_null(i) || times.is_null(i) {
+                return None;
+            }
+            let unit = unit_millis(units.value(i))?;
+            let by = counts.value(i).checked_mul(unit)?.checked_mul(sign)?;
+            times.value(i).checked_add(by)
+        })
+        .collect();
+    Ok(Arc::new(out))
+}
+
+/// Milliseconds in one of ksqlDB's time units (`MILLISECONDS` … `DAYS`, singular too).
+fn unit_millis(unit: &str) -> Option<i64> {
+    let unit = unit.to_ascii_uppercase();
+    Some(match unit.strip_suffix('S').unwrap_or(&unit) {
+        "MILLISECOND" => 1,
+        "SECOND" => 1_000,
+        "MINUTE" => 60_000,
+        "HOUR" => 3_600_000,
+        "DAY" => 86_400_000,
+        _ => return None,
+    })
+}
+
+/// `sql` with the unit keyword of each `TIMESTAMPADD(unit, …)`/`TIMESTAMPSUB(unit, …)` quoted
+/// (`TIMESTAMPADD('SECONDS', …)`), as DataFusion's parser would read it as a column. Text in
+/// string literals is left alone.
+pub fn quote_time_units(sql: &str) -> String {
+    use datafusion::sql::sqlparser::dialect::GenericDialect;
+    use datafusion::sql::sqlparser::tokenizer::{Token, Tokenizer};
+    let lower = sql.to_ascii_lowercase();
+    if !lower.contains("timestampadd") && !lower.contains("timestampsub") {
+        return sql.to_string();
+    }
+    let Ok(tokens) = Tokenizer::new(&GenericDialect {}, sql).tokenize_with_location() else {
+        return sql.to_string();
+    };
+    let tokens: Vec<_> = tokens
+        .into_iter()
+        .filter(|t| !matches!(t.token, Token::Whitespace(_)))
+        .collect();
+    // Byte offsets of each line's start, for the tokens' line/column spans.
+    let lines: Vec<usize> = std::iter::once(0)
+        .chain(sql.match_indices('\n').map(|(i, _)| i + 1))
+        .collect();
+    let mut out = String::with_capacity(sql.len() + 8);
+    let mut copied = 0;
+    for i in 2..tokens.len().saturating_sub(1) {
+        let (Token::Word(f), Token::LParen, Token::Word(u), Token::Comma) = (
+            &tokens[i - 2].token,
+            &tokens[i - 1].token,
+            &tokens[i].token,
+            &tokens[i + 1].token,
+        ) else {
+            continue;
+        };
+        let function = f.value.to_ascii_lowercase();
+        if !["timestampadd", "timestampsub"].contains(&function.as_str())
+            || u.quote_style.is_some()
+            || unit_millis(&u.value).is_none()
+        {
+            continue;
+        }
+        let at = tokens[i].span.start;
+        let line = lines[(at.line as usize).saturating_sub(1).min(lines.len() - 1)];
+        let Some(start) = sql[line..]
+            .char_indices()
+            .nth((at.column as usize).saturating_sub(1))
+            .map(|(b, _)| line + b)
+        else {
+            continue;
+        };
+        let end = start + u.value.len();
+        if sql.get(start..end) != Some(u.value.as_str()) {
+            continue;
+        }
+        out.push_str(&sql[copied..start]);
+        out.push('\'');
+        out.push_str(&u.value);
+        out.push('\'');
+        copied = end;
+    }
+    out.push_str(&sql[copied..]);
+    out
 }
 
 /// Applies `f` to each row's (text, pattern), null when either is.
@@ -225,7 +431,21 @@ fn push_literal(out: &mut String, c: char) {
 
 #[cfg(test)]
 mod tests {
-    use super::chrono_format;
+    use super::{chrono_format, quote_time_units};
+
+    #[test]
+    fn time_units_are_quoted() {
+        assert_eq!(
+            quote_time_units("SELECT TIMESTAMPADD(SECONDS, 5, ts), 'timestampadd(days,' FROM s"),
+            "SELECT TIMESTAMPADD('SECONDS', 5, ts), 'timestampadd(days,' FROM s"
+        );
+        assert_eq!(
+            quote_time_units("SELECT timestampsub(\n  days , 1, ts) FROM s"),
+            "SELECT timestampsub(\n  'days' , 1, ts) FROM s"
+        );
+        let plain = "SELECT a FROM s";
+        assert_eq!(quote_time_units(plain), plain);
+    }
 
     #[test]
     fn java_patterns_become_chrono_formats() {
