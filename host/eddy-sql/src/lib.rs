@@ -16,7 +16,7 @@ mod udf_dir;
 pub use access::{Access, FileAccess};
 /// Set in a continuous query's config, so its UDF calls know the query (shadows count per query).
 pub use eddy_udf_host::QueryId;
-pub use functions::{parse_timestamp, quote_time_units, rewrite_lambdas};
+pub use functions::{explode_as_unnest, parse_timestamp, quote_time_units, rewrite_lambdas};
 pub use query::{Budget, Query};
 pub use session::{Output, Prepared, Session, WarmUp};
 pub use split::split_statements;

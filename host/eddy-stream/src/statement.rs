@@ -324,8 +324,8 @@ impl Tokens {
 
 /// Parses one statement.
 pub fn parse(sql: &str) -> Result<Statement> {
-    parse_text(&eddy_sql::quote_time_units(&eddy_sql::rewrite_lambdas(
-        &crate::structs::rewrite(sql),
+    parse_text(&eddy_sql::explode_as_unnest(&eddy_sql::quote_time_units(
+        &eddy_sql::rewrite_lambdas(&crate::structs::rewrite(sql)),
     )))
 }
 

@@ -13,10 +13,12 @@ mod math;
 mod scalar;
 mod stats;
 mod string;
+mod table;
 mod time;
 mod url;
 
 pub use lambda::rewrite as rewrite_lambdas;
+pub use table::explode_as_unnest;
 pub use time::{parse_timestamp, quote_time_units};
 
 use std::sync::Arc;
