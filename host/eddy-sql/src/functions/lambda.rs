@@ -512,35 +512,15 @@ fn reduce(items: &Items, start: ArrayRef, body: &Planned) -> Result<ArrayRef> {
 /// `sql` with each lambda (`x => …`, `(s, x) => …`) replaced by a string literal holding its
 /// text; text that does not tokenize, or has no `=>`, is returned as it is.
 pub fn rewrite(sql: &str) -> String {
-    use datafusion::sql::sqlparser::dialect::GenericDialect;
-    use datafusion::sql::sqlparser::tokenizer::{Token, Tokenizer};
+    use datafusion::sql::sqlparser::tokenizer::Token;
     if !sql.contains("=>") {
         return sql.to_string();
     }
-    let Ok(tokens) = Tokenizer::new(&GenericDialect {}, sql).tokenize_with_location() else {
+    let Some(tokens) = super::tokens::with_offsets(sql) else {
         return sql.to_string();
     };
-    let tokens: Vec<_> = tokens
-        .into_iter()
-        .filter(|t| !matches!(t.token, Token::Whitespace(_)))
-        .collect();
-    // Byte offsets of each line's start, for the tokens' line/column spans.
-    let lines: Vec<usize> = std::iter::once(0)
-        .chain(sql.match_indices('\n').map(|(i, _)| i + 1))
-        .collect();
-    let offset = |i: usize| -> usize {
-        let Some(t) = tokens.get(i) else {
-            return sql.len();
-        };
-        let line = lines[(t.span.start.line as usize)
-            .saturating_sub(1)
-            .min(lines.len() - 1)];
-        sql[line..]
-            .char_indices()
-            .nth((t.span.start.column as usize).saturating_sub(1))
-            .map_or(sql.len(), |(b, _)| line + b)
-    };
-    let token = |i: usize| tokens.get(i).map(|t| &t.token);
+    let offset = |i: usize| tokens.get(i).map_or(sql.len(), |t| t.1);
+    let token = |i: usize| tokens.get(i).map(|t| &t.0);
     let mut out = String::with_capacity(sql.len());
     let mut copied = 0;
     for i in 1..tokens.len() {

@@ -15,6 +15,7 @@ mod stats;
 mod string;
 mod table;
 mod time;
+mod tokens;
 mod url;
 
 pub use lambda::rewrite as rewrite_lambdas;

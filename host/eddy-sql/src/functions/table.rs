@@ -2,8 +2,7 @@
 //! of the array becomes a row (an empty or NULL array gives none), and several in one `SELECT`
 //! go side by side, the shorter padded with NULLs, as in ksqlDB.
 
-use datafusion::sql::sqlparser::dialect::GenericDialect;
-use datafusion::sql::sqlparser::tokenizer::{Token, Tokenizer};
+use datafusion::sql::sqlparser::tokenizer::Token;
 
 /// `sql` with each call `EXPLODE(…)` written `UNNEST(…)`, which DataFusion plans as a table
 /// function; quoted names, string literals and comments are left as they are.
@@ -11,35 +10,19 @@ pub fn explode_as_unnest(sql: &str) -> String {
     if !sql.to_ascii_lowercase().contains("explode") {
         return sql.to_string();
     }
-    let Ok(tokens) = Tokenizer::new(&GenericDialect {}, sql).tokenize_with_location() else {
+    let Some(tokens) = super::tokens::with_offsets(sql) else {
         return sql.to_string();
     };
-    let tokens: Vec<_> = tokens
-        .into_iter()
-        .filter(|t| !matches!(t.token, Token::Whitespace(_)))
-        .collect();
-    // Byte offsets of each line's start, for the tokens' line/column spans.
-    let lines: Vec<usize> = std::iter::once(0)
-        .chain(sql.match_indices('\n').map(|(i, _)| i + 1))
-        .collect();
     let mut out = String::with_capacity(sql.len());
     let mut copied = 0;
     for pair in tokens.windows(2) {
-        let (Token::Word(w), Token::LParen) = (&pair[0].token, &pair[1].token) else {
+        let (Token::Word(w), Token::LParen) = (&pair[0].0, &pair[1].0) else {
             continue;
         };
         if w.quote_style.is_some() || !w.value.eq_ignore_ascii_case("explode") {
             continue;
         }
-        let at = pair[0].span.start;
-        let line = lines[(at.line as usize).saturating_sub(1).min(lines.len() - 1)];
-        let Some(start) = sql[line..]
-            .char_indices()
-            .nth((at.column as usize).saturating_sub(1))
-            .map(|(b, _)| line + b)
-        else {
-            continue;
-        };
+        let start = pair[0].1;
         let end = start + w.value.len();
         if start < copied
             || !sql

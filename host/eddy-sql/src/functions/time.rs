@@ -258,31 +258,22 @@ fn unit_millis(unit: &str) -> Option<i64> {
 /// (`TIMESTAMPADD('SECONDS', …)`), as DataFusion's parser would read it as a column. Text in
 /// string literals is left alone.
 pub fn quote_time_units(sql: &str) -> String {
-    use datafusion::sql::sqlparser::dialect::GenericDialect;
-    use datafusion::sql::sqlparser::tokenizer::{Token, Tokenizer};
+    use datafusion::sql::sqlparser::tokenizer::Token;
     let lower = sql.to_ascii_lowercase();
     if !lower.contains("timestampadd") && !lower.contains("timestampsub") {
         return sql.to_string();
     }
-    let Ok(tokens) = Tokenizer::new(&GenericDialect {}, sql).tokenize_with_location() else {
+    let Some(tokens) = super::tokens::with_offsets(sql) else {
         return sql.to_string();
     };
-    let tokens: Vec<_> = tokens
-        .into_iter()
-        .filter(|t| !matches!(t.token, Token::Whitespace(_)))
-        .collect();
-    // Byte offsets of each line's start, for the tokens' line/column spans.
-    let lines: Vec<usize> = std::iter::once(0)
-        .chain(sql.match_indices('\n').map(|(i, _)| i + 1))
-        .collect();
     let mut out = String::with_capacity(sql.len() + 8);
     let mut copied = 0;
     for i in 2..tokens.len().saturating_sub(1) {
         let (Token::Word(f), Token::LParen, Token::Word(u), Token::Comma) = (
-            &tokens[i - 2].token,
-            &tokens[i - 1].token,
-            &tokens[i].token,
-            &tokens[i + 1].token,
+            &tokens[i - 2].0,
+            &tokens[i - 1].0,
+            &tokens[i].0,
+            &tokens[i + 1].0,
         ) else {
             continue;
         };
@@ -293,15 +284,7 @@ pub fn quote_time_units(sql: &str) -> String {
         {
             continue;
         }
-        let at = tokens[i].span.start;
-        let line = lines[(at.line as usize).saturating_sub(1).min(lines.len() - 1)];
-        let Some(start) = sql[line..]
-            .char_indices()
-            .nth((at.column as usize).saturating_sub(1))
-            .map(|(b, _)| line + b)
-        else {
-            continue;
-        };
+        let start = tokens[i].1;
         let end = start + u.value.len();
         if sql.get(start..end) != Some(u.value.as_str()) {
             continue;
