@@ -1,6 +1,7 @@
 //! Reading a topic as a member of a consumer group.
 
 use std::collections::BTreeMap;
+use std::mem::ManuallyDrop;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -26,14 +27,21 @@ pub enum OffsetReset {
     Latest,
 }
 
+/// How long dropping a source waits for its consumer to leave the group. Leaving normally takes
+/// about 100 ms; librdkafka's close can wait forever on a broker or group that stopped
+/// answering (rust-rdkafka issue 509), and no task or runtime may hang on that.
+const CLOSE_WAIT: Duration = Duration::from_secs(10);
+
 /// One topic read through a consumer group; see [`Source`].
 ///
 /// Offsets are committed only by [`Source::commit`], never automatically, so what is committed
 /// is exactly what the engine declared done. `poll` is cancel-safe: messages a cancelled poll
 /// fetched come out of the next one. Dropping the source leaves the group, which blocks for
-/// about 100 ms so the partitions move to the remaining members at once.
+/// about 100 ms so the partitions move to the remaining members at once, and at most
+/// [`CLOSE_WAIT`]: a close that takes longer goes on in the background.
 pub struct KafkaSource {
-    consumer: Arc<BaseConsumer<SourceContext>>,
+    /// Taken by `drop`, which closes it on a thread of its own.
+    consumer: ManuallyDrop<Arc<BaseConsumer<SourceContext>>>,
     topic: Arc<str>,
     broker: String,
     /// A fetch still running because the `poll` that started it was cancelled. Its messages were
@@ -98,7 +106,7 @@ impl KafkaSource {
             .subscribe(&[topic])
             .map_err(|e| io_error(&broker, &format!("subscribing to topic {topic}: {e}")))?;
         Ok(KafkaSource {
-            consumer: Arc::new(consumer),
+            consumer: ManuallyDrop::new(Arc::new(consumer)),
             topic: topic.into(),
             broker,
             pending: None,
@@ -138,7 +146,7 @@ impl Source for KafkaSource {
         }
         let inherited = self.pending.is_some();
         if !inherited {
-            let consumer = self.consumer.clone();
+            let consumer = Arc::clone(&self.consumer);
             let topic = self.topic.clone();
             let broker = self.broker.clone();
             self.pending = Some(tokio::task::spawn_blocking(move || {
@@ -198,7 +206,7 @@ impl Source for KafkaSource {
         if next.is_empty() {
             return Ok(());
         }
-        let consumer = self.consumer.clone();
+        let consumer = Arc::clone(&self.consumer);
         let topic = self.topic.clone();
         let broker = self.broker.clone();
         let next = next.clone();
@@ -352,6 +360,37 @@ fn commit(
             broker,
             &format!("committing offsets of topic {topic}: {e}"),
         )),
+    }
+}
+
+impl Drop for KafkaSource {
+    fn drop(&mut self) {
+        // SAFETY: `drop` runs once, and nothing uses the field after this.
+        let mut consumer = unsafe { ManuallyDrop::take(&mut self.consumer) };
+        let (topic, broker) = (self.topic.clone(), self.broker.clone());
+        let (done, closed) = std::sync::mpsc::channel::<()>();
+        let closer = std::thread::Builder::new()
+            .name("kafka-close".into())
+            .spawn(move || {
+                // A fetch still running holds a clone: the close waits for it to return, so
+                // that it runs here and never on the runtime's blocking pool, which a runtime
+                // waits for when it shuts down.
+                loop {
+                    match Arc::try_unwrap(consumer) {
+                        Ok(consumer) => break drop(consumer),
+                        Err(shared) => consumer = shared,
+                    }
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                let _ = done.send(());
+            });
+        if let Err(e) = closer {
+            tracing::warn!(%topic, %broker, "kafka: no thread to leave the group on: {e}");
+            return;
+        }
+        if let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = closed.recv_timeout(CLOSE_WAIT) {
+            tracing::warn!(%topic, %broker, "kafka: leaving the group took over {CLOSE_WAIT:?}; it goes on in the background");
+        }
     }
 }
 

@@ -16,6 +16,11 @@ use crate::provider::TableState;
 use crate::statement::Kind;
 use crate::{Error, Result};
 
+/// How long TERMINATE and shutdown wait for a query to flush, checkpoint and stop before
+/// aborting its task: a query stuck on a sink or source that stopped answering must not hold
+/// up the engine, and its state resumes from its last checkpoint.
+const STOP_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// A stream or table, as `SHOW STREAMS`/`DESCRIBE` describe it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RelationInfo {
@@ -210,9 +215,15 @@ impl Engine {
             None => self.queries.keys().cloned().collect(),
         };
         for id in &ids {
-            if let Some(q) = self.queries.remove(id) {
+            if let Some(mut q) = self.queries.remove(id) {
                 let _ = q.stop.send(true);
-                let _ = q.handle.await;
+                if tokio::time::timeout(STOP_WAIT, &mut q.handle)
+                    .await
+                    .is_err()
+                {
+                    tracing::warn!(query = %id, "did not stop within {STOP_WAIT:?}: aborted");
+                    q.handle.abort();
+                }
                 self.drop_tables(&q.tables);
             }
         }
