@@ -237,6 +237,51 @@ async fn kafka_a_record_without_a_value_passes_a_projection_only() {
     );
 }
 
+/// A record without a value in an unkeyed stream whose column is an ARRAY (here ksqlDB's
+/// anonymous value, `wrap_single_value=false`) passes a projection as a record without a value,
+/// and the query goes on reading: such a record once panicked the query's task.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafka_a_record_without_a_value_passes_with_nested_columns() {
+    let (input, copied) = (unique("anon-in"), unique("anon-copied"));
+    let mut engine = engine();
+    run(
+        &mut engine,
+        &format!(
+            "CREATE STREAM input (v ARRAY<DOUBLE>) WITH (kafka_topic='{input}', partitions=1, \
+             value_format='JSON', wrap_single_value=false)"
+        ),
+    )
+    .await;
+    run(
+        &mut engine,
+        &format!("CREATE STREAM copied WITH (kafka_topic='{copied}') AS SELECT * FROM input"),
+    )
+    .await;
+    let unkeyed = |value: Option<&str>| Record {
+        key: None,
+        ..keyed(0, value)
+    };
+    produce(
+        &shared().config("anon-producer"),
+        &input,
+        vec![
+            unkeyed(Some("[10.1]")),
+            unkeyed(None),
+            unkeyed(Some("[1.5,null]")),
+        ],
+    )
+    .await;
+    assert_eq!(
+        read_raw(&copied, 3).await,
+        expected(&[
+            (None, Some(r#"{"V":[10.1]}"#)),
+            (None, None),
+            (None, Some(r#"{"V":[1.5,null]}"#)),
+        ])
+    );
+    engine.shutdown().await;
+}
+
 /// A stream–table join written to Kafka is keyed by its join column, as in ksqlDB: the
 /// stream's side of `ON` (or the table's), whichever it selects, in the stream's key format.
 /// So is a join of a stream with two tables on one key.

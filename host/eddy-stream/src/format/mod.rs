@@ -736,6 +736,9 @@ enum Builder {
     Time(Time32MillisecondBuilder),
     Decimal(Decimal128Builder),
     Str(StringBuilder),
+    /// A type no text format here parses (ARRAY, MAP, STRUCT, BYTES): only NULLs, as a record
+    /// without a value gives its value columns.
+    Nulls(DataType, usize),
 }
 
 impl Builder {
@@ -757,7 +760,8 @@ impl Builder {
                     .with_precision_and_scale(*precision, *scale)
                     .expect("the parser checked the DECIMAL's precision and scale"),
             ),
-            _ => Builder::Str(StringBuilder::with_capacity(capacity, capacity * 8)),
+            DataType::Utf8 => Builder::Str(StringBuilder::with_capacity(capacity, capacity * 8)),
+            other => Builder::Nulls(other.clone(), 0),
         }
     }
 
@@ -773,6 +777,10 @@ impl Builder {
             (Builder::Time(b), Val::Time(v)) => b.append_value(v),
             (Builder::Decimal(b), Val::Decimal(v)) => b.append_value(v),
             (Builder::Str(b), Val::Str(v)) => b.append_value(v),
+            (Builder::Nulls(_, n), value) => {
+                debug_assert!(matches!(value, Val::Null), "no parser makes {value:?} here");
+                *n += 1;
+            }
             (Builder::Bool(b), _) => b.append_null(),
             (Builder::Int(b), _) => b.append_null(),
             (Builder::BigInt(b), _) => b.append_null(),
@@ -796,6 +804,7 @@ impl Builder {
             Builder::Time(mut b) => Arc::new(b.finish()),
             Builder::Decimal(mut b) => Arc::new(b.finish()),
             Builder::Str(mut b) => Arc::new(b.finish()),
+            Builder::Nulls(data_type, n) => arrow::array::new_null_array(&data_type, n),
         }
     }
 }
