@@ -358,7 +358,7 @@ impl Engine {
             progress,
             partitioned: launch.partitioned,
         };
-        let handle = tokio::spawn(task.run());
+        let handle = tokio::spawn(report_panic(launch.id.clone(), stats.clone(), task.run()));
         self.queries.insert(
             launch.id,
             Running {
@@ -402,4 +402,24 @@ pub(super) struct Launch {
     /// Whether it is an aggregation whose state cannot be split by partition, so must not run
     /// in two processes at once.
     pub(super) whole: bool,
+}
+
+/// Runs a query's task; should it panic (a bug in Eddy, never the input's fault), the query
+/// stops with the panic as its last error in `SHOW QUERIES`, and the engine goes on.
+async fn report_panic(id: String, stats: Arc<Stats>, run: impl std::future::Future<Output = ()>) {
+    use futures::FutureExt as _;
+    if let Err(panic) = std::panic::AssertUnwindSafe(run).catch_unwind().await {
+        let what = panic
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| panic.downcast_ref::<&str>().copied())
+            .unwrap_or("no message");
+        tracing::error!(query = %id, "stopped by an internal error: {what}");
+        stats.error(format!(
+            "stopped by an internal error (a bug in Eddy; please report it): {what}"
+        ));
+        stats
+            .finished
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+    }
 }
