@@ -189,7 +189,8 @@ impl Processor {
     }
 
     /// Refuses an aggregation over a table's changes that calls an aggregate it cannot
-    /// retract (all but plain `COUNT`, `SUM` and `AVG`, rewritten to sums over the sign), with
+    /// retract (all but plain `COUNT`, `SUM` and `AVG`, rewritten to sums over the sign, and
+    /// `COLLECT_LIST`/`COLLECT_SET`, which take the sign), with
     /// ksqlDB's message.
     fn refuse_unretractable(&self, source: &str) -> Result<()> {
         let mut names: Vec<String> = Vec::new();
@@ -229,8 +230,8 @@ impl Processor {
         };
         Err(Error::Plan(format!(
             "The aggregation {listed} cannot be applied to a table source, only to a stream \
-             source. ('{source}' is a table: its rows change, and only COUNT, SUM and AVG can \
-             take a changed row back out of its group.)"
+             source. ('{source}' is a table: its rows change, and only COUNT, SUM, AVG, \
+             COLLECT_LIST and COLLECT_SET can take a changed row back out of its group.)"
         )))
     }
 

@@ -103,7 +103,8 @@ pub(crate) const SIGN: &str = "__eddy_sign";
 
 /// Rewrites the aggregates of `select` to run over signed rows (see [`SIGN`]), so that a row
 /// that changes or leaves a table leaves its group's aggregates too: `COUNT` becomes a sum of
-/// signs, `SUM(x)` a sum of `x × sign`, `AVG(x)` their quotient. Other aggregates are left as
+/// signs, `SUM(x)` a sum of `x × sign`, `AVG(x)` their quotient; `COLLECT_LIST(x)` and
+/// `COLLECT_SET(x)` take the sign as a second argument. Other aggregates are left as
 /// they are, for the planner to refuse, as ksqlDB refuses them over a table.
 fn retracting(select: &mut datafusion::sql::sqlparser::ast::Select) {
     use datafusion::sql::sqlparser::ast::{
@@ -133,6 +134,7 @@ fn retracting(select: &mut datafusion::sql::sqlparser::ast::Select) {
             ("count", None) => format!("sum(\"{SIGN}\")"),
             ("count", Some(a)) => counted(&a),
             ("sum", Some(a)) => format!("sum(({a}) * \"{SIGN}\")"),
+            ("collect_list" | "collect_set", Some(a)) => format!("{name}({a}, \"{SIGN}\")"),
             ("avg", Some(a)) => format!(
                 "CAST(sum(({a}) * \"{SIGN}\") AS DOUBLE) / NULLIF({}, 0)",
                 counted(&a)

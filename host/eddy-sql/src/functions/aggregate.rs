@@ -2,6 +2,11 @@
 //! `EARLIEST_BY_OFFSET`, `LATEST_BY_OFFSET`. Each keeps its values as a list, which is also its
 //! state, so a checkpointed `state()` merges back exactly.
 //!
+//! Over a table's changes, `COLLECT_LIST` and `COLLECT_SET` also retract: the engine passes the
+//! sign of each change (its hidden `__eddy_…` column) as a second argument, and a row leaving
+//! its group takes its value back out, as ksqlDB's undo does (one occurrence from a list; the
+//! value from a set).
+//!
 //! `EARLIEST_BY_OFFSET`/`LATEST_BY_OFFSET` take ksqlDB's four forms: `(col)`, `(col,
 //! ignoreNulls)`, `(col, n)` and `(col, n, ignoreNulls)`; with `n` the result is an ARRAY of up to
 //! `n` values, oldest first, and `ignoreNulls` is true unless given.
@@ -45,7 +50,13 @@ struct KsqlAggregate {
 
 /// This family's functions.
 pub(super) fn all() -> Vec<AggregateUDF> {
-    let one = || Signature::any(1, Volatility::Immutable);
+    // The second argument is the engine's retraction sign, never a user's (see `accumulator`).
+    let one = || {
+        Signature::one_of(
+            vec![TypeSignature::Any(1), TypeSignature::Any(2)],
+            Volatility::Immutable,
+        )
+    };
     let with_k = || Signature::one_of(vec![TypeSignature::Any(2)], Volatility::Immutable);
     let by_offset = || {
         Signature::one_of(
@@ -179,11 +190,16 @@ impl AggregateUDFImpl for KsqlAggregate {
             }
             Kind::List | Kind::Set => (usize::MAX, false),
         };
+        let signed = matches!(self.kind, Kind::List | Kind::Set) && args.exprs.len() == 2;
+        if signed && !is_engine_sign(&args.exprs[1]) {
+            return plan_err!("{} takes one argument", self.name.to_uppercase());
+        }
         Ok(Box::new(Collected {
             kind: self.kind,
             k,
             ignore_nulls,
             list,
+            signed,
             item,
             values: Vec::new(),
         }))
@@ -199,6 +215,12 @@ impl AggregateUDFImpl for KsqlAggregate {
     }
 }
 
+/// Whether `expr` is a hidden column of the engine's (the retraction sign of a table's changes).
+fn is_engine_sign(expr: &Arc<dyn PhysicalExpr>) -> bool {
+    expr.downcast_ref::<datafusion::physical_expr::expressions::Column>()
+        .is_some_and(|c| c.name().starts_with("__eddy_"))
+}
+
 /// The values an aggregate keeps, in the order its result lists them.
 #[derive(Debug)]
 struct Collected {
@@ -209,6 +231,8 @@ struct Collected {
     ignore_nulls: bool,
     /// Whether the result is the list of values (else its only value, or NULL).
     list: bool,
+    /// Whether input comes with a second column, the sign of a table's change: -1 retracts.
+    signed: bool,
     item: DataType,
     values: Vec<ScalarValue>,
 }
@@ -250,6 +274,14 @@ impl Collected {
         }
     }
 
+    /// Takes back a value a row that left the group had added: one occurrence of it from a
+    /// list, the value from a set (even if another row added it too, as ksqlDB does).
+    fn remove(&mut self, value: &ScalarValue) {
+        if let Some(at) = self.values.iter().position(|v| v == value) {
+            self.values.remove(at);
+        }
+    }
+
     fn add_all(&mut self, values: &ArrayRef) -> Result<()> {
         for i in 0..values.len() {
             self.add(ScalarValue::try_from_array(values, i)?);
@@ -264,7 +296,20 @@ impl Collected {
 
 impl Accumulator for Collected {
     fn update_batch(&mut self, values: &[ArrayRef]) -> Result<()> {
-        self.add_all(&values[0])
+        if !self.signed {
+            return self.add_all(&values[0]);
+        }
+        let signs = datafusion::arrow::compute::cast(&values[1], &DataType::Int64)?;
+        let signs = signs.as_primitive::<datafusion::arrow::datatypes::Int64Type>();
+        for i in 0..values[0].len() {
+            let value = ScalarValue::try_from_array(&values[0], i)?;
+            if signs.is_valid(i) && signs.value(i) < 0 {
+                self.remove(&value);
+            } else {
+                self.add(value);
+            }
+        }
+        Ok(())
     }
 
     fn merge_batch(&mut self, states: &[ArrayRef]) -> Result<()> {
@@ -307,6 +352,7 @@ mod tests {
             k,
             ignore_nulls: !matches!(kind, Kind::List | Kind::Set),
             list: true,
+            signed: false,
             item: DataType::Int64,
             values: Vec::new(),
         }
@@ -370,6 +416,22 @@ mod tests {
         assert_eq!(result(Kind::Set, 0), "[3, , 5, 1]");
         assert_eq!(result(Kind::Earliest, 2), "[3, 5]");
         assert_eq!(result(Kind::Latest, 2), "[5, 1]");
+    }
+
+    #[test]
+    fn signed_rows_take_their_values_back_out() {
+        let values = ints(&[Some(3), Some(5), Some(3), Some(3), Some(5)]);
+        let signs = ints(&[Some(1), Some(1), Some(1), Some(-1), Some(1)]);
+        let result = |kind| {
+            let mut c = Collected {
+                signed: true,
+                ..collected(kind, 0)
+            };
+            c.update_batch(&[values.clone(), signs.clone()]).unwrap();
+            c.evaluate().unwrap().to_string()
+        };
+        assert_eq!(result(Kind::List), "[5, 3, 5]");
+        assert_eq!(result(Kind::Set), "[5]");
     }
 
     #[test]
