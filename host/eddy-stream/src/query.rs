@@ -1081,6 +1081,23 @@ fn keyword(
     }
 }
 
+/// `token` as SQL text again. The tokenizer's own `Display` writes a string literal or quoted
+/// name without doubling the quotes inside it (`'a''b'` would come back as `'a'b'`).
+fn token_text(token: &Token) -> String {
+    match token {
+        Token::SingleQuotedString(s) => format!("'{}'", s.replace('\'', "''")),
+        Token::Word(w) => match w.quote_style {
+            Some(q) => {
+                let close = if q == '[' { ']' } else { q };
+                let inner = w.value.replace(close, &format!("{close}{close}"));
+                format!("{q}{inner}{close}")
+            }
+            None => w.value.clone(),
+        },
+        other => other.to_string(),
+    }
+}
+
 /// Removes a trailing `PARTITION BY expr, …` (the statement's last clause once EMIT is gone).
 fn strip_partition_by(sql: &str) -> Result<(String, Vec<Expr>)> {
     let tokens = tokenize(sql)?;
@@ -1102,10 +1119,10 @@ fn strip_partition_by(sql: &str) -> Result<(String, Vec<Expr>)> {
         if word(k).as_deref() != Some("BY") {
             continue;
         }
-        let head: String = tokens[..i].iter().map(|t| t.token.to_string()).collect();
+        let head: String = tokens[..i].iter().map(|t| token_text(&t.token)).collect();
         let tail: String = tokens[k + 1..]
             .iter()
-            .map(|t| t.token.to_string())
+            .map(|t| token_text(&t.token))
             .collect();
         let exprs = Parser::new(&GenericDialect {})
             .try_with_sql(tail.trim())
@@ -1213,7 +1230,7 @@ fn strip_window(sql: &str) -> Result<Stripped> {
                 }
             }
         }
-        out.push_str(&tokens[i].token.to_string());
+        out.push_str(&token_text(&tokens[i].token));
         i += 1;
     }
     Ok((
@@ -1365,6 +1382,18 @@ pub(crate) fn duration(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn quotes_inside_literals_and_names_survive_the_clauses_taken_out() {
+        let (sql, window, ..) = strip_window(
+            r#"SELECT 'it''s' AS "we""ird" FROM s WINDOW TUMBLING (SIZE 1 SECOND) GROUP BY x"#,
+        )
+        .unwrap();
+        assert!(window.is_some());
+        assert_eq!(sql, r#"SELECT 'it''s' AS "we""ird" FROM s   GROUP BY x"#);
+        let (sql, _) = strip_partition_by("SELECT 'a''b' AS x FROM s PARTITION BY x").unwrap();
+        assert_eq!(sql.trim_end(), "SELECT 'a''b' AS x FROM s");
+    }
 
     #[test]
     fn pull_queries_name_unaliased_expressions_as_continuous_ones_do() {
