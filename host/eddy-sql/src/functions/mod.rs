@@ -24,9 +24,10 @@ pub use time::{parse_timestamp, quote_time_units};
 
 use std::sync::Arc;
 
+use datafusion::common::DFSchema;
 use datafusion::execution::SessionStateBuilder;
 use datafusion::logical_expr::expr::ScalarFunction;
-use datafusion::logical_expr::planner::{ExprPlanner, PlannerResult};
+use datafusion::logical_expr::planner::{ExprPlanner, PlannerResult, RawBinaryExpr};
 use datafusion::logical_expr::{Expr, ScalarUDF};
 
 /// Adds ksqlDB's functions to a session being built; every session Eddy creates goes through it.
@@ -37,9 +38,9 @@ pub(crate) fn register(builder: &mut SessionStateBuilder) {
     aggregates.extend(aggregate::all().into_iter().map(Arc::new));
     aggregates.extend(stats::all().into_iter().map(Arc::new));
     // `SUBSTRING(…)` is parsed as a special form that DataFusion's planners turn into its own
-    // `substr`, bypassing the registry: plan it first.
+    // `substr`, bypassing the registry, and `+` of strings is theirs to refuse: plan first.
     let planners = builder.expr_planners().get_or_insert_with(Vec::new);
-    planners.insert(0, Arc::new(SubstringPlanner));
+    planners.insert(0, Arc::new(KsqlPlanner));
 }
 
 /// Adds ksqlDB's lambda functions to `ctx`: they plan their lambdas with its functions.
@@ -63,11 +64,36 @@ fn scalar_functions() -> Vec<Arc<ScalarUDF>> {
         .collect()
 }
 
-/// Plans `SUBSTRING(str, pos[, len])` (and `SUBSTRING(str FROM pos FOR len)`) as ksqlDB's.
+/// Plans ksqlDB's syntax that DataFusion reads otherwise: `SUBSTRING(str, pos[, len])` (and
+/// `SUBSTRING(str FROM pos FOR len)`) as ksqlDB's, and `a + b` of two strings as their
+/// concatenation (`a || b`, NULL when either is).
 #[derive(Debug)]
-struct SubstringPlanner;
+struct KsqlPlanner;
 
-impl ExprPlanner for SubstringPlanner {
+impl ExprPlanner for KsqlPlanner {
+    fn plan_binary_op(
+        &self,
+        expr: RawBinaryExpr,
+        schema: &DFSchema,
+    ) -> datafusion::common::Result<PlannerResult<RawBinaryExpr>> {
+        use datafusion::arrow::datatypes::DataType;
+        use datafusion::logical_expr::{BinaryExpr, ExprSchemable, Operator};
+        use datafusion::sql::sqlparser::ast::BinaryOperator;
+        let text = |e: &Expr| {
+            e.get_type(schema).is_ok_and(|t| {
+                matches!(t, DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View)
+            })
+        };
+        if expr.op == BinaryOperator::Plus && text(&expr.left) && text(&expr.right) {
+            return Ok(PlannerResult::Planned(Expr::BinaryExpr(BinaryExpr::new(
+                Box::new(expr.left),
+                Operator::StringConcat,
+                Box::new(expr.right),
+            ))));
+        }
+        Ok(PlannerResult::Original(expr))
+    }
+
     fn plan_substring(
         &self,
         args: Vec<Expr>,
