@@ -1,6 +1,7 @@
-//! ksqlDB's struct syntax as DataFusion's, rewritten in the statement text before anything
-//! plans it: the dereference `s->field` as `s['field']`, and the constructor
-//! `STRUCT(a := 1, b := 'x')` as `named_struct('a', 1, 'b', 'x')`.
+//! ksqlDB's struct and map syntax as DataFusion's, rewritten in the statement text before
+//! anything plans it: the dereference `s->field` as `s['field']`, the constructor
+//! `STRUCT(a := 1, b := 'x')` as `named_struct('a', 1, 'b', 'x')`, and the constructor
+//! `MAP('a' := 1, 'b' := 2)` as `make_map('a', 1, 'b', 2)`.
 
 use datafusion::sql::sqlparser::tokenizer::Token;
 
@@ -8,7 +9,8 @@ use crate::statement::Tokens;
 
 /// `sql` with each `->field` replaced by `['field']`, each `STRUCT(` that names its fields by
 /// `named_struct(`, and each `field :=` by `'field',` (field names lower-cased unless quoted, as
-/// columns are); text that does not tokenize is left for the parser to report.
+/// columns are); each `MAP(` whose entries are `key := value` by `make_map(`, and their `:=` by
+/// `,`. Text that does not tokenize is left for the parser to report.
 pub(crate) fn rewrite(sql: &str) -> String {
     let Ok(t) = Tokens::new(sql) else {
         return sql.to_string();
@@ -17,21 +19,40 @@ pub(crate) fn rewrite(sql: &str) -> String {
     let mut out = String::with_capacity(sql.len());
     let mut copied = 0;
     // Parentheses open, and the depths at which rewritten constructors' fields sit: `name :=`
-    // is a field only directly inside one.
+    // is a field only directly inside one. A map's entries are told apart by `true`.
     let mut depth = 0;
-    let mut constructors: Vec<usize> = Vec::new();
+    let mut constructors: Vec<(usize, bool)> = Vec::new();
+    // Whether the parentheses opening at token `open` hold a `:=` directly.
+    let assigns_inside = |open: usize| {
+        let mut inner = 0;
+        for j in open..t.tokens.len() {
+            match token(j) {
+                Some(Token::LParen) => inner += 1,
+                Some(Token::RParen) => {
+                    inner -= 1;
+                    if inner == 0 {
+                        return false;
+                    }
+                }
+                Some(Token::Assignment) if inner == 1 => return true,
+                _ => {}
+            }
+        }
+        false
+    };
     for i in 0..t.tokens.len() {
         match token(i) {
             Some(Token::LParen) => depth += 1,
             Some(Token::RParen) => {
-                if constructors.last() == Some(&depth) {
+                if constructors.last().map(|c| c.0) == Some(depth) {
                     constructors.pop();
                 }
                 depth = depth.saturating_sub(1);
             }
             _ => {}
         }
-        let in_constructor = constructors.last() == Some(&depth);
+        let in_constructor = constructors.last() == Some(&(depth, false));
+        let in_map = constructors.last() == Some(&(depth, true));
         let (start, end, with) = match (token(i), token(i + 1), token(i + 2), token(i + 3)) {
             (Some(Token::Arrow), Some(Token::Word(w)), ..) => {
                 let (name, len) = name_of(w);
@@ -48,9 +69,22 @@ pub(crate) fn rewrite(sql: &str) -> String {
                 Some(Token::Word(_)),
                 Some(Token::Assignment),
             ) if s.quote_style.is_none() && s.value.eq_ignore_ascii_case("STRUCT") => {
-                constructors.push(depth + 1);
+                constructors.push((depth + 1, false));
                 let start = t.offset(sql, i);
                 (start, start + s.value.len(), "named_struct".to_string())
+            }
+            (Some(Token::Word(s)), Some(Token::LParen), ..)
+                if s.quote_style.is_none()
+                    && s.value.eq_ignore_ascii_case("MAP")
+                    && assigns_inside(i + 1) =>
+            {
+                constructors.push((depth + 1, true));
+                let start = t.offset(sql, i);
+                (start, start + s.value.len(), "make_map".to_string())
+            }
+            (Some(Token::Assignment), ..) if in_map => {
+                let start = t.offset(sql, i);
+                (start, start + ":=".len(), ",".to_string())
             }
             (Some(Token::Word(w)), Some(Token::Assignment), ..) if in_constructor => {
                 let (name, _) = name_of(w);
@@ -97,6 +131,14 @@ mod tests {
             "SELECT 'é', p['x']\nFROM s"
         );
         assert_eq!(rewrite("SELECT a - > b"), "SELECT a - > b");
+    }
+
+    #[test]
+    fn map_constructors_become_make_map() {
+        assert_eq!(
+            rewrite("SELECT MAP('a' := 1, k := MAP('x' := v)), map(['a'], [f(b := 2)]) FROM t"),
+            "SELECT make_map('a' , 1, k , make_map('x' , v)), map(['a'], [f(b := 2)]) FROM t"
+        );
     }
 
     #[test]
