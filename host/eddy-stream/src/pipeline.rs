@@ -180,6 +180,19 @@ impl Processor {
         let result =
             Self::plan_inner(ctx, parsed, &in_table, slot, id, &mut tables, expose_window).await;
         let mut processor = unregister_on_error(ctx, &tables, result)?;
+        // A table function makes rows of one row, which a table's later change of that row
+        // could not take back: ksqlDB refuses them over tables, with this message.
+        if parsed.changelog.is_some()
+            && processor
+                .plan
+                .exists(|p| Ok(matches!(p, LogicalPlan::Unnest(_))))
+                .unwrap_or(false)
+        {
+            let refused = Err(Error::Plan(
+                "Table source is not supported with table functions".into(),
+            ));
+            unregister_on_error(ctx, &processor.tables, refused)?;
+        }
         if let Some(rows) = retract {
             let refused = processor.refuse_unretractable(&parsed.source);
             unregister_on_error(ctx, &processor.tables, refused)?;
