@@ -160,8 +160,8 @@ async fn kafka_an_aggregation_over_a_table_retracts_changed_rows() {
     assert_eq!(
         refused.to_string(),
         "The aggregation functions MIN and MAX cannot be applied to a table source, only to a \
-         stream source. ('people' is a table: its rows change, and only COUNT, SUM and AVG can \
-         take a changed row back out of its group.)"
+         stream source. ('people' is a table: its rows change, and only COUNT, SUM, AVG, \
+         COLLECT_LIST and COLLECT_SET can take a changed row back out of its group.)"
     );
     let config = shared().config(&unique("tq-producer"));
     let json = |s: &str| Some(s.as_bytes().to_vec());
