@@ -515,6 +515,78 @@ impl Parsed {
     /// What its joins are keyed by, as ksqlDB keys them, when every join is `ON a = b`: both
     /// sides of a single join; for several, the columns of the last join's condition and every
     /// column an earlier join makes equal to one of them, in the order they are written.
+    /// Refuses, with ksqlDB's messages, a join of the stream to table `table` (joined `index`th,
+    /// under `alias`, keyed by `keys`) that ksqlDB refuses: a FULL or RIGHT join, and a
+    /// condition that does not name the table's PRIMARY KEY on one side.
+    pub(crate) fn check_stream_table_join(
+        &self,
+        index: usize,
+        table: &str,
+        alias: &str,
+        keys: &[String],
+    ) -> Result<()> {
+        use datafusion::sql::sqlparser::ast::{BinaryOperator, JoinConstraint, JoinOperator};
+        let SetExpr::Select(select) = self.query.body.as_ref() else {
+            return Ok(());
+        };
+        let Some(join) = select.from.first().and_then(|f| f.joins.get(index)) else {
+            return Ok(());
+        };
+        let (source, table) = (self.source.to_uppercase(), table.to_uppercase());
+        let (kind, on) = match &join.join_operator {
+            JoinOperator::FullOuter(JoinConstraint::On(on)) => ("full-outer", on),
+            JoinOperator::Right(JoinConstraint::On(on))
+            | JoinOperator::RightOuter(JoinConstraint::On(on)) => ("right", on),
+            JoinOperator::Join(JoinConstraint::On(on))
+            | JoinOperator::Inner(JoinConstraint::On(on))
+            | JoinOperator::Left(JoinConstraint::On(on))
+            | JoinOperator::LeftOuter(JoinConstraint::On(on)) => ("", on),
+            _ => return Ok(()),
+        };
+        if !kind.is_empty() {
+            let written = if kind == "right" {
+                "RIGHT"
+            } else {
+                "[FULL] OUTER"
+            };
+            return Err(Error::Plan(format!(
+                "Invalid join type: {kind} join not supported for stream-table join. Got \
+                 {source} {written} JOIN {table}."
+            )));
+        }
+        // The table's key column, as the condition may name it: alone, or after the table's
+        // name or alias.
+        let is_key = |e: &Expr| {
+            let key = |i: &Ident| keys.iter().any(|k| *k == ident(i));
+            match e {
+                Expr::Identifier(i) => key(i),
+                Expr::CompoundIdentifier(parts) => match parts.as_slice() {
+                    [relation, column] => {
+                        let r = ident(relation);
+                        (r == alias.to_lowercase() || r == table.to_lowercase()) && key(column)
+                    }
+                    _ => false,
+                },
+                _ => false,
+            }
+        };
+        if let Expr::BinaryOp {
+            left,
+            op: BinaryOperator::Eq,
+            right,
+        } = on
+        {
+            if is_key(left) || is_key(right) {
+                return Ok(());
+            }
+        }
+        Err(Error::Plan(format!(
+            "Invalid join condition: stream-table joins require to join on the table's primary \
+             key. Got {}.",
+            on.to_string().to_uppercase()
+        )))
+    }
+
     pub(crate) fn join_keys(&self) -> Option<Vec<Expr>> {
         use datafusion::sql::sqlparser::ast::{BinaryOperator, JoinConstraint, JoinOperator};
         let SetExpr::Select(select) = self.query.body.as_ref() else {

@@ -87,7 +87,7 @@ impl Engine {
         }
         let mut other = None;
         let joined = parsed.joined.clone();
-        for j in &joined {
+        for (index, j) in joined.iter().enumerate() {
             match self.relations.get(j) {
                 // Two tables with changes to follow: a table–table join.
                 Some(r)
@@ -100,6 +100,8 @@ impl Engine {
                     other = Some(super::catalog::decoded_schema(r));
                 }
                 Some(r) if r.kind == Kind::Table && r.table.is_some() => {
+                    let alias = &parsed.joined_aliases[index];
+                    parsed.check_stream_table_join(index, j, alias, &r.keys)?;
                     if parsed.within.is_some() {
                         return Err(Error::Plan(format!(
                             "A window definition was provided for a Stream-Table join: '{j}' is \
