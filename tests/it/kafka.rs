@@ -1071,6 +1071,19 @@ async fn kafka_tables_write_keyed_changes_and_tombstones() {
         &original,
     )
     .await;
+    // A session has no size, as ksqlDB says.
+    let refused = engine
+        .execute(&format!(
+            "CREATE TABLE sessions (page VARCHAR PRIMARY KEY, n BIGINT) WITH \
+             (kafka_topic='{windows}', window_type='Session', window_size='30 seconds')"
+        ))
+        .await
+        .err()
+        .expect("refused");
+    assert_eq!(
+        refused.to_string(),
+        "'WINDOW_SIZE' should not be set for SESSION windows."
+    );
     engine.shutdown().await;
 }
 

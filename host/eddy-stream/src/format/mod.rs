@@ -374,6 +374,9 @@ impl KeyWindow {
             return Ok(None);
         };
         match kind.trim().to_uppercase().as_str() {
+            "SESSION" if options.contains_key("window_size") => Err(Error::Catalog(
+                "'WINDOW_SIZE' should not be set for SESSION windows.".into(),
+            )),
             "SESSION" => Ok(Some(KeyWindow::Session)),
             "TUMBLING" | "HOPPING" => {
                 let size = options.get("window_size").ok_or_else(|| {
