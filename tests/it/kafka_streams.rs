@@ -117,6 +117,7 @@ async fn kafka_a_stream_query_keeps_its_sources_key() {
             keyed(1, Some(r#"{"NAME":"Nick","N":2}"#)),
             keyed(2, Some(r#"{"NAME":"Ann","N":1}"#)),
             keyed(3, Some(r#"{"NAME":"Bo","N":5}"#)),
+            keyed(4, Some(r#"{"NAME":null,"N":null}"#)),
         ],
     )
     .await;
@@ -154,9 +155,15 @@ async fn kafka_a_stream_query_keeps_its_sources_key() {
             (Some(b"3"), Some(r#"{"NAME":"Bo","N":5}"#)),
         ])
     );
+    // Two key columns make a key even when both are NULL, as in ksqlDB.
     assert_eq!(
-        read_raw(&pairs, 1).await,
-        expected(&[(Some(br#"{"NAME":"Nick","N":2}"#), Some(r#"{"ID":1}"#))])
+        read_raw(&pairs, 4).await,
+        expected(&[
+            (Some(br#"{"NAME":"Nick","N":2}"#), Some(r#"{"ID":1}"#)),
+            (Some(br#"{"NAME":"Ann","N":1}"#), Some(r#"{"ID":2}"#)),
+            (Some(br#"{"NAME":"Bo","N":5}"#), Some(r#"{"ID":3}"#)),
+            (Some(br#"{"NAME":null,"N":null}"#), Some(r#"{"ID":4}"#)),
+        ])
     );
 }
 

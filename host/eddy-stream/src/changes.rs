@@ -153,13 +153,15 @@ impl TableRecords {
                 std::sync::Arc::new(arrow::datatypes::Schema::new(fields)),
                 changes.group[..self.keys].to_vec(),
             )?;
-            // A key whose columns are all NULL is no key at all, as ksqlDB writes it.
+            // A NULL key column is no key at all, as ksqlDB writes it; several key columns
+            // make a key (a JSON object, a DELIMITED line) even when all are NULL.
             let groups = &changes.group[..self.keys];
+            let single = groups.len() == 1;
             self.key_format
                 .encode(&batch)?
                 .into_iter()
                 .enumerate()
-                .map(|(i, key)| groups.iter().any(|g| g.is_valid(i)).then_some(key))
+                .map(|(i, key)| (!single || groups[0].is_valid(i)).then_some(key))
                 .collect()
         };
         if let Some(window) = self.window {
