@@ -4,7 +4,8 @@
 use std::sync::Arc;
 
 use datafusion::arrow::array::{
-    Array, ArrayRef, AsArray, Int32Array, Int64Array, ListBuilder, StringArray, StringBuilder,
+    Array, ArrayRef, AsArray, BinaryBuilder, Int32Array, Int64Array, ListBuilder, StringArray,
+    StringBuilder,
 };
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{DataType, Int64Type};
@@ -46,8 +47,8 @@ pub(super) fn all() -> Vec<Ksql> {
         }),
         Ksql::new(
             "split",
-            vec![vec![S, S]],
-            returns!(DataType::new_list(S, true)),
+            vec![vec![S, S], vec![DataType::Binary, DataType::Binary]],
+            |t: &[DataType]| Ok(DataType::new_list(t[0].clone(), true)),
             split,
         ),
         Ksql::with_signature(
@@ -232,6 +233,9 @@ fn pad(a: &[ArrayRef], left: bool) -> Result<ArrayRef> {
 
 /// ksqlDB's `SPLIT`: empty pieces are kept, and an empty delimiter splits every character.
 fn split(a: &[ArrayRef], _: usize) -> Result<ArrayRef> {
+    if a[0].data_type() == &DataType::Binary {
+        return split_bytes(a);
+    }
     let text = strings(&a[0])?;
     let delimiter = strings(&a[1])?;
     let mut out = ListBuilder::new(StringBuilder::new());
@@ -249,6 +253,34 @@ fn split(a: &[ArrayRef], _: usize) -> Result<ArrayRef> {
             for piece in text.split(delimiter) {
                 out.values().append_value(piece);
             }
+        }
+        out.append(true);
+    }
+    Ok(Arc::new(out.finish()))
+}
+
+/// `SPLIT` of `BYTES` by a `BYTES` delimiter, as ksqlDB splits them: into single bytes when
+/// the delimiter is empty.
+fn split_bytes(a: &[ArrayRef]) -> Result<ArrayRef> {
+    let (bytes, delimiter) = (a[0].as_binary::<i32>(), a[1].as_binary::<i32>());
+    let mut out = ListBuilder::new(BinaryBuilder::new());
+    for i in 0..bytes.len() {
+        if bytes.is_null(i) || delimiter.is_null(i) {
+            out.append(false);
+            continue;
+        }
+        let (bytes, delimiter) = (bytes.value(i), delimiter.value(i));
+        if delimiter.is_empty() {
+            for b in bytes {
+                out.values().append_value([*b]);
+            }
+        } else {
+            let mut rest = bytes;
+            while let Some(at) = rest.windows(delimiter.len()).position(|w| w == delimiter) {
+                out.values().append_value(&rest[..at]);
+                rest = &rest[at + delimiter.len()..];
+            }
+            out.values().append_value(rest);
         }
         out.append(true);
     }
