@@ -1207,6 +1207,50 @@ async fn kafka_insert_into_relations_read_from_topics() {
         )
     );
 
+    // Into a stream a query writes keyed by its source's key: the inserted records are keyed
+    // the same way, as in ksqlDB.
+    let kept = unique("insert-kept");
+    run(
+        &mut engine,
+        &format!(
+            "CREATE STREAM fast_cars WITH (kafka_topic='{kept}', partitions=1) AS \
+             SELECT car, speed, ts FROM cars WHERE speed > 100"
+        ),
+    )
+    .await;
+    run(
+        &mut engine,
+        "CREATE STREAM more (car VARCHAR KEY, speed DOUBLE, ts BIGINT) WITH (timestamp='ts')",
+    )
+    .await;
+    run(
+        &mut engine,
+        "INSERT INTO fast_cars SELECT car, speed, ts FROM more",
+    )
+    .await;
+    run(
+        &mut engine,
+        "INSERT INTO more (car, speed, ts) VALUES ('m1', 200.0, 7000)",
+    )
+    .await;
+    let mut written = read_timed(&kept, 2).await;
+    written.sort();
+    assert_eq!(
+        written,
+        [
+            (
+                bytes("e2"),
+                bytes(r#"{"SPEED":130.0,"TS":3000}"#),
+                Some(3000)
+            ),
+            (
+                bytes("m1"),
+                bytes(r#"{"SPEED":200.0,"TS":7000}"#),
+                Some(7000)
+            ),
+        ]
+    );
+
     run(
         &mut engine,
         &format!(

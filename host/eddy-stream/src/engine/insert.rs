@@ -16,7 +16,6 @@ use super::{Engine, KafkaSettings, Output};
 use crate::connectors;
 use crate::format::common::type_name;
 use crate::format::records::StreamRecords;
-use crate::format::ValueFormat;
 use crate::provider::Inserter;
 use crate::statement::{Kind, Statement};
 use crate::{Error, Result};
@@ -171,9 +170,11 @@ impl Engine {
                          records are keyed by that query; insert into its source instead"
                     )));
                 }
+                // Keyed as the query writing it keys its records (its source's key, or a
+                // join's column), so that both writers' records agree, as in ksqlDB.
                 (
                     sink.options.get("kafka_topic").cloned(),
-                    StreamRecords::plain(ValueFormat::from_options(&sink.options)?),
+                    StreamRecords::of(&sink.options, &sink_schema, &sink.keys)?,
                 )
             }
             Spec::Mqtt { .. } | Spec::Generator { .. } => {
