@@ -43,6 +43,11 @@ use crate::{Error, Result};
 /// The name of the column that marks a tombstone row in an aggregation's output.
 pub(crate) const DELETED: &str = "__eddy_deleted";
 
+/// A row to retract: a group's key values, its emitted bounds, and the tombstone's rowtime
+/// when known (a session that moved: its old end, as Kafka Streams times it; otherwise the
+/// time the tombstone is written).
+type Retraction = (Vec<ScalarValue>, (i64, i64), Option<i64>);
+
 /// A group as an output row names it: window bounds and key bytes.
 type Identity = ((i64, i64), Vec<u8>);
 
@@ -78,8 +83,8 @@ pub(crate) struct Aggregation {
     changed: Vec<GroupId>,
     /// Whether changes are emitted, so worth tracking.
     track_changes: bool,
-    /// Rows to retract at the next emission: a group's key values and its emitted bounds.
-    retract: Vec<(Vec<ScalarValue>, (i64, i64))>,
+    /// Rows to retract at the next emission.
+    retract: Vec<Retraction>,
 }
 
 impl Aggregation {
@@ -379,7 +384,7 @@ impl Aggregation {
         for id in moving {
             if let Some(bounds) = self.groups.meta_mut(id).and_then(|m| m.emitted.take()) {
                 let values = self.key_values(id)?;
-                self.retract.push((values, bounds));
+                self.retract.push((values, bounds, Some(bounds.1)));
             }
             let key = self.groups.meta(id).expect("a live group").key.clone();
             match self.groups.lookup(into, &key) {
@@ -518,7 +523,9 @@ impl Aggregation {
                 .then_some(span);
             if let Some(old) = meta.emitted.filter(|old| Some(*old) != now) {
                 let values = self.key_values(id)?;
-                self.retract.push((values, old));
+                // Bounds that moved are a session's; a row HAVING dropped has no time here.
+                let time = now.map(|_| old.1);
+                self.retract.push((values, old, time));
             }
             self.groups.meta_mut(id).expect("emitted above").emitted = now;
         }
@@ -623,18 +630,27 @@ impl Aggregation {
         let keys = self.key_columns.len();
         let fields = self.out_schema.fields();
         let mut columns: Vec<ArrayRef> = (0..self.hidden)
-            .map(|i| new_null_array(fields[i].data_type(), n))
+            .map(|i| match fields[i].data_type() {
+                DataType::Timestamp(TimeUnit::Millisecond, None)
+                    if fields[i].name() == "rowtime" =>
+                {
+                    Arc::new(TimestampMillisecondArray::from_iter(
+                        retract.iter().map(|(_, _, t)| *t),
+                    )) as ArrayRef
+                }
+                other => new_null_array(other, n),
+            })
             .collect();
         for k in 0..keys {
-            let values = retract.iter().map(|(v, _)| v[k].clone()).collect();
+            let values = retract.iter().map(|(v, _, _)| v[k].clone()).collect();
             columns.push(to_array(values, fields[self.hidden + k].data_type())?);
         }
         if self.window.is_some() {
             columns.push(Arc::new(TimestampMillisecondArray::from_iter_values(
-                retract.iter().map(|(_, b)| b.0),
+                retract.iter().map(|(_, b, _)| b.0),
             )));
             columns.push(Arc::new(TimestampMillisecondArray::from_iter_values(
-                retract.iter().map(|(_, b)| b.1),
+                retract.iter().map(|(_, b, _)| b.1),
             )));
         }
         columns.push(Arc::new(BooleanArray::from(vec![true; n])));
