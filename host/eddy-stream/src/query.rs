@@ -587,6 +587,30 @@ impl Parsed {
         )))
     }
 
+    /// Refuses, with ksqlDB's message, a selected column aliased with a pseudo column's name:
+    /// `ROWTIME`, and `WINDOWSTART` or `WINDOWEND` outside a windowed aggregation (where they
+    /// are its window's bounds).
+    pub(crate) fn check_reserved_names(&self) -> Result<()> {
+        let SetExpr::Select(select) = self.query.body.as_ref() else {
+            return Ok(());
+        };
+        for item in &select.projection {
+            let SelectItem::ExprWithAlias { alias, .. } = item else {
+                continue;
+            };
+            let name = ident(alias);
+            let reserved = name == "rowtime"
+                || (self.window.is_none() && (name == "windowstart" || name == "windowend"));
+            if reserved {
+                return Err(Error::Plan(format!(
+                    "Reserved column name in select: `{}`. Please remove or alias the column.",
+                    alias.value.to_uppercase()
+                )));
+            }
+        }
+        Ok(())
+    }
+
     pub(crate) fn join_keys(&self) -> Option<Vec<Expr>> {
         use datafusion::sql::sqlparser::ast::{BinaryOperator, JoinConstraint, JoinOperator};
         let SetExpr::Select(select) = self.query.body.as_ref() else {
