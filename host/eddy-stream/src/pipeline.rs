@@ -414,6 +414,26 @@ impl Processor {
     ) -> Result<TableRecords> {
         let mut keys = Vec::new();
         let stream = !parsed.partition_by.is_empty();
+        // A key selected twice would be written twice, as ksqlDB refuses it, in its words.
+        for (expr, names) in parsed.key_selections() {
+            let shown: Vec<String> = names.iter().map(|n| n.to_uppercase()).collect();
+            let Some((last, init)) = shown.split_last().filter(|(_, init)| !init.is_empty()) else {
+                continue;
+            };
+            return Err(Error::Plan(match (stream, &parsed.changelog) {
+                (true, _) => format!(
+                    "The projection contains a key column (`{}`) more than once, aliased as: \
+                     {} and {last}.",
+                    expr.to_uppercase(),
+                    init.join(", ")
+                ),
+                (false, None) => format!(
+                    "The projection contains a key column more than once: `{}` and `{last}`.",
+                    init.join("`, `")
+                ),
+                (false, Some(_)) => continue,
+            }));
+        }
         let key_names = parsed.key_names();
         for (expr, column) in key_names.iter().cloned() {
             let at = column.and_then(|c| self.schema.index_of(&c).ok());

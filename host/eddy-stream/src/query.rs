@@ -448,6 +448,15 @@ impl Parsed {
     /// For each GROUP BY expression (or the PARTITION BY one), the output column that selects
     /// it, if one does: ksqlDB writes those as the record key.
     pub(crate) fn key_names(&self) -> Vec<(String, Option<String>)> {
+        self.key_selections()
+            .into_iter()
+            .map(|(key, names)| (key, names.into_iter().next()))
+            .collect()
+    }
+
+    /// For each GROUP BY expression (or the PARTITION BY one), every output column that
+    /// selects it, in the order selected (`*` last).
+    pub(crate) fn key_selections(&self) -> Vec<(String, Vec<String>)> {
         let SetExpr::Select(select) = self.query.body.as_ref() else {
             return Vec::new();
         };
@@ -479,19 +488,24 @@ impl Parsed {
         });
         keys.iter()
             .map(|key| {
-                let name = select
+                let mut names: Vec<String> = select
                     .projection
                     .iter()
-                    .find_map(|item| match item {
+                    .filter_map(|item| match item {
                         SelectItem::UnnamedExpr(e) if same(e, key) => last(e),
                         SelectItem::ExprWithAlias { expr, alias } if same(expr, key) => {
                             Some(ident(alias))
                         }
                         _ => None,
                     })
-                    // `*` selects a column under its own name.
-                    .or_else(|| wildcard.then(|| last(key)).flatten());
-                (key.to_string(), name)
+                    .collect();
+                // `*` selects a column under its own name.
+                if let Some(own) = wildcard.then(|| last(key)).flatten() {
+                    if !names.contains(&own) {
+                        names.push(own);
+                    }
+                }
+                (key.to_string(), names)
             })
             .collect()
     }
