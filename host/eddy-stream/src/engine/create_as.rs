@@ -456,7 +456,7 @@ impl Engine {
             }
             _ => Vec::new(),
         };
-        if let Err(e) = format.check(name, &value_fields) {
+        if let Err(e) = format.check_with(&options, name, &value_fields) {
             return fail(self, &processor, &e.to_string());
         }
         let sink = match options.get("kafka_topic") {

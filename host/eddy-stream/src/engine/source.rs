@@ -149,7 +149,7 @@ impl Engine {
             .filter(|(_, key)| key_format.is_none() || !key)
             .map(|(f, _)| f.clone())
             .collect();
-        format.check(name, &value_fields)?;
+        format.check_with(&options, name, &value_fields)?;
         let pattern = options.get("timestamp_format");
         let timestamp =
             match (options.get("timestamp"), &spec) {

@@ -97,6 +97,27 @@ impl ValueFormat {
         })
     }
 
+    /// [`ValueFormat::check`], and as ksqlDB: `wrap_single_value='true'` only for one value
+    /// column (it says so even where wrapping is the default).
+    pub(crate) fn check_with(
+        &self,
+        options: &Options,
+        relation: &str,
+        columns: &[Field],
+    ) -> Result<()> {
+        let wrapped = options
+            .get("wrap_single_value")
+            .is_some_and(|v| v.trim().eq_ignore_ascii_case("true"));
+        let values = columns.iter().filter(|f| f.name() != "rowtime").count();
+        if wrapped && values != 1 {
+            return Err(Error::Catalog(format!(
+                "'WRAP_SINGLE_VALUE' is only valid for single-field value schemas: {relation} \
+                 has {values} value columns"
+            )));
+        }
+        self.check(relation, columns)
+    }
+
     /// Whether the format can hold `columns` (the value columns, without `rowtime`) of
     /// `relation`; the error states the format's rule.
     pub(crate) fn check(&self, relation: &str, columns: &[Field]) -> Result<()> {
