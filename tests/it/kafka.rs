@@ -870,6 +870,9 @@ pub(crate) async fn read_timed(
             message.timestamp().to_millis(),
         ));
     }
+    // rdkafka's drop waits, without a bound, for the consumer to leave its group: not on the
+    // test's runtime (a CI run once hung for an hour in a Kafka test; this is one such wait).
+    std::thread::spawn(move || drop(consumer));
     out
 }
 
