@@ -244,6 +244,49 @@ async fn kafka_a_record_without_a_value_passes_a_projection_only() {
     );
 }
 
+/// A stream keyed by two columns passes its keys on as they came: a record without a key
+/// stays without one (its key columns are NULL), as in ksqlDB, where a `PARTITION BY` of the
+/// same columns would write `{"K1":null,"K2":null}`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafka_a_record_without_a_key_keeps_none_through_a_projection() {
+    let (input, copied) = (unique("pair-in"), unique("pair-copied"));
+    let mut engine = engine();
+    run(
+        &mut engine,
+        &format!(
+            "CREATE STREAM pairs (k1 INT KEY, k2 INT KEY, v INT) WITH (kafka_topic='{input}', \
+             partitions=1, key_format='JSON')"
+        ),
+    )
+    .await;
+    run(
+        &mut engine,
+        &format!("CREATE STREAM copied WITH (kafka_topic='{copied}') AS SELECT * FROM pairs"),
+    )
+    .await;
+    let record = |key: Option<&str>, value: &str| Record {
+        key: key.map(|k| k.as_bytes().to_vec()),
+        ..keyed(0, Some(value))
+    };
+    produce(
+        &shared().config("pair-producer"),
+        &input,
+        vec![
+            record(Some(r#"{"K1":1,"K2":2}"#), r#"{"V":0}"#),
+            record(None, r#"{"V":1}"#),
+        ],
+    )
+    .await;
+    assert_eq!(
+        read_raw(&copied, 2).await,
+        expected(&[
+            (Some(br#"{"K1":1,"K2":2}"#), Some(r#"{"V":0}"#)),
+            (None, Some(r#"{"V":1}"#)),
+        ])
+    );
+    engine.shutdown().await;
+}
+
 /// A record without a value in an unkeyed stream whose column is an ARRAY (here ksqlDB's
 /// anonymous value, `wrap_single_value=false`) passes a projection as a record without a value,
 /// and the query goes on reading: such a record once panicked the query's task.

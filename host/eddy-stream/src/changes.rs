@@ -102,6 +102,10 @@ pub(crate) struct TableRecords {
     pub keys: usize,
     /// The window in the key, for a windowed table.
     pub window: Option<WindowKey>,
+    /// Whether a key whose columns are all NULL is no key at all: so for a key passed on from
+    /// the source (a record without a key keeps none) and a GROUP BY; a user's PARTITION BY of
+    /// several expressions makes a key even of NULLs, as in ksqlDB.
+    pub all_null_is_no_key: bool,
 }
 
 /// How a window is written after the key bytes, as Kafka Streams' windowed serdes do.
@@ -153,15 +157,15 @@ impl TableRecords {
                 std::sync::Arc::new(arrow::datatypes::Schema::new(fields)),
                 changes.group[..self.keys].to_vec(),
             )?;
-            // A NULL key column is no key at all, as ksqlDB writes it; several key columns
-            // make a key (a JSON object, a DELIMITED line) even when all are NULL.
+            // A NULL key column is no key at all, as ksqlDB writes it; see `all_null_is_no_key`
+            // for several.
             let groups = &changes.group[..self.keys];
-            let single = groups.len() == 1;
+            let keyless = self.all_null_is_no_key || groups.len() == 1;
             self.key_format
                 .encode(&batch)?
                 .into_iter()
                 .enumerate()
-                .map(|(i, key)| (!single || groups[0].is_valid(i)).then_some(key))
+                .map(|(i, key)| (!keyless || groups.iter().any(|g| g.is_valid(i))).then_some(key))
                 .collect()
         };
         if let Some(window) = self.window {

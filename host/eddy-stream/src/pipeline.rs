@@ -494,6 +494,7 @@ impl Processor {
                 WindowKind::Session { .. } => WindowKey::EndStart,
                 _ => WindowKey::Start,
             }),
+            all_null_is_no_key: !stream,
         })
     }
 

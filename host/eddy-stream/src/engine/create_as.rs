@@ -12,6 +12,7 @@ use super::options;
 use super::partitioned::Partitioned;
 use super::task::{OnError, TaskOutput};
 use super::{Engine, Output, PushQuery};
+use crate::changes::TableRecords;
 use crate::connectors;
 use crate::format::records::StreamRecords;
 use crate::format::{KeyFormat, ValueFormat};
@@ -403,7 +404,12 @@ impl Engine {
                     )
                 });
                 match layout {
-                    Ok(layout) => Some(layout),
+                    // A key passed on from the source (or a join's): none stays none.
+                    Ok(layout) => Some(TableRecords {
+                        all_null_is_no_key: layout.all_null_is_no_key
+                            || source_key_format.is_some(),
+                        ..layout
+                    }),
                     Err(e) => return fail(self, &processor, &e.to_string()),
                 }
             }
