@@ -579,3 +579,51 @@ async fn kafka_keys_default_to_kafka_and_outputs_take_their_sources_key_format()
         expected(&[(Some(br#"{"NAME":"Ann","N":1}"#), Some(r#"{"C":1}"#))])
     );
 }
+
+/// A stream read from a windowed topic joins only a stream windowed alike, as in ksqlDB, which
+/// says why in these words.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafka_windowed_streams_join_only_streams_windowed_alike() {
+    let mut engine = engine();
+    for (name, window) in [
+        ("sessions", ", window_type='Session'"),
+        ("plain", ""),
+        ("ticks", ", window_type='TUMBLING', window_size='1 SECOND'"),
+    ] {
+        let topic = unique(&format!("windowed-{name}"));
+        run(
+            &mut engine,
+            &format!(
+                "CREATE STREAM {name} (id INT KEY, v BIGINT) WITH (kafka_topic='{topic}', \
+                 partitions=1{window})"
+            ),
+        )
+        .await;
+    }
+    for (joined, message) in [
+        (
+            "plain",
+            "Can not join windowed source to non-windowed source.\n`SESSIONS` is SESSION \
+             windowed\n`PLAIN` is not windowed",
+        ),
+        (
+            "ticks",
+            "Incompatible windowed sources.\nLeft source: SESSION\nRight source: TUMBLING\n\
+             Session windowed sources can only be joined to other session windowed sources, and \
+             may still not result in expected behaviour as session bounds must be an exact match \
+             for the join to work\nHopping and tumbling windowed sources can only be joined to \
+             other hopping and tumbling windowed sources",
+        ),
+    ] {
+        let refused = engine
+            .execute(&format!(
+                "CREATE STREAM joined AS SELECT s.id, s.v, o.v AS w FROM sessions s \
+                 JOIN {joined} o WITHIN 1 MINUTE ON s.id = o.id"
+            ))
+            .await
+            .err()
+            .unwrap_or_else(|| panic!("joining {joined} must be refused"));
+        assert_eq!(refused.to_string(), message);
+    }
+    engine.shutdown().await;
+}

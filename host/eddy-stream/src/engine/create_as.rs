@@ -90,6 +90,9 @@ impl Engine {
         let mut other = None;
         let joined = parsed.joined.clone();
         for (index, j) in joined.iter().enumerate() {
+            if let Some(r) = self.relations.get(j) {
+                check_join_windows((&parsed.source, &self.relations[&parsed.source]), (j, r))?;
+            }
             match self.relations.get(j) {
                 // Two tables with changes to follow: a table–table join.
                 Some(r)
@@ -801,5 +804,40 @@ fn event_time_column(
         _ => Err(format!(
             "timestamp column '{column}' must be BIGINT (ms) or TIMESTAMP"
         )),
+    }
+}
+
+/// Refuses, with ksqlDB's messages, a join of a windowed source (one read from a topic with
+/// `window_type`) to an unwindowed one, or of a session-windowed source to a time-windowed one.
+fn check_join_windows(left: (&str, &Relation), right: (&str, &Relation)) -> Result<()> {
+    let window = |r: &Relation| {
+        r.options
+            .get("window_type")
+            .map(|w| w.trim().to_uppercase())
+    };
+    let (l, r) = (window(left.1), window(right.1));
+    let name = |n: &str| n.to_uppercase();
+    match (&l, &r) {
+        (Some(w), None) | (None, Some(w)) => {
+            let (windowed, plain) = if l.is_some() {
+                (left.0, right.0)
+            } else {
+                (right.0, left.0)
+            };
+            Err(Error::Plan(format!(
+                "Can not join windowed source to non-windowed source.\n`{}` is {w} windowed\n`{}` \
+                 is not windowed",
+                name(windowed),
+                name(plain)
+            )))
+        }
+        (Some(a), Some(b)) if (a == "SESSION") != (b == "SESSION") => Err(Error::Plan(format!(
+            "Incompatible windowed sources.\nLeft source: {a}\nRight source: {b}\nSession \
+             windowed sources can only be joined to other session windowed sources, and may still \
+             not result in expected behaviour as session bounds must be an exact match for the \
+             join to work\nHopping and tumbling windowed sources can only be joined to other \
+             hopping and tumbling windowed sources"
+        ))),
+        _ => Ok(()),
     }
 }
