@@ -601,14 +601,27 @@ impl Parsed {
         )))
     }
 
-    /// Refuses, with ksqlDB's message, a selected column aliased with a pseudo column's name:
-    /// `ROWTIME`, and `WINDOWSTART` or `WINDOWEND` outside a windowed aggregation (where they
-    /// are its window's bounds).
-    pub(crate) fn check_reserved_names(&self) -> Result<()> {
+    /// Refuses, with ksqlDB's messages, a selected column that ksqlDB cannot write: a bare
+    /// `NULL` (of no type), and one aliased with a pseudo column's name: `ROWTIME`, and
+    /// `WINDOWSTART` or `WINDOWEND` outside a windowed aggregation (where they are its window's
+    /// bounds).
+    pub(crate) fn check_projection(&self) -> Result<()> {
         let SetExpr::Select(select) = self.query.body.as_ref() else {
             return Ok(());
         };
         for item in &select.projection {
+            let (SelectItem::UnnamedExpr(expr) | SelectItem::ExprWithAlias { expr, .. }) = item
+            else {
+                continue;
+            };
+            if matches!(expr, Expr::Value(v) if v.value == datafusion::sql::sqlparser::ast::Value::Null)
+            {
+                return Err(Error::Plan(
+                    "Can't infer a type of null. Please explicitly cast it to a required type, \
+                     e.g. CAST(null AS VARCHAR)."
+                        .into(),
+                ));
+            }
             let SelectItem::ExprWithAlias { alias, .. } = item else {
                 continue;
             };

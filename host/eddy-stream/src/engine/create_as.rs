@@ -43,7 +43,7 @@ impl Engine {
         id: &str,
         table: bool,
     ) -> Result<(query::Parsed, Processor)> {
-        parsed.check_reserved_names()?;
+        parsed.check_projection()?;
         let Some(source) = self.relations.get(&parsed.source) else {
             return Err(Error::NotFound(format!(
                 "stream '{}' does not exist (SHOW STREAMS lists them)",
