@@ -538,6 +538,12 @@ impl Processor {
         self.aggregate.is_some()
     }
 
+    /// Whether a step writes each key it changed once (an aggregation, a table–table join), as
+    /// ksqlDB's record cache does: with the cache off, each record runs as a step of its own.
+    pub(crate) fn writes_once_per_key(&self) -> bool {
+        self.aggregate.is_some() || self.table_join.is_some()
+    }
+
     /// Whether it keeps state a failed batch may already have changed (an aggregation, a
     /// stream–stream join), so the batch cannot be split and run again.
     pub(crate) fn is_stateful(&self) -> bool {

@@ -324,7 +324,11 @@ impl Task {
         nulls: Option<crate::input::NullValues>,
     ) -> Vec<(RecordBatch, bool)> {
         let aggregate = self.processor.as_ref().is_some_and(|p| p.is_aggregate());
-        if aggregate && self.output.each_record {
+        let once_per_key = self
+            .processor
+            .as_ref()
+            .is_some_and(|p| p.writes_once_per_key());
+        if once_per_key && self.output.each_record {
             return (0..batch.num_rows())
                 .map(|i| (batch.slice(i, 1), false))
                 .collect();
