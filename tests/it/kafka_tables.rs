@@ -5,7 +5,9 @@
 use eddy_connector::Record;
 use eddy_tests::kafka::{shared, unique};
 
-use crate::kafka::{collect, engine, engine_with_state_in, produce, pull, read_raw, run};
+use crate::kafka::{
+    collect, engine, engine_with_state_in, produce, pull, read_raw, read_timed, run,
+};
 
 /// A record of `topic`'s table: `key` (none for a record without one) and a JSON value (none
 /// for a tombstone).
@@ -664,4 +666,67 @@ async fn kafka_a_foreign_key_join_finds_its_rows_after_a_restart() {
     );
     engine.shutdown().await;
     std::fs::remove_dir_all(&state_dir).ok();
+}
+
+/// A joined row is as late as the change that made it, as in Kafka Streams: a row that loses
+/// its joined row takes the time of that row's deletion, not its own older time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafka_a_table_join_row_is_timed_by_the_change_that_made_it() {
+    let topics = [unique("tj-time-people"), unique("tj-time-badges")];
+    let out = unique("tj-time-out");
+    let mut engine = engine();
+    for (name, columns, topic) in [
+        ("people", "city VARCHAR", &topics[0]),
+        ("badges", "badge VARCHAR", &topics[1]),
+    ] {
+        run(
+            &mut engine,
+            &format!(
+                "CREATE TABLE {name} (id VARCHAR PRIMARY KEY, {columns}) \
+                 WITH (kafka_topic='{topic}', partitions=1)"
+            ),
+        )
+        .await;
+    }
+    run(
+        &mut engine,
+        &format!(
+            "CREATE TABLE either WITH (kafka_topic='{out}', partitions=1) AS \
+             SELECT p.id AS id, p.city, b.badge FROM people p LEFT JOIN badges b ON p.id = b.id"
+        ),
+    )
+    .await;
+    let config = shared().config(&unique("tj-time-producer"));
+    let at = |key: &str, value: Option<&str>, ms: i64| Record {
+        timestamp_ms: Some(ms),
+        ..change(Some(key), value)
+    };
+    let steps = [
+        (1, at("a", Some(r#"{"BADGE":"gold"}"#), 1_000)),
+        (0, at("a", Some(r#"{"CITY":"paris"}"#), 2_000)),
+        (1, at("a", None, 5_000)),
+    ];
+    for (n, (table, record)) in steps.into_iter().enumerate() {
+        produce(&config, &topics[table], vec![record]).await;
+        // Each change is read before the next is produced: a join reads its two topics in
+        // turn, not in event-time order.
+        consumed(&engine, "CTAS_EITHER", n as u64 + 1).await;
+    }
+    let bytes = |s: &str| Some(s.as_bytes().to_vec());
+    assert_eq!(
+        read_timed(&out, 2).await,
+        [
+            (
+                bytes("a"),
+                bytes(r#"{"CITY":"paris","BADGE":"gold"}"#),
+                Some(2_000)
+            ),
+            (
+                bytes("a"),
+                bytes(r#"{"CITY":"paris","BADGE":null}"#),
+                Some(5_000)
+            ),
+        ]
+    );
+    engine.shutdown().await;
 }

@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use arrow::array::RecordBatch;
+use arrow::array::{RecordBatch, TimestampMillisecondArray};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use datafusion::common::tree_node::TreeNode;
 use datafusion::logical_expr::LogicalPlan;
@@ -638,6 +638,18 @@ impl Processor {
                 .map(|b| reorder(b, &self.order, &self.full))
                 .collect::<Result<Vec<_>>>()?;
             out.extend(join.deleted(&out, &changed, &self.full)?);
+            // A row (or tombstone) is as late as the change that made it, as in Kafka Streams:
+            // a row that lost its joined row keeps the time of that row's deletion.
+            let changed_at = batch
+                .column_by_name("rowtime")
+                .and_then(|c| c.as_any().downcast_ref::<TimestampMillisecondArray>())
+                .and_then(arrow::compute::max);
+            if let (Some(at), Ok(i)) = (changed_at, self.full.index_of("rowtime")) {
+                out = out
+                    .into_iter()
+                    .map(|b| not_before(b, i, at))
+                    .collect::<Result<_>>()?;
+            }
             return Ok(out);
         }
         if let Some(join) = &mut self.within {
@@ -789,6 +801,24 @@ pub(crate) fn plan_error(e: datafusion::error::DataFusionError) -> Error {
         ));
     }
     Error::Plan(text.replace(".\n", ". ").replace('\n', " "))
+}
+
+/// `batch` with column `i` (a rowtime) at least `at`, and `at` where it is NULL.
+fn not_before(batch: RecordBatch, i: usize, at: i64) -> Result<RecordBatch> {
+    let Some(times) = batch
+        .column(i)
+        .as_any()
+        .downcast_ref::<TimestampMillisecondArray>()
+    else {
+        return Ok(batch);
+    };
+    let moved: TimestampMillisecondArray = times
+        .iter()
+        .map(|t| Some(t.map_or(at, |t| t.max(at))))
+        .collect();
+    let mut columns = batch.columns().to_vec();
+    columns[i] = Arc::new(moved);
+    Ok(RecordBatch::try_new(batch.schema(), columns)?)
 }
 
 /// Output column order with `rowtime` last, and the resulting schema.
