@@ -54,29 +54,11 @@ pub(super) fn all() -> Vec<Ksql> {
             },
         ),
         Ksql::new("parse_date", vec![vec![S, S]], returns!(DATE), |a, _| {
-            let out: Date32Array = per_row(a, |text, pattern| {
-                NaiveDate::parse_from_str(text, &chrono_format(pattern))
-                    .ok()
-                    .map(Date32Type::from_naive_date)
-            })?
-            .into_iter()
-            .collect();
+            let out: Date32Array = per_row(a, parse_date)?.into_iter().collect();
             Ok(Arc::new(out))
         }),
         Ksql::new("format_date", vec![vec![DATE, S]], returns!(S), |a, _| {
-            let dates = cast(&a[0], &DATE)?;
-            let dates = dates.as_primitive::<Date32Type>();
-            let patterns = strings(&a[1])?;
-            let out: StringArray = (0..dates.len())
-                .map(|i| {
-                    if dates.is_null(i) || patterns.is_null(i) {
-                        return None;
-                    }
-                    let d = Date32Type::to_naive_date_opt(dates.value(i))?;
-                    format(d.format(&chrono_format(patterns.value(i))))
-                })
-                .collect();
-            Ok(Arc::new(out))
+            format_dates(&cast(&a[0], &DATE)?, &a[1])
         }),
         Ksql::new(
             "stringtotimestamp",
@@ -111,13 +93,7 @@ pub(super) fn all() -> Vec<Ksql> {
             vec![vec![S, S]],
             returns!(DataType::Int32),
             |a, _| {
-                let out: Int32Array = per_row(a, |text, pattern| {
-                    NaiveDate::parse_from_str(text, &chrono_format(pattern))
-                        .ok()
-                        .map(Date32Type::from_naive_date)
-                })?
-                .into_iter()
-                .collect();
+                let out: Int32Array = per_row(a, parse_date)?.into_iter().collect();
                 Ok(Arc::new(out))
             },
         ),
@@ -125,21 +101,7 @@ pub(super) fn all() -> Vec<Ksql> {
             "datetostring",
             vec![vec![DataType::Int32, S], vec![DataType::Int64, S]],
             returns!(S),
-            |a, _| {
-                let days = cast(&cast(&a[0], &DataType::Int32)?, &DATE)?;
-                let days = days.as_primitive::<Date32Type>();
-                let patterns = strings(&a[1])?;
-                let out: StringArray = (0..days.len())
-                    .map(|i| {
-                        if days.is_null(i) || patterns.is_null(i) {
-                            return None;
-                        }
-                        let d = Date32Type::to_naive_date_opt(days.value(i))?;
-                        format(d.format(&chrono_format(patterns.value(i))))
-                    })
-                    .collect();
-                Ok(Arc::new(out))
-            },
+            |a, _| format_dates(&cast(&cast(&a[0], &DataType::Int32)?, &DATE)?, &a[1]),
         ),
         Ksql::with_signature(
             "unix_date",
@@ -312,6 +274,31 @@ fn per_row<T>(a: &[ArrayRef], f: impl Fn(&str, &str) -> Option<T>) -> Result<Vec
             }
         })
         .collect())
+}
+
+/// `text` read with a Java pattern as days since the epoch: `PARSE_DATE` gives them as a `DATE`,
+/// `STRINGTODATE` as an `INTEGER`.
+fn parse_date(text: &str, pattern: &str) -> Option<i32> {
+    NaiveDate::parse_from_str(text, &chrono_format(pattern))
+        .ok()
+        .map(Date32Type::from_naive_date)
+}
+
+/// Each `DATE` of `dates` as text in its row's Java pattern, null when either is: `FORMAT_DATE`,
+/// and `DATETOSTRING` once its days are dates.
+fn format_dates(dates: &ArrayRef, patterns: &ArrayRef) -> Result<ArrayRef> {
+    let dates = dates.as_primitive::<Date32Type>();
+    let patterns = strings(patterns)?;
+    let out: StringArray = (0..dates.len())
+        .map(|i| {
+            if dates.is_null(i) || patterns.is_null(i) {
+                return None;
+            }
+            let d = Date32Type::to_naive_date_opt(dates.value(i))?;
+            format(d.format(&chrono_format(patterns.value(i))))
+        })
+        .collect();
+    Ok(Arc::new(out))
 }
 
 /// Formats, or null when the pattern asks for what the value lacks (a time of a date).
