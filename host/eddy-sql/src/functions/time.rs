@@ -3,8 +3,9 @@
 //! ksqlDB's older forms over numbers: `STRINGTOTIMESTAMP` and `TIMESTAMPTOSTRING` (milliseconds
 //! since the epoch as a `BIGINT`), `STRINGTODATE` and `DATETOSTRING` (days as an `INTEGER`);
 //! `UNIX_DATE` and `FROM_DAYS` go between days and `DATE`; `TIMESTAMPADD(unit, n, ts)` and
-//! `TIMESTAMPSUB(unit, n, ts)` move a `TIMESTAMP` (the unit a keyword, quoted by
-//! [`quote_time_units`] before parsing).
+//! `TIMESTAMPSUB(unit, n, ts)` move a `TIMESTAMP`, `DATEADD`/`DATESUB` a `DATE` and
+//! `TIMEADD`/`TIMESUB` a `TIME` (the unit a keyword, quoted by [`quote_time_units`] before
+//! parsing).
 //! Times are UTC; a value that does not match its pattern is null (ksqlDB logs it, and nulls it).
 
 use std::sync::Arc;
@@ -12,10 +13,12 @@ use std::sync::Arc;
 use chrono::{DateTime, NaiveDate, NaiveDateTime};
 use datafusion::arrow::array::{
     Array, ArrayRef, AsArray, Date32Array, Int32Array, Int64Array, StringArray,
-    TimestampMillisecondArray,
+    Time32MillisecondArray, TimestampMillisecondArray,
 };
 use datafusion::arrow::compute::cast;
-use datafusion::arrow::datatypes::{DataType, Date32Type, TimeUnit, TimestampMillisecondType};
+use datafusion::arrow::datatypes::{
+    DataType, Date32Type, Time32MillisecondType, TimeUnit, TimestampMillisecondType,
+};
 use datafusion::common::Result;
 use datafusion::logical_expr::{Signature, TypeSignature, Volatility};
 
@@ -25,6 +28,9 @@ use super::string::{ints, strings};
 const S: DataType = DataType::Utf8;
 const TS: DataType = DataType::Timestamp(TimeUnit::Millisecond, None);
 const DATE: DataType = DataType::Date32;
+const TIME: DataType = DataType::Time32(TimeUnit::Millisecond);
+/// Milliseconds in a day: `DATEADD` counts whole ones, `TIMEADD` wraps around one.
+const DAY_MILLIS: i64 = 86_400_000;
 
 /// This family's functions.
 pub(super) fn all() -> Vec<Ksql> {
@@ -136,6 +142,30 @@ pub(super) fn all() -> Vec<Ksql> {
             returns!(TS),
             |a, _| shift(a, -1),
         ),
+        Ksql::new(
+            "dateadd",
+            vec![vec![S, DataType::Int64, DATE]],
+            returns!(DATE),
+            |a, _| shift_date(a, 1),
+        ),
+        Ksql::new(
+            "datesub",
+            vec![vec![S, DataType::Int64, DATE]],
+            returns!(DATE),
+            |a, _| shift_date(a, -1),
+        ),
+        Ksql::new(
+            "timeadd",
+            with_each_time_unit(&[S, DataType::Int64], &[]),
+            returns!(TIME),
+            |a, _| shift_time(a, 1),
+        ),
+        Ksql::new(
+            "timesub",
+            with_each_time_unit(&[S, DataType::Int64], &[]),
+            returns!(TIME),
+            |a, _| shift_time(a, -1),
+        ),
         Ksql::with_signature(
             "unix_timestamp",
             Signature::one_of(
@@ -183,21 +213,84 @@ fn with_each_unit_after(first: &[DataType]) -> Vec<Vec<DataType>> {
         .collect()
 }
 
-/// `TIMESTAMPADD`/`TIMESTAMPSUB` (`sign` -1): the timestamp moved by n units; NULL when any
-/// argument is, or the unit is not one of ksqlDB's.
-fn shift(a: &[ArrayRef], sign: i64) -> Result<ArrayRef> {
+/// `before`, a time of each unit (SQL literals are nanoseconds, Eddy's columns milliseconds),
+/// then `after`: the argument lists of a function taking a time.
+fn with_each_time_unit(before: &[DataType], after: &[DataType]) -> Vec<Vec<DataType>> {
+    [
+        TIME,
+        DataType::Time64(TimeUnit::Nanosecond),
+        DataType::Time64(TimeUnit::Microsecond),
+        DataType::Time32(TimeUnit::Second),
+    ]
+    .into_iter()
+    .map(|time| {
+        before
+            .iter()
+            .cloned()
+            .chain(std::iter::once(time))
+            .chain(after.iter().cloned())
+            .collect()
+    })
+    .collect()
+}
+
+/// Each row's move in milliseconds, from the unit and count of `a`'s first two arguments (`sign`
+/// -1 to move back); null when either is, the unit is not one of ksqlDB's, or it overflows.
+fn moves(a: &[ArrayRef], sign: i64) -> Result<Vec<Option<i64>>> {
     let units = strings(&a[0])?;
     let counts = ints(&a[1])?;
-    let times = cast(&a[2], &TS)?;
-    let times = times.as_primitive::<TimestampMillisecondType>();
-    let out: TimestampMillisecondArray = (0..times.len())
+    Ok((0..units.len())
         .map(|i| {
-            if units.is_null(i) || counts.is_null(i) || times.is_null(i) {
+            if units.is_null(i) || counts.is_null(i) {
                 return None;
             }
             let unit = unit_millis(units.value(i))?;
-            let by = counts.value(i).checked_mul(unit)?.checked_mul(sign)?;
-            times.value(i).checked_add(by)
+            counts.value(i).checked_mul(unit)?.checked_mul(sign)
+        })
+        .collect())
+}
+
+/// `TIMESTAMPADD`/`TIMESTAMPSUB` (`sign` -1): the timestamp moved by n units; NULL when any
+/// argument is, or the unit is not one of ksqlDB's.
+fn shift(a: &[ArrayRef], sign: i64) -> Result<ArrayRef> {
+    let times = cast(&a[2], &TS)?;
+    let times = times.as_primitive::<TimestampMillisecondType>();
+    let out: TimestampMillisecondArray = moves(a, sign)?
+        .into_iter()
+        .enumerate()
+        .map(|(i, by)| times.is_valid(i).then(|| times.value(i).checked_add(by?))?)
+        .collect();
+    Ok(Arc::new(out))
+}
+
+/// `DATEADD`/`DATESUB` (`sign` -1): the date moved by n units. As in ksqlDB, the date's midnight
+/// is moved and cut back to whole days towards zero (Java's `TimeUnit.toDays`), so a unit below
+/// a day counts only when the move crosses a midnight: `DATEADD(HOURS, -1, d)` is the day before.
+fn shift_date(a: &[ArrayRef], sign: i64) -> Result<ArrayRef> {
+    let dates = cast(&a[2], &DATE)?;
+    let dates = dates.as_primitive::<Date32Type>();
+    let out: Date32Array = moves(a, sign)?
+        .into_iter()
+        .enumerate()
+        .map(|(i, by)| {
+            let midnight = i64::from(dates.is_valid(i).then(|| dates.value(i))?) * DAY_MILLIS;
+            i32::try_from(midnight.checked_add(by?)? / DAY_MILLIS).ok()
+        })
+        .collect();
+    Ok(Arc::new(out))
+}
+
+/// `TIMEADD`/`TIMESUB` (`sign` -1): the time moved by n units, around the clock past midnight
+/// either way, as ksqlDB's `LocalTime.plus` does.
+fn shift_time(a: &[ArrayRef], sign: i64) -> Result<ArrayRef> {
+    let times = cast(&a[2], &TIME)?;
+    let times = times.as_primitive::<Time32MillisecondType>();
+    let out: Time32MillisecondArray = moves(a, sign)?
+        .into_iter()
+        .enumerate()
+        .map(|(i, by)| {
+            let time = i64::from(times.is_valid(i).then(|| times.value(i))?);
+            i32::try_from((time + by? % DAY_MILLIS).rem_euclid(DAY_MILLIS)).ok()
         })
         .collect();
     Ok(Arc::new(out))
@@ -216,13 +309,23 @@ fn unit_millis(unit: &str) -> Option<i64> {
     })
 }
 
-/// `sql` with the unit keyword of each `TIMESTAMPADD(unit, …)`/`TIMESTAMPSUB(unit, …)` quoted
-/// (`TIMESTAMPADD('SECONDS', …)`), as DataFusion's parser would read it as a column. Text in
-/// string literals is left alone.
+/// The functions whose first argument is one of ksqlDB's unit keywords.
+const UNIT_FUNCTIONS: [&str; 6] = [
+    "timestampadd",
+    "timestampsub",
+    "dateadd",
+    "datesub",
+    "timeadd",
+    "timesub",
+];
+
+/// `sql` with the unit keyword of each `TIMESTAMPADD(unit, …)`, `TIMESTAMPSUB`, `DATEADD`,
+/// `DATESUB`, `TIMEADD` and `TIMESUB` quoted (`TIMESTAMPADD('SECONDS', …)`), as DataFusion's
+/// parser would read it as a column. Text in string literals is left alone.
 pub fn quote_time_units(sql: &str) -> String {
     use datafusion::sql::sqlparser::tokenizer::Token;
     let lower = sql.to_ascii_lowercase();
-    if !lower.contains("timestampadd") && !lower.contains("timestampsub") {
+    if !UNIT_FUNCTIONS.iter().any(|f| lower.contains(f)) {
         return sql.to_string();
     }
     let Some(tokens) = super::tokens::with_offsets(sql) else {
@@ -240,7 +343,7 @@ pub fn quote_time_units(sql: &str) -> String {
             continue;
         };
         let function = f.value.to_ascii_lowercase();
-        if !["timestampadd", "timestampsub"].contains(&function.as_str())
+        if !UNIT_FUNCTIONS.contains(&function.as_str())
             || u.quote_style.is_some()
             || unit_millis(&u.value).is_none()
         {
@@ -415,6 +518,21 @@ mod tests {
         );
         let plain = "SELECT a FROM s";
         assert_eq!(quote_time_units(plain), plain);
+    }
+
+    #[test]
+    fn date_and_time_units_are_quoted() {
+        assert_eq!(
+            quote_time_units("SELECT DATEADD(DAYS, 2, d), datesub(day, 1, d) FROM s"),
+            "SELECT DATEADD('DAYS', 2, d), datesub('day', 1, d) FROM s"
+        );
+        assert_eq!(
+            quote_time_units("SELECT TimeAdd(HOURS, 1, t), TIMESUB(Milliseconds, 5, t) FROM s"),
+            "SELECT TimeAdd('HOURS', 1, t), TIMESUB('Milliseconds', 5, t) FROM s"
+        );
+        // Only a unit keyword is quoted: a column, or a call of another function, is not.
+        let other = "SELECT DATEADD(n, 2, d), TIMEADD('HOURS', 1, t), ADD(DAYS, 1) FROM s";
+        assert_eq!(quote_time_units(other), other);
     }
 
     #[test]
