@@ -1,16 +1,20 @@
 //! Date and time functions with Java (`DateTimeFormatter`) patterns, as ksqlDB takes them:
-//! `PARSE_TIMESTAMP`, `FORMAT_TIMESTAMP`, `PARSE_DATE`, `FORMAT_DATE`, `UNIX_TIMESTAMP`, and
-//! ksqlDB's older forms over numbers: `STRINGTOTIMESTAMP` and `TIMESTAMPTOSTRING` (milliseconds
-//! since the epoch as a `BIGINT`), `STRINGTODATE` and `DATETOSTRING` (days as an `INTEGER`);
+//! `PARSE_TIMESTAMP`, `FORMAT_TIMESTAMP`, `PARSE_DATE`, `FORMAT_DATE`, `PARSE_TIME`,
+//! `FORMAT_TIME`, `UNIX_TIMESTAMP`, and ksqlDB's older forms over numbers:
+//! `STRINGTOTIMESTAMP` and `TIMESTAMPTOSTRING` (milliseconds since the epoch as a `BIGINT`),
+//! `STRINGTODATE` and `DATETOSTRING` (days as an `INTEGER`);
 //! `UNIX_DATE` and `FROM_DAYS` go between days and `DATE`; `TIMESTAMPADD(unit, n, ts)` and
 //! `TIMESTAMPSUB(unit, n, ts)` move a `TIMESTAMP`, `DATEADD`/`DATESUB` a `DATE` and
 //! `TIMEADD`/`TIMESUB` a `TIME` (the unit a keyword, quoted by [`quote_time_units`] before
-//! parsing).
-//! Times are UTC; a value that does not match its pattern is null (ksqlDB logs it, and nulls it).
+//! parsing); `CONVERT_TZ(ts, from, to)` moves a `TIMESTAMP` between time zones.
+//! Times are UTC (but for `CONVERT_TZ`'s zones); a value that does not match its pattern, or an
+//! unknown zone, is null (ksqlDB logs it, and nulls it).
 
 use std::sync::Arc;
 
-use chrono::{DateTime, NaiveDate, NaiveDateTime};
+use chrono::format::{Parsed, StrftimeItems};
+use chrono::{DateTime, NaiveDate, NaiveDateTime, Offset, TimeZone};
+use datafusion::arrow::array::timezone::Tz;
 use datafusion::arrow::array::{
     Array, ArrayRef, AsArray, Date32Array, Int32Array, Int64Array, StringArray,
     Time32MillisecondArray, TimestampMillisecondArray,
@@ -19,6 +23,7 @@ use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{
     DataType, Date32Type, Time32MillisecondType, TimeUnit, TimestampMillisecondType,
 };
+use datafusion::arrow::temporal_conversions::{time32ms_to_time, time_to_time32ms};
 use datafusion::common::Result;
 use datafusion::logical_expr::{Signature, TypeSignature, Volatility};
 
@@ -66,6 +71,36 @@ pub(super) fn all() -> Vec<Ksql> {
         Ksql::new("format_date", vec![vec![DATE, S]], returns!(S), |a, _| {
             format_dates(&cast(&a[0], &DATE)?, &a[1])
         }),
+        Ksql::new("parse_time", vec![vec![S, S]], returns!(TIME), |a, _| {
+            let out: Time32MillisecondArray = per_row(a, parse_time)?.into_iter().collect();
+            Ok(Arc::new(out))
+        }),
+        Ksql::new(
+            "format_time",
+            with_each_time_unit(&[], &[S]),
+            returns!(S),
+            |a, _| {
+                let times = cast(&a[0], &TIME)?;
+                let times = times.as_primitive::<Time32MillisecondType>();
+                let patterns = strings(&a[1])?;
+                let out: StringArray = (0..times.len())
+                    .map(|i| {
+                        if times.is_null(i) || patterns.is_null(i) {
+                            return None;
+                        }
+                        let t = time32ms_to_time(times.value(i))?;
+                        format(t.format(&chrono_format(patterns.value(i))))
+                    })
+                    .collect();
+                Ok(Arc::new(out))
+            },
+        ),
+        Ksql::new(
+            "convert_tz",
+            with_each_unit(&[S, S]),
+            returns!(TS),
+            |a, _| convert_tz(a),
+        ),
         Ksql::new(
             "stringtotimestamp",
             vec![vec![S, S]],
@@ -404,6 +439,66 @@ fn format_dates(dates: &ArrayRef, patterns: &ArrayRef) -> Result<ArrayRef> {
     Ok(Arc::new(out))
 }
 
+/// `text` read with a Java pattern as a time of day, in milliseconds; `None` when it does not
+/// match, or the pattern has a date in it (ksqlDB refuses one).
+fn parse_time(text: &str, pattern: &str) -> Option<i32> {
+    let mut parsed = Parsed::new();
+    chrono::format::parse(
+        &mut parsed,
+        text,
+        StrftimeItems::new(&chrono_format(pattern)),
+    )
+    .ok()?;
+    let has_date = parsed.year().is_some()
+        || parsed.year_mod_100().is_some()
+        || parsed.month().is_some()
+        || parsed.day().is_some()
+        || parsed.ordinal().is_some()
+        || parsed.weekday().is_some();
+    if has_date {
+        return None;
+    }
+    Some(time_to_time32ms(parsed.to_naive_time().ok()?))
+}
+
+/// `CONVERT_TZ(ts, from, to)`: the timestamp moved by how far `to`'s offset from UTC is from
+/// `from`'s at that instant, as ksqlDB does; null when any argument is, or a zone is not known
+/// (ksqlDB logs it, and nulls it).
+fn convert_tz(a: &[ArrayRef]) -> Result<ArrayRef> {
+    let times = cast(&a[0], &TS)?;
+    let times = times.as_primitive::<TimestampMillisecondType>();
+    let from = strings(&a[1])?;
+    let to = strings(&a[2])?;
+    let out: TimestampMillisecondArray = (0..times.len())
+        .map(|i| {
+            if times.is_null(i) || from.is_null(i) || to.is_null(i) {
+                return None;
+            }
+            let t = times.value(i);
+            let at = DateTime::from_timestamp_millis(t)?.naive_utc();
+            let offset = |zone: &str| -> Option<i64> {
+                let seconds = time_zone(zone)?.offset_from_utc_datetime(&at).fix();
+                Some(i64::from(seconds.local_minus_utc()) * 1000)
+            };
+            t.checked_add(offset(to.value(i))? - offset(from.value(i))?)
+        })
+        .collect();
+    Ok(Arc::new(out))
+}
+
+/// A zone as Java's `ZoneId.of` names one: a region (`Europe/London`), `UTC`, `Z`, or an offset
+/// (`+02:00`, `+0200`, `-05`), bare or after `UTC`, `GMT` or `UT`.
+fn time_zone(id: &str) -> Option<Tz> {
+    if id == "Z" {
+        return "+00:00".parse().ok();
+    }
+    let offset = ["UTC", "GMT", "UT"]
+        .iter()
+        .find_map(|prefix| id.strip_prefix(prefix))
+        .filter(|rest| rest.starts_with(['+', '-']));
+    offset.unwrap_or(id).parse().ok()
+}
+
 /// Formats, or null when the pattern asks for what the value lacks (a time of a date).
 fn format(
     formatted: chrono::format::DelayedFormat<chrono::format::StrftimeItems<'_>>,
@@ -504,7 +599,7 @@ fn push_literal(out: &mut String, c: char) {
 
 #[cfg(test)]
 mod tests {
-    use super::{chrono_format, quote_time_units};
+    use super::{chrono_format, parse_time, quote_time_units, time_zone};
 
     #[test]
     fn time_units_are_quoted() {
@@ -533,6 +628,32 @@ mod tests {
         // Only a unit keyword is quoted: a column, or a call of another function, is not.
         let other = "SELECT DATEADD(n, 2, d), TIMEADD('HOURS', 1, t), ADD(DAYS, 1) FROM s";
         assert_eq!(quote_time_units(other), other);
+    }
+
+    #[test]
+    fn times_parse_without_a_date() {
+        assert_eq!(parse_time("01:00:00 Pm", "hh:mm:ss a"), Some(46_800_000));
+        assert_eq!(parse_time("13:25", "HH:mm"), Some(48_300_000));
+        assert_eq!(parse_time("2024-01-01 13:25", "yyyy-MM-dd HH:mm"), None);
+    }
+
+    #[test]
+    fn zones_are_named_as_java_names_them() {
+        for id in [
+            "Europe/London",
+            "UTC",
+            "Z",
+            "+02:00",
+            "+0200",
+            "-05",
+            "GMT+01:00",
+            "UTC-0330",
+        ] {
+            assert!(time_zone(id).is_some(), "{id}");
+        }
+        for id in ["Mars/Olympus", "UTC+", "+2:00", ""] {
+            assert!(time_zone(id).is_none(), "{id}");
+        }
     }
 
     #[test]
