@@ -1,6 +1,7 @@
 //! ksqlDB's aggregates: `TOPK`, `TOPKDISTINCT`, `COLLECT_LIST`, `COLLECT_SET`,
 //! `EARLIEST_BY_OFFSET`, `LATEST_BY_OFFSET`. Each keeps its values as a list, which is also its
-//! state, so a checkpointed `state()` merges back exactly.
+//! state, so a checkpointed `state()` merges back exactly. `COUNT_DISTINCT` is DataFusion's
+//! `COUNT(DISTINCT …)` under ksqlDB's name; its state is the list of values seen, too.
 //!
 //! Over a table's changes, `COLLECT_LIST` and `COLLECT_SET` also retract: the engine passes the
 //! sign of each change (its hidden `__eddy_…` column) as a second argument, and a row leaving
@@ -17,6 +18,7 @@ use std::sync::Arc;
 use datafusion::arrow::array::{Array, ArrayRef, AsArray};
 use datafusion::arrow::datatypes::{DataType, Field, FieldRef};
 use datafusion::common::{plan_err, Result, ScalarValue};
+use datafusion::functions_aggregate::count::Count;
 use datafusion::logical_expr::function::{AccumulatorArgs, StateFieldsArgs};
 use datafusion::logical_expr::utils::format_state_name;
 use datafusion::logical_expr::{
@@ -50,8 +52,9 @@ struct KsqlAggregate {
 
 /// This family's functions.
 pub(super) fn all() -> Vec<AggregateUDF> {
+    let one = || Signature::any(1, Volatility::Immutable);
     // The second argument is the engine's retraction sign, never a user's (see `accumulator`).
-    let one = || {
+    let one_or_signed = || {
         Signature::one_of(
             vec![TypeSignature::Any(1), TypeSignature::Any(2)],
             Volatility::Immutable,
@@ -67,8 +70,8 @@ pub(super) fn all() -> Vec<AggregateUDF> {
     [
         ("topk", Kind::TopK { distinct: false }, with_k()),
         ("topkdistinct", Kind::TopK { distinct: true }, with_k()),
-        ("collect_list", Kind::List, one()),
-        ("collect_set", Kind::Set, one()),
+        ("collect_list", Kind::List, one_or_signed()),
+        ("collect_set", Kind::Set, one_or_signed()),
         ("earliest_by_offset", Kind::Earliest, by_offset()),
         ("latest_by_offset", Kind::Latest, by_offset()),
     ]
@@ -80,6 +83,9 @@ pub(super) fn all() -> Vec<AggregateUDF> {
             signature,
         })
     })
+    .chain(std::iter::once(AggregateUDF::new_from_impl(
+        CountDistinct { signature: one() },
+    )))
     .collect()
 }
 
@@ -338,6 +344,51 @@ impl Accumulator for Collected {
 
     fn size(&self) -> usize {
         size_of_val(self) + ScalarValue::size_of_vec(&self.values) - size_of_val(&self.values)
+    }
+}
+
+/// `COUNT_DISTINCT(col)`: how many distinct non-null values `col` has, counted by DataFusion's
+/// `COUNT(DISTINCT col)`. ksqlDB estimates the number with HyperLogLog; this one is exact, which
+/// ksqlDB's estimate approaches (and matches for small numbers).
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct CountDistinct {
+    signature: Signature,
+}
+
+impl AggregateUDFImpl for CountDistinct {
+    fn name(&self) -> &str {
+        "count_distinct"
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, _arg_types: &[DataType]) -> Result<DataType> {
+        Ok(DataType::Int64)
+    }
+
+    fn is_nullable(&self) -> bool {
+        false
+    }
+
+    fn accumulator(&self, args: AccumulatorArgs) -> Result<Box<dyn Accumulator>> {
+        Count::new().accumulator(AccumulatorArgs {
+            is_distinct: true,
+            ..args
+        })
+    }
+
+    fn state_fields(&self, args: StateFieldsArgs) -> Result<Vec<FieldRef>> {
+        Count::new().state_fields(StateFieldsArgs {
+            is_distinct: true,
+            ..args
+        })
+    }
+
+    // No values (a group of NULLs only) count 0, not NULL.
+    fn default_value(&self, _data_type: &DataType) -> Result<ScalarValue> {
+        Ok(ScalarValue::Int64(Some(0)))
     }
 }
 
