@@ -414,8 +414,13 @@ impl Processor {
     ) -> Result<TableRecords> {
         let mut keys = Vec::new();
         let stream = !parsed.partition_by.is_empty();
-        // A key selected twice would be written twice, as ksqlDB refuses it, in its words.
-        for (expr, names) in parsed.key_selections() {
+        // A key selected twice would be written twice, as ksqlDB refuses it, in its words. A
+        // join's columns of one name from both sides are different columns: not checked here.
+        let selections = match parsed.joined.is_empty() {
+            true => parsed.key_selections(),
+            false => Vec::new(),
+        };
+        for (expr, names) in selections {
             let shown: Vec<String> = names.iter().map(|n| n.to_uppercase()).collect();
             let Some((last, init)) = shown.split_last().filter(|(_, init)| !init.is_empty()) else {
                 continue;
