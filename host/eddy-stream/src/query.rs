@@ -526,9 +526,6 @@ impl Parsed {
             && self.changelog.is_none()
     }
 
-    /// What its joins are keyed by, as ksqlDB keys them, when every join is `ON a = b`: both
-    /// sides of a single join; for several, the columns of the last join's condition and every
-    /// column an earlier join makes equal to one of them, in the order they are written.
     /// Refuses, with ksqlDB's messages, a join of the stream to table `table` (joined `index`th,
     /// under `alias`, keyed by `keys`) that ksqlDB refuses: a FULL or RIGHT join, and a
     /// condition that does not name the table's PRIMARY KEY on one side.
@@ -547,22 +544,20 @@ impl Parsed {
             return Ok(());
         };
         let (source, table) = (self.source.to_uppercase(), table.to_uppercase());
-        let (kind, on) = match &join.join_operator {
-            JoinOperator::FullOuter(JoinConstraint::On(on)) => ("full-outer", on),
+        // A refused join: ksqlDB's name for its kind, and how it shows it.
+        let (refused, on) = match &join.join_operator {
+            JoinOperator::FullOuter(JoinConstraint::On(on)) => {
+                (Some(("full-outer", "[FULL] OUTER")), on)
+            }
             JoinOperator::Right(JoinConstraint::On(on))
-            | JoinOperator::RightOuter(JoinConstraint::On(on)) => ("right", on),
+            | JoinOperator::RightOuter(JoinConstraint::On(on)) => (Some(("right", "RIGHT")), on),
             JoinOperator::Join(JoinConstraint::On(on))
             | JoinOperator::Inner(JoinConstraint::On(on))
             | JoinOperator::Left(JoinConstraint::On(on))
-            | JoinOperator::LeftOuter(JoinConstraint::On(on)) => ("", on),
+            | JoinOperator::LeftOuter(JoinConstraint::On(on)) => (None, on),
             _ => return Ok(()),
         };
-        if !kind.is_empty() {
-            let written = if kind == "right" {
-                "RIGHT"
-            } else {
-                "[FULL] OUTER"
-            };
+        if let Some((kind, written)) = refused {
             return Err(Error::Plan(format!(
                 "Invalid join type: {kind} join not supported for stream-table join. Got \
                  {source} {written} JOIN {table}."
@@ -638,6 +633,9 @@ impl Parsed {
         Ok(())
     }
 
+    /// What its joins are keyed by, as ksqlDB keys them, when every join is `ON a = b`: both
+    /// sides of a single join; for several, the columns of the last join's condition and every
+    /// column an earlier join makes equal to one of them, in the order they are written.
     pub(crate) fn join_keys(&self) -> Option<Vec<Expr>> {
         use datafusion::sql::sqlparser::ast::{BinaryOperator, JoinConstraint, JoinOperator};
         let SetExpr::Select(select) = self.query.body.as_ref() else {
