@@ -405,12 +405,14 @@ impl Processor {
 
     /// How this query's rows are written to Kafka as `name`, with `key_format` from its
     /// options. A table's key is its GROUP BY, and every GROUP BY expression must be selected; a
-    /// stream's is its PARTITION BY expression, a selected column or not.
+    /// stream's is its PARTITION BY expression, a selected column or not. `passed_on` when that
+    /// PARTITION BY is the engine's, passing on the source's key (or a join's column).
     pub(crate) fn table_records(
         &self,
         parsed: &Parsed,
         name: &str,
         key_format: Option<KeyFormat>,
+        passed_on: bool,
     ) -> Result<TableRecords> {
         let mut keys = Vec::new();
         let stream = !parsed.partition_by.is_empty();
@@ -420,23 +422,25 @@ impl Processor {
             true => parsed.key_selections(),
             false => Vec::new(),
         };
-        for (expr, names) in selections {
+        // A query keyed by its source table's PRIMARY KEY is not checked here.
+        let grouped = parsed.changelog.is_none();
+        for (expr, names) in selections.into_iter().filter(|_| stream || grouped) {
             let shown: Vec<String> = names.iter().map(|n| n.to_uppercase()).collect();
             let Some((last, init)) = shown.split_last().filter(|(_, init)| !init.is_empty()) else {
                 continue;
             };
-            return Err(Error::Plan(match (stream, &parsed.changelog) {
-                (true, _) => format!(
+            return Err(Error::Plan(if stream {
+                format!(
                     "The projection contains a key column (`{}`) more than once, aliased as: \
                      {} and {last}.",
                     expr.to_uppercase(),
                     init.join(", ")
-                ),
-                (false, None) => format!(
+                )
+            } else {
+                format!(
                     "The projection contains a key column more than once: `{}` and `{last}`.",
                     init.join("`, `")
-                ),
-                (false, Some(_)) => continue,
+                )
             }));
         }
         let key_names = parsed.key_names();
@@ -499,7 +503,7 @@ impl Processor {
                 WindowKind::Session { .. } => WindowKey::EndStart,
                 _ => WindowKey::Start,
             }),
-            all_null_is_no_key: !stream,
+            all_null_is_no_key: !stream || passed_on,
         })
     }
 

@@ -12,7 +12,6 @@ use super::options;
 use super::partitioned::Partitioned;
 use super::task::{OnError, TaskOutput};
 use super::{Engine, Output, PushQuery};
-use crate::changes::TableRecords;
 use crate::connectors;
 use crate::format::records::StreamRecords;
 use crate::format::{KeyFormat, ValueFormat};
@@ -90,10 +89,11 @@ impl Engine {
         let mut other = None;
         let joined = parsed.joined.clone();
         for (index, j) in joined.iter().enumerate() {
-            if let Some(r) = self.relations.get(j) {
+            let relation = self.relations.get(j);
+            if let Some(r) = relation {
                 check_join_windows((&parsed.source, &self.relations[&parsed.source]), (j, r))?;
             }
-            match self.relations.get(j) {
+            match relation {
                 // Two tables with changes to follow: a table–table join.
                 Some(r)
                     if parsed.changelog.is_some()
@@ -404,15 +404,11 @@ impl Engine {
                         &parsed,
                         name,
                         key_format.or(source_key_format).or(inherited),
+                        source_key_format.is_some(),
                     )
                 });
                 match layout {
-                    // A key passed on from the source (or a join's): none stays none.
-                    Ok(layout) => Some(TableRecords {
-                        all_null_is_no_key: layout.all_null_is_no_key
-                            || source_key_format.is_some(),
-                        ..layout
-                    }),
+                    Ok(layout) => Some(layout),
                     Err(e) => return fail(self, &processor, &e.to_string()),
                 }
             }
