@@ -263,6 +263,21 @@ pub(crate) async fn plan(
             "a stream–stream join without ON: write JOIN b WITHIN … ON a.x = b.y".into(),
         ));
     };
+    // Rows come out in the order of their pair numbers, which `step` gives in the order the
+    // rows arrived; a hash join alone would put unmatched rows last.
+    if query.order_by.is_none() {
+        let [l, r] = aliases.clone().map(|a| quoted(&a));
+        let ordered = format!(
+            "SELECT 1 ORDER BY COALESCE({l}.{pair}, {r}.{pair})",
+            pair = quoted(PAIR)
+        );
+        if let Some(SqlStatement::Query(q)) = Parser::parse_sql(&GenericDialect {}, &ordered)
+            .map_err(|e| Error::Plan(format!("rewriting the join: {e}")))?
+            .pop()
+        {
+            query.order_by = q.order_by;
+        }
+    }
     let plan = ctx
         .sql(&query.to_string())
         .await
@@ -478,18 +493,32 @@ impl JoinWithin {
             b.times.extend(&times);
             b.done.resize(b.done.len() + times.len(), false);
         }
-        // Per side, the buffered rows to emit, with their pair numbers.
+        // Per side, the buffered rows to emit, with their pair numbers: the new rows' pairs, and
+        // without a grace period their unmatched outer rows, in the order the rows came.
         let mut emit: [(Vec<u32>, Vec<i64>); 2] = Default::default();
         let mut next = 0i64;
-        for &(new, old) in &pairs {
-            let (mine, theirs) = (start + new, old);
-            self.buffers[side].done[mine] = true;
-            self.buffers[other].done[theirs] = true;
-            emit[side].0.push(mine as u32);
-            emit[side].1.push(next);
-            emit[other].0.push(theirs as u32);
-            emit[other].1.push(next);
-            next += 1;
+        let mut paired = pairs.iter().peekable();
+        for new in 0..batch.num_rows() {
+            let mine = start + new;
+            while let Some(&(_, theirs)) = paired.next_if(|(n, _)| *n == new) {
+                self.buffers[side].done[mine] = true;
+                self.buffers[other].done[theirs] = true;
+                emit[side].0.push(mine as u32);
+                emit[side].1.push(next);
+                emit[other].0.push(theirs as u32);
+                emit[other].1.push(next);
+                next += 1;
+            }
+            if self.within.grace.is_none()
+                && self.kind.outer(side)
+                && !self.buffers[side].done[mine]
+            {
+                // Without a grace period, ksqlDB emits an unmatched row at once.
+                self.buffers[side].done[mine] = true;
+                emit[side].0.push(mine as u32);
+                emit[side].1.push(next);
+                next += 1;
+            }
         }
         for s in [0, 1] {
             if !self.kind.outer(s) {
@@ -501,11 +530,11 @@ impl JoinWithin {
                 if b.done[i] {
                     continue;
                 }
-                let alone = match self.within.grace {
-                    // Without a grace period, ksqlDB emits an unmatched row at once.
-                    None => s == side && i >= start,
-                    Some(grace) => stream_time > b.times[i].saturating_add(close + grace),
-                };
+                // Without a grace period, unmatched rows went out with their batch, above.
+                let alone = self
+                    .within
+                    .grace
+                    .is_some_and(|grace| stream_time > b.times[i].saturating_add(close + grace));
                 if alone {
                     b.done[i] = true;
                     emit[s].0.push(i as u32);
