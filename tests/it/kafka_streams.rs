@@ -627,3 +627,77 @@ async fn kafka_windowed_streams_join_only_streams_windowed_alike() {
     }
     engine.shutdown().await;
 }
+
+/// A join started over two topics that already hold records reads them in event-time order,
+/// as Kafka Streams does, so it writes what the same records arriving live would give: a LEFT
+/// join pads only the rows that no right row within the window precedes, and rows come out in
+/// the order of the records that made them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafka_a_join_reads_a_backlog_in_event_time_order() {
+    let (left, right, joined) = (
+        unique("order-left"),
+        unique("order-right"),
+        unique("order-joined"),
+    );
+    let admin = shared().config("admin");
+    // librdkafka writes a timestamp of 0 as "now": times count from 1 000 000 ms.
+    let at = |id: i32, value: &str, ms: i64| Record {
+        timestamp_ms: Some(1_000_000 + ms),
+        ..keyed(id, Some(value))
+    };
+    for topic in [&left, &right] {
+        eddy_kafka::ensure_topic(&admin, topic, 1).await.unwrap();
+    }
+    produce(
+        &admin,
+        &left,
+        vec![
+            at(0, r#"{"NAME":"zero"}"#, 0),
+            at(10, r#"{"NAME":"ten"}"#, 11_000),
+            at(0, r#"{"NAME":"foo"}"#, 13_000),
+            at(90, r#"{"NAME":"ninety"}"#, 17_000),
+        ],
+    )
+    .await;
+    produce(
+        &admin,
+        &right,
+        vec![
+            at(0, r#"{"F1":"blah"}"#, 10_000),
+            at(0, r#"{"F1":"a"}"#, 15_000),
+        ],
+    )
+    .await;
+    let mut engine = engine();
+    for sql in [
+        format!("CREATE STREAM l (id INT KEY, name VARCHAR) WITH (kafka_topic='{left}')"),
+        format!("CREATE STREAM r (id INT KEY, f1 VARCHAR) WITH (kafka_topic='{right}')"),
+        format!(
+            "CREATE STREAM joined WITH (kafka_topic='{joined}') AS SELECT l.id, l.name, r.f1 \
+             FROM l LEFT JOIN r WITHIN 11 SECONDS ON l.id = r.id"
+        ),
+    ] {
+        run(&mut engine, &sql).await;
+    }
+    let written: Vec<(i32, String, i64)> = read_timed(&joined, 6)
+        .await
+        .into_iter()
+        .map(|(key, value, ts)| {
+            let key = i32::from_be_bytes(key.unwrap().try_into().unwrap());
+            (key, String::from_utf8(value.unwrap()).unwrap(), ts.unwrap())
+        })
+        .collect();
+    let row = |id, value: &str, ts: i64| (id, value.to_string(), 1_000_000 + ts);
+    assert_eq!(
+        written,
+        [
+            row(0, r#"{"NAME":"zero","F1":null}"#, 0),
+            row(0, r#"{"NAME":"zero","F1":"blah"}"#, 10_000),
+            row(10, r#"{"NAME":"ten","F1":null}"#, 11_000),
+            row(0, r#"{"NAME":"foo","F1":"blah"}"#, 13_000),
+            row(0, r#"{"NAME":"foo","F1":"a"}"#, 15_000),
+            row(90, r#"{"NAME":"ninety","F1":null}"#, 17_000),
+        ]
+    );
+    engine.shutdown().await;
+}

@@ -99,6 +99,14 @@ pub trait Source: Send {
     fn lag(&self) -> Option<u64> {
         None
     }
+
+    /// Whether messages are known to wait beyond what was read: `Some(false)` once every
+    /// partition it holds is read to its end, `None` while it cannot tell (no partitions yet,
+    /// or a partition not fetched from yet). A join waits for an input that may have earlier
+    /// events before going on with the other.
+    fn may_have_more(&self) -> Option<bool> {
+        self.lag().map(|lag| lag > 0)
+    }
 }
 
 /// Told about partitions as they move to and from a [`Source`]; see

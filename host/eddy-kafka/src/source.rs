@@ -202,6 +202,26 @@ impl Source for KafkaSource {
         Some(lag)
     }
 
+    fn may_have_more(&self) -> Option<bool> {
+        let positions = self.consumer.position().ok()?;
+        let held = positions.elements_for_topic(&self.topic);
+        if held.is_empty() {
+            // Not in the group yet, or holding no partition of the topic.
+            return None;
+        }
+        let mut more = false;
+        for element in held {
+            let high = cached_high_watermark(&self.consumer, &self.topic, element.partition())?;
+            match element.offset().to_raw().filter(|o| *o >= 0) {
+                Some(position) => more |= high > position,
+                // Nothing read from it yet: only an empty partition is known to be read up.
+                None if high > 0 => return None,
+                None => {}
+            }
+        }
+        Some(more)
+    }
+
     async fn commit(&mut self, next: &BTreeMap<i32, i64>) -> Result<()> {
         if next.is_empty() {
             return Ok(());

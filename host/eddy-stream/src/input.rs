@@ -11,6 +11,7 @@ use eddy_generator::Generator;
 
 use crate::format::json::BadEvent;
 use crate::format::ValueDecoder;
+use crate::join_order::Pending;
 use crate::log::Log;
 use crate::Result;
 
@@ -29,6 +30,9 @@ pub(crate) struct InputBatch {
     pub partition: Option<i32>,
     /// A stream's records without a value (Kafka's null value), kept out of `batch`.
     pub nulls: Option<NullValues>,
+    /// For each row of `batch`, the partition and offset of its message, when read from a
+    /// source with offsets: where a join that processes part of a step resumes.
+    pub rows_from: Option<Vec<(i32, i64)>>,
 }
 
 /// A stream's records without a value, decoded as rows of their key (if the stream has key
@@ -83,6 +87,23 @@ fn decode_apart(
     (batch, bad, Some(NullValues { rows, at }))
 }
 
+/// Each decoded row's partition and offset: the messages in order, less those kept apart
+/// (without a value) and those that failed to decode. `None` if that does not account for
+/// every row.
+fn rows_from(
+    messages: &[(eddy_connector::Position, bool, String)],
+    bad: &[BadEvent],
+    rows: usize,
+) -> Option<Vec<(i32, i64)>> {
+    let failed: HashSet<&str> = bad.iter().map(|b| b.origin.as_str()).collect();
+    let from: Vec<(i32, i64)> = messages
+        .iter()
+        .filter(|(_, apart, origin)| !apart && !failed.contains(origin.as_str()))
+        .map(|(p, _, _)| (p.partition, p.offset))
+        .collect();
+    (from.len() == rows).then_some(from)
+}
+
 /// A query's input.
 pub(crate) enum Input {
     /// A stream kept in memory.
@@ -129,7 +150,8 @@ pub(crate) enum Input {
         /// A batch generated but not yet due.
         pending: Option<RecordBatch>,
     },
-    /// A stream–stream join's two inputs, read in turn; each step says which it came from.
+    /// A join's two inputs (two streams, or two tables), read in event-time order (see
+    /// [`crate::join_order`]); each step says which it came from.
     Join {
         /// The left and right inputs.
         sides: Box<[Input; 2]>,
@@ -139,6 +161,11 @@ pub(crate) enum Input {
         turn: usize,
         /// Which sides have ended.
         ended: [bool; 2],
+        /// Each side's step read and not yet processed in full.
+        pending: Box<[Option<Pending>; 2]>,
+        /// When reading began: a side that cannot yet tell whether it lags is waited for
+        /// only during [`JOIN_STARTUP`].
+        started: Instant,
     },
 }
 
@@ -157,6 +184,7 @@ impl Input {
             side: 0,
             partition: None,
             nulls: None,
+            rows_from: None,
         };
         match self {
             Input::Memory { log, next } => {
@@ -183,6 +211,7 @@ impl Input {
                     side: 0,
                     partition: None,
                     nulls: None,
+                    rows_from: None,
                 }))
             }
             Input::Source {
@@ -229,12 +258,17 @@ impl Input {
                 if let Some(r) = repartition {
                     r.retain(&mut messages);
                 }
+                let positions: Vec<(eddy_connector::Position, bool, String)> = messages
+                    .iter()
+                    .map(|m| (m.position, m.no_value && *nulls_apart, m.origin.clone()))
+                    .collect();
                 let (batch, bad, nulls) = if *nulls_apart {
                     decode_apart(decoder, messages)
                 } else {
                     let (batch, bad) = decoder.decode(&messages);
                     (batch, bad, None)
                 };
+                let rows_from = rows_from(&positions, &bad, batch.num_rows());
                 Ok(Some(InputBatch {
                     batch,
                     bad,
@@ -242,6 +276,7 @@ impl Input {
                     side: 0,
                     partition,
                     nulls,
+                    rows_from,
                 }))
             }
             Input::Join {
@@ -249,30 +284,45 @@ impl Input {
                 schemas,
                 turn,
                 ended,
+                pending,
+                started,
             } => {
                 let first = *turn;
                 *turn = 1 - first;
+                // What each side has now, without waiting.
                 for side in [first, 1 - first] {
-                    if ended[side] {
-                        continue;
-                    }
-                    // The first side asked only takes what is there already; the second
-                    // waits, unless the first has ended.
-                    let other_open = !ended[1 - side] && side == first;
-                    let wait = if other_open { Duration::ZERO } else { wait };
-                    match Box::pin(sides[side].next(&schemas[side], max, wait)).await? {
-                        None => ended[side] = true,
-                        Some(step) if step.is_idle() => {}
-                        Some(mut step) => {
-                            step.side = side;
-                            return Ok(Some(step));
-                        }
+                    fill(sides, schemas, ended, pending, side, max, Duration::ZERO).await?;
+                }
+                if pending.iter().all(Option::is_none) {
+                    let side = if ended[1 - first] { first } else { 1 - first };
+                    fill(sides, schemas, ended, pending, side, max, wait).await?;
+                }
+                // A side with nothing read may still hold earlier events than the other's:
+                // wait for it while it is known to lag, or cannot tell yet.
+                for side in [first, 1 - first] {
+                    let lags = match sides[side].may_have_more() {
+                        Some(more) => more,
+                        None => started.elapsed() < JOIN_STARTUP,
+                    };
+                    if pending[side].is_none() && pending[1 - side].is_some() && lags {
+                        fill(sides, schemas, ended, pending, side, max, wait).await?;
                     }
                 }
-                if ended.iter().all(|e| *e) {
-                    return Ok(None);
+                let (side, n) = match (&pending[0], &pending[1]) {
+                    (None, None) if ended.iter().all(|e| *e) => return Ok(None),
+                    (None, None) => return Ok(Some(empty(&schemas[0]))),
+                    (Some(left), Some(right)) => {
+                        crate::join_order::next_of([&left.step, &right.step])
+                    }
+                    (Some(p), None) | (None, Some(p)) => (p.step.side, p.step.batch.num_rows()),
+                };
+                let Some(p) = pending[side].as_mut() else {
+                    unreachable!("the side chosen has a step")
+                };
+                if n >= p.step.batch.num_rows() {
+                    return Ok(pending[side].take().map(|p| p.step));
                 }
-                Ok(Some(empty(&schemas[0])))
+                Ok(Some(crate::join_order::take(&mut p.step, n)))
             }
             Input::Generator {
                 generator,
@@ -317,6 +367,7 @@ impl Input {
                     side: 0,
                     partition: None,
                     nulls: None,
+                    rows_from: None,
                 }))
             }
         }
@@ -324,10 +375,11 @@ impl Input {
 
     /// Records that everything before `next` (per partition, capped by `hold`) is done.
     pub(crate) async fn commit(&mut self, hold: &BTreeMap<i32, i64>) -> Result<()> {
-        if let Input::Join { sides, .. } = self {
-            // A join's holds are not tracked per side: each commits what it has read.
-            for side in sides.iter_mut() {
-                Box::pin(side.commit(&BTreeMap::new())).await?;
+        if let Input::Join { sides, pending, .. } = self {
+            // A join's holds are not tracked per side: each commits what it has processed.
+            for (side, pending) in sides.iter_mut().zip(pending.iter()) {
+                let hold = pending.as_ref().map(|p| p.step.first.clone());
+                Box::pin(side.commit(&hold.unwrap_or_default())).await?;
             }
             return Ok(());
         }
@@ -368,7 +420,16 @@ impl Input {
     /// left side's, then the right side's.
     pub(crate) fn checkpoint_offsets(&self) -> (BTreeMap<i32, i64>, Option<BTreeMap<i32, i64>>) {
         match self {
-            Input::Join { sides, .. } => (sides[0].offsets(), Some(sides[1].offsets())),
+            Input::Join { sides, pending, .. } => {
+                let processed = |side: usize| {
+                    let mut offsets = sides[side].offsets();
+                    for (p, o) in pending[side].iter().flat_map(|p| &p.step.first) {
+                        offsets.entry(*p).and_modify(|next| *next = (*next).min(*o));
+                    }
+                    offsets
+                };
+                (processed(0), Some(processed(1)))
+            }
             _ => (self.offsets(), None),
         }
     }
@@ -491,8 +552,26 @@ impl Input {
     pub(crate) fn memory_positions(&self) -> Vec<u64> {
         match self {
             Input::Memory { next, .. } => vec![*next],
-            Input::Join { sides, .. } => sides.iter().flat_map(|s| s.memory_positions()).collect(),
+            Input::Join { sides, pending, .. } => sides
+                .iter()
+                .zip(pending.iter())
+                .flat_map(|(s, p)| match p {
+                    Some(p) => p.memory_from.clone(),
+                    None => s.memory_positions(),
+                })
+                .collect(),
             _ => Vec::new(),
+        }
+    }
+
+    /// Whether messages are known to wait beyond what was read; `None` while it cannot tell
+    /// (see [`eddy_connector::Source::may_have_more`]).
+    fn may_have_more(&self) -> Option<bool> {
+        match self {
+            Input::Source { source, .. } => source.may_have_more(),
+            Input::Memory { log, next } => Some(log.end() > *next),
+            Input::Generator { .. } => Some(true),
+            Input::Join { .. } => None,
         }
     }
 
@@ -504,6 +583,37 @@ impl Input {
             _ => Vec::new(),
         }
     }
+}
+
+/// How long after a join starts it waits for a side that cannot yet tell whether it lags
+/// (a consumer still joining its group; MQTT, which never can).
+const JOIN_STARTUP: Duration = Duration::from_secs(10);
+
+/// Reads side `side` of a join into `pending`, if nothing of it is pending and it has not
+/// ended, waiting at most `wait`. What it read is kept at once, so a cancelled call loses
+/// nothing.
+async fn fill(
+    sides: &mut [Input; 2],
+    schemas: &[SchemaRef; 2],
+    ended: &mut [bool; 2],
+    pending: &mut [Option<Pending>; 2],
+    side: usize,
+    max: usize,
+    wait: Duration,
+) -> Result<()> {
+    if pending[side].is_some() || ended[side] {
+        return Ok(());
+    }
+    let memory_from = sides[side].memory_positions();
+    match Box::pin(sides[side].next(&schemas[side], max, wait)).await? {
+        None => ended[side] = true,
+        Some(step) if step.is_idle() => {}
+        Some(mut step) => {
+            step.side = side;
+            pending[side] = Some(Pending { step, memory_from });
+        }
+    }
+    Ok(())
 }
 
 /// The leading run of `messages` from one partition, taken out of it.

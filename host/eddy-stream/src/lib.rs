@@ -10,6 +10,7 @@ mod direct;
 mod engine;
 mod format;
 mod input;
+mod join_order;
 mod join_within;
 mod log;
 mod pipeline;

@@ -108,8 +108,8 @@ impl Engine {
         })
     }
 
-    /// What query `parsed` reads: its source, or for a stream–stream join both streams, in
-    /// turn (`transient` as for [`Engine::input`]).
+    /// What query `parsed` reads: its source, or for a stream–stream or table–table join both
+    /// inputs, in event-time order (`transient` as for [`Engine::input`]).
     pub(super) async fn query_input(
         &self,
         parsed: &crate::query::Parsed,
@@ -132,6 +132,8 @@ impl Engine {
             sides: Box::new([left, right]),
             turn: 0,
             ended: [false; 2],
+            pending: Box::new([None, None]),
+            started: std::time::Instant::now(),
         })
     }
 
