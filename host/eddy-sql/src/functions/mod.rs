@@ -34,6 +34,10 @@ use datafusion::logical_expr::{Expr, ScalarUDF};
 pub(crate) fn register(builder: &mut SessionStateBuilder) {
     let scalars = builder.scalar_functions().get_or_insert_with(Vec::new);
     scalars.extend(scalar_functions());
+    // ksqlDB's IFNULL takes any type, as COALESCE does; DataFusion's (NVL) casts arrays and
+    // maps to strings.
+    let coalesce = datafusion::functions::core::coalesce();
+    scalars.push(Arc::new((*coalesce).clone().with_aliases(["ifnull"])));
     let aggregates = builder.aggregate_functions().get_or_insert_with(Vec::new);
     aggregates.extend(aggregate::all().into_iter().map(Arc::new));
     aggregates.extend(stats::all().into_iter().map(Arc::new));
