@@ -1329,7 +1329,8 @@ async fn kafka_insert_into_relations_read_from_topics() {
 }
 
 /// WITH (wrap_single_value=false), as in ksqlDB: a one-column value is written as the bare JSON
-/// value, and a stream declared the same way reads such values back.
+/// value (a NULL as a record without a value), and a stream declared the same way reads such
+/// values back.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kafka_single_values_unwrapped() {
     let topic = unique("bare-speeds");
@@ -1349,13 +1350,14 @@ async fn kafka_single_values_unwrapped() {
     .await;
     run(
         &mut engine,
-        "INSERT INTO speeds (car, speed, ts) VALUES ('a', 50.5, 1000), ('b', 70.0, 2000)",
+        "INSERT INTO speeds (car, speed, ts) VALUES ('a', 50.5, 1000), ('b', 70.0, 2000), \
+         ('c', NULL, 3000)",
     )
     .await;
     let bytes = |s: &str| Some(s.as_bytes().to_vec());
     assert_eq!(
-        read_raw(&topic, 2).await,
-        [(None, bytes("50.5")), (None, bytes("70.0"))]
+        read_raw(&topic, 3).await,
+        [(None, bytes("50.5")), (None, bytes("70.0")), (None, None)]
     );
     run(
         &mut engine,

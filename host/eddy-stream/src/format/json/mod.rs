@@ -465,7 +465,7 @@ pub(crate) fn encode_key(batch: &RecordBatch) -> Result<Vec<Vec<u8>>> {
     };
     Ok(records
         .into_iter()
-        .map(|r| r.payload.unwrap_or_default())
+        .map(|r| r.payload.unwrap_or_else(|| b"null".to_vec()))
         .collect())
 }
 
@@ -482,7 +482,9 @@ pub(crate) fn encode_unwrapped(batch: &RecordBatch) -> Result<Vec<Record>> {
                 Value::Object(map) => map.into_iter().next().map_or(Value::Null, |(_, v)| v),
                 other => other,
             };
-            record.payload = Some(serde_json::to_vec(&single).expect("JSON encodes"));
+            // ksqlDB writes a null single value as a record without a value, not as `null`.
+            record.payload =
+                (!single.is_null()).then(|| serde_json::to_vec(&single).expect("JSON encodes"));
             Ok(record)
         })
         .collect()
