@@ -42,6 +42,7 @@ async fn kafka_a_stream_query_keeps_its_sources_key() {
         unique("keys-json"),
         unique("keys-two"),
     );
+    let by_name = unique("keys-by-name");
     let mut engine = engine();
     run(
         &mut engine,
@@ -81,6 +82,15 @@ async fn kafka_a_stream_query_keeps_its_sources_key() {
         &format!(
             "CREATE STREAM by_two WITH (kafka_topic='{pairs}', key_format='JSON') AS \
              SELECT * FROM input PARTITION BY name, n"
+        ),
+    )
+    .await;
+    // ksqlDB repartitions before it projects: `*` has the old key after the value columns.
+    run(
+        &mut engine,
+        &format!(
+            "CREATE STREAM by_name WITH (kafka_topic='{by_name}', value_format='DELIMITED') AS \
+             SELECT * FROM input PARTITION BY name"
         ),
     )
     .await;
@@ -163,6 +173,15 @@ async fn kafka_a_stream_query_keeps_its_sources_key() {
             (Some(br#"{"NAME":"Ann","N":1}"#), Some(r#"{"ID":2}"#)),
             (Some(br#"{"NAME":"Bo","N":5}"#), Some(r#"{"ID":3}"#)),
             (Some(br#"{"NAME":null,"N":null}"#), Some(r#"{"ID":4}"#)),
+        ])
+    );
+    assert_eq!(
+        read_raw(&by_name, 4).await,
+        expected(&[
+            (Some(b"Nick"), Some("2,1")),
+            (Some(b"Ann"), Some("1,2")),
+            (Some(b"Bo"), Some("5,3")),
+            (None, Some(",4")),
         ])
     );
 }

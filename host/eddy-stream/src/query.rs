@@ -760,6 +760,30 @@ impl Parsed {
         }
     }
 
+    /// Expands a bare `*` of a query with `PARTITION BY` as ksqlDB does, whose repartition
+    /// comes before the projection: the source's value columns (`columns` less `keys`), then
+    /// its former key columns, then `rowtime`.
+    pub(crate) fn star_after_repartition(&mut self, columns: &[String], keys: &[String]) {
+        let is_key = |c: &String| keys.iter().any(|k| k.eq_ignore_ascii_case(c));
+        let column =
+            |c: &String| SelectItem::UnnamedExpr(Expr::Identifier(Ident::with_quote('"', c)));
+        let values = columns
+            .iter()
+            .filter(|c| !is_key(c) && c.as_str() != "rowtime");
+        let rowtime = columns.iter().filter(|c| c.as_str() == "rowtime");
+        let order: Vec<&String> = values.chain(keys).chain(rowtime).collect();
+        let select = Self::select_mut(&mut self.query);
+        let items = std::mem::take(&mut select.projection);
+        for item in items {
+            match item {
+                SelectItem::Wildcard(_) => {
+                    select.projection.extend(order.iter().map(|c| column(c)))
+                }
+                other => select.projection.push(other),
+            }
+        }
+    }
+
     /// Whether a stream's record without a value comes out of it as one without a value, as
     /// ksqlDB passes one through a projection and `PARTITION BY`; a filter, an aggregation or
     /// a join drops it.

@@ -32,7 +32,25 @@ impl Engine {
         id: &str,
         table: bool,
     ) -> Result<(query::Parsed, Processor)> {
-        self.plan_parsed(query::parse(query_sql)?, id, table).await
+        let mut parsed = query::parse(query_sql)?;
+        match self.relations.get(&parsed.source) {
+            // The user's PARTITION BY, not the one a keyed output is planned again with.
+            Some(source)
+                if !parsed.partition_by.is_empty()
+                    && parsed.joined.is_empty()
+                    && !source.keys.is_empty() =>
+            {
+                let columns: Vec<String> = source
+                    .schema
+                    .fields()
+                    .iter()
+                    .map(|f| f.name().clone())
+                    .collect();
+                parsed.star_after_repartition(&columns, &source.keys);
+            }
+            _ => {}
+        }
+        self.plan_parsed(parsed, id, table).await
     }
 
     /// [`Engine::plan`], for a query parsed already.
