@@ -151,6 +151,85 @@ fn retracting(select: &mut datafusion::sql::sqlparser::ast::Select) {
     let _ = datafusion::sql::sqlparser::ast::visit_expressions_mut(&mut select.having, rewrite);
 }
 
+/// Makes each comparison (`=`, `<>`, `<`, `<=`, `>`, `>=`) of `select` false where one side is
+/// NULL, as ksqlDB's are, rather than NULL: `SELECT a = b` gives false and `NOT (a = b)` keeps
+/// the row. Where only truth counts (a condition of `WHERE`, `HAVING` or `CASE WHEN`, through
+/// `AND` and `OR`) NULL acts as false already, so comparisons there stay as written, and so do
+/// they in a join's `ON`, where an equality must stay a hash key.
+fn null_comparisons_false(select: &mut datafusion::sql::sqlparser::ast::Select) {
+    use datafusion::sql::sqlparser::ast::visit_expressions_mut as visit;
+    let _ = visit(&mut select.projection, falsify);
+    let _ = visit(&mut select.selection, falsify);
+    let _ = visit(&mut select.having, falsify);
+    if let GroupByExpr::Expressions(keys, _) = &mut select.group_by {
+        let _ = visit(keys, falsify);
+    }
+    for condition in [&mut select.selection, &mut select.having]
+        .into_iter()
+        .flatten()
+    {
+        as_written(condition);
+    }
+}
+
+/// Wraps a comparison as `COALESCE((a = b), false)`; in a `CASE`, takes that back from its
+/// conditions (see [`null_comparisons_false`]). Visits children first.
+fn falsify(e: &mut Expr) -> std::ops::ControlFlow<()> {
+    use datafusion::sql::sqlparser::ast::BinaryOperator as Op;
+    match e {
+        Expr::BinaryOp {
+            op: Op::Eq | Op::NotEq | Op::Lt | Op::LtEq | Op::Gt | Op::GtEq,
+            ..
+        } => {
+            let compared = std::mem::replace(e, Expr::Identifier(Ident::new("_")));
+            *e = Parser::new(&GenericDialect {})
+                .try_with_sql(&format!("COALESCE(({compared}), false)"))
+                .and_then(|mut p| p.parse_expr())
+                .unwrap_or(compared);
+        }
+        Expr::Case { conditions, .. } => {
+            for when in conditions {
+                as_written(&mut when.condition);
+            }
+        }
+        _ => {}
+    }
+    std::ops::ControlFlow::Continue(())
+}
+
+/// Takes back what [`falsify`] wrapped in a condition where only truth counts.
+fn as_written(e: &mut Expr) {
+    use datafusion::sql::sqlparser::ast::{
+        BinaryOperator as Op, FunctionArg, FunctionArgExpr, FunctionArguments,
+    };
+    match e {
+        Expr::BinaryOp {
+            op: Op::And | Op::Or,
+            left,
+            right,
+        } => {
+            as_written(left);
+            as_written(right);
+        }
+        Expr::Nested(inner) => as_written(inner),
+        Expr::Function(f) if f.name.to_string().eq_ignore_ascii_case("coalesce") => {
+            let FunctionArguments::List(list) = &mut f.args else {
+                return;
+            };
+            if let [FunctionArg::Unnamed(FunctionArgExpr::Expr(Expr::Nested(compared))), FunctionArg::Unnamed(FunctionArgExpr::Expr(last))] =
+                list.args.as_mut_slice()
+            {
+                if last.to_string().eq_ignore_ascii_case("false") {
+                    let compared =
+                        std::mem::replace(compared.as_mut(), Expr::Identifier(Ident::new("_")));
+                    *e = compared;
+                }
+            }
+        }
+        _ => {}
+    }
+}
+
 /// Takes the WINDOW clause and any trailing `EMIT CHANGES|FINAL` out of `sql`, then parses it.
 pub(crate) fn parse(sql: &str) -> Result<Parsed> {
     let (sql, window, emit, within) = strip_window(sql)?;
@@ -169,6 +248,7 @@ pub(crate) fn parse(sql: &str) -> Result<Parsed> {
     };
     if let SetExpr::Select(select) = query.body.as_mut() {
         name_expressions(&mut select.projection);
+        null_comparisons_false(select);
     }
     crate::type_check::check_literals(&query)?;
     if query.with.is_some() || query.order_by.is_some() || query.limit_clause.is_some() {
