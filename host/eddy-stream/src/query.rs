@@ -97,6 +97,10 @@ pub(crate) struct Changelog {
     pub values: Vec<String>,
 }
 
+/// ksqlDB's pseudo-columns for a record's partition and offset: reserved names there, so
+/// refused as column names and aliases here too.
+pub(crate) const RECORD_PLACE: [&str; 2] = ["rowpartition", "rowoffset"];
+
 /// The column that says whether a row of a table's changes adds it to its group (1) or
 /// retracts it, as the row its key had before (-1).
 pub(crate) const SIGN: &str = "__eddy_sign";
@@ -707,6 +711,12 @@ impl Parsed {
                 return Err(Error::Plan(format!(
                     "Reserved column name in select: `{}`. Please remove or alias the column.",
                     alias.value.to_uppercase()
+                )));
+            }
+            if RECORD_PLACE.contains(&name.as_str()) {
+                return Err(Error::Plan(format!(
+                    "`{}` is a reserved column name. You cannot use it as an alias for a column.",
+                    name.to_uppercase()
                 )));
             }
         }

@@ -22,6 +22,18 @@ use crate::format::common::display_name;
 /// A statement ksqlDB refuses for its types.
 #[derive(Debug, thiserror::Error)]
 pub enum TypeError {
+    /// A function called with argument types it has no form for.
+    #[error("Function '{name}' does not accept parameters ({types}).")]
+    Arguments {
+        /// The function, as called.
+        name: String,
+        /// The argument types as ksqlDB names them, comma-separated.
+        types: String,
+    },
+    /// An ARRAY, MAP or STRUCT constructor whose elements give it no type, or a STRUCT with a
+    /// field named twice; ksqlDB's message.
+    #[error("{0}")]
+    Constructor(&'static str),
     /// Two sides of a comparison from type families ksqlDB does not compare.
     #[error(
         "{clause}Cannot compare {left} ({left_type}) to {right} ({right_type}) with {operator}."
@@ -226,6 +238,10 @@ pub(crate) fn check_plan(plan: &LogicalPlan) -> Result<(), Box<TypeError>> {
                     Expr::BinaryExpr(b) => compare(b, schema, compare_clause),
                     Expr::Case(c) => case(c, schema, compare_clause),
                     Expr::InList(list) => in_list(&list.expr, &list.list, schema, list_clause),
+                    // ksqlDB has no VALUES, where DataFusion's `[]` is fine.
+                    Expr::ScalarFunction(f) if !matches!(node, LogicalPlan::Values(_)) => {
+                        constructor(f.name(), &f.args).or_else(|| unit_first(f, schema))
+                    }
                     _ => None,
                 };
                 match found {
@@ -239,6 +255,89 @@ pub(crate) fn check_plan(plan: &LogicalPlan) -> Result<(), Box<TypeError>> {
         })
     });
     error.map_or(Ok(()), |e| Err(Box::new(e)))
+}
+
+/// Refuses a `DATEADD`-like function whose first argument is not its unit: DataFusion would
+/// cast a DATE or TIME there to the unit's string.
+fn unit_first(
+    f: &datafusion::logical_expr::expr::ScalarFunction,
+    schema: &DFSchema,
+) -> Option<TypeError> {
+    const BY_UNIT: [&str; 6] = [
+        "dateadd",
+        "datesub",
+        "timeadd",
+        "timesub",
+        "timestampadd",
+        "timestampsub",
+    ];
+    if !BY_UNIT.contains(&f.name()) {
+        return None;
+    }
+    let types: Vec<(DataType, &Expr)> = f
+        .args
+        .iter()
+        .map(|a| a.get_type(schema).ok().map(|t| (t, a)))
+        .collect::<Option<_>>()?;
+    if matches!(
+        types.first(),
+        None | Some((DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View, _))
+    ) {
+        return None;
+    }
+    Some(TypeError::Arguments {
+        name: f.name().to_string(),
+        types: types
+            .iter()
+            .map(|(t, e)| sql_type(e, t))
+            .collect::<Vec<_>>()
+            .join(", "),
+    })
+}
+
+/// Refuses the constructors ksqlDB refuses: `ARRAY[]`, `ARRAY[NULL]`, a MAP whose keys or
+/// values are all NULL, a STRUCT with a field named twice.
+fn constructor(name: &str, args: &[Expr]) -> Option<TypeError> {
+    let null = |e: &Expr| matches!(e, Expr::Literal(ScalarValue::Null, _));
+    let message = match name {
+        "make_array" if args.is_empty() => {
+            "Array constructor cannot be empty. Please supply at least one element (see \
+             https://github.com/confluentinc/ksql/issues/4239)."
+        }
+        "make_array" if args.iter().all(null) => {
+            "Cannot construct an array with all NULL elements (see \
+             https://github.com/confluentinc/ksql/issues/4239). As a workaround, you may cast a \
+             NULL value to the desired type."
+        }
+        // `MAP(k := v, …)` is planned as `map(make_array(k, …), make_array(v, …))`.
+        "map" => {
+            let elements = |e: &Expr| match e {
+                Expr::ScalarFunction(f) if f.name() == "make_array" && !f.args.is_empty() => {
+                    Some(f.args.iter().all(null))
+                }
+                _ => None,
+            };
+            match args {
+                [keys, _] if elements(keys) == Some(true) => {
+                    "Cannot construct a map with all NULL keys"
+                }
+                [_, values] if elements(values) == Some(true) => {
+                    "Cannot construct a map with all NULL values"
+                }
+                _ => return None,
+            }
+        }
+        "named_struct" => {
+            let names: Vec<String> = args.iter().step_by(2).map(|e| e.to_string()).collect();
+            let unique: std::collections::HashSet<&String> = names.iter().collect();
+            if unique.len() == names.len() {
+                return None;
+            }
+            "Duplicate field names found in STRUCT"
+        }
+        _ => return None,
+    };
+    Some(TypeError::Constructor(message))
 }
 
 /// Converts the literals of `IN` lists as ksqlDB does where DataFusion finds no common type: any

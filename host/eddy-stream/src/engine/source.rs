@@ -233,6 +233,16 @@ impl Engine {
                 "rowtime is every stream's event time; name the column something else".into(),
             ));
         }
+        // ksqlDB's pseudo-columns of a record's place in its topic, which Eddy does not have.
+        if let Some(f) = fields
+            .iter()
+            .find(|f| crate::query::RECORD_PLACE.contains(&f.name().as_str()))
+        {
+            return Err(Error::Catalog(format!(
+                "'{}' is a reserved column name. You cannot use it as a name for a column.",
+                f.name().to_uppercase()
+            )));
+        }
         if let (Spec::Kafka { topic }, Some(partitions)) = (&spec, partitions) {
             // As in ksqlDB, `partitions` creates the topic when it does not exist yet (an
             // existing topic is read as it is).
