@@ -444,8 +444,15 @@ impl Processor {
             }));
         }
         let key_names = parsed.key_names();
-        for (expr, column) in key_names.iter().cloned() {
+        for (i, (expr, column)) in key_names.iter().cloned().enumerate() {
             let at = column.and_then(|c| self.schema.index_of(&c).ok());
+            if stream && at.is_none() && !passed_on && !parsed.selects_all() && expr != "NULL" {
+                let expr = parsed.qualified(&parsed.partition_by[i]);
+                return Err(Error::Plan(format!(
+                    "The query used to build `{name}` must include the partitioning expression \
+                     {expr} in its projection (eg, SELECT {expr}...)."
+                )));
+            }
             if stream {
                 keys.extend(at);
                 continue;

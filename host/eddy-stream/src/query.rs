@@ -594,6 +594,33 @@ impl Parsed {
             .collect()
     }
 
+    /// Whether its SELECT list has a `*` (or `a.*`).
+    pub(crate) fn selects_all(&self) -> bool {
+        let SetExpr::Select(select) = self.query.body.as_ref() else {
+            return false;
+        };
+        select.projection.iter().any(|item| {
+            matches!(
+                item,
+                SelectItem::Wildcard(_) | SelectItem::QualifiedWildcard(..)
+            )
+        })
+    }
+
+    /// `expr` as ksqlDB prints it in messages: upper case, each column qualified by the name
+    /// its source goes by (`ABS(INPUT.ID)`).
+    pub(crate) fn qualified(&self, expr: &Expr) -> String {
+        let by = self.alias.clone().unwrap_or_else(|| self.source.clone());
+        let mut expr = expr.clone();
+        let _ = datafusion::sql::sqlparser::ast::visit_expressions_mut(&mut expr, |e| {
+            if let Expr::Identifier(i) = e {
+                *e = Expr::CompoundIdentifier(vec![Ident::new(by.clone()), i.clone()]);
+            }
+            std::ops::ControlFlow::<()>::Continue(())
+        });
+        expr.to_string().to_uppercase()
+    }
+
     /// Whether it only projects and filters its source's rows one by one: no aggregation
     /// clause, join or `PARTITION BY`.
     pub(crate) fn is_projection(&self) -> bool {
