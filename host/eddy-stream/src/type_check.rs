@@ -30,6 +30,14 @@ pub enum TypeError {
         /// The argument types as ksqlDB names them, comma-separated.
         types: String,
     },
+    /// A call that more than one of a function's forms could take.
+    #[error("Function '{name}' cannot be resolved due to ambiguous method parameters ({types}).")]
+    Ambiguous {
+        /// The function, as called.
+        name: String,
+        /// The argument types as ksqlDB names them (`null` for a NULL), comma-separated.
+        types: String,
+    },
     /// An ARRAY, MAP or STRUCT constructor whose elements give it no type, or a STRUCT with a
     /// field named twice; ksqlDB's message.
     #[error("{0}")]
@@ -240,7 +248,9 @@ pub(crate) fn check_plan(plan: &LogicalPlan) -> Result<(), Box<TypeError>> {
                     Expr::InList(list) => in_list(&list.expr, &list.list, schema, list_clause),
                     // ksqlDB has no VALUES, where DataFusion's `[]` is fine.
                     Expr::ScalarFunction(f) if !matches!(node, LogicalPlan::Values(_)) => {
-                        constructor(f.name(), &f.args).or_else(|| unit_first(f, schema))
+                        constructor(f.name(), &f.args)
+                            .or_else(|| unit_first(f, schema))
+                            .or_else(|| extremes(f, schema))
                     }
                     _ => None,
                 };
@@ -292,6 +302,67 @@ fn unit_first(
             .map(|(t, e)| sql_type(e, t))
             .collect::<Vec<_>>()
             .join(", "),
+    })
+}
+
+/// Refuses `GREATEST` and `LEAST` calls ksqlDB cannot resolve to one of its forms (one per
+/// type, numbers widening to BIGINT, DECIMAL or DOUBLE): only NULLs, numbers mixed with other
+/// types, or integers and decimals mixed without a DOUBLE to settle on.
+fn extremes(
+    f: &datafusion::logical_expr::expr::ScalarFunction,
+    schema: &DFSchema,
+) -> Option<TypeError> {
+    if !matches!(f.name(), "greatest" | "least") || f.args.is_empty() {
+        return None;
+    }
+    let typed: Vec<(DataType, &Expr)> = f
+        .args
+        .iter()
+        .map(|a| a.get_type(schema).ok().map(|t| (t, a)))
+        .collect::<Option<_>>()?;
+    let shown = || {
+        typed
+            .iter()
+            .map(|(t, e)| match t {
+                DataType::Null => "null".to_string(),
+                _ => sql_type(e, t),
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let known: Vec<(&DataType, &Expr)> = typed
+        .iter()
+        .filter(|(t, _)| !t.is_null())
+        .map(|(t, e)| (t, *e))
+        .collect();
+    if known.is_empty() {
+        return Some(TypeError::Ambiguous {
+            name: f.name().to_string(),
+            types: shown(),
+        });
+    }
+    let numbers = known.iter().filter(|(t, _)| t.is_numeric()).count();
+    if numbers > 0 && numbers < known.len() {
+        return Some(TypeError::Arguments {
+            name: f.name().to_string(),
+            types: shown(),
+        });
+    }
+    // An integer literal within INT's range is an INTEGER, as ksqlDB reads it.
+    let kind = |(t, e): &(&DataType, &Expr)| match sql_type(e, t).as_str() {
+        "INTEGER" => 0,
+        _ if matches!(t, DataType::Int8 | DataType::Int16 | DataType::Int32) => 0,
+        _ if matches!(t, DataType::Int64) => 1,
+        _ if matches!(t, DataType::Decimal128(..) | DataType::Decimal256(..)) => 2,
+        _ => 3,
+    };
+    let kinds: std::collections::HashSet<u8> = known.iter().map(kind).collect();
+    let double = known
+        .iter()
+        .any(|(t, _)| matches!(t, DataType::Float32 | DataType::Float64));
+    (numbers > 0 && !double && kinds.len() > 1).then(|| TypeError::Ambiguous {
+        name: f.name().to_string(),
+        types: shown(),
     })
 }
 
