@@ -440,10 +440,12 @@ async fn kafka_a_stream_table_join_is_keyed_by_its_join_column() {
     );
 }
 
-/// A stream–stream join written to Kafka is keyed by its join column too, as in ksqlDB.
+/// A stream–stream join written to Kafka is keyed by its join column too, as in ksqlDB: the
+/// FROM stream's, when both are selected, however `ON` writes them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kafka_a_stream_stream_join_is_keyed_by_its_join_column() {
     let shipped = unique("join-shipped");
+    let both = unique("join-both");
     let mut engine = engine();
     for sql in [
         "CREATE STREAM orders (id VARCHAR KEY, item VARCHAR, ts BIGINT) WITH (timestamp='ts')"
@@ -455,6 +457,11 @@ async fn kafka_a_stream_stream_join_is_keyed_by_its_join_column() {
             "CREATE STREAM shipped WITH (kafka_topic='{shipped}') AS SELECT o.id, o.item, \
              s.warehouse FROM orders o JOIN shipments s WITHIN 1 HOUR ON o.id = s.order_id"
         ),
+        format!(
+            "CREATE STREAM both_ids WITH (kafka_topic='{both}') AS SELECT s.order_id, \
+             o.id AS oid, s.warehouse FROM orders o JOIN shipments s WITHIN 1 HOUR \
+             ON s.order_id = o.id"
+        ),
         "INSERT INTO orders (id, item, ts) VALUES ('o1', 'book', 0), ('o2', 'pen', 0)".to_string(),
         "INSERT INTO shipments (order_id, warehouse, ts) VALUES ('o2', 'w2', 1000)".to_string(),
     ] {
@@ -463,6 +470,10 @@ async fn kafka_a_stream_stream_join_is_keyed_by_its_join_column() {
     assert_eq!(
         read_raw(&shipped, 1).await,
         expected(&[(Some(b"o2"), Some(r#"{"ITEM":"pen","WAREHOUSE":"w2"}"#))])
+    );
+    assert_eq!(
+        read_raw(&both, 1).await,
+        expected(&[(Some(b"o2"), Some(r#"{"ORDER_ID":"o2","WAREHOUSE":"w2"}"#))])
     );
 }
 

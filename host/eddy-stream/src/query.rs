@@ -563,7 +563,13 @@ impl Parsed {
             Expr::CompoundIdentifier(parts) => parts.last().map(ident),
             _ => None,
         };
-        let same = |a: &Expr, b: &Expr| a == b || (last(a).is_some() && last(a) == last(b));
+        // `a.id` and `b.id` of a join are two columns; `id` is either.
+        let same = |a: &Expr, b: &Expr| match (a, b) {
+            (Expr::CompoundIdentifier(x), Expr::CompoundIdentifier(y)) => {
+                x.iter().map(ident).eq(y.iter().map(ident))
+            }
+            _ => a == b || (last(a).is_some() && last(a) == last(b)),
+        };
         let wildcard = select.projection.iter().any(|item| {
             matches!(
                 item,
@@ -751,7 +757,8 @@ impl Parsed {
     }
 
     /// What its joins are keyed by, as ksqlDB keys them, when every join is `ON a = b`: both
-    /// sides of a single join; for several, the columns of the last join's condition and every
+    /// sides of a single join, the FROM relation's column first and an expression last; for
+    /// several, the columns of the last join's condition and every
     /// column an earlier join makes equal to one of them, in the order they are written.
     pub(crate) fn join_keys(&self) -> Option<Vec<Expr>> {
         use datafusion::sql::sqlparser::ast::{BinaryOperator, JoinConstraint, JoinOperator};
@@ -779,7 +786,16 @@ impl Parsed {
         }
         let (last, earlier) = equalities.split_last()?;
         if earlier.is_empty() {
-            return Some(last.to_vec());
+            // As ksqlDB keys a join: by the FROM relation's column, else the other's column.
+            let from = self.alias.clone().unwrap_or_else(|| self.source.clone());
+            let rank = |e: &Expr| match e {
+                Expr::CompoundIdentifier(p) if p.len() == 2 && ident(&p[0]) == from => 0,
+                Expr::Identifier(_) | Expr::CompoundIdentifier(_) => 1,
+                _ => 2,
+            };
+            let mut pair = last.to_vec();
+            pair.sort_by_key(rank);
+            return Some(pair);
         }
         let column = |e: &Expr| matches!(e, Expr::Identifier(_) | Expr::CompoundIdentifier(_));
         let mut keys: Vec<Expr> = last.iter().filter(|e| column(e)).cloned().collect();
