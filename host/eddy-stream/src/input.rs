@@ -164,7 +164,7 @@ pub(crate) enum Input {
         /// Each side's step read and not yet processed in full.
         pending: Box<[Option<Pending>; 2]>,
         /// When reading began: a side that cannot yet tell whether it lags is waited for
-        /// only during [`JOIN_STARTUP`].
+        /// only during the first [`JOIN_WAIT`].
         started: Instant,
     },
 }
@@ -299,13 +299,23 @@ impl Input {
                 }
                 // A side with nothing read may still hold earlier events than the other's:
                 // wait for it while it is known to lag, or cannot tell yet.
+                let lags = |side: &Input| match side.may_have_more() {
+                    Some(more) => more,
+                    None => started.elapsed() < JOIN_WAIT,
+                };
                 for side in [first, 1 - first] {
-                    let lags = match sides[side].may_have_more() {
-                        Some(more) => more,
-                        None => started.elapsed() < JOIN_STARTUP,
-                    };
-                    if pending[side].is_none() && pending[1 - side].is_some() && lags {
+                    if pending[side].is_none() && pending[1 - side].is_some() && lags(&sides[side])
+                    {
                         fill(sides, schemas, ended, pending, side, max, wait).await?;
+                    }
+                }
+                // Still nothing from it: the other side's step waits, for a while at most.
+                for side in [0, 1] {
+                    let held = pending[1 - side]
+                        .as_ref()
+                        .is_some_and(|p| p.read_at.elapsed() < JOIN_WAIT);
+                    if held && pending[side].is_none() && !ended[side] && lags(&sides[side]) {
+                        return Ok(Some(empty(&schemas[0])));
                     }
                 }
                 let (side, n) = match (&pending[0], &pending[1]) {
@@ -585,9 +595,10 @@ impl Input {
     }
 }
 
-/// How long after a join starts it waits for a side that cannot yet tell whether it lags
-/// (a consumer still joining its group; MQTT, which never can).
-const JOIN_STARTUP: Duration = Duration::from_secs(10);
+/// How long a join waits for a side that cannot yet tell whether it lags, from its start (a
+/// consumer still joining its group; MQTT, which never can), and how long a step read from one
+/// side waits at most for a lagging other side to deliver.
+const JOIN_WAIT: Duration = Duration::from_secs(10);
 
 /// Reads side `side` of a join into `pending`, if nothing of it is pending and it has not
 /// ended, waiting at most `wait`. What it read is kept at once, so a cancelled call loses
@@ -610,7 +621,11 @@ async fn fill(
         Some(step) if step.is_idle() => {}
         Some(mut step) => {
             step.side = side;
-            pending[side] = Some(Pending { step, memory_from });
+            pending[side] = Some(Pending {
+                step,
+                memory_from,
+                read_at: Instant::now(),
+            });
         }
     }
     Ok(())

@@ -17,6 +17,8 @@ pub(crate) struct Pending {
     /// For an in-memory side, where it read from before this step: until the step is
     /// processed, `settle` must not see the side as read up.
     pub memory_from: Vec<u64>,
+    /// When it was read: how long it has waited for the other side.
+    pub read_at: std::time::Instant,
 }
 
 /// The event time of the step's first row; `None` when it has no rows (only bad events or
