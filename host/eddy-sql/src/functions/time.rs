@@ -509,10 +509,27 @@ fn format(
     Some(out)
 }
 
-/// `text` read with a Java `DateTimeFormatter` pattern, as ms since the epoch (UTC); `None`
-/// when it does not match. A pattern without a time of day reads midnight.
+/// `text` read with a Java `DateTimeFormatter` pattern, as ms since the epoch (UTC, or the
+/// offset the text gives when the pattern reads one); `None` when it does not match. A pattern
+/// without a time of day reads midnight.
 pub fn parse_timestamp(text: &str, pattern: &str) -> Option<i64> {
-    let format = chrono_format(pattern);
+    // Reading is laxer than writing, as Java's is: any number of fraction digits, an offset
+    // with or without its minutes, and `Z` for UTC where the pattern has `X`.
+    let format = chrono_format(pattern)
+        .replace(".%3f", "%.f")
+        .replace(".%6f", "%.f")
+        .replace(".%9f", "%.f")
+        .replace("%:z", "%#z")
+        .replace("%z", "%#z");
+    if format.contains("%#z") {
+        let text = match text.strip_suffix('Z') {
+            Some(utc) if pattern.contains('X') => format!("{utc}+00:00"),
+            _ => text.to_string(),
+        };
+        return DateTime::parse_from_str(&text, &format)
+            .ok()
+            .map(|t| t.timestamp_millis());
+    }
     NaiveDateTime::parse_from_str(text, &format)
         .or_else(|_| {
             NaiveDate::parse_from_str(text, &format)
