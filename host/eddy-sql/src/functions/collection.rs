@@ -13,7 +13,7 @@ use datafusion::arrow::buffer::OffsetBuffer;
 use datafusion::arrow::compute::{interleave, sort_to_indices, take};
 use datafusion::arrow::datatypes::{DataType, Field, Fields};
 use datafusion::common::{exec_err, plan_err, Result};
-use datafusion::logical_expr::{Signature, Volatility};
+use datafusion::logical_expr::{Signature, TypeSignature, Volatility};
 use regex::Regex;
 
 use super::json::records_type;
@@ -111,6 +111,18 @@ pub(super) fn all() -> Vec<Ksql> {
                 }
                 Ok(Arc::new(out.finish()))
             },
+        ),
+        Ksql::with_signature(
+            "array_join",
+            Signature::one_of(
+                vec![TypeSignature::Any(1), TypeSignature::Any(2)],
+                Volatility::Immutable,
+            ),
+            |t| match &t[0] {
+                DataType::List(_) | DataType::Null => Ok(S),
+                other => plan_err!("ARRAY_JOIN takes an ARRAY, not {other}"),
+            },
+            array_join,
         ),
         Ksql::with_signature(
             "slice",
@@ -512,4 +524,64 @@ fn split_to_map(a: &[ArrayRef], _: usize) -> Result<ArrayRef> {
         out.append(true)?;
     }
     Ok(Arc::new(out.finish()))
+}
+
+/// ksqlDB's `ARRAY_JOIN(array[, delimiter])`: the elements as Java prints them (`null` for a
+/// NULL, `0.0` for a whole DOUBLE), joined by the delimiter, `,` when not given and nothing when
+/// NULL.
+fn array_join(a: &[ArrayRef], rows: usize) -> Result<ArrayRef> {
+    if a[0].data_type().is_null() {
+        return Ok(new_null_array(&S, rows));
+    }
+    let lists = a[0].as_list::<i32>();
+    let delimiters = match a.get(1) {
+        Some(d) => Some(datafusion::arrow::compute::cast(d, &S)?),
+        None => None,
+    };
+    let delimiters = delimiters.as_ref().map(|d| d.as_string::<i32>());
+    let out: StringArray = (0..rows)
+        .map(|i| {
+            if lists.is_null(i) {
+                return Ok(None);
+            }
+            let delimiter = match delimiters {
+                None => ",",
+                Some(d) if d.is_null(i) => "",
+                Some(d) => d.value(i),
+            };
+            let values = lists.value(i);
+            let texts = (0..values.len())
+                .map(|j| element_text(&values, j))
+                .collect::<Result<Vec<_>>>()?;
+            Ok(Some(texts.join(delimiter)))
+        })
+        .collect::<Result<_>>()?;
+    Ok(Arc::new(out))
+}
+
+/// One array element as Java's `toString` prints it.
+fn element_text(values: &ArrayRef, j: usize) -> Result<String> {
+    if values.is_null(j) {
+        return Ok("null".into());
+    }
+    let double = match values.data_type() {
+        DataType::Float64 => Some(
+            values
+                .as_primitive::<datafusion::arrow::datatypes::Float64Type>()
+                .value(j),
+        ),
+        DataType::Float32 => Some(f64::from(
+            values
+                .as_primitive::<datafusion::arrow::datatypes::Float32Type>()
+                .value(j),
+        )),
+        _ => None,
+    };
+    Ok(match double {
+        Some(x) if x.is_nan() => "NaN".into(),
+        Some(x) if x.is_infinite() => if x > 0.0 { "Infinity" } else { "-Infinity" }.into(),
+        Some(x) if x.fract() == 0.0 && x.abs() < 1e7 => format!("{x:.1}"),
+        Some(x) => x.to_string(),
+        None => datafusion::arrow::util::display::array_value_to_string(values, j)?,
+    })
 }

@@ -38,6 +38,11 @@ pub(crate) fn register(builder: &mut SessionStateBuilder) {
     // maps to strings.
     let coalesce = datafusion::functions::core::coalesce();
     scalars.push(Arc::new((*coalesce).clone().with_aliases(["ifnull"])));
+    // ksqlDB's ARRAY_REMOVE removes every occurrence; DataFusion's the first only.
+    let remove_all = datafusion::functions_nested::remove::array_remove_all_udf();
+    scalars.push(Arc::new(
+        (*remove_all).clone().with_aliases(["array_remove"]),
+    ));
     let aggregates = builder.aggregate_functions().get_or_insert_with(Vec::new);
     aggregates.extend(aggregate::all().into_iter().map(Arc::new));
     aggregates.extend(stats::all().into_iter().map(Arc::new));

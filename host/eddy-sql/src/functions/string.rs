@@ -4,8 +4,8 @@
 use std::sync::Arc;
 
 use datafusion::arrow::array::{
-    Array, ArrayRef, AsArray, BinaryBuilder, Int32Array, Int64Array, ListBuilder, StringArray,
-    StringBuilder,
+    Array, ArrayRef, AsArray, BinaryArray, BinaryBuilder, Int32Array, Int64Array, ListBuilder,
+    StringArray, StringBuilder,
 };
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{DataType, Int64Type};
@@ -16,6 +16,7 @@ use super::scalar::{returns, Ksql};
 
 const S: DataType = DataType::Utf8;
 const I: DataType = DataType::Int64;
+const B: DataType = DataType::Binary;
 
 /// This family's functions.
 pub(super) fn all() -> Vec<Ksql> {
@@ -39,12 +40,18 @@ pub(super) fn all() -> Vec<Ksql> {
             returns!(DataType::Int32),
             instr,
         ),
-        Ksql::new("lpad", vec![vec![S, I, S]], returns!(S), |a, _| {
-            pad(a, true)
-        }),
-        Ksql::new("rpad", vec![vec![S, I, S]], returns!(S), |a, _| {
-            pad(a, false)
-        }),
+        Ksql::new(
+            "lpad",
+            vec![vec![S, I, S], vec![B, I, B]],
+            same_as_first,
+            |a, _| pad(a, true),
+        ),
+        Ksql::new(
+            "rpad",
+            vec![vec![S, I, S], vec![B, I, B]],
+            same_as_first,
+            |a, _| pad(a, false),
+        ),
         Ksql::new(
             "split",
             vec![vec![S, S], vec![DataType::Binary, DataType::Binary]],
@@ -74,9 +81,12 @@ pub(super) fn all() -> Vec<Ksql> {
 pub(super) fn substring() -> Ksql {
     Ksql::new(
         "substring",
-        vec![vec![S, I], vec![S, I, I]],
-        returns!(S),
+        vec![vec![S, I], vec![S, I, I], vec![B, I], vec![B, I, I]],
+        same_as_first,
         |a, _| {
+            if a[0].data_type() == &B {
+                return bytes_substring(a);
+            }
             let text = strings(&a[0])?;
             let pos = ints(&a[1])?;
             let len = a.get(2).map(ints).transpose()?;
@@ -98,16 +108,48 @@ pub(super) fn substring() -> Ksql {
     )
 }
 
-fn substring_of(text: &str, pos: i64, len: Option<i64>) -> String {
-    let chars: Vec<char> = text.chars().collect();
-    let n = chars.len() as i64;
+/// A STRING for a STRING, BYTES for BYTES.
+fn same_as_first(t: &[DataType]) -> Result<DataType> {
+    Ok(if t.first() == Some(&B) { B } else { S })
+}
+
+/// [`substring`] of BYTES, counting bytes.
+fn bytes_substring(a: &[ArrayRef]) -> Result<ArrayRef> {
+    let bytes = a[0].as_binary::<i32>();
+    let pos = ints(&a[1])?;
+    let len = a.get(2).map(ints).transpose()?;
+    let out: BinaryArray = (0..bytes.len())
+        .map(|i| {
+            if bytes.is_null(i) || pos.is_null(i) || len.as_ref().is_some_and(|l| l.is_null(i)) {
+                return None;
+            }
+            let value = bytes.value(i);
+            let (start, end) = bounds(
+                value.len() as i64,
+                pos.value(i),
+                len.as_ref().map(|l| l.value(i)),
+            );
+            Some(value[start..end].to_vec())
+        })
+        .collect();
+    Ok(Arc::new(out))
+}
+
+/// Where ksqlDB's 1-based `pos` and optional `len` cut a value of `n` units.
+fn bounds(n: i64, pos: i64, len: Option<i64>) -> (usize, usize) {
     let start = if pos < 0 {
         n.saturating_add(pos).max(0)
     } else {
         (pos - 1).clamp(0, n)
     };
     let end = len.map_or(n, |l| start.saturating_add(l).min(n).max(start));
-    chars[start as usize..end as usize].iter().collect()
+    (start as usize, end as usize)
+}
+
+fn substring_of(text: &str, pos: i64, len: Option<i64>) -> String {
+    let chars: Vec<char> = text.chars().collect();
+    let (start, end) = bounds(chars.len() as i64, pos, len);
+    chars[start..end].iter().collect()
 }
 
 fn len(a: &[ArrayRef], _: usize) -> Result<ArrayRef> {
@@ -203,6 +245,9 @@ fn nth_index(text: &[char], sub: &[char], nth: i64) -> Option<i64> {
 /// ksqlDB's `LPAD`/`RPAD`: truncates an input longer than `length`, and is null for an empty or
 /// null padding or a negative length.
 fn pad(a: &[ArrayRef], left: bool) -> Result<ArrayRef> {
+    if a[0].data_type() == &B {
+        return pad_bytes(a, left);
+    }
     let text = strings(&a[0])?;
     let length = ints(&a[1])?;
     let padding = strings(&a[2])?;
@@ -225,6 +270,39 @@ fn pad(a: &[ArrayRef], left: bool) -> Result<ArrayRef> {
                 fill + text
             } else {
                 text.to_owned() + &fill
+            })
+        })
+        .collect();
+    Ok(Arc::new(out))
+}
+
+/// [`pad`] of BYTES, counting bytes.
+fn pad_bytes(a: &[ArrayRef], left: bool) -> Result<ArrayRef> {
+    let (bytes, padding) = (a[0].as_binary::<i32>(), a[2].as_binary::<i32>());
+    let length = ints(&a[1])?;
+    let out: BinaryArray = (0..bytes.len())
+        .map(|i| {
+            if bytes.is_null(i) || length.is_null(i) || padding.is_null(i) {
+                return None;
+            }
+            let (value, length, padding) = (bytes.value(i), length.value(i), padding.value(i));
+            if padding.is_empty() || length < 0 {
+                return None;
+            }
+            let length = length as usize;
+            if value.len() >= length {
+                return Some(value[..length].to_vec());
+            }
+            let fill: Vec<u8> = padding
+                .iter()
+                .copied()
+                .cycle()
+                .take(length - value.len())
+                .collect();
+            Some(if left {
+                [fill.as_slice(), value].concat()
+            } else {
+                [value, fill.as_slice()].concat()
             })
         })
         .collect();
