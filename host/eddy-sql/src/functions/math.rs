@@ -1,6 +1,6 @@
-//! Numeric functions where ksqlDB's differ from DataFusion's: `SIGN` (an `INTEGER`) and `ROUND`
-//! (halves go towards positive infinity; one argument gives a `BIGINT`), and ksqlDB's
-//! `GEO_DISTANCE`. `ABS`, `CEIL` and `FLOOR` are DataFusion's.
+//! Numeric functions where ksqlDB's differ from DataFusion's: `SIGN` (an `INTEGER`), `ROUND`
+//! (halves go towards positive infinity; one argument gives a `BIGINT`), `LOG` (natural, or of
+//! a base) and `SQRT` (NaN below 0), and ksqlDB's `GEO_DISTANCE`. `ABS`, `CEIL` and `FLOOR` are DataFusion's.
 
 use std::sync::Arc;
 
@@ -41,6 +41,30 @@ pub(super) fn all() -> Vec<Ksql> {
             |t| Ok(if t.len() == 2 { D } else { I }),
             round,
         ),
+        // ksqlDB's LOG is the natural logarithm (DataFusion's is base 10); LOG(base, x).
+        Ksql::new("log", vec![vec![D], vec![D, D]], returns!(D), |a, _| {
+            let values = doubles(&a[a.len() - 1])?;
+            let out: Float64Array = match a.len() {
+                1 => values.iter().map(|v| v.map(f64::ln)).collect(),
+                _ => {
+                    let bases = doubles(&a[0])?;
+                    bases
+                        .iter()
+                        .zip(values.iter())
+                        .map(|(b, v)| match (b?, v?) {
+                            (b, _) if b <= 0.0 || b == 1.0 => Some(f64::NAN),
+                            (b, v) => Some(v.ln() / b.ln()),
+                        })
+                        .collect()
+                }
+            };
+            Ok(Arc::new(out))
+        }),
+        // NaN for a negative number, as Java's Math.sqrt.
+        Ksql::new("sqrt", vec![vec![D]], returns!(D), |a, _| {
+            let out: Float64Array = doubles(&a[0])?.iter().map(|v| v.map(f64::sqrt)).collect();
+            Ok(Arc::new(out))
+        }),
         Ksql::new(
             "geo_distance",
             vec![vec![D, D, D, D], vec![D, D, D, D, DataType::Utf8]],
