@@ -1248,7 +1248,7 @@ impl Parsed {
 
     /// SQL of an aggregation over the rows in `table` (a windowed query's have `windowstart`
     /// and `windowend` columns). After the user's columns come the output's `rowtime` (the
-    /// window's end, else the latest event time) and the hidden columns that name each row's
+    /// latest event time of the group and window) and the hidden columns that name each row's
     /// group: `__eddy_k0…` for the GROUP BY keys, then `__eddy_ws` and `__eddy_we`.
     ///
     /// Over a join, the joined tables are gone from FROM: references to their columns are
@@ -1311,16 +1311,15 @@ impl Parsed {
             expr,
             alias: Ident::with_quote('"', name),
         };
-        select.projection.push(match self.window {
-            Some(_) => hidden(Expr::Identifier(Ident::new("windowend")), "rowtime".into()),
-            None => hidden(
-                Parser::new(&GenericDialect {})
-                    .try_with_sql(&format!("max({})", self.rowtime()))
-                    .and_then(|mut p| p.parse_expr())
-                    .expect("max(rowtime) parses"),
-                "rowtime".into(),
-            ),
-        });
+        // As Kafka Streams times an aggregate's record: by the latest event in its group (and
+        // window, a session's being its end).
+        select.projection.push(hidden(
+            Parser::new(&GenericDialect {})
+                .try_with_sql(&format!("max({})", self.rowtime()))
+                .and_then(|mut p| p.parse_expr())
+                .expect("max(rowtime) parses"),
+            "rowtime".into(),
+        ));
         for (i, key) in keys.into_iter().enumerate() {
             select.projection.push(hidden(key, format!("{HIDDEN}k{i}")));
         }
@@ -1723,8 +1722,8 @@ mod tests {
         );
         assert_eq!(
             p.aggregate_sql("__w", &[]),
-            "SELECT car, COUNT(*) AS ksql_col_0, windowend AS \"rowtime\", car AS \"__eddy_k0\", \
-             windowstart AS \"__eddy_ws\", windowend AS \"__eddy_we\" FROM \"__w\" AS \"s\" \
+            "SELECT car, COUNT(*) AS ksql_col_0, max(\"s\".rowtime) AS \"rowtime\", car AS \
+             \"__eddy_k0\", windowstart AS \"__eddy_ws\", windowend AS \"__eddy_we\" FROM \"__w\" AS \"s\" \
              GROUP BY car, windowstart, windowend HAVING COUNT(*) > 5"
         );
         let p = parse("SELECT car, SUM(v) FROM s GROUP BY car EMIT FINAL").unwrap_err();

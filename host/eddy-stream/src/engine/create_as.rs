@@ -790,7 +790,7 @@ fn event_time_column(
     if kind == Kind::Table {
         return Err(
             "option 'timestamp' on a table written by a query: its rowtime is the \
-                    window end, or the latest event time that changed the row"
+                    latest event time of the row's group (and window)"
                 .into(),
         );
     }
