@@ -3,7 +3,6 @@
 
 use arrow::array::RecordBatch;
 use arrow::datatypes::{DataType, Field, FieldRef};
-use arrow::error::ArrowError;
 use arrow::util::display::{ArrayFormatter, FormatOptions};
 use eddy_connector::Record;
 
@@ -122,6 +121,22 @@ fn compact(text: &str) -> String {
     }
 }
 
+/// Whether ksqlDB's CSV printer (Apache Commons CSV, minimal quoting) quotes `text`: a record's
+/// first field that starts with anything but a letter or digit; any field that starts with a
+/// character up to `#` or ends with one up to a space, or holds a quote, the delimiter or a line
+/// break.
+fn quoted(text: &str, first: bool, delimiter: u8) -> bool {
+    let (Some(start), Some(end)) = (text.chars().next(), text.chars().last()) else {
+        return false;
+    };
+    (first && !start.is_ascii_alphanumeric())
+        || start <= '#'
+        || end <= ' '
+        || text
+            .bytes()
+            .any(|b| matches!(b, b'"' | b'\n' | b'\r') || b == delimiter)
+}
+
 /// Encodes rows as DELIMITED lines, quoting only where needed and writing NULL as empty;
 /// `rowtime` becomes the record's timestamp.
 pub(crate) fn encode(batch: &RecordBatch, delimiter: u8) -> Result<Vec<Record>> {
@@ -142,25 +157,21 @@ pub(crate) fn encode(batch: &RecordBatch, delimiter: u8) -> Result<Vec<Record>> 
         .iter()
         .map(|c| ArrayFormatter::try_new(c.as_ref(), &options))
         .collect::<Result<Vec<_>, _>>()?;
-    let csv_error = |e: csv::Error| ArrowError::CsvError(e.to_string());
     let mut records = Vec::with_capacity(payload.num_rows());
     for (row, timestamp_ms) in times.into_iter().enumerate() {
-        let fields: Vec<String> = formatters
-            .iter()
-            .map(|f| f.value(row).to_string())
-            .collect();
-        let mut writer = csv::WriterBuilder::new()
-            .has_headers(false)
-            .delimiter(delimiter)
-            .terminator(csv::Terminator::Any(b'\n'))
-            .quote_style(csv::QuoteStyle::Necessary)
-            .from_writer(Vec::new());
-        writer.write_record(&fields).map_err(csv_error)?;
-        let mut line = writer
-            .into_inner()
-            .map_err(|e| ArrowError::CsvError(e.to_string()))?;
-        if line.last() == Some(&b'\n') {
-            line.pop();
+        let mut line = Vec::new();
+        for (i, f) in formatters.iter().enumerate() {
+            if i > 0 {
+                line.push(delimiter);
+            }
+            let text = f.value(row).to_string();
+            if quoted(&text, i == 0, delimiter) {
+                line.push(b'"');
+                line.extend(text.replace('"', "\"\"").bytes());
+                line.push(b'"');
+            } else {
+                line.extend(text.bytes());
+            }
         }
         records.push(Record {
             key: None,
@@ -389,6 +400,42 @@ mod tests {
         assert!(reasons[4].starts_with("invalid UTF-8"), "{}", reasons[4]);
         assert_eq!(reasons[5], "expected 5 fields, found 6");
         assert_eq!(bad[0].0, "t[0]@1");
+    }
+
+    #[test]
+    fn encoding_quotes_as_ksqldb_does() {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("a", DataType::Utf8, true),
+            Field::new("b", DataType::Int64, true),
+            Field::new("c", DataType::Utf8, true),
+            Field::new(
+                "rowtime",
+                DataType::Timestamp(TimeUnit::Millisecond, None),
+                true,
+            ),
+        ]));
+        let batch = RecordBatch::try_new(
+            schema,
+            vec![
+                Arc::new(StringArray::from(vec![Some("-10"), Some("x"), None])),
+                Arc::new(Int64Array::from(vec![Some(-5), None, Some(1)])),
+                Arc::new(StringArray::from(vec![
+                    Some("!"),
+                    Some("ends "),
+                    Some("a-b"),
+                ])),
+                Arc::new(TimestampMillisecondArray::from(vec![0, 0, 0])),
+            ],
+        )
+        .unwrap();
+        let lines: Vec<String> = encode(&batch, b',')
+            .unwrap()
+            .into_iter()
+            .map(|r| String::from_utf8(r.payload.unwrap()).unwrap())
+            .collect();
+        // The first field quoted when it starts with a sign; any field starting with `!` or
+        // ending in a space; not `-5` further on.
+        assert_eq!(lines, ["\"-10\",-5,\"!\"", "x,,\"ends \"", ",1,a-b"]);
     }
 
     #[test]
