@@ -731,3 +731,46 @@ async fn kafka_a_join_reads_a_backlog_in_event_time_order() {
     );
     engine.shutdown().await;
 }
+
+/// A KAFKA string key of no bytes is the empty string, as Kafka's string deserializer reads it;
+/// only a record without a key has a NULL key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafka_an_empty_string_key_is_not_null() {
+    let (input, output) = (unique("empty-key-in"), unique("empty-key-out"));
+    let mut engine = engine();
+    for sql in [
+        format!(
+            "CREATE STREAM input (k VARCHAR KEY, id BIGINT) WITH (kafka_topic='{input}', \
+             partitions=1)"
+        ),
+        format!(
+            "CREATE STREAM output WITH (kafka_topic='{output}') AS \
+             SELECT k, id, k IS NULL AS missing FROM input"
+        ),
+    ] {
+        run(&mut engine, &sql).await;
+    }
+    let record = |key: Option<&[u8]>, value: &str| Record {
+        key: key.map(<[u8]>::to_vec),
+        payload: Some(value.as_bytes().to_vec()),
+        timestamp_ms: Some(1_000),
+        partition: None,
+        upstream: None,
+    };
+    produce(
+        &shared().config("empty-key-producer"),
+        &input,
+        vec![
+            record(Some(b""), r#"{"ID":1}"#),
+            record(None, r#"{"ID":2}"#),
+        ],
+    )
+    .await;
+    assert_eq!(
+        read_raw(&output, 2).await,
+        expected(&[
+            (Some(b""), Some(r#"{"ID":1,"MISSING":false}"#)),
+            (None, Some(r#"{"ID":2,"MISSING":true}"#)),
+        ])
+    );
+}

@@ -600,6 +600,13 @@ impl ValueDecoder {
         let mut keyed: Vec<(usize, Vec<Val>)> = Vec::with_capacity(messages.len());
         for (i, m) in messages.iter().enumerate() {
             let parse = |k: &[u8]| match split.format {
+                // A key of no bytes is the empty string, as Kafka's string deserializer reads it
+                // (no key at all is NULL).
+                KeyFormat::Kafka
+                    if k.is_empty() && key_fields[0].data_type() == &DataType::Utf8 =>
+                {
+                    Ok(vec![Val::Str(String::new())])
+                }
                 KeyFormat::Kafka => kafka::parse(k, &key_fields[0]).map(|v| vec![v]),
                 KeyFormat::Delimited { delimiter } => delimited::parse(k, delimiter, &key_fields),
                 KeyFormat::Json => json::parse_key(k, &key_fields),
