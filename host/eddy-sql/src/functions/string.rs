@@ -52,6 +52,7 @@ pub(super) fn all() -> Vec<Ksql> {
             same_as_first,
             |a, _| pad(a, false),
         ),
+        Ksql::new("chr", vec![vec![I], vec![S]], returns!(S), chr),
         Ksql::new(
             "split",
             vec![vec![S, S], vec![DataType::Binary, DataType::Binary]],
@@ -306,6 +307,38 @@ fn pad_bytes(a: &[ArrayRef], left: bool) -> Result<ArrayRef> {
             })
         })
         .collect();
+    Ok(Arc::new(out))
+}
+
+/// ksqlDB's `CHR`: the character of a code point, given as a number or as Java's `\uXXXX`
+/// escapes (a surrogate pair for code points beyond 0xFFFF); NULL for anything else.
+fn chr(a: &[ArrayRef], _: usize) -> Result<ArrayRef> {
+    let out: StringArray = if a[0].data_type() == &S {
+        strings(&a[0])?
+            .iter()
+            .map(|text| {
+                let units = text?
+                    .split("\\u")
+                    .skip(1)
+                    .map(|hex| {
+                        (hex.len() == 4)
+                            .then(|| u16::from_str_radix(hex, 16).ok())
+                            .flatten()
+                    })
+                    .collect::<Option<Vec<u16>>>()?;
+                let decoded = String::from_utf16(&units).ok()?;
+                (decoded.chars().count() == 1 && text?.starts_with("\\u")).then_some(decoded)
+            })
+            .collect()
+    } else {
+        ints(&a[0])?
+            .iter()
+            .map(|code| {
+                let code = u32::try_from(code?).ok()?;
+                char::from_u32(code).map(String::from)
+            })
+            .collect()
+    };
     Ok(Arc::new(out))
 }
 
