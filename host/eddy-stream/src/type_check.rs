@@ -741,7 +741,25 @@ fn in_list(
             continue;
         };
         if f == *target_family {
-            continue;
+            // An ARRAY, MAP or STRUCT: element by element, as ksqlDB compares them.
+            match nested(target_type, e, &t) {
+                Some(Nested::Syntax { target, text }) => {
+                    return Some(TypeError::InListSyntax {
+                        clause,
+                        target: type_name(&target),
+                        text,
+                    })
+                }
+                Some(Nested::Types) => {
+                    return Some(TypeError::InList {
+                        clause,
+                        target: sql_type(target_expr, target_type),
+                        found: sql_type(e, &t),
+                        element: text(e),
+                    })
+                }
+                None => continue,
+            }
         }
         let literal = match e {
             Expr::Literal(v, _) => Some(v),
@@ -786,9 +804,136 @@ fn in_list(
     None
 }
 
+/// Why an ARRAY, MAP or STRUCT cannot stand for another of its kind in an `IN` list.
+enum Nested {
+    /// A string literal among its elements does not read as the element type.
+    Syntax { target: DataType, text: String },
+    /// An element's type does not compare with the other's.
+    Types,
+}
+
+/// Whether `e`, of type `t`, compares with values of `target`, a type of the same kind: the
+/// elements (a MAP's values, a STRUCT's fields of one name) of both must be of one family, a
+/// constructor's string literals reading as numbers or booleans where those are expected.
+fn nested(target: &DataType, e: &Expr, t: &DataType) -> Option<Nested> {
+    let call = |name: &str| match e {
+        Expr::ScalarFunction(f) if f.name() == name => Some(f.args.as_slice()),
+        _ => None,
+    };
+    // Each element of `e` (its expression when a constructor makes it) and its target type.
+    let pairs: Vec<(Option<&Expr>, DataType, DataType)> = match (target, t) {
+        (DataType::List(te), DataType::List(ee)) => match call("make_array") {
+            Some(args) => args
+                .iter()
+                .map(|a| (Some(a), te.data_type().clone(), ee.data_type().clone()))
+                .collect(),
+            None => vec![(None, te.data_type().clone(), ee.data_type().clone())],
+        },
+        (DataType::Map(tf, _), DataType::Map(ef, _)) => {
+            let value = |f: &arrow::datatypes::FieldRef| match f.data_type() {
+                DataType::Struct(kv) if kv.len() == 2 => Some(kv[1].data_type().clone()),
+                _ => None,
+            };
+            let (tv, ev) = (value(tf)?, value(ef)?);
+            let values = call("map").and_then(|args| match args.get(1) {
+                Some(Expr::ScalarFunction(f)) if f.name() == "make_array" => {
+                    Some(f.args.as_slice())
+                }
+                _ => None,
+            });
+            match values {
+                Some(values) => values
+                    .iter()
+                    .map(|v| (Some(v), tv.clone(), ev.clone()))
+                    .collect(),
+                None => vec![(None, tv, ev)],
+            }
+        }
+        (DataType::Struct(tf), DataType::Struct(ef)) => {
+            let args = call("named_struct");
+            ef.iter()
+                .enumerate()
+                .filter_map(|(i, f)| {
+                    let wanted = tf.iter().find(|t| t.name() == f.name())?;
+                    let value = args.and_then(|a| a.get(2 * i + 1));
+                    Some((value, wanted.data_type().clone(), f.data_type().clone()))
+                })
+                .collect()
+        }
+        _ => return None,
+    };
+    for (element, want, have) in pairs {
+        if let Some(Expr::Literal(v, _)) = element {
+            if v.is_null() {
+                continue;
+            }
+            if family(&have) == Some(Family::String) {
+                let text = v.to_string();
+                let reads = match family(&want) {
+                    Some(Family::Number) => text.trim().parse::<f64>().is_ok(),
+                    Some(Family::Boolean) => ScalarValue::Utf8(Some(text.clone()))
+                        .cast_to(&DataType::Boolean)
+                        .is_ok(),
+                    _ => true,
+                };
+                if reads {
+                    continue;
+                }
+                return Some(Nested::Syntax { target: want, text });
+            }
+        }
+        match (family(&want), family(&have)) {
+            (Some(a), Some(b)) if a != b => return Some(Nested::Types),
+            (Some(_), Some(_)) if element.is_none() => {
+                if let Some(found) = nested(&want, &Expr::Literal(ScalarValue::Null, None), &have) {
+                    return Some(found);
+                }
+            }
+            _ => {}
+        }
+    }
+    None
+}
+
 /// An expression as ksqlDB shows it in a message: columns and functions upper-cased, string
-/// literals quoted.
+/// literals quoted, constructors as ksqlDB writes them (`ARRAY[A]`, `MAP('a':=A)`,
+/// `STRUCT(F:=A)`).
 fn text(e: &Expr) -> String {
+    let args = |e: &Expr| match e {
+        Expr::ScalarFunction(f) => Some((f.name().to_string(), f.args.clone())),
+        _ => None,
+    };
+    if let Some((function, list)) = args(e) {
+        let joined = |items: Vec<String>| items.join(", ");
+        match function.as_str() {
+            "make_array" => return format!("ARRAY[{}]", joined(list.iter().map(text).collect())),
+            "named_struct" => {
+                let fields = list
+                    .chunks(2)
+                    .map(|kv| match kv {
+                        [Expr::Literal(k, _), v] => {
+                            format!("{}:={}", k.to_string().to_uppercase(), text(v))
+                        }
+                        _ => String::new(),
+                    })
+                    .collect();
+                return format!("STRUCT({})", joined(fields));
+            }
+            "map" => {
+                if let [keys, values] = list.as_slice() {
+                    if let (Some((_, keys)), Some((_, values))) = (args(keys), args(values)) {
+                        let entries = keys
+                            .iter()
+                            .zip(&values)
+                            .map(|(k, v)| format!("{}:={}", text(k), text(v)))
+                            .collect();
+                        return format!("MAP({})", joined(entries));
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
     match e {
         Expr::Column(c) => name(&c.name),
         Expr::Literal(v, _) => match v {
