@@ -234,6 +234,17 @@ fn as_written(e: &mut Expr) {
     }
 }
 
+/// A join condition as ksqlDB prints it: each comparison in parentheses, names upper-cased.
+fn condition_text(e: &Expr) -> String {
+    match e {
+        Expr::BinaryOp { left, op, right } => {
+            format!("({} {op} {})", condition_text(left), condition_text(right))
+        }
+        Expr::Nested(inner) => condition_text(inner),
+        other => other.to_string().to_uppercase(),
+    }
+}
+
 /// Takes the WINDOW clause and any trailing `EMIT CHANGES|FINAL` out of `sql`, then parses it.
 pub(crate) fn parse(sql: &str) -> Result<Parsed> {
     let (sql, window, emit, within) = strip_window(sql)?;
@@ -287,6 +298,32 @@ pub(crate) fn parse(sql: &str) -> Result<Parsed> {
             _ => Err(Error::Unsupported("joins with subqueries".into())),
         })
         .collect::<Result<(Vec<_>, Vec<_>)>>()?;
+    for join in &from.joins {
+        use datafusion::sql::sqlparser::ast::{BinaryOperator, JoinConstraint, JoinOperator};
+        let (JoinOperator::Join(JoinConstraint::On(on))
+        | JoinOperator::Inner(JoinConstraint::On(on))
+        | JoinOperator::Left(JoinConstraint::On(on))
+        | JoinOperator::LeftOuter(JoinConstraint::On(on))
+        | JoinOperator::FullOuter(JoinConstraint::On(on))
+        | JoinOperator::Right(JoinConstraint::On(on))
+        | JoinOperator::RightOuter(JoinConstraint::On(on))) = &join.join_operator
+        else {
+            continue;
+        };
+        if matches!(
+            on,
+            Expr::BinaryOp {
+                op: BinaryOperator::And,
+                ..
+            }
+        ) {
+            return Err(Error::Plan(format!(
+                "Invalid join condition: joins on multiple conditions are not yet supported. Got \
+                 {}.",
+                condition_text(on)
+            )));
+        }
+    }
     let grouped = match &select.group_by {
         GroupByExpr::Expressions(exprs, _) => !exprs.is_empty(),
         GroupByExpr::All(_) => {
@@ -702,7 +739,8 @@ impl Parsed {
             right,
         } = on
         {
-            if is_key(left) || is_key(right) {
+            // The whole key: one column of a table with one.
+            if keys.len() == 1 && (is_key(left) || is_key(right)) {
                 return Ok(());
             }
         }
@@ -823,6 +861,28 @@ impl Parsed {
             }
         }
         (!ordered.is_empty()).then_some(ordered)
+    }
+
+    /// The output columns that select `expr` as it is, by name or under an alias.
+    pub(crate) fn names_selecting(&self, expr: &Expr) -> Vec<String> {
+        let SetExpr::Select(select) = self.query.body.as_ref() else {
+            return Vec::new();
+        };
+        select
+            .projection
+            .iter()
+            .filter_map(|item| match item {
+                SelectItem::UnnamedExpr(e) if same_reference(e, expr) => match e {
+                    Expr::Identifier(i) => Some(ident(i)),
+                    Expr::CompoundIdentifier(parts) => parts.last().map(ident),
+                    _ => None,
+                },
+                SelectItem::ExprWithAlias { expr: e, alias } if same_reference(e, expr) => {
+                    Some(ident(alias))
+                }
+                _ => None,
+            })
+            .collect()
     }
 
     /// Whether an output column selects `expr` as it is (by itself, or under an alias).

@@ -234,7 +234,26 @@ impl Engine {
                 return Ok(None);
             };
             return match keys.iter().find(|e| parsed.selects(e)) {
-                Some(key) => Ok(Some((vec![key.clone()], format))),
+                Some(key) => {
+                    // Selected twice, as ksqlDB words it: the key as the join names it
+                    // (`L_A` for `l.a`), then the names it is selected under, sorted.
+                    let mut names: Vec<String> = parsed
+                        .names_selecting(key)
+                        .iter()
+                        .map(|n| n.to_uppercase())
+                        .collect();
+                    if names.len() > 1 {
+                        names.sort();
+                        let last = names.pop().expect("two names");
+                        let shown = key.to_string().replace('.', "_").to_uppercase();
+                        return Err(format!(
+                            "The projection contains a key column (`{shown}`) more than once, \
+                             aliased as: {} and {last}.",
+                            names.join(", ")
+                        ));
+                    }
+                    Ok(Some((vec![key.clone()], format)))
+                }
                 None => {
                     let names: Vec<String> =
                         keys.iter().map(|k| k.to_string().to_uppercase()).collect();
