@@ -112,6 +112,52 @@ pub(super) fn all() -> Vec<Ksql> {
                 Ok(Arc::new(out.finish()))
             },
         ),
+        Ksql::new(
+            "regexp_replace",
+            vec![vec![S, S, S]],
+            returns!(S),
+            |a, _| {
+                let mut patterns = Patterns::default();
+                let (text, pattern, with) = (strings(&a[0])?, strings(&a[1])?, strings(&a[2])?);
+                let mut out = StringBuilder::new();
+                for i in 0..text.len() {
+                    if text.is_null(i) || pattern.is_null(i) || with.is_null(i) {
+                        out.append_null();
+                        continue;
+                    }
+                    // Every match, as Java's replaceAll.
+                    let re = patterns.get(pattern.value(i))?;
+                    out.append_value(re.replace_all(text.value(i), with.value(i)));
+                }
+                Ok(Arc::new(out.finish()))
+            },
+        ),
+        Ksql::with_signature(
+            "array_sort",
+            Signature::one_of(
+                vec![TypeSignature::Any(1), TypeSignature::Any(2)],
+                Volatility::Immutable,
+            ),
+            |t| match &t[0] {
+                DataType::List(_) | DataType::Null => Ok(t[0].clone()),
+                other => plan_err!("ARRAY_SORT takes an ARRAY, not {other}"),
+            },
+            array_sort,
+        ),
+        Ksql::with_signature(
+            "generate_series",
+            Signature::one_of(
+                vec![
+                    TypeSignature::Exact(vec![DataType::Int32, DataType::Int32]),
+                    TypeSignature::Exact(vec![DataType::Int32, DataType::Int32, DataType::Int32]),
+                    TypeSignature::Exact(vec![I, I]),
+                    TypeSignature::Exact(vec![I, I, I]),
+                ],
+                Volatility::Immutable,
+            ),
+            |t| Ok(DataType::new_list(t[0].clone(), true)),
+            generate_series,
+        ),
         Ksql::with_signature(
             "array_join",
             Signature::one_of(
@@ -584,4 +630,88 @@ fn element_text(values: &ArrayRef, j: usize) -> Result<String> {
         Some(x) => x.to_string(),
         None => datafusion::arrow::util::display::array_value_to_string(values, j)?,
     })
+}
+
+/// ksqlDB's `ARRAY_SORT(array[, 'ASC' | 'DESC'])`: NULL elements last either way.
+fn array_sort(a: &[ArrayRef], rows: usize) -> Result<ArrayRef> {
+    if a[0].data_type().is_null() {
+        return Ok(a[0].clone());
+    }
+    let lists = a[0].as_list::<i32>();
+    let directions = a.get(1).map(strings).transpose()?;
+    let DataType::List(field) = lists.data_type() else {
+        return exec_err!("ARRAY_SORT takes an ARRAY");
+    };
+    let mut offsets = vec![0i32];
+    let mut pieces: Vec<ArrayRef> = Vec::new();
+    for i in 0..rows {
+        let end = *offsets.last().expect("an offset");
+        if lists.is_null(i) {
+            offsets.push(end);
+            continue;
+        }
+        let descending = directions
+            .as_ref()
+            .is_some_and(|d| d.is_valid(i) && d.value(i).eq_ignore_ascii_case("desc"));
+        let values = lists.value(i);
+        let options = datafusion::arrow::compute::SortOptions {
+            descending,
+            nulls_first: false,
+        };
+        let order = sort_to_indices(&values, Some(options), None)?;
+        pieces.push(take(&values, &order, None)?);
+        offsets.push(end + values.len() as i32);
+    }
+    let values = match pieces.is_empty() {
+        true => datafusion::arrow::array::new_empty_array(field.data_type()),
+        false => datafusion::arrow::compute::concat(
+            &pieces.iter().map(|p| p.as_ref()).collect::<Vec<_>>(),
+        )?,
+    };
+    Ok(Arc::new(ListArray::try_new(
+        field.clone(),
+        OffsetBuffer::new(offsets.into()),
+        values,
+        lists.nulls().cloned(),
+    )?))
+}
+
+/// ksqlDB's `GENERATE_SERIES(start, end[, step])`: both ends included, counting down when
+/// `start` is above `end` and no step is given; NULL for a step of 0 or of the wrong sign.
+fn generate_series(a: &[ArrayRef], rows: usize) -> Result<ArrayRef> {
+    let element = a[0].data_type().clone();
+    let bounds = a
+        .iter()
+        .map(|c| datafusion::arrow::compute::cast(c, &I))
+        .collect::<std::result::Result<Vec<_>, _>>()?;
+    let bounds: Vec<&datafusion::arrow::array::Int64Array> =
+        bounds.iter().map(|c| c.as_primitive()).collect();
+    let mut out = ListBuilder::new(datafusion::arrow::array::Int64Builder::new());
+    for i in 0..rows {
+        if bounds.iter().any(|b| b.is_null(i)) {
+            out.append_null();
+            continue;
+        }
+        let (start, end) = (bounds[0].value(i), bounds[1].value(i));
+        let step = match bounds.get(2) {
+            Some(s) => s.value(i),
+            None if start <= end => 1,
+            None => -1,
+        };
+        if step == 0 || (end - start).signum() * step.signum() < 0 {
+            out.append_null();
+            continue;
+        }
+        let mut n = start;
+        while (step > 0 && n <= end) || (step < 0 && n >= end) {
+            out.values().append_value(n);
+            n += step;
+        }
+        out.append(true);
+    }
+    let series: ArrayRef = Arc::new(out.finish());
+    Ok(datafusion::arrow::compute::cast(
+        &series,
+        &DataType::new_list(element, true),
+    )?)
 }

@@ -498,15 +498,8 @@ fn reduce(items: &Items, start: ArrayRef, body: &Planned) -> Result<ArrayRef> {
             .collect();
         state = interleave(&[state.as_ref(), folded.as_ref()], &picks)?;
     }
-    // A null array reduces to null.
-    match &items.nulls {
-        Some(nulls) if nulls.null_count() > 0 => {
-            let both = datafusion::arrow::buffer::NullBuffer::union(Some(nulls), state.nulls());
-            let data = state.to_data().into_builder().nulls(both).build()?;
-            Ok(datafusion::arrow::array::make_array(data))
-        }
-        _ => Ok(state),
-    }
+    // A null array has nothing to fold: it reduces to its start, as in ksqlDB.
+    Ok(state)
 }
 
 /// `sql` with each lambda (`x => …`, `(s, x) => …`) replaced by a string literal holding its

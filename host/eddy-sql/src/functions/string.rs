@@ -53,6 +53,30 @@ pub(super) fn all() -> Vec<Ksql> {
             |a, _| pad(a, false),
         ),
         Ksql::new("chr", vec![vec![I], vec![S]], returns!(S), chr),
+        // ksqlDB's INITCAP starts a word after whitespace only (`Some_string`).
+        Ksql::new("initcap", vec![vec![S]], returns!(S), |a, _| {
+            let out: StringArray = strings(&a[0])?
+                .iter()
+                .map(|text| {
+                    let mut after_space = true;
+                    text.map(|t| {
+                        t.chars()
+                            .flat_map(|c| {
+                                let upper = after_space;
+                                after_space = c.is_whitespace();
+                                let cased: Vec<char> = if upper {
+                                    c.to_uppercase().collect()
+                                } else {
+                                    c.to_lowercase().collect()
+                                };
+                                cased
+                            })
+                            .collect::<String>()
+                    })
+                })
+                .collect();
+            Ok(Arc::new(out))
+        }),
         Ksql::new(
             "split",
             vec![vec![S, S], vec![DataType::Binary, DataType::Binary]],
