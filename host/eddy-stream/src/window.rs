@@ -158,10 +158,16 @@ impl WindowState {
                     }
                     let t = times.value(i);
                     let mut start = t - t.rem_euclid(advance);
-                    let mut placed = false;
+                    let mut starts = Vec::new();
                     // As in Kafka Streams, no window starts before the epoch: an event at 3 s
                     // in 10 s windows every 5 s is in [0, 10) only, not also in [-5, 5).
                     while start + size > t && (start >= 0 || t < 0) {
+                        starts.push(start);
+                        start -= advance;
+                    }
+                    // Earliest window first, as Kafka Streams updates (and emits) them.
+                    let mut placed = false;
+                    for start in starts.into_iter().rev() {
                         let end = start + size;
                         if end.saturating_add(grace) > self.stream_time {
                             self.fixed.insert((end, start));
@@ -169,7 +175,6 @@ impl WindowState {
                             ids.push((start, end));
                             placed = true;
                         }
-                        start -= advance;
                     }
                     if !placed {
                         self.late += 1;
@@ -494,7 +499,8 @@ mod tests {
         };
         let b = batch(&[7], &["a"]);
         let mut s = WindowState::new(w, &b.schema(), 1).unwrap();
-        assert_eq!(ids(&s.assign(&b).unwrap()), [(5, 15), (0, 10)]);
+        // Earliest window first.
+        assert_eq!(ids(&s.assign(&b).unwrap()), [(0, 10), (5, 15)]);
         assert_eq!(ids(&s.assign(&batch(&[3], &["a"])).unwrap()), [(0, 10)]);
         s.assign(&batch(&[30], &["a"])).unwrap();
         assert_eq!(spans(&s.close()), vec![(0, 10), (5, 15)]);
