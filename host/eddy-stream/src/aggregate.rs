@@ -85,6 +85,8 @@ pub(crate) struct Aggregation {
     track_changes: bool,
     /// Rows to retract at the next emission.
     retract: Vec<Retraction>,
+    /// The latest event time added: when a row that HAVING drops is deleted.
+    latest: Option<i64>,
 }
 
 impl Aggregation {
@@ -220,6 +222,7 @@ impl Aggregation {
             changed: Vec::new(),
             track_changes,
             retract: Vec::new(),
+            latest: None,
         })
     }
 
@@ -237,6 +240,11 @@ impl Aggregation {
         if rows.num_rows() == 0 {
             return Ok(());
         }
+        let times = rows
+            .column_by_name("rowtime")
+            .and_then(|c| c.as_any().downcast_ref::<TimestampMillisecondArray>())
+            .and_then(arrow::compute::max);
+        self.latest = self.latest.max(times);
         self.rows.set(vec![rows]);
         let input = self.input.collect(ctx.task_ctx()).await;
         self.rows.set(Vec::new());
@@ -523,8 +531,9 @@ impl Aggregation {
                 .then_some(span);
             if let Some(old) = meta.emitted.filter(|old| Some(*old) != now) {
                 let values = self.key_values(id)?;
-                // Bounds that moved are a session's; a row HAVING dropped has no time here.
-                let time = now.map(|_| old.1);
+                // Bounds that moved are a session's, timed by its old end; a row HAVING
+                // dropped goes when the latest event came, as the change that dropped it.
+                let time = now.map(|_| old.1).or(self.latest);
                 self.retract.push((values, old, time));
             }
             self.groups.meta_mut(id).expect("emitted above").emitted = now;
