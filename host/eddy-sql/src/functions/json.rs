@@ -606,7 +606,13 @@ fn write_arrow(out: &mut String, array: &ArrayRef, i: usize) -> Result<()> {
                 if j > 0 {
                     out.push(',');
                 }
-                let _ = write_string(out, field.name());
+                // A field's name as ksqlDB shows it: upper case unless it was quoted.
+                let name = field.name();
+                let shown = match name.chars().any(|c| c.is_ascii_uppercase()) {
+                    true => name.to_string(),
+                    false => name.to_ascii_uppercase(),
+                };
+                let _ = write_string(out, &shown);
                 out.push(':');
                 write_arrow(out, s.column(j), i)?;
             }

@@ -53,6 +53,14 @@ pub(super) fn all() -> Vec<Ksql> {
             |a, _| pad(a, false),
         ),
         Ksql::new("chr", vec![vec![I], vec![S]], returns!(S), chr),
+        // ksqlDB's TRIM is Java's: every character up to a space at either end (tabs too).
+        Ksql::new("trim", vec![vec![S]], returns!(S), |a, _| {
+            let out: StringArray = strings(&a[0])?
+                .iter()
+                .map(|t| t.map(|t| t.trim_matches(|c: char| c <= ' ')))
+                .collect();
+            Ok(Arc::new(out))
+        }),
         // ksqlDB's INITCAP starts a word after whitespace only (`Some_string`).
         Ksql::new("initcap", vec![vec![S]], returns!(S), |a, _| {
             let out: StringArray = strings(&a[0])?
