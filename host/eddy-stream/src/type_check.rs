@@ -30,6 +30,20 @@ pub enum TypeError {
         /// The argument types as ksqlDB names them, comma-separated.
         types: String,
     },
+    /// An aggregate's parameter that must be a literal (how many values, whether to skip
+    /// NULLs) given as an expression.
+    #[error(
+        "Parameter {position} passed to function {function} must be a literal constant, but \
+         was expression: '{expression}'"
+    )]
+    NotLiteral {
+        /// 1-based.
+        position: usize,
+        /// The function, upper case.
+        function: String,
+        /// The expression as written.
+        expression: String,
+    },
     /// A call that more than one of a function's forms could take.
     #[error("Function '{name}' cannot be resolved due to ambiguous method parameters ({types}).")]
     Ambiguous {
@@ -247,6 +261,7 @@ pub(crate) fn check_plan(plan: &LogicalPlan) -> Result<(), Box<TypeError>> {
                     Expr::Case(c) => case(c, schema, compare_clause),
                     Expr::InList(list) => in_list(&list.expr, &list.list, schema, list_clause),
                     // ksqlDB has no VALUES, where DataFusion's `[]` is fine.
+                    Expr::AggregateFunction(f) => literal_parameters(f.func.name(), &f.params.args),
                     Expr::ScalarFunction(f) if !matches!(node, LogicalPlan::Values(_)) => {
                         constructor(f.name(), &f.args)
                             .or_else(|| unit_first(f, schema))
@@ -302,6 +317,24 @@ fn unit_first(
             .map(|(t, e)| sql_type(e, t))
             .collect::<Vec<_>>()
             .join(", "),
+    })
+}
+
+/// Refuses `EARLIEST_BY_OFFSET` and `LATEST_BY_OFFSET` whose count or NULL flag is not a
+/// literal: ksqlDB fixes them when it plans the query.
+fn literal_parameters(name: &str, args: &[Expr]) -> Option<TypeError> {
+    if !matches!(name, "earliest_by_offset" | "latest_by_offset") {
+        return None;
+    }
+    let (at, arg) = args
+        .iter()
+        .enumerate()
+        .skip(1)
+        .find(|(_, a)| !matches!(a, Expr::Literal(..)))?;
+    Some(TypeError::NotLiteral {
+        position: at + 1,
+        function: name.to_uppercase(),
+        expression: text(arg),
     })
 }
 
