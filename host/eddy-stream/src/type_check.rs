@@ -44,6 +44,14 @@ pub enum TypeError {
         /// The expression as written.
         expression: String,
     },
+    /// A CAST of a string to an ARRAY, MAP or STRUCT, which ksqlDB does not read.
+    #[error("{clause}Cast of STRING to {target} is not supported")]
+    Cast {
+        /// `Invalid Select: ` in a projection.
+        clause: &'static str,
+        /// The type cast to, as ksqlDB names it.
+        target: String,
+    },
     /// A call that more than one of a function's forms could take.
     #[error("Function '{name}' cannot be resolved due to ambiguous method parameters ({types}).")]
     Ambiguous {
@@ -262,6 +270,13 @@ pub(crate) fn check_plan(plan: &LogicalPlan) -> Result<(), Box<TypeError>> {
                     Expr::InList(list) => in_list(&list.expr, &list.list, schema, list_clause),
                     // ksqlDB has no VALUES, where DataFusion's `[]` is fine.
                     Expr::AggregateFunction(f) => literal_parameters(f.func.name(), &f.params.args),
+                    Expr::Cast(c) => {
+                        let clause = match node {
+                            LogicalPlan::Projection(_) => "Invalid Select: ",
+                            _ => compare_clause,
+                        };
+                        text_to_nested(&c.expr, c.field.data_type(), schema, clause)
+                    }
                     Expr::ScalarFunction(f) if !matches!(node, LogicalPlan::Values(_)) => {
                         constructor(f.name(), &f.args)
                             .or_else(|| unit_first(f, schema))
@@ -317,6 +332,25 @@ fn unit_first(
             .map(|(t, e)| sql_type(e, t))
             .collect::<Vec<_>>()
             .join(", "),
+    })
+}
+
+/// Refuses a CAST of a string to an ARRAY, MAP or STRUCT, as ksqlDB does (DataFusion parses
+/// the text).
+fn text_to_nested(
+    e: &Expr,
+    target: &DataType,
+    schema: &DFSchema,
+    clause: &'static str,
+) -> Option<TypeError> {
+    let from = e.get_type(schema).ok()?;
+    let nested = matches!(
+        target,
+        DataType::List(_) | DataType::LargeList(_) | DataType::Map(..) | DataType::Struct(_)
+    );
+    (family(&from) == Some(Family::String) && nested).then(|| TypeError::Cast {
+        clause,
+        target: type_name(target),
     })
 }
 
