@@ -134,6 +134,9 @@ pub(crate) enum Input {
         /// Whether records without a value are a stream's (kept apart, see [`NullValues`]),
         /// not a table's deletions.
         nulls_apart: bool,
+        /// Whether steps say where each row came from ([`InputBatch::rows_from`]): a join's
+        /// inputs, which may process part of a step.
+        positions: bool,
     },
     /// The built-in car-sensor generator.
     Generator {
@@ -222,6 +225,7 @@ impl Input {
                 later,
                 repartition,
                 nulls_apart,
+                positions,
                 ..
             } => {
                 if let Some(failure) = repartition.as_ref().and_then(|r| r.failure()) {
@@ -258,17 +262,21 @@ impl Input {
                 if let Some(r) = repartition {
                     r.retain(&mut messages);
                 }
-                let positions: Vec<(eddy_connector::Position, bool, String)> = messages
-                    .iter()
-                    .map(|m| (m.position, m.no_value && *nulls_apart, m.origin.clone()))
-                    .collect();
+                // Only a join needs them: an origin is a string to copy per message.
+                let placed: Option<Vec<(eddy_connector::Position, bool, String)>> =
+                    positions.then(|| {
+                        messages
+                            .iter()
+                            .map(|m| (m.position, m.no_value && *nulls_apart, m.origin.clone()))
+                            .collect()
+                    });
                 let (batch, bad, nulls) = if *nulls_apart {
                     decode_apart(decoder, messages)
                 } else {
                     let (batch, bad) = decoder.decode(&messages);
                     (batch, bad, None)
                 };
-                let rows_from = rows_from(&positions, &bad, batch.num_rows());
+                let rows_from = placed.and_then(|p| rows_from(&p, &bad, batch.num_rows()));
                 Ok(Some(InputBatch {
                     batch,
                     bad,
@@ -512,6 +520,13 @@ impl Input {
                 ..
             } => Some(r.dedupe.clone()),
             _ => None,
+        }
+    }
+
+    /// Makes each step say where each of its rows came from (a join's input).
+    pub(crate) fn keep_positions(&mut self) {
+        if let Input::Source { positions, .. } = self {
+            *positions = true;
         }
     }
 

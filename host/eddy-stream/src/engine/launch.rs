@@ -84,6 +84,7 @@ impl Engine {
                     later: Vec::new(),
                     repartition: None,
                     nulls_apart: r.kind == crate::statement::Kind::Stream,
+                    positions: false,
                 }
             }
             Spec::Mqtt { filters } => {
@@ -103,6 +104,7 @@ impl Engine {
                     later: Vec::new(),
                     repartition: None,
                     nulls_apart: false,
+                    positions: false,
                 }
             }
         })
@@ -116,14 +118,16 @@ impl Engine {
         id: &str,
         transient: Option<bool>,
     ) -> Result<Input> {
-        let left = self.input(&parsed.source, id, transient).await?;
+        let mut left = self.input(&parsed.source, id, transient).await?;
         // Both streams of a stream–stream join, both tables of a table–table join.
         if parsed.within.is_none() && parsed.joined_changelog.is_none() {
             return Ok(left);
         }
         let other = &parsed.joined[0];
         // Its own consumer group and MQTT client id: one per input.
-        let right = self.input(other, &format!("{id}-right"), transient).await?;
+        let mut right = self.input(other, &format!("{id}-right"), transient).await?;
+        left.keep_positions();
+        right.keep_positions();
         Ok(Input::Join {
             schemas: [
                 decoded_schema(&self.relations[&parsed.source]),
@@ -203,6 +207,7 @@ impl Engine {
                 self.config.commit_interval,
             ))),
             nulls_apart,
+            positions: false,
         }))
     }
 
