@@ -403,6 +403,18 @@ impl Processor {
         })
     }
 
+    /// ksqlDB's message for a record key column selected more than once, under `names` (at
+    /// least two, upper-cased, in the order to list them).
+    pub(crate) fn key_selected_twice(key: &str, names: &[String]) -> String {
+        let (last, init) = names.split_last().expect("selected twice");
+        format!(
+            "The projection contains a key column (`{}`) more than once, aliased as: {} and \
+             {last}.",
+            key.to_uppercase(),
+            init.join(", ")
+        )
+    }
+
     /// How this query's rows are written to Kafka as `name`, with `key_format` from its
     /// options. A table's key is its GROUP BY, and every GROUP BY expression must be selected; a
     /// stream's is its PARTITION BY expression, a selected column or not. `passed_on` when that
@@ -430,12 +442,7 @@ impl Processor {
                 continue;
             };
             return Err(Error::Plan(if stream {
-                format!(
-                    "The projection contains a key column (`{}`) more than once, aliased as: \
-                     {} and {last}.",
-                    expr.to_uppercase(),
-                    init.join(", ")
-                )
+                Self::key_selected_twice(&expr, &shown)
             } else {
                 format!(
                     "The projection contains a key column more than once: `{}` and `{last}`.",

@@ -244,13 +244,8 @@ impl Engine {
                         .collect();
                     if names.len() > 1 {
                         names.sort();
-                        let last = names.pop().expect("two names");
-                        let shown = key.to_string().replace('.', "_").to_uppercase();
-                        return Err(format!(
-                            "The projection contains a key column (`{shown}`) more than once, \
-                             aliased as: {} and {last}.",
-                            names.join(", ")
-                        ));
+                        let shown = key.to_string().replace('.', "_");
+                        return Err(Processor::key_selected_twice(&shown, &names));
                     }
                     Ok(Some((vec![key.clone()], format)))
                 }
@@ -302,14 +297,7 @@ impl Engine {
         for (key, names) in source.keys.iter().zip(&selections) {
             if names.len() > 1 {
                 let shown: Vec<String> = names.iter().map(|n| n.to_uppercase()).collect();
-                let (init, last) = shown.split_at(shown.len() - 1);
-                return Err(format!(
-                    "The projection contains a key column (`{}`) more than once, aliased as: \
-                     {} and {}.",
-                    key.to_uppercase(),
-                    init.join(", "),
-                    last[0]
-                ));
+                return Err(Processor::key_selected_twice(key, &shown));
             }
         }
         let keys = source
