@@ -297,6 +297,29 @@ pub(crate) fn check_plan(plan: &LogicalPlan) -> Result<(), Box<TypeError>> {
     error.map_or(Ok(()), |e| Err(Box::new(e)))
 }
 
+/// Each argument of `f` with its type; `None` when one cannot be told.
+fn typed_args<'a>(
+    f: &'a datafusion::logical_expr::expr::ScalarFunction,
+    schema: &DFSchema,
+) -> Option<Vec<(DataType, &'a Expr)>> {
+    f.args
+        .iter()
+        .map(|a| a.get_type(schema).ok().map(|t| (t, a)))
+        .collect()
+}
+
+/// Whether a string literal `text` reads as a value of `target`, as ksqlDB converts one in an
+/// `IN` list: a number, or a boolean's spelling; any other family takes it as it is.
+fn reads_as(text: &str, target: Family) -> bool {
+    match target {
+        Family::Number => text.trim().parse::<f64>().is_ok(),
+        Family::Boolean => ScalarValue::Utf8(Some(text.to_string()))
+            .cast_to(&DataType::Boolean)
+            .is_ok(),
+        _ => true,
+    }
+}
+
 /// Refuses a `DATEADD`-like function whose first argument is not its unit: DataFusion would
 /// cast a DATE or TIME there to the unit's string.
 fn unit_first(
@@ -314,11 +337,7 @@ fn unit_first(
     if !BY_UNIT.contains(&f.name()) {
         return None;
     }
-    let types: Vec<(DataType, &Expr)> = f
-        .args
-        .iter()
-        .map(|a| a.get_type(schema).ok().map(|t| (t, a)))
-        .collect::<Option<_>>()?;
+    let types = typed_args(f, schema)?;
     if matches!(
         types.first(),
         None | Some((DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View, _))
@@ -382,11 +401,7 @@ fn extremes(
     if !matches!(f.name(), "greatest" | "least") || f.args.is_empty() {
         return None;
     }
-    let typed: Vec<(DataType, &Expr)> = f
-        .args
-        .iter()
-        .map(|a| a.get_type(schema).ok().map(|t| (t, a)))
-        .collect::<Option<_>>()?;
+    let typed = typed_args(f, schema)?;
     let shown = || {
         typed
             .iter()
@@ -836,13 +851,7 @@ fn in_list(
             (Family::String, Some(_)) => continue,
             (Family::Number | Family::Boolean, Some(v)) if f == Family::String => {
                 let text = v.to_string();
-                let reads = match target_family {
-                    Family::Number => text.trim().parse::<f64>().is_ok(),
-                    _ => ScalarValue::Utf8(Some(text.clone()))
-                        .cast_to(&DataType::Boolean)
-                        .is_ok(),
-                };
-                if reads {
+                if reads_as(&text, *target_family) {
                     continue;
                 }
                 return Some(TypeError::InListSyntax {
@@ -936,14 +945,7 @@ fn nested(target: &DataType, e: &Expr, t: &DataType) -> Option<Nested> {
             }
             if family(&have) == Some(Family::String) {
                 let text = v.to_string();
-                let reads = match family(&want) {
-                    Some(Family::Number) => text.trim().parse::<f64>().is_ok(),
-                    Some(Family::Boolean) => ScalarValue::Utf8(Some(text.clone()))
-                        .cast_to(&DataType::Boolean)
-                        .is_ok(),
-                    _ => true,
-                };
-                if reads {
+                if family(&want).is_none_or(|f| reads_as(&text, f)) {
                     continue;
                 }
                 return Some(Nested::Syntax { target: want, text });
