@@ -90,6 +90,12 @@ pub trait Source: Send {
     /// offsets ignore it.
     fn resume_from(&mut self, _offsets: &BTreeMap<i32, i64>) {}
 
+    /// Reads `partition` again from `offset`, dropping what was fetched of it beyond: a reader
+    /// that found a hole waits for it to fill. Sources without offsets ignore it.
+    fn seek(&mut self, _partition: i32, _offset: i64) -> Result<()> {
+        Ok(())
+    }
+
     /// Tells `hook` whenever the source gains or loses partitions (a Kafka consumer group
     /// moving them between processes). Sources whose partitions never move ignore it.
     fn watch_partitions(&mut self, _hook: std::sync::Arc<dyn PartitionHook>) {}

@@ -184,6 +184,28 @@ impl Source for KafkaSource {
         *self.consumer.context().start.lock().expect("start lock") = offsets.clone();
     }
 
+    fn seek(&mut self, partition: i32, offset: i64) -> Result<()> {
+        self.ready.retain(|m| m.position.partition != partition);
+        // Without a wait, librdkafka seeks in the background; what it fetched of the partition
+        // before is dropped, not returned.
+        self.consumer
+            .seek(
+                &self.topic,
+                partition,
+                Offset::Offset(offset),
+                Duration::ZERO,
+            )
+            .map_err(|e| {
+                io_error(
+                    &self.broker,
+                    &format!(
+                        "reading partition {partition} of topic {} again from offset {offset}: {e}",
+                        self.topic
+                    ),
+                )
+            })
+    }
+
     fn watch_partitions(&mut self, hook: Arc<dyn PartitionHook>) {
         *self.consumer.context().hook.lock().expect("hook lock") = Some(hook);
     }

@@ -248,6 +248,17 @@ impl Input {
                 } else {
                     one_partition(later)
                 };
+                let mut messages = messages;
+                if let Some(r) = repartition.as_mut() {
+                    let cut = r.cut_at_holes(&mut messages, next);
+                    for &(p, offset) in &cut {
+                        source.seek(p, offset)?;
+                    }
+                    if !cut.is_empty() && messages.is_empty() {
+                        // The gap is a batch being written: give it a moment.
+                        tokio::time::sleep(HOLE_RETRY).await;
+                    }
+                }
                 let partition = (*split)
                     .then(|| messages.first().map(|m| m.position.partition))
                     .flatten();
@@ -258,7 +269,6 @@ impl Input {
                         .or_insert(m.position.offset);
                     next.insert(m.position.partition, m.position.offset + 1);
                 }
-                let mut messages = messages;
                 if let Some(r) = repartition {
                     r.retain(&mut messages);
                 }
@@ -614,6 +624,9 @@ impl Input {
 /// consumer still joining its group; MQTT, which never can), and how long a step read from one
 /// side waits at most for a lagging other side to deliver.
 const JOIN_WAIT: Duration = Duration::from_secs(10);
+
+/// How long a read of a repartition topic that stopped at a gap waits before reading again.
+const HOLE_RETRY: Duration = Duration::from_millis(10);
 
 /// Reads side `side` of a join into `pending`, if nothing of it is pending and it has not
 /// ended, waiting at most `wait`. What it read is kept at once, so a cancelled call loses

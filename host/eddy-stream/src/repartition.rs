@@ -8,10 +8,18 @@
 //! committed upstream are forwarded again. Each forwarded record carries where it was first read
 //! ([`eddy_connector::Message::upstream`]), and the aggregation drops those its state has counted
 //! already, so the state stays exact.
+//!
+//! That drop relies on reading each partition of the repartition topic without skipping any
+//! offset: a record skipped, then forwarded again after a later one was counted, would be taken
+//! for counted. Eddy writes that topic without transactions and it is never compacted, so its
+//! offsets have no gaps. A broker may still show a gap for a moment while several processes
+//! write one partition (tansu makes a batch's offsets visible before the batch itself); the
+//! reader then reads the partition again from the gap until it fills
+//! ([`Repartition::cut_at_holes`]).
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use arrow::array::{ArrayRef, RecordBatch};
 use arrow::datatypes::SchemaRef;
@@ -217,11 +225,17 @@ fn name_origins(topic: &str, messages: &mut [Message]) {
     }
 }
 
+/// How long a gap in a partition of the repartition topic is waited for before its offsets are
+/// given up as lost (with a warning).
+const HOLE_WAIT: Duration = Duration::from_secs(10);
+
 /// Per partition of the repartition topic, per source partition, the offset after the last
 /// source message its state has counted.
 #[derive(Default)]
 pub(crate) struct Dedupe {
     seen: Mutex<BTreeMap<i32, BTreeMap<i32, i64>>>,
+    /// Per partition restored from a checkpoint, the offset its reading starts at.
+    starts: Mutex<BTreeMap<i32, i64>>,
 }
 
 impl Dedupe {
@@ -261,14 +275,94 @@ impl Dedupe {
         self.lock().get(&p).cloned().unwrap_or_default()
     }
 
-    /// Partition `p`'s state, restored, has counted `counted`.
-    pub(crate) fn set(&self, p: i32, counted: BTreeMap<i32, i64>) {
+    /// Partition `p`'s state, restored, has counted `counted`; its reading starts at offset
+    /// `start` (the checkpoint's), if known.
+    pub(crate) fn set(&self, p: i32, counted: BTreeMap<i32, i64>, start: Option<i64>) {
         self.lock().insert(p, counted);
+        let mut starts = self.starts.lock().expect("dedupe starts lock");
+        match start {
+            Some(start) => starts.insert(p, start),
+            None => starts.remove(&p),
+        };
+    }
+
+    /// Where partition `p`'s reading starts, when it was restored from a checkpoint.
+    fn start(&self, p: i32) -> Option<i64> {
+        self.starts
+            .lock()
+            .expect("dedupe starts lock")
+            .get(&p)
+            .copied()
     }
 
     /// Partition `p`'s state left this process.
     pub(crate) fn forget(&self, p: i32) {
         self.lock().remove(&p);
+        self.starts.lock().expect("dedupe starts lock").remove(&p);
+    }
+}
+
+/// The gaps a reader of a repartition topic waits for to fill.
+struct Holes {
+    /// Per gap (partition, first missing offset), since when it is waited for.
+    waiting: BTreeMap<(i32, i64), Instant>,
+    /// How long one is waited for before its offsets are given up.
+    wait: Duration,
+}
+
+impl Holes {
+    fn new(wait: Duration) -> Holes {
+        Holes {
+            waiting: BTreeMap::new(),
+            wait,
+        }
+    }
+
+    /// Cuts `messages` of each partition at the first one past the offset expected next (the
+    /// one after the previous message of its partition here, else `expected`'s). Returns each
+    /// partition cut and where its gap starts. A gap still there after `wait` is reported and
+    /// passed over; a message before the offset expected (a partition read again) is no gap.
+    fn cut(
+        &mut self,
+        messages: &mut Vec<Message>,
+        expected: impl Fn(i32) -> Option<i64>,
+        topic: &str,
+    ) -> Vec<(i32, i64)> {
+        let mut after: BTreeMap<i32, i64> = BTreeMap::new();
+        let mut cut: BTreeMap<i32, i64> = BTreeMap::new();
+        let mut present = HashSet::new();
+        messages.retain(|m| {
+            let (p, at) = (m.position.partition, m.position.offset);
+            present.insert(p);
+            if cut.contains_key(&p) {
+                return false;
+            }
+            let want = after.get(&p).copied().or_else(|| expected(p));
+            if let Some(want) = want.filter(|want| at > *want) {
+                let since = *self.waiting.entry((p, want)).or_insert_with(Instant::now);
+                if since.elapsed() < self.wait {
+                    cut.insert(p, want);
+                    return false;
+                }
+                tracing::warn!(
+                    partition = p,
+                    "repartition: offsets {want} to {} of the repartition topic of {topic} never \
+                     arrived; going on without them",
+                    at - 1
+                );
+            }
+            after.insert(p, at + 1);
+            true
+        });
+        // The gaps of a partition read and not cut there again are filled, or given up.
+        self.waiting.retain(|(p, at), _| match cut.get(p) {
+            Some(c) => c == at,
+            None => !present.contains(p),
+        });
+        if !cut.is_empty() {
+            tracing::debug!(?cut, "repartition: waiting for a gap to fill");
+        }
+        cut.into_iter().collect()
     }
 }
 
@@ -281,6 +375,7 @@ pub(crate) struct Repartition {
     failed: Arc<Mutex<Option<String>>>,
     /// Shared with the query's per-partition state, which checkpoints and restores it.
     pub dedupe: Arc<Dedupe>,
+    holes: Holes,
 }
 
 impl Repartition {
@@ -298,7 +393,25 @@ impl Repartition {
             forward: tokio::spawn(forward.run(max, interval, failed.clone())),
             failed,
             dedupe: Arc::default(),
+            holes: Holes::new(HOLE_WAIT),
         }
+    }
+
+    /// Cuts `messages` (read of the repartition topic) at the first gap in each partition: a
+    /// message past the offset expected next, which is the one after the last read (`next`),
+    /// or where a restored partition starts. Returns each partition cut and the offset to read
+    /// it again from.
+    pub(crate) fn cut_at_holes(
+        &mut self,
+        messages: &mut Vec<Message>,
+        next: &BTreeMap<i32, i64>,
+    ) -> Vec<(i32, i64)> {
+        let dedupe = &self.dedupe;
+        self.holes.cut(
+            messages,
+            |p| next.get(&p).copied().or_else(|| dedupe.start(p)),
+            &self.source_topic,
+        )
     }
 
     /// The forward's last failure since asked, if any: the query reports it.
@@ -369,6 +482,62 @@ mod tests {
         let mut other = vec![forwarded(3, (1, 5))];
         dedupe.retain(&mut other);
         assert_eq!(other.len(), 1);
+        // A restored partition's reading starts where its checkpoint says; forgotten with it.
+        dedupe.set(3, BTreeMap::new(), Some(40));
+        assert_eq!(dedupe.start(3), Some(40));
+        dedupe.forget(3);
+        assert_eq!(dedupe.start(3), None);
+    }
+
+    /// Messages of partition `p` at `offsets`.
+    fn at(p: i32, offsets: &[i64]) -> Vec<Message> {
+        offsets
+            .iter()
+            .map(|&o| {
+                let mut m = forwarded(p, (0, o));
+                m.position.offset = o;
+                m
+            })
+            .collect()
+    }
+
+    fn offsets(messages: &[Message]) -> Vec<(i32, i64)> {
+        messages
+            .iter()
+            .map(|m| (m.position.partition, m.position.offset))
+            .collect()
+    }
+
+    #[test]
+    fn a_gap_in_a_partition_is_read_again_until_it_fills() {
+        let mut holes = Holes::new(Duration::from_secs(60));
+        let expected = |p: i32| (p == 0).then_some(5);
+        // Offset 7 of partition 0 is not visible yet; partition 1 has no offset expected.
+        let mut read = [at(0, &[5, 6, 8, 9]), at(1, &[3, 4])].concat();
+        assert_eq!(holes.cut(&mut read, expected, "cars"), [(0, 7)]);
+        assert_eq!(offsets(&read), [(0, 5), (0, 6), (1, 3), (1, 4)]);
+        // Read again from 7 while the gap is still there: nothing more of partition 0.
+        let mut read = at(0, &[8]);
+        assert_eq!(holes.cut(&mut read, |_| Some(7), "cars"), [(0, 7)]);
+        assert!(read.is_empty());
+        // Filled.
+        let mut read = at(0, &[7, 8, 9]);
+        assert!(holes.cut(&mut read, |_| Some(7), "cars").is_empty());
+        assert_eq!(read.len(), 3);
+        assert!(holes.waiting.is_empty());
+        // A partition read again from an earlier offset has no gap.
+        let mut read = at(0, &[2, 3]);
+        assert!(holes.cut(&mut read, |_| Some(10), "cars").is_empty());
+        assert_eq!(read.len(), 2);
+    }
+
+    #[test]
+    fn a_gap_that_never_fills_is_passed_over() {
+        let mut holes = Holes::new(Duration::ZERO);
+        let mut read = at(2, &[4, 9]);
+        assert!(holes.cut(&mut read, |_| Some(4), "cars").is_empty());
+        assert_eq!(offsets(&read), [(2, 4), (2, 9)]);
+        assert!(holes.waiting.is_empty());
     }
 
     #[test]

@@ -92,7 +92,7 @@ impl PartitionHook for Handover {
                     Ok(Some(checkpoint)) => checkpoint.upstream_offsets(),
                     _ => BTreeMap::new(),
                 };
-                dedupe.set(p, counted);
+                dedupe.set(p, counted, start.get(&p).copied());
             }
             inner.held.insert(p);
             inner.arrived.push((p, state, loaded));

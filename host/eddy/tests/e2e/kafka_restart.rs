@@ -258,6 +258,9 @@ pub(crate) async fn latest_per_key(
     latest_per_key_within(topic, done, Duration::from_secs(90)).await
 }
 
+/// How long [`latest_per_key_within`] reads before it reads a topic again from the start.
+const REREAD: Duration = Duration::from_secs(20);
+
 /// [`latest_per_key`], reading for at most `limit`.
 async fn latest_per_key_within(
     topic: &str,
@@ -265,15 +268,26 @@ async fn latest_per_key_within(
     limit: Duration,
 ) -> BTreeMap<Vec<u8>, serde_json::Value> {
     let broker = shared();
-    let mut reader = KafkaSource::subscribe(
-        &broker.config(&unique("check")),
-        topic,
-        OffsetReset::Earliest,
-    )
-    .unwrap();
+    let subscribe = || {
+        KafkaSource::subscribe(
+            &broker.config(&unique("check")),
+            topic,
+            OffsetReset::Earliest,
+        )
+        .unwrap()
+    };
+    let mut reader = subscribe();
     let mut latest = BTreeMap::new();
     let started = Instant::now();
+    let mut since = Instant::now();
     while !done(&latest) && started.elapsed() < limit {
+        // Several processes write these topics at once, and tansu can show a batch's offsets
+        // before the batch: a reader may pass over one for good. Read again from the start.
+        if since.elapsed() > REREAD {
+            reader = subscribe();
+            latest.clear();
+            since = Instant::now();
+        }
         for m in reader
             .poll(10_000, Duration::from_millis(200))
             .await
