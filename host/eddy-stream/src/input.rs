@@ -555,10 +555,13 @@ impl Input {
         }
     }
 
-    /// Sets where partition `p` was read up to: the offset of its next message.
-    pub(crate) fn set_offset(&mut self, p: i32, offset: i64) {
+    /// Sets where partition `p`, just restored, starts: the offset of its next message. If a
+    /// step already read messages of it (they follow the checkpoint, and are processed on the
+    /// restored state next), their offsets stand: going back would checkpoint their counts
+    /// with an offset before them, and a later restore would count them twice.
+    pub(crate) fn start_partition_at(&mut self, p: i32, offset: i64) {
         if let Input::Source { next, .. } = self {
-            next.insert(p, offset);
+            next.entry(p).or_insert(offset);
         }
     }
 

@@ -122,6 +122,8 @@ pub(crate) struct Partitioned {
     states: BTreeMap<i32, QueryState>,
     /// Per partition, the keys of the table rows its groups wrote.
     keys: BTreeMap<i32, HashSet<Vec<u8>>>,
+    /// The partitions that left at the last sync.
+    left: BTreeSet<i32>,
 }
 
 impl Partitioned {
@@ -146,6 +148,7 @@ impl Partitioned {
             parked: BTreeMap::new(),
             states: BTreeMap::new(),
             keys: BTreeMap::new(),
+            left: BTreeSet::new(),
         }
     }
 
@@ -181,8 +184,13 @@ impl Partitioned {
                     dedupe.forget(*p);
                 }
             }
-            (revoked, std::mem::take(&mut inner.arrived))
+            // A partition that arrived and left again before this sync is not here: restoring
+            // it would keep a processor, and checkpoints, of a partition another process owns.
+            let mut arrived = std::mem::take(&mut inner.arrived);
+            arrived.retain(|(p, ..)| inner.held.contains(p));
+            (revoked, arrived)
         };
+        self.left = revoked.clone();
         for p in revoked {
             let processor = if self.current == Some(p) {
                 self.current = None;
@@ -237,7 +245,7 @@ impl Partitioned {
                     ))
                 })?;
                 if let Some(offset) = checkpoint.offsets.get(&p) {
-                    input.set_offset(p, *offset);
+                    input.start_partition_at(p, *offset);
                 }
             }
             tracing::info!(
@@ -251,6 +259,12 @@ impl Partitioned {
             self.keys.insert(p, keys);
         }
         Ok(())
+    }
+
+    /// Whether partition `p` left at the last [`sync`](Self::sync): a step read before holds
+    /// messages of it that its next owner reads.
+    pub(crate) fn just_left(&self, p: i32) -> bool {
+        self.left.contains(&p)
     }
 
     /// Puts partition `p`'s processor in the task's slot; false if it holds none.

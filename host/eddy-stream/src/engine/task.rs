@@ -250,6 +250,10 @@ impl Task {
                 }
                 if let Some(p) = step.partition {
                     if !parts.activate(p, &mut self.processor) {
+                        if parts.just_left(p) {
+                            // Read just before the partition left: its next owner reads them.
+                            continue;
+                        }
                         // Every assignment is restored before its messages come: stop rather
                         // than commit past events no state counted.
                         let e = format!("messages of partition {p}, whose state is not here");
