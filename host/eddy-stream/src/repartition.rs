@@ -27,7 +27,7 @@ use arrow::row::{RowConverter, SortField};
 use datafusion::common::DFSchema;
 use datafusion::physical_expr::PhysicalExpr;
 use datafusion::prelude::SessionContext;
-use eddy_connector::{Message, Record, Sink, Source};
+use eddy_connector::{Message, PartitionHook, Record, Sink, Source};
 
 use crate::format::ValueDecoder;
 use crate::Result;
@@ -98,22 +98,49 @@ pub(crate) struct Forward {
     sink: Box<dyn Sink>,
     /// Per source partition, the offset after the last message forwarded.
     next: BTreeMap<i32, i64>,
+    /// Source partitions taken away since the last commit: not committed any more.
+    lost: Arc<Lost>,
+}
+
+/// Source partitions the consumer group took from a forward.
+#[derive(Default)]
+struct Lost(Mutex<Vec<i32>>);
+
+impl Lost {
+    fn take(&self) -> Vec<i32> {
+        std::mem::take(&mut *self.0.lock().expect("lost partitions lock"))
+    }
+}
+
+impl PartitionHook for Lost {
+    /// A forward starts each partition where the group committed it.
+    fn assigned(&self, _: &[i32], _: usize) -> BTreeMap<i32, i64> {
+        BTreeMap::new()
+    }
+
+    fn revoked(&self, partitions: &[i32]) {
+        let mut lost = self.0.lock().expect("lost partitions lock");
+        lost.extend(partitions);
+    }
 }
 
 impl Forward {
     /// Forwards what `source` (read with `decoder`) has to `sink` as `router` says.
     pub(crate) fn new(
-        source: Box<dyn Source>,
+        mut source: Box<dyn Source>,
         decoder: ValueDecoder,
         router: Router,
         sink: Box<dyn Sink>,
     ) -> Forward {
+        let lost = Arc::new(Lost::default());
+        source.watch_partitions(lost.clone());
         Forward {
             source,
             decoder,
             router,
             sink,
             next: BTreeMap::new(),
+            lost,
         }
     }
 
@@ -205,8 +232,12 @@ impl Forward {
         out
     }
 
-    /// Commits the source up to what the repartition topic now durably holds.
+    /// Commits the source up to what the repartition topic now durably holds, for the
+    /// partitions it still reads: the others' next readers commit them.
     async fn commit(&mut self) -> Result<()> {
+        for p in self.lost.take() {
+            self.next.remove(&p);
+        }
         if self.next.is_empty() {
             return Ok(());
         }
