@@ -191,5 +191,9 @@ async fn a_new_version_of_a_component_compiles_only_the_functions_that_changed()
             .to_string();
         assert_eq!(tag, format!("v{}:7", &version[5..]));
     }
-    std::fs::remove_dir_all(&cache).unwrap();
+    // Tidying a temporary directory is not what this test checks: a failure here (CI once saw
+    // one) must not fail it.
+    if let Err(e) = std::fs::remove_dir_all(&cache) {
+        eprintln!("cannot remove {}: {e}", cache.display());
+    }
 }
