@@ -763,3 +763,60 @@ async fn kafka_a_row_having_drops_is_deleted_at_the_time_of_its_change() {
     );
     engine.shutdown().await;
 }
+
+/// A stream joined to a table, both topics filled before the queries start (a restart, or a
+/// backlog): each click joins the user row that came before it, however far back in the
+/// table's topic, because the join waits for the table to be read up to each click's time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafka_a_stream_joins_a_table_read_up_to_its_events() {
+    let (users, clicks, out) = (
+        unique("wait-users"),
+        unique("wait-clicks"),
+        unique("wait-out"),
+    );
+    const USERS: usize = 50_000;
+    let at = |key: String, value: String, timestamp_ms: i64| Record {
+        key: Some(key.into_bytes()),
+        payload: Some(value.into_bytes()),
+        timestamp_ms: Some(timestamp_ms),
+        partition: None,
+        upstream: None,
+    };
+    let config = shared().config(&unique("wait-producer"));
+    // Users at 1 000 ms; the clicks, at 2 000 ms, name the last users of the topic.
+    let rows = (0..USERS).map(|i| at(format!("u{i}"), format!(r#"{{"NAME":"n{i}"}}"#), 1_000));
+    produce(&config, &users, rows.collect()).await;
+    let named = (USERS - 100..USERS)
+        .map(|i| at(format!("c{i}"), format!(r#"{{"USER_ID":"u{i}"}}"#), 2_000));
+    produce(&config, &clicks, named.collect()).await;
+    let mut engine = engine();
+    for sql in [
+        format!(
+            "CREATE TABLE users (id VARCHAR PRIMARY KEY, name VARCHAR) \
+             WITH (kafka_topic='{users}', key_format='KAFKA')"
+        ),
+        format!(
+            "CREATE STREAM clicks (k VARCHAR KEY, user_id VARCHAR) \
+             WITH (kafka_topic='{clicks}', key_format='KAFKA')"
+        ),
+        format!(
+            "CREATE STREAM named WITH (kafka_topic='{out}', partitions=1) AS \
+             SELECT c.user_id, u.name FROM clicks c LEFT JOIN users u ON c.user_id = u.id"
+        ),
+    ] {
+        run(&mut engine, &sql).await;
+    }
+    // The producers made the topics, with several partitions: compare in key order.
+    let text = |b: Option<Vec<u8>>| String::from_utf8(b.unwrap_or_default()).unwrap();
+    let mut joined: Vec<_> = read_raw(&out, 100)
+        .await
+        .into_iter()
+        .map(|(key, value)| (text(key), text(value)))
+        .collect();
+    joined.sort();
+    let expected: Vec<_> = (USERS - 100..USERS)
+        .map(|i| (format!("u{i}"), format!(r#"{{"NAME":"n{i}"}}"#)))
+        .collect();
+    assert_eq!(joined, expected);
+    engine.shutdown().await;
+}

@@ -604,12 +604,22 @@ impl Input {
 
     /// Whether messages are known to wait beyond what was read; `None` while it cannot tell
     /// (see [`eddy_connector::Source::may_have_more`]).
-    fn may_have_more(&self) -> Option<bool> {
+    pub(crate) fn may_have_more(&self) -> Option<bool> {
         match self {
             Input::Source { source, .. } => source.may_have_more(),
             Input::Memory { log, next } => Some(log.end() > *next),
             Input::Generator { .. } => Some(true),
-            Input::Join { .. } => None,
+            Input::Join { sides, pending, .. } => {
+                if pending.iter().any(Option::is_some) {
+                    return Some(true);
+                }
+                let [left, right] = [&sides[0], &sides[1]].map(|s| s.may_have_more());
+                match (left, right) {
+                    (Some(true), _) | (_, Some(true)) => Some(true),
+                    (Some(false), Some(false)) => Some(false),
+                    _ => None,
+                }
+            }
         }
     }
 

@@ -23,6 +23,7 @@ mod reused_plan;
 mod robustness;
 mod statement;
 mod structs;
+mod table_fill;
 mod table_join;
 mod type_check;
 mod window;

@@ -203,6 +203,8 @@ pub(crate) struct TableState {
     schema: SchemaRef,
     keys: Vec<usize>,
     inner: Mutex<TableInner>,
+    /// How far the query filling it has read, for the stream–table joins that read it.
+    pub(crate) filled: crate::table_fill::Filled,
 }
 
 #[derive(Debug, Default)]
@@ -257,6 +259,7 @@ impl TableState {
             schema,
             keys,
             inner: Mutex::new(TableInner::default()),
+            filled: crate::table_fill::Filled::default(),
         })
     }
 

@@ -346,8 +346,29 @@ impl Engine {
                 progress
             }
         };
+        // A stream joined to tables waits for their filling queries (see `table_fill`); a
+        // table's filling task starts behind its source.
+        let joined_tables = match source.kind {
+            crate::statement::Kind::Stream => launch
+                .reads
+                .iter()
+                .filter(|r| **r != launch.source && Some(*r) != launch.sink.as_ref())
+                .filter_map(|r| {
+                    Some(super::task::JoinedTable {
+                        name: r.clone(),
+                        state: self.relations.get(r)?.table.clone()?,
+                        warned: false,
+                    })
+                })
+                .collect(),
+            crate::statement::Kind::Table => Vec::new(),
+        };
+        if let Some(filled) = launch.table.as_ref().or(launch.output.table.as_ref()) {
+            filled.filled.begin();
+        }
         let task = Task {
             id: launch.id.clone(),
+            joined_tables,
             on_error: launch.on_error,
             input,
             input_schema,

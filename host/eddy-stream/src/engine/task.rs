@@ -146,6 +146,8 @@ pub(super) struct TaskOutput {
 
 pub(super) struct Task {
     pub(super) id: String,
+    /// For a query over a stream: the tables it joins, whose filling it waits for.
+    pub(super) joined_tables: Vec<JoinedTable>,
     pub(super) on_error: OnError,
     pub(super) input: Input,
     pub(super) input_schema: SchemaRef,
@@ -169,8 +171,25 @@ pub(super) struct Task {
     pub(super) partitioned: Option<super::partitioned::Partitioned>,
 }
 
+/// A table a stream query joins, and whether the join was told it stalled.
+pub(super) struct JoinedTable {
+    pub(super) name: String,
+    pub(super) state: Arc<TableState>,
+    pub(super) warned: bool,
+}
+
+/// The latest event time of a step's rows.
+fn latest(batch: &RecordBatch) -> Option<i64> {
+    batch
+        .column_by_name("rowtime")?
+        .as_any()
+        .downcast_ref::<arrow::array::TimestampMillisecondArray>()
+        .and_then(arrow::compute::max)
+}
+
 impl Task {
     pub(super) async fn run(mut self) {
+        let started = Instant::now();
         let mut last_commit = Instant::now();
         let mut dirty = false;
         let mut sent = 0usize;
@@ -266,7 +285,21 @@ impl Task {
             self.stats
                 .lag
                 .store(self.input.lag().unwrap_or(u64::MAX), Ordering::Relaxed);
+            // What a table this task fills tells the joins that wait for it (`table_fill`):
+            // a source that cannot tell whether more waits counts as read up once it had
+            // time to join its consumer group.
+            let fills = self.table.as_ref().or(self.output.table.as_ref()).cloned();
+            let filled_to = fills.as_ref().map(|_| {
+                let caught_up = match self.input.may_have_more() {
+                    Some(more) => !more,
+                    None => started.elapsed() >= crate::table_fill::STALL,
+                };
+                (latest(&step.batch), caught_up)
+            });
             if step.is_idle() {
+                if let (Some(table), Some((_, caught_up))) = (&fills, filled_to) {
+                    table.filled.advanced(None, caught_up);
+                }
                 if dirty {
                     dirty = !self.commit().await;
                     last_commit = Instant::now();
@@ -282,6 +315,11 @@ impl Task {
                 .fetch_add(events as u64, Ordering::Relaxed);
             if !step.bad.is_empty() {
                 self.bad_events(step.bad).await;
+            }
+            if step.side == 0 && !self.joined_tables.is_empty() {
+                if let Some(time) = latest(&step.batch) {
+                    self.wait_for_tables(time).await;
+                }
             }
             if let Some(table) = &self.table {
                 if let Err(e) = table.upsert(&step.batch) {
@@ -305,6 +343,9 @@ impl Task {
                     break;
                 }
             }
+            if let (Some(table), Some((read, caught_up))) = (&fills, filled_to) {
+                table.filled.advanced(read, caught_up);
+            }
             if last_commit.elapsed() >= self.commit_interval {
                 dirty = !self.commit().await;
                 last_commit = Instant::now();
@@ -317,6 +358,42 @@ impl Task {
             parts.close(&self.ctx, &self.processor);
         }
         self.stats.finished.store(true, Ordering::SeqCst);
+    }
+
+    /// Waits until every table the query joins has been filled up to event time `time`, or
+    /// its filling query has not moved for [`crate::table_fill::STALL`] (then the join goes on
+    /// with the table as it is, and says so once), or the query is stopped.
+    async fn wait_for_tables(&mut self, time: i64) {
+        loop {
+            let Some(table) = self
+                .joined_tables
+                .iter_mut()
+                .find(|t| !t.state.filled.ready_for(time))
+            else {
+                for table in &mut self.joined_tables {
+                    table.warned = false;
+                }
+                return;
+            };
+            if table.state.filled.stalled() {
+                if !table.warned {
+                    table.warned = true;
+                    tracing::warn!(
+                        query = %self.id,
+                        "joining table '{}' as it is: it is filled up to event time {:?}, \
+                         this step reaches {time}, and it has read nothing for {:?}",
+                        table.name,
+                        table.state.filled.read_to(),
+                        crate::table_fill::STALL
+                    );
+                }
+                return;
+            }
+            tokio::select! {
+                _ = self.stop.changed() => return,
+                _ = tokio::time::sleep(Duration::from_millis(10)) => {}
+            }
+        }
     }
 
     /// The step's rows in their order, cut where a stream's records without a value came
