@@ -262,6 +262,52 @@ impl Engine {
         sql: &str,
         properties: Option<&BTreeMap<String, String>>,
     ) -> Result<Started> {
+        let started = self.start_statement(sql, properties).await;
+        started.map_err(|e| self.steady_suggestion(e))
+    }
+
+    /// DataFusion suggests the known function nearest a misspelt name, but of several equally
+    /// near it takes whichever its hash map lists first, so one typo got another suggestion at
+    /// each run: of those, suggest the first in alphabetical order.
+    fn steady_suggestion(&self, e: Error) -> Error {
+        const INVALID: &str = "Invalid function '";
+        let Error::Plan(text) = &e else {
+            return e;
+        };
+        let Some((head, _)) = text.split_once(" Did you mean '") else {
+            return e;
+        };
+        let Some(name) = head
+            .find(INVALID)
+            .and_then(|at| head[at + INVALID.len()..].strip_suffix("'."))
+        else {
+            return e;
+        };
+        let state = self.session.context().state();
+        let target = name.to_lowercase();
+        let nearest = state
+            .scalar_functions()
+            .keys()
+            .chain(state.higher_order_functions().keys())
+            .chain(state.aggregate_functions().keys())
+            .min_by_key(|n| {
+                let distance = datafusion::common::utils::datafusion_strsim::levenshtein(
+                    &n.to_lowercase(),
+                    &target,
+                );
+                (distance, n.to_string())
+            });
+        match nearest {
+            Some(nearest) => Error::Plan(format!("{head} Did you mean '{nearest}'?")),
+            None => e,
+        }
+    }
+
+    async fn start_statement(
+        &mut self,
+        sql: &str,
+        properties: Option<&BTreeMap<String, String>>,
+    ) -> Result<Started> {
         self.reap();
         let earliest = properties
             .unwrap_or(&self.properties)
