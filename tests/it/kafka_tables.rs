@@ -6,7 +6,7 @@ use eddy_connector::Record;
 use eddy_tests::kafka::{shared, unique};
 
 use crate::kafka::{
-    collect, engine, engine_with_state_in, produce, pull, read_raw, read_timed, run,
+    collect, engine, engine_with_state_in, produce, pull, pull_until, read_raw, read_timed, run,
 };
 
 /// A record of `topic`'s table: `key` (none for a record without one) and a JSON value (none
@@ -818,5 +818,91 @@ async fn kafka_a_stream_joins_a_table_read_up_to_its_events() {
         .map(|i| (format!("u{i}"), format!(r#"{{"NAME":"n{i}"}}"#)))
         .collect();
     assert_eq!(joined, expected);
+    engine.shutdown().await;
+}
+
+/// `CREATE SOURCE TABLE` and `CREATE SOURCE STREAM`, as in ksqlDB: read from a topic, queried
+/// and pulled as any other, and read-only: no `INSERT`, no `CREATE OR REPLACE`, each refused
+/// with ksqlDB's message.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafka_source_tables_and_streams_are_read_only() {
+    let (users, events, out) = (unique("src-users"), unique("src-events"), unique("src-out"));
+    let mut engine = engine();
+    for sql in [
+        format!(
+            "CREATE SOURCE TABLE users (id VARCHAR PRIMARY KEY, name VARCHAR) \
+             WITH (kafka_topic='{users}', partitions=1, key_format='KAFKA')"
+        ),
+        format!(
+            "CREATE SOURCE STREAM events (k VARCHAR KEY, v INT) \
+             WITH (kafka_topic='{events}', partitions=1, key_format='KAFKA')"
+        ),
+        format!(
+            "CREATE STREAM others (k VARCHAR KEY, v INT) \
+             WITH (kafka_topic='{events}', key_format='KAFKA')"
+        ),
+        format!(
+            "CREATE TABLE named WITH (kafka_topic='{out}', partitions=1) AS \
+             SELECT id, name FROM users WHERE name <> 'x'"
+        ),
+    ] {
+        run(&mut engine, &sql).await;
+    }
+    let config = shared().config(&unique("src-producer"));
+    let rows = vec![
+        change(Some("a"), Some(r#"{"NAME":"ann"}"#)),
+        change(Some("b"), Some(r#"{"NAME":"bo"}"#)),
+    ];
+    produce(&config, &users, rows).await;
+    pull_until(
+        &mut engine,
+        "SELECT id, name FROM users",
+        &[["a", "ann"], ["b", "bo"]],
+    )
+    .await;
+    let json = |s: &str| Some(s.as_bytes().to_vec());
+    assert_eq!(
+        read_raw(&out, 2).await,
+        [
+            (json("a"), json(r#"{"NAME":"ann"}"#)),
+            (json("b"), json(r#"{"NAME":"bo"}"#)),
+        ]
+    );
+    for (sql, refusal) in [
+        (
+            "INSERT INTO users (id, name) VALUES ('c', 'cy')".to_string(),
+            // DataFusion plans INSERT … VALUES, and says so, as for other inserts it refuses.
+            "Error during planning: Cannot insert values into read-only table: USERS",
+        ),
+        (
+            "INSERT INTO events (k, v) VALUES ('c', 1)".to_string(),
+            "Error during planning: Cannot insert values into read-only stream: EVENTS",
+        ),
+        (
+            "INSERT INTO events SELECT * FROM others".to_string(),
+            "Cannot insert into read-only stream: EVENTS",
+        ),
+        (
+            format!(
+                "CREATE OR REPLACE TABLE users (id VARCHAR PRIMARY KEY, name VARCHAR) \
+                 WITH (kafka_topic='{users}', key_format='KAFKA')"
+            ),
+            "Cannot add table 'USERS': CREATE OR REPLACE is not supported on source tables.",
+        ),
+        (
+            "CREATE SOURCE STREAM kept (v INT)".to_string(),
+            "a SOURCE STREAM is read from outside: give it kafka_topic (or mqtt_topic, or \
+             generator)",
+        ),
+    ] {
+        let refused = engine.execute(&sql).await.err().expect("refused");
+        assert_eq!(refused.to_string(), refusal, "{sql}");
+    }
+    pull_until(
+        &mut engine,
+        "SELECT id, name FROM users",
+        &[["a", "ann"], ["b", "bo"]],
+    )
+    .await;
     engine.shutdown().await;
 }

@@ -137,6 +137,16 @@ pub(crate) struct StreamProvider {
     pub inserter: Option<Arc<dyn Inserter>>,
     /// Its schema.
     pub schema: SchemaRef,
+    /// A `SOURCE` stream, which refuses inserts.
+    pub read_only: bool,
+}
+
+/// ksqlDB's refusal of `INSERT INTO … VALUES` into a `SOURCE` stream or table.
+fn read_only(kind: &str, name: &str) -> DataFusionError {
+    DataFusionError::Plan(format!(
+        "Cannot insert values into read-only {kind}: {}",
+        name.to_uppercase()
+    ))
 }
 
 #[async_trait]
@@ -175,6 +185,9 @@ impl TableProvider for StreamProvider {
             return Err(DataFusionError::Plan(format!(
                 "{insert_op} into a stream: streams only append"
             )));
+        }
+        if self.read_only {
+            return Err(read_only("stream", &self.name));
         }
         let Some(inserter) = &self.inserter else {
             return Err(DataFusionError::Plan(match &self.external {
@@ -626,6 +639,8 @@ pub(crate) struct TableProviderImpl {
     pub inserter: Option<Arc<dyn Inserter>>,
     /// Name, for messages.
     pub name: String,
+    /// A `SOURCE` table, which refuses inserts.
+    pub read_only: bool,
 }
 
 #[async_trait]
@@ -651,6 +666,9 @@ impl TableProvider for TableProviderImpl {
         input: Arc<dyn ExecutionPlan>,
         _insert_op: InsertOp,
     ) -> Result<Arc<dyn ExecutionPlan>> {
+        if self.read_only {
+            return Err(read_only("table", &self.name));
+        }
         let Some(inserter) = &self.inserter else {
             return Err(DataFusionError::Plan(format!(
                 "'{}' is written by a query; INSERT INTO goes to source streams and tables",

@@ -59,6 +59,8 @@ pub enum Statement {
         or_replace: bool,
         /// `IF NOT EXISTS`.
         if_not_exists: bool,
+        /// `CREATE SOURCE STREAM|TABLE`: read-only, as in ksqlDB (no INSERT, no replacing).
+        read_only: bool,
         /// Declared columns (empty for the generator, whose columns are fixed).
         columns: Vec<Column>,
         /// `WITH (…)`, keys lower-cased.
@@ -343,6 +345,11 @@ fn parse_text(sql: &str) -> Result<Statement> {
             if or_replace {
                 look += 2;
             }
+            let read_only = t.keyword(look).as_deref() == Some("SOURCE")
+                && matches!(t.keyword(look + 1).as_deref(), Some("STREAM" | "TABLE"));
+            if read_only {
+                look += 1;
+            }
             let kind = match t.keyword(look).as_deref() {
                 Some("STREAM") => Kind::Stream,
                 Some("TABLE") => Kind::Table,
@@ -352,7 +359,7 @@ fn parse_text(sql: &str) -> Result<Statement> {
             if or_replace && t.keyword(0).is_none() {
                 return other();
             }
-            create(sql, &mut t, kind, or_replace)
+            create(sql, &mut t, kind, or_replace, read_only)
         }
         Some("SELECT") => {
             // A push query ends in EMIT CHANGES, perhaps followed by LIMIT n.
@@ -533,9 +540,18 @@ fn blank_before(sql: &str, start: usize) -> String {
     format!("{prefix}{}", sql[start..].trim_end().trim_end_matches(';'))
 }
 
-fn create(sql: &str, t: &mut Tokens, kind: Kind, or_replace: bool) -> Result<Statement> {
+fn create(
+    sql: &str,
+    t: &mut Tokens,
+    kind: Kind,
+    or_replace: bool,
+    read_only: bool,
+) -> Result<Statement> {
     let if_not_exists = t.accept_keywords(&["IF", "NOT", "EXISTS"]);
     let name = t.identifier(&format!("the {} name", kind.as_str()))?;
+    if read_only && or_replace {
+        return Err(replacing_a_source(kind, &name));
+    }
     let mut columns = Vec::new();
     if t.accept(&Token::LParen) {
         loop {
@@ -561,6 +577,13 @@ fn create(sql: &str, t: &mut Tokens, kind: Kind, or_replace: bool) -> Result<Sta
         if t.keyword(0).as_deref() != Some("SELECT") {
             return Err(t.error("SELECT"));
         }
+        if read_only {
+            return Err(Error::Syntax(format!(
+                "a SOURCE {0} is read from a topic, not written by a query: use CREATE {0} … \
+                 AS SELECT",
+                kind.as_str().to_uppercase()
+            )));
+        }
         return Ok(Statement::CreateAs {
             kind,
             name,
@@ -575,9 +598,19 @@ fn create(sql: &str, t: &mut Tokens, kind: Kind, or_replace: bool) -> Result<Sta
         name,
         or_replace,
         if_not_exists,
+        read_only,
         columns,
         options,
     })
+}
+
+/// ksqlDB's refusal to replace a read-only relation, or to replace one by it.
+pub(crate) fn replacing_a_source(kind: Kind, name: &str) -> Error {
+    Error::Catalog(format!(
+        "Cannot add {0} '{1}': CREATE OR REPLACE is not supported on source {0}s.",
+        kind.as_str(),
+        name.to_uppercase()
+    ))
 }
 
 fn column(t: &mut Tokens, kind: Kind) -> Result<Column> {
@@ -839,6 +872,44 @@ mod tests {
                 key: "auto.offset.reset".into(),
                 value: "earliest".into()
             }
+        );
+    }
+
+    #[test]
+    fn source_streams_and_tables_are_read_only_and_never_replaced() {
+        let s =
+            parse("CREATE SOURCE TABLE t (id INT PRIMARY KEY, v VARCHAR) WITH (kafka_topic='t')")
+                .unwrap();
+        assert!(
+            matches!(
+                &s,
+                Statement::CreateSource { kind: Kind::Table, read_only: true, name, .. } if name == "t"
+            ),
+            "{s:?}"
+        );
+        let s = parse("CREATE STREAM s (v INT) WITH (kafka_topic='s')").unwrap();
+        assert!(
+            matches!(
+                &s,
+                Statement::CreateSource {
+                    read_only: false,
+                    ..
+                }
+            ),
+            "{s:?}"
+        );
+        assert_eq!(
+            parse("CREATE OR REPLACE SOURCE STREAM input (v INT) WITH (kafka_topic='s')")
+                .unwrap_err()
+                .to_string(),
+            "Cannot add stream 'INPUT': CREATE OR REPLACE is not supported on source streams."
+        );
+        assert_eq!(
+            parse("CREATE SOURCE TABLE t WITH (kafka_topic='o') AS SELECT a FROM s")
+                .unwrap_err()
+                .to_string(),
+            "syntax error: a SOURCE TABLE is read from a topic, not written by a query: use \
+             CREATE TABLE … AS SELECT"
         );
     }
 

@@ -113,6 +113,8 @@ pub(super) struct Relation {
     /// For a table a query writes: whether its log carries deletions (rows with only their
     /// key), so that queries can follow its changes as a topic's.
     pub(super) logs_deletions: bool,
+    /// `CREATE SOURCE STREAM|TABLE`: no INSERT into it, and no CREATE OR REPLACE of it.
+    pub(super) read_only: bool,
 }
 
 pub(super) struct Running {
@@ -161,7 +163,10 @@ impl Engine {
     }
 
     pub(super) fn check_new_name(&self, name: &str, or_replace: bool) -> Result<()> {
-        if self.relations.contains_key(name) {
+        if let Some(existing) = self.relations.get(name) {
+            if existing.read_only && or_replace {
+                return Err(crate::statement::replacing_a_source(existing.kind, name));
+            }
             if !or_replace {
                 return Err(Error::Catalog(format!(
                     "'{name}' already exists: DROP it first, or use CREATE OR REPLACE"

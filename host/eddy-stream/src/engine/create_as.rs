@@ -659,6 +659,7 @@ impl Engine {
                 state: state.clone(),
                 inserter: None,
                 name: name.to_string(),
+                read_only: false,
             }),
             None => Arc::new(StreamProvider {
                 name: name.to_string(),
@@ -666,6 +667,7 @@ impl Engine {
                 external: None,
                 inserter,
                 schema: schema.clone(),
+                read_only: false,
             }),
         };
         self.ctx().register_table(name, provider)?;
@@ -686,6 +688,7 @@ impl Engine {
                 sql: sql.to_string(),
                 windowed,
                 logs_deletions: log_keys.is_some(),
+                read_only: false,
             },
         );
         self.sync_writers();

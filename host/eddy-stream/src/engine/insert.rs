@@ -155,6 +155,12 @@ impl Engine {
                 target.to_uppercase()
             )));
         }
+        if sink.read_only {
+            return Err(Error::Catalog(format!(
+                "Cannot insert into read-only stream: {}",
+                target.to_uppercase()
+            )));
+        }
         let sink_schema = sink.schema.clone();
         // A stream in memory has no topic: its rows go to its log, not encoded.
         let (topic, encoding) = match &sink.spec {

@@ -320,6 +320,7 @@ impl Engine {
                 name,
                 or_replace,
                 if_not_exists,
+                read_only,
                 columns,
                 options,
             } => {
@@ -329,8 +330,14 @@ impl Engine {
                         kind.as_str()
                     ))));
                 }
-                self.create_source(kind, &name, or_replace, columns, options, sql)
-                    .await
+                let declared = source::Declared {
+                    kind,
+                    or_replace,
+                    read_only,
+                    columns,
+                    options,
+                };
+                self.create_source(&name, declared, sql).await
             }
             Statement::CreateAs {
                 kind,

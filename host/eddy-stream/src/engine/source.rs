@@ -18,17 +18,35 @@ use crate::provider::{StreamProvider, TableProviderImpl, TableState};
 use crate::statement::{Column, Kind};
 use crate::{Error, Result};
 
+/// A stream or table as `CREATE [OR REPLACE] [SOURCE] STREAM|TABLE name (…) WITH (…)`
+/// declares it.
+pub(super) struct Declared {
+    pub(super) kind: Kind,
+    pub(super) or_replace: bool,
+    /// `SOURCE`: read-only.
+    pub(super) read_only: bool,
+    pub(super) columns: Vec<Column>,
+    pub(super) options: Options,
+}
+
 impl Engine {
+    /// Creates the stream or table `name` that `sql` declares, read from outside (or kept in
+    /// memory).
     pub(super) async fn create_source(
         &mut self,
-        kind: Kind,
         name: &str,
-        or_replace: bool,
-        columns: Vec<Column>,
-        options: Options,
+        declared: Declared,
         sql: &str,
     ) -> Result<Output> {
+        let Declared {
+            kind,
+            or_replace,
+            read_only,
+            columns,
+            options,
+        } = declared;
         self.check_new_name(name, or_replace)?;
+
         let mut options = options;
         let keyed = options.contains_key("kafka_topic") && columns.iter().any(|c| c.key);
         options::split_format(&mut options, keyed)?;
@@ -117,6 +135,14 @@ impl Engine {
                     },
                     rate,
                 }
+            }
+            // Nothing could ever write it.
+            Connector::Any if read_only => {
+                return Err(Error::Catalog(format!(
+                    "a SOURCE {} is read from outside: give it kafka_topic (or mqtt_topic, or \
+                     generator)",
+                    kind.as_str().to_uppercase()
+                )))
             }
             Connector::Any => Spec::Memory,
         };
@@ -290,6 +316,7 @@ impl Engine {
                         external,
                         inserter,
                         schema: schema.clone(),
+                        read_only,
                     }),
                 )?;
                 (schema, log, None)
@@ -332,6 +359,7 @@ impl Engine {
                         state: state.clone(),
                         inserter,
                         name: name.to_string(),
+                        read_only,
                     }),
                 )?;
                 (schema, log, Some(state))
@@ -349,6 +377,7 @@ impl Engine {
             sql: sql.to_string(),
             windowed: false,
             logs_deletions: false,
+            read_only,
         };
         self.relations.insert(name.to_string(), relation);
         self.sync_writers();
