@@ -1205,7 +1205,7 @@ async fn kafka_insert_into_relations_read_from_topics() {
     assert_eq!(
         refused.as_deref(),
         Some(
-            "Error during planning: 'keyed' is written by a query with PARTITION BY, which \
+            "'keyed' is written by a query with PARTITION BY, which \
              keys its records: insert into its source instead"
         )
     );

@@ -113,13 +113,15 @@ impl PullQuery {
     /// Its rows, as they are computed.
     pub async fn stream(self) -> Result<SendableRecordBatchStream> {
         settle(&self.settle, Duration::from_secs(10)).await;
-        Ok(self.query.stream().await?)
+        let stream = self.query.stream().await;
+        stream.map_err(|e| without_planning_prefix(e.into()))
     }
 
     /// All its rows.
     pub async fn collect(self) -> Result<Output> {
         settle(&self.settle, Duration::from_secs(10)).await;
-        match self.query.collect().await? {
+        let collected = self.query.collect().await;
+        match collected.map_err(|e| without_planning_prefix(e.into()))? {
             eddy_sql::Output::Rows { schema, batches } => Ok(Output::Rows { schema, batches }),
             eddy_sql::Output::Message(m) => Ok(Output::Message(m)),
         }
@@ -177,6 +179,25 @@ pub struct Engine {
     next_id: u64,
     /// Direct writers into in-memory streams, refreshed whenever a relation is added or removed.
     writers: crate::direct::StreamWriters,
+}
+
+/// A statement DataFusion refused to plan (an `INSERT … VALUES` into a relation that takes
+/// none, say) is told as continuous queries' planning errors are, without DataFusion's
+/// `Error during planning:` prefix. Pull queries and inserts plan as they run, so their
+/// errors pass here too.
+fn without_planning_prefix(e: Error) -> Error {
+    use datafusion::error::DataFusionError;
+    match e {
+        Error::Sql(eddy_sql::Error::DataFusion(e))
+            if matches!(
+                e.find_root(),
+                DataFusionError::Plan(_) | DataFusionError::SchemaError(..)
+            ) =>
+        {
+            crate::pipeline::plan_error(e)
+        }
+        other => other,
+    }
 }
 
 impl Engine {
@@ -263,7 +284,7 @@ impl Engine {
         properties: Option<&BTreeMap<String, String>>,
     ) -> Result<Started> {
         let started = self.start_statement(sql, properties).await;
-        started.map_err(|e| self.steady_suggestion(e))
+        started.map_err(|e| self.steady_suggestion(without_planning_prefix(e)))
     }
 
     /// DataFusion suggests the known function nearest a misspelt name, but of several equally
