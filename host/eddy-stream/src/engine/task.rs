@@ -190,6 +190,8 @@ fn latest(batch: &RecordBatch) -> Option<i64> {
 impl Task {
     pub(super) async fn run(mut self) {
         let started = Instant::now();
+        // The table this task fills, if any (see `table_fill`).
+        let fills = self.table.as_ref().or(self.output.table.as_ref()).cloned();
         let mut last_commit = Instant::now();
         let mut dirty = false;
         let mut sent = 0usize;
@@ -288,7 +290,6 @@ impl Task {
             // What a table this task fills tells the joins that wait for it (`table_fill`):
             // a source that cannot tell whether more waits counts as read up once it had
             // time to join its consumer group.
-            let fills = self.table.as_ref().or(self.output.table.as_ref()).cloned();
             let filled_to = fills.as_ref().map(|_| {
                 let caught_up = match self.input.may_have_more() {
                     Some(more) => !more,
@@ -356,6 +357,10 @@ impl Task {
         }
         if let Some(parts) = self.partitioned.take() {
             parts.close(&self.ctx, &self.processor);
+        }
+        // Its input ended (or it stopped): nothing more will come to wait for.
+        if let Some(table) = &fills {
+            table.filled.advanced(None, true);
         }
         self.stats.finished.store(true, Ordering::SeqCst);
     }
