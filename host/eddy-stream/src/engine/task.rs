@@ -367,31 +367,29 @@ impl Task {
 
     /// Waits until every table the query joins has been filled up to event time `time`, or
     /// its filling query has not moved for [`crate::table_fill::STALL`] (then the join goes on
-    /// with the table as it is, and says so once), or the query is stopped.
+    /// with that table as it is, and says so once), or the query is stopped.
     async fn wait_for_tables(&mut self, time: i64) {
         loop {
-            let Some(table) = self
-                .joined_tables
-                .iter_mut()
-                .find(|t| !t.state.filled.ready_for(time))
-            else {
-                for table in &mut self.joined_tables {
+            let mut waiting = false;
+            for table in &mut self.joined_tables {
+                let filled = &table.state.filled;
+                if filled.ready_for(time) {
                     table.warned = false;
-                }
-                return;
-            };
-            if table.state.filled.stalled() {
-                if !table.warned {
+                } else if !filled.stalled() {
+                    waiting = true;
+                } else if !table.warned {
                     table.warned = true;
                     tracing::warn!(
                         query = %self.id,
                         "joining table '{}' as it is: it is filled up to event time {:?}, \
                          this step reaches {time}, and it has read nothing for {:?}",
                         table.name,
-                        table.state.filled.read_to(),
+                        filled.read_to(),
                         crate::table_fill::STALL
                     );
                 }
+            }
+            if !waiting {
                 return;
             }
             tokio::select! {
