@@ -240,11 +240,9 @@ impl Aggregation {
         if rows.num_rows() == 0 {
             return Ok(());
         }
-        let times = rows
-            .column_by_name("rowtime")
-            .and_then(|c| c.as_any().downcast_ref::<TimestampMillisecondArray>())
-            .and_then(arrow::compute::max);
-        self.latest = self.latest.max(times);
+        self.latest = self
+            .latest
+            .max(crate::format::common::latest_rowtime(&rows));
         self.rows.set(vec![rows]);
         let input = self.input.collect(ctx.task_ctx()).await;
         self.rows.set(Vec::new());

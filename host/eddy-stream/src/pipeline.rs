@@ -663,10 +663,7 @@ impl Processor {
             out.extend(join.deleted(&out, &changed, &self.full)?);
             // A row (or tombstone) is as late as the change that made it, as in Kafka Streams:
             // a row that lost its joined row keeps the time of that row's deletion.
-            let changed_at = batch
-                .column_by_name("rowtime")
-                .and_then(|c| c.as_any().downcast_ref::<TimestampMillisecondArray>())
-                .and_then(arrow::compute::max);
+            let changed_at = crate::format::common::latest_rowtime(&batch);
             if let (Some(at), Ok(i)) = (changed_at, self.full.index_of("rowtime")) {
                 out = out
                     .into_iter()

@@ -13,6 +13,7 @@ use eddy_connector::Sink;
 use tokio::sync::{mpsc, watch};
 
 use crate::checkpoint::{Checkpoint, QueryState};
+use crate::format::common::latest_rowtime;
 use crate::format::records::StreamRecords;
 use crate::input::Input;
 use crate::log::Log;
@@ -178,15 +179,6 @@ pub(super) struct JoinedTable {
     pub(super) warned: bool,
 }
 
-/// The latest event time of a step's rows.
-fn latest(batch: &RecordBatch) -> Option<i64> {
-    batch
-        .column_by_name("rowtime")?
-        .as_any()
-        .downcast_ref::<arrow::array::TimestampMillisecondArray>()
-        .and_then(arrow::compute::max)
-}
-
 impl Task {
     pub(super) async fn run(mut self) {
         let started = Instant::now();
@@ -295,7 +287,7 @@ impl Task {
                     Some(more) => !more,
                     None => started.elapsed() >= crate::table_fill::STALL,
                 };
-                (latest(&step.batch), caught_up)
+                (latest_rowtime(&step.batch), caught_up)
             });
             if step.is_idle() {
                 if let (Some(table), Some((_, caught_up))) = (&fills, filled_to) {
@@ -318,7 +310,7 @@ impl Task {
                 self.bad_events(step.bad).await;
             }
             if step.side == 0 && !self.joined_tables.is_empty() {
-                if let Some(time) = latest(&step.batch) {
+                if let Some(time) = latest_rowtime(&step.batch) {
                     self.wait_for_tables(time).await;
                 }
             }

@@ -35,6 +35,15 @@ impl Val {
     }
 }
 
+/// The latest `rowtime` of `batch`'s rows, if it has that column and a row with one.
+pub(crate) fn latest_rowtime(batch: &RecordBatch) -> Option<i64> {
+    batch
+        .column_by_name("rowtime")?
+        .as_any()
+        .downcast_ref::<arrow::array::TimestampMillisecondArray>()
+        .and_then(arrow::compute::max)
+}
+
 /// Splits off `rowtime` (if the batch has it): the payload columns and the record timestamps.
 pub(crate) fn split_rowtime(batch: &RecordBatch) -> (RecordBatch, Vec<Option<i64>>) {
     let schema = batch.schema();
