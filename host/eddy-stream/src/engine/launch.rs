@@ -346,8 +346,7 @@ impl Engine {
                 progress
             }
         };
-        // A stream joined to tables waits for their filling queries (see `table_fill`); a
-        // table's filling task starts behind its source.
+        // A stream joined to tables waits for their filling queries (see `table_fill`).
         let joined_tables = match source.kind {
             crate::statement::Kind::Stream => launch
                 .reads
@@ -363,9 +362,6 @@ impl Engine {
                 .collect(),
             crate::statement::Kind::Table => Vec::new(),
         };
-        if let Some(filled) = launch.table.as_ref().or(launch.output.table.as_ref()) {
-            filled.filled.begin();
-        }
         let task = Task {
             id: launch.id.clone(),
             joined_tables,
@@ -386,6 +382,10 @@ impl Engine {
             progress,
             partitioned: launch.partitioned,
         };
+        // A table's filling task starts behind its source, before any join can look.
+        if let Some(filled) = task.fills() {
+            filled.filled.begin();
+        }
         let handle = tokio::spawn(report_panic(launch.id.clone(), stats.clone(), task.run()));
         self.queries.insert(
             launch.id,

@@ -180,10 +180,15 @@ pub(super) struct JoinedTable {
 }
 
 impl Task {
+    /// The table this task fills, if any: a table read from outside, or a query's output
+    /// table (see `table_fill`).
+    pub(super) fn fills(&self) -> Option<&Arc<TableState>> {
+        self.table.as_ref().or(self.output.table.as_ref())
+    }
+
     pub(super) async fn run(mut self) {
         let started = Instant::now();
-        // The table this task fills, if any (see `table_fill`).
-        let fills = self.table.as_ref().or(self.output.table.as_ref()).cloned();
+        let fills = self.fills().cloned();
         let mut last_commit = Instant::now();
         let mut dirty = false;
         let mut sent = 0usize;
