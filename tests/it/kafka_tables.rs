@@ -889,6 +889,10 @@ async fn kafka_source_tables_and_streams_are_read_only() {
             "Cannot add table 'USERS': CREATE OR REPLACE is not supported on source tables.",
         ),
         (
+            format!("CREATE OR REPLACE SOURCE STREAM fresh (v INT) WITH (kafka_topic='{events}')"),
+            "Cannot add stream 'FRESH': CREATE OR REPLACE is not supported on source streams.",
+        ),
+        (
             "CREATE SOURCE STREAM kept (v INT)".to_string(),
             "a SOURCE STREAM is read from outside: give it kafka_topic (or mqtt_topic, or \
              generator)",

@@ -549,9 +549,6 @@ fn create(
 ) -> Result<Statement> {
     let if_not_exists = t.accept_keywords(&["IF", "NOT", "EXISTS"]);
     let name = t.identifier(&format!("the {} name", kind.as_str()))?;
-    if read_only && or_replace {
-        return Err(replacing_a_source(kind, &name));
-    }
     let mut columns = Vec::new();
     if t.accept(&Token::LParen) {
         loop {
@@ -602,15 +599,6 @@ fn create(
         columns,
         options,
     })
-}
-
-/// ksqlDB's refusal to replace a read-only relation, or to replace one by it.
-pub(crate) fn replacing_a_source(kind: Kind, name: &str) -> Error {
-    Error::Catalog(format!(
-        "Cannot add {0} '{1}': CREATE OR REPLACE is not supported on source {0}s.",
-        kind.as_str(),
-        name.to_uppercase()
-    ))
 }
 
 fn column(t: &mut Tokens, kind: Kind) -> Result<Column> {
@@ -876,7 +864,7 @@ mod tests {
     }
 
     #[test]
-    fn source_streams_and_tables_are_read_only_and_never_replaced() {
+    fn source_streams_and_tables_parse_as_read_only() {
         let s =
             parse("CREATE SOURCE TABLE t (id INT PRIMARY KEY, v VARCHAR) WITH (kafka_topic='t')")
                 .unwrap();
@@ -898,11 +886,18 @@ mod tests {
             ),
             "{s:?}"
         );
-        assert_eq!(
-            parse("CREATE OR REPLACE SOURCE STREAM input (v INT) WITH (kafka_topic='s')")
-                .unwrap_err()
-                .to_string(),
-            "Cannot add stream 'INPUT': CREATE OR REPLACE is not supported on source streams."
+        let s =
+            parse("CREATE OR REPLACE SOURCE STREAM input (v INT) WITH (kafka_topic='s')").unwrap();
+        assert!(
+            matches!(
+                &s,
+                Statement::CreateSource {
+                    read_only: true,
+                    or_replace: true,
+                    ..
+                }
+            ),
+            "{s:?}"
         );
         assert_eq!(
             parse("CREATE SOURCE TABLE t WITH (kafka_topic='o') AS SELECT a FROM s")

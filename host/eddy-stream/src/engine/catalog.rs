@@ -131,6 +131,15 @@ pub(super) struct Running {
     pub(super) tables: Vec<String>,
 }
 
+/// ksqlDB's refusal to replace a `SOURCE` stream or table, or to replace one by it.
+pub(super) fn replacing_a_source(kind: Kind, name: &str) -> Error {
+    Error::Catalog(format!(
+        "Cannot add {0} '{1}': CREATE OR REPLACE is not supported on source {0}s.",
+        kind.as_str(),
+        name.to_uppercase()
+    ))
+}
+
 impl Engine {
     /// Forgets queries that ended by themselves (push queries past their LIMIT, bounded inputs).
     pub(super) fn reap(&mut self) {
@@ -165,7 +174,7 @@ impl Engine {
     pub(super) fn check_new_name(&self, name: &str, or_replace: bool) -> Result<()> {
         if let Some(existing) = self.relations.get(name) {
             if existing.read_only && or_replace {
-                return Err(crate::statement::replacing_a_source(existing.kind, name));
+                return Err(replacing_a_source(existing.kind, name));
             }
             if !or_replace {
                 return Err(Error::Catalog(format!(

@@ -43,11 +43,12 @@ impl Engine {
             or_replace,
             read_only,
             columns,
-            options,
+            mut options,
         } = declared;
+        if read_only && or_replace {
+            return Err(super::catalog::replacing_a_source(kind, name));
+        }
         self.check_new_name(name, or_replace)?;
-
-        let mut options = options;
         let keyed = options.contains_key("kafka_topic") && columns.iter().any(|c| c.key);
         options::split_format(&mut options, keyed)?;
         // As in ksqlDB, the KEY columns of a relation over a topic are read from the record key,
