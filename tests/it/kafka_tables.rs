@@ -775,19 +775,21 @@ async fn kafka_a_stream_joins_a_table_read_up_to_its_events() {
         unique("wait-out"),
     );
     const USERS: usize = 50_000;
-    let at = |key: String, value: String, timestamp_ms: i64| Record {
-        key: Some(key.into_bytes()),
-        payload: Some(value.into_bytes()),
-        timestamp_ms: Some(timestamp_ms),
-        partition: None,
-        upstream: None,
-    };
     let config = shared().config(&unique("wait-producer"));
-    // Users at 1 000 ms; the clicks, at 2 000 ms, name the last users of the topic.
-    let rows = (0..USERS).map(|i| at(format!("u{i}"), format!(r#"{{"NAME":"n{i}"}}"#), 1_000));
+    // Users at 1 000 ms (as `change` times them); the clicks, at 2 000 ms, name the last users
+    // of the topic.
+    let rows = (0..USERS).map(|i| {
+        let name = format!(r#"{{"NAME":"n{i}"}}"#);
+        change(Some(&format!("u{i}")), Some(&name))
+    });
     produce(&config, &users, rows.collect()).await;
-    let named = (USERS - 100..USERS)
-        .map(|i| at(format!("c{i}"), format!(r#"{{"USER_ID":"u{i}"}}"#), 2_000));
+    let named = (USERS - 100..USERS).map(|i| {
+        let user = format!(r#"{{"USER_ID":"u{i}"}}"#);
+        Record {
+            timestamp_ms: Some(2_000),
+            ..change(Some(&format!("c{i}")), Some(&user))
+        }
+    });
     produce(&config, &clicks, named.collect()).await;
     let mut engine = engine();
     for sql in [
